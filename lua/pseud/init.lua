@@ -1,0 +1,160 @@
+--- pseud: a bidirectional RPC host, wire-compatible with Python pseud.
+--
+-- This module is the public API (DESIGN.md section 2). It is a thin layer
+-- over pseud.core, where the loop, the protocol and the handler coroutines
+-- live: a Server or Client here is a table holding a core endpoint, plus the
+-- proxies that turn `client.a.b(1, 2)` into a call of 'a.b'.
+local core = require 'pseud.core'
+local registry = require 'pseud.registry'
+
+local pseud = {
+  _VERSION = 'pseud-lua 0.1.0',
+  null = core.null,
+  ext = core.ext,
+  error = core.error,
+  RemoteError = core.error_mt,
+  sleep = core.sleep,
+  spawn = core.spawn,
+  configure = core.configure,
+}
+
+--- Mark `t` as keyword arguments: the last argument of a call.
+function pseud.kwargs(t)
+  return setmetatable(t or {}, core.kwargs_mt)
+end
+
+--- Mark `t` to travel as a msgpack map, even when empty or a sequence.
+function pseud.map(t)
+  return setmetatable(t or {}, core.map_mt)
+end
+
+--- Is `v` a pseud error value (remote error, timeout, pseud.error)?
+function pseud.is_error(v)
+  return type(v) == 'table' and getmetatable(v) == core.error_mt
+end
+
+--- Wait for every future; returns their values in order. Raises the first
+-- error after all have settled.
+function pseud.gather(...)
+  local futures = table.pack(...)
+  local results, first_error = { n = futures.n }, nil
+  for i = 1, futures.n do
+    local ok, v = pcall(futures[i].get, futures[i])
+    if ok then results[i] = v elseif first_error == nil then first_error = v end
+  end
+  if first_error ~= nil then error(first_error, 0) end
+  return table.unpack(results, 1, results.n)
+end
+
+function pseud.create_local_registry(name)
+  return registry.new(name)
+end
+
+--- Register globally, or in `opts.registry`.
+function pseud.register_rpc(name, fn, opts)
+  local reg = opts and opts.registry or registry.global
+  return reg:register(name, fn, opts)
+end
+
+pseud.register_predicate = registry.register_predicate
+
+-- Proxies: `rpc.name` and `proxy.more` build dotted names; calling one sends
+-- the call. `rpc:name(...)` passes the rpc first: it is dropped.
+local Proxy = {}
+
+local function proxy(rpc, peer, name)
+  return setmetatable({ rpc = rpc, peer = peer, name = name }, Proxy)
+end
+
+Proxy.__index = function(p, key)
+  if type(key) ~= 'string' then return nil end
+  local child = proxy(rawget(p, 'rpc'), rawget(p, 'peer'), rawget(p, 'name') .. '.' .. key)
+  rawset(p, key, child)
+  return child
+end
+
+Proxy.__call = function(p, first, ...)
+  local rpc = rawget(p, 'rpc')
+  if first == rpc then
+    return rpc._core:call(rawget(p, 'peer'), rawget(p, 'name'), ...)
+  end
+  return rpc._core:call(rawget(p, 'peer'), rawget(p, 'name'), first, ...)
+end
+
+local RPC = {}
+
+local function rpc_index(self, key)
+  local method = RPC[key]
+  if method ~= nil then return method end
+  if type(key) ~= 'string' then return nil end
+  local p = proxy(self, nil, key)
+  rawget(self, '_proxies')[key] = p
+  return p
+end
+
+local function new_rpc(kind, name, opts)
+  if type(name) ~= 'string' then
+    error(core.error('TypeError', kind .. ': the service name must be a string'), 3)
+  end
+  opts = opts or {}
+  local reg = opts.registry or registry.new(name)
+  local ep, err = core.endpoint(kind, name, opts, reg.callables)
+  if not ep then error(core.error('RuntimeError', err), 3) end
+  local self = setmetatable({ _core = ep, _kind = kind, name = name, options = opts,
+                              registry = reg, _proxies = setmetatable({}, { __mode = 'v' }) },
+                            { __index = rpc_index, __name = 'pseud.' .. kind })
+  if opts.proxy_to then ep:set_proxy(opts.proxy_to._core) end
+  return self
+end
+
+function RPC:bind(address)
+  return self._core:bind(address)
+end
+
+function RPC:connect(address)
+  return self._core:connect(address)
+end
+
+function RPC:register_rpc(name, fn, opts)
+  local reg = opts and opts.registry or self.registry
+  return reg:register(name, fn, opts)
+end
+
+--- Call `name` on the default peer (a client's server).
+function RPC:call(name, ...)
+  return self._core:call(nil, name, ...)
+end
+
+--- A proxy for calls to `peer` (a user id): server:send_to('alice').add(1, 2)
+function RPC:send_to(peer)
+  if type(peer) ~= 'string' then
+    error(core.error('TypeError', 'send_to: the peer must be a user id (string)'), 2)
+  end
+  return setmetatable({}, { __index = function(_, key) return proxy(self, peer, key) end })
+end
+
+function RPC:start(stop_timeout)
+  return self._core:start(stop_timeout or self.options.stop_timeout)
+end
+
+function RPC:stop()
+  return self._core:stop()
+end
+
+function RPC:close()
+  return self._core:close()
+end
+
+function RPC:pending()
+  return self._core:pending()
+end
+
+function pseud.Server(name, opts)
+  return new_rpc('server', name, opts)
+end
+
+function pseud.Client(name, opts)
+  return new_rpc('client', name, opts)
+end
+
+return pseud

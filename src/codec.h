@@ -1,0 +1,89 @@
+/*
+ * codec: msgpack <-> Lua values, with limits that turn hostile input into an
+ * error instead of a crash or a giant allocation.
+ *
+ * Packing writes through msgpack-c's packer and never raises: it returns -1
+ * with a message in `err` (unsupported type, too deep, cycle, out of memory).
+ *
+ * Unpacking is two steps. codec_check() walks the bytes without allocating and
+ * refuses a body whose declared counts or lengths exceed what is left, whose
+ * nesting passes the depth limit, or that breaks a size limit: msgpack-c 4.0
+ * reserves n * sizeof(msgpack_object) from a declared count before reading,
+ * and stops at 32 levels, so it must only ever see checked input. Then the
+ * caller runs msgpack_unpack() into a zone it owns and codec_push_object()
+ * turns the result into Lua values. codec_push_object() may raise (memory):
+ * call it inside a lua_pcall, with the zone owned by a frame below.
+ *
+ * Mapping (DESIGN.md section 1):
+ *   nil <-> nil; pseud.null (light userdata NULL) packs as nil and stands for
+ *   nil inside arrays and maps; booleans; integers stay integers, floats stay
+ *   floats (float32 arrives as a Lua float); valid UTF-8 strings pack as str,
+ *   others as bin; str and bin both arrive as Lua strings; a table is an array
+ *   when its keys are exactly 1..n (n >= 0, so {} is an empty array) unless its
+ *   metatable is the "pseud.Map" or "pseud.Kwargs" one, which pack as maps;
+ *   decoded maps get the "pseud.Map" metatable so they pack back as maps;
+ *   ext values are "pseud.Ext" userdata (codec_ext_t) and pack back unchanged.
+ *   A uint64 above LUA_MAXINTEGER is an error, never silently a float.
+ */
+#ifndef PSEUD_CODEC_H
+#define PSEUD_CODEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <lua.h>
+#include <msgpack.h>
+
+/* Registry names of the metatables the binding creates and the codec reads. */
+#define CODEC_MAP_MT    "pseud.Map"
+#define CODEC_KWARGS_MT "pseud.Kwargs"
+#define CODEC_EXT_MT    "pseud.Ext"
+
+#define CODEC_DEFAULT_MAX_DEPTH    32          /* msgpack-c's own stack stops at 32 */
+#define CODEC_DEFAULT_MAX_STRING   (16u << 20) /* bytes in one str, bin or ext */
+#define CODEC_DEFAULT_MAX_ELEMENTS (1u << 20)  /* values in one body, all levels */
+#define CODEC_DEFAULT_MAX_BODY     (16u << 20) /* bytes in one body */
+
+typedef struct codec_limits {
+    int max_depth;        /* nesting of arrays and maps; 1..CODEC_DEFAULT_MAX_DEPTH */
+    size_t max_string;    /* longest str/bin/ext payload */
+    size_t max_elements;  /* total values in one body, counted over all levels */
+    size_t max_body;      /* longest body in bytes */
+} codec_limits_t;
+
+/* An ext value: the payload follows the header in the same userdata block. */
+typedef struct codec_ext {
+    int8_t type;          /* msgpack ext type, -128..127 */
+    size_t size;          /* payload bytes */
+    char data[];          /* payload */
+} codec_ext_t;
+
+typedef struct codec_error {
+    char message[160];    /* names the limit or the type, and the byte offset */
+} codec_error_t;
+
+/* Fill `lim` with the defaults above. */
+void codec_limits_init(codec_limits_t *lim);
+
+/* Pack the Lua value at `idx` (absolute or relative) with `pk`. `depth` is the
+ * nesting already used by the caller (0 at top level). Never raises.
+ * Returns 0, or -1 with `err` filled. */
+int codec_pack_value(lua_State *L, int idx, msgpack_packer *pk,
+                     const codec_limits_t *lim, int depth, codec_error_t *err);
+
+/* Walk `data[0..len)` as exactly one msgpack value and check it against `lim`
+ * without allocating. Returns 0, or -1 with `err` filled (limit and offset). */
+int codec_check(const char *data, size_t len, const codec_limits_t *lim,
+                codec_error_t *err);
+
+/* Push the Lua value of `obj` (from a checked body). May raise on memory
+ * errors; checks the Lua stack for the slots each level needs. */
+void codec_push_object(lua_State *L, const msgpack_object *obj);
+
+/* Push a new pseud.Ext userdata holding a copy of `data`. May raise. */
+codec_ext_t *codec_push_ext(lua_State *L, int8_t type, const char *data, size_t size);
+
+/* 1 when s[0..len) is valid UTF-8 (no overlongs, no surrogates, <= U+10FFFF). */
+int codec_is_utf8(const char *s, size_t len);
+
+#endif

@@ -1,0 +1,457 @@
+/*
+ * endpoint: the pseud v1 state machine of one ROUTER socket (see endpoint.h).
+ *
+ * Pending calls sit in a hash on their uuid (random bytes: the first eight
+ * are the hash) and in a list ordered by deadline. One loop timer, armed
+ * lazily, expires the head of that list: a call that ends early leaves the
+ * timer to fire once for nothing rather than re-arming per call.
+ * The outbox keeps messages that the socket refused (EHOSTUNREACH: peer not
+ * connected yet; EAGAIN: its queue is full) and retries them with backoff.
+ */
+#include "endpoint.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <msgpack.h>
+
+#define RECV_BUDGET      256      /* messages per readiness, so timers still run */
+#define RETRY_MIN        0.001    /* outbox backoff, seconds */
+#define RETRY_MAX        0.1
+
+typedef struct endpoint_out {
+    struct endpoint_out *next;
+    endpoint_call_t *call;           /* WORK waiting to be routed, or NULL */
+    int dead;                        /* its call ended: drop it */
+    uint8_t uuid[FRAME_UUID_SIZE];
+    size_t uuid_len;
+    int type;
+    size_t peer_len, body_len;
+    char data[];                     /* peer, then body */
+} endpoint_out_t;
+
+struct endpoint {
+    void *socket;
+    loop_t *loop;
+    endpoint_events_t ev;
+    endpoint_options_t opt;
+    endpoint_call_t **buckets;       /* pending calls by uuid */
+    size_t nbuckets, ncalls;
+    endpoint_call_t *first, *last;   /* pending calls by deadline */
+    loop_timer_t *expiry;            /* fires at `expiry_at`, or NULL */
+    double expiry_at;
+    endpoint_out_t *out_head, *out_tail;
+    size_t nout;
+    loop_timer_t *retry;             /* outbox retry, or NULL */
+    double retry_delay;
+};
+
+static void s_log(endpoint_t *ep, const char *fmt, ...) {
+    if (!ep->ev.log) return;
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    ep->ev.log(ep->ev.ctx, line);
+}
+
+/* Printable peer id for logs: routing ids are bytes. */
+static const char *s_peer_text(const char *peer, size_t len, char *buf, size_t size) {
+    size_t j = 0;
+    for (size_t i = 0; i < len && j + 5 < size; i++) {
+        unsigned char c = (unsigned char)peer[i];
+        if (c >= 0x20 && c < 0x7f && c != '\\') buf[j++] = (char)c;
+        else j += (size_t)snprintf(buf + j, size - j, "\\x%02x", c);
+    }
+    buf[j] = '\0';
+    return buf;
+}
+
+void endpoint_options_init(endpoint_options_t *o) {
+    o->routing_id = NULL;
+    o->probe_router = 0;
+    o->max_message_size = 32 << 20;
+    o->linger_ms = 1000;
+    o->max_outbox = 100000;
+}
+
+/* --- pending calls --- */
+
+static size_t s_bucket(const endpoint_t *ep, const uint8_t *uuid) {
+    uint64_t h;
+    memcpy(&h, uuid, sizeof h);
+    return (size_t)(h & (ep->nbuckets - 1));
+}
+
+static int s_grow(endpoint_t *ep) {
+    size_t n = ep->nbuckets ? ep->nbuckets * 2 : 64;
+    endpoint_call_t **b = calloc(n, sizeof *b);
+    if (!b) return -1;
+    endpoint_call_t **old = ep->buckets;
+    size_t oldn = ep->nbuckets;
+    ep->buckets = b;
+    ep->nbuckets = n;
+    for (size_t i = 0; i < oldn; i++)
+        for (endpoint_call_t *c = old[i], *next; c; c = next) {
+            next = c->hash_next;
+            size_t k = s_bucket(ep, c->uuid);
+            c->hash_next = b[k];
+            b[k] = c;
+        }
+    free(old);
+    return 0;
+}
+
+static endpoint_call_t *s_find(endpoint_t *ep, const uint8_t *uuid) {
+    if (!ep->nbuckets) return NULL;
+    for (endpoint_call_t *c = ep->buckets[s_bucket(ep, uuid)]; c; c = c->hash_next)
+        if (memcmp(c->uuid, uuid, FRAME_UUID_SIZE) == 0) return c;
+    return NULL;
+}
+
+static void s_expire(loop_t *loop, loop_timer_t *t, void *arg);
+
+static void s_arm_expiry(endpoint_t *ep) {
+    if (!ep->first) return;
+    if (ep->expiry && ep->expiry_at <= ep->first->deadline) return;
+    loop_cancel_timer(ep->loop, ep->expiry);
+    ep->expiry_at = ep->first->deadline;
+    ep->expiry = loop_add_timer(ep->loop, ep->expiry_at - loop_now(), s_expire, ep);
+}
+
+/* Unlink `c` from hash and deadline list; the caller frees it. */
+static void s_unlink(endpoint_t *ep, endpoint_call_t *c) {
+    endpoint_call_t **pp = &ep->buckets[s_bucket(ep, c->uuid)];
+    while (*pp != c) pp = &(*pp)->hash_next;
+    *pp = c->hash_next;
+    if (c->prev) c->prev->next = c->next; else ep->first = c->next;
+    if (c->next) c->next->prev = c->prev; else ep->last = c->prev;
+    if (c->queued) { c->queued->dead = 1; c->queued->call = NULL; c->queued = NULL; }
+    ep->ncalls--;
+}
+
+static void s_fail_call(endpoint_t *ep, endpoint_call_t *c, const char *name, const char *msg) {
+    s_unlink(ep, c);
+    if (ep->ev.on_call_failed) ep->ev.on_call_failed(ep->ev.ctx, ep, c, name, msg);
+    free(c);
+}
+
+static void s_expire(loop_t *loop, loop_timer_t *t, void *arg) {
+    (void)loop; (void)t;
+    endpoint_t *ep = arg;
+    ep->expiry = NULL;
+    double now = loop_now();
+    while (ep->first && ep->first->deadline <= now)
+        s_fail_call(ep, ep->first, "TimeoutError", "no reply before the call's timeout");
+    s_arm_expiry(ep);
+}
+
+size_t endpoint_pending_calls(const endpoint_t *ep) { return ep->ncalls; }
+size_t endpoint_outbox_size(const endpoint_t *ep) { return ep->nout; }
+void *endpoint_socket(endpoint_t *ep) { return ep->socket; }
+
+/* --- outbox --- */
+
+static void s_retry(loop_t *loop, loop_timer_t *t, void *arg);
+
+static void s_arm_retry(endpoint_t *ep) {
+    if (ep->retry || !ep->out_head) return;
+    ep->retry = loop_add_timer(ep->loop, ep->retry_delay, s_retry, ep);
+}
+
+static int s_queue(endpoint_t *ep, endpoint_call_t *call, const char *peer, size_t peer_len,
+                   const uint8_t *uuid, size_t uuid_len, int type,
+                   const void *body, size_t body_len) {
+    if (ep->nout >= ep->opt.max_outbox) { errno = ENOBUFS; return -1; }
+    endpoint_out_t *o = malloc(sizeof *o + peer_len + body_len);
+    if (!o) return -1;
+    o->next = NULL;
+    o->call = call;
+    o->dead = 0;
+    memcpy(o->uuid, uuid, uuid_len);
+    o->uuid_len = uuid_len;
+    o->type = type;
+    o->peer_len = peer_len;
+    o->body_len = body_len;
+    memcpy(o->data, peer, peer_len);
+    if (body_len) memcpy(o->data + peer_len, body, body_len);
+    if (ep->out_tail) ep->out_tail->next = o; else ep->out_head = o;
+    ep->out_tail = o;
+    ep->nout++;
+    if (call) call->queued = o;
+    if (!ep->retry) ep->retry_delay = RETRY_MIN;
+    s_arm_retry(ep);
+    return 0;
+}
+
+/* Is something for `peer` already waiting? Then a new message queues behind
+ * it, so one peer's messages keep their order. */
+static int s_peer_waiting(const endpoint_t *ep, const char *peer, size_t peer_len) {
+    for (const endpoint_out_t *o = ep->out_head; o; o = o->next)
+        if (!o->dead && o->peer_len == peer_len && memcmp(o->data, peer, peer_len) == 0)
+            return 1;
+    return 0;
+}
+
+static void s_flush(endpoint_t *ep) {
+    endpoint_out_t **pp = &ep->out_head, *prev = NULL;
+    while (*pp) {
+        endpoint_out_t *o = *pp;
+        int drop = o->dead, blocked = 0;
+        if (!drop) {
+            if (frame_send(ep->socket, o->data, o->peer_len, o->uuid, o->uuid_len, o->type,
+                           o->data + o->peer_len, o->body_len) == 0) {
+                drop = 1;
+            } else if (errno == EHOSTUNREACH && !o->call) {
+                char who[64];
+                s_log(ep, "reply to peer '%s' dropped: peer is gone",
+                      s_peer_text(o->data, o->peer_len, who, sizeof who));
+                drop = 1;
+            } else {
+                blocked = 1;
+            }
+        }
+        (void)blocked;
+        if (drop) {
+            if (o->call) o->call->queued = NULL;
+            *pp = o->next;
+            if (ep->out_tail == o) ep->out_tail = prev;
+            ep->nout--;
+            free(o);
+        } else {
+            prev = o;
+            pp = &o->next;
+        }
+    }
+}
+
+static void s_retry(loop_t *loop, loop_timer_t *t, void *arg) {
+    (void)loop; (void)t;
+    endpoint_t *ep = arg;
+    ep->retry = NULL;
+    s_flush(ep);
+    ep->retry_delay = ep->retry_delay * 2 > RETRY_MAX ? RETRY_MAX : ep->retry_delay * 2;
+    s_arm_retry(ep);
+}
+
+/* --- sending --- */
+
+endpoint_call_t *endpoint_send_work(endpoint_t *ep, const char *peer, size_t peer_len,
+                                    const void *body, size_t body_len,
+                                    double timeout, int ref) {
+    if (ep->ncalls + 1 > ep->nbuckets && s_grow(ep) < 0) return NULL;
+    endpoint_call_t *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    frame_new_uuid(c->uuid);
+    c->ref = ref;
+    c->deadline = loop_now() + timeout;
+    int queued = 0;
+    if (ep->out_head && s_peer_waiting(ep, peer, peer_len)) {
+        queued = 1;
+    } else if (frame_send(ep->socket, peer, peer_len, c->uuid, FRAME_UUID_SIZE, FRAME_WORK,
+                          body, body_len) < 0) {
+        if (errno != EHOSTUNREACH && errno != EAGAIN) { free(c); return NULL; }
+        queued = 1;
+    }
+    if (queued && s_queue(ep, c, peer, peer_len, c->uuid, FRAME_UUID_SIZE, FRAME_WORK,
+                          body, body_len) < 0) {
+        free(c);
+        return NULL;
+    }
+    size_t k = s_bucket(ep, c->uuid);
+    c->hash_next = ep->buckets[k];
+    ep->buckets[k] = c;
+    /* deadline order: walk back from the tail, usually zero steps */
+    endpoint_call_t *after = ep->last;
+    while (after && after->deadline > c->deadline) after = after->prev;
+    c->prev = after;
+    c->next = after ? after->next : ep->first;
+    if (c->next) c->next->prev = c; else ep->last = c;
+    if (after) after->next = c; else ep->first = c;
+    ep->ncalls++;
+    s_arm_expiry(ep);
+    return c;
+}
+
+int endpoint_reply(endpoint_t *ep, const char *peer, size_t peer_len,
+                   const uint8_t *uuid, int type, const void *body, size_t body_len) {
+    char who[64];
+    if (!(ep->out_head && s_peer_waiting(ep, peer, peer_len))) {
+        if (frame_send(ep->socket, peer, peer_len, uuid, FRAME_UUID_SIZE, type,
+                       body, body_len) == 0)
+            return 0;
+        if (errno == EHOSTUNREACH) {
+            s_log(ep, "reply to peer '%s' dropped: peer is gone",
+                  s_peer_text(peer, peer_len, who, sizeof who));
+            return -1;
+        }
+        if (errno != EAGAIN) {
+            s_log(ep, "reply to peer '%s' failed: %s",
+                  s_peer_text(peer, peer_len, who, sizeof who), zmq_strerror(errno));
+            return -1;
+        }
+    }
+    if (s_queue(ep, NULL, peer, peer_len, uuid, FRAME_UUID_SIZE, type, body, body_len) < 0) {
+        s_log(ep, "reply to peer '%s' dropped: outbox full",
+              s_peer_text(peer, peer_len, who, sizeof who));
+        return -1;
+    }
+    return 0;
+}
+
+int endpoint_reply_error(endpoint_t *ep, const char *peer, size_t peer_len,
+                         const uint8_t *uuid, const char *name, const char *message,
+                         const char *traceback) {
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    const char *parts[3] = { name, message, traceback ? traceback : "" };
+    int rc = msgpack_pack_array(&pk, 3);
+    for (int i = 0; i < 3 && rc == 0; i++) {
+        size_t n = strlen(parts[i]);
+        rc = msgpack_pack_str(&pk, n);
+        if (rc == 0) rc = msgpack_pack_str_body(&pk, parts[i], n);
+    }
+    if (rc == 0) rc = endpoint_reply(ep, peer, peer_len, uuid, FRAME_ERROR, sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    return rc;
+}
+
+/* --- receiving --- */
+
+static void s_on_invalid(endpoint_t *ep, const frame_message_t *m) {
+    char who[64];
+    s_peer_text(m->peer ? m->peer : "", m->peer_len, who, sizeof who);
+    /* Never answer what could itself be a reply or a heartbeat: an ERROR to
+     * an ERROR could ping-pong between two hosts. */
+    int answerable = m->uuid && m->type != FRAME_OK && m->type != FRAME_ERROR &&
+                     m->type != FRAME_HEARTBEAT;
+    s_log(ep, "refused message from peer '%s': %s (%d frames)%s", who, m->reason,
+          m->count, answerable ? ", answered ProtocolError" : "");
+    if (answerable)
+        endpoint_reply_error(ep, m->peer, m->peer_len, m->uuid, "ProtocolError", m->reason, "");
+}
+
+static void s_on_reply(endpoint_t *ep, const frame_message_t *m) {
+    endpoint_call_t *c = s_find(ep, m->uuid);
+    if (!c) {
+        char who[64];
+        s_log(ep, "dropped %s from peer '%s' for no pending call (late or forged)",
+              m->type == FRAME_OK ? "OK" : m->type == FRAME_ERROR ? "ERROR" : "UNAUTHORIZED",
+              s_peer_text(m->peer, m->peer_len, who, sizeof who));
+        return;
+    }
+    s_unlink(ep, c);
+    if (m->type == FRAME_UNAUTHORIZED) {
+        if (ep->ev.on_call_failed)
+            ep->ev.on_call_failed(ep->ev.ctx, ep, c, "UnauthorizedError",
+                                  m->body_len ? "peer requires authentication" : "unauthorized");
+    } else if (ep->ev.on_reply) {
+        ep->ev.on_reply(ep->ev.ctx, ep, c, m->type, m->body, m->body_len);
+    }
+    free(c);
+}
+
+static void s_on_readable(loop_t *loop, void *socket, void *arg) {
+    (void)loop;
+    endpoint_t *ep = arg;
+    frame_message_t m;
+    int got = 0;
+    for (int budget = RECV_BUDGET; budget > 0; budget--) {
+        if (frame_recv(socket, &m) < 0) break;
+        got = 1;
+        switch (frame_decode(&m)) {
+        case FRAME_KIND_PROBE:
+            break;
+        case FRAME_KIND_INVALID:
+            s_on_invalid(ep, &m);
+            break;
+        case FRAME_KIND_MESSAGE:
+            switch (m.type) {
+            case FRAME_WORK:
+                if (ep->ev.on_work) ep->ev.on_work(ep->ev.ctx, ep, &m);
+                break;
+            case FRAME_OK: case FRAME_ERROR: case FRAME_UNAUTHORIZED:
+                s_on_reply(ep, &m);
+                break;
+            case FRAME_HELLO: {
+                /* No authentication configured: everyone is welcome. */
+                static const char text[] = "Welcome";
+                endpoint_reply(ep, m.peer, m.peer_len, m.uuid, FRAME_AUTHENTICATED,
+                               text, sizeof text - 1);
+                break;
+            }
+            default:                   /* HEARTBEAT, AUTHENTICATED: seen, no answer */
+                break;
+            }
+            break;
+        }
+        frame_close(&m);
+    }
+    /* Traffic from a peer often means it is routable now. */
+    if (got && ep->out_head) s_flush(ep);
+}
+
+/* --- life cycle --- */
+
+endpoint_t *endpoint_new(void *zmq_context, loop_t *loop, const endpoint_options_t *o,
+                         const endpoint_events_t *ev) {
+    endpoint_t *ep = calloc(1, sizeof *ep);
+    if (!ep) return NULL;
+    ep->loop = loop;
+    ep->ev = *ev;
+    ep->opt = *o;
+    ep->opt.routing_id = NULL;                  /* not kept: the caller owns it */
+    ep->retry_delay = RETRY_MIN;
+    ep->socket = zmq_socket(zmq_context, ZMQ_ROUTER);
+    if (!ep->socket) { free(ep); return NULL; }
+    int one = 1, linger = o->linger_ms;
+    int64_t maxmsg = o->max_message_size > 0 ? o->max_message_size : -1;
+    if (zmq_setsockopt(ep->socket, ZMQ_ROUTER_MANDATORY, &one, sizeof one) < 0 ||
+        zmq_setsockopt(ep->socket, ZMQ_LINGER, &linger, sizeof linger) < 0 ||
+        zmq_setsockopt(ep->socket, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) < 0 ||
+        (o->routing_id && zmq_setsockopt(ep->socket, ZMQ_ROUTING_ID, o->routing_id,
+                                         strlen(o->routing_id)) < 0) ||
+        (o->probe_router && zmq_setsockopt(ep->socket, ZMQ_PROBE_ROUTER, &one, sizeof one) < 0) ||
+        loop_add_socket(loop, ep->socket, s_on_readable, ep) < 0) {
+        int e = errno;
+        zmq_close(ep->socket);
+        free(ep);
+        errno = e;
+        return NULL;
+    }
+    return ep;
+}
+
+void endpoint_destroy(endpoint_t **p) {
+    if (!p || !*p) return;
+    endpoint_t *ep = *p;
+    *p = NULL;
+    s_flush(ep);                                /* last chance for queued replies */
+    while (ep->first) s_fail_call(ep, ep->first, "PeerLostError", "the endpoint was closed");
+    for (endpoint_out_t *o = ep->out_head, *next; o; o = next) { next = o->next; free(o); }
+    loop_cancel_timer(ep->loop, ep->expiry);
+    loop_cancel_timer(ep->loop, ep->retry);
+    loop_remove_socket(ep->loop, ep->socket);
+    zmq_close(ep->socket);
+    free(ep->buckets);
+    free(ep);
+}
+
+int endpoint_bind(endpoint_t *ep, const char *address, char *actual, size_t actual_size) {
+    if (zmq_bind(ep->socket, address) < 0) return -1;
+    if (actual && actual_size) {
+        size_t n = actual_size;
+        if (zmq_getsockopt(ep->socket, ZMQ_LAST_ENDPOINT, actual, &n) < 0) actual[0] = '\0';
+    }
+    return 0;
+}
+
+int endpoint_connect(endpoint_t *ep, const char *address) {
+    return zmq_connect(ep->socket, address);
+}

@@ -1,0 +1,96 @@
+/*
+ * endpoint: one pseud v1 peer on a ZeroMQ ROUTER socket, server or client.
+ *
+ * It owns the socket, the table of calls it made that wait for a reply (by
+ * uuid, with deadlines), and the outbox of messages that could not leave yet
+ * (peer not connected, queue full). It validates everything a peer sends
+ * (frame.c), answers protocol errors itself, and reports the rest through
+ * endpoint_events_t: WORK to run, replies to calls, calls that failed. It does
+ * not run handlers or know about Lua.
+ */
+#ifndef PSEUD_ENDPOINT_H
+#define PSEUD_ENDPOINT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "frame.h"
+#include "loop.h"
+
+typedef struct endpoint endpoint_t;
+
+/* A call this endpoint made, waiting for OK or ERROR. Owned by the endpoint:
+ * valid from endpoint_send_work() until its on_reply/on_call_failed returns. */
+typedef struct endpoint_call endpoint_call_t;
+struct endpoint_call {
+    uint8_t uuid[FRAME_UUID_SIZE];
+    double deadline;                 /* monotonic seconds */
+    int ref;                         /* the caller's handle (a Lua registry ref) */
+    /* private to endpoint.c */
+    endpoint_call_t *hash_next;      /* bucket chain */
+    endpoint_call_t *prev, *next;    /* deadline order */
+    struct endpoint_out *queued;     /* its WORK still in the outbox, or NULL */
+};
+
+typedef struct endpoint_events {
+    void *ctx;
+    /* A well-formed WORK arrived. The receiver answers it with endpoint_reply()
+     * now or later; `m` is valid during the call only. */
+    void (*on_work)(void *ctx, endpoint_t *ep, const frame_message_t *m);
+    /* OK or ERROR for `call`; the endpoint frees `call` after this returns. */
+    void (*on_reply)(void *ctx, endpoint_t *ep, endpoint_call_t *call,
+                     int type, const char *body, size_t body_len);
+    /* `call` ended without a reply: `error_name` is a pseud error class
+     * (TimeoutError, UnauthorizedError, ...); freed after this returns. */
+    void (*on_call_failed)(void *ctx, endpoint_t *ep, endpoint_call_t *call,
+                           const char *error_name, const char *message);
+    /* One line for the log (never holds a secret). */
+    void (*log)(void *ctx, const char *line);
+} endpoint_events_t;
+
+typedef struct endpoint_options {
+    const char *routing_id;          /* fixed routing id (a server's name), or NULL */
+    int probe_router;                /* set ZMQ_PROBE_ROUTER (clients) */
+    int64_t max_message_size;        /* ZMQ_MAXMSGSIZE, bytes; <= 0: unlimited */
+    int linger_ms;                   /* ZMQ_LINGER on close */
+    size_t max_outbox;               /* messages waiting to leave, at most */
+} endpoint_options_t;
+
+void endpoint_options_init(endpoint_options_t *o);
+
+/* New endpoint with its ROUTER socket registered in `loop`; NULL with errno. */
+endpoint_t *endpoint_new(void *zmq_context, loop_t *loop, const endpoint_options_t *o,
+                         const endpoint_events_t *ev);
+/* Fail pending calls (on_call_failed), close the socket (after linger) and
+ * free; takes NULL, clears *p. */
+void endpoint_destroy(endpoint_t **p);
+
+/* Bind/connect; bind writes the resolved address (ZMQ_LAST_ENDPOINT) to
+ * `actual`. Return 0 or -1 with errno. */
+int endpoint_bind(endpoint_t *ep, const char *address, char *actual, size_t actual_size);
+int endpoint_connect(endpoint_t *ep, const char *address);
+
+/* Send WORK `body` to `peer` and track it for `timeout` seconds; a peer not
+ * connected yet is retried until then. NULL with errno on failure. */
+endpoint_call_t *endpoint_send_work(endpoint_t *ep, const char *peer, size_t peer_len,
+                                    const void *body, size_t body_len,
+                                    double timeout, int ref);
+
+/* Send a reply (OK, ERROR, UNAUTHORIZED, AUTHENTICATED) to `peer`. A full
+ * queue keeps it in the outbox; a peer that is gone is logged. Returns 0/-1. */
+int endpoint_reply(endpoint_t *ep, const char *peer, size_t peer_len,
+                   const uint8_t *uuid, int type, const void *body, size_t body_len);
+
+/* Send ERROR [name, message, traceback] (msgpack) to `peer`. */
+int endpoint_reply_error(endpoint_t *ep, const char *peer, size_t peer_len,
+                         const uint8_t *uuid, const char *name, const char *message,
+                         const char *traceback);
+
+/* Pending calls and outbox size, for tests and stop. */
+size_t endpoint_pending_calls(const endpoint_t *ep);
+size_t endpoint_outbox_size(const endpoint_t *ep);
+
+/* The raw socket, for options the binding sets (auth, later issues). */
+void *endpoint_socket(endpoint_t *ep);
+
+#endif

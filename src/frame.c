@@ -1,0 +1,133 @@
+/*
+ * frame: receive, validate and send pseud v1 messages (see frame.h).
+ *
+ * Nothing a peer sends is trusted: part counts, sizes and the type byte are
+ * all checked here, so the endpoint above sees either a well-formed message,
+ * a probe, or an invalid one with a reason (and the uuid when one can be
+ * answered).
+ */
+#include "frame.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include <uuid/uuid.h>
+
+int frame_recv(void *socket, frame_message_t *m) {
+    int more = 1;
+    m->kept = 0;
+    m->count = 0;
+    while (more) {
+        zmq_msg_t scratch, *part = m->kept < FRAME_MAX_PARTS ? &m->parts[m->kept] : &scratch;
+        zmq_msg_init(part);
+        /* later parts of a message arrive at once: only the first may be EAGAIN */
+        if (zmq_msg_recv(part, socket, m->count == 0 ? ZMQ_DONTWAIT : 0) < 0) {
+            int e = errno;
+            zmq_msg_close(part);
+            if (m->count == 0) { errno = e; return -1; }
+            break;                     /* interrupted mid-message: keep what came */
+        }
+        more = zmq_msg_more(part);
+        m->count++;
+        if (part == &scratch) zmq_msg_close(&scratch);
+        else m->kept++;
+    }
+    return 0;
+}
+
+void frame_close(frame_message_t *m) {
+    for (int i = 0; i < m->kept; i++) zmq_msg_close(&m->parts[i]);
+    m->kept = 0;
+}
+
+static const char *s_data(frame_message_t *m, int i, size_t *len) {
+    *len = zmq_msg_size(&m->parts[i]);
+    return (const char *)zmq_msg_data(&m->parts[i]);
+}
+
+int frame_type_known(int type) {
+    switch (type) {
+    case FRAME_OK: case FRAME_HELLO: case FRAME_WORK: case FRAME_AUTHENTICATED:
+    case FRAME_HEARTBEAT: case FRAME_ERROR: case FRAME_UNAUTHORIZED:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+enum frame_kind frame_decode(frame_message_t *m) {
+    size_t len;
+    m->peer = NULL; m->peer_len = 0;
+    m->uuid = NULL; m->uuid_len = 0;
+    m->type = -1;
+    m->body = NULL; m->body_len = 0;
+    m->user_id = NULL;
+    m->reason = NULL;
+    if (m->kept == 0) { m->reason = "empty message"; return FRAME_KIND_INVALID; }
+    m->peer = s_data(m, 0, &m->peer_len);
+    m->user_id = zmq_msg_gets(&m->parts[0], "User-Id");
+    if (m->count == 2 && zmq_msg_size(&m->parts[1]) == 0)
+        return FRAME_KIND_PROBE;
+    /* Pick out uuid and type where they would be, so even a malformed message
+     * can be answered by uuid when it plainly asked for something. */
+    if (m->kept >= 4) {
+        const char *u = s_data(m, 3, &len);
+        if (len == FRAME_UUID_SIZE) { m->uuid = (const uint8_t *)u; m->uuid_len = len; }
+    }
+    if (m->kept >= 5) {
+        const char *t = s_data(m, 4, &len);
+        if (len == 1) m->type = (unsigned char)t[0];
+    }
+    if (m->count != 6) {
+        m->reason = m->count < 6 ? "too few frames" : "too many frames";
+        return FRAME_KIND_INVALID;
+    }
+    if (zmq_msg_size(&m->parts[1]) != 0) {
+        m->reason = "no empty delimiter frame";
+        return FRAME_KIND_INVALID;
+    }
+    const char *v = s_data(m, 2, &len);
+    if (len != 2 || memcmp(v, FRAME_VERSION, 2) != 0) {
+        m->reason = "unsupported protocol version";
+        return FRAME_KIND_INVALID;
+    }
+    if (m->type < 0) {
+        m->reason = "type frame is not one byte";
+        return FRAME_KIND_INVALID;
+    }
+    if (!frame_type_known(m->type)) {
+        m->reason = "unknown message type";
+        return FRAME_KIND_INVALID;
+    }
+    size_t ulen = zmq_msg_size(&m->parts[3]);
+    if (m->type == FRAME_HEARTBEAT) {
+        if (ulen != 0 && ulen != FRAME_UUID_SIZE) {
+            m->reason = "uuid frame is neither empty nor 16 bytes";
+            return FRAME_KIND_INVALID;
+        }
+    } else if (ulen != FRAME_UUID_SIZE) {
+        m->reason = "uuid frame is not 16 bytes";
+        return FRAME_KIND_INVALID;
+    }
+    m->body = s_data(m, 5, &m->body_len);
+    return FRAME_KIND_MESSAGE;
+}
+
+int frame_send(void *socket, const char *peer, size_t peer_len,
+               const uint8_t *uuid, size_t uuid_len, int type,
+               const void *body, size_t body_len) {
+    unsigned char t = (unsigned char)type;
+    /* With ROUTER_MANDATORY an unroutable peer or a full queue fails on the
+     * first part, before anything is queued, so the message is all or nothing. */
+    if (zmq_send(socket, peer, peer_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) return -1;
+    zmq_send(socket, "", 0, ZMQ_SNDMORE);
+    zmq_send(socket, FRAME_VERSION, 2, ZMQ_SNDMORE);
+    zmq_send(socket, uuid_len ? (const void *)uuid : "", uuid_len, ZMQ_SNDMORE);
+    zmq_send(socket, &t, 1, ZMQ_SNDMORE);
+    zmq_send(socket, body_len ? body : "", body_len, 0);
+    return 0;
+}
+
+void frame_new_uuid(uint8_t out[FRAME_UUID_SIZE]) {
+    uuid_generate_random(out);
+}

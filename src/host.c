@@ -1,0 +1,583 @@
+/*
+ * host: endpoint events -> Lua work (see host.h).
+ *
+ * Every entry from the loop into Lua (a WORK, a reply, a failed call, a sleep
+ * that ends) runs a C function under lua_pcall on the thread that runs the
+ * loop, so an out-of-memory raise never jumps over the loop's C frames. The
+ * message that caused it stays in the frame below (endpoint.c).
+ *
+ * Handlers run as tasks: a coroutine with a task_t in its extra space. Tasks
+ * are pooled: a coroutine that returned is reused as it is, one that raised
+ * is reset first (lua_resetthread), so a call costs no new thread.
+ */
+#include "host.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <zmq.h>
+
+#define POOL_MAX   256            /* idle tasks kept */
+#define SBUF_KEEP  (1u << 20)     /* a pack buffer larger than this is freed after use */
+
+enum task_wait { TASK_RUNNING, TASK_WAIT_FUTURE, TASK_WAIT_SLEEP };
+
+struct task {
+    lua_State *co;                /* its coroutine */
+    int co_ref;                   /* pins co */
+    host_t *host;
+    int wait;                     /* enum task_wait: why it is parked */
+    loop_timer_t *timer;          /* sleep timer while TASK_WAIT_SLEEP */
+    lendpoint_t *le;              /* the endpoint its WORK came from, or NULL */
+    int result;                   /* ref: the future a spawn settles, or LUA_NOREF */
+    uint8_t uuid[FRAME_UUID_SIZE];/* the WORK it answers */
+    size_t peer_len;
+    char peer[FRAME_MAX_ID];      /* who to answer */
+};
+
+typedef struct work_job {
+    lendpoint_t *le;
+    const frame_message_t *m;
+    int owned;                    /* a task took the call: it answers */
+} work_job_t;
+
+typedef struct reply_job {
+    lendpoint_t *le;
+    endpoint_call_t *call;
+    int type;                     /* FRAME_OK, FRAME_ERROR, or 0 for a failure */
+    const char *body;
+    size_t body_len;
+    const char *error_name, *message;
+    int settled;
+} reply_job_t;
+
+static void s_task_resume(host_t *h, lua_State *L, task_t *t, int nargs);
+
+void host_log(host_t *h, const char *fmt, ...) {
+    if (h->quiet) return;
+    char line[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "pseud-lua: %s\n", line);
+}
+
+static void s_endpoint_log(void *ctx, const char *line) {
+    lendpoint_t *le = ctx;
+    host_log(le->host, "%s", line);
+}
+
+int host_init(host_t *h, lua_State *L) {
+    memset(h, 0, sizeof *h);
+    h->L = L;
+    h->global_registry = LUA_NOREF;
+    const char *log = getenv("PSEUD_LOG");
+    h->quiet = log && strcmp(log, "quiet") == 0;
+    codec_limits_init(&h->limits);
+    msgpack_sbuffer_init(&h->sbuf);
+    msgpack_packer_init(&h->pk, &h->sbuf, msgpack_sbuffer_write);
+    if (!msgpack_zone_init(&h->zone, 4096)) return -1;
+    h->pool = calloc(POOL_MAX, sizeof *h->pool);
+    h->loop = loop_new();
+    h->zmq = zmq_ctx_new();
+    if (!h->pool || !h->loop || !h->zmq) { host_close(h); return -1; }
+    return 0;
+}
+
+void host_close(host_t *h) {
+    for (int i = 0; i < h->npool; i++) free(h->pool[i]);   /* threads: the GC's */
+    h->npool = 0;
+    free(h->pool);
+    h->pool = NULL;
+    loop_destroy(&h->loop);
+    if (h->zmq) { zmq_ctx_term(h->zmq); h->zmq = NULL; }
+    msgpack_sbuffer_destroy(&h->sbuf);
+    msgpack_sbuffer_init(&h->sbuf);
+    if (h->zone.chunk_list.head) { msgpack_zone_destroy(&h->zone); memset(&h->zone, 0, sizeof h->zone); }
+}
+
+static void s_sbuf_reset(host_t *h) {
+    if (h->sbuf.alloc > SBUF_KEEP) {
+        msgpack_sbuffer_destroy(&h->sbuf);
+        msgpack_sbuffer_init(&h->sbuf);
+    }
+    h->sbuf.size = 0;
+}
+
+void host_push_error(lua_State *L, const char *name, const char *message, const char *traceback) {
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, name);
+    lua_setfield(L, -2, "name");
+    lua_pushstring(L, message);
+    lua_setfield(L, -2, "message");
+    lua_pushstring(L, traceback ? traceback : "");
+    lua_setfield(L, -2, "traceback");
+    luaL_setmetatable(L, ERROR_MT);
+}
+
+task_t *host_current_task(lua_State *L) {
+    return *(task_t **)lua_getextraspace(L);
+}
+
+/* --- tasks --- */
+
+static task_t *s_task_acquire(host_t *h, lua_State *L) {
+    task_t *t;
+    if (h->npool > 0) {
+        t = h->pool[--h->npool];
+    } else {
+        lua_State *co = lua_newthread(L);              /* may raise: nothing held yet */
+        int ref = luaL_ref(L, LUA_REGISTRYINDEX);      /* pops the thread */
+        t = malloc(sizeof *t);
+        if (!t) {
+            luaL_unref(L, LUA_REGISTRYINDEX, ref);
+            luaL_error(L, "not enough memory");
+        }
+        t->co = co;
+        t->co_ref = ref;
+        t->host = h;
+        *(task_t **)lua_getextraspace(co) = t;
+    }
+    t->wait = TASK_RUNNING;
+    t->timer = NULL;
+    t->le = NULL;
+    t->result = LUA_NOREF;
+    t->peer_len = 0;
+    h->ntasks++;
+    return t;
+}
+
+static void s_endpoint_unhold(lua_State *L, lendpoint_t *le) {
+    /* a closed endpoint stays pinned while tasks still point at it */
+    if (--le->tasks == 0 && !le->ep && le->self_ref != LUA_NOREF) {
+        luaL_unref(L, LUA_REGISTRYINDEX, le->self_ref);
+        le->self_ref = LUA_NOREF;
+    }
+}
+
+static void s_task_release(host_t *h, lua_State *L, task_t *t) {
+    if (t->le) { s_endpoint_unhold(L, t->le); t->le = NULL; h->nanswering--; }
+    if (t->result != LUA_NOREF) { luaL_unref(L, LUA_REGISTRYINDEX, t->result); t->result = LUA_NOREF; }
+    if (t->timer) { loop_cancel_timer(h->loop, t->timer); t->timer = NULL; }
+    if (lua_status(t->co) != LUA_OK) lua_resetthread(t->co);
+    lua_settop(t->co, 0);
+    h->ntasks--;
+    if (h->npool < POOL_MAX) {
+        h->pool[h->npool++] = t;
+    } else {
+        *(task_t **)lua_getextraspace(t->co) = NULL;
+        luaL_unref(L, LUA_REGISTRYINDEX, t->co_ref);
+        free(t);
+    }
+}
+
+/* Answer the task's WORK, if it has one and its endpoint is open. */
+static void s_task_reply(task_t *t, int type, const void *body, size_t len) {
+    if (t->le && t->le->ep)
+        endpoint_reply(t->le->ep, t->peer, t->peer_len, t->uuid, type, body, len);
+}
+
+static void s_task_reply_error(task_t *t, const char *name, const char *message,
+                               const char *traceback) {
+    if (t->le && t->le->ep)
+        endpoint_reply_error(t->le->ep, t->peer, t->peer_len, t->uuid, name, message, traceback);
+}
+
+/* The task returned `nres` values on its stack. */
+static void s_task_done(host_t *h, lua_State *L, task_t *t, int nres) {
+    lua_State *co = t->co;
+    if (t->result != LUA_NOREF) {                  /* spawn: settle its future */
+        lua_rawgeti(L, LUA_REGISTRYINDEX, t->result);
+        if (nres > 0) lua_xmove(co, L, 1); else lua_pushnil(L);
+        host_settle(h, L, -2, FUTURE_OK);
+        lua_pop(L, 1);
+    } else if (t->le) {
+        codec_error_t err;
+        int rc = 0, base = lua_gettop(co) - nres;
+        s_sbuf_reset(h);
+        if (nres == 0) {
+            rc = msgpack_pack_nil(&h->pk);
+        } else if (nres == 1) {
+            rc = codec_pack_value(co, base + 1, &h->pk, &h->limits, 0, &err);
+        } else {                                    /* several values travel as an array */
+            rc = msgpack_pack_array(&h->pk, (size_t)nres);
+            for (int i = 1; i <= nres && rc == 0; i++)
+                rc = codec_pack_value(co, base + i, &h->pk, &h->limits, 1, &err);
+        }
+        if (rc == 0) s_task_reply(t, FRAME_OK, h->sbuf.data, h->sbuf.size);
+        else s_task_reply_error(t, "TypeError", err.message, "");
+    }
+    s_task_release(h, L, t);
+}
+
+/* The task raised: error value on top of its stack, `status` from lua_resume. */
+static void s_task_failed(host_t *h, lua_State *L, task_t *t, int status) {
+    lua_State *co = t->co;
+    int top = lua_gettop(L);
+    lua_xmove(co, L, 1);                           /* error value -> L */
+    int err = top + 1;
+    const char *name = "LuaError", *message;
+    if (status == LUA_ERRMEM) {
+        name = "MemoryError";
+        message = "not enough memory";
+    } else if (luaL_testudata(L, err, ERROR_MT) == NULL && lua_istable(L, err) &&
+               lua_getmetatable(L, err)) {
+        luaL_getmetatable(L, ERROR_MT);
+        int is_error = lua_rawequal(L, -1, -2);
+        lua_pop(L, 2);
+        if (is_error) {
+            lua_getfield(L, err, "name");
+            lua_getfield(L, err, "message");
+            name = lua_tostring(L, -2) ? lua_tostring(L, -2) : "LuaError";
+            message = lua_tostring(L, -1) ? lua_tostring(L, -1) : "";
+        } else {
+            message = luaL_tolstring(L, err, NULL);
+        }
+    } else {
+        message = luaL_tolstring(L, err, NULL);
+    }
+    luaL_traceback(L, co, message, 0);
+    const char *traceback = lua_tostring(L, -1);
+    if (t->result != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, t->result);
+        host_push_error(L, name, message, traceback);
+        host_settle(h, L, -2, FUTURE_FAILED);
+        lua_pop(L, 1);
+    } else if (t->le) {
+        s_task_reply_error(t, name, message, traceback);
+    } else {
+        host_log(h, "background task failed: %s: %s", name, message);
+    }
+    lua_settop(L, top);
+    s_task_release(h, L, t);
+}
+
+static void s_task_resume(host_t *h, lua_State *L, task_t *t, int nargs) {
+    int nres = 0;
+    t->wait = TASK_RUNNING;
+    int status = lua_resume(t->co, L, nargs, &nres);
+    if (status == LUA_OK) {
+        s_task_done(h, L, t, nres);
+    } else if (status == LUA_YIELD) {
+        lua_pop(t->co, nres);
+        if (t->wait == TASK_RUNNING) {             /* coroutine.yield in a handler */
+            lua_pushliteral(t->co, "a handler yielded outside pseud "
+                            "(use pseud.sleep or a future's :get(), not coroutine.yield)");
+            s_task_failed(h, L, t, LUA_ERRRUN);
+        }
+    } else {
+        s_task_failed(h, L, t, status);
+    }
+}
+
+/* --- WORK --- */
+
+/* Look up `name` (on top of L) in the endpoint's registry, then the global
+ * one, then the registries it proxies to. Replaces the name with the
+ * callable or nil. */
+static void s_lookup(lua_State *L, lendpoint_t *le) {
+    int name = lua_gettop(L);
+    for (int hops = 0; le && hops < 8; hops++) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, le->registry);
+        lua_pushvalue(L, name);
+        if (lua_rawget(L, -2) != LUA_TNIL) { lua_replace(L, name); lua_pop(L, 1); return; }
+        lua_pop(L, 2);
+        if (le->proxy_to == LUA_NOREF) break;
+        lua_rawgeti(L, LUA_REGISTRYINDEX, le->proxy_to);
+        le = luaL_testudata(L, -1, ENDPOINT_MT);
+        lua_pop(L, 1);
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, le->host->global_registry);
+    lua_pushvalue(L, name);
+    lua_rawget(L, -2);
+    lua_replace(L, name);
+    lua_pop(L, 1);
+}
+
+static int s_work_refuse(work_job_t *job, const char *name, const char *message) {
+    const frame_message_t *m = job->m;
+    job->owned = 1;
+    endpoint_reply_error(job->le->ep, m->peer, m->peer_len, m->uuid, name, message, "");
+    return 0;
+}
+
+static int s_work_protected(lua_State *L) {
+    work_job_t *job = lua_touserdata(L, 1);
+    lendpoint_t *le = job->le;
+    host_t *h = le->host;
+    const frame_message_t *m = job->m;
+    codec_error_t err;
+    if (codec_check(m->body, m->body_len, &h->limits, &err) < 0)
+        return s_work_refuse(job, "ProtocolError", err.message);
+    msgpack_object obj;
+    size_t off = 0;
+    msgpack_zone_clear(&h->zone);
+    if (msgpack_unpack(m->body, m->body_len, &off, &h->zone, &obj) != MSGPACK_UNPACK_SUCCESS)
+        return s_work_refuse(job, "ProtocolError", "WORK body could not be unpacked");
+    const msgpack_object *it = obj.via.array.ptr;
+    if (obj.type != MSGPACK_OBJECT_ARRAY || obj.via.array.size < 2 || obj.via.array.size > 3 ||
+        (it[0].type != MSGPACK_OBJECT_STR && it[0].type != MSGPACK_OBJECT_BIN) ||
+        it[1].type != MSGPACK_OBJECT_ARRAY ||
+        (obj.via.array.size == 3 && it[2].type != MSGPACK_OBJECT_MAP &&
+         it[2].type != MSGPACK_OBJECT_NIL))
+        return s_work_refuse(job, "ProtocolError", "WORK body is not [name, args, kwargs]");
+    const msgpack_object_array *args = &it[1].via.array;
+    int has_kwargs = obj.via.array.size == 3 && it[2].type == MSGPACK_OBJECT_MAP &&
+                     it[2].via.map.size > 0;
+    lua_pushlstring(L, it[0].via.str.ptr, it[0].via.str.size);
+    s_lookup(L, le);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushlstring(L, it[0].via.str.ptr, it[0].via.str.size);
+        return s_work_refuse(job, "ServiceNotFoundError", lua_tostring(L, -1));
+    }
+    int nargs = (int)args->size + has_kwargs;
+    luaL_checkstack(L, nargs + 2, "too many arguments");
+    for (uint32_t i = 0; i < args->size; i++) codec_push_object(L, &args->ptr[i]);
+    if (has_kwargs) {
+        codec_push_object(L, &it[2]);
+        luaL_setmetatable(L, CODEC_KWARGS_MT);
+    }
+    task_t *t = s_task_acquire(h, L);
+    lua_xmove(L, t->co, nargs + 1);               /* callable and arguments */
+    t->le = le;
+    le->tasks++;
+    h->nanswering++;
+    memcpy(t->uuid, m->uuid, FRAME_UUID_SIZE);
+    t->peer_len = m->peer_len;
+    memcpy(t->peer, m->peer, m->peer_len);
+    job->owned = 1;
+    s_task_resume(h, L, t, nargs);
+    return 0;
+}
+
+static void s_on_work(void *ctx, endpoint_t *ep, const frame_message_t *m) {
+    lendpoint_t *le = ctx;
+    lua_State *L = le->host->Lrun;
+    work_job_t job = { le, m, 0 };
+    (void)ep;
+    lua_pushcfunction(L, s_work_protected);
+    lua_pushlightuserdata(L, &job);
+    int status = lua_pcall(L, 1, 0, 0);
+    if (status != LUA_OK) {
+        const char *msg = lua_tostring(L, -1);
+        host_log(le->host, "WORK failed before its handler ran: %s", msg ? msg : "(error)");
+        if (!job.owned)
+            endpoint_reply_error(le->ep, m->peer, m->peer_len, m->uuid,
+                                 status == LUA_ERRMEM ? "MemoryError" : "LuaError",
+                                 msg ? msg : "error", "");
+        lua_pop(L, 1);
+    }
+}
+
+/* --- replies to our calls --- */
+
+void host_settle(host_t *h, lua_State *L, int f, int state) {
+    f = lua_absindex(L, f);
+    lfuture_t *fu = lua_touserdata(L, f);
+    lua_setiuservalue(L, f, 1);                   /* pops the value */
+    fu->state = state;
+    fu->call = NULL;
+    int n = fu->nwaiters;
+    if (n == 0) return;
+    fu->nwaiters = 0;
+    lua_getiuservalue(L, f, 2);                   /* the waiting threads */
+    lua_pushnil(L);
+    lua_setiuservalue(L, f, 2);
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        lua_State *co = lua_tothread(L, -1);
+        lua_pop(L, 1);
+        task_t *t = co ? host_current_task(co) : NULL;
+        if (t && t->wait == TASK_WAIT_FUTURE) s_task_resume(h, L, t, 0);
+    }
+    lua_pop(L, 1);
+}
+
+static int s_reply_protected(lua_State *L) {
+    reply_job_t *job = lua_touserdata(L, 1);
+    host_t *h = job->le->host;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, job->call->ref);      /* the future: 2 */
+    int state = FUTURE_FAILED;
+    codec_error_t err;
+    if (job->type == 0) {
+        host_push_error(L, job->error_name, job->message, "");
+    } else if (codec_check(job->body, job->body_len, &h->limits, &err) < 0) {
+        host_push_error(L, "ProtocolError", err.message, "");
+    } else {
+        msgpack_object obj;
+        size_t off = 0;
+        msgpack_zone_clear(&h->zone);
+        if (msgpack_unpack(job->body, job->body_len, &off, &h->zone, &obj) != MSGPACK_UNPACK_SUCCESS) {
+            host_push_error(L, "ProtocolError", "reply body could not be unpacked", "");
+        } else if (job->type == FRAME_OK) {
+            codec_push_object(L, &obj);
+            state = FUTURE_OK;
+        } else {
+            /* ERROR [class, message, traceback]; anything else is still an error */
+            const char *parts[3] = { "RemoteError", "", "" };
+            size_t lens[3] = { 11, 0, 0 };
+            if (obj.type == MSGPACK_OBJECT_ARRAY)
+                for (uint32_t i = 0; i < obj.via.array.size && i < 3; i++) {
+                    const msgpack_object *o = &obj.via.array.ptr[i];
+                    if (o->type == MSGPACK_OBJECT_STR || o->type == MSGPACK_OBJECT_BIN) {
+                        parts[i] = o->via.str.ptr;
+                        lens[i] = o->via.str.size;
+                    }
+                }
+            lua_createtable(L, 0, 3);
+            lua_pushlstring(L, parts[0], lens[0]); lua_setfield(L, -2, "name");
+            lua_pushlstring(L, parts[1], lens[1]); lua_setfield(L, -2, "message");
+            lua_pushlstring(L, parts[2], lens[2]); lua_setfield(L, -2, "traceback");
+            luaL_setmetatable(L, ERROR_MT);
+        }
+    }
+    job->settled = 1;
+    luaL_unref(L, LUA_REGISTRYINDEX, job->call->ref);
+    host_settle(h, L, 2, state);
+    return 0;
+}
+
+static void s_settle_call(lendpoint_t *le, reply_job_t *job) {
+    lua_State *L = le->host->Lrun;
+    lua_pushcfunction(L, s_reply_protected);
+    lua_pushlightuserdata(L, job);
+    int status = lua_pcall(L, 1, 0, 0);
+    if (status != LUA_OK) {
+        host_log(le->host, "reply could not be delivered: %s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        if (!job->settled) {                      /* settle it all the same */
+            job->type = 0;
+            job->error_name = "MemoryError";
+            job->message = "not enough memory for the reply";
+            lua_pushcfunction(L, s_reply_protected);
+            lua_pushlightuserdata(L, job);
+            if (lua_pcall(L, 1, 0, 0) != LUA_OK) lua_pop(L, 1);
+        }
+    }
+}
+
+static void s_on_reply(void *ctx, endpoint_t *ep, endpoint_call_t *call, int type,
+                       const char *body, size_t body_len) {
+    (void)ep;
+    reply_job_t job = { ctx, call, type, body, body_len, NULL, NULL, 0 };
+    s_settle_call(ctx, &job);
+}
+
+static void s_on_call_failed(void *ctx, endpoint_t *ep, endpoint_call_t *call,
+                             const char *error_name, const char *message) {
+    (void)ep;
+    if (((lendpoint_t *)ctx)->in_gc) return;
+    reply_job_t job = { ctx, call, 0, NULL, 0, error_name, message, 0 };
+    s_settle_call(ctx, &job);
+}
+
+void host_endpoint_events(lendpoint_t *le, endpoint_events_t *ev) {
+    ev->ctx = le;
+    ev->on_work = s_on_work;
+    ev->on_reply = s_on_reply;
+    ev->on_call_failed = s_on_call_failed;
+    ev->log = s_endpoint_log;
+}
+
+/* --- waiting --- */
+
+int host_wait_future(lua_State *L, int f, lua_KFunction k) {
+    task_t *t = host_current_task(L);
+    lfuture_t *fu = lua_touserdata(L, f);
+    if (lua_getiuservalue(L, f, 2) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_setiuservalue(L, f, 2);
+    }
+    lua_pushthread(L);
+    lua_rawseti(L, -2, ++fu->nwaiters);
+    lua_pop(L, 1);
+    t->wait = TASK_WAIT_FUTURE;
+    return lua_yieldk(L, 0, 0, k);
+}
+
+static int s_wake_protected(lua_State *L) {
+    task_t *t = lua_touserdata(L, 1);
+    s_task_resume(t->host, L, t, 0);
+    return 0;
+}
+
+static void s_on_sleep_done(loop_t *loop, loop_timer_t *timer, void *arg) {
+    (void)loop; (void)timer;
+    task_t *t = arg;
+    lua_State *L = t->host->Lrun;
+    t->timer = NULL;
+    lua_pushcfunction(L, s_wake_protected);
+    lua_pushlightuserdata(L, t);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+        host_log(t->host, "resuming a task failed: %s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
+}
+
+int host_sleep(lua_State *L, double seconds, lua_KFunction k) {
+    task_t *t = host_current_task(L);
+    t->timer = loop_add_timer(t->host->loop, seconds, s_on_sleep_done, t);
+    if (!t->timer) return luaL_error(L, "not enough memory");
+    t->wait = TASK_WAIT_SLEEP;
+    return lua_yieldk(L, 0, 0, k);
+}
+
+void host_spawn(host_t *h, lua_State *L, int nargs) {
+    /* stack: fn, args..., future (on top). It starts now and runs until it
+     * first waits; the loop resumes it from then on. */
+    lua_pushvalue(L, -1);
+    int result = luaL_ref(L, LUA_REGISTRYINDEX);  /* the future, pinned until settled */
+    lua_insert(L, -(nargs + 2));                  /* future below fn: returned */
+    task_t *t = s_task_acquire(h, L);
+    t->result = result;
+    lua_xmove(L, t->co, nargs + 1);
+    s_task_resume(h, L, t, nargs);
+}
+
+/* --- running the loop --- */
+
+int host_run(host_t *h, lua_State *L, int f, double deadline) {
+    if (h->running)
+        return luaL_error(L, "pseud: cannot wait here: the loop is already running "
+                          "(wait from the main chunk or inside a handler or pseud.spawn)");
+    f = f ? lua_absindex(L, f) : 0;
+    lua_State *saved = h->Lrun;
+    h->running = 1;
+    h->Lrun = L;
+    int rc = 0;
+    for (;;) {
+        if (f && ((lfuture_t *)lua_touserdata(L, f))->state != FUTURE_PENDING) break;
+        if (h->stopping) { rc = -1; break; }
+        if (loop_signal_received()) { rc = -1; break; }
+        double wait = -1;
+        if (deadline >= 0) {
+            wait = deadline - loop_now();
+            if (wait <= 0) break;
+        }
+        loop_run_once(h->loop, wait);
+    }
+    h->running = 0;
+    h->Lrun = saved;
+    return rc;
+}
+
+void host_drain(host_t *h, lua_State *L, double seconds) {
+    double end = loop_now() + seconds;
+    lua_State *saved = h->Lrun;
+    h->running = 1;
+    h->Lrun = L;
+    while (h->nanswering > 0 && !loop_signal_received()) {
+        double wait = end - loop_now();
+        if (wait <= 0) break;
+        loop_run_once(h->loop, wait);
+    }
+    h->running = 0;
+    h->Lrun = saved;
+}

@@ -1,0 +1,240 @@
+/*
+ * loop: zmq_poll reactor with a timer heap (see loop.h).
+ *
+ * Sockets live in a small array mirrored by the zmq_pollitem_t array that
+ * zmq_poll wants; removal during dispatch only marks a slot, compaction
+ * happens between polls. Timers are a binary min-heap of pointers; each timer
+ * knows its heap index so cancelling is O(log n).
+ */
+#include "loop.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <zmq.h>
+
+struct loop_timer {
+    double due;                /* monotonic seconds */
+    size_t index;              /* position in the heap */
+    loop_timer_fn fn;
+    void *arg;
+};
+
+typedef struct loop_watch {
+    void *socket;              /* NULL once removed */
+    loop_socket_fn fn;
+    void *arg;
+} loop_watch_t;
+
+struct loop {
+    zmq_pollitem_t *items;     /* poll set, parallel to `watches` */
+    loop_watch_t *watches;
+    size_t nwatches, capwatches;
+    int removed;               /* a watch was removed during dispatch */
+    loop_timer_t **heap;       /* min-heap on `due` */
+    size_t ntimers, captimers;
+};
+
+/* The one C global: set by the signal handler, read by the runner. */
+static volatile sig_atomic_t s_signal = 0;
+
+static void s_on_signal(int sig) { s_signal = sig; }
+
+void loop_install_signal_handlers(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = s_on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+int loop_signal_received(void) { return (int)s_signal; }
+void loop_clear_signal(void) { s_signal = 0; }
+
+double loop_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+loop_t *loop_new(void) {
+    return calloc(1, sizeof(loop_t));
+}
+
+void loop_destroy(loop_t **p) {
+    if (!p || !*p) return;
+    loop_t *loop = *p;
+    for (size_t i = 0; i < loop->ntimers; i++) free(loop->heap[i]);
+    free(loop->heap);
+    free(loop->items);
+    free(loop->watches);
+    free(loop);
+    *p = NULL;
+}
+
+int loop_add_socket(loop_t *loop, void *socket, loop_socket_fn fn, void *arg) {
+    if (loop->nwatches == loop->capwatches) {
+        size_t cap = loop->capwatches ? loop->capwatches * 2 : 8;
+        zmq_pollitem_t *items = realloc(loop->items, cap * sizeof *items);
+        if (!items) return -1;
+        loop->items = items;
+        loop_watch_t *watches = realloc(loop->watches, cap * sizeof *watches);
+        if (!watches) return -1;
+        loop->watches = watches;
+        loop->capwatches = cap;
+    }
+    size_t i = loop->nwatches++;
+    loop->watches[i] = (loop_watch_t){ socket, fn, arg };
+    loop->items[i] = (zmq_pollitem_t){ .socket = socket, .fd = 0,
+                                       .events = ZMQ_POLLIN, .revents = 0 };
+    return 0;
+}
+
+void loop_remove_socket(loop_t *loop, void *socket) {
+    for (size_t i = 0; i < loop->nwatches; i++)
+        if (loop->watches[i].socket == socket) {
+            loop->watches[i].socket = NULL;
+            loop->removed = 1;
+        }
+}
+
+static void s_compact(loop_t *loop) {
+    size_t j = 0;
+    for (size_t i = 0; i < loop->nwatches; i++) {
+        if (!loop->watches[i].socket) continue;
+        loop->watches[j] = loop->watches[i];
+        loop->items[j] = loop->items[i];
+        j++;
+    }
+    loop->nwatches = j;
+    loop->removed = 0;
+}
+
+/* --- timer heap --- */
+
+static void s_heap_set(loop_t *loop, size_t i, loop_timer_t *t) {
+    loop->heap[i] = t;
+    t->index = i;
+}
+
+static void s_heap_up(loop_t *loop, size_t i) {
+    loop_timer_t *t = loop->heap[i];
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (loop->heap[parent]->due <= t->due) break;
+        s_heap_set(loop, i, loop->heap[parent]);
+        i = parent;
+    }
+    s_heap_set(loop, i, t);
+}
+
+static void s_heap_down(loop_t *loop, size_t i) {
+    loop_timer_t *t = loop->heap[i];
+    for (;;) {
+        size_t child = 2 * i + 1;
+        if (child >= loop->ntimers) break;
+        if (child + 1 < loop->ntimers && loop->heap[child + 1]->due < loop->heap[child]->due)
+            child++;
+        if (t->due <= loop->heap[child]->due) break;
+        s_heap_set(loop, i, loop->heap[child]);
+        i = child;
+    }
+    s_heap_set(loop, i, t);
+}
+
+static void s_heap_remove(loop_t *loop, loop_timer_t *t) {
+    size_t i = t->index;
+    loop_timer_t *last = loop->heap[--loop->ntimers];
+    if (last != t) {
+        s_heap_set(loop, i, last);
+        s_heap_up(loop, i);
+        s_heap_down(loop, last->index);
+    }
+}
+
+loop_timer_t *loop_add_timer(loop_t *loop, double delay, loop_timer_fn fn, void *arg) {
+    if (loop->ntimers == loop->captimers) {
+        size_t cap = loop->captimers ? loop->captimers * 2 : 16;
+        loop_timer_t **heap = realloc(loop->heap, cap * sizeof *heap);
+        if (!heap) return NULL;
+        loop->heap = heap;
+        loop->captimers = cap;
+    }
+    loop_timer_t *t = malloc(sizeof *t);
+    if (!t) return NULL;
+    if (!(delay > 0)) delay = 0;               /* NaN and negatives: now */
+    t->due = loop_now() + delay;
+    t->fn = fn;
+    t->arg = arg;
+    loop->heap[loop->ntimers] = t;
+    t->index = loop->ntimers++;
+    s_heap_up(loop, t->index);
+    return t;
+}
+
+void loop_cancel_timer(loop_t *loop, loop_timer_t *t) {
+    if (!t) return;
+    s_heap_remove(loop, t);
+    free(t);
+}
+
+static int s_run_timers(loop_t *loop) {
+    int n = 0;
+    double now = loop_now();
+    /* Bounded: timers added by callbacks wait for the next round, so a timer
+     * that re-arms itself at 0 s cannot hold the loop. */
+    size_t budget = loop->ntimers;
+    while (budget-- > 0 && loop->ntimers > 0 && loop->heap[0]->due <= now) {
+        loop_timer_t *t = loop->heap[0];
+        s_heap_remove(loop, t);
+        t->fn(loop, t, t->arg);    /* out of the heap: cancelling it now is an error */
+        free(t);
+        n++;
+    }
+    return n;
+}
+
+int loop_run_once(loop_t *loop, double max_wait) {
+    if (loop->removed) s_compact(loop);
+    long timeout_ms = -1;
+    double wait = max_wait;
+    if (loop->ntimers > 0) {
+        double until = loop->heap[0]->due - loop_now();
+        if (until < 0) until = 0;
+        if (wait < 0 || until < wait) wait = until;
+    }
+    if (wait >= 0) {
+        double ms = ceil(wait * 1000.0);
+        timeout_ms = ms > 3600000.0 ? 3600000L : (long)ms;
+    }
+    if (s_signal) return -1;
+    int rc;
+    if (loop->nwatches == 0) {
+        /* nothing to poll: zmq_poll with no items still sleeps */
+        rc = zmq_poll(NULL, 0, timeout_ms);
+    } else {
+        rc = zmq_poll(loop->items, (int)loop->nwatches, timeout_ms);
+    }
+    if (rc < 0) {
+        if (errno == EINTR && s_signal) return -1;
+        rc = 0;
+    }
+    int n = 0;
+    if (rc > 0) {
+        size_t count = loop->nwatches;     /* watches added now wait a round */
+        for (size_t i = 0; i < count; i++) {
+            if (!(loop->items[i].revents & ZMQ_POLLIN)) continue;
+            loop_watch_t w = loop->watches[i];
+            if (!w.socket) continue;
+            w.fn(loop, w.socket, w.arg);
+            n++;
+        }
+    }
+    n += s_run_timers(loop);
+    return n;
+}

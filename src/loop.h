@@ -1,0 +1,49 @@
+/*
+ * loop: the one reactor of a host. zmq_poll over the endpoints' sockets plus
+ * one-shot timers on the monotonic clock, kept in a binary heap.
+ *
+ * The loop owns its timers and its poll set; it does not own the sockets.
+ * A signal only sets a flag (loop_signal_received); the poll wakes with EINTR
+ * and the runner decides what to do. No Lua here.
+ */
+#ifndef PSEUD_LOOP_H
+#define PSEUD_LOOP_H
+
+#include <stddef.h>
+
+typedef struct loop loop_t;
+typedef struct loop_timer loop_timer_t;
+
+typedef void (*loop_socket_fn)(loop_t *loop, void *socket, void *arg);
+typedef void (*loop_timer_fn)(loop_t *loop, loop_timer_t *timer, void *arg);
+
+/* New loop, NULL on failure. */
+loop_t *loop_new(void);
+/* Destroy the loop and its timers (not the sockets); takes NULL, clears *p. */
+void loop_destroy(loop_t **p);
+
+/* Call fn(loop, socket, arg) when `socket` is readable. Returns 0 or -1. */
+int loop_add_socket(loop_t *loop, void *socket, loop_socket_fn fn, void *arg);
+void loop_remove_socket(loop_t *loop, void *socket);
+
+/* A one-shot timer `delay` seconds from now; NULL when out of memory. The
+ * loop frees it after its callback returns (which must not cancel it) or
+ * when cancelled. */
+loop_timer_t *loop_add_timer(loop_t *loop, double delay, loop_timer_fn fn, void *arg);
+/* Cancel a timer that has not fired yet; takes NULL. */
+void loop_cancel_timer(loop_t *loop, loop_timer_t *timer);
+
+/* Poll once, waiting at most `max_wait` seconds (< 0: until a socket or a
+ * timer is due), then run ready socket handlers and due timers. Returns the
+ * number of events handled, or -1 when interrupted by a signal. */
+int loop_run_once(loop_t *loop, double max_wait);
+
+/* Monotonic seconds. */
+double loop_now(void);
+
+/* Signals: SIGINT and SIGTERM set a flag and interrupt the poll. */
+void loop_install_signal_handlers(void);
+int loop_signal_received(void);      /* the signal number, or 0 */
+void loop_clear_signal(void);
+
+#endif

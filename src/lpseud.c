@@ -1,0 +1,510 @@
+/*
+ * lpseud: the Lua binding, module pseud.core. The only file with
+ * lua_CFunctions and metatables (pseud.Endpoint, pseud.Future, pseud.Ext,
+ * pseud.Error, pseud.Map, pseud.Kwargs, pseud.Host). Every function gets the
+ * host_t as upvalue 1; there is no other state.
+ *
+ * Misuse (bad arguments) raises; what the world does (a bind that fails)
+ * returns nil, message, code; call outcomes are pseud.Error values.
+ */
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <zmq.h>
+
+#include "codec.h"
+#include "host.h"
+#include "lpseud.h"
+
+#define HOST(L) ((host_t *)lua_touserdata(L, lua_upvalueindex(1)))
+
+/* --- helpers --- */
+
+static lendpoint_t *check_endpoint(lua_State *L, int i) {
+    lendpoint_t *le = luaL_checkudata(L, i, ENDPOINT_MT);
+    if (!le->ep) luaL_argerror(L, i, "endpoint is closed");
+    return le;
+}
+
+static lfuture_t *check_future(lua_State *L, int i) {
+    return luaL_checkudata(L, i, FUTURE_MT);
+}
+
+static int s_fail(lua_State *L, const char *what) {   /* nil, message, code */
+    int e = errno;
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", what, zmq_strerror(e));
+    lua_pushinteger(L, e);
+    return 3;
+}
+
+static double s_opt_number(lua_State *L, int t, const char *k, double def) {
+    double v = def;
+    if (lua_getfield(L, t, k) != LUA_TNIL) {
+        if (!lua_isnumber(L, -1)) luaL_error(L, "option '%s' must be a number", k);
+        v = lua_tonumber(L, -1);
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+static lfuture_t *s_new_future(lua_State *L) {
+    lfuture_t *fu = lua_newuserdatauv(L, sizeof *fu, 2);   /* 1: value, 2: waiters */
+    fu->state = FUTURE_PENDING;
+    fu->nwaiters = 0;
+    fu->call = NULL;
+    luaL_setmetatable(L, FUTURE_MT);
+    return fu;
+}
+
+static int s_raise_error(lua_State *L, const char *name, const char *message) {
+    host_push_error(L, name, message, "");
+    return lua_error(L);
+}
+
+/* --- pseud.Endpoint --- */
+
+/* core.endpoint(kind, name, options, callables) -> endpoint | nil, message, code */
+static int l_endpoint_new(lua_State *L) {
+    static const char *const kinds[] = { "server", "client", NULL };
+    host_t *h = HOST(L);
+    int client = luaL_checkoption(L, 1, NULL, kinds);
+    size_t name_len;
+    const char *name = luaL_checklstring(L, 2, &name_len);
+    luaL_argcheck(L, name_len > 0 && name_len <= FRAME_MAX_ID, 2, "name must be 1 to 255 bytes");
+    luaL_checktype(L, 3, LUA_TTABLE);
+    luaL_checktype(L, 4, LUA_TTABLE);
+    endpoint_options_t o;
+    endpoint_options_init(&o);
+    double timeout = s_opt_number(L, 3, "timeout", 5);
+    luaL_argcheck(L, timeout > 0, 3, "timeout must be positive");
+    double linger = s_opt_number(L, 3, "linger", 1);
+    o.linger_ms = linger < 0 ? -1 : (int)(linger * 1000);
+    o.max_message_size = (int64_t)s_opt_number(L, 3, "max_message_size", (double)o.max_message_size);
+    o.probe_router = client;
+    const char *identity = NULL;
+    if (lua_getfield(L, 3, "identity") != LUA_TNIL) {
+        size_t n;
+        identity = luaL_checklstring(L, -1, &n);
+        luaL_argcheck(L, n > 0 && n <= FRAME_MAX_ID && identity[0] != '\0', 3,
+                      "identity must be 1 to 255 bytes, not starting with a zero byte");
+    }
+    o.routing_id = client ? identity : name;
+
+    lendpoint_t *le = lua_newuserdatauv(L, sizeof *le, 0);
+    memset(le, 0, sizeof *le);                    /* born closed */
+    le->host = h;
+    le->self_ref = le->registry = le->proxy_to = LUA_NOREF;
+    le->timeout = timeout;
+    luaL_setmetatable(L, ENDPOINT_MT);
+    if (client) {
+        memcpy(le->default_peer, name, name_len);
+        le->default_peer_len = name_len;
+    }
+    endpoint_events_t ev;
+    host_endpoint_events(le, &ev);
+    le->ep = endpoint_new(h->zmq, h->loop, &o, &ev);
+    if (!le->ep) return s_fail(L, "cannot create socket");
+    lua_pushvalue(L, 4);
+    le->registry = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushvalue(L, -1);
+    le->self_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* the loop points at it now */
+    return 1;
+}
+
+static int l_endpoint_bind(lua_State *L) {
+    lendpoint_t *le = check_endpoint(L, 1);
+    const char *address = luaL_checkstring(L, 2);
+    char actual[512];
+    if (endpoint_bind(le->ep, address, actual, sizeof actual) < 0)
+        return s_fail(L, lua_pushfstring(L, "cannot bind '%s'", address));
+    lua_pushstring(L, actual[0] ? actual : address);
+    return 1;
+}
+
+static int l_endpoint_connect(lua_State *L) {
+    lendpoint_t *le = check_endpoint(L, 1);
+    const char *address = luaL_checkstring(L, 2);
+    if (endpoint_connect(le->ep, address) < 0)
+        return s_fail(L, lua_pushfstring(L, "cannot connect '%s'", address));
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* ep:call(peer|nil, name, args... [, kwargs]) -> future */
+static int l_endpoint_call(lua_State *L) {
+    lendpoint_t *le = check_endpoint(L, 1);
+    host_t *h = le->host;
+    size_t peer_len = le->default_peer_len, name_len;
+    const char *peer = le->default_peer;
+    if (!lua_isnoneornil(L, 2)) peer = luaL_checklstring(L, 2, &peer_len);
+    if (peer_len == 0 || peer_len > FRAME_MAX_ID)
+        return luaL_argerror(L, 2, "no peer to call: use send_to(peer)");
+    const char *name = luaL_checklstring(L, 3, &name_len);
+    int top = lua_gettop(L), nargs = top - 3, has_kwargs = 0;
+    if (nargs > 0 && luaL_testudata(L, top, CODEC_KWARGS_MT) == NULL && lua_istable(L, top) &&
+        lua_getmetatable(L, top)) {
+        luaL_getmetatable(L, CODEC_KWARGS_MT);
+        has_kwargs = lua_rawequal(L, -1, -2);
+        lua_pop(L, 2);
+        nargs -= has_kwargs;
+    }
+    codec_error_t err;
+    h->sbuf.size = 0;
+    int rc = msgpack_pack_array(&h->pk, 3);
+    if (rc == 0) rc = msgpack_pack_str_with_body(&h->pk, name, name_len);
+    if (rc == 0) rc = msgpack_pack_array(&h->pk, (size_t)nargs);
+    for (int i = 0; i < nargs && rc == 0; i++)
+        rc = codec_pack_value(L, 4 + i, &h->pk, &h->limits, 2, &err);
+    if (rc == 0) {
+        if (has_kwargs) rc = codec_pack_value(L, top, &h->pk, &h->limits, 1, &err);
+        else rc = msgpack_pack_map(&h->pk, 0);
+    }
+    if (rc != 0) return s_raise_error(L, "TypeError", err.message);
+    lfuture_t *fu = s_new_future(L);
+    lua_pushvalue(L, -1);
+    int ref = luaL_ref(L, LUA_REGISTRYINDEX);      /* pinned until settled */
+    fu->call = endpoint_send_work(le->ep, peer, peer_len, h->sbuf.data, h->sbuf.size,
+                                  le->timeout, ref);
+    if (!fu->call) {
+        int e = errno;
+        luaL_unref(L, LUA_REGISTRYINDEX, ref);
+        return s_raise_error(L, "RuntimeError", lua_pushfstring(L, "cannot send: %s", zmq_strerror(e)));
+    }
+    return 1;
+}
+
+static void s_endpoint_close(lua_State *L, lendpoint_t *le, int from_gc) {
+    host_t *h = le->host;
+    if (le->ep) {
+        le->in_gc = from_gc;      /* only lua_close collects an open endpoint */
+        lua_State *saved = h->Lrun;
+        if (!h->Lrun) h->Lrun = L;
+        endpoint_destroy(&le->ep);
+        h->Lrun = saved;
+    }
+    if (le->registry != LUA_NOREF) { luaL_unref(L, LUA_REGISTRYINDEX, le->registry); le->registry = LUA_NOREF; }
+    if (le->proxy_to != LUA_NOREF) { luaL_unref(L, LUA_REGISTRYINDEX, le->proxy_to); le->proxy_to = LUA_NOREF; }
+    if (le->tasks <= 0 && le->self_ref != LUA_NOREF) {
+        luaL_unref(L, LUA_REGISTRYINDEX, le->self_ref);
+        le->self_ref = LUA_NOREF;
+    }
+}
+
+static int l_endpoint_close(lua_State *L) {
+    lendpoint_t *le = luaL_checkudata(L, 1, ENDPOINT_MT);
+    s_endpoint_close(L, le, 0);
+    return 0;
+}
+
+static int l_endpoint_gc(lua_State *L) {
+    lendpoint_t *le = luaL_checkudata(L, 1, ENDPOINT_MT);
+    s_endpoint_close(L, le, 1);
+    return 0;
+}
+
+/* ep:set_proxy(other|nil): names not found here are looked up in other's registry */
+static int l_endpoint_set_proxy(lua_State *L) {
+    lendpoint_t *le = check_endpoint(L, 1);
+    if (!lua_isnil(L, 2)) luaL_checkudata(L, 2, ENDPOINT_MT);
+    luaL_unref(L, LUA_REGISTRYINDEX, le->proxy_to);
+    lua_pushvalue(L, 2);
+    le->proxy_to = lua_isnil(L, 2) ? (lua_pop(L, 1), LUA_NOREF) : luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+/* ep:start([stop_timeout]): run the loop until stop() or SIGINT/SIGTERM, let
+ * in-flight handlers finish for up to stop_timeout seconds, close. */
+static int l_endpoint_start(lua_State *L) {
+    lendpoint_t *le = check_endpoint(L, 1);
+    host_t *h = le->host;
+    double drain = luaL_optnumber(L, 2, 2.0);
+    if (host_current_task(L) || h->running)
+        return luaL_error(L, "start() runs the loop: call it from the main chunk");
+    h->stopping = 0;
+    loop_install_signal_handlers();
+    host_run(h, L, 0, -1);
+    int sig = loop_signal_received();
+    loop_clear_signal();
+    if (sig) host_log(h, "signal %d: finishing %d call(s) in flight", sig, h->nanswering);
+    host_drain(h, L, drain);
+    h->stopping = 0;
+    loop_clear_signal();
+    s_endpoint_close(L, le, 0);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_endpoint_stop(lua_State *L) {
+    luaL_checkudata(L, 1, ENDPOINT_MT);
+    HOST(L)->stopping = 1;
+    return 0;
+}
+
+static int l_endpoint_pending(lua_State *L) {
+    lendpoint_t *le = luaL_checkudata(L, 1, ENDPOINT_MT);
+    lua_pushinteger(L, le->ep ? (lua_Integer)endpoint_pending_calls(le->ep) : 0);
+    return 1;
+}
+
+static int l_endpoint_tostring(lua_State *L) {
+    lendpoint_t *le = luaL_checkudata(L, 1, ENDPOINT_MT);
+    lua_pushfstring(L, "pseud.Endpoint (%s%p)", le->ep ? "" : "closed, ", (void *)le);
+    return 1;
+}
+
+/* --- pseud.Future --- */
+
+static int s_future_result(lua_State *L, int f) {
+    lfuture_t *fu = lua_touserdata(L, f);
+    lua_getiuservalue(L, f, 1);
+    if (fu->state == FUTURE_FAILED) return lua_error(L);
+    return 1;
+}
+
+static int s_future_get_k(lua_State *L, int status, lua_KContext ctx) {
+    (void)status; (void)ctx;
+    return s_future_result(L, 1);
+}
+
+/* f:get(): the value, or raises the error value. Yields inside a task; runs
+ * the loop from the main chunk. */
+static int l_future_get(lua_State *L) {
+    lfuture_t *fu = check_future(L, 1);
+    host_t *h = HOST(L);
+    lua_settop(L, 1);
+    if (fu->state == FUTURE_PENDING) {
+        if (host_current_task(L)) return host_wait_future(L, 1, s_future_get_k);
+        if (host_run(h, L, 1, -1) < 0 && fu->state == FUTURE_PENDING)
+            return s_raise_error(L, "Interrupted", "stopped while waiting for a reply");
+    }
+    return s_future_result(L, 1);
+}
+
+static int l_future_done(lua_State *L) {
+    lfuture_t *fu = check_future(L, 1);
+    lua_pushboolean(L, fu->state != FUTURE_PENDING);
+    return 1;
+}
+
+static int l_future_tostring(lua_State *L) {
+    lfuture_t *fu = check_future(L, 1);
+    static const char *const states[] = { "pending", "done", "failed" };
+    lua_pushfstring(L, "pseud.Future (%s)", states[fu->state]);
+    return 1;
+}
+
+/* --- tasks, sleep --- */
+
+static int s_sleep_k(lua_State *L, int status, lua_KContext ctx) {
+    (void)L; (void)status; (void)ctx;
+    return 0;
+}
+
+static int l_sleep(lua_State *L) {
+    double s = luaL_checknumber(L, 1);
+    host_t *h = HOST(L);
+    if (!(s >= 0)) s = 0;
+    if (host_current_task(L)) return host_sleep(L, s, s_sleep_k);
+    host_run(h, L, 0, loop_now() + s);
+    return 0;
+}
+
+static int l_spawn(lua_State *L) {
+    host_t *h = HOST(L);
+    luaL_checkany(L, 1);
+    int nargs = lua_gettop(L) - 1;
+    s_new_future(L);
+    host_spawn(h, L, nargs);
+    return 1;
+}
+
+/* Is this code running as a pseud task (handler or spawn)? */
+static int l_in_task(lua_State *L) {
+    lua_pushboolean(L, host_current_task(L) != NULL);
+    return 1;
+}
+
+/* --- values --- */
+
+static int l_error(lua_State *L) {
+    const char *name = luaL_checkstring(L, 1);
+    const char *message = luaL_optstring(L, 2, "");
+    host_push_error(L, name, message, luaL_optstring(L, 3, ""));
+    return 1;
+}
+
+static int l_error_tostring(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_getfield(L, 1, "name");
+    lua_getfield(L, 1, "message");
+    lua_getfield(L, 1, "traceback");
+    const char *tb = lua_tostring(L, 4);
+    if (tb && tb[0]) lua_pushfstring(L, "%s: %s\n%s", lua_tostring(L, 2), lua_tostring(L, 3), tb);
+    else lua_pushfstring(L, "%s: %s", lua_tostring(L, 2), lua_tostring(L, 3));
+    return 1;
+}
+
+static int l_ext(lua_State *L) {
+    lua_Integer type = luaL_checkinteger(L, 1);
+    size_t n;
+    const char *data = luaL_checklstring(L, 2, &n);
+    luaL_argcheck(L, type >= -128 && type <= 127, 1, "ext type must be -128..127");
+    codec_push_ext(L, (int8_t)type, data, n);
+    return 1;
+}
+
+static int l_ext_index(lua_State *L) {
+    codec_ext_t *e = luaL_checkudata(L, 1, CODEC_EXT_MT);
+    const char *k = luaL_checkstring(L, 2);
+    if (strcmp(k, "type") == 0) lua_pushinteger(L, e->type);
+    else if (strcmp(k, "data") == 0) lua_pushlstring(L, e->data, e->size);
+    else lua_pushnil(L);
+    return 1;
+}
+
+static int l_ext_eq(lua_State *L) {
+    codec_ext_t *a = luaL_checkudata(L, 1, CODEC_EXT_MT);
+    codec_ext_t *b = luaL_checkudata(L, 2, CODEC_EXT_MT);
+    lua_pushboolean(L, a->type == b->type && a->size == b->size &&
+                       memcmp(a->data, b->data, a->size) == 0);
+    return 1;
+}
+
+static int l_ext_tostring(lua_State *L) {
+    codec_ext_t *e = luaL_checkudata(L, 1, CODEC_EXT_MT);
+    lua_pushfstring(L, "pseud.ext(%d, %I bytes)", (int)e->type, (lua_Integer)e->size);
+    return 1;
+}
+
+/* core.configure{max_depth=, max_string=, max_elements=, max_body=} */
+static int l_configure(lua_State *L) {
+    host_t *h = HOST(L);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    codec_limits_t lim = h->limits;
+    double d = s_opt_number(L, 1, "max_depth", lim.max_depth);
+    luaL_argcheck(L, d >= 1 && d <= CODEC_DEFAULT_MAX_DEPTH, 1, "max_depth must be 1..32");
+    lim.max_depth = (int)d;
+    const char *sizes[] = { "max_string", "max_elements", "max_body" };
+    size_t *fields[] = { &lim.max_string, &lim.max_elements, &lim.max_body };
+    for (int i = 0; i < 3; i++) {
+        double v = s_opt_number(L, 1, sizes[i], (double)*fields[i]);
+        luaL_argcheck(L, v >= 1 && v <= 1e12, 1, "sizes must be 1..1e12");
+        *fields[i] = (size_t)v;
+    }
+    h->limits = lim;
+    return 0;
+}
+
+static int l_host_gc(lua_State *L) {
+    host_close(lua_touserdata(L, 1));
+    return 0;
+}
+
+/* --- module --- */
+
+static const luaL_Reg endpoint_methods[] = {
+    { "bind", l_endpoint_bind },
+    { "connect", l_endpoint_connect },
+    { "call", l_endpoint_call },
+    { "close", l_endpoint_close },
+    { "set_proxy", l_endpoint_set_proxy },
+    { "start", l_endpoint_start },
+    { "stop", l_endpoint_stop },
+    { "pending", l_endpoint_pending },
+    { NULL, NULL }
+};
+
+static const luaL_Reg endpoint_meta[] = {
+    { "__gc", l_endpoint_gc },
+    { "__close", l_endpoint_gc },
+    { "__tostring", l_endpoint_tostring },
+    { "__index", NULL },
+    { NULL, NULL }
+};
+
+static const luaL_Reg future_methods[] = {
+    { "get", l_future_get },
+    { "done", l_future_done },
+    { NULL, NULL }
+};
+
+static const luaL_Reg future_meta[] = {
+    { "__tostring", l_future_tostring },
+    { "__index", NULL },
+    { NULL, NULL }
+};
+
+static const luaL_Reg core_functions[] = {
+    { "endpoint", l_endpoint_new },
+    { "sleep", l_sleep },
+    { "spawn", l_spawn },
+    { "in_task", l_in_task },
+    { "error", l_error },
+    { "ext", l_ext },
+    { "configure", l_configure },
+    { NULL, NULL }
+};
+
+/* Create metatable `name` with metamethods `meta` and methods as __index. */
+static void s_new_class(lua_State *L, int host, const char *name, const luaL_Reg *meta,
+                        const luaL_Reg *methods) {
+    luaL_newmetatable(L, name);                   /* mt */
+    lua_pushvalue(L, host);
+    luaL_setfuncs(L, meta, 1);
+    if (methods) {
+        lua_newtable(L);                          /* mt, methods */
+        lua_pushvalue(L, host);
+        luaL_setfuncs(L, methods, 1);
+        lua_setfield(L, -2, "__index");
+    }
+    lua_pop(L, 1);
+}
+
+int luaopen_pseud_core(lua_State *L) {
+    host_t *h = lua_newuserdatauv(L, sizeof *h, 0);          /* host */
+    int host = lua_gettop(L);
+    if (host_init(h, L) < 0) return luaL_error(L, "pseud: cannot start the host: %s", strerror(errno));
+    luaL_newmetatable(L, HOST_MT);
+    lua_pushcfunction(L, l_host_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, host);
+    lua_pushvalue(L, host);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, (void *)&luaopen_pseud_core);   /* lives as long as L */
+
+    s_new_class(L, host, ENDPOINT_MT, endpoint_meta, endpoint_methods);
+    s_new_class(L, host, FUTURE_MT, future_meta, future_methods);
+    luaL_newmetatable(L, ERROR_MT);
+    lua_pushcfunction(L, l_error_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+    luaL_newmetatable(L, CODEC_EXT_MT);
+    lua_pushcfunction(L, l_ext_index); lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_ext_eq); lua_setfield(L, -2, "__eq");
+    lua_pushcfunction(L, l_ext_tostring); lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+    luaL_newmetatable(L, CODEC_MAP_MT);
+    lua_pop(L, 1);
+    luaL_newmetatable(L, CODEC_KWARGS_MT);
+    lua_pop(L, 1);
+
+    luaL_newlibtable(L, core_functions);                      /* host, core */
+    lua_pushvalue(L, host);
+    luaL_setfuncs(L, core_functions, 1);
+    lua_newtable(L);                                          /* global callables */
+    lua_pushvalue(L, -1);
+    h->global_registry = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_setfield(L, -2, "global_callables");
+    lua_pushlightuserdata(L, NULL);
+    lua_setfield(L, -2, "null");
+    luaL_getmetatable(L, CODEC_MAP_MT);
+    lua_setfield(L, -2, "map_mt");
+    luaL_getmetatable(L, CODEC_KWARGS_MT);
+    lua_setfield(L, -2, "kwargs_mt");
+    luaL_getmetatable(L, ERROR_MT);
+    lua_setfield(L, -2, "error_mt");
+    return 1;
+}

@@ -1,0 +1,195 @@
+/*
+ * main: the pseud-lua executable. Like lua.c: one Lua 5.4 state, the
+ * standard libraries, `arg`, -e CODE, a script; plus pseud.core preloaded and
+ * package.path pointing at the pseud Lua modules, found next to an installed
+ * binary (PREFIX/share/lua/5.4) or, in a build tree, in the source tree.
+ *
+ * Errors are reported as lua.c does, through a message handler that adds a
+ * traceback; the exit status is 0 on success, 1 on error.
+ */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+
+#include "lpseud.h"
+
+static const char *s_progname = "pseud-lua";
+
+static void s_usage(FILE *out) {
+    fprintf(out,
+        "usage: %s [options] [script [args]]\n"
+        "Run a Lua 5.4 script with the pseud RPC host (require 'pseud').\n"
+        "  -e CODE     run CODE (may be given more than once)\n"
+        "  -v, --version  print the version\n"
+        "  -h, --help  print this help\n"
+        "  --          stop handling options\n"
+        "  -           run standard input\n"
+        "Environment: PSEUD_LOG=quiet silences the host's log lines (stderr).\n",
+        s_progname);
+}
+
+/* Message handler: a traceback for strings; error values keep their
+ * __tostring (pseud.Error shows name, message and remote traceback). */
+static int s_msghandler(lua_State *L) {
+    const char *msg = lua_tostring(L, 1);
+    if (msg == NULL) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
+        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+static int s_report(lua_State *L, int status) {
+    if (status != LUA_OK) {
+        const char *msg = lua_tostring(L, -1);
+        fprintf(stderr, "%s: %s\n", s_progname, msg ? msg : "(error)");
+        fflush(stderr);
+        lua_pop(L, 1);
+    }
+    return status;
+}
+
+static int s_docall(lua_State *L, int narg, int nres) {
+    int base = lua_gettop(L) - narg;
+    lua_pushcfunction(L, s_msghandler);
+    lua_insert(L, base);
+    int status = lua_pcall(L, narg, nres, base);
+    lua_remove(L, base);
+    return status;
+}
+
+static int s_file_exists(const char *path) {
+    return access(path, R_OK) == 0;
+}
+
+/* Where are the pseud Lua modules? Installed beside the binary, or the
+ * source tree of this build. */
+static void s_lua_dir(char *out, size_t size) {
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = '\0';
+            char probe[PATH_MAX];
+            int w = snprintf(out, size, "%s/../%s", exe, PSEUD_INSTALL_LUA_REL);
+            int p = snprintf(probe, sizeof probe, "%s/pseud/init.lua", out);
+            if (w > 0 && (size_t)w < size && p > 0 && (size_t)p < sizeof probe &&
+                s_file_exists(probe))
+                return;
+        }
+    }
+    snprintf(out, size, "%s", PSEUD_SOURCE_LUA_DIR);
+}
+
+static void s_setup_paths(lua_State *L) {
+    char dir[PATH_MAX];
+    s_lua_dir(dir, sizeof dir);
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "path");
+    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", dir, dir, lua_tostring(L, -1));
+    lua_setfield(L, -3, "path");
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "preload");
+    lua_pushcfunction(L, luaopen_pseud_core);
+    lua_setfield(L, -2, "pseud.core");
+    lua_pop(L, 2);
+}
+
+/* arg: script at 0, its arguments from 1, the interpreter and options below */
+static void s_create_arg(lua_State *L, char **argv, int argc, int script) {
+    lua_createtable(L, argc - script, script + 1);
+    for (int i = 0; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, i - script);
+    }
+    lua_setglobal(L, "arg");
+}
+
+typedef struct run_args {
+    int argc;
+    char **argv;
+    int status;
+} run_args_t;
+
+/* Everything that may raise runs here, under lua_pcall from main. */
+static int s_pmain(lua_State *L) {
+    run_args_t *a = lua_touserdata(L, 1);
+    int argc = a->argc, script = 0, i;
+    char **argv = a->argv;
+    luaL_checkversion(L);
+    luaL_openlibs(L);
+    s_setup_paths(L);
+    a->status = LUA_OK;
+    /* first pass: find the script */
+    for (i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-e") == 0) { i++; continue; }
+        if (strcmp(argv[i], "--") == 0) { script = i + 1 < argc ? i + 1 : 0; break; }
+        if (argv[i][0] != '-' || strcmp(argv[i], "-") == 0) { script = i; break; }
+    }
+    s_create_arg(L, argv, argc, script ? script : argc);
+    int ran = 0;
+    for (i = 1; i < argc && (script == 0 || i < script); i++) {
+        if (strcmp(argv[i], "-e") == 0) {
+            if (i + 1 >= argc) { s_usage(stderr); a->status = LUA_ERRRUN; return 0; }
+            const char *code = argv[++i];
+            int st = luaL_loadbuffer(L, code, strlen(code), "=(command line)");
+            if (st == LUA_OK) st = s_docall(L, 0, 0);
+            if (s_report(L, st) != LUA_OK) { a->status = st; return 0; }
+            ran = 1;
+        } else if (strcmp(argv[i], "-v") == 0 || strcmp(argv[i], "--version") == 0) {
+            printf("pseud-lua %s (%s)\n", PSEUD_VERSION, LUA_RELEASE);
+            ran = 1;
+        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            s_usage(stdout);
+            ran = 1;
+        } else if (strcmp(argv[i], "--") == 0) {
+            break;
+        } else {
+            fprintf(stderr, "%s: unknown option '%s'\n", s_progname, argv[i]);
+            s_usage(stderr);
+            a->status = LUA_ERRRUN;
+            return 0;
+        }
+    }
+    if (script) {
+        const char *fname = strcmp(argv[script], "-") == 0 ? NULL : argv[script];
+        int st = luaL_loadfile(L, fname);
+        if (st == LUA_OK) {
+            int n = argc - script - 1;
+            luaL_checkstack(L, n + 3, "too many arguments to script");
+            for (int j = 1; j <= n; j++) lua_pushstring(L, argv[script + j]);
+            st = s_docall(L, n, 0);
+        }
+        a->status = s_report(L, st);
+    } else if (!ran) {
+        s_usage(stderr);
+        a->status = LUA_ERRRUN;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argv[0] && argv[0][0]) s_progname = argv[0];
+    lua_State *L = luaL_newstate();
+    if (!L) {
+        fprintf(stderr, "%s: cannot create Lua state: not enough memory\n", s_progname);
+        return EXIT_FAILURE;
+    }
+    run_args_t a = { argc, argv, LUA_OK };
+    lua_pushcfunction(L, s_pmain);
+    lua_pushlightuserdata(L, &a);
+    int status = lua_pcall(L, 1, 0, 0);
+    s_report(L, status);
+    fflush(stdout);
+    lua_close(L);                  /* closes endpoints: queued replies get their linger */
+    return (status == LUA_OK && a.status == LUA_OK) ? EXIT_SUCCESS : EXIT_FAILURE;
+}
