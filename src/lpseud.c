@@ -322,6 +322,12 @@ static int l_spawn(lua_State *L) {
     return 1;
 }
 
+/* core.now(): monotonic seconds, the loop's clock */
+static int l_now(lua_State *L) {
+    lua_pushnumber(L, loop_now());
+    return 1;
+}
+
 /* Is this code running as a pseud task (handler or spawn)? */
 static int l_in_task(lua_State *L) {
     lua_pushboolean(L, host_current_task(L) != NULL);
@@ -443,6 +449,7 @@ static const luaL_Reg core_functions[] = {
     { "sleep", l_sleep },
     { "spawn", l_spawn },
     { "in_task", l_in_task },
+    { "now", l_now },
     { "error", l_error },
     { "ext", l_ext },
     { "configure", l_configure },

@@ -16,6 +16,7 @@ local pseud = {
   sleep = core.sleep,
   spawn = core.spawn,
   configure = core.configure,
+  now = core.now,
 }
 
 --- Mark `t` as keyword arguments: the last argument of a call.
@@ -59,26 +60,32 @@ end
 pseud.register_predicate = registry.register_predicate
 
 -- Proxies: `rpc.name` and `proxy.more` build dotted names; calling one sends
--- the call. `rpc:name(...)` passes the rpc first: it is dropped.
+-- the call. `rpc:name(...)` passes the rpc first: it is dropped. A proxy keeps
+-- its state under a private key, so every string key is free for names
+-- (`client.this.is.a.name`).
+local STATE = {}
 local Proxy = {}
 
 local function proxy(rpc, peer, name)
-  return setmetatable({ rpc = rpc, peer = peer, name = name }, Proxy)
+  return setmetatable({ [STATE] = { rpc = rpc, peer = peer, name = name } }, Proxy)
 end
 
 Proxy.__index = function(p, key)
   if type(key) ~= 'string' then return nil end
-  local child = proxy(rawget(p, 'rpc'), rawget(p, 'peer'), rawget(p, 'name') .. '.' .. key)
+  local st = rawget(p, STATE)
+  local child = proxy(st.rpc, st.peer, st.name .. '.' .. key)
   rawset(p, key, child)
   return child
 end
 
 Proxy.__call = function(p, first, ...)
-  local rpc = rawget(p, 'rpc')
-  if first == rpc then
-    return rpc._core:call(rawget(p, 'peer'), rawget(p, 'name'), ...)
-  end
-  return rpc._core:call(rawget(p, 'peer'), rawget(p, 'name'), first, ...)
+  local st = rawget(p, STATE)
+  if first == st.rpc then return st.rpc._core:call(st.peer, st.name, ...) end
+  return st.rpc._core:call(st.peer, st.name, first, ...)
+end
+
+Proxy.__tostring = function(p)
+  return "pseud proxy for '" .. rawget(p, STATE).name .. "'"
 end
 
 local RPC = {}
@@ -87,8 +94,12 @@ local function rpc_index(self, key)
   local method = RPC[key]
   if method ~= nil then return method end
   if type(key) ~= 'string' then return nil end
-  local p = proxy(self, nil, key)
-  rawget(self, '_proxies')[key] = p
+  local cache = rawget(self, '_proxies')
+  local p = cache[key]
+  if not p then
+    p = proxy(self, nil, key)
+    cache[key] = p
+  end
   return p
 end
 
