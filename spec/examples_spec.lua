@@ -1,0 +1,25 @@
+-- The examples run as they are: each server with its client, on a free port.
+local process = require 'spec.support.process'
+
+local function pair(server_script, client_script, expected)
+  local server = process.start({ process.host(), server_script, 'tcp://127.0.0.1:*' },
+    { name = server_script:match('[^/]+$') })
+  local endpoint = server:wait_for('listening on (%S+)', 10, 10)
+  local out, ok, code, log = process.run({ process.host(), client_script, endpoint },
+    { name = client_script:match('[^/]+$'), timeout = 20 })
+  assert(ok, ('%s exited %s:\n%s\n%s'):format(client_script, tostring(code), out,
+    io.open(log):read('a')))
+  assert.equal(expected, out)
+end
+
+describe('examples', function()
+  after_each(function() process.stop_all() end)
+
+  it('hello_server.lua answers hello_client.lua', function()
+    pair('examples/hello_server.lua', 'examples/hello_client.lua', 'Hello Charly\n')
+  end)
+
+  it('remote_calls_server.lua answers remote_calls_client.lua', function()
+    pair('examples/remote_calls_server.lua', 'examples/remote_calls_client.lua', 'abc\tDEF\tDone\n')
+  end)
+end)
