@@ -472,6 +472,11 @@ static void s_new_class(lua_State *L, int host, const char *name, const luaL_Reg
 }
 
 int luaopen_pseud_core(lua_State *L) {
+    /* Tasks are found through the extra space of their thread, which new
+     * threads copy from the main thread; Lua leaves the main one unset. */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+    *(task_t **)lua_getextraspace(lua_tothread(L, -1)) = NULL;
+    lua_pop(L, 1);
     host_t *h = lua_newuserdatauv(L, sizeof *h, 0);          /* host */
     int host = lua_gettop(L);
     if (host_init(h, L) < 0) return luaL_error(L, "pseud: cannot start the host: %s", strerror(errno));

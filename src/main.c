@@ -184,6 +184,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "%s: cannot create Lua state: not enough memory\n", s_progname);
         return EXIT_FAILURE;
     }
+    memset(lua_getextraspace(L), 0, LUA_EXTRASPACE);   /* copied into every thread */
     run_args_t a = { argc, argv, LUA_OK };
     lua_pushcfunction(L, s_pmain);
     lua_pushlightuserdata(L, &a);
