@@ -2,7 +2,7 @@
 -- on loopback (spec/servers/e2e.lua, spec/clients/cases.lua).
 local process = require 'spec.support.process'
 
-local server, endpoint
+local endpoint
 
 local function run_case(case, env)
   local prefix = 'env '
@@ -19,7 +19,8 @@ end
 
 describe('pseud-lua server and client', function()
   lazy_setup(function()
-    server, endpoint = process.server('spec/servers/e2e.lua')
+    local _
+    _, endpoint = process.server('spec/servers/e2e.lua')
   end)
   lazy_teardown(function() process.stop_all() end)
 

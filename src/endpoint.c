@@ -77,6 +77,7 @@ void endpoint_options_init(endpoint_options_t *o) {
     o->max_message_size = 32 << 20;
     o->linger_ms = 1000;
     o->max_outbox = 100000;
+    o->queue_unroutable = 1;
 }
 
 /* --- pending calls --- */
@@ -254,7 +255,13 @@ endpoint_call_t *endpoint_send_work(endpoint_t *ep, const char *peer, size_t pee
         queued = 1;
     } else if (frame_send(ep->socket, peer, peer_len, c->uuid, FRAME_UUID_SIZE, FRAME_WORK,
                           body, body_len) < 0) {
-        if (errno != EHOSTUNREACH && errno != EAGAIN) { free(c); return NULL; }
+        if ((errno != EHOSTUNREACH && errno != EAGAIN) ||
+            (errno == EHOSTUNREACH && !ep->opt.queue_unroutable)) {
+            int e = errno;
+            free(c);
+            errno = e;
+            return NULL;
+        }
         queued = 1;
     }
     if (queued && s_queue(ep, c, peer, peer_len, c->uuid, FRAME_UUID_SIZE, FRAME_WORK,

@@ -54,6 +54,8 @@ typedef struct endpoint_options {
     int64_t max_message_size;        /* ZMQ_MAXMSGSIZE, bytes; <= 0: unlimited */
     int linger_ms;                   /* ZMQ_LINGER on close */
     size_t max_outbox;               /* messages waiting to leave, at most */
+    int queue_unroutable;            /* WORK to a peer not connected (yet) waits for
+                                        it (a client's server), or fails at once */
 } endpoint_options_t;
 
 void endpoint_options_init(endpoint_options_t *o);
@@ -70,8 +72,9 @@ void endpoint_destroy(endpoint_t **p);
 int endpoint_bind(endpoint_t *ep, const char *address, char *actual, size_t actual_size);
 int endpoint_connect(endpoint_t *ep, const char *address);
 
-/* Send WORK `body` to `peer` and track it for `timeout` seconds; a peer not
- * connected yet is retried until then. NULL with errno on failure. */
+/* Send WORK `body` to `peer` and track it for `timeout` seconds. A peer not
+ * connected is retried until then with queue_unroutable, else it is an error
+ * (EHOSTUNREACH). NULL with errno on failure. */
 endpoint_call_t *endpoint_send_work(endpoint_t *ep, const char *peer, size_t peer_len,
                                     const void *body, size_t body_len,
                                     double timeout, int ref);

@@ -301,6 +301,15 @@ static void s_lookup(lua_State *L, lendpoint_t *le) {
 static int s_work_refuse(work_job_t *job, const char *name, const char *message) {
     const frame_message_t *m = job->m;
     job->owned = 1;
+    if (strcmp(name, "ProtocolError") == 0) {
+        char who[64];
+        size_t n = m->peer_len < sizeof who - 1 ? m->peer_len : sizeof who - 1;
+        for (size_t i = 0; i < n; i++)
+            who[i] = (m->peer[i] >= 0x20 && m->peer[i] < 0x7f) ? m->peer[i] : '?';
+        who[n] = '\0';
+        host_log(job->le->host, "refused WORK from peer '%s': %s, answered ProtocolError",
+                 who, message);
+    }
     endpoint_reply_error(job->le->ep, m->peer, m->peer_len, m->uuid, name, message, "");
     return 0;
 }

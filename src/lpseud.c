@@ -85,6 +85,7 @@ static int l_endpoint_new(lua_State *L) {
     o.linger_ms = linger < 0 ? -1 : (int)(linger * 1000);
     o.max_message_size = (int64_t)s_opt_number(L, 3, "max_message_size", (double)o.max_message_size);
     o.probe_router = client;
+    o.queue_unroutable = client;          /* a server's peers come to it, or are gone */
     const char *identity = NULL;
     if (lua_getfield(L, 3, "identity") != LUA_TNIL) {
         size_t n;
@@ -172,7 +173,14 @@ static int l_endpoint_call(lua_State *L) {
     if (!fu->call) {
         int e = errno;
         luaL_unref(L, LUA_REGISTRYINDEX, ref);
-        return s_raise_error(L, "RuntimeError", lua_pushfstring(L, "cannot send: %s", zmq_strerror(e)));
+        if (e != EHOSTUNREACH)
+            return s_raise_error(L, "RuntimeError", lua_pushfstring(L, "cannot send: %s", zmq_strerror(e)));
+        /* unknown or departed peer: a future that has already failed */
+        lua_pushlstring(L, peer, peer_len);
+        host_push_error(L, "PeerLostError",
+                        lua_pushfstring(L, "no connected peer '%s'", lua_tostring(L, -1)), "");
+        host_settle(h, L, -4, FUTURE_FAILED);
+        lua_pop(L, 2);
     }
     return 1;
 }

@@ -78,10 +78,14 @@ Proxy.__index = function(p, key)
   return child
 end
 
-Proxy.__call = function(p, first, ...)
+local function call_dropping_self(st, _, ...)
+  return st.rpc._core:call(st.peer, st.name, ...)
+end
+
+Proxy.__call = function(p, ...)
   local st = rawget(p, STATE)
-  if first == st.rpc then return st.rpc._core:call(st.peer, st.name, ...) end
-  return st.rpc._core:call(st.peer, st.name, first, ...)
+  if select('#', ...) > 0 and (...) == st.rpc then return call_dropping_self(st, ...) end
+  return st.rpc._core:call(st.peer, st.name, ...)
 end
 
 Proxy.__tostring = function(p)

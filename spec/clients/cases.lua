@@ -125,9 +125,8 @@ function cases.slow()
 end
 
 function cases.concurrent_sleep()
-  local n, t0 = 200, nil
-  local clock = require('pseud.core').now
-  t0 = clock()
+  local n, clock = 200, pseud.now
+  local t0 = clock()
   local futures = {}
   for i = 1, n do futures[i] = client.sleep(0.2) end
   pseud.gather(table.unpack(futures))

@@ -1,0 +1,305 @@
+--[[
+process: start, read and stop the real processes that the end-to-end specs
+drive (pseud-lua servers and clients, the Python peer), with stock Lua only.
+
+There is no lua-posix here, so a child is started as
+  sh -c 'setsid <cmd> 2>LOG </dev/null & echo $!; wait $!'
+through io.popen in read mode: the first line is the child's PID, the next
+lines are its stdout, EOF means it (and the shell waiting for it) is gone.
+setsid makes the child lead its own process group: signals go to the group,
+so nothing it started survives it holding our pipe open.
+Its stderr goes to a log file in one temp dir per run, so a failing spec can
+show what the host said. Every wait is bounded: a read that might block
+forever is covered by a watchdog that KILLs the child when time is up, which
+turns the hang into an EOF the reader sees.
+
+Every started process is tracked; `process.stop_all()` belongs in the
+`lazy_teardown`/`after_each` of every spec that starts one.
+
+It does not parse protocol data (pypeer.py does) and starts nothing remote:
+every endpoint the specs use is on loopback.
+]]
+
+local json = require 'dkjson'
+
+local process = {}
+
+local PYTHON = '/usr/bin/python3'          -- Debian's, which has zmq and msgpack
+local PYPEER = 'spec/support/pypeer.py'
+local STOP_GRACE = 3                       -- seconds between TERM and KILL
+local RUN_TIMEOUT = 30                     -- default bound for run-to-completion
+
+local running = {}                         -- started and not yet stopped, in order
+local counter = 0
+local tmpdir
+
+--- Quote one word for sh.
+local function quote(word)
+  return "'" .. tostring(word):gsub("'", "'\\''") .. "'"
+end
+process.quote = quote
+
+--- Join argv words into a quoted command line (a string passes as is).
+local function command_line(argv)
+  if type(argv) == 'string' then return argv end
+  local words = {}
+  for i, w in ipairs(argv) do words[i] = quote(w) end
+  return table.concat(words, ' ')
+end
+process.command_line = command_line
+
+local function read_file(path)
+  local f = io.open(path, 'rb')
+  if not f then return '' end
+  local text = f:read('a')
+  f:close()
+  return text
+end
+
+--- The run's temp dir (made on first use).
+function process.tmpdir()
+  if not tmpdir then
+    local h = assert(io.popen('mktemp -d "${TMPDIR:-/tmp}/pseud-spec.XXXXXX"', 'r'))
+    tmpdir = h:read('l')
+    h:close()
+    assert(tmpdir and tmpdir ~= '', 'mktemp -d failed')
+  end
+  return tmpdir
+end
+
+--- Absolute path of a file relative to the repository root (the cwd).
+local cwd
+function process.abspath(path)
+  if path:sub(1, 1) == '/' then return path end
+  if not cwd then
+    cwd = os.getenv('PWD')
+    if not cwd then
+      local h = assert(io.popen('pwd', 'r'))
+      cwd = h:read('l')
+      h:close()
+    end
+  end
+  return cwd .. '/' .. path
+end
+
+--- A watchdog: a shell in its own session that sleeps SECS, then sends SIG
+-- to the process group PID. It prints its own PID once it runs in that
+-- session, so cancelling (a TERM to its whole group: shell and sleep) cannot
+-- race with its start. Returns the canceller.
+local function watchdog(pid, secs, sig)
+  local script = ('echo $$; exec >/dev/null; sleep %s; kill -%s -%d 2>/dev/null || kill -%s %d 2>/dev/null')
+    :format(secs, sig or 'KILL', pid, sig or 'KILL', pid)
+  local h = assert(io.popen(('setsid sh -c %s 2>/dev/null </dev/null &'):format(quote(script)), 'r'))
+  local wpid = tonumber(h:read('l'))
+  h:close()
+  return function()
+    if wpid then
+      os.execute(('kill -TERM -%d 2>/dev/null'):format(wpid))
+      wpid = nil
+    end
+  end
+end
+
+local Proc = {}
+Proc.__index = Proc
+
+--- Start `cmd` (a string for sh, or an argv table). opts.name labels messages.
+function process.start(cmd, opts)
+  opts = opts or {}
+  counter = counter + 1
+  local log = ('%s/%d-%s.log'):format(process.tmpdir(), counter,
+    (opts.name or 'proc'):gsub('[^%w_.-]', '_'))
+  local line = command_line(cmd)
+  local sh = ('sh -c %s'):format(
+    quote(('setsid %s 2>%s </dev/null & echo $!; wait $!'):format(line, quote(log))))
+  local h = assert(io.popen(sh, 'r'))
+  local pid = tonumber(h:read('l'))
+  if not pid then
+    h:close()
+    error(('could not start %s: no PID (log %s)\n%s'):format(line, log, read_file(log)))
+  end
+  local proc = setmetatable({ pid = pid, log = log, cmd = line, name = opts.name or line,
+                              h = h, lines = {} }, Proc)
+  running[#running + 1] = proc
+  return proc
+end
+
+--- The child's next stdout line, or nil at EOF (the child is gone).
+function Proc:read_line()
+  if not self.h then return nil end
+  local line = self.h:read('l')
+  if line then self.lines[#self.lines + 1] = line end
+  return line
+end
+
+--- What the child wrote to stderr so far.
+function Proc:log_text()
+  return read_file(self.log)
+end
+
+--- The last `n` lines of `text`.
+local function tail(text, n)
+  local lines = {}
+  for line in text:gmatch('[^\n]*\n?') do
+    if line ~= '' then lines[#lines + 1] = line end
+  end
+  if #lines <= n then return text end
+  return ('[%d lines before]\n'):format(#lines - n) .. table.concat(lines, '', #lines - n + 1)
+end
+
+--- A description for error messages: command, stdout seen, stderr log tail.
+function Proc:report(seen)
+  return ('%s (pid %d)\n-- stdout lines seen:\n%s\n-- stderr (%s), last lines:\n%s'):format(
+    self.cmd, self.pid, table.concat(seen or self.lines, '\n'), self.log, tail(self:log_text(), 30))
+end
+
+--- Read lines until one matches `pattern`; return its captures (or the line).
+-- Errors with the lines seen if the child ends first, or after max_lines, or
+-- when `timeout` seconds pass (default 10: the child is KILLed by a watchdog,
+-- which ends the read).
+function Proc:wait_for(pattern, max_lines, timeout)
+  max_lines = max_lines or 1000
+  local cancel = watchdog(self.pid, timeout or 10, 'KILL')
+  local seen = {}
+  local ok, result = pcall(function()
+    for _ = 1, max_lines do
+      local line = self:read_line()
+      if not line then
+        error(('%s ended before printing a line matching %q:\n%s'):format(
+          self.name, pattern, self:report(seen)), 0)
+      end
+      seen[#seen + 1] = line
+      local caps = table.pack(line:match(pattern))
+      if caps[1] ~= nil then return caps end
+    end
+    error(('%s printed %d lines, none matching %q:\n%s'):format(
+      self.name, max_lines, pattern, self:report(seen)), 0)
+  end)
+  cancel()
+  if not ok then error(result, 2) end
+  return table.unpack(result, 1, result.n)
+end
+
+--- Send a signal (default TERM) to the child's process group (to the child
+-- alone if it has not reached setsid yet).
+function Proc:kill(sig)
+  sig = sig or 'TERM'
+  return os.execute(('kill -%s -%d 2>/dev/null || kill -%s %d 2>/dev/null'):format(
+    sig, self.pid, sig, self.pid))
+end
+
+--- True while the child runs and has not been stopped here.
+function Proc:alive()
+  if not self.h then return false end
+  return os.execute(('kill -0 %d 2>/dev/null'):format(self.pid)) == true
+end
+
+--- TERM the child, KILL it if it is still there after STOP_GRACE seconds,
+-- collect its remaining stdout and its exit status. Idempotent.
+-- Returns ok, how ('exit'|'signal'), code as io.popen's close does for the
+-- shell (whose status is the child's: 128+n after signal n).
+function Proc:stop()
+  if self.h then
+    self:kill('TERM')
+    local cancel = watchdog(self.pid, STOP_GRACE, 'KILL')
+    local rest = self.h:read('a')            -- EOF once the child is gone
+    for line in rest:gmatch('[^\n]+') do self.lines[#self.lines + 1] = line end
+    self.status = table.pack(self.h:close())
+    self.h = nil
+    cancel()
+    for i, p in ipairs(running) do
+      if p == self then table.remove(running, i) break end
+    end
+  end
+  return table.unpack(self.status, 1, self.status.n)
+end
+
+--- Wait (bounded) for the child to end by itself; returns like stop().
+function Proc:wait(timeout)
+  if self.h then
+    local cancel = watchdog(self.pid, timeout or RUN_TIMEOUT, 'KILL')
+    local rest = self.h:read('a')
+    for line in rest:gmatch('[^\n]+') do self.lines[#self.lines + 1] = line end
+    self.status = table.pack(self.h:close())
+    self.h = nil
+    cancel()
+    for i, p in ipairs(running) do
+      if p == self then table.remove(running, i) break end
+    end
+  end
+  return table.unpack(self.status, 1, self.status.n)
+end
+
+--- Stop every process started and not yet stopped, newest first.
+function process.stop_all()
+  for i = #running, 1, -1 do
+    local p = running[i]
+    if p then p:stop() end
+  end
+end
+
+--- Path of the pseud-lua host: $PSEUD_LUA or build/pseud-lua, absolute.
+function process.host()
+  return process.abspath(os.getenv('PSEUD_LUA') or 'build/pseud-lua')
+end
+
+--- Start `pseud-lua script args...`; wait for `ready <endpoint>`.
+-- Returns proc, endpoint.
+function process.server(script, ...)
+  local argv = { process.host(), script, ... }
+  local proc = process.start(argv, { name = script:match('[^/]+$') })
+  local endpoint = proc:wait_for('^ready (%S+)', 100, 10)
+  return proc, endpoint
+end
+
+--- Start the Python peer's server; returns proc, endpoint.
+function process.pyserver(service, endpoint)
+  local argv = { PYTHON, '-u', PYPEER, 'server', endpoint or 'tcp://127.0.0.1:*', service }
+  local proc = process.start(argv, { name = 'pypeer-server' })
+  local ep = proc:wait_for('^ready (%S+)', 10, 10)
+  return proc, ep
+end
+
+--- Run `argv` to completion (bounded by opts.timeout seconds via coreutils
+-- timeout, KILL 2 s after TERM). Returns stdout, ok, code; stderr goes to a
+-- log file whose path is the 4th result.
+function process.run(argv, opts)
+  opts = opts or {}
+  counter = counter + 1
+  local log = ('%s/%d-%s.log'):format(process.tmpdir(), counter,
+    (opts.name or 'run'):gsub('[^%w_.-]', '_'))
+  local cmd = ('timeout -k 2 %s %s 2>%s </dev/null'):format(
+    opts.timeout or RUN_TIMEOUT, command_line(argv), quote(log))
+  local h = assert(io.popen(cmd, 'r'))
+  local out = h:read('a')
+  local ok, _, code = h:close()
+  return out, ok == true, code, log
+end
+
+--- Run `/usr/bin/python3 script args` to completion: stdout, ok, code.
+-- `args` is an argv table (each word quoted) or a string passed to sh.
+function process.python(script, args)
+  local line = command_line({ PYTHON, script })
+  if type(args) == 'table' then
+    line = line .. ' ' .. command_line(args)
+  elseif args then
+    line = line .. ' ' .. args
+  end
+  return process.run(line, { name = 'python' })
+end
+
+--- Run pypeer.py with argv `args`; returns its decoded JSON result, ok,
+-- and the raw stdout plus stderr for messages.
+function process.pypeer(args)
+  local out, ok, code, log = process.python(PYPEER, args)
+  local value, _, err = json.decode(out, 1, json.null)
+  if type(value) ~= 'table' then
+    error(('pypeer %s: exit %s, no JSON (%s):\n%s\n-- stderr:\n%s'):format(
+      command_line(args), tostring(code), tostring(err), out, read_file(log)), 2)
+  end
+  return value, ok, out .. read_file(log)
+end
+
+process.null = json.null
+
+return process
