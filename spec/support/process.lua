@@ -100,6 +100,17 @@ local function watchdog(pid, secs, sig)
   end
 end
 
+--- Fail loudly when a child's stderr holds a sanitizer report (ASan, UBSan,
+-- LSan): under `scripts/test --sanitize` a server that misbehaves while being
+-- stopped would otherwise only leave a line in its log.
+local function check_sanitizers(log, what)
+  local text = read_file(log)
+  if text:find('Sanitizer', 1, true) or text:find('runtime error:', 1, true) then
+    error(('sanitizer report from %s (%s):\n%s'):format(what, log, text), 0)
+  end
+end
+process.check_sanitizers = check_sanitizers
+
 local Proc = {}
 Proc.__index = Proc
 
@@ -210,6 +221,7 @@ function Proc:stop()
     for i, p in ipairs(running) do
       if p == self then table.remove(running, i) break end
     end
+    check_sanitizers(self.log, self.name)
   end
   return table.unpack(self.status, 1, self.status.n)
 end
@@ -226,16 +238,22 @@ function Proc:wait(timeout)
     for i, p in ipairs(running) do
       if p == self then table.remove(running, i) break end
     end
+    check_sanitizers(self.log, self.name)
   end
   return table.unpack(self.status, 1, self.status.n)
 end
 
 --- Stop every process started and not yet stopped, newest first.
 function process.stop_all()
+  local first_error
   for i = #running, 1, -1 do
     local p = running[i]
-    if p then p:stop() end
+    if p then
+      local ok, err = pcall(p.stop, p)
+      if not ok and not first_error then first_error = err end
+    end
   end
+  if first_error then error(first_error, 0) end
 end
 
 --- Path of the pseud-lua host: $PSEUD_LUA or build/pseud-lua, absolute.
@@ -273,6 +291,7 @@ function process.run(argv, opts)
   local h = assert(io.popen(cmd, 'r'))
   local out = h:read('a')
   local ok, _, code = h:close()
+  check_sanitizers(log, opts.name or 'run')
   return out, ok == true, code, log
 end
 
