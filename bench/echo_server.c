@@ -1,0 +1,226 @@
+/*  bench_echo_c — the ceiling that pseud-lua is measured against.
+
+    The least a pseud v1 server can do: one ROUTER socket, one thread, no
+    Lua, no registry, no auth, no timers. It answers WORK `hello(name)` with
+    the str "Hello <name>" and `echo(x)` with x packed back as it came, and
+    anything else it cannot serve with an ERROR `ServiceNotFoundError`, so a
+    mistaken benchmark fails loudly instead of hanging. Whatever pseud-lua
+    costs beyond this program is the price of the host.
+
+    What it does not do: validate hostile input beyond what it needs to
+    answer (it is a loopback benchmark peer, not a server to expose),
+    heartbeats, HELLO/AUTHENTICATED, server-initiated calls.
+
+    Usage: bench_echo_c ENDPOINT   (e.g. tcp://127.0.0.1:*)
+    Prints "ready <actual endpoint>" on stdout once bound; runs until
+    SIGTERM or SIGINT, then exits 0.
+*/
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <msgpack.h>
+#include <zmq.h>
+
+#define ECHO_SERVICE_NAME "bench"
+#define ECHO_FRAMES_MAX 8          /* a v1 message has 6; more is drained and ignored */
+#define ECHO_POLL_MS 250           /* how often a blocked receive looks at the signal flag */
+
+enum { FRAME_PEER, FRAME_DELIMITER, FRAME_VERSION, FRAME_UUID, FRAME_TYPE, FRAME_BODY,
+       FRAME_COUNT };
+enum { TYPE_OK = 0x01, TYPE_WORK = 0x03, TYPE_ERROR = 0x10 };
+
+/* The one global: set by the signal handler, read by the loop. */
+static volatile sig_atomic_t s_stop_requested = 0;
+
+static void s_on_signal(int signo) {
+  (void)signo;
+  s_stop_requested = 1;
+}
+
+static int s_install_signal_handlers(void) {
+  struct sigaction action;
+  memset(&action, 0, sizeof action);
+  action.sa_handler = s_on_signal;
+  sigemptyset(&action.sa_mask);        /* no SA_RESTART: a blocked receive returns EINTR */
+  return sigaction(SIGTERM, &action, NULL) || sigaction(SIGINT, &action, NULL) ? -1 : 0;
+}
+
+static void s_close_frames(zmq_msg_t *frames, int count) {
+  for (int i = 0; i < count && i < ECHO_FRAMES_MAX; i++)
+    zmq_msg_close(&frames[i]);
+}
+
+/* Receives one whole multipart message into frames[]; returns the frame
+   count (frames beyond ECHO_FRAMES_MAX are read and dropped, the count says
+   how many there were), or -1 on EAGAIN/EINTR/error. */
+static int s_receive_message(void *socket, zmq_msg_t *frames) {
+  int count = 0;
+  int more = 1;
+  while (more) {
+    zmq_msg_t scratch;
+    zmq_msg_t *frame = count < ECHO_FRAMES_MAX ? &frames[count] : &scratch;
+    zmq_msg_init(frame);
+    if (zmq_msg_recv(frame, socket, 0) < 0) {
+      int error = errno;
+      zmq_msg_close(frame);
+      if (count > 0 && (error == EINTR || error == EAGAIN))
+        continue;                       /* the rest of a message is already here: go on */
+      s_close_frames(frames, count);
+      errno = error;
+      return -1;
+    }
+    more = zmq_msg_more(frame);
+    if (frame == &scratch)
+      zmq_msg_close(&scratch);
+    count++;
+  }
+  return count;
+}
+
+static int s_frame_equals(zmq_msg_t *frame, const char *bytes, size_t size) {
+  return zmq_msg_size(frame) == size && memcmp(zmq_msg_data(frame), bytes, size) == 0;
+}
+
+static int s_object_is_str(const msgpack_object *object, const char *text) {
+  size_t size = strlen(text);
+  return object->type == MSGPACK_OBJECT_STR && object->via.str.size == size
+      && memcmp(object->via.str.ptr, text, size) == 0;
+}
+
+/* Packs the answer to one WORK body into `packer`; returns the reply type. */
+static int s_pack_answer(msgpack_packer *packer, const char *body, size_t size,
+                         msgpack_unpacked *work) {
+  if (msgpack_unpack_next(work, body, size, NULL) != MSGPACK_UNPACK_SUCCESS
+      || work->data.type != MSGPACK_OBJECT_ARRAY || work->data.via.array.size != 3
+      || work->data.via.array.ptr[1].type != MSGPACK_OBJECT_ARRAY) {
+    msgpack_pack_array(packer, 3);
+    msgpack_pack_str_with_body(packer, "ProtocolError", 13);
+    msgpack_pack_str_with_body(packer, "WORK body is not [name, args, kwargs]", 37);
+    msgpack_pack_str_with_body(packer, "", 0);
+    return TYPE_ERROR;
+  }
+  const msgpack_object *name = &work->data.via.array.ptr[0];
+  const msgpack_object_array *args = &work->data.via.array.ptr[1].via.array;
+
+  if (s_object_is_str(name, "hello") && args->size == 1
+      && args->ptr[0].type == MSGPACK_OBJECT_STR) {
+    const msgpack_object_str *who = &args->ptr[0].via.str;
+    msgpack_pack_str(packer, 6 + who->size);
+    msgpack_pack_str_body(packer, "Hello ", 6);
+    msgpack_pack_str_body(packer, who->ptr, who->size);
+    return TYPE_OK;
+  }
+  if (s_object_is_str(name, "echo") && args->size == 1) {
+    msgpack_pack_object(packer, args->ptr[0]);
+    return TYPE_OK;
+  }
+  msgpack_pack_array(packer, 3);
+  msgpack_pack_str_with_body(packer, "ServiceNotFoundError", 20);
+  msgpack_pack_str_with_body(packer, "bench_echo_c serves hello(name) and echo(x)", 43);
+  msgpack_pack_str_with_body(packer, "", 0);
+  return TYPE_ERROR;
+}
+
+/* Answers one WORK message. The peer, uuid frames are sent back as received
+   (zmq_msg_send takes them); the body is copied out of `reply`. Returns -1
+   only when the socket itself fails. */
+static int s_answer_work(void *socket, zmq_msg_t *frames, msgpack_sbuffer *reply,
+                         msgpack_unpacked *work) {
+  msgpack_packer packer;
+  msgpack_sbuffer_clear(reply);
+  msgpack_packer_init(&packer, reply, msgpack_sbuffer_write);
+  unsigned char type = (unsigned char)s_pack_answer(
+      &packer, zmq_msg_data(&frames[FRAME_BODY]), zmq_msg_size(&frames[FRAME_BODY]), work);
+
+  if (zmq_msg_send(&frames[FRAME_PEER], socket, ZMQ_SNDMORE) < 0) {
+    /* EHOSTUNREACH: the peer left before its answer; nothing was sent. */
+    return errno == EHOSTUNREACH ? 0 : -1;
+  }
+  if (zmq_send(socket, "", 0, ZMQ_SNDMORE) < 0
+      || zmq_send(socket, "v1", 2, ZMQ_SNDMORE) < 0
+      || zmq_msg_send(&frames[FRAME_UUID], socket, ZMQ_SNDMORE) < 0
+      || zmq_send(socket, &type, 1, ZMQ_SNDMORE) < 0
+      || zmq_send(socket, reply->data, reply->size, 0) < 0)
+    return -1;
+  return 0;
+}
+
+static int s_is_work(zmq_msg_t *frames, int count) {
+  return count == FRAME_COUNT
+      && zmq_msg_size(&frames[FRAME_DELIMITER]) == 0
+      && s_frame_equals(&frames[FRAME_VERSION], "v1", 2)
+      && zmq_msg_size(&frames[FRAME_UUID]) == 16
+      && zmq_msg_size(&frames[FRAME_TYPE]) == 1
+      && *(unsigned char *)zmq_msg_data(&frames[FRAME_TYPE]) == TYPE_WORK;
+}
+
+static int s_serve(void *socket) {
+  msgpack_sbuffer reply;
+  msgpack_unpacked work;
+  msgpack_sbuffer_init(&reply);
+  msgpack_unpacked_init(&work);
+  int status = 0;
+  while (!s_stop_requested) {
+    zmq_msg_t frames[ECHO_FRAMES_MAX];
+    int count = s_receive_message(socket, frames);
+    if (count < 0) {
+      if (errno == EAGAIN || errno == EINTR)
+        continue;                       /* timeout or signal: look at the flag */
+      fprintf(stderr, "bench_echo_c: receive: %s\n", zmq_strerror(errno));
+      status = 1;
+      break;
+    }
+    if (s_is_work(frames, count)) {
+      if (s_answer_work(socket, frames, &reply, &work) < 0) {
+        fprintf(stderr, "bench_echo_c: send: %s\n", zmq_strerror(errno));
+        s_close_frames(frames, count);
+        status = 1;
+        break;
+      }
+    } else if (count != 2) {            /* [peer, ""] is a probe: expected, silent */
+      fprintf(stderr, "bench_echo_c: ignored a %d-frame message that is not WORK\n", count);
+    }
+    s_close_frames(frames, count);
+  }
+  msgpack_unpacked_destroy(&work);
+  msgpack_sbuffer_destroy(&reply);
+  return status;
+}
+
+int main(int argc, char **argv) {
+  if (argc != 2) {
+    fprintf(stderr, "usage: bench_echo_c ENDPOINT   (e.g. tcp://127.0.0.1:*)\n");
+    return 2;
+  }
+  if (s_install_signal_handlers() < 0) {
+    perror("bench_echo_c: sigaction");
+    return 1;
+  }
+  void *context = zmq_ctx_new();
+  void *socket = zmq_socket(context, ZMQ_ROUTER);
+  int on = 1, linger_ms = 0, poll_ms = ECHO_POLL_MS;
+  char endpoint[256];
+  size_t endpoint_size = sizeof endpoint;
+  if (zmq_setsockopt(socket, ZMQ_ROUTING_ID, ECHO_SERVICE_NAME,
+                     strlen(ECHO_SERVICE_NAME)) < 0
+      || zmq_setsockopt(socket, ZMQ_ROUTER_MANDATORY, &on, sizeof on) < 0
+      || zmq_setsockopt(socket, ZMQ_LINGER, &linger_ms, sizeof linger_ms) < 0
+      || zmq_setsockopt(socket, ZMQ_RCVTIMEO, &poll_ms, sizeof poll_ms) < 0
+      || zmq_bind(socket, argv[1]) < 0
+      || zmq_getsockopt(socket, ZMQ_LAST_ENDPOINT, endpoint, &endpoint_size) < 0) {
+    fprintf(stderr, "bench_echo_c: %s: %s\n", argv[1], zmq_strerror(errno));
+    zmq_close(socket);
+    zmq_ctx_term(context);
+    return 1;
+  }
+  printf("ready %s\n", endpoint);
+  fflush(stdout);
+
+  int status = s_serve(socket);
+  zmq_close(socket);
+  zmq_ctx_term(context);
+  return status;
+}

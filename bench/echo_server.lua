@@ -1,0 +1,21 @@
+-- bench/echo_server.lua — pseud-lua's side of scripts/bench.
+--
+-- The same two callables as bench_echo_c (bench/echo_server.c), served by
+-- the public Lua API, so the gap between the two is what the host costs:
+--   hello(name) -> 'Hello ' .. name      echo(x) -> x
+-- Usage: pseud-lua bench/echo_server.lua [ENDPOINT]   (default tcp://127.0.0.1:*)
+-- Prints "ready <actual endpoint>" once bound; runs until SIGTERM or SIGINT.
+
+local pseud = require 'pseud'
+
+local server = pseud.Server('bench')
+local endpoint = assert(server:bind(arg[1] or 'tcp://127.0.0.1:*'))
+
+server:register_rpc('hello', function(name) return 'Hello ' .. name end)
+server:register_rpc('echo', function(x) return x end)
+
+-- scripts/bench reads this line to learn the port it may connect to.
+io.stdout:write('ready ', endpoint, '\n')
+io.stdout:flush()
+
+server:start()
