@@ -445,7 +445,9 @@ done:
 
 codec_ext_t *codec_push_ext(lua_State *L, int8_t type, const char *data, size_t size)
 {
-    codec_ext_t *ext = lua_newuserdatauv(L, sizeof(codec_ext_t) + size, 0);
+    codec_ext_t *ext;
+    luaL_checkstack(L, 2, "msgpack ext");         /* the userdata, its metatable */
+    ext = lua_newuserdatauv(L, sizeof(codec_ext_t) + size, 0);
     ext->type = type;
     ext->size = size;
     if (size > 0)
@@ -496,7 +498,8 @@ static void s_push(lua_State *L, const msgpack_object *o, int nested)
         return;
     case MSGPACK_OBJECT_ARRAY: {
         const msgpack_object_array *a = &o->via.array;
-        /* the table, one element; a map needs one more (key) */
+        /* the table and one element (a map: table, key, value); a child
+         * container or ext reserves its own slots */
         luaL_checkstack(L, 3, "msgpack nesting");
         lua_createtable(L, a->size < INT32_MAX ? (int)a->size : INT32_MAX, 0);
         for (uint32_t i = 0; i < a->size; i++) {

@@ -14,6 +14,18 @@
  * turns the result into Lua values. codec_push_object() may raise (memory):
  * call it inside a lua_pcall, with the zone owned by a frame below.
  *
+ * Unpacking, step by step (the zone and the body bytes live in the frame
+ * below the pcall; msgpack-c's str/bin/ext objects point INTO the body, so
+ * the body must outlive codec_push_object):
+ *   codec_check(data, len, &lim, &err)            refuse with err.message
+ *   msgpack_unpack(data, len, &off, &zone, &obj)  expect MSGPACK_UNPACK_SUCCESS
+ *   lua_pcall of a C function calling codec_push_object(L, &obj)
+ *   msgpack_zone_clear(&zone)                     on every path, then reuse
+ * A checked body costs the zone 24 bytes per value (x86-64), up to twice
+ * that with msgpack-c's chunk rounding: max_elements bounds it (under 50 MiB
+ * at the defaults). msgpack_zone_clear keeps the first chunk and frees the
+ * rest, so one zone (msgpack_zone_init once) can serve every body.
+ *
  * Mapping (DESIGN.md section 1):
  *   nil <-> nil; pseud.null (light userdata NULL) packs as nil and stands for
  *   nil inside arrays and maps; booleans; integers stay integers, floats stay
@@ -24,6 +36,15 @@
  *   decoded maps get the "pseud.Map" metatable so they pack back as maps;
  *   ext values are "pseud.Ext" userdata (codec_ext_t) and pack back unchanged.
  *   A uint64 above LUA_MAXINTEGER is an error, never silently a float.
+ *   Nil inside an array or map (key or value) arrives as pseud.null; a nil
+ *   body arrives as nil. Packing refuses functions, threads, userdata other
+ *   than pseud.Ext, light userdata other than pseud.null, and tables nested
+ *   past max_depth (so cycles); NaN and infinities pack as floats.
+ *   What Lua itself reshapes (not the codec): an integral float map key
+ *   (2.0) becomes an integer key, a repeated map key keeps its last value,
+ *   and a NaN map key is refused. A bin whose bytes are valid UTF-8 packs
+ *   back as str, float32 packs back as float64, and integers pack back in
+ *   their smallest encoding.
  */
 #ifndef PSEUD_CODEC_H
 #define PSEUD_CODEC_H
@@ -45,9 +66,14 @@
 #define CODEC_DEFAULT_MAX_BODY     (16u << 20) /* bytes in one body */
 
 typedef struct codec_limits {
-    int max_depth;        /* nesting of arrays and maps; 1..CODEC_DEFAULT_MAX_DEPTH */
-    size_t max_string;    /* longest str/bin/ext payload */
-    size_t max_elements;  /* total values in one body, counted over all levels */
+    int max_depth;        /* nesting of arrays and maps, empty ones too; a top-level
+                             array is level 1; 1..CODEC_DEFAULT_MAX_DEPTH, else
+                             codec_check refuses every body */
+    size_t max_string;    /* longest str/bin/ext payload (ext: without its type
+                             byte); codec_check caps it at 2^32-2 */
+    size_t max_elements;  /* total values in one body, counted over all levels:
+                             the top value, each array element, each map key and
+                             each map value count one */
     size_t max_body;      /* longest body in bytes */
 } codec_limits_t;
 
@@ -66,21 +92,28 @@ typedef struct codec_error {
 void codec_limits_init(codec_limits_t *lim);
 
 /* Pack the Lua value at `idx` (absolute or relative) with `pk`. `depth` is the
- * nesting already used by the caller (0 at top level). Never raises.
- * Returns 0, or -1 with `err` filled. */
+ * nesting already used by the caller (0 at top level). Never raises and runs
+ * no Lua code (raw access only; __index, __pairs, __len are ignored); uses
+ * only lim->max_depth. Leaves the Lua stack as it found it. Returns 0, or -1
+ * with `err` filled; on -1 the packer holds a partial value: discard it. */
 int codec_pack_value(lua_State *L, int idx, msgpack_packer *pk,
                      const codec_limits_t *lim, int depth, codec_error_t *err);
 
 /* Walk `data[0..len)` as exactly one msgpack value and check it against `lim`
- * without allocating. Returns 0, or -1 with `err` filled (limit and offset). */
+ * without allocating. Returns 0, or -1 with `err` filled (limit and offset).
+ * A body that passes is one msgpack_unpack() parses whole (no trailing bytes,
+ * no reserved 0xc1, depth within msgpack-c's 32-level stack). */
 int codec_check(const char *data, size_t len, const codec_limits_t *lim,
                 codec_error_t *err);
 
-/* Push the Lua value of `obj` (from a checked body). May raise on memory
- * errors; checks the Lua stack for the slots each level needs. */
+/* Push the Lua value of `obj` (from a checked body). May raise: memory,
+ * an integer above LUA_MAXINTEGER, a NaN map key; call it inside lua_pcall.
+ * Checks the Lua stack for the slots each level needs. Recursive: depth is
+ * bounded only by codec_check, so never hand it an unchecked body. */
 void codec_push_object(lua_State *L, const msgpack_object *obj);
 
-/* Push a new pseud.Ext userdata holding a copy of `data`. May raise. */
+/* Push a new pseud.Ext userdata holding a copy of `data` (metatable from the
+ * registry's CODEC_EXT_MT). May raise (memory). */
 codec_ext_t *codec_push_ext(lua_State *L, int8_t type, const char *data, size_t size);
 
 /* 1 when s[0..len) is valid UTF-8 (no overlongs, no surrogates, <= U+10FFFF). */

@@ -47,7 +47,22 @@ struct endpoint {
     size_t nout;
     loop_timer_t *retry;             /* outbox retry, or NULL */
     double retry_delay;
+    int busy;                        /* inside a callback: destroy must not free yet */
+    int closing;                     /* destroyed while busy: freed when it unwinds */
 };
+
+static void s_free(endpoint_t *ep);
+
+/* Around every callback: a callback may destroy the endpoint (a handler
+ * closing its own server), so the free waits until the caller unwinds.
+ * s_leave() returns 1 when the endpoint is gone and the caller must stop. */
+static void s_enter(endpoint_t *ep) { ep->busy++; }
+
+static int s_leave(endpoint_t *ep) {
+    if (--ep->busy > 0 || !ep->closing) return ep->closing;
+    s_free(ep);
+    return 1;
+}
 
 static void s_log(endpoint_t *ep, const char *fmt, ...) {
     if (!ep->ev.log) return;
@@ -135,10 +150,13 @@ static void s_unlink(endpoint_t *ep, endpoint_call_t *c) {
     ep->ncalls--;
 }
 
-static void s_fail_call(endpoint_t *ep, endpoint_call_t *c, const char *name, const char *msg) {
+/* Ends `c` with on_call_failed. Returns 1 when that destroyed the endpoint. */
+static int s_fail_call(endpoint_t *ep, endpoint_call_t *c, const char *name, const char *msg) {
     s_unlink(ep, c);
+    s_enter(ep);
     if (ep->ev.on_call_failed) ep->ev.on_call_failed(ep->ev.ctx, ep, c, name, msg);
     free(c);
+    return s_leave(ep);
 }
 
 static void s_expire(loop_t *loop, loop_timer_t *t, void *arg) {
@@ -147,8 +165,9 @@ static void s_expire(loop_t *loop, loop_timer_t *t, void *arg) {
     ep->expiry = NULL;
     double now = loop_now();
     while (ep->first && ep->first->deadline <= now)
-        s_fail_call(ep, ep->first, "TimeoutError", "no reply before the call's timeout");
-    s_arm_expiry(ep);
+        if (s_fail_call(ep, ep->first, "TimeoutError", "no reply before the call's timeout"))
+            return;
+    if (!ep->closing) s_arm_expiry(ep);
 }
 
 size_t endpoint_pending_calls(const endpoint_t *ep) { return ep->ncalls; }
@@ -354,6 +373,7 @@ static void s_on_reply(endpoint_t *ep, const frame_message_t *m) {
         return;
     }
     s_unlink(ep, c);
+    s_enter(ep);
     if (m->type == FRAME_UNAUTHORIZED) {
         if (ep->ev.on_call_failed)
             ep->ev.on_call_failed(ep->ev.ctx, ep, c, "UnauthorizedError",
@@ -362,6 +382,7 @@ static void s_on_reply(endpoint_t *ep, const frame_message_t *m) {
         ep->ev.on_reply(ep->ev.ctx, ep, c, m->type, m->body, m->body_len);
     }
     free(c);
+    s_leave(ep);
 }
 
 static void s_on_readable(loop_t *loop, void *socket, void *arg) {
@@ -369,7 +390,8 @@ static void s_on_readable(loop_t *loop, void *socket, void *arg) {
     endpoint_t *ep = arg;
     frame_message_t m;
     int got = 0;
-    for (int budget = RECV_BUDGET; budget > 0; budget--) {
+    s_enter(ep);
+    for (int budget = RECV_BUDGET; budget > 0 && !ep->closing; budget--) {
         if (frame_recv(socket, &m) < 0) break;
         got = 1;
         switch (frame_decode(&m)) {
@@ -400,6 +422,7 @@ static void s_on_readable(loop_t *loop, void *socket, void *arg) {
         }
         frame_close(&m);
     }
+    if (s_leave(ep)) return;
     /* Traffic from a peer often means it is routable now. */
     if (got && ep->out_head) s_flush(ep);
 }
@@ -435,19 +458,28 @@ endpoint_t *endpoint_new(void *zmq_context, loop_t *loop, const endpoint_options
     return ep;
 }
 
+static void s_free(endpoint_t *ep) {
+    zmq_close(ep->socket);
+    free(ep->buckets);
+    free(ep);
+}
+
 void endpoint_destroy(endpoint_t **p) {
     if (!p || !*p) return;
     endpoint_t *ep = *p;
     *p = NULL;
+    if (ep->closing) return;
+    ep->closing = 1;
     s_flush(ep);                                /* last chance for queued replies */
-    while (ep->first) s_fail_call(ep, ep->first, "PeerLostError", "the endpoint was closed");
-    for (endpoint_out_t *o = ep->out_head, *next; o; o = next) { next = o->next; free(o); }
     loop_cancel_timer(ep->loop, ep->expiry);
     loop_cancel_timer(ep->loop, ep->retry);
+    ep->expiry = ep->retry = NULL;
     loop_remove_socket(ep->loop, ep->socket);
-    zmq_close(ep->socket);
-    free(ep->buckets);
-    free(ep);
+    s_enter(ep);
+    while (ep->first) s_fail_call(ep, ep->first, "PeerLostError", "the endpoint was closed");
+    for (endpoint_out_t *o = ep->out_head, *next; o; o = next) { next = o->next; free(o); }
+    ep->out_head = ep->out_tail = NULL;
+    s_leave(ep);                                /* frees now, or when the caller unwinds */
 }
 
 int endpoint_bind(endpoint_t *ep, const char *address, char *actual, size_t actual_size) {

@@ -65,7 +65,8 @@ enum frame_kind frame_decode(frame_message_t *m) {
     m->reason = NULL;
     if (m->kept == 0) { m->reason = "empty message"; return FRAME_KIND_INVALID; }
     m->peer = s_data(m, 0, &m->peer_len);
-    m->user_id = zmq_msg_gets(&m->parts[0], "User-Id");
+    /* the routing id part is made by the ROUTER and carries no metadata */
+    m->user_id = zmq_msg_gets(&m->parts[m->kept > 1 ? 1 : 0], "User-Id");
     if (m->count == 2 && zmq_msg_size(&m->parts[1]) == 0)
         return FRAME_KIND_PROBE;
     /* Pick out uuid and type where they would be, so even a malformed message

@@ -196,7 +196,7 @@ static void s_task_done(host_t *h, lua_State *L, task_t *t, int nres) {
         host_settle(h, L, -2, FUTURE_OK);
         lua_pop(L, 1);
     } else if (t->le) {
-        codec_error_t err;
+        codec_error_t err = { "msgpack: out of memory" };
         int rc = 0, base = lua_gettop(co) - nres;
         s_sbuf_reset(h);
         if (nres == 0) {
@@ -319,7 +319,7 @@ static int s_work_protected(lua_State *L) {
     lendpoint_t *le = job->le;
     host_t *h = le->host;
     const frame_message_t *m = job->m;
-    codec_error_t err;
+    codec_error_t err = { "msgpack: out of memory" };
     if (codec_check(m->body, m->body_len, &h->limits, &err) < 0)
         return s_work_refuse(job, "ProtocolError", err.message);
     msgpack_object obj;
@@ -412,7 +412,7 @@ static int s_reply_protected(lua_State *L) {
     host_t *h = job->le->host;
     lua_rawgeti(L, LUA_REGISTRYINDEX, job->call->ref);      /* the future: 2 */
     int state = FUTURE_FAILED;
-    codec_error_t err;
+    codec_error_t err = { "msgpack: out of memory" };
     if (job->type == 0) {
         host_push_error(L, job->error_name, job->message, "");
     } else if (codec_check(job->body, job->body_len, &h->limits, &err) < 0) {

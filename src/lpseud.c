@@ -153,7 +153,7 @@ static int l_endpoint_call(lua_State *L) {
         lua_pop(L, 2);
         nargs -= has_kwargs;
     }
-    codec_error_t err;
+    codec_error_t err = { "msgpack: out of memory" };
     h->sbuf.size = 0;
     int rc = msgpack_pack_array(&h->pk, 3);
     if (rc == 0) rc = msgpack_pack_str_with_body(&h->pk, name, name_len);
