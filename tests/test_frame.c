@@ -23,16 +23,7 @@
 
 static int g_checks, g_failed;
 
-#define CHECK(cond, ...)                                                     \
-    do {                                                                     \
-        g_checks++;                                                          \
-        if (!(cond)) {                                                       \
-            g_failed++;                                                      \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                      \
-            printf(__VA_ARGS__);                                             \
-            printf("\n");                                                    \
-        }                                                                    \
-    } while (0)
+#include "check.h"
 
 #define WAIT_LIMIT  1.0               /* seconds: bound on every wait */
 #define ADDRESS     "inproc://test-frame"

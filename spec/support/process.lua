@@ -210,27 +210,21 @@ end
 -- Returns ok, how ('exit'|'signal'), code as io.popen's close does for the
 -- shell (whose status is the child's: 128+n after signal n).
 function Proc:stop()
-  if self.h then
-    self:kill('TERM')
-    local cancel = watchdog(self.pid, STOP_GRACE, 'KILL')
-    local rest = self.h:read('a')            -- EOF once the child is gone
-    for line in rest:gmatch('[^\n]+') do self.lines[#self.lines + 1] = line end
-    self.status = table.pack(self.h:close())
-    self.h = nil
-    cancel()
-    for i, p in ipairs(running) do
-      if p == self then table.remove(running, i) break end
-    end
-    check_sanitizers(self.log, self.name)
-  end
-  return table.unpack(self.status, 1, self.status.n)
+  if self.h then self:kill('TERM') end
+  return self:collect(STOP_GRACE)
 end
 
 --- Wait (bounded) for the child to end by itself; returns like stop().
 function Proc:wait(timeout)
+  return self:collect(timeout or RUN_TIMEOUT)
+end
+
+--- Read the child's output to its end (KILLing it after `grace` seconds),
+-- reap it, forget it, and check its log for sanitizer reports. Idempotent.
+function Proc:collect(grace)
   if self.h then
-    local cancel = watchdog(self.pid, timeout or RUN_TIMEOUT, 'KILL')
-    local rest = self.h:read('a')
+    local cancel = watchdog(self.pid, grace, 'KILL')
+    local rest = self.h:read('a')            -- EOF once the child is gone
     for line in rest:gmatch('[^\n]+') do self.lines[#self.lines + 1] = line end
     self.status = table.pack(self.h:close())
     self.h = nil
