@@ -18,6 +18,8 @@
 
 #include <msgpack.h>
 
+#include "peers.h"
+
 #define RECV_BUDGET      256      /* messages per readiness, so timers still run */
 #define RETRY_MIN        0.001    /* outbox backoff, seconds */
 #define RETRY_MAX        0.1
@@ -44,9 +46,10 @@ struct endpoint {
     loop_timer_t *expiry;            /* fires at `expiry_at`, or NULL */
     double expiry_at;
     endpoint_out_t *out_head, *out_tail;
-    size_t nout;
+    size_t nout, out_bytes;          /* messages and body bytes waiting */
     loop_timer_t *retry;             /* outbox retry, or NULL */
     double retry_delay;
+    peers_t *peers;                  /* who it has heard from */
     int busy;                        /* inside a callback: destroy must not free yet */
     int closing;                     /* destroyed while busy: freed when it unwinds */
 };
@@ -92,6 +95,7 @@ void endpoint_options_init(endpoint_options_t *o) {
     o->max_message_size = 32 << 20;
     o->linger_ms = 1000;
     o->max_outbox = 100000;
+    o->max_outbox_bytes = 256u << 20;
     o->queue_unroutable = 1;
 }
 
@@ -186,7 +190,12 @@ static void s_arm_retry(endpoint_t *ep) {
 static int s_queue(endpoint_t *ep, endpoint_call_t *call, const char *peer, size_t peer_len,
                    const uint8_t *uuid, size_t uuid_len, int type,
                    const void *body, size_t body_len) {
-    if (ep->nout >= ep->opt.max_outbox) { errno = ENOBUFS; return -1; }
+    /* bounded in count and bytes: a peer that never reads cannot make the
+     * host hold every reply it asked for */
+    if (ep->nout >= ep->opt.max_outbox || body_len > ep->opt.max_outbox_bytes - ep->out_bytes) {
+        errno = ENOBUFS;
+        return -1;
+    }
     endpoint_out_t *o = malloc(sizeof *o + peer_len + body_len);
     if (!o) return -1;
     o->next = NULL;
@@ -202,6 +211,7 @@ static int s_queue(endpoint_t *ep, endpoint_call_t *call, const char *peer, size
     if (ep->out_tail) ep->out_tail->next = o; else ep->out_head = o;
     ep->out_tail = o;
     ep->nout++;
+    ep->out_bytes += body_len;
     if (call) call->queued = o;
     if (!ep->retry) ep->retry_delay = RETRY_MIN;
     s_arm_retry(ep);
@@ -241,6 +251,7 @@ static void s_flush(endpoint_t *ep) {
             *pp = o->next;
             if (ep->out_tail == o) ep->out_tail = prev;
             ep->nout--;
+            ep->out_bytes -= o->body_len;
             free(o);
         } else {
             prev = o;
@@ -389,12 +400,18 @@ static void s_on_readable(loop_t *loop, void *socket, void *arg) {
     (void)loop;
     endpoint_t *ep = arg;
     frame_message_t m;
-    int got = 0;
+    int got = 0, is_new;
+    double now = loop_now();
     s_enter(ep);
     for (int budget = RECV_BUDGET; budget > 0 && !ep->closing; budget--) {
         if (frame_recv(socket, &m) < 0) break;
         got = 1;
-        switch (frame_decode(&m)) {
+        enum frame_kind kind = frame_decode(&m);
+        /* every message from a peer says it is there */
+        if (m.peer && m.peer_len > 0)
+            peers_seen(ep->peers, m.peer, m.peer_len, m.user_id,
+                       m.user_id ? strlen(m.user_id) : 0, now, &is_new);
+        switch (kind) {
         case FRAME_KIND_PROBE:
             break;
         case FRAME_KIND_INVALID:
@@ -438,8 +455,9 @@ endpoint_t *endpoint_new(void *zmq_context, loop_t *loop, const endpoint_options
     ep->opt = *o;
     ep->opt.routing_id = NULL;                  /* not kept: the caller owns it */
     ep->retry_delay = RETRY_MIN;
-    ep->socket = zmq_socket(zmq_context, ZMQ_ROUTER);
-    if (!ep->socket) { free(ep); return NULL; }
+    ep->peers = peers_new();
+    ep->socket = ep->peers ? zmq_socket(zmq_context, ZMQ_ROUTER) : NULL;
+    if (!ep->socket) { peers_destroy(&ep->peers); free(ep); return NULL; }
     int one = 1, linger = o->linger_ms;
     int64_t maxmsg = o->max_message_size > 0 ? o->max_message_size : -1;
     if (zmq_setsockopt(ep->socket, ZMQ_ROUTER_MANDATORY, &one, sizeof one) < 0 ||
@@ -451,6 +469,7 @@ endpoint_t *endpoint_new(void *zmq_context, loop_t *loop, const endpoint_options
         loop_add_socket(loop, ep->socket, s_on_readable, ep) < 0) {
         int e = errno;
         zmq_close(ep->socket);
+        peers_destroy(&ep->peers);
         free(ep);
         errno = e;
         return NULL;
@@ -460,9 +479,12 @@ endpoint_t *endpoint_new(void *zmq_context, loop_t *loop, const endpoint_options
 
 static void s_free(endpoint_t *ep) {
     zmq_close(ep->socket);
+    peers_destroy(&ep->peers);
     free(ep->buckets);
     free(ep);
 }
+
+peers_t *endpoint_peers(endpoint_t *ep) { return ep->peers; }
 
 void endpoint_destroy(endpoint_t **p) {
     if (!p || !*p) return;

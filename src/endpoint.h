@@ -16,6 +16,7 @@
 
 #include "frame.h"
 #include "loop.h"
+#include "peers.h"
 
 typedef struct endpoint endpoint_t;
 
@@ -54,6 +55,7 @@ typedef struct endpoint_options {
     int64_t max_message_size;        /* ZMQ_MAXMSGSIZE, bytes; <= 0: unlimited */
     int linger_ms;                   /* ZMQ_LINGER on close */
     size_t max_outbox;               /* messages waiting to leave, at most */
+    size_t max_outbox_bytes;         /* and their body bytes, at most */
     int queue_unroutable;            /* WORK to a peer not connected (yet) waits for
                                         it (a client's server), or fails at once */
 } endpoint_options_t;
@@ -92,6 +94,9 @@ int endpoint_reply_error(endpoint_t *ep, const char *peer, size_t peer_len,
 /* Pending calls and outbox size, for tests and stop. */
 size_t endpoint_pending_calls(const endpoint_t *ep);
 size_t endpoint_outbox_size(const endpoint_t *ep);
+
+/* The directory of peers heard from (every message counts). */
+peers_t *endpoint_peers(endpoint_t *ep);
 
 /* The raw socket, for options the binding sets (auth, later issues). */
 void *endpoint_socket(endpoint_t *ep);

@@ -31,11 +31,14 @@ struct task {
     host_t *host;
     int wait;                     /* enum task_wait: why it is parked */
     loop_timer_t *timer;          /* sleep timer while TASK_WAIT_SLEEP */
+    lfuture_t *future;            /* the future it is parked on while TASK_WAIT_FUTURE */
     lendpoint_t *le;              /* the endpoint its WORK came from, or NULL */
     int result;                   /* ref: the future a spawn settles, or LUA_NOREF */
     uint8_t uuid[FRAME_UUID_SIZE];/* the WORK it answers */
     size_t peer_len;
     char peer[FRAME_MAX_ID];      /* who to answer */
+    size_t user_len;
+    char user[FRAME_MAX_ID];      /* the caller's user id (ZAP User-Id or routing id) */
 };
 
 typedef struct work_job {
@@ -123,6 +126,14 @@ task_t *host_current_task(lua_State *L) {
     return *(task_t **)lua_getextraspace(L);
 }
 
+int host_push_caller(lua_State *L) {
+    task_t *t = host_current_task(L);
+    if (!t || !t->le) return 0;
+    lua_pushlstring(L, t->user, t->user_len);
+    lua_pushlstring(L, t->peer, t->peer_len);
+    return 2;
+}
+
 /* --- tasks --- */
 
 static task_t *s_task_acquire(host_t *h, lua_State *L) {
@@ -144,6 +155,7 @@ static task_t *s_task_acquire(host_t *h, lua_State *L) {
     }
     t->wait = TASK_RUNNING;
     t->timer = NULL;
+    t->future = NULL;
     t->le = NULL;
     t->result = LUA_NOREF;
     t->peer_len = 0;
@@ -163,6 +175,8 @@ static void s_task_release(host_t *h, lua_State *L, task_t *t) {
     if (t->le) { s_endpoint_unhold(L, t->le); t->le = NULL; h->nanswering--; }
     if (t->result != LUA_NOREF) { luaL_unref(L, LUA_REGISTRYINDEX, t->result); t->result = LUA_NOREF; }
     if (t->timer) { loop_cancel_timer(h->loop, t->timer); t->timer = NULL; }
+    t->future = NULL;
+    t->wait = TASK_RUNNING;
     if (lua_status(t->co) != LUA_OK) lua_resetthread(t->co);
     lua_settop(t->co, 0);
     h->ntasks--;
@@ -191,8 +205,14 @@ static void s_task_reply_error(task_t *t, const char *name, const char *message,
 static void s_task_done(host_t *h, lua_State *L, task_t *t, int nres) {
     lua_State *co = t->co;
     if (t->result != LUA_NOREF) {                  /* spawn: settle its future */
+        luaL_checkstack(L, 4, "too many nested waits");
         lua_rawgeti(L, LUA_REGISTRYINDEX, t->result);
-        if (nres > 0) lua_xmove(co, L, 1); else lua_pushnil(L);
+        if (nres > 0) {                            /* its first value */
+            lua_pushvalue(co, -nres);
+            lua_xmove(co, L, 1);
+        } else {
+            lua_pushnil(L);
+        }
         host_settle(h, L, -2, FUTURE_OK);
         lua_pop(L, 1);
     } else if (t->le) {
@@ -214,34 +234,51 @@ static void s_task_done(host_t *h, lua_State *L, task_t *t, int nres) {
     s_task_release(h, L, t);
 }
 
-/* The task raised: error value on top of its stack, `status` from lua_resume. */
+/* Under lua_pcall: (error value, thread) -> name, message, traceback.
+ * A __tostring may raise, and so may memory: the caller falls back. */
+static int s_describe_error(lua_State *L) {
+    lua_State *co = lua_tothread(L, 2);
+    const char *name = "LuaError", *message;
+    int is_error = 0;
+    if (lua_istable(L, 1) && lua_getmetatable(L, 1)) {
+        luaL_getmetatable(L, ERROR_MT);
+        is_error = lua_rawequal(L, -1, -2);
+        lua_pop(L, 2);
+    }
+    if (is_error) {
+        lua_getfield(L, 1, "name");
+        lua_getfield(L, 1, "message");
+        if (lua_isstring(L, -2)) name = lua_tostring(L, -2);
+        message = lua_isstring(L, -1) ? lua_tostring(L, -1) : "";
+    } else {
+        message = luaL_tolstring(L, 1, NULL);
+    }
+    lua_pushstring(L, name);
+    lua_pushstring(L, message);
+    luaL_traceback(L, co, message, 0);
+    return 3;
+}
+
+/* The task raised: error value on top of its stack, `status` from lua_resume.
+ * It is answered (or its future settled) and released on every path. */
 static void s_task_failed(host_t *h, lua_State *L, task_t *t, int status) {
     lua_State *co = t->co;
     int top = lua_gettop(L);
-    lua_xmove(co, L, 1);                           /* error value -> L */
-    int err = top + 1;
-    const char *name = "LuaError", *message;
-    if (status == LUA_ERRMEM) {
-        name = "MemoryError";
-        message = "not enough memory";
-    } else if (luaL_testudata(L, err, ERROR_MT) == NULL && lua_istable(L, err) &&
-               lua_getmetatable(L, err)) {
-        luaL_getmetatable(L, ERROR_MT);
-        int is_error = lua_rawequal(L, -1, -2);
-        lua_pop(L, 2);
-        if (is_error) {
-            lua_getfield(L, err, "name");
-            lua_getfield(L, err, "message");
-            name = lua_tostring(L, -2) ? lua_tostring(L, -2) : "LuaError";
-            message = lua_tostring(L, -1) ? lua_tostring(L, -1) : "";
+    const char *name = "MemoryError", *message = "not enough memory", *traceback = "";
+    if (status != LUA_ERRMEM && lua_checkstack(L, 8)) {
+        lua_pushcfunction(L, s_describe_error);
+        lua_xmove(co, L, 1);                       /* error value -> L */
+        lua_pushthread(co);
+        lua_xmove(co, L, 1);
+        if (lua_pcall(L, 2, 3, 0) == LUA_OK) {
+            name = lua_tostring(L, -3);
+            message = lua_tostring(L, -2);
+            traceback = lua_tostring(L, -1);
         } else {
-            message = luaL_tolstring(L, err, NULL);
+            name = "LuaError";
+            message = "(the error value could not be turned into a message)";
         }
-    } else {
-        message = luaL_tolstring(L, err, NULL);
     }
-    luaL_traceback(L, co, message, 0);
-    const char *traceback = lua_tostring(L, -1);
     if (t->result != LUA_NOREF) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, t->result);
         host_push_error(L, name, message, traceback);
@@ -276,26 +313,59 @@ static void s_task_resume(host_t *h, lua_State *L, task_t *t, int nargs) {
 
 /* --- WORK --- */
 
-/* Look up `name` (on top of L) in the endpoint's registry, then the global
- * one, then the registries it proxies to. Replaces the name with the
- * callable or nil. */
-static void s_lookup(lua_State *L, lendpoint_t *le) {
-    int name = lua_gettop(L);
-    for (int hops = 0; le && hops < 8; hops++) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, le->registry);
-        lua_pushvalue(L, name);
-        if (lua_rawget(L, -2) != LUA_TNIL) { lua_replace(L, name); lua_pop(L, 1); return; }
-        lua_pop(L, 2);
-        if (le->proxy_to == LUA_NOREF) break;
-        lua_rawgeti(L, LUA_REGISTRYINDEX, le->proxy_to);
-        le = luaL_testudata(L, -1, ENDPOINT_MT);
-        lua_pop(L, 1);
-    }
-    lua_rawgeti(L, LUA_REGISTRYINDEX, le->host->global_registry);
+/* Is the value at `idx` a route list (a name registered under domains)? */
+static int s_is_routes(lua_State *L, int idx) {
+    if (!lua_istable(L, idx) || !lua_getmetatable(L, idx)) return 0;
+    luaL_getmetatable(L, ROUTES_MT);
+    int yes = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    return yes;
+}
+
+/* The route list on top becomes the callable the endpoint's resolver picks
+ * for this caller (predicates, in Lua), or nil. */
+static void s_route(lua_State *L, const lendpoint_t *le, const frame_message_t *m,
+                    const char *user, size_t user_len, int name, int args, int npos,
+                    int has_kwargs) {
+    int routes = lua_gettop(L);
+    if (le->resolver == LUA_NOREF) { lua_pushnil(L); lua_replace(L, routes); return; }
+    luaL_checkstack(L, npos + 8, "too many arguments");
+    lua_rawgeti(L, LUA_REGISTRYINDEX, le->resolver);
+    lua_pushvalue(L, routes);
     lua_pushvalue(L, name);
-    lua_rawget(L, -2);
+    lua_pushlstring(L, user, user_len);
+    lua_pushlstring(L, m->peer, m->peer_len);
+    if (has_kwargs) lua_pushvalue(L, args + npos); else lua_pushnil(L);
+    for (int i = 0; i < npos; i++) lua_pushvalue(L, args + i);
+    lua_call(L, 5 + npos, 1);
+    lua_replace(L, routes);
+}
+
+/* Look up `name` (on top of L) in the endpoint's registry, then in those of
+ * the endpoints it proxies to, then the global one; route lists ask the
+ * resolver. Replaces the name with the callable or nil. */
+static void s_lookup(lua_State *L, lendpoint_t *le, const frame_message_t *m,
+                     const char *user, size_t user_len, int args, int npos, int has_kwargs) {
+    int name = lua_gettop(L);
+    host_t *h = le->host;
+    lendpoint_t *at = le;
+    for (int hops = 0; hops < 9; hops++) {
+        int reg = at ? at->registry : h->global_registry;
+        lua_rawgeti(L, LUA_REGISTRYINDEX, reg);
+        lua_pushvalue(L, name);
+        lua_rawget(L, -2);
+        if (s_is_routes(L, -1)) s_route(L, le, m, user, user_len, name, args, npos, has_kwargs);
+        if (!lua_isnil(L, -1)) { lua_replace(L, name); lua_pop(L, 1); return; }
+        lua_pop(L, 2);
+        if (!at) break;                                  /* that was the global one */
+        if (at->proxy_to == LUA_NOREF) { at = NULL; continue; }
+        lua_rawgeti(L, LUA_REGISTRYINDEX, at->proxy_to);
+        at = luaL_testudata(L, -1, ENDPOINT_MT);
+        lua_pop(L, 1);
+        if (at && !at->ep) at = NULL;                    /* closed: its registry is gone */
+    }
+    lua_pushnil(L);
     lua_replace(L, name);
-    lua_pop(L, 1);
 }
 
 static int s_work_refuse(work_job_t *job, const char *name, const char *message) {
@@ -337,21 +407,32 @@ static int s_work_protected(lua_State *L) {
     const msgpack_object_array *args = &it[1].via.array;
     int has_kwargs = obj.via.array.size == 3 && it[2].type == MSGPACK_OBJECT_MAP &&
                      it[2].via.map.size > 0;
-    lua_pushlstring(L, it[0].via.str.ptr, it[0].via.str.size);
-    s_lookup(L, le);
-    if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
-        lua_pushlstring(L, it[0].via.str.ptr, it[0].via.str.size);
-        return s_work_refuse(job, "ServiceNotFoundError", lua_tostring(L, -1));
+    const char *user = m->peer;
+    size_t user_len = m->peer_len;
+    if (m->user_id && m->user_id[0]) {
+        user = m->user_id;
+        user_len = strlen(user);
     }
-    int nargs = (int)args->size + has_kwargs;
-    luaL_checkstack(L, nargs + 2, "too many arguments");
-    for (uint32_t i = 0; i < args->size; i++) codec_push_object(L, &args->ptr[i]);
+    /* arguments first: a name registered under domains is routed on them */
+    int npos = (int)args->size, nargs = npos + has_kwargs, base = lua_gettop(L);
+    luaL_checkstack(L, nargs + 4, "too many arguments");
+    for (int i = 0; i < npos; i++) codec_push_object(L, &args->ptr[i]);
     if (has_kwargs) {
         codec_push_object(L, &it[2]);
         luaL_setmetatable(L, CODEC_KWARGS_MT);
     }
+    lua_pushlstring(L, it[0].via.str.ptr, it[0].via.str.size);
+    s_lookup(L, le, m, user, user_len, base + 1, npos, has_kwargs);
+    if (lua_isnil(L, -1)) {
+        lua_pushlstring(L, it[0].via.str.ptr, it[0].via.str.size);
+        return s_work_refuse(job, "ServiceNotFoundError", lua_tostring(L, -1));
+    }
+    lua_insert(L, base + 1);                      /* callable below its arguments */
     task_t *t = s_task_acquire(h, L);
+    if (!lua_checkstack(t->co, nargs + 1)) {      /* xmove does not grow it */
+        s_task_release(h, L, t);
+        return luaL_error(L, "too many arguments (%d)", nargs);
+    }
     lua_xmove(L, t->co, nargs + 1);               /* callable and arguments */
     t->le = le;
     le->tasks++;
@@ -359,6 +440,8 @@ static int s_work_protected(lua_State *L) {
     memcpy(t->uuid, m->uuid, FRAME_UUID_SIZE);
     t->peer_len = m->peer_len;
     memcpy(t->peer, m->peer, m->peer_len);
+    t->user_len = user_len < sizeof t->user ? user_len : sizeof t->user;
+    memcpy(t->user, user, t->user_len);
     job->owned = 1;
     s_task_resume(h, L, t, nargs);
     return 0;
@@ -386,6 +469,7 @@ static void s_on_work(void *ctx, endpoint_t *ep, const frame_message_t *m) {
 /* --- replies to our calls --- */
 
 void host_settle(host_t *h, lua_State *L, int f, int state) {
+    luaL_checkstack(L, 4, "too many nested waits");
     f = lua_absindex(L, f);
     lfuture_t *fu = lua_touserdata(L, f);
     lua_setiuservalue(L, f, 1);                   /* pops the value */
@@ -402,7 +486,12 @@ void host_settle(host_t *h, lua_State *L, int f, int state) {
         lua_State *co = lua_tothread(L, -1);
         lua_pop(L, 1);
         task_t *t = co ? host_current_task(co) : NULL;
-        if (t && t->wait == TASK_WAIT_FUTURE) s_task_resume(h, L, t, 0);
+        /* only a task still parked on this very future: a stale entry (its
+         * task moved on, or was reused from the pool) wakes nothing */
+        if (t && t->wait == TASK_WAIT_FUTURE && t->future == fu) {
+            t->future = NULL;
+            s_task_resume(h, L, t, 0);
+        }
     }
     lua_pop(L, 1);
 }
@@ -498,6 +587,9 @@ void host_endpoint_events(lendpoint_t *le, endpoint_events_t *ev) {
 int host_wait_future(lua_State *L, int f, lua_KFunction k) {
     task_t *t = host_current_task(L);
     lfuture_t *fu = lua_touserdata(L, f);
+    if (!lua_isyieldable(L))
+        return luaL_error(L, "cannot wait here: inside a C call that cannot yield "
+                          "(a metamethod, string.gsub or table.sort callback, ...)");
     if (lua_getiuservalue(L, f, 2) != LUA_TTABLE) {
         lua_pop(L, 1);
         lua_newtable(L);
@@ -508,6 +600,7 @@ int host_wait_future(lua_State *L, int f, lua_KFunction k) {
     lua_rawseti(L, -2, ++fu->nwaiters);
     lua_pop(L, 1);
     t->wait = TASK_WAIT_FUTURE;
+    t->future = fu;
     return lua_yieldk(L, 0, 0, k);
 }
 
@@ -522,6 +615,7 @@ static void s_on_sleep_done(loop_t *loop, loop_timer_t *timer, void *arg) {
     task_t *t = arg;
     lua_State *L = t->host->Lrun;
     t->timer = NULL;
+    if (t->wait != TASK_WAIT_SLEEP) return;
     lua_pushcfunction(L, s_wake_protected);
     lua_pushlightuserdata(L, t);
     if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
@@ -532,6 +626,8 @@ static void s_on_sleep_done(loop_t *loop, loop_timer_t *timer, void *arg) {
 
 int host_sleep(lua_State *L, double seconds, lua_KFunction k) {
     task_t *t = host_current_task(L);
+    if (!lua_isyieldable(L))
+        return luaL_error(L, "cannot sleep here: inside a C call that cannot yield");
     t->timer = loop_add_timer(t->host->loop, seconds, s_on_sleep_done, t);
     if (!t->timer) return luaL_error(L, "not enough memory");
     t->wait = TASK_WAIT_SLEEP;
@@ -546,6 +642,10 @@ void host_spawn(host_t *h, lua_State *L, int nargs) {
     lua_insert(L, -(nargs + 2));                  /* future below fn: returned */
     task_t *t = s_task_acquire(h, L);
     t->result = result;
+    if (!lua_checkstack(t->co, nargs + 1)) {
+        s_task_release(h, L, t);                  /* unrefs the future */
+        luaL_error(L, "too many arguments (%d)", nargs);
+    }
     lua_xmove(L, t->co, nargs + 1);
     s_task_resume(h, L, t, nargs);
 }

@@ -23,6 +23,7 @@
 #define ENDPOINT_MT  "pseud.Endpoint"
 #define FUTURE_MT    "pseud.Future"
 #define ERROR_MT     "pseud.Error"
+#define ROUTES_MT    "pseud.Routes"
 
 typedef struct task task_t;
 
@@ -52,6 +53,7 @@ typedef struct lendpoint {
     int self_ref;                 /* pins the userdata while open */
     int registry;                 /* ref: local name -> callable table */
     int proxy_to;                 /* ref: another endpoint's userdata, or LUA_NOREF */
+    int resolver;                 /* ref: picks a callable from a route list, or LUA_NOREF */
     int tasks;                    /* handler tasks that will answer through it */
     int in_gc;                    /* closing from __gc: run no Lua for its calls */
     double timeout;               /* seconds, for calls this endpoint makes */
@@ -88,6 +90,10 @@ void host_drain(host_t *h, lua_State *L, double seconds);
 
 /* The task whose coroutine is L, or NULL (main chunk, foreign coroutine). */
 task_t *host_current_task(lua_State *L);
+
+/* Push the user id and routing id of the WORK the current task answers;
+ * returns 2, or 0 (pushing nothing) outside a handler. */
+int host_push_caller(lua_State *L);
 
 /* Park the current task until future at index `f` settles, then continue
  * with k. Returns what lua_yieldk returns. */

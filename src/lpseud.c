@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <math.h>
 #include <string.h>
+#include <time.h>
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -67,7 +68,9 @@ static int s_raise_error(lua_State *L, const char *name, const char *message) {
 
 /* --- pseud.Endpoint --- */
 
-/* core.endpoint(kind, name, options, callables) -> endpoint | nil, message, code */
+/* core.endpoint(kind, name, options, callables [, resolver]) -> endpoint | nil, message, code
+ * resolver(routes, name, user_id, routing_id, kwargs, args...) -> callable|nil
+ * picks among the callables of a name registered under domains. */
 static int l_endpoint_new(lua_State *L) {
     static const char *const kinds[] = { "server", "client", NULL };
     host_t *h = HOST(L);
@@ -77,6 +80,7 @@ static int l_endpoint_new(lua_State *L) {
     luaL_argcheck(L, name_len > 0 && name_len <= FRAME_MAX_ID, 2, "name must be 1 to 255 bytes");
     luaL_checktype(L, 3, LUA_TTABLE);
     luaL_checktype(L, 4, LUA_TTABLE);
+    if (!lua_isnoneornil(L, 5)) luaL_checktype(L, 5, LUA_TFUNCTION);
     endpoint_options_t o;
     endpoint_options_init(&o);
     double timeout = s_opt_number(L, 3, "timeout", 5);
@@ -98,7 +102,7 @@ static int l_endpoint_new(lua_State *L) {
     lendpoint_t *le = lua_newuserdatauv(L, sizeof *le, 0);
     memset(le, 0, sizeof *le);                    /* born closed */
     le->host = h;
-    le->self_ref = le->registry = le->proxy_to = LUA_NOREF;
+    le->self_ref = le->registry = le->proxy_to = le->resolver = LUA_NOREF;
     le->timeout = timeout;
     luaL_setmetatable(L, ENDPOINT_MT);
     if (client) {
@@ -111,6 +115,10 @@ static int l_endpoint_new(lua_State *L) {
     if (!le->ep) return s_fail(L, "cannot create socket");
     lua_pushvalue(L, 4);
     le->registry = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (lua_isfunction(L, 5)) {
+        lua_pushvalue(L, 5);
+        le->resolver = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
     lua_pushvalue(L, -1);
     le->self_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* the loop points at it now */
     return 1;
@@ -141,7 +149,12 @@ static int l_endpoint_call(lua_State *L) {
     host_t *h = le->host;
     size_t peer_len = le->default_peer_len, name_len;
     const char *peer = le->default_peer;
-    if (!lua_isnoneornil(L, 2)) peer = luaL_checklstring(L, 2, &peer_len);
+    if (!lua_isnoneornil(L, 2)) {
+        /* a user id: where was it last heard from? */
+        peer = luaL_checklstring(L, 2, &peer_len);
+        peer_t *p = peers_find_user(endpoint_peers(le->ep), peer, peer_len);
+        if (p) { peer = p->routing_id; peer_len = p->routing_id_len; }
+    }
     if (peer_len == 0 || peer_len > FRAME_MAX_ID)
         return luaL_argerror(L, 2, "no peer to call: use send_to(peer)");
     const char *name = luaL_checklstring(L, 3, &name_len);
@@ -196,6 +209,7 @@ static void s_endpoint_close(lua_State *L, lendpoint_t *le, int from_gc) {
     }
     if (le->registry != LUA_NOREF) { luaL_unref(L, LUA_REGISTRYINDEX, le->registry); le->registry = LUA_NOREF; }
     if (le->proxy_to != LUA_NOREF) { luaL_unref(L, LUA_REGISTRYINDEX, le->proxy_to); le->proxy_to = LUA_NOREF; }
+    if (le->resolver != LUA_NOREF) { luaL_unref(L, LUA_REGISTRYINDEX, le->resolver); le->resolver = LUA_NOREF; }
     if (le->tasks <= 0 && le->self_ref != LUA_NOREF) {
         luaL_unref(L, LUA_REGISTRYINDEX, le->self_ref);
         le->self_ref = LUA_NOREF;
@@ -255,6 +269,29 @@ static int l_endpoint_stop(lua_State *L) {
 static int l_endpoint_pending(lua_State *L) {
     lendpoint_t *le = luaL_checkudata(L, 1, ENDPOINT_MT);
     lua_pushinteger(L, le->ep ? (lua_Integer)endpoint_pending_calls(le->ep) : 0);
+    return 1;
+}
+
+/* ep:peers() -> { {user_id=, routing_id=, last_seen=epoch seconds}, ... }
+ * oldest contact first */
+static int l_endpoint_peers(lua_State *L) {
+    lendpoint_t *le = check_endpoint(L, 1);
+    peers_t *d = endpoint_peers(le->ep);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    double wall = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9, mono = loop_now();
+    lua_createtable(L, (int)peers_count(d), 0);
+    int i = 0;
+    for (peer_t *p = peers_oldest(d); p; p = p->newer) {
+        lua_createtable(L, 0, 3);
+        lua_pushlstring(L, p->user_id, p->user_id_len);
+        lua_setfield(L, -2, "user_id");
+        lua_pushlstring(L, p->routing_id, p->routing_id_len);
+        lua_setfield(L, -2, "routing_id");
+        lua_pushnumber(L, wall - (mono - p->last_seen));
+        lua_setfield(L, -2, "last_seen");
+        lua_rawseti(L, -2, ++i);
+    }
     return 1;
 }
 
@@ -328,6 +365,11 @@ static int l_spawn(lua_State *L) {
     s_new_future(L);
     host_spawn(h, L, nargs);
     return 1;
+}
+
+/* core.caller() -> user_id, routing_id of the call this handler answers */
+static int l_caller(lua_State *L) {
+    return host_push_caller(L);
 }
 
 /* core.now(): monotonic seconds, the loop's clock */
@@ -429,12 +471,13 @@ static const luaL_Reg endpoint_methods[] = {
     { "start", l_endpoint_start },
     { "stop", l_endpoint_stop },
     { "pending", l_endpoint_pending },
+    { "peers", l_endpoint_peers },
     { NULL, NULL }
 };
 
 static const luaL_Reg endpoint_meta[] = {
     { "__gc", l_endpoint_gc },
-    { "__close", l_endpoint_gc },
+    { "__close", l_endpoint_close },
     { "__tostring", l_endpoint_tostring },
     { "__index", NULL },
     { NULL, NULL }
@@ -458,6 +501,7 @@ static const luaL_Reg core_functions[] = {
     { "spawn", l_spawn },
     { "in_task", l_in_task },
     { "now", l_now },
+    { "caller", l_caller },
     { "error", l_error },
     { "ext", l_ext },
     { "configure", l_configure },
@@ -510,6 +554,8 @@ int luaopen_pseud_core(lua_State *L) {
     lua_pop(L, 1);
     luaL_newmetatable(L, CODEC_KWARGS_MT);
     lua_pop(L, 1);
+    luaL_newmetatable(L, ROUTES_MT);
+    lua_pop(L, 1);
 
     luaL_newlibtable(L, core_functions);                      /* host, core */
     lua_pushvalue(L, host);
@@ -526,5 +572,7 @@ int luaopen_pseud_core(lua_State *L) {
     lua_setfield(L, -2, "kwargs_mt");
     luaL_getmetatable(L, ERROR_MT);
     lua_setfield(L, -2, "error_mt");
+    luaL_getmetatable(L, ROUTES_MT);
+    lua_setfield(L, -2, "routes_mt");
     return 1;
 }

@@ -6,6 +6,7 @@
 -- proxies that turn `client.a.b(1, 2)` into a call of 'a.b'.
 local core = require 'pseud.core'
 local registry = require 'pseud.registry'
+local backends = require 'pseud.backends'
 
 local pseud = {
   _VERSION = 'pseud-lua 0.1.0',
@@ -17,6 +18,7 @@ local pseud = {
   spawn = core.spawn,
   configure = core.configure,
   now = core.now,
+  caller = core.caller,
 }
 
 --- Mark `t` as keyword arguments: the last argument of a call.
@@ -58,6 +60,8 @@ function pseud.register_rpc(name, fn, opts)
 end
 
 pseud.register_predicate = registry.register_predicate
+pseud.register_auth_backend = backends.register_auth
+pseud.register_heartbeat_backend = backends.register_heartbeat
 
 -- Proxies: `rpc.name` and `proxy.more` build dotted names; calling one sends
 -- the call. `rpc:name(...)` passes the rpc first: it is dropped. A proxy keeps
@@ -113,11 +117,18 @@ local function new_rpc(kind, name, opts)
   end
   opts = opts or {}
   local reg = opts.registry or registry.new(name)
-  local ep, err = core.endpoint(kind, name, opts, reg.callables)
+  local self = { _kind = kind, name = name, options = opts, registry = reg,
+                 _proxies = setmetatable({}, { __mode = 'v' }) }
+  local ep, err = core.endpoint(kind, name, opts, reg.callables,
+    registry.resolver(function() return self._auth end))
   if not ep then error(core.error('RuntimeError', err), 3) end
-  local self = setmetatable({ _core = ep, _kind = kind, name = name, options = opts,
-                              registry = reg, _proxies = setmetatable({}, { __mode = 'v' }) },
-                            { __index = rpc_index, __name = 'pseud.' .. kind })
+  self._core = ep
+  setmetatable(self, { __index = rpc_index, __name = 'pseud.' .. kind })
+  self._auth = backends.instance('auth', opts.security_plugin or 'noop_auth_backend', self, kind)
+  self._heartbeat = backends.instance('heartbeat', opts.heartbeat_plugin or 'noop_heartbeat_backend',
+    self, kind)
+  if self._auth.configure then self._auth:configure(self) end
+  if self._heartbeat.configure then self._heartbeat:configure(self) end
   if opts.proxy_to then ep:set_proxy(opts.proxy_to._core) end
   return self
 end
@@ -157,11 +168,19 @@ function RPC:stop()
 end
 
 function RPC:close()
+  if self._auth.stop then self._auth:stop() end
+  if self._heartbeat.stop then self._heartbeat:stop() end
   return self._core:close()
 end
 
 function RPC:pending()
   return self._core:pending()
+end
+
+--- The peers heard from: { {user_id=, routing_id=, last_seen=}, ... },
+-- least recently heard first; last_seen in seconds since the epoch.
+function RPC:peers()
+  return self._core:peers()
 end
 
 function pseud.Server(name, opts)

@@ -1,10 +1,14 @@
---- pseud.registry: where callables are registered and found.
+--- pseud.registry: where callables are registered, and how a call is routed.
 --
--- A registry maps dotted names to callables. The host looks names up in C, in
--- the table `callables` of the endpoint's local registry, then in the global
--- one (pseud.register_rpc), so a lookup costs one table access per registry.
--- Domains and predicates keep their entries in `entries` (name -> list) for
--- the routing that builds on them.
+-- A registry maps dotted names to callables. The host looks a name up in C,
+-- in the `callables` table of the endpoint's registry, then of the endpoints
+-- it proxies to, then of the global registry (pseud.register_rpc): one table
+-- access per registry. A name registered only in the default domain maps to
+-- its callable. A name registered under other domains maps to a route list
+-- (metatable pseud.Routes): entries of non-default domains first, in the order
+-- registered, then the default one; the RPC's resolver (registry.resolver)
+-- picks the first whose domain predicate accepts the call, or none, and the
+-- host goes on to the next registry.
 local core = require 'pseud.core'
 
 local registry = {}
@@ -17,6 +21,7 @@ local function is_callable(f)
   local mt = getmetatable(f)
   return type(mt) == 'table' and mt.__call ~= nil
 end
+registry.is_callable = is_callable
 
 --- A new registry. `callables` may be given to wrap an existing table.
 function registry.new(name, callables)
@@ -24,6 +29,7 @@ function registry.new(name, callables)
 end
 
 --- Register `fn` under the dotted `name`; `opts.domain` defaults to 'default'.
+-- Registering the same name and domain again replaces the callable.
 function Registry:register(name, fn, opts)
   if type(name) ~= 'string' or name == '' then
     error(core.error('TypeError', 'register_rpc: name must be a non-empty string'), 3)
@@ -35,16 +41,23 @@ function Registry:register(name, fn, opts)
   if type(domain) ~= 'string' then
     error(core.error('TypeError', 'register_rpc: domain must be a string'), 3)
   end
-  local list = self.entries[name]
-  if not list then list = {}; self.entries[name] = list end
-  for i = #list, 1, -1 do                      -- re-registering a domain replaces it
+  local list = self.entries[name] or {}
+  self.entries[name] = list
+  for i = #list, 1, -1 do
     if list[i].domain == domain then table.remove(list, i) end
   end
   list[#list + 1] = { domain = domain, fn = fn }
   if #list == 1 and domain == 'default' then
     self.callables[name] = fn
   else
-    self.callables[name] = registry.router(self, name)
+    local routes = setmetatable({}, core.routes_mt)
+    for _, e in ipairs(list) do
+      if e.domain ~= 'default' then routes[#routes + 1] = e end
+    end
+    for _, e in ipairs(list) do
+      if e.domain == 'default' then routes[#routes + 1] = e end
+    end
+    self.callables[name] = routes
   end
   return fn
 end
@@ -52,21 +65,6 @@ end
 --- Is `name` registered here?
 function Registry:has(name)
   return self.entries[name] ~= nil
-end
-
---- The callable the host runs for a name with non-default domains: it picks
--- the entry by predicate. Replaced by pseud's routing when domains exist.
-function registry.router(reg, name)
-  return function(...)
-    local list = reg.entries[name]
-    for _, e in ipairs(list) do
-      if e.domain ~= 'default' and registry.accepts(e.domain, name, ...) then return e.fn(...) end
-    end
-    for _, e in ipairs(list) do
-      if e.domain == 'default' then return e.fn(...) end
-    end
-    error(core.error('ServiceNotFoundError', name), 0)
-  end
 end
 
 local predicates = {}
@@ -79,16 +77,48 @@ function registry.register_predicate(domain, fn)
   predicates[domain] = fn
 end
 
---- Does the predicate of `domain` accept this call? No predicate: no.
-function registry.accepts(domain, name, ...)
+local function log(...)
+  io.stderr:write('pseud-lua: ', table.concat({ ... }), '\n')
+end
+
+--- Does the predicate of `domain` accept `ctx`? Domain 'default' always
+-- does; a domain without a predicate never does; a predicate that raises
+-- refuses, and is logged.
+local function accepts(domain, ctx)
+  if domain == 'default' then return true end
   local p = predicates[domain]
   if not p then return false end
-  local ok, yes = pcall(p, { name = name, args = table.pack(...) })
+  local ok, yes = pcall(p, ctx)
   if not ok then
-    io.stderr:write('pseud-lua: predicate for domain ', domain, ' failed: ', tostring(yes), '\n')
+    log('predicate for domain ', domain, ' failed (refused): ', tostring(yes))
     return false
   end
   return yes and true or false
+end
+
+--- The resolver the host calls for route lists of an RPC whose auth backend
+-- instance is `auth()` (a function, as the backend may be set up later).
+-- ctx = auth:get_predicate_arguments(user_id) plus user_id, routing_id,
+-- name, args (packed), kwargs.
+function registry.resolver(auth)
+  return function(routes, name, user_id, routing_id, kwargs, ...)
+    local ctx = {}
+    local backend = auth()
+    if backend and backend.get_predicate_arguments then
+      local ok, extra = pcall(backend.get_predicate_arguments, backend, user_id)
+      if not ok then
+        log('get_predicate_arguments failed: ', tostring(extra))
+      elseif type(extra) == 'table' then
+        for k, v in pairs(extra) do ctx[k] = v end
+      end
+    end
+    ctx.user_id, ctx.routing_id, ctx.name = user_id, routing_id, name
+    ctx.args, ctx.kwargs = table.pack(...), kwargs
+    for _, e in ipairs(routes) do
+      if accepts(e.domain, ctx) then return e.fn end
+    end
+    return nil
+  end
 end
 
 --- The process-wide registry, shared with the host.

@@ -397,8 +397,12 @@ def _types():
             'yes': True, 'no': False}
 
 
+def _addition(a, b):
+    return a + b
+
+
 CALLABLES = {'hello': _hello, 'echo': _echo, 'fail': _fail, 'kw': _kw,
-             'this.is.a.name': _dotted, 'types': _types}
+             'this.is.a.name': _dotted, 'types': _types, 'addition': _addition}
 NO_REPLY = {'never'}
 
 
@@ -460,6 +464,40 @@ def cmd_server(args):
     return 0
 
 
+def cmd_callee(args):
+    """A pseud client with callables of its own (pseud's bidirectional
+    mode): call NAME on the server and, until its reply comes, answer the
+    WORK the server sends us. Prints the reply and every WORK served, with
+    its frames checked."""
+    ctx = zmq.Context.instance()
+    service = args.service.encode()
+    sock = router_client(ctx, identity_of(args))
+    sock.connect(args.endpoint)
+    deadline = time.monotonic() + args.timeout
+    u = uuid.uuid4().bytes
+    body = pack([args.name, json_arg(args.args, 'ARGS'), {}])
+    if not send_when_routable(sock, [service, b'', VERSION, u, bytes([WORK]), body], deadline):
+        emit({'error': 'server never became routable'}, 1)
+        return 1
+    served, reply = [], None
+    while reply is None:
+        frames = recv_until(sock, deadline)
+        if frames is None:
+            break
+        if len(frames) == 6 and frames[4] == bytes([WORK]):
+            ok = (frames[0] == service and frames[1] == b'' and frames[2] == VERSION
+                  and len(frames[3]) == 16)
+            name, cargs, _ = unpack(frames[5])
+            served.append({'name': name, 'args': jsonable(cargs), 'frames_ok': ok})
+            rtype, value = serve_work(frames[5])
+            sock.send_multipart([frames[0], b'', VERSION, frames[3], bytes([rtype]), pack(value)])
+        elif len(frames) == 6 and frames[3] == u:
+            reply = describe_reply(frames, service, u)
+    sock.close()
+    emit({'reply': reply, 'served': served}, 0 if reply else 1)
+    return 0 if reply else 1
+
+
 # ---------------------------------------------------------------- main
 
 def main(argv):
@@ -510,6 +548,12 @@ def main(argv):
     group.add_argument('--expect-reply', dest='expect', action='store_const', const='reply')
     group.add_argument('--expect-none', dest='expect', action='store_const', const='none')
     p.set_defaults(func=cmd_raw, expect=None)
+
+    p = sub.add_parser('callee')
+    common(p)
+    p.add_argument('name')
+    p.add_argument('args')
+    p.set_defaults(func=cmd_callee)
 
     p = sub.add_parser('server')
     p.add_argument('endpoint')
