@@ -178,6 +178,12 @@ size_t endpoint_pending_calls(const endpoint_t *ep) { return ep->ncalls; }
 size_t endpoint_outbox_size(const endpoint_t *ep) { return ep->nout; }
 void *endpoint_socket(endpoint_t *ep) { return ep->socket; }
 
+/* ZeroMQ says the peer has no connection: it leaves the directory. */
+static void s_forget_peer(endpoint_t *ep, const char *peer, size_t peer_len) {
+    peer_t *p = peers_find(ep->peers, peer, peer_len);
+    if (p) peers_remove(ep->peers, p);
+}
+
 /* --- outbox --- */
 
 static void s_retry(loop_t *loop, loop_timer_t *t, void *arg);
@@ -289,6 +295,7 @@ endpoint_call_t *endpoint_send_work(endpoint_t *ep, const char *peer, size_t pee
             (errno == EHOSTUNREACH && !ep->opt.queue_unroutable)) {
             int e = errno;
             free(c);
+            if (e == EHOSTUNREACH) s_forget_peer(ep, peer, peer_len);
             errno = e;
             return NULL;
         }
@@ -324,6 +331,7 @@ int endpoint_reply(endpoint_t *ep, const char *peer, size_t peer_len,
         if (errno == EHOSTUNREACH) {
             s_log(ep, "reply to peer '%s' dropped: peer is gone",
                   s_peer_text(peer, peer_len, who, sizeof who));
+            s_forget_peer(ep, peer, peer_len);
             return -1;
         }
         if (errno != EAGAIN) {

@@ -663,7 +663,7 @@ int host_run(host_t *h, lua_State *L, int f, double deadline) {
     int rc = 0;
     for (;;) {
         if (f && ((lfuture_t *)lua_touserdata(L, f))->state != FUTURE_PENDING) break;
-        if (h->stopping) { rc = -1; break; }
+        if (!f && deadline < 0 && h->stopping) { rc = -1; break; }   /* serving: stop() */
         if (loop_signal_received()) { rc = -1; break; }
         double wait = -1;
         if (deadline >= 0) {

@@ -81,7 +81,8 @@ void host_endpoint_events(lendpoint_t *le, endpoint_events_t *ev);
 void host_log(host_t *h, const char *fmt, ...);
 
 /* Run the loop on thread L until `f` (index, or 0) is settled, `deadline`
- * (monotonic, < 0: none) passes, or a stop is asked. Returns 0, or -1 when a
+ * (monotonic, < 0: none) passes, or a signal comes; with neither f nor a
+ * deadline (serving), also until a stop is asked. Returns 0, or -1 when a
  * signal or stop ended it. Raises when the loop is already running. */
 int host_run(host_t *h, lua_State *L, int f, double deadline);
 

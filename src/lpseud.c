@@ -246,7 +246,8 @@ static int l_endpoint_start(lua_State *L) {
     double drain = luaL_optnumber(L, 2, 2.0);
     if (host_current_task(L) || h->running)
         return luaL_error(L, "start() runs the loop: call it from the main chunk");
-    h->stopping = 0;
+    /* a stop() asked before (by a handler run while the main chunk waited
+     * for a reply) counts: start() then only drains and closes */
     loop_install_signal_handlers();
     host_run(h, L, 0, -1);
     int sig = loop_signal_received();

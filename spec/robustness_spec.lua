@@ -1,0 +1,37 @@
+-- Robustness: inputs and scripts that once broke the host (found in review),
+-- each in its own process so a crash shows as a failed run.
+local process = require 'spec.support.process'
+
+local function run(case)
+  local out, ok, code, log = process.run({ process.host(), 'spec/scripts/robustness.lua', case },
+    { name = case, timeout = 20 })
+  local lines = {}
+  for line in out:gmatch('[^\n]+') do lines[#lines + 1] = line end
+  assert(ok and lines[#lines] == 'done', ('%s: exit %s\n%s\n%s'):format(case, tostring(code), out,
+    io.open(log):read('a')))
+  table.remove(lines)
+  return lines
+end
+
+describe('host robustness', function()
+  it('takes a call with 3,000 arguments (the coroutine stack grows first)', function()
+    assert.same({ '3000', '3000' }, run('many_arguments'))
+  end)
+
+  it('answers a handler error whose __tostring raises, and goes on', function()
+    assert.same({ 'false LuaError (the error value could not be turned into a message)',
+      'Hello after' }, run('bad_tostring'))
+  end)
+
+  it('refuses to wait where Lua cannot yield, leaving the future usable', function()
+    assert.same({ 'false true Hello inner' }, run('wait_in_gsub'))
+  end)
+
+  it('settles a spawn with its first value, or its error', function()
+    assert.same({ '1', 'false KeyError k' }, run('spawn_values'))
+  end)
+
+  it('ends pending calls with PeerLostError when the endpoint is closed by <close>', function()
+    assert.same({ 'false PeerLostError' }, run('close_pending'))
+  end)
+end)

@@ -1,0 +1,67 @@
+--[[
+spec/scripts/robustness.lua CASE: one process, server and client on
+inproc://, for robustness_spec.lua. Prints result lines, then `done`.
+]]
+local pseud = require 'pseud'
+
+local server = pseud.Server('service')
+server:bind('inproc://robust')
+server:register_rpc('nargs', function(...) return select('#', ...) end)
+server:register_rpc('bad_tostring', function()
+  error(setmetatable({}, { __tostring = function() error('tostring fails too') end }))
+end)
+server:register_rpc('hello', function(name) return 'Hello ' .. name end)
+server:register_rpc('wait_in_gsub', function()
+  local other = pseud.Client('service', { timeout = 1 })
+  other:connect('inproc://robust')
+  local f = other.hello('inner')
+  local ok, err = pcall(string.gsub, 'x', 'x', function() return f:get() end)
+  return { ok, tostring(err):match('cannot wait here') ~= nil, f:get() }
+end)
+
+local client = pseud.Client('service', { timeout = 2 })
+client:connect('inproc://robust')
+
+local function out(...)
+  local t = table.pack(...)
+  for i = 1, t.n do t[i] = tostring(t[i]) end
+  print(table.concat(t, ' ', 1, t.n))
+end
+
+local cases = {}
+
+function cases.many_arguments()
+  local args = {}
+  for i = 1, 3000 do args[i] = i end
+  out(client.nargs(table.unpack(args)):get())
+  out(pseud.spawn(function(...) return select('#', ...) end, table.unpack(args)):get())
+end
+
+function cases.bad_tostring()
+  local ok, e = pcall(function() return client.bad_tostring():get() end)
+  out(ok, e.name, e.message)
+  out(client.hello('after'):get())
+end
+
+function cases.wait_in_gsub()
+  local r = client.wait_in_gsub():get()
+  out(r[1], r[2], r[3])
+end
+
+function cases.spawn_values()
+  out(pseud.spawn(function() return 1, 2, 3 end):get())
+  local ok, e = pcall(function() return pseud.spawn(function() error(pseud.error('KeyError', 'k')) end):get() end)
+  out(ok, e.name, e.message)
+end
+
+function cases.close_pending()
+  local never = pseud.Client('nobody', { timeout = 5 })
+  never:connect('inproc://nowhere-bound')
+  local f = never.x()
+  do local _ <close> = never._core end
+  local ok, e = pcall(f.get, f)
+  out(ok, e.name)
+end
+
+cases[arg[1]]()
+out('done')
