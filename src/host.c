@@ -21,9 +21,11 @@
 #include <zmq.h>
 
 #define POOL_MAX   256            /* idle tasks kept */
+#define SLICE      0.01           /* seconds a task runs before it yields to the loop */
+#define HOOK_COUNT 10000          /* VM instructions between looks at the clock */
 #define SBUF_KEEP  (1u << 20)     /* a pack buffer larger than this is freed after use */
 
-enum task_wait { TASK_RUNNING, TASK_WAIT_FUTURE, TASK_WAIT_SLEEP };
+enum task_wait { TASK_RUNNING, TASK_WAIT_FUTURE, TASK_WAIT_SLEEP, TASK_PREEMPTED };
 
 struct task {
     lua_State *co;                /* its coroutine */
@@ -32,6 +34,10 @@ struct task {
     int wait;                     /* enum task_wait: why it is parked */
     loop_timer_t *timer;          /* sleep timer while TASK_WAIT_SLEEP */
     lfuture_t *future;            /* the future it is parked on while TASK_WAIT_FUTURE */
+    double slice_end;             /* monotonic: past it, the hook yields to the loop */
+    double deadline;              /* monotonic: past it, the hook kills it; 0: none */
+    double mem_cap;               /* bytes it may allocate, net; 0: unlimited */
+    double mem_net;               /* bytes it allocated, net of what it freed */
     lendpoint_t *le;              /* the endpoint its WORK came from, or NULL */
     int result;                   /* ref: the future a spawn settles, or LUA_NOREF */
     uint8_t uuid[FRAME_UUID_SIZE];/* the WORK it answers */
@@ -92,6 +98,10 @@ int host_init(host_t *h, lua_State *L) {
 }
 
 void host_close(host_t *h) {
+    if (h->alloc) {                               /* what is freed from now on: theirs */
+        lua_setallocf(h->L, h->alloc, h->alloc_ud);
+        h->alloc = NULL;
+    }
     for (int i = 0; i < h->npool; i++) free(h->pool[i]);   /* threads: the GC's */
     h->npool = 0;
     free(h->pool);
@@ -136,6 +146,41 @@ int host_push_caller(lua_State *L) {
 
 /* --- tasks --- */
 
+/* The count hook of every task: a task past its slice yields back to the
+ * loop (so I/O, heartbeats and other calls go on); one past its
+ * max_handler_time is stopped with TimeoutError, and the hook re-arms on
+ * every instruction so a pcall in the handler cannot swallow that. It cannot
+ * stop one long C call (string.rep of a huge string, a blocking read). */
+static void s_hook(lua_State *L, lua_Debug *ar) {
+    (void)ar;
+    task_t *t = host_current_task(L);
+    if (!t) return;                               /* a coroutine the handler made */
+    double now = loop_now();
+    if (t->deadline > 0 && now > t->deadline) {
+        lua_sethook(L, s_hook, LUA_MASKCOUNT, 1);
+        host_push_error(L, "TimeoutError", "the handler ran past max_handler_time", "");
+        lua_error(L);
+    }
+    if (now > t->slice_end && lua_isyieldable(L)) {
+        t->wait = TASK_PREEMPTED;
+        lua_yield(L, 0);
+    }
+}
+
+void *host_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+    host_t *h = ud;
+    task_t *t = h->current;
+    if (t && t->mem_cap > 0) {
+        double was = ptr ? (double)osize : 0;     /* osize is a type tag when ptr is NULL */
+        double delta = (double)nsize - was;
+        if (delta > 0 && t->mem_net + delta > t->mem_cap) return NULL;
+        void *p = h->alloc(h->alloc_ud, ptr, osize, nsize);
+        if (p || nsize == 0) t->mem_net += delta;
+        return p;
+    }
+    return h->alloc(h->alloc_ud, ptr, osize, nsize);
+}
+
 static task_t *s_task_acquire(host_t *h, lua_State *L) {
     task_t *t;
     if (h->npool > 0) {
@@ -152,10 +197,14 @@ static task_t *s_task_acquire(host_t *h, lua_State *L) {
         t->co_ref = ref;
         t->host = h;
         *(task_t **)lua_getextraspace(co) = t;
+        lua_sethook(co, s_hook, LUA_MASKCOUNT, HOOK_COUNT);
     }
     t->wait = TASK_RUNNING;
     t->timer = NULL;
     t->future = NULL;
+    t->deadline = 0;
+    t->mem_cap = 0;
+    t->mem_net = 0;
     t->le = NULL;
     t->result = LUA_NOREF;
     t->peer_len = 0;
@@ -177,10 +226,14 @@ static void s_task_release(host_t *h, lua_State *L, task_t *t) {
     if (t->timer) { loop_cancel_timer(h->loop, t->timer); t->timer = NULL; }
     t->future = NULL;
     t->wait = TASK_RUNNING;
-    if (lua_status(t->co) != LUA_OK) lua_resetthread(t->co);
+    int status = lua_status(t->co);
+    /* A coroutine that died of an error is not reused: an error raised in a
+     * hook (a kill) leaves hooks disabled on it for good (5.4.4). */
+    int reusable = status == LUA_OK || status == LUA_YIELD;
+    if (status != LUA_OK) lua_resetthread(t->co);
     lua_settop(t->co, 0);
     h->ntasks--;
-    if (h->npool < POOL_MAX) {
+    if (reusable && h->npool < POOL_MAX) {
         h->pool[h->npool++] = t;
     } else {
         *(task_t **)lua_getextraspace(t->co) = NULL;
@@ -293,10 +346,25 @@ static void s_task_failed(host_t *h, lua_State *L, task_t *t, int status) {
     s_task_release(h, L, t);
 }
 
+static void s_on_sleep_done(loop_t *loop, loop_timer_t *timer, void *arg);
+
 static void s_task_resume(host_t *h, lua_State *L, task_t *t, int nargs) {
     int nres = 0;
     t->wait = TASK_RUNNING;
+    t->slice_end = loop_now() + SLICE;
+    task_t *outer = h->current;                   /* resumes nest: spawn, settle */
+    h->current = t;
     int status = lua_resume(t->co, L, nargs, &nres);
+    h->current = outer;
+    if (status == LUA_YIELD && t->wait == TASK_PREEMPTED) {
+        /* back of the line: resumed from a timer, after the loop's I/O */
+        lua_pop(t->co, nres);
+        t->timer = loop_add_timer(h->loop, 0, s_on_sleep_done, t);
+        if (t->timer) { t->wait = TASK_WAIT_SLEEP; return; }
+        lua_pushliteral(t->co, "not enough memory to reschedule the handler");
+        s_task_failed(h, L, t, LUA_ERRRUN);
+        return;
+    }
     if (status == LUA_OK) {
         s_task_done(h, L, t, nres);
     } else if (status == LUA_YIELD) {
@@ -442,6 +510,8 @@ static int s_work_protected(lua_State *L) {
     memcpy(t->peer, m->peer, m->peer_len);
     t->user_len = user_len < sizeof t->user ? user_len : sizeof t->user;
     memcpy(t->user, user, t->user_len);
+    if (le->max_handler_time > 0) t->deadline = loop_now() + le->max_handler_time;
+    t->mem_cap = le->max_handler_memory;
     job->owned = 1;
     s_task_resume(h, L, t, nargs);
     return 0;

@@ -45,6 +45,9 @@ typedef struct host {
     int nanswering;               /* of those, handlers that owe a reply */
     lua_State *Lrun;              /* the thread running the loop, while it runs */
     int quiet;                    /* no log lines (PSEUD_LOG=quiet) */
+    lua_Alloc alloc;              /* the state's own allocator, which host_alloc wraps */
+    void *alloc_ud;
+    task_t *current;              /* the task inside lua_resume now, or NULL */
 } host_t;
 
 typedef struct lendpoint {
@@ -57,6 +60,8 @@ typedef struct lendpoint {
     int tasks;                    /* handler tasks that will answer through it */
     int in_gc;                    /* closing from __gc: run no Lua for its calls */
     double timeout;               /* seconds, for calls this endpoint makes */
+    double max_handler_time;      /* seconds a handler may run; 0: unlimited */
+    double max_handler_memory;    /* bytes a handler may allocate (net); 0: unlimited */
     size_t default_peer_len;      /* where calls go without send_to (a client's server) */
     char default_peer[FRAME_MAX_ID + 1];
 } lendpoint_t;
@@ -68,6 +73,11 @@ typedef struct lfuture {
     int nwaiters;                 /* tasks parked on it (their threads in uservalue 2) */
     endpoint_call_t *call;        /* while pending */
 } lfuture_t;
+
+/* lua_Alloc that counts what the running task allocates and refuses growth
+ * past its endpoint's max_handler_memory (Lua then raises LUA_ERRMEM in the
+ * handler); everything else goes to h->alloc unchanged. ud is the host_t. */
+void *host_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
 
 /* Set up `h` (zmq context, loop, buffers); 0 or -1. */
 int host_init(host_t *h, lua_State *L);

@@ -85,6 +85,10 @@ static int l_endpoint_new(lua_State *L) {
     endpoint_options_init(&o);
     double timeout = s_opt_number(L, 3, "timeout", 5);
     luaL_argcheck(L, timeout > 0, 3, "timeout must be positive");
+    double max_time = s_opt_number(L, 3, "max_handler_time", 0);
+    double max_memory = s_opt_number(L, 3, "max_handler_memory", 0);
+    luaL_argcheck(L, max_time >= 0 && max_memory >= 0, 3,
+                  "max_handler_time and max_handler_memory must be >= 0");
     double linger = s_opt_number(L, 3, "linger", 1);
     o.linger_ms = linger < 0 ? -1 : (int)(linger * 1000);
     o.max_message_size = (int64_t)s_opt_number(L, 3, "max_message_size", (double)o.max_message_size);
@@ -104,6 +108,8 @@ static int l_endpoint_new(lua_State *L) {
     le->host = h;
     le->self_ref = le->registry = le->proxy_to = le->resolver = LUA_NOREF;
     le->timeout = timeout;
+    le->max_handler_time = max_time;
+    le->max_handler_memory = max_memory;
     luaL_setmetatable(L, ENDPOINT_MT);
     if (client) {
         memcpy(le->default_peer, name, name_len);
@@ -533,6 +539,8 @@ int luaopen_pseud_core(lua_State *L) {
     host_t *h = lua_newuserdatauv(L, sizeof *h, 0);          /* host */
     int host = lua_gettop(L);
     if (host_init(h, L) < 0) return luaL_error(L, "pseud: cannot start the host: %s", strerror(errno));
+    h->alloc = lua_getallocf(L, &h->alloc_ud);    /* count handlers' memory from now on */
+    lua_setallocf(L, host_alloc, h);
     luaL_newmetatable(L, HOST_MT);
     lua_pushcfunction(L, l_host_gc);
     lua_setfield(L, -2, "__gc");

@@ -1,0 +1,38 @@
+-- Handlers cannot starve the loop (DESIGN.md section 4): a handler that
+-- computes without yielding is preempted, one that runs past
+-- max_handler_time gets TimeoutError (even inside pcall), one that
+-- allocates past max_handler_memory gets MemoryError; the server goes on.
+local process = require 'spec.support.process'
+
+describe('handler limits', function()
+  local endpoint
+  lazy_setup(function()
+    local _
+    _, endpoint = process.server('spec/servers/limits.lua')
+  end)
+  lazy_teardown(function() process.stop_all() end)
+
+  local function run(case)
+    local out, ok, code, log = process.run({ process.host(), 'spec/clients/limits.lua', endpoint, case },
+      { name = case, timeout = 30 })
+    local lines = {}
+    for line in out:gmatch('[^\n]+') do lines[#lines + 1] = line end
+    assert(ok and lines[#lines] == 'done', ('%s: exit %s\n%s\n%s'):format(case, tostring(code), out,
+      io.open(log):read('a')))
+    table.remove(lines)
+    return lines
+  end
+
+  it('answers 100 calls while a handler computes for 0.8 s without yielding', function()
+    assert.same({ '100\tduring the spin', 'ok' }, run('preempted'))
+  end)
+
+  it('stops a handler past max_handler_time with TimeoutError, pcall or not', function()
+    assert.same({ 'spin_forever\tTimeoutError\ttrue', 'spin_in_pcall\tTimeoutError\ttrue', 'Hello after' },
+      run('time_limit'))
+  end)
+
+  it('stops a handler past max_handler_memory with MemoryError and goes on', function()
+    assert.same({ 'MemoryError', 'Hello after' }, run('memory_limit'))
+  end)
+end)
