@@ -50,6 +50,11 @@ struct endpoint {
     loop_timer_t *retry;             /* outbox retry, or NULL */
     double retry_delay;
     peers_t *peers;                  /* who it has heard from */
+    double hb_interval, hb_timeout;  /* heartbeat policy; 0: off */
+    loop_timer_t *hb_send, *hb_sweep;/* the two heartbeat timers, or NULL */
+    int notify_seen;                 /* call on_peer_seen for every message */
+    size_t hb_peer_len;              /* a client's server, always sent heartbeats */
+    char hb_peer[FRAME_MAX_ID];
     int busy;                        /* inside a callback: destroy must not free yet */
     int closing;                     /* destroyed while busy: freed when it unwinds */
 };
@@ -281,8 +286,10 @@ endpoint_call_t *endpoint_send_work(endpoint_t *ep, const char *peer, size_t pee
                                     const void *body, size_t body_len,
                                     double timeout, int ref) {
     if (ep->ncalls + 1 > ep->nbuckets && s_grow(ep) < 0) return NULL;
-    endpoint_call_t *c = calloc(1, sizeof *c);
+    endpoint_call_t *c = calloc(1, sizeof *c + peer_len);
     if (!c) return NULL;
+    c->peer_len = peer_len;
+    memcpy(c->peer, peer, peer_len);
     frame_new_uuid(c->uuid);
     c->ref = ref;
     c->deadline = loop_now() + timeout;
@@ -416,9 +423,12 @@ static void s_on_readable(loop_t *loop, void *socket, void *arg) {
         got = 1;
         enum frame_kind kind = frame_decode(&m);
         /* every message from a peer says it is there */
-        if (m.peer && m.peer_len > 0)
-            peers_seen(ep->peers, m.peer, m.peer_len, m.user_id,
-                       m.user_id ? strlen(m.user_id) : 0, now, &is_new);
+        if (m.peer && m.peer_len > 0) {
+            peer_t *p = peers_seen(ep->peers, m.peer, m.peer_len, m.user_id,
+                                   m.user_id ? strlen(m.user_id) : 0, now, &is_new);
+            if (p && ep->notify_seen && ep->ev.on_peer_seen)
+                ep->ev.on_peer_seen(ep->ev.ctx, ep, p);
+        }
         switch (kind) {
         case FRAME_KIND_PROBE:
             break;
@@ -494,6 +504,99 @@ static void s_free(endpoint_t *ep) {
 
 peers_t *endpoint_peers(endpoint_t *ep) { return ep->peers; }
 
+/* --- heartbeats --- */
+
+static void s_heartbeat_to(endpoint_t *ep, const char *peer, size_t len) {
+    /* best effort: a peer that cannot take it now will be heard from, or not */
+    frame_send(ep->socket, peer, len, NULL, 0, FRAME_HEARTBEAT, NULL, 0);
+}
+
+static void s_hb_send(loop_t *loop, loop_timer_t *t, void *arg) {
+    (void)loop; (void)t;
+    endpoint_t *ep = arg;
+    ep->hb_send = NULL;
+    int sent_default = 0;
+    for (peer_t *p = peers_oldest(ep->peers); p; p = p->newer) {
+        s_heartbeat_to(ep, p->routing_id, p->routing_id_len);
+        if (p->routing_id_len == ep->hb_peer_len &&
+            memcmp(p->routing_id, ep->hb_peer, ep->hb_peer_len) == 0)
+            sent_default = 1;
+    }
+    if (ep->hb_peer_len && !sent_default) s_heartbeat_to(ep, ep->hb_peer, ep->hb_peer_len);
+    ep->hb_send = loop_add_timer(ep->loop, ep->hb_interval, s_hb_send, ep);
+}
+
+/* End every pending call to `peer` with PeerLostError. Returns 1 when that
+ * destroyed the endpoint. */
+static int s_fail_calls_to(endpoint_t *ep, const char *peer, size_t len) {
+    endpoint_call_t *c = ep->first;
+    size_t budget = ep->ncalls;                  /* calls made by the callbacks wait */
+    while (c && budget > 0) {
+        endpoint_call_t *next = c->next;
+        if (c->peer_len == len && memcmp(c->peer, peer, len) == 0) {
+            budget--;
+            if (s_fail_call(ep, c, "PeerLostError", "the peer was declared gone (heartbeat timeout)"))
+                return 1;
+            next = ep->first;                    /* callbacks may have ended others: restart */
+        }
+        c = next;
+    }
+    return 0;
+}
+
+static void s_hb_sweep(loop_t *loop, loop_timer_t *t, void *arg) {
+    (void)loop; (void)t;
+    endpoint_t *ep = arg;
+    ep->hb_sweep = NULL;
+    double now = loop_now();
+    s_enter(ep);
+    peer_t *p;
+    while (!ep->closing && (p = peers_oldest(ep->peers)) && now - p->last_seen > ep->hb_timeout) {
+        char who[64];
+        s_log(ep, "peer '%s' silent for %.2f s: gone",
+              s_peer_text(p->user_id, p->user_id_len, who, sizeof who), now - p->last_seen);
+        /* out of the directory first: callbacks see it gone */
+        peer_t gone = *p;
+        char ids[2 * FRAME_MAX_ID + 2];
+        size_t rl = p->routing_id_len < FRAME_MAX_ID ? p->routing_id_len : FRAME_MAX_ID;
+        size_t ul = p->user_id_len < FRAME_MAX_ID ? p->user_id_len : FRAME_MAX_ID;
+        memcpy(ids, p->routing_id, rl);
+        memcpy(ids + rl, p->user_id, ul);
+        gone.routing_id = ids; gone.routing_id_len = rl;
+        gone.user_id = ids + rl; gone.user_id_len = ul;
+        peers_remove(ep->peers, p);
+        if (s_fail_calls_to(ep, gone.routing_id, gone.routing_id_len)) break;
+        if (ep->ev.on_peer_gone) ep->ev.on_peer_gone(ep->ev.ctx, ep, &gone);
+    }
+    if (s_leave(ep)) return;
+    double next = ep->hb_timeout / 4;
+    if ((p = peers_oldest(ep->peers))) {
+        double due = p->last_seen + ep->hb_timeout - now;
+        if (due < next) next = due;
+    }
+    if (next < 0.005) next = 0.005;
+    ep->hb_sweep = loop_add_timer(ep->loop, next, s_hb_sweep, ep);
+}
+
+int endpoint_set_heartbeat(endpoint_t *ep, double interval, double timeout,
+                           const char *default_peer, size_t default_peer_len, int notify_seen) {
+    loop_cancel_timer(ep->loop, ep->hb_send);
+    loop_cancel_timer(ep->loop, ep->hb_sweep);
+    ep->hb_send = ep->hb_sweep = NULL;
+    ep->hb_interval = interval > 0 ? interval : 0;
+    ep->hb_timeout = timeout > 0 ? timeout : 0;
+    ep->notify_seen = notify_seen;
+    ep->hb_peer_len = default_peer && default_peer_len <= FRAME_MAX_ID ? default_peer_len : 0;
+    if (ep->hb_peer_len) memcpy(ep->hb_peer, default_peer, ep->hb_peer_len);
+    if (ep->hb_interval > 0 &&
+        !(ep->hb_send = loop_add_timer(ep->loop, ep->hb_interval, s_hb_send, ep)))
+        return -1;
+    if (ep->hb_timeout > 0 &&
+        !(ep->hb_sweep = loop_add_timer(ep->loop, ep->hb_timeout / 4, s_hb_sweep, ep)))
+        return -1;
+    return 0;
+}
+
 void endpoint_destroy(endpoint_t **p) {
     if (!p || !*p) return;
     endpoint_t *ep = *p;
@@ -503,7 +606,9 @@ void endpoint_destroy(endpoint_t **p) {
     s_flush(ep);                                /* last chance for queued replies */
     loop_cancel_timer(ep->loop, ep->expiry);
     loop_cancel_timer(ep->loop, ep->retry);
-    ep->expiry = ep->retry = NULL;
+    loop_cancel_timer(ep->loop, ep->hb_send);
+    loop_cancel_timer(ep->loop, ep->hb_sweep);
+    ep->expiry = ep->retry = ep->hb_send = ep->hb_sweep = NULL;
     loop_remove_socket(ep->loop, ep->socket);
     s_enter(ep);
     while (ep->first) s_fail_call(ep, ep->first, "PeerLostError", "the endpoint was closed");

@@ -31,6 +31,8 @@ struct endpoint_call {
     endpoint_call_t *hash_next;      /* bucket chain */
     endpoint_call_t *prev, *next;    /* deadline order */
     struct endpoint_out *queued;     /* its WORK still in the outbox, or NULL */
+    size_t peer_len;                 /* the routing id it went to, */
+    char peer[];                     /* so a peer declared gone ends its calls */
 };
 
 typedef struct endpoint_events {
@@ -47,6 +49,11 @@ typedef struct endpoint_events {
                            const char *error_name, const char *message);
     /* One line for the log (never holds a secret). */
     void (*log)(void *ctx, const char *line);
+    /* A message came from `p` (only when endpoint_set_heartbeat asked). */
+    void (*on_peer_seen)(void *ctx, endpoint_t *ep, const peer_t *p);
+    /* `p` was silent past the heartbeat timeout and left the directory;
+     * its calls have failed with PeerLostError. `p` is valid during the call. */
+    void (*on_peer_gone)(void *ctx, endpoint_t *ep, const peer_t *p);
 } endpoint_events_t;
 
 typedef struct endpoint_options {
@@ -94,6 +101,14 @@ int endpoint_reply_error(endpoint_t *ep, const char *peer, size_t peer_len,
 /* Pending calls and outbox size, for tests and stop. */
 size_t endpoint_pending_calls(const endpoint_t *ep);
 size_t endpoint_outbox_size(const endpoint_t *ep);
+
+/* Heartbeats: send HEARTBEAT every `interval` seconds (0: never) to every
+ * peer in the directory, and to `default_peer` (a client's server) if given;
+ * a peer silent for `timeout` seconds (0: never) leaves the directory, its
+ * pending calls fail with PeerLostError and on_peer_gone runs. With
+ * `notify_seen`, on_peer_seen runs for every message. Returns 0 or -1. */
+int endpoint_set_heartbeat(endpoint_t *ep, double interval, double timeout,
+                           const char *default_peer, size_t default_peer_len, int notify_seen);
 
 /* The directory of peers heard from (every message counts). */
 peers_t *endpoint_peers(endpoint_t *ep);

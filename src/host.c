@@ -644,7 +644,50 @@ static void s_on_call_failed(void *ctx, endpoint_t *ep, endpoint_call_t *call,
     s_settle_call(ctx, &job);
 }
 
+/* --- heartbeat hooks --- */
+
+typedef struct peer_job {
+    lendpoint_t *le;
+    const char *event;
+    const peer_t *peer;
+} peer_job_t;
+
+static int s_peer_protected(lua_State *L) {
+    peer_job_t *job = lua_touserdata(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, job->le->heartbeat_hook);
+    lua_pushstring(L, job->event);
+    lua_pushlstring(L, job->peer->user_id, job->peer->user_id_len);
+    lua_pushlstring(L, job->peer->routing_id, job->peer->routing_id_len);
+    lua_call(L, 3, 0);
+    return 0;
+}
+
+/* The backend's hook runs synchronously; an error is logged, never more. */
+static void s_peer_event(lendpoint_t *le, const char *event, const peer_t *p) {
+    if (le->heartbeat_hook == LUA_NOREF || le->in_gc) return;
+    lua_State *L = le->host->Lrun ? le->host->Lrun : le->host->L;
+    peer_job_t job = { le, event, p };
+    lua_pushcfunction(L, s_peer_protected);
+    lua_pushlightuserdata(L, &job);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+        host_log(le->host, "heartbeat hook %s failed: %s", event, lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
+}
+
+static void s_on_peer_seen(void *ctx, endpoint_t *ep, const peer_t *p) {
+    (void)ep;
+    s_peer_event(ctx, "heartbeat", p);
+}
+
+static void s_on_peer_gone(void *ctx, endpoint_t *ep, const peer_t *p) {
+    (void)ep;
+    s_peer_event(ctx, "timeout", p);
+}
+
 void host_endpoint_events(lendpoint_t *le, endpoint_events_t *ev) {
+    ev->on_peer_seen = s_on_peer_seen;
+    ev->on_peer_gone = s_on_peer_gone;
     ev->ctx = le;
     ev->on_work = s_on_work;
     ev->on_reply = s_on_reply;

@@ -106,7 +106,7 @@ static int l_endpoint_new(lua_State *L) {
     lendpoint_t *le = lua_newuserdatauv(L, sizeof *le, 0);
     memset(le, 0, sizeof *le);                    /* born closed */
     le->host = h;
-    le->self_ref = le->registry = le->proxy_to = le->resolver = LUA_NOREF;
+    le->self_ref = le->registry = le->proxy_to = le->resolver = le->heartbeat_hook = LUA_NOREF;
     le->timeout = timeout;
     le->max_handler_time = max_time;
     le->max_handler_memory = max_memory;
@@ -216,6 +216,10 @@ static void s_endpoint_close(lua_State *L, lendpoint_t *le, int from_gc) {
     if (le->registry != LUA_NOREF) { luaL_unref(L, LUA_REGISTRYINDEX, le->registry); le->registry = LUA_NOREF; }
     if (le->proxy_to != LUA_NOREF) { luaL_unref(L, LUA_REGISTRYINDEX, le->proxy_to); le->proxy_to = LUA_NOREF; }
     if (le->resolver != LUA_NOREF) { luaL_unref(L, LUA_REGISTRYINDEX, le->resolver); le->resolver = LUA_NOREF; }
+    if (le->heartbeat_hook != LUA_NOREF) {
+        luaL_unref(L, LUA_REGISTRYINDEX, le->heartbeat_hook);
+        le->heartbeat_hook = LUA_NOREF;
+    }
     if (le->tasks <= 0 && le->self_ref != LUA_NOREF) {
         luaL_unref(L, LUA_REGISTRYINDEX, le->self_ref);
         le->self_ref = LUA_NOREF;
@@ -231,6 +235,28 @@ static int l_endpoint_close(lua_State *L) {
 static int l_endpoint_gc(lua_State *L) {
     lendpoint_t *le = luaL_checkudata(L, 1, ENDPOINT_MT);
     s_endpoint_close(L, le, 1);
+    return 0;
+}
+
+/* ep:set_heartbeat(interval, timeout [, hook [, every_message]]): the
+ * heartbeat policy; hook(event, user_id, routing_id) with event 'heartbeat'
+ * (every message, only with every_message) or 'timeout'. */
+static int l_endpoint_set_heartbeat(lua_State *L) {
+    lendpoint_t *le = check_endpoint(L, 1);
+    double interval = luaL_checknumber(L, 2), timeout = luaL_checknumber(L, 3);
+    luaL_argcheck(L, interval >= 0, 2, "interval must be >= 0");
+    luaL_argcheck(L, timeout >= 0, 3, "timeout must be >= 0");
+    if (!lua_isnoneornil(L, 4)) luaL_checktype(L, 4, LUA_TFUNCTION);
+    int every = lua_toboolean(L, 5);
+    luaL_unref(L, LUA_REGISTRYINDEX, le->heartbeat_hook);
+    le->heartbeat_hook = LUA_NOREF;
+    if (lua_isfunction(L, 4)) {
+        lua_pushvalue(L, 4);
+        le->heartbeat_hook = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    if (endpoint_set_heartbeat(le->ep, interval, timeout, le->default_peer, le->default_peer_len,
+                               every && le->heartbeat_hook != LUA_NOREF) < 0)
+        return luaL_error(L, "not enough memory");
     return 0;
 }
 
@@ -475,6 +501,7 @@ static const luaL_Reg endpoint_methods[] = {
     { "call", l_endpoint_call },
     { "close", l_endpoint_close },
     { "set_proxy", l_endpoint_set_proxy },
+    { "set_heartbeat", l_endpoint_set_heartbeat },
     { "start", l_endpoint_start },
     { "stop", l_endpoint_stop },
     { "pending", l_endpoint_pending },

@@ -36,9 +36,42 @@ function backends.instance(kind, name, rpc, rpc_kind)
   return setmetatable({ rpc = rpc, options = rpc.options }, { __index = t })
 end
 
+local function log(...)
+  io.stderr:write('pseud-lua: ', table.concat({ ... }), '\n')
+end
+
+--- Hand the heartbeat policy of instance `hb` to the host: its fields
+-- `interval` and `timeout` (seconds; 0 or nil: none) and its hooks. The host
+-- runs the timers; a hook is called only when the backend defines it, and
+-- `handle_heartbeat` (every message) only then.
+function backends.start_heartbeat(hb, ep)
+  local interval, timeout = tonumber(hb.interval) or 0, tonumber(hb.timeout) or 0
+  local on_seen, on_gone = hb.handle_heartbeat, hb.handle_timeout
+  if interval <= 0 and timeout <= 0 and not on_seen and not on_gone then return end
+  local hooks = { heartbeat = 'handle_heartbeat', timeout = 'handle_timeout' }
+  ep:set_heartbeat(interval, timeout, function(event, user_id, routing_id)
+    local hook = hb[hooks[event]]
+    if not hook then return end
+    local ok, err = pcall(hook, hb, user_id, routing_id)
+    if not ok then log(hooks[event], ' of heartbeat backend ', tostring(hb.name), ' failed: ', tostring(err)) end
+  end, on_seen ~= nil)
+end
+
 -- Built in: the defaults. Everyone is authenticated, the user id is the
 -- routing id; no heartbeats, no expiry.
 backends.register_auth { name = 'noop_auth_backend', side = 'both' }
 backends.register_heartbeat { name = 'noop_heartbeat_backend', side = 'both' }
+
+-- heartbeat: send every heartbeat_interval seconds (default 5); a peer
+-- silent for heartbeat_timeout (default 3 intervals) is gone.
+backends.register_heartbeat {
+  name = 'heartbeat',
+  side = 'both',
+  configure = function(self, rpc)
+    local o = rpc.options
+    self.interval = tonumber(o.heartbeat_interval) or 5
+    self.timeout = tonumber(o.heartbeat_timeout) or 3 * self.interval
+  end,
+}
 
 return backends

@@ -129,6 +129,7 @@ local function new_rpc(kind, name, opts)
     self, kind)
   if self._auth.configure then self._auth:configure(self) end
   if self._heartbeat.configure then self._heartbeat:configure(self) end
+  backends.start_heartbeat(self._heartbeat, ep)
   if opts.proxy_to then ep:set_proxy(opts.proxy_to._core) end
   return self
 end

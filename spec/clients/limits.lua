@@ -20,11 +20,11 @@ local cases = {}
 
 function cases.preempted()
   local spin = client.spin(0.8)
-  local hellos, answered_at = {}, nil
+  local hellos = {}
   for i = 1, 100 do hellos[i] = client.hello(i) end
   local good = 0
   for i = 1, 100 do if hellos[i]:get() == 'Hello ' .. i then good = good + 1 end end
-  answered_at = spin:done() and 'after the spin' or 'during the spin'
+  local answered_at = spin:done() and 'after the spin' or 'during the spin'
   print(good, answered_at)
   print((outcome(spin)))
 end

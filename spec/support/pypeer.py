@@ -464,6 +464,25 @@ def cmd_server(args):
     return 0
 
 
+def cmd_heartbeats(args):
+    """Send pseud HEARTBEATs ([service, '', 'v1', '', 0x06, '']) every
+    --every seconds, --count times, then go silent (close)."""
+    ctx = zmq.Context.instance()
+    service = args.service.encode()
+    sock = router_client(ctx, identity_of(args))
+    sock.connect(args.endpoint)
+    deadline = time.monotonic() + args.timeout
+    sent = 0
+    for _ in range(args.count):
+        if not send_when_routable(sock, [service, b'', VERSION, b'', bytes([HEARTBEAT]), b''], deadline):
+            break
+        sent += 1
+        time.sleep(args.every)  # the cadence is the point here, not a synchronisation
+    sock.close()
+    emit({'sent': sent}, 0 if sent == args.count else 1)
+    return 0 if sent == args.count else 1
+
+
 def cmd_callee(args):
     """A pseud client with callables of its own (pseud's bidirectional
     mode): call NAME on the server and, until its reply comes, answer the
@@ -548,6 +567,12 @@ def main(argv):
     group.add_argument('--expect-reply', dest='expect', action='store_const', const='reply')
     group.add_argument('--expect-none', dest='expect', action='store_const', const='none')
     p.set_defaults(func=cmd_raw, expect=None)
+
+    p = sub.add_parser('heartbeats')
+    common(p)
+    p.add_argument('--count', type=int, default=10)
+    p.add_argument('--every', type=float, default=0.1)
+    p.set_defaults(func=cmd_heartbeats)
 
     p = sub.add_parser('callee')
     common(p)

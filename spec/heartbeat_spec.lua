@@ -1,0 +1,92 @@
+-- Heartbeats and liveness (DESIGN.md section 3): peers silent past their
+-- timeout leave rpc:peers() and their calls end with PeerLostError; peers
+-- that come back are listed again; a spinning handler makes no one time out.
+local process = require 'spec.support.process'
+
+local host = process.host()
+
+local function one_shot(endpoint, identity, case, ...)
+  local out, ok, code, log = process.run({ host, 'spec/clients/heartbeat.lua', endpoint, identity, '0.1', '0.3',
+    case, ... }, { name = identity, timeout = 30 })
+  assert(ok, ('%s exit %s\n%s\n%s'):format(case, tostring(code), out, io.open(log):read('a')))
+  local lines = {}
+  for line in out:gmatch('[^\n]+') do lines[#lines + 1] = line end
+  assert.equal('done', table.remove(lines))
+  return lines
+end
+
+local function start_client(endpoint, identity, interval, timeout)
+  local p = process.start({ host, 'spec/clients/heartbeat.lua', endpoint, identity, interval, timeout },
+    { name = identity })
+  assert.equal('ready', p:read_line(), p:report())
+  return p
+end
+
+describe('heartbeats', function()
+  after_each(function() process.stop_all() end)
+
+  it('drops a stopped client within timeout + interval and lists it again after SIGCONT', function()
+    local server = process.start({ host, 'spec/servers/heartbeat.lua', '0.2', '0.6' }, { name = 'hb-server' })
+    local endpoint = server:wait_for('^ready (%S+)', 10, 10)
+    local client = start_client(endpoint, 'sleeper', '0.2', '0.6')
+    assert.equal('sleeper', server:wait_for('^joined (sleeper)$', 10, 10))
+    client:kill('STOP')
+    local t0 = os.time()
+    assert.equal('sleeper', server:wait_for('^gone (%S+)$', 10, 3))
+    assert.is_true(os.time() - t0 <= 2)
+    assert.same({ 'asker' }, one_shot(endpoint, 'asker', 'peers'))
+    client:kill('CONT')
+    assert.equal('sleeper', server:wait_for('^joined (sleeper)$', 10, 3))
+    assert.same({ 'asker,sleeper' }, one_shot(endpoint, 'asker', 'peers'))
+  end)
+
+  it('ends a call to a client that is killed with PeerLostError within the heartbeat timeout', function()
+    local server = process.start({ host, 'spec/servers/heartbeat.lua', '0.1', '0.3' }, { name = 'hb-server' })
+    local endpoint = server:wait_for('^ready (%S+)', 10, 10)
+    local victim = start_client(endpoint, 'victim', '0.1', '0.3')
+    local caller = process.start({ host, 'spec/clients/heartbeat.lua', endpoint, 'caller', '0.1', '0.3',
+      'call_client', 'victim', '30' }, { name = 'caller' })
+    server:wait_for('^joined (caller)$', 10, 10)
+    victim:kill('KILL')
+    local line = caller:read_line()
+    assert(line, caller:report())
+    local outcome, seconds = line:match('^(%S+)\t(%S+)$')
+    assert.equal('PeerLostError', outcome, line)
+    assert.is_true(tonumber(seconds) < 2, line)
+  end)
+
+  it('keeps every peer alive and answers 100 calls while a handler spins for 3 s', function()
+    local server = process.start({ host, 'spec/servers/heartbeat.lua', '0.1', '0.3' }, { name = 'hb-server' })
+    local endpoint = server:wait_for('^ready (%S+)', 10, 10)
+    local idle = start_client(endpoint, 'idle', '0.1', '0.3')
+    assert.same({ '100\tduring', 'spun' }, one_shot(endpoint, 'spinner', 'spin_and_hello'))
+    idle:stop()
+    for _, line in ipairs(server.lines) do
+      assert.is_nil(line:match('^gone (idle)'), 'a peer timed out during the spin')
+      assert.is_nil(line:match('^gone (spinner)'), 'a peer timed out during the spin')
+    end
+  end)
+
+  it("fails a client's pending call when its server dies, and works with the next server", function()
+    local server = process.start({ host, 'spec/servers/heartbeat.lua', '0.1', '0.3' }, { name = 'hb-server' })
+    local endpoint = server:wait_for('^ready (%S+)', 10, 10)
+    local client = process.start({ host, 'spec/clients/heartbeat.lua', endpoint, 'orphan', '0.1', '0.3',
+      'server_dies' }, { name = 'orphan' })
+    assert.equal('waiting', client:read_line(), client:report())
+    server:kill('KILL')
+    server:wait(10)
+    assert.equal('PeerLostError\ttrue', client:read_line(), client:report())
+    process.start({ host, 'spec/servers/heartbeat.lua', '0.1', '0.3', endpoint }, { name = 'hb-server-2' })
+    assert.equal('Hello again', client:read_line(), client:report())
+  end)
+
+  it('lists an independent Python peer that sends HEARTBEATs, and expires it when silent', function()
+    local server = process.start({ host, 'spec/servers/heartbeat.lua', '0.1', '0.3' }, { name = 'hb-server' })
+    local endpoint = server:wait_for('^ready (%S+)', 10, 10)
+    local r = process.pypeer { 'heartbeats', endpoint, 'service', '--identity', 'py-peer', '--count', '10',
+      '--every', '0.1' }
+    assert.is_true(r.sent >= 10)
+    assert.equal('py-peer', server:wait_for('^joined (py%-peer)$', 10, 3))
+    assert.equal('py-peer', server:wait_for('^gone (py%-peer)$', 10, 3))
+  end)
+end)
