@@ -8,11 +8,19 @@
 
 local pseud = require 'pseud'
 
-local server = pseud.Server('bench')
+-- PSEUD_BENCH_HEARTBEAT="interval timeout" turns the built-in heartbeat
+-- backend on, to measure what it costs and to expire churned peers.
+local hb = os.getenv('PSEUD_BENCH_HEARTBEAT')
+local interval, timeout = (hb or ''):match('^(%S+)%s+(%S+)$')
+local server = pseud.Server('bench', hb and {
+  heartbeat_plugin = 'heartbeat',
+  heartbeat_interval = tonumber(interval), heartbeat_timeout = tonumber(timeout),
+} or nil)
 local endpoint = assert(server:bind(arg[1] or 'tcp://127.0.0.1:*'))
 
 server:register_rpc('hello', function(name) return 'Hello ' .. name end)
 server:register_rpc('echo', function(x) return x end)
+server:register_rpc('peer_count', function() return #server:peers() end)
 
 -- scripts/bench reads this line to learn the port it may connect to.
 io.stdout:write('ready ', endpoint, '\n')
