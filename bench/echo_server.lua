@@ -10,8 +10,8 @@ local pseud = require 'pseud'
 
 -- PSEUD_BENCH_HEARTBEAT="interval timeout" turns the built-in heartbeat
 -- backend on, to measure what it costs and to expire churned peers.
-local hb = os.getenv('PSEUD_BENCH_HEARTBEAT')
-local interval, timeout = (hb or ''):match('^(%S+)%s+(%S+)$')
+local interval, timeout = (os.getenv('PSEUD_BENCH_HEARTBEAT') or ''):match('^(%S+)%s+(%S+)$')
+local hb = interval ~= nil
 local server = pseud.Server('bench', hb and {
   heartbeat_plugin = 'heartbeat',
   heartbeat_interval = tonumber(interval), heartbeat_timeout = tonumber(timeout),

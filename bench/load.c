@@ -268,6 +268,10 @@ static uint64_t s_take_call(client_t *client, const unsigned char *uuid) {
 static void s_handle_reply(client_t *client, zmq_msg_t *frames, int count,
                            const options_t *options, const workload_t *workload,
                            tally_t *tally) {
+  /* a server's HEARTBEAT ([service, "", "v1", "", 0x06, ...]) is not a reply */
+  if (count == 6 && zmq_msg_size(&frames[3]) == 0 && zmq_msg_size(&frames[4]) == 1
+      && *(unsigned char *)zmq_msg_data(&frames[4]) == 0x06)
+    return;
   if (count != 6 || zmq_msg_size(&frames[0]) != strlen(options->service)
       || memcmp(zmq_msg_data(&frames[0]), options->service, strlen(options->service))
       || zmq_msg_size(&frames[1]) != 0 || zmq_msg_size(&frames[2]) != 2
