@@ -23,3 +23,25 @@ describe('examples', function()
     pair('examples/remote_calls_server.lua', 'examples/remote_calls_client.lua', 'abc\tDEF\tDone\n')
   end)
 end)
+
+describe('heartbeat example', function()
+  after_each(function() process.stop_all() end)
+
+  it('heartbeat_server.lua logs joins and departures and lists live peers', function()
+    local server = process.start({ process.host(), 'examples/heartbeat_server.lua', 'tcp://127.0.0.1:*' },
+      { name = 'heartbeat_server.lua' })
+    local endpoint = server:wait_for('listening on (%S+)', 10, 10)
+    local function client(name)
+      local out, ok = process.run({ process.host(), 'examples/heartbeat_client.lua', endpoint, name },
+        { name = name })
+      assert.is_true(ok, out)
+      return out
+    end
+    assert.equal('live peers: alice\n', client('alice'))
+    assert.equal('live peers: alice, bob\n', client('bob'))
+    assert.equal('alice', server:wait_for('^joined: (%S+)$', 10, 5))
+    assert.equal('bob', server:wait_for('^joined: (%S+)$', 10, 5))
+    assert.equal('alice', server:wait_for('^gone:%s+(%S+)$', 10, 6))
+    assert.equal('bob', server:wait_for('^gone:%s+(%S+)$', 10, 6))
+  end)
+end)
