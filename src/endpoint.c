@@ -534,9 +534,11 @@ static int s_fail_calls_to(endpoint_t *ep, const char *peer, size_t len) {
     while (c && budget > 0) {
         endpoint_call_t *next = c->next;
         if (c->peer_len == len && memcmp(c->peer, peer, len) == 0) {
+            char who[64], msg[160];
+            snprintf(msg, sizeof msg, "peer '%s' was declared gone (heartbeat timeout)",
+                     s_peer_text(peer, len, who, sizeof who));
             budget--;
-            if (s_fail_call(ep, c, "PeerLostError", "the peer was declared gone (heartbeat timeout)"))
-                return 1;
+            if (s_fail_call(ep, c, "PeerLostError", msg)) return 1;
             next = ep->first;                    /* callbacks may have ended others: restart */
         }
         c = next;

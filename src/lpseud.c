@@ -155,11 +155,14 @@ static int l_endpoint_call(lua_State *L) {
     host_t *h = le->host;
     size_t peer_len = le->default_peer_len, name_len;
     const char *peer = le->default_peer;
+    int unknown = 0;
     if (!lua_isnoneornil(L, 2)) {
-        /* a user id: where was it last heard from? */
+        /* a user id: where was it last heard from? A server's peers come to
+         * it, so one it has not heard from (or has declared gone) is lost. */
         peer = luaL_checklstring(L, 2, &peer_len);
         peer_t *p = peers_find_user(endpoint_peers(le->ep), peer, peer_len);
         if (p) { peer = p->routing_id; peer_len = p->routing_id_len; }
+        else unknown = le->default_peer_len == 0;
     }
     if (peer_len == 0 || peer_len > FRAME_MAX_ID)
         return luaL_argerror(L, 2, "no peer to call: use send_to(peer)");
@@ -187,10 +190,10 @@ static int l_endpoint_call(lua_State *L) {
     lfuture_t *fu = s_new_future(L);
     lua_pushvalue(L, -1);
     int ref = luaL_ref(L, LUA_REGISTRYINDEX);      /* pinned until settled */
-    fu->call = endpoint_send_work(le->ep, peer, peer_len, h->sbuf.data, h->sbuf.size,
-                                  le->timeout, ref);
+    fu->call = unknown ? NULL : endpoint_send_work(le->ep, peer, peer_len, h->sbuf.data,
+                                                   h->sbuf.size, le->timeout, ref);
     if (!fu->call) {
-        int e = errno;
+        int e = unknown ? EHOSTUNREACH : errno;
         luaL_unref(L, LUA_REGISTRYINDEX, ref);
         if (e != EHOSTUNREACH)
             return s_raise_error(L, "RuntimeError", lua_pushfstring(L, "cannot send: %s", zmq_strerror(e)));
