@@ -1,0 +1,78 @@
+/*
+ * test_peers: the peer directory (src/peers.c): insert, touch, order by last
+ * contact, user-id lookup, removal, growth past the first bucket array, and
+ * a routing id taken over by another user id.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "peers.h"
+
+static int g_checks, g_failed;
+#include "check.h"
+
+static peer_t *seen(peers_t *d, const char *rid, const char *uid, double now, int *is_new) {
+    return peers_seen(d, rid, strlen(rid), uid, uid ? strlen(uid) : 0, now, is_new);
+}
+
+static void test_basics(void) {
+    peers_t *d = peers_new();
+    int is_new;
+    CHECK(d && peers_count(d) == 0 && peers_oldest(d) == NULL, "a new directory is empty");
+    peer_t *a = seen(d, "a", NULL, 1.0, &is_new);
+    CHECK(a && is_new, "first contact adds");
+    CHECK(a->user_id_len == 1 && memcmp(a->user_id, "a", 1) == 0, "no user id: the routing id");
+    peer_t *b = seen(d, "b", "bob", 2.0, &is_new);
+    CHECK(is_new && b->user_id_len == 3, "a user id is kept");
+    CHECK(peers_oldest(d) == a && a->newer == b, "oldest first");
+    CHECK(seen(d, "a", NULL, 3.0, &is_new) == a && !is_new, "contact again: same entry");
+    CHECK(peers_oldest(d) == b && b->newer == a && a->last_seen == 3.0, "touched moves to newest");
+    CHECK(peers_find(d, "b", 1) == b && peers_find(d, "c", 1) == NULL, "find by routing id");
+    CHECK(peers_find_user(d, "bob", 3) == b, "find by user id");
+    CHECK(peers_find_user(d, "b", 1) == NULL, "a routing id is not a user id when one was given");
+    peer_t *b2 = seen(d, "b2", "bob", 4.0, &is_new);
+    CHECK(peers_find_user(d, "bob", 3) == b2, "the most recent connection of a user wins");
+    peer_t *b3 = seen(d, "b", "mallory", 5.0, &is_new);
+    CHECK(is_new && peers_find_user(d, "bob", 3) == b2 && peers_find(d, "b", 1) == b3,
+          "a routing id claimed by another user is a new peer");
+    peers_remove(d, b2);
+    CHECK(peers_find_user(d, "bob", 3) == NULL && peers_count(d) == 2, "removed");
+    peers_destroy(&d);
+    CHECK(d == NULL, "destroy clears the pointer");
+    peers_destroy(&d);
+}
+
+static void test_many(void) {
+    peers_t *d = peers_new();
+    int is_new;
+    char id[32];
+    for (int i = 0; i < 10000; i++) {
+        snprintf(id, sizeof id, "peer-%d", i);
+        seen(d, id, NULL, (double)i, &is_new);
+    }
+    CHECK(peers_count(d) == 10000, "10,000 peers");
+    int found = 0;
+    for (int i = 0; i < 10000; i++) {
+        snprintf(id, sizeof id, "peer-%d", i);
+        peer_t *p = peers_find(d, id, strlen(id));
+        found += p && p->last_seen == (double)i;
+    }
+    CHECK(found == 10000, "all found after the table grew (%d)", found);
+    double last = -1;
+    int ordered = 1, n = 0;
+    for (peer_t *p = peers_oldest(d); p; p = p->newer, n++) {
+        if (p->last_seen < last) ordered = 0;
+        last = p->last_seen;
+    }
+    CHECK(ordered && n == 10000, "walk is in last-contact order");
+    while (peers_oldest(d) && peers_oldest(d)->last_seen < 9000) peers_remove(d, peers_oldest(d));
+    CHECK(peers_count(d) == 1000, "expiry from the oldest end");
+    peers_destroy(&d);
+}
+
+int main(void) {
+    test_basics();
+    test_many();
+    printf("test_peers: %d checks, %d failed\n", g_checks, g_failed);
+    return g_failed != 0;
+}
