@@ -84,6 +84,7 @@ int host_init(host_t *h, lua_State *L) {
     memset(h, 0, sizeof *h);
     h->L = L;
     h->global_registry = LUA_NOREF;
+    h->zap_handler = LUA_NOREF;
     const char *log = getenv("PSEUD_LOG");
     h->quiet = log && strcmp(log, "quiet") == 0;
     codec_limits_init(&h->limits);
@@ -106,6 +107,7 @@ void host_close(host_t *h) {
     h->npool = 0;
     free(h->pool);
     h->pool = NULL;
+    zap_destroy(&h->zap);
     loop_destroy(&h->loop);
     if (h->zmq) { zmq_ctx_term(h->zmq); h->zmq = NULL; }
     msgpack_sbuffer_destroy(&h->sbuf);
@@ -642,6 +644,75 @@ static void s_on_call_failed(void *ctx, endpoint_t *ep, endpoint_call_t *call,
     if (((lendpoint_t *)ctx)->in_gc) return;
     reply_job_t job = { ctx, call, 0, NULL, 0, error_name, message, 0 };
     s_settle_call(ctx, &job);
+}
+
+/* --- ZAP --- */
+
+typedef struct zap_job {
+    host_t *h;
+    const zap_request_t *req;
+    char *user_id, *reason;
+    size_t user_id_size, reason_size;
+    int accepted;
+} zap_job_t;
+
+static void s_copy_out(char *dst, size_t size, const char *src) {
+    size_t n = strlen(src);
+    if (n >= size) n = size - 1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+static int s_zap_protected(lua_State *L) {
+    zap_job_t *job = lua_touserdata(L, 1);
+    const zap_request_t *r = job->req;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, job->h->zap_handler);
+    lua_createtable(L, 0, 7);
+    lua_pushstring(L, r->mechanism); lua_setfield(L, -2, "mechanism");
+    lua_pushstring(L, r->address); lua_setfield(L, -2, "address");
+    lua_pushstring(L, r->domain); lua_setfield(L, -2, "domain");
+    lua_pushlstring(L, r->routing_id, r->routing_id_len); lua_setfield(L, -2, "routing_id");
+    if (r->username) {
+        lua_pushlstring(L, r->username, r->username_len); lua_setfield(L, -2, "username");
+        lua_pushlstring(L, r->password, r->password_len); lua_setfield(L, -2, "password");
+    }
+    if (r->client_key[0]) { lua_pushstring(L, r->client_key); lua_setfield(L, -2, "client_key"); }
+    lua_call(L, 1, 2);
+    if (lua_type(L, -2) == LUA_TSTRING && lua_rawlen(L, -2) > 0) {
+        job->accepted = 1;
+        s_copy_out(job->user_id, job->user_id_size, lua_tostring(L, -2));
+    } else if (lua_isstring(L, -1)) {
+        s_copy_out(job->reason, job->reason_size, lua_tostring(L, -1));
+    }
+    return 0;
+}
+
+/* A ZAP request: the Lua handler decides; any error refuses. */
+static int s_zap_decide(void *ctx, const zap_request_t *req, char *user_id, size_t user_id_size,
+                        char *reason, size_t reason_size) {
+    host_t *h = ctx;
+    lua_State *L = h->Lrun ? h->Lrun : h->L;
+    zap_job_t job = { h, req, user_id, reason, user_id_size, reason_size, 0 };
+    s_copy_out(reason, reason_size, "refused");
+    lua_pushcfunction(L, s_zap_protected);
+    lua_pushlightuserdata(L, &job);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+        host_log(h, "ZAP handler failed (refused): %s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return 0;
+    }
+    if (!job.accepted)
+        host_log(h, "%s handshake refused (domain %s, address %s): %s", req->mechanism,
+                 req->domain, req->address, reason);
+    return job.accepted;
+}
+
+int host_start_zap(host_t *h, lua_State *L) {
+    luaL_unref(L, LUA_REGISTRYINDEX, h->zap_handler);
+    h->zap_handler = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (h->zap) return 0;
+    h->zap = zap_new(h->zmq, h->loop, s_zap_decide, h);
+    return h->zap ? 0 : -1;
 }
 
 /* --- heartbeat hooks --- */

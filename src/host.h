@@ -18,6 +18,7 @@
 #include "codec.h"
 #include "endpoint.h"
 #include "loop.h"
+#include "zap.h"
 
 #define HOST_MT      "pseud.Host"
 #define ENDPOINT_MT  "pseud.Endpoint"
@@ -48,6 +49,8 @@ typedef struct host {
     lua_Alloc alloc;              /* the state's own allocator, which host_alloc wraps */
     void *alloc_ud;
     task_t *current;              /* the task inside lua_resume now, or NULL */
+    zap_t *zap;                   /* the ZAP handler, once authentication is used */
+    int zap_handler;              /* ref: fn(request) -> user_id | nil, reason */
 } host_t;
 
 typedef struct lendpoint {
@@ -82,6 +85,10 @@ void *host_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
 
 /* Set up `h` (zmq context, loop, buffers); 0 or -1. */
 int host_init(host_t *h, lua_State *L);
+/* Start the ZAP handler (once) with the Lua function on top of L (popped).
+ * Returns 0, or -1 with errno. */
+int host_start_zap(host_t *h, lua_State *L);
+
 /* Close what host_init opened; safe twice. */
 void host_close(host_t *h);
 

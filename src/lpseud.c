@@ -8,12 +8,16 @@
  * returns nil, message, code; call outcomes are pseud.Error values.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <math.h>
 #include <string.h>
 #include <time.h>
 
 #include <lauxlib.h>
 #include <lua.h>
+#include <sodium.h>
 #include <zmq.h>
 
 #include "codec.h"
@@ -263,6 +267,44 @@ static int l_endpoint_set_heartbeat(lua_State *L) {
     return 0;
 }
 
+/* ep:set_security{...}: socket options for PLAIN and CURVE, before bind or
+ * connect. Keys are Z85 (40 characters). Fields: zap_domain, plain_server,
+ * plain_username, plain_password, curve_server, curve_publickey,
+ * curve_secretkey, curve_serverkey. */
+static int l_endpoint_set_security(lua_State *L) {
+    lendpoint_t *le = check_endpoint(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    void *sock = endpoint_socket(le->ep);
+    static const struct { const char *field; int option; int is_flag; } opts[] = {
+        { "zap_domain", ZMQ_ZAP_DOMAIN, 0 },
+        { "plain_server", ZMQ_PLAIN_SERVER, 1 },
+        { "plain_username", ZMQ_PLAIN_USERNAME, 0 },
+        { "plain_password", ZMQ_PLAIN_PASSWORD, 0 },
+        { "curve_server", ZMQ_CURVE_SERVER, 1 },
+        { "curve_publickey", ZMQ_CURVE_PUBLICKEY, 0 },
+        { "curve_secretkey", ZMQ_CURVE_SECRETKEY, 0 },
+        { "curve_serverkey", ZMQ_CURVE_SERVERKEY, 0 },
+    };
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
+        int t = lua_getfield(L, 2, opts[i].field);
+        int rc = 0;
+        if (t != LUA_TNIL) {
+            if (opts[i].is_flag) {
+                int v = lua_toboolean(L, -1);
+                rc = zmq_setsockopt(sock, opts[i].option, &v, sizeof v);
+            } else {
+                size_t n;
+                const char *v = luaL_checklstring(L, -1, &n);
+                rc = zmq_setsockopt(sock, opts[i].option, v, n);
+            }
+        }
+        lua_pop(L, 1);
+        /* never echo the value: it may be a secret */
+        if (rc < 0) return luaL_error(L, "cannot set %s: %s", opts[i].field, zmq_strerror(errno));
+    }
+    return 0;
+}
+
 /* ep:set_proxy(other|nil): names not found here are looked up in other's registry */
 static int l_endpoint_set_proxy(lua_State *L) {
     lendpoint_t *le = check_endpoint(L, 1);
@@ -403,6 +445,77 @@ static int l_spawn(lua_State *L) {
     return 1;
 }
 
+/* core.set_zap_handler(fn): fn(request) -> user_id | nil, reason */
+static int l_set_zap_handler(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    lua_settop(L, 1);
+    if (host_start_zap(HOST(L), L) < 0)
+        return luaL_error(L, "cannot start the ZAP handler: %s", zmq_strerror(errno));
+    return 0;
+}
+
+/* core.curve_keypair() -> public, secret (Z85) */
+static int l_curve_keypair(lua_State *L) {
+    char pub[41], sec[41];
+    if (zmq_curve_keypair(pub, sec) < 0) return luaL_error(L, "CURVE is not available: %s", zmq_strerror(errno));
+    lua_pushstring(L, pub);
+    lua_pushstring(L, sec);
+    sodium_memzero(sec, sizeof sec);
+    return 2;
+}
+
+/* core.curve_public(secret) -> public (Z85) */
+static int l_curve_public(lua_State *L) {
+    size_t n;
+    const char *sec = luaL_checklstring(L, 1, &n);
+    char pub[41];
+    if (n != 40 || zmq_curve_public(pub, sec) < 0) return luaL_argerror(L, 1, "not a Z85 CURVE secret key");
+    lua_pushstring(L, pub);
+    return 1;
+}
+
+/* core.pwhash(password) -> argon2 string (libsodium crypto_pwhash_str) */
+static int l_pwhash(lua_State *L) {
+    size_t n;
+    const char *pw = luaL_checklstring(L, 1, &n);
+    char out[crypto_pwhash_STRBYTES];
+    if (sodium_init() < 0 ||
+        crypto_pwhash_str(out, pw, n, crypto_pwhash_OPSLIMIT_INTERACTIVE,
+                          crypto_pwhash_MEMLIMIT_INTERACTIVE) != 0)
+        return luaL_error(L, "cannot hash the password (out of memory)");
+    lua_pushstring(L, out);
+    return 1;
+}
+
+/* core.pwhash_verify(hash, password) -> boolean */
+static int l_pwhash_verify(lua_State *L) {
+    size_t n;
+    const char *hash = luaL_checkstring(L, 1);
+    const char *pw = luaL_checklstring(L, 2, &n);
+    lua_pushboolean(L, sodium_init() >= 0 && strlen(hash) < crypto_pwhash_STRBYTES &&
+                       crypto_pwhash_str_verify(hash, pw, n) == 0);
+    return 1;
+}
+
+/* core.write_private(path, text) -> true | nil, message: create or replace a
+ * file readable by its owner only (mode 0600 from the start, not chmod after) */
+static int l_write_private(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    size_t n;
+    const char *text = luaL_checklstring(L, 2, &n);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0 || fchmod(fd, 0600) < 0 || write(fd, text, n) != (ssize_t)n) {
+        int e = errno;
+        if (fd >= 0) close(fd);
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: %s", path, strerror(e));
+        return 2;
+    }
+    close(fd);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* core.caller() -> user_id, routing_id of the call this handler answers */
 static int l_caller(lua_State *L) {
     return host_push_caller(L);
@@ -505,6 +618,7 @@ static const luaL_Reg endpoint_methods[] = {
     { "close", l_endpoint_close },
     { "set_proxy", l_endpoint_set_proxy },
     { "set_heartbeat", l_endpoint_set_heartbeat },
+    { "set_security", l_endpoint_set_security },
     { "start", l_endpoint_start },
     { "stop", l_endpoint_stop },
     { "pending", l_endpoint_pending },
@@ -539,6 +653,12 @@ static const luaL_Reg core_functions[] = {
     { "in_task", l_in_task },
     { "now", l_now },
     { "caller", l_caller },
+    { "set_zap_handler", l_set_zap_handler },
+    { "curve_keypair", l_curve_keypair },
+    { "curve_public", l_curve_public },
+    { "pwhash", l_pwhash },
+    { "pwhash_verify", l_pwhash_verify },
+    { "write_private", l_write_private },
     { "error", l_error },
     { "ext", l_ext },
     { "configure", l_configure },

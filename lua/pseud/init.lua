@@ -7,6 +7,7 @@
 local core = require 'pseud.core'
 local registry = require 'pseud.registry'
 local backends = require 'pseud.backends'
+local auth = require 'pseud.auth'
 
 local pseud = {
   _VERSION = 'pseud-lua 0.1.0',
@@ -62,6 +63,8 @@ end
 pseud.register_predicate = registry.register_predicate
 pseud.register_auth_backend = backends.register_auth
 pseud.register_heartbeat_backend = backends.register_heartbeat
+pseud.load_keypair = auth.load_keypair
+pseud.curve_keypair = core.curve_keypair
 
 -- Proxies: `rpc.name` and `proxy.more` build dotted names; calling one sends
 -- the call. `rpc:name(...)` passes the rpc first: it is dropped. A proxy keeps

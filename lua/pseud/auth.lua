@@ -1,0 +1,151 @@
+--- pseud.auth: the built-in authentication backends (DESIGN.md section 3):
+-- plain (PLAIN over ZAP) and trusted_curve (CURVE with an allow list).
+--
+-- The host runs one ZAP handler for the process; each server backend gets a
+-- ZAP domain of its own, so a request reaches the backend of the socket it
+-- is about. The user id a backend's zap() returns is what every message of
+-- that peer then carries, so a peer cannot choose its identity.
+-- Secrets (passwords, secret keys) never reach a log or an error message.
+local core = require 'pseud.core'
+local backends = require 'pseud.backends'
+
+local auth = {}
+
+local by_domain = {}             -- ZAP domain -> backend instance
+local next_domain = 0
+
+local function log(...)
+  io.stderr:write('pseud-lua: ', table.concat({ ... }), '\n')
+end
+
+local function zap_dispatch(req)
+  local backend = by_domain[req.domain]
+  if not backend or not backend.zap then return nil, 'no authentication for this domain' end
+  return backend:zap(req)
+end
+
+--- Give `backend` (a server instance) a ZAP domain; returns the domain.
+function auth.zap_domain(backend)
+  core.set_zap_handler(zap_dispatch)
+  next_domain = next_domain + 1
+  local domain = 'pseud-' .. next_domain
+  by_domain[domain] = backend
+  return domain
+end
+
+local function fail(message)
+  error(core.error('ValueError', message), 0)
+end
+
+--- Read `path` as lines of two words, skipping blanks and # comments;
+-- returns a table first word -> second word.
+local function read_pairs(path, what)
+  local f, err = io.open(path, 'r')
+  if not f then fail(('cannot read %s: %s'):format(what, err)) end
+  local t, n = {}, 0
+  for line in f:lines() do
+    n = n + 1
+    line = line:gsub('#.*', '')
+    local a, b = line:match('^%s*(%S+)%s+(%S+)%s*$')
+    if a then t[a] = b
+    elseif line:match('%S') then fail(('%s line %d: expected two words'):format(what, n)) end
+  end
+  f:close()
+  return t
+end
+auth.read_pairs = read_pairs
+
+local function need(opts, field, kind)
+  if type(opts[field]) ~= 'string' or opts[field] == '' then
+    fail(("%s needs the option '%s'"):format(kind, field))
+  end
+  return opts[field]
+end
+
+--- Password check shared by plain and untrusted_curve: the `credentials`
+-- function or the `credentials_file` of argon2 hashes.
+local function password_checker(opts, kind)
+  if opts.credentials then
+    return function(login, password)
+      local ok, yes = pcall(opts.credentials, login, password)
+      if not ok then log(kind, ': credentials function failed (refused): ', tostring(yes)) end
+      return ok and yes == true
+    end
+  end
+  local hashes = read_pairs(need(opts, 'credentials_file', kind), 'credentials_file')
+  return function(login, password)
+    local hash = hashes[login]
+    return hash ~= nil and core.pwhash_verify(hash, password)
+  end
+end
+auth.password_checker = password_checker
+
+backends.register_auth {
+  name = 'plain',
+  side = 'both',
+  configure = function(self, rpc)
+    local o = rpc.options
+    if rpc._kind == 'server' then
+      self.check = password_checker(o, 'plain')
+      rpc._core:set_security { plain_server = true, zap_domain = auth.zap_domain(self) }
+    else
+      rpc._core:set_security { plain_username = need(o, 'user_id', 'plain'),
+                               plain_password = need(o, 'password', 'plain') }
+    end
+  end,
+  zap = function(self, req)
+    if req.mechanism ~= 'PLAIN' then return nil, 'PLAIN required' end
+    if self.check(req.username, req.password) then return req.username end
+    return nil, 'wrong login or password'
+  end,
+}
+
+backends.register_auth {
+  name = 'trusted_curve',
+  side = 'both',
+  configure = function(self, rpc)
+    local o = rpc.options
+    if rpc._kind == 'server' then
+      if o.allow then
+        self.allow = o.allow
+      else
+        local users = read_pairs(need(o, 'allow_list', 'trusted_curve'), 'allow_list')
+        local keys = {}
+        for user, key in pairs(users) do keys[key] = user end
+        self.allow = function(key) return keys[key] end
+      end
+      rpc._core:set_security { curve_server = true, curve_secretkey = need(o, 'secret_key', 'trusted_curve'),
+                               zap_domain = auth.zap_domain(self) }
+    else
+      rpc._core:set_security { curve_serverkey = need(o, 'peer_public_key', 'trusted_curve'),
+                               curve_publickey = need(o, 'public_key', 'trusted_curve'),
+                               curve_secretkey = need(o, 'secret_key', 'trusted_curve') }
+    end
+  end,
+  zap = function(self, req)
+    if req.mechanism ~= 'CURVE' then return nil, 'CURVE required' end
+    local ok, user = pcall(self.allow, req.client_key)
+    if not ok then
+      log('trusted_curve: allow function failed (refused): ', tostring(user))
+      return nil, 'refused'
+    end
+    if type(user) == 'string' and user ~= '' then return user end
+    return nil, 'client key not allowed'
+  end,
+}
+
+--- pseud.load_keypair(path): the Z85 keys in `path` (public) and
+-- `path .. '_secret'` (as written by `pseud-lua keygen`).
+function auth.load_keypair(path)
+  local function read(p)
+    local f, err = io.open(p, 'r')
+    if not f then error(core.error('ValueError', 'cannot read key: ' .. tostring(err)), 3) end
+    local key = f:read('l')
+    f:close()
+    if not key or #key ~= 40 then error(core.error('ValueError', p .. ': not a Z85 CURVE key'), 3) end
+    return key
+  end
+  return read(path), read(path .. '_secret')
+end
+
+return auth
