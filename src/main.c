@@ -25,6 +25,8 @@ static const char *s_progname = "pseud-lua";
 static void s_usage(FILE *out) {
     fprintf(out,
         "usage: %s [options] [script [args]]\n"
+        "       %s keygen [NAME]       write a CURVE keypair: NAME.key, NAME.key_secret (0600)\n"
+        "       %s passwd FILE LOGIN   add LOGIN's argon2 hash to FILE (password on stdin)\n"
         "Run a Lua 5.4 script with the pseud RPC host (require 'pseud').\n"
         "  -e CODE     run CODE (may be given more than once)\n"
         "  -v, --version  print the version\n"
@@ -32,7 +34,7 @@ static void s_usage(FILE *out) {
         "  --          stop handling options\n"
         "  -           run standard input\n"
         "Environment: PSEUD_LOG=quiet silences the host's log lines (stderr).\n",
-        s_progname);
+        s_progname, s_progname, s_progname);
 }
 
 /* Message handler: a traceback for strings; error values keep their
@@ -130,6 +132,19 @@ static int s_pmain(lua_State *L) {
     luaL_openlibs(L);
     s_setup_paths(L);
     a->status = LUA_OK;
+    /* helper commands: pseud-lua keygen|passwd ... (lua/pseud/tools.lua) */
+    if (argc >= 2 && (strcmp(argv[1], "keygen") == 0 || strcmp(argv[1], "passwd") == 0)) {
+        lua_getglobal(L, "require");
+        lua_pushliteral(L, "pseud.tools");
+        int st = s_docall(L, 1, 1);
+        if (st == LUA_OK) {
+            lua_getfield(L, -1, "main");
+            for (i = 1; i < argc; i++) lua_pushstring(L, argv[i]);
+            st = s_docall(L, argc - 1, 0);
+        }
+        a->status = s_report(L, st);
+        return 0;
+    }
     /* first pass: find the script */
     for (i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-e") == 0) { i++; continue; }
