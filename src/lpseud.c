@@ -201,8 +201,11 @@ static int l_endpoint_call(lua_State *L) {
         luaL_unref(L, LUA_REGISTRYINDEX, ref);
         if (e != EHOSTUNREACH)
             return s_raise_error(L, "RuntimeError", lua_pushfstring(L, "cannot send: %s", zmq_strerror(e)));
-        /* unknown or departed peer: a future that has already failed */
-        lua_pushlstring(L, peer, peer_len);
+        /* unknown or departed peer: a future that has already failed. `peer`
+         * may have pointed into the directory entry the failure removed:
+         * name the peer as the caller did. */
+        if (lua_isnoneornil(L, 2)) lua_pushlstring(L, le->default_peer, le->default_peer_len);
+        else lua_pushvalue(L, 2);
         host_push_error(L, "PeerLostError",
                         lua_pushfstring(L, "no connected peer '%s'", lua_tostring(L, -1)), "");
         host_settle(h, L, -4, FUTURE_FAILED);

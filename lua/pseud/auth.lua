@@ -37,18 +37,19 @@ local function fail(message)
   error(core.error('ValueError', message), 0)
 end
 
---- Read `path` as lines of two words, skipping blanks and # comments;
--- returns a table first word -> second word.
+--- Read `path` as lines of two words, skipping blank lines and lines that
+-- start with # (only those: Z85 keys may contain '#'); returns a table
+-- first word -> second word.
 local function read_pairs(path, what)
   local f, err = io.open(path, 'r')
   if not f then fail(('cannot read %s: %s'):format(what, err)) end
   local t, n = {}, 0
   for line in f:lines() do
     n = n + 1
-    line = line:gsub('#.*', '')
     local a, b = line:match('^%s*(%S+)%s+(%S+)%s*$')
-    if a then t[a] = b
-    elseif line:match('%S') then fail(('%s line %d: expected two words'):format(what, n)) end
+    if line:match('^%s*#') or not line:match('%S') then -- luacheck: ignore 542
+    elseif a then t[a] = b
+    else fail(('%s line %d: expected two words'):format(what, n)) end
   end
   f:close()
   return t

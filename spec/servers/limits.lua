@@ -1,11 +1,11 @@
 --[[
 spec/servers/limits.lua [ENDPOINT]: handlers that misbehave, for
-limits_spec.lua. max_handler_time = 1 s, max_handler_memory = 64 MB.
+limits_spec.lua. max_handler_time = 1 s, max_handler_memory = 16 MB.
 Prints `ready <endpoint>`, serves 'service' until SIGTERM.
 ]]
 local pseud = require 'pseud'
 
-local server = pseud.Server('service', { max_handler_time = 1, max_handler_memory = 64e6 })
+local server = pseud.Server('service', { max_handler_time = 1, max_handler_memory = 16e6 })
 local endpoint = assert(server:bind(arg[1] or 'tcp://127.0.0.1:*'))
 
 server:register_rpc('hello', function(name) return 'Hello ' .. name end)
@@ -21,7 +21,7 @@ server:register_rpc('spin_in_pcall', function()
 end)
 server:register_rpc('hog', function()
   local t = {}
-  while true do t[#t + 1] = string.rep('x', 1024) .. #t end
+  while true do t[#t + 1] = string.rep('x', 65536) .. #t end
 end)
 
 io.stdout:write('ready ', endpoint, '\n')

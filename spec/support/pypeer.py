@@ -160,9 +160,16 @@ def describe_reply(frames, service=None, sent_uuid=None, req=False):
 
 # ---------------------------------------------------------------- client side
 
+CURVE_KEYS = {}   # set from --curve-* options: a CURVE client (keys in Z85)
+
+
 def router_client(ctx, identity):
     sock = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 0)
+    if CURVE_KEYS:
+        sock.setsockopt(zmq.CURVE_SERVERKEY, CURVE_KEYS['server'].encode())
+        sock.setsockopt(zmq.CURVE_PUBLICKEY, CURVE_KEYS['public'].encode())
+        sock.setsockopt(zmq.CURVE_SECRETKEY, CURVE_KEYS['secret'].encode())
     sock.setsockopt(zmq.ROUTING_ID, identity)
     sock.setsockopt(zmq.PROBE_ROUTER, 1)
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -529,6 +536,9 @@ def main(argv):
             p.add_argument('service')
         p.add_argument('--timeout', type=float, default=5.0)
         p.add_argument('--identity')
+        p.add_argument('--curve-server-key')
+        p.add_argument('--curve-public-key')
+        p.add_argument('--curve-secret-key')
 
     p = sub.add_parser('call')
     common(p)
@@ -586,6 +596,9 @@ def main(argv):
     p.set_defaults(func=cmd_server)
 
     args = parser.parse_args(argv)
+    if getattr(args, 'curve_server_key', None):
+        CURVE_KEYS.update(server=args.curve_server_key, public=args.curve_public_key,
+                          secret=args.curve_secret_key)
     return args.func(args)
 
 

@@ -1,0 +1,134 @@
+-- Authentication over ZAP (DESIGN.md sections 1 and 3): PLAIN and trusted
+-- CURVE with real processes; the user id ZAP accepts is the peer's identity.
+local process = require 'spec.support.process'
+
+local host = process.host()
+local dir
+
+local function sh(cmd)
+  assert(os.execute(cmd), cmd)
+end
+
+local function client(endpoint, backend, creds, case, carg)
+  local argv = { host, 'spec/clients/auth.lua', endpoint, backend }
+  for _, c in ipairs(creds) do argv[#argv + 1] = c end
+  argv[#argv + 1] = '--'
+  argv[#argv + 1] = case
+  argv[#argv + 1] = carg
+  return argv
+end
+
+local function run(argv)
+  local out, ok, code, log = process.run(argv, { name = 'auth-client', timeout = 20 })
+  assert(ok, ('exit %s\n%s\n%s'):format(tostring(code), out, io.open(log):read('a')))
+  return (out:gsub('\n$', ''))
+end
+
+local function handled(server)
+  local users = {}
+  for _, line in ipairs(server.lines) do
+    local u = line:match('^handled (.*)$')
+    if u then users[#users + 1] = u end
+  end
+  return users
+end
+
+describe('authentication', function()
+  lazy_setup(function()
+    dir = process.tmpdir() .. '/auth'
+    sh('mkdir -p ' .. dir)
+    for _, name in ipairs { 'server', 'alice', 'mallory', 'other-server' } do
+      sh(('cd %s && %s keygen %s >/dev/null'):format(dir, process.quote(host), name))
+    end
+    local f = assert(io.open(dir .. '/allow', 'w'))
+    f:write('# user_id  public key\n', 'alice ', io.open(dir .. '/alice.key'):read('l'), '\n')
+    f:close()
+    sh(("printf 'wonderland\\n' | %s passwd %s/creds alice >/dev/null"):format(process.quote(host), dir))
+    sh(("printf 'builder\\n' | %s passwd %s/creds bob >/dev/null"):format(process.quote(host), dir))
+    sh(("printf 'sea\\n' | %s passwd %s/creds carol >/dev/null"):format(process.quote(host), dir))
+    sh(("printf 'asks\\n' | %s passwd %s/creds dave >/dev/null"):format(process.quote(host), dir))
+  end)
+  after_each(function() process.stop_all() end)
+
+  describe('PLAIN', function()
+    local server, endpoint
+    before_each(function()
+      server, endpoint = process.server('spec/servers/auth.lua', 'plain', dir .. '/creds')
+    end)
+
+    it('lets the right password in, as that login', function()
+      assert.equal('alice', run(client(endpoint, 'plain', { 'alice', 'wonderland' }, 'whoami')))
+    end)
+
+    it('keeps the wrong password out: no handler runs', function()
+      assert.equal('TimeoutError', run(client(endpoint, 'plain', { 'alice', 'guess' }, 'whoami')))
+      assert.equal('TimeoutError', run(client(endpoint, 'plain', { 'nobody', 'x' }, 'whoami')))
+      server:stop()
+      assert.same({}, handled(server))
+      assert.matches('PLAIN handshake refused', server:log_text())
+      assert.is_nil(server:log_text():find('guess', 1, true), 'a password reached the log')
+    end)
+
+    it('reaches the right client among three with send_to(user_id)', function()
+      for _, c in ipairs { { 'alice', 'wonderland' }, { 'bob', 'builder' }, { 'carol', 'sea' } } do
+        local p = process.start(client(endpoint, 'plain', c, 'serve', 'I am ' .. c[1]), { name = c[1] })
+        assert.equal('ready', p:read_line(), p:report())
+      end
+      for _, user in ipairs { 'bob', 'carol', 'alice' } do
+        assert.equal('I am ' .. user, run(client(endpoint, 'plain', { 'dave', 'asks' }, 'ask', user)))
+      end
+    end)
+
+    it("does not give a user's work to another connection that takes its routing id", function()
+      local alice = process.start(client(endpoint, 'plain', { 'alice', 'wonderland', 'shared-id' }, 'serve',
+        'the real alice'), { name = 'alice' })
+      assert.equal('ready', alice:read_line(), alice:report())
+      local mallory = process.start(client(endpoint, 'plain', { 'bob', 'builder', 'shared-id' }, 'serve',
+        'mallory'), { name = 'mallory' })
+      mallory:read_line()
+      assert.equal('the real alice', run(client(endpoint, 'plain', { 'carol', 'sea' }, 'ask', 'alice')))
+    end)
+
+    it('keeps a reconnecting client its identity', function()
+      local first = process.start(client(endpoint, 'plain', { 'alice', 'wonderland' }, 'serve', 'first'),
+        { name = 'first' })
+      assert.equal('ready', first:read_line(), first:report())
+      first:stop()
+      local second = process.start(client(endpoint, 'plain', { 'alice', 'wonderland' }, 'serve', 'second'),
+        { name = 'second' })
+      assert.equal('ready', second:read_line(), second:report())
+      assert.equal('second', run(client(endpoint, 'plain', { 'bob', 'builder' }, 'ask', 'alice')))
+    end)
+  end)
+
+  describe('trusted CURVE', function()
+    local server, endpoint
+    before_each(function()
+      server, endpoint = process.server('spec/servers/auth.lua', 'trusted_curve', dir .. '/server.key',
+        dir .. '/allow')
+    end)
+
+    it('lets a listed key in, as its user id', function()
+      assert.equal('alice', run(client(endpoint, 'trusted_curve', { dir .. '/alice.key', dir .. '/server.key' },
+        'whoami')))
+    end)
+
+    it('keeps an unlisted key and a wrong server key out: no handler runs', function()
+      assert.equal('TimeoutError', run(client(endpoint, 'trusted_curve',
+        { dir .. '/mallory.key', dir .. '/server.key' }, 'whoami')))
+      assert.equal('TimeoutError', run(client(endpoint, 'trusted_curve',
+        { dir .. '/alice.key', dir .. '/other-server.key' }, 'whoami')))
+      server:stop()
+      assert.same({}, handled(server))
+    end)
+
+    it('authenticates an independent Python CURVE peer', function()
+      local function key(name) return io.open(dir .. '/' .. name):read('l') end
+      local r = process.pypeer { 'call', endpoint, 'service', 'whoami', '[]',
+        '--curve-server-key', key('server.key'), '--curve-public-key', key('alice.key'),
+        '--curve-secret-key', key('alice.key_secret') }
+      assert.equal(1, r.type)
+      assert.equal('alice', r.body)
+    end)
+  end)
+end)
