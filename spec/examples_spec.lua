@@ -45,3 +45,31 @@ describe('heartbeat example', function()
     assert.equal('bob', server:wait_for('^gone:%s+(%S+)$', 10, 6))
   end)
 end)
+
+describe('authentication examples', function()
+  after_each(function() process.stop_all() end)
+
+  it('auth_plain_server.lua knows auth_plain_client.lua as alice', function()
+    pair('examples/auth_plain_server.lua', 'examples/auth_plain_client.lua', 'you are alice\n')
+  end)
+
+  it('auth_curve_server.lua knows auth_curve_client.lua by its key', function()
+    local dir = process.tmpdir() .. '/curve-example'
+    local host = process.quote(process.host())
+    assert(os.execute(('mkdir -p %s && cd %s && %s keygen server >/dev/null && %s keygen alice >/dev/null'
+      .. ' && echo "alice $(cat alice.key)" > allow_list'):format(dir, dir, host, host)))
+    local server = process.start({ process.host(), 'examples/auth_curve_server.lua', 'tcp://127.0.0.1:*', dir },
+      { name = 'auth_curve_server.lua' })
+    local endpoint = server:wait_for('listening on (%S+)', 10, 10)
+    local out, ok = process.run({ process.host(), 'examples/auth_curve_client.lua', endpoint, dir },
+      { name = 'auth_curve_client.lua' })
+    assert.is_true(ok, out)
+    assert.equal('you are alice\n', out)
+  end)
+
+  it('custom_auth_backend.lua routes by the admin flag its backend gives', function()
+    local out, ok = process.run({ process.host(), 'examples/custom_auth_backend.lua' }, { name = 'custom' })
+    assert.is_true(ok, out)
+    assert.equal('guest: small power\nroot: great power\n', out)
+  end)
+end)
