@@ -428,6 +428,7 @@ static void s_on_readable(loop_t *loop, void *socket, void *arg) {
                                    m.user_id ? strlen(m.user_id) : 0, now, &is_new);
             if (p && ep->notify_seen && ep->ev.on_peer_seen)
                 ep->ev.on_peer_seen(ep->ev.ctx, ep, p);
+            if (ep->closing) { frame_close(&m); break; }   /* the hook closed it */
         }
         switch (kind) {
         case FRAME_KIND_PROBE:
@@ -571,6 +572,8 @@ static void s_hb_sweep(loop_t *loop, loop_timer_t *t, void *arg) {
         if (ep->ev.on_peer_gone) ep->ev.on_peer_gone(ep->ev.ctx, ep, &gone);
     }
     if (s_leave(ep)) return;
+    /* a callback may have set a new policy (and armed its own sweep) */
+    if (ep->hb_sweep || ep->hb_timeout <= 0) return;
     double next = ep->hb_timeout / 4;
     if ((p = peers_oldest(ep->peers))) {
         double due = p->last_seen + ep->hb_timeout - now;

@@ -419,8 +419,9 @@ static void s_lookup(lua_State *L, lendpoint_t *le, const frame_message_t *m,
     int name = lua_gettop(L);
     host_t *h = le->host;
     lendpoint_t *at = le;
-    for (int hops = 0; hops < 9; hops++) {
+    for (int hops = 0; hops < 9 && le->ep; hops++) {   /* a resolver may close it */
         int reg = at ? at->registry : h->global_registry;
+        if (reg == LUA_NOREF) break;
         lua_rawgeti(L, LUA_REGISTRYINDEX, reg);
         lua_pushvalue(L, name);
         lua_rawget(L, -2);
@@ -441,6 +442,7 @@ static void s_lookup(lua_State *L, lendpoint_t *le, const frame_message_t *m,
 static int s_work_refuse(work_job_t *job, const char *name, const char *message) {
     const frame_message_t *m = job->m;
     job->owned = 1;
+    if (!job->le->ep) return 0;                   /* closed meanwhile (by a resolver) */
     if (strcmp(name, "ProtocolError") == 0) {
         char who[64];
         size_t n = m->peer_len < sizeof who - 1 ? m->peer_len : sizeof who - 1;
@@ -521,6 +523,7 @@ static int s_work_protected(lua_State *L) {
 
 static void s_on_work(void *ctx, endpoint_t *ep, const frame_message_t *m) {
     lendpoint_t *le = ctx;
+    if (!le->ep) return;                          /* closed by a hook of this very message */
     lua_State *L = le->host->Lrun;
     work_job_t job = { le, m, 0 };
     (void)ep;
@@ -530,7 +533,7 @@ static void s_on_work(void *ctx, endpoint_t *ep, const frame_message_t *m) {
     if (status != LUA_OK) {
         const char *msg = lua_tostring(L, -1);
         host_log(le->host, "WORK failed before its handler ran: %s", msg ? msg : "(error)");
-        if (!job.owned)
+        if (!job.owned && le->ep)
             endpoint_reply_error(le->ep, m->peer, m->peer_len, m->uuid,
                                  status == LUA_ERRMEM ? "MemoryError" : "LuaError",
                                  msg ? msg : "error", "");

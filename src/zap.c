@@ -82,10 +82,13 @@ static void s_handle(zap_t *z) {
     }
     char user_id[256] = "", reason[256] = "malformed ZAP request";
     int accepted = ok && z->decide(z->ctx, &req, user_id, sizeof user_id, reason, sizeof reason);
-    if (n >= 2) {
-        if (accepted) s_send_reply(z->socket, &parts[1], "200", "OK", user_id);
-        else s_send_reply(z->socket, &parts[1], "400", reason, "");
-    }
+    /* REP must answer every request, even one too short to have an id */
+    zmq_msg_t no_id;
+    zmq_msg_init(&no_id);
+    const zmq_msg_t *id = n >= 2 ? &parts[1] : &no_id;
+    if (accepted) s_send_reply(z->socket, id, "200", "OK", user_id);
+    else s_send_reply(z->socket, id, "400", reason, "");
+    zmq_msg_close(&no_id);
     for (int i = 0; i < n; i++) zmq_msg_close(&parts[i]);
 }
 
