@@ -53,6 +53,11 @@ struct endpoint {
     double hb_interval, hb_timeout;  /* heartbeat policy; 0: off */
     loop_timer_t *hb_send, *hb_sweep;/* the two heartbeat timers, or NULL */
     int notify_seen;                 /* call on_peer_seen for every message */
+    char *hello_body;                /* packed [login, password], or NULL */
+    size_t hello_len;
+    int hello_max_retries, hello_tries;
+    int hello_pending;               /* a HELLO is out, waiting for its answer */
+    uint8_t hello_uuid[FRAME_UUID_SIZE];
     size_t hb_peer_len;              /* a client's server, always sent heartbeats */
     char hb_peer[FRAME_MAX_ID];
     int busy;                        /* inside a callback: destroy must not free yet */
@@ -286,10 +291,16 @@ endpoint_call_t *endpoint_send_work(endpoint_t *ep, const char *peer, size_t pee
                                     const void *body, size_t body_len,
                                     double timeout, int ref) {
     if (ep->ncalls + 1 > ep->nbuckets && s_grow(ep) < 0) return NULL;
-    endpoint_call_t *c = calloc(1, sizeof *c + peer_len);
+    size_t keep = ep->hello_body ? body_len : 0;  /* for a replay after HELLO */
+    endpoint_call_t *c = calloc(1, sizeof *c + peer_len + keep);
     if (!c) return NULL;
     c->peer_len = peer_len;
     memcpy(c->peer, peer, peer_len);
+    if (ep->hello_body) {
+        if (keep) memcpy(c->peer + peer_len, body, keep);
+        c->body = c->peer + peer_len;
+        c->body_len = keep;
+    }
     frame_new_uuid(c->uuid);
     c->ref = ref;
     c->deadline = loop_now() + timeout;
@@ -389,8 +400,62 @@ static void s_on_invalid(endpoint_t *ep, const frame_message_t *m) {
         endpoint_reply_error(ep, m->peer, m->peer_len, m->uuid, "ProtocolError", m->reason, "");
 }
 
+static void s_send_hello(endpoint_t *ep, const char *peer, size_t peer_len) {
+    frame_new_uuid(ep->hello_uuid);
+    ep->hello_pending = 1;
+    ep->hello_tries++;
+    if (frame_send(ep->socket, peer, peer_len, ep->hello_uuid, FRAME_UUID_SIZE, FRAME_HELLO,
+                   ep->hello_body, ep->hello_len) < 0)
+        ep->hello_pending = 0;                   /* calls end by their timeout */
+}
+
+/* AUTHENTICATED or UNAUTHORIZED for our HELLO. Returns 1 when handled. */
+static int s_on_hello_answer(endpoint_t *ep, const frame_message_t *m) {
+    if (!ep->hello_pending || memcmp(m->uuid, ep->hello_uuid, FRAME_UUID_SIZE) != 0) return 0;
+    ep->hello_pending = 0;
+    if (m->type == FRAME_AUTHENTICATED) {
+        ep->hello_tries = 0;
+        for (endpoint_call_t *c = ep->first; c; c = c->next) {
+            if (!c->awaiting_auth) continue;
+            c->awaiting_auth = 0;
+            if (frame_send(ep->socket, c->peer, c->peer_len, c->uuid, FRAME_UUID_SIZE,
+                           FRAME_WORK, c->body, c->body_len) < 0 && !c->queued)
+                s_queue(ep, c, c->peer, c->peer_len, c->uuid, FRAME_UUID_SIZE, FRAME_WORK,
+                        c->body, c->body_len);
+        }
+    } else if (ep->hello_tries < ep->hello_max_retries) {
+        s_send_hello(ep, m->peer, m->peer_len);
+    } else {
+        char who[64];
+        s_log(ep, "peer '%s' refused our login %d time(s): giving up",
+              s_peer_text(m->peer, m->peer_len, who, sizeof who), ep->hello_tries);
+        ep->hello_tries = 0;
+        /* one at a time, from the head each time: callbacks may end calls */
+        s_enter(ep);
+        int again = 1;
+        while (again && !ep->closing) {
+            again = 0;
+            for (endpoint_call_t *c = ep->first; c; c = c->next)
+                if (c->awaiting_auth) {
+                    s_fail_call(ep, c, "UnauthorizedError", "the peer refused our login");
+                    again = 1;
+                    break;
+                }
+        }
+        s_leave(ep);
+    }
+    return 1;
+}
+
 static void s_on_reply(endpoint_t *ep, const frame_message_t *m) {
+    if (m->type == FRAME_UNAUTHORIZED && s_on_hello_answer(ep, m)) return;
     endpoint_call_t *c = s_find(ep, m->uuid);
+    if (c && m->type == FRAME_UNAUTHORIZED && ep->hello_body && c->body) {
+        /* log in, then replay it */
+        c->awaiting_auth = 1;
+        if (!ep->hello_pending) s_send_hello(ep, m->peer, m->peer_len);
+        return;
+    }
     if (!c) {
         char who[64];
         s_log(ep, "dropped %s from peer '%s' for no pending call (late or forged)",
@@ -444,13 +509,18 @@ static void s_on_readable(loop_t *loop, void *socket, void *arg) {
             case FRAME_OK: case FRAME_ERROR: case FRAME_UNAUTHORIZED:
                 s_on_reply(ep, &m);
                 break;
-            case FRAME_HELLO: {
-                /* No authentication configured: everyone is welcome. */
-                static const char text[] = "Welcome";
-                endpoint_reply(ep, m.peer, m.peer_len, m.uuid, FRAME_AUTHENTICATED,
-                               text, sizeof text - 1);
+            case FRAME_HELLO:
+                if (ep->ev.on_hello) {
+                    ep->ev.on_hello(ep->ev.ctx, ep, &m);
+                } else {                 /* no authentication configured: welcome */
+                    static const char text[] = "Welcome";
+                    endpoint_reply(ep, m.peer, m.peer_len, m.uuid, FRAME_AUTHENTICATED,
+                                   text, sizeof text - 1);
+                }
                 break;
-            }
+            case FRAME_AUTHENTICATED:
+                s_on_hello_answer(ep, &m);
+                break;
             default:                   /* HEARTBEAT, AUTHENTICATED: seen, no answer */
                 break;
             }
@@ -496,7 +566,26 @@ endpoint_t *endpoint_new(void *zmq_context, loop_t *loop, const endpoint_options
     return ep;
 }
 
+int endpoint_set_login(endpoint_t *ep, const char *login, size_t login_len,
+                       const char *password, size_t password_len, int max_retries) {
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    if (msgpack_pack_array(&pk, 2) || msgpack_pack_str_with_body(&pk, login, login_len) ||
+        msgpack_pack_str_with_body(&pk, password, password_len)) {
+        msgpack_sbuffer_destroy(&sb);
+        return -1;
+    }
+    free(ep->hello_body);
+    ep->hello_len = sb.size;                    /* release() resets it */
+    ep->hello_body = msgpack_sbuffer_release(&sb);
+    ep->hello_max_retries = max_retries > 0 ? max_retries : 1;
+    return 0;
+}
+
 static void s_free(endpoint_t *ep) {
+    free(ep->hello_body);
     zmq_close(ep->socket);
     peers_destroy(&ep->peers);
     free(ep->buckets);

@@ -31,6 +31,9 @@ struct endpoint_call {
     endpoint_call_t *hash_next;      /* bucket chain */
     endpoint_call_t *prev, *next;    /* deadline order */
     struct endpoint_out *queued;     /* its WORK still in the outbox, or NULL */
+    int awaiting_auth;               /* answered UNAUTHORIZED: replayed after HELLO */
+    const char *body;                /* its WORK body, kept for replay, or NULL */
+    size_t body_len;
     size_t peer_len;                 /* the routing id it went to, */
     char peer[];                     /* so a peer declared gone ends its calls */
 };
@@ -51,6 +54,9 @@ typedef struct endpoint_events {
     void (*log)(void *ctx, const char *line);
     /* A message came from `p` (only when endpoint_set_heartbeat asked). */
     void (*on_peer_seen)(void *ctx, endpoint_t *ep, const peer_t *p);
+    /* A HELLO arrived (a server's backend judges it); NULL: answered
+     * AUTHENTICATED. Answer with endpoint_reply. `m` is valid during the call. */
+    void (*on_hello)(void *ctx, endpoint_t *ep, const frame_message_t *m);
     /* `p` was silent past the heartbeat timeout and left the directory;
      * its calls have failed with PeerLostError. `p` is valid during the call. */
     void (*on_peer_gone)(void *ctx, endpoint_t *ep, const peer_t *p);
@@ -109,6 +115,15 @@ size_t endpoint_outbox_size(const endpoint_t *ep);
  * `notify_seen`, on_peer_seen runs for every message. Returns 0 or -1. */
 int endpoint_set_heartbeat(endpoint_t *ep, double interval, double timeout,
                            const char *default_peer, size_t default_peer_len, int notify_seen);
+
+/* The HELLO handshake, client side: with a login set, a call answered
+ * UNAUTHORIZED waits while HELLO [login, password] is sent; AUTHENTICATED
+ * replays every waiting call's WORK, UNAUTHORIZED retries the HELLO up to
+ * `max_retries` times and then fails the waiting calls with
+ * UnauthorizedError. Bodies of WORK are kept for that from now on.
+ * The password is kept only inside the packed HELLO. Returns 0 or -1. */
+int endpoint_set_login(endpoint_t *ep, const char *login, size_t login_len,
+                       const char *password, size_t password_len, int max_retries);
 
 /* The directory of peers heard from (every message counts). */
 peers_t *endpoint_peers(endpoint_t *ep);

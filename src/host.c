@@ -456,12 +456,35 @@ static int s_work_refuse(work_job_t *job, const char *name, const char *message)
     return 0;
 }
 
+/* The caller's user id as its messages carry it: ZAP User-Id, else routing id. */
+static void s_push_user(lua_State *L, const frame_message_t *m) {
+    if (m->user_id && m->user_id[0]) lua_pushstring(L, m->user_id);
+    else lua_pushlstring(L, m->peer, m->peer_len);
+}
+
+/* Is the sender of `m` authenticated? Asks the backend (is_authenticated). */
+static int s_gate(lua_State *L, lendpoint_t *le, const frame_message_t *m) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, le->auth_gate);
+    s_push_user(L, m);
+    lua_pushlstring(L, m->peer, m->peer_len);
+    lua_call(L, 2, 1);
+    int ok = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return ok;
+}
+
 static int s_work_protected(lua_State *L) {
     work_job_t *job = lua_touserdata(L, 1);
     lendpoint_t *le = job->le;
     host_t *h = le->host;
     const frame_message_t *m = job->m;
     codec_error_t err = { "msgpack: out of memory" };
+    if (le->auth_gate != LUA_NOREF && !s_gate(L, le, m)) {
+        static const char text[] = "Authentication Required";
+        job->owned = 1;
+        endpoint_reply(le->ep, m->peer, m->peer_len, m->uuid, FRAME_UNAUTHORIZED, text, sizeof text - 1);
+        return 0;
+    }
     if (codec_check(m->body, m->body_len, &h->limits, &err) < 0)
         return s_work_refuse(job, "ProtocolError", err.message);
     msgpack_object obj;
@@ -718,6 +741,67 @@ int host_start_zap(host_t *h, lua_State *L) {
     return h->zap ? 0 : -1;
 }
 
+/* --- HELLO (server side) --- */
+
+#define HELLO_MAX_FIELD 1024              /* bytes of a login or a password */
+
+typedef struct hello_job {
+    lendpoint_t *le;
+    const frame_message_t *m;
+} hello_job_t;
+
+static int s_hello_protected(lua_State *L) {
+    hello_job_t *job = lua_touserdata(L, 1);
+    lendpoint_t *le = job->le;
+    const frame_message_t *m = job->m;
+    codec_error_t err;
+    msgpack_object obj;
+    size_t off = 0;
+    const char *reply = "Authentication Required";
+    int type = FRAME_UNAUTHORIZED;
+    msgpack_zone_clear(&le->host->zone);
+    if (codec_check(m->body, m->body_len, &le->host->limits, &err) < 0 ||
+        msgpack_unpack(m->body, m->body_len, &off, &le->host->zone, &obj) != MSGPACK_UNPACK_SUCCESS ||
+        obj.type != MSGPACK_OBJECT_ARRAY || obj.via.array.size != 2 ||
+        (obj.via.array.ptr[0].type != MSGPACK_OBJECT_STR && obj.via.array.ptr[0].type != MSGPACK_OBJECT_BIN) ||
+        (obj.via.array.ptr[1].type != MSGPACK_OBJECT_STR && obj.via.array.ptr[1].type != MSGPACK_OBJECT_BIN) ||
+        obj.via.array.ptr[0].via.str.size > HELLO_MAX_FIELD ||
+        obj.via.array.ptr[1].via.str.size > HELLO_MAX_FIELD) {
+        host_log(le->host, "refused a HELLO that is not [login, password]");
+        reply = "Malformed HELLO";
+    } else {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, le->hello_hook);
+        s_push_user(L, m);
+        lua_pushlstring(L, m->peer, m->peer_len);
+        lua_pushlstring(L, obj.via.array.ptr[0].via.str.ptr, obj.via.array.ptr[0].via.str.size);
+        lua_pushlstring(L, obj.via.array.ptr[1].via.str.ptr, obj.via.array.ptr[1].via.str.size);
+        lua_call(L, 4, 2);
+        if (lua_toboolean(L, -2)) { type = FRAME_AUTHENTICATED; reply = "Welcome"; }
+        if (lua_type(L, -1) == LUA_TSTRING) reply = lua_tostring(L, -1);
+    }
+    if (le->ep) endpoint_reply(le->ep, m->peer, m->peer_len, m->uuid, type, reply, strlen(reply));
+    return 0;
+}
+
+static void s_on_hello(void *ctx, endpoint_t *ep, const frame_message_t *m) {
+    lendpoint_t *le = ctx;
+    if (le->hello_hook == LUA_NOREF || !le->ep) {
+        static const char text[] = "Welcome";
+        endpoint_reply(ep, m->peer, m->peer_len, m->uuid, FRAME_AUTHENTICATED, text, sizeof text - 1);
+        return;
+    }
+    lua_State *L = le->host->Lrun ? le->host->Lrun : le->host->L;
+    hello_job_t job = { le, m };
+    lua_pushcfunction(L, s_hello_protected);
+    lua_pushlightuserdata(L, &job);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+        host_log(le->host, "HELLO refused: %s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        static const char text[] = "Authentication Required";
+        if (le->ep) endpoint_reply(ep, m->peer, m->peer_len, m->uuid, FRAME_UNAUTHORIZED, text, sizeof text - 1);
+    }
+}
+
 /* --- heartbeat hooks --- */
 
 typedef struct peer_job {
@@ -760,6 +844,7 @@ static void s_on_peer_gone(void *ctx, endpoint_t *ep, const peer_t *p) {
 }
 
 void host_endpoint_events(lendpoint_t *le, endpoint_events_t *ev) {
+    ev->on_hello = s_on_hello;
     ev->on_peer_seen = s_on_peer_seen;
     ev->on_peer_gone = s_on_peer_gone;
     ev->ctx = le;

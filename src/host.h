@@ -61,6 +61,8 @@ typedef struct lendpoint {
     int proxy_to;                 /* ref: another endpoint's userdata, or LUA_NOREF */
     int resolver;                 /* ref: picks a callable from a route list, or LUA_NOREF */
     int heartbeat_hook;           /* ref: fn(event, user_id, routing_id), or LUA_NOREF */
+    int auth_gate;                /* ref: fn(user_id, routing_id) -> ok, or LUA_NOREF */
+    int hello_hook;               /* ref: fn(user_id, routing_id, login, password) -> ok, text */
     int tasks;                    /* handler tasks that will answer through it */
     int in_gc;                    /* closing from __gc: run no Lua for its calls */
     double timeout;               /* seconds, for calls this endpoint makes */

@@ -111,6 +111,7 @@ static int l_endpoint_new(lua_State *L) {
     memset(le, 0, sizeof *le);                    /* born closed */
     le->host = h;
     le->self_ref = le->registry = le->proxy_to = le->resolver = le->heartbeat_hook = LUA_NOREF;
+    le->auth_gate = le->hello_hook = LUA_NOREF;
     le->timeout = timeout;
     le->max_handler_time = max_time;
     le->max_handler_memory = max_memory;
@@ -226,6 +227,9 @@ static void s_endpoint_close(lua_State *L, lendpoint_t *le, int from_gc) {
     if (le->registry != LUA_NOREF) { luaL_unref(L, LUA_REGISTRYINDEX, le->registry); le->registry = LUA_NOREF; }
     if (le->proxy_to != LUA_NOREF) { luaL_unref(L, LUA_REGISTRYINDEX, le->proxy_to); le->proxy_to = LUA_NOREF; }
     if (le->resolver != LUA_NOREF) { luaL_unref(L, LUA_REGISTRYINDEX, le->resolver); le->resolver = LUA_NOREF; }
+    luaL_unref(L, LUA_REGISTRYINDEX, le->auth_gate);
+    luaL_unref(L, LUA_REGISTRYINDEX, le->hello_hook);
+    le->auth_gate = le->hello_hook = LUA_NOREF;
     if (le->heartbeat_hook != LUA_NOREF) {
         luaL_unref(L, LUA_REGISTRYINDEX, le->heartbeat_hook);
         le->heartbeat_hook = LUA_NOREF;
@@ -305,6 +309,37 @@ static int l_endpoint_set_security(lua_State *L) {
         /* never echo the value: it may be a secret */
         if (rc < 0) return luaL_error(L, "cannot set %s: %s", opts[i].field, zmq_strerror(errno));
     }
+    return 0;
+}
+
+/* ep:set_auth_hooks(gate|nil, hello|nil): server side of the HELLO
+ * handshake. gate(user_id, routing_id) -> authenticated?; hello(user_id,
+ * routing_id, login, password) -> ok, text. Both run synchronously. */
+static int l_endpoint_set_auth_hooks(lua_State *L) {
+    lendpoint_t *le = check_endpoint(L, 1);
+    int *refs[2] = { &le->auth_gate, &le->hello_hook };
+    for (int i = 0; i < 2; i++) {
+        if (!lua_isnoneornil(L, 2 + i)) luaL_checktype(L, 2 + i, LUA_TFUNCTION);
+        luaL_unref(L, LUA_REGISTRYINDEX, *refs[i]);
+        *refs[i] = LUA_NOREF;
+        if (lua_isfunction(L, 2 + i)) {
+            lua_pushvalue(L, 2 + i);
+            *refs[i] = luaL_ref(L, LUA_REGISTRYINDEX);
+        }
+    }
+    return 0;
+}
+
+/* ep:set_login(login, password [, max_retries=3]): client side of HELLO */
+static int l_endpoint_set_login(lua_State *L) {
+    lendpoint_t *le = check_endpoint(L, 1);
+    size_t ln, pn;
+    const char *login = luaL_checklstring(L, 2, &ln);
+    const char *password = luaL_checklstring(L, 3, &pn);
+    lua_Integer retries = luaL_optinteger(L, 4, 3);
+    luaL_argcheck(L, retries >= 1 && retries <= 100, 4, "max_retries must be 1..100");
+    if (endpoint_set_login(le->ep, login, ln, password, pn, (int)retries) < 0)
+        return luaL_error(L, "not enough memory");
     return 0;
 }
 
@@ -622,6 +657,8 @@ static const luaL_Reg endpoint_methods[] = {
     { "set_proxy", l_endpoint_set_proxy },
     { "set_heartbeat", l_endpoint_set_heartbeat },
     { "set_security", l_endpoint_set_security },
+    { "set_auth_hooks", l_endpoint_set_auth_hooks },
+    { "set_login", l_endpoint_set_login },
     { "start", l_endpoint_start },
     { "stop", l_endpoint_stop },
     { "pending", l_endpoint_pending },

@@ -135,6 +135,48 @@ backends.register_auth {
   end,
 }
 
+-- untrusted_curve: CURVE with any client key; WORK is answered UNAUTHORIZED
+-- until a HELLO login/password passes (credentials / credentials_file, as
+-- plain); from then on that key is trusted for that login. The peer's user
+-- id stays its key (ZAP gives it once per connection); predicates get the
+-- login as ctx.login.
+backends.register_auth {
+  name = 'untrusted_curve',
+  side = 'both',
+  configure = function(self, rpc)
+    local o = rpc.options
+    if rpc._kind == 'server' then
+      self.check = password_checker(o, 'untrusted_curve')
+      self.trusted = {}
+      rpc._core:set_security { curve_server = true, curve_secretkey = need(o, 'secret_key', 'untrusted_curve'),
+                               zap_domain = auth.zap_domain(self) }
+    else
+      rpc._core:set_security { curve_serverkey = need(o, 'peer_public_key', 'untrusted_curve'),
+                               curve_publickey = need(o, 'public_key', 'untrusted_curve'),
+                               curve_secretkey = need(o, 'secret_key', 'untrusted_curve') }
+      rpc._core:set_login(need(o, 'user_id', 'untrusted_curve'), need(o, 'password', 'untrusted_curve'),
+                          tonumber(o.max_retries) or 3)
+    end
+  end,
+  zap = function(_, req)
+    if req.mechanism ~= 'CURVE' then return nil, 'CURVE required' end
+    return req.client_key
+  end,
+  is_authenticated = function(self, user_id)
+    return self.trusted[user_id] ~= nil
+  end,
+  handle_hello = function(self, user_id, _, login, password)
+    if self.check(login, password) then
+      self.trusted[user_id] = login
+      return true, ("Welcome '%s'"):format(login)
+    end
+    return false, 'Invalid credentials'
+  end,
+  get_predicate_arguments = function(self, user_id)
+    return { login = self.trusted[user_id] }
+  end,
+}
+
 --- pseud.load_keypair(path): the Z85 keys in `path` (public) and
 -- `path .. '_secret'` (as written by `pseud-lua keygen`).
 function auth.load_keypair(path)

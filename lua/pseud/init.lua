@@ -133,6 +133,7 @@ local function new_rpc(kind, name, opts)
   if self._auth.configure then self._auth:configure(self) end
   if self._heartbeat.configure then self._heartbeat:configure(self) end
   backends.start_heartbeat(self._heartbeat, ep)
+  backends.start_auth(self._auth, ep, kind)
   if opts.proxy_to then ep:set_proxy(opts.proxy_to._core) end
   return self
 end
