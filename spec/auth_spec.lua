@@ -101,6 +101,82 @@ describe('authentication', function()
     end)
   end)
 
+  describe('untrusted CURVE and the HELLO handshake', function()
+    local server, endpoint
+    local function key(name) return io.open(dir .. '/' .. name):read('l') end
+    local function curve_args(extra)
+      local t = { '--curve-server-key', key('server.key'), '--curve-public-key', key('mallory.key'),
+        '--curve-secret-key', key('mallory.key_secret') }
+      for _, a in ipairs(extra) do t[#t + 1] = a end
+      return t
+    end
+    local function flow(extra)
+      local argv = { 'hello-flow', endpoint, 'service', 'whoami', '[]' }
+      for _, a in ipairs(curve_args(extra)) do argv[#argv + 1] = a end
+      return process.pypeer(argv)
+    end
+    before_each(function()
+      server, endpoint = process.server('spec/servers/auth.lua', 'untrusted_curve', dir .. '/server.key',
+        dir .. '/creds')
+    end)
+
+    it('replays the call after a HELLO with the right password', function()
+      local out = run(client(endpoint, 'untrusted_curve',
+        { dir .. '/alice.key', dir .. '/server.key', 'alice', 'wonderland' }, 'whoami'))
+      assert.equal(key('alice.key'), out)          -- the user id is the key
+      server:stop()
+      assert.equal(1, #handled(server))
+    end)
+
+    it('fails with UnauthorizedError after the retries with a wrong password; no handler runs', function()
+      assert.equal('UnauthorizedError', run(client(endpoint, 'untrusted_curve',
+        { dir .. '/alice.key', dir .. '/server.key', 'alice', 'guess' }, 'whoami')))
+      server:stop()
+      assert.same({}, handled(server))
+      assert.is_nil(server:log_text():find('guess', 1, true), 'a password reached the log')
+    end)
+
+    it('speaks the handshake byte for byte with an independent Python CURVE peer', function()
+      local r = flow { '--login', 'alice', '--password', 'wonderland' }
+      assert.equal(17, r.work.type)                 -- UNAUTHORIZED, same uuid
+      assert.is_true(r.work.uuid_matches)
+      assert.equal('Authentication Required', r.work.body_text)
+      assert.same({}, r.work.problems)
+      assert.equal(4, r.hello.type)                 -- AUTHENTICATED, the HELLO's uuid
+      assert.is_true(r.hello.uuid_matches)
+      assert.equal("Welcome 'alice'", r.hello_text)
+      assert.equal(1, r.replay.type)                -- the WORK again: OK
+      assert.is_true(r.replay.uuid_matches)
+      assert.equal(key('mallory.key'), r.replay.body)
+    end)
+
+    it('refuses hostile HELLOs and keeps serving others', function()
+      local bodies = {
+        '2a',                                       -- 42, not an array
+        '93a161a162a163',                           -- three items
+        '92a56c6f67696e2a',                         -- password not a string
+        '92da0800' .. string.rep('61', 2048) .. 'a0', -- a 2 KiB login
+        'c1',                                       -- not msgpack
+      }
+      for _, hex in ipairs(bodies) do
+        local r = flow { '--hello-body', hex }
+        assert.equal(17, r.hello.type, hex)
+        assert.equal('Malformed HELLO', r.hello_text, hex)
+      end
+      for _ = 1, 5 do                               -- wrong passwords, many tries
+        local r = flow { '--login', 'alice', '--password', 'guess' }
+        assert.equal(17, r.hello.type)
+        assert.equal('Invalid credentials', r.hello_text)
+      end
+      -- HELLO before any WORK works too, and others are still served
+      local r = flow { '--login', 'bob', '--password', 'builder', '--hello-first' }
+      assert.equal(4, r.hello.type)
+      assert.equal(1, r.replay.type)
+      assert.equal(key('alice.key'), run(client(endpoint, 'untrusted_curve',
+        { dir .. '/alice.key', dir .. '/server.key', 'alice', 'wonderland' }, 'whoami')))
+    end)
+  end)
+
   describe('trusted CURVE', function()
     local server, endpoint
     before_each(function()

@@ -2,6 +2,7 @@
 spec/clients/auth.lua ENDPOINT BACKEND CREDS... -- CASE [ARG]
   plain USER PASSWORD [IDENTITY]
   trusted_curve KEY SERVERKEY
+  untrusted_curve KEY SERVERKEY USER PASSWORD
 Cases: whoami (print the answer or the error name), serve NAME (print
 `ready`, answer whoami with NAME until stopped), ask USER.
 ]]
@@ -17,6 +18,10 @@ else
   opts.public_key, opts.secret_key = pseud.load_keypair(arg[3])
   opts.peer_public_key = pseud.load_keypair(arg[4])
   i = 5
+  if backend == 'untrusted_curve' then
+    opts.user_id, opts.password, opts.max_retries = arg[5], arg[6], 2
+    i = 7
+  end
 end
 assert(arg[i] == '--', 'usage')
 local case, carg = arg[i + 1], arg[i + 2]

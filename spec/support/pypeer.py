@@ -490,6 +490,38 @@ def cmd_heartbeats(args):
     return 0 if sent == args.count else 1
 
 
+def cmd_hello_flow(args):
+    """pseud's login conversation, frame by frame: WORK -> UNAUTHORIZED,
+    HELLO [login, password] -> AUTHENTICATED or UNAUTHORIZED, then (when
+    authenticated) the same WORK again -> OK. Prints every reply."""
+    ctx = zmq.Context.instance()
+    service = args.service.encode()
+    sock = router_client(ctx, identity_of(args))
+    sock.connect(args.endpoint)
+    deadline = time.monotonic() + args.timeout
+    work_uuid = uuid.uuid4().bytes
+    work = [service, b'', VERSION, work_uuid, bytes([WORK]), pack([args.name, json_arg(args.args, 'ARGS'), {}])]
+    out = {}
+    hello_uuid = uuid.uuid4().bytes
+    body = bytes.fromhex(args.hello_body) if args.hello_body else pack([args.login, args.password])
+    hello = [service, b'', VERSION, hello_uuid, bytes([HELLO]), body]
+    if not send_when_routable(sock, hello if args.hello_first else work, deadline):
+        emit({'error': 'server never became routable'}, 1)
+        return 1
+    if not args.hello_first:
+        out['work'] = describe_reply(recv_until(sock, deadline) or [], service, work_uuid)
+        sock.send_multipart(hello)
+    frames = recv_until(sock, deadline) or []
+    out['hello'] = describe_reply(frames, service, hello_uuid)
+    out['hello_text'] = frames[5].decode('utf-8', 'replace') if len(frames) == 6 else None
+    if len(frames) == 6 and frames[4] == bytes([AUTHENTICATED]):
+        sock.send_multipart(work)
+        out['replay'] = describe_reply(recv_until(sock, deadline) or [], service, work_uuid)
+    sock.close()
+    emit(out, 0)
+    return 0
+
+
 def cmd_callee(args):
     """A pseud client with callables of its own (pseud's bidirectional
     mode): call NAME on the server and, until its reply comes, answer the
@@ -583,6 +615,16 @@ def main(argv):
     p.add_argument('--count', type=int, default=10)
     p.add_argument('--every', type=float, default=0.1)
     p.set_defaults(func=cmd_heartbeats)
+
+    p = sub.add_parser('hello-flow')
+    common(p)
+    p.add_argument('name')
+    p.add_argument('args')
+    p.add_argument('--login', default='')
+    p.add_argument('--password', default='')
+    p.add_argument('--hello-body', help='a raw HELLO body in hex instead of [login, password]')
+    p.add_argument('--hello-first', action='store_true', help='HELLO before any WORK')
+    p.set_defaults(func=cmd_hello_flow)
 
     p = sub.add_parser('callee')
     common(p)
