@@ -31,6 +31,10 @@ describe('host robustness', function()
     assert.same({ '1', 'false KeyError k' }, run('spawn_values'))
   end)
 
+  it("lets an auth backend's get_routing_id say where send_to goes", function()
+    assert.same({ 'I am client-42' }, run('get_routing_id'))
+  end)
+
   it('ends pending calls with PeerLostError when the endpoint is closed by <close>', function()
     assert.same({ 'false PeerLostError' }, run('close_pending'))
   end)

@@ -166,6 +166,7 @@ static int l_endpoint_call(lua_State *L) {
          * it, so one it has not heard from (or has declared gone) is lost. */
         peer = luaL_checklstring(L, 2, &peer_len);
         peer_t *p = peers_find_user(endpoint_peers(le->ep), peer, peer_len);
+        if (!p) p = peers_find(endpoint_peers(le->ep), peer, peer_len);   /* a routing id */
         if (p) { peer = p->routing_id; peer_len = p->routing_id_len; }
         else unknown = le->default_peer_len == 0;
     }

@@ -161,6 +161,15 @@ function RPC:send_to(peer)
   if type(peer) ~= 'string' then
     error(core.error('TypeError', 'send_to: the peer must be a user id (string)'), 2)
   end
+  local auth_backend = self._auth
+  if auth_backend.get_routing_id then        -- the backend says where this user is
+    local ok, rid = pcall(auth_backend.get_routing_id, auth_backend, peer)
+    if ok and type(rid) == 'string' and rid ~= '' then
+      peer = rid
+    elseif not ok then
+      io.stderr:write('pseud-lua: get_routing_id failed (using the directory): ', tostring(rid), '\n')
+    end
+  end
   return setmetatable({}, { __index = function(_, key) return proxy(self, peer, key) end })
 end
 

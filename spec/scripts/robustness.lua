@@ -63,5 +63,17 @@ function cases.close_pending()
   out(ok, e.name)
 end
 
+function cases.get_routing_id()
+  pseud.register_auth_backend { name = 'nicknames', side = 'server',
+    get_routing_id = function(_, user) return ({ boss = 'client-42' })[user] end }
+  local s = pseud.Server('nick', { security_plugin = 'nicknames' })
+  s:bind('inproc://nick')
+  s:register_rpc('ping', function() return s:send_to('boss').whoami():get() end)
+  local c = pseud.Client('nick', { identity = 'client-42' })
+  c:connect('inproc://nick')
+  c:register_rpc('whoami', function() return 'I am client-42' end)
+  out(c.ping():get())
+end
+
 cases[arg[1]]()
 out('done')
