@@ -13,14 +13,8 @@ describe('handler limits', function()
   lazy_teardown(function() process.stop_all() end)
 
   local function run(case)
-    local out, ok, code, log = process.run({ process.host(), 'spec/clients/limits.lua', endpoint, case },
+    return process.run_lines({ process.host(), 'spec/clients/limits.lua', endpoint, case },
       { name = case, timeout = 30 })
-    local lines = {}
-    for line in out:gmatch('[^\n]+') do lines[#lines + 1] = line end
-    assert(ok and lines[#lines] == 'done', ('%s: exit %s\n%s\n%s'):format(case, tostring(code), out,
-      io.open(log):read('a')))
-    table.remove(lines)
-    return lines
   end
 
   it('answers 100 calls while a handler computes for 0.8 s without yielding', function()

@@ -3,14 +3,8 @@
 local process = require 'spec.support.process'
 
 local function run(case)
-  local out, ok, code, log = process.run({ process.host(), 'spec/scripts/robustness.lua', case },
+  return process.run_lines({ process.host(), 'spec/scripts/robustness.lua', case },
     { name = case, timeout = 20 })
-  local lines = {}
-  for line in out:gmatch('[^\n]+') do lines[#lines + 1] = line end
-  assert(ok and lines[#lines] == 'done', ('%s: exit %s\n%s\n%s'):format(case, tostring(code), out,
-    io.open(log):read('a')))
-  table.remove(lines)
-  return lines
 end
 
 describe('host robustness', function()

@@ -101,6 +101,19 @@ backends.register_auth {
   end,
 }
 
+-- The CURVE socket options of both curve backends.
+local function curve_server(self, rpc, kind)
+  rpc._core:set_security { curve_server = true, curve_secretkey = need(rpc.options, 'secret_key', kind),
+                           zap_domain = auth.zap_domain(self) }
+end
+
+local function curve_client(rpc, kind)
+  local o = rpc.options
+  rpc._core:set_security { curve_serverkey = need(o, 'peer_public_key', kind),
+                           curve_publickey = need(o, 'public_key', kind),
+                           curve_secretkey = need(o, 'secret_key', kind) }
+end
+
 backends.register_auth {
   name = 'trusted_curve',
   side = 'both',
@@ -115,12 +128,9 @@ backends.register_auth {
         for user, key in pairs(users) do keys[key] = user end
         self.allow = function(key) return keys[key] end
       end
-      rpc._core:set_security { curve_server = true, curve_secretkey = need(o, 'secret_key', 'trusted_curve'),
-                               zap_domain = auth.zap_domain(self) }
+      curve_server(self, rpc, 'trusted_curve')
     else
-      rpc._core:set_security { curve_serverkey = need(o, 'peer_public_key', 'trusted_curve'),
-                               curve_publickey = need(o, 'public_key', 'trusted_curve'),
-                               curve_secretkey = need(o, 'secret_key', 'trusted_curve') }
+      curve_client(rpc, 'trusted_curve')
     end
   end,
   zap = function(self, req)
@@ -148,12 +158,9 @@ backends.register_auth {
     if rpc._kind == 'server' then
       self.check = password_checker(o, 'untrusted_curve')
       self.trusted = {}
-      rpc._core:set_security { curve_server = true, curve_secretkey = need(o, 'secret_key', 'untrusted_curve'),
-                               zap_domain = auth.zap_domain(self) }
+      curve_server(self, rpc, 'untrusted_curve')
     else
-      rpc._core:set_security { curve_serverkey = need(o, 'peer_public_key', 'untrusted_curve'),
-                               curve_publickey = need(o, 'public_key', 'untrusted_curve'),
-                               curve_secretkey = need(o, 'secret_key', 'untrusted_curve') }
+      curve_client(rpc, 'untrusted_curve')
       rpc._core:set_login(need(o, 'user_id', 'untrusted_curve'), need(o, 'password', 'untrusted_curve'),
                           tonumber(o.max_retries) or 3)
     end

@@ -289,6 +289,19 @@ function process.run(argv, opts)
   return out, ok == true, code, log
 end
 
+--- Run a script that prints result lines and ends with `done`: returns
+-- the lines before `done`; errors with its output and log when it failed.
+function process.run_lines(argv, opts)
+  local out, ok, code, log = process.run(argv, opts)
+  local lines = {}
+  for line in out:gmatch('[^\n]+') do lines[#lines + 1] = line end
+  if not (ok and lines[#lines] == 'done') then
+    error(('%s: exit %s\n%s\n%s'):format(command_line(argv), tostring(code), out, read_file(log)), 2)
+  end
+  table.remove(lines)
+  return lines
+end
+
 --- Run `/usr/bin/python3 script args` to completion: stdout, ok, code.
 -- `args` is an argv table (each word quoted) or a string passed to sh.
 function process.python(script, args)
