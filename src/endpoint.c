@@ -247,7 +247,7 @@ static void s_flush(endpoint_t *ep) {
     endpoint_out_t **pp = &ep->out_head, *prev = NULL;
     while (*pp) {
         endpoint_out_t *o = *pp;
-        int drop = o->dead, blocked = 0;
+        int drop = o->dead;
         if (!drop) {
             if (frame_send(ep->socket, o->data, o->peer_len, o->uuid, o->uuid_len, o->type,
                            o->data + o->peer_len, o->body_len) == 0) {
@@ -257,11 +257,8 @@ static void s_flush(endpoint_t *ep) {
                 s_log(ep, "reply to peer '%s' dropped: peer is gone",
                       s_peer_text(o->data, o->peer_len, who, sizeof who));
                 drop = 1;
-            } else {
-                blocked = 1;
             }
         }
-        (void)blocked;
         if (drop) {
             if (o->call) o->call->queued = NULL;
             *pp = o->next;

@@ -34,7 +34,7 @@ struct task {
     int wait;                     /* enum task_wait: why it is parked */
     loop_timer_t *timer;          /* sleep timer while TASK_WAIT_SLEEP */
     lfuture_t *future;            /* the future it is parked on while TASK_WAIT_FUTURE */
-    double slice_end;             /* monotonic: past it, the hook yields to the loop */
+    double slice_end;             /* monotonic: past it, the hook yields; 0: not started */
     double deadline;              /* monotonic: past it, the hook kills it; 0: none */
     double mem_cap;               /* bytes it may allocate, net; 0: unlimited */
     double mem_net;               /* bytes it allocated, net of what it freed */
@@ -158,6 +158,7 @@ static void s_hook(lua_State *L, lua_Debug *ar) {
     task_t *t = host_current_task(L);
     if (!t) return;                               /* a coroutine the handler made */
     double now = loop_now();
+    if (t->slice_end == 0) t->slice_end = now + SLICE;    /* first look of this run */
     if (t->deadline > 0 && now > t->deadline) {
         lua_sethook(L, s_hook, LUA_MASKCOUNT, 1);
         host_push_error(L, "TimeoutError", "the handler ran past max_handler_time", "");
@@ -353,7 +354,7 @@ static void s_on_sleep_done(loop_t *loop, loop_timer_t *timer, void *arg);
 static void s_task_resume(host_t *h, lua_State *L, task_t *t, int nargs) {
     int nres = 0;
     t->wait = TASK_RUNNING;
-    t->slice_end = loop_now() + SLICE;
+    t->slice_end = 0;              /* the hook starts the slice: no clock read per call */
     task_t *outer = h->current;                   /* resumes nest: spawn, settle */
     h->current = t;
     int status = lua_resume(t->co, L, nargs, &nres);

@@ -566,12 +566,6 @@ static int l_now(lua_State *L) {
     return 1;
 }
 
-/* Is this code running as a pseud task (handler or spawn)? */
-static int l_in_task(lua_State *L) {
-    lua_pushboolean(L, host_current_task(L) != NULL);
-    return 1;
-}
-
 /* --- values --- */
 
 static int l_error(lua_State *L) {
@@ -691,7 +685,6 @@ static const luaL_Reg core_functions[] = {
     { "endpoint", l_endpoint_new },
     { "sleep", l_sleep },
     { "spawn", l_spawn },
-    { "in_task", l_in_task },
     { "now", l_now },
     { "caller", l_caller },
     { "set_zap_handler", l_set_zap_handler },

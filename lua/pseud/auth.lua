@@ -54,7 +54,6 @@ local function read_pairs(path, what)
   f:close()
   return t
 end
-auth.read_pairs = read_pairs
 
 local function need(opts, field, kind)
   if type(opts[field]) ~= 'string' or opts[field] == '' then
@@ -79,7 +78,6 @@ local function password_checker(opts, kind)
     return hash ~= nil and core.pwhash_verify(hash, password)
   end
 end
-auth.password_checker = password_checker
 
 backends.register_auth {
   name = 'plain',

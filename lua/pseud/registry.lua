@@ -21,7 +21,6 @@ local function is_callable(f)
   local mt = getmetatable(f)
   return type(mt) == 'table' and mt.__call ~= nil
 end
-registry.is_callable = is_callable
 
 --- A new registry. `callables` may be given to wrap an existing table.
 function registry.new(name, callables)
@@ -60,11 +59,6 @@ function Registry:register(name, fn, opts)
     self.callables[name] = routes
   end
   return fn
-end
-
---- Is `name` registered here?
-function Registry:has(name)
-  return self.entries[name] ~= nil
 end
 
 local predicates = {}
