@@ -105,8 +105,9 @@ describe('authentication', function()
     local server, endpoint
     local function key(name) return io.open(dir .. '/' .. name):read('l') end
     local function curve_args(extra)
-      local t = { '--curve-server-key', key('server.key'), '--curve-public-key', key('mallory.key'),
-        '--curve-secret-key', key('mallory.key_secret') }
+      -- --opt=value: a Z85 key may start with '-', which argparse takes for an option
+      local t = { '--curve-server-key=' .. key('server.key'), '--curve-public-key=' .. key('mallory.key'),
+        '--curve-secret-key=' .. key('mallory.key_secret') }
       for _, a in ipairs(extra) do t[#t + 1] = a end
       return t
     end
@@ -201,8 +202,8 @@ describe('authentication', function()
     it('authenticates an independent Python CURVE peer', function()
       local function key(name) return io.open(dir .. '/' .. name):read('l') end
       local r = process.pypeer { 'call', endpoint, 'service', 'whoami', '[]',
-        '--curve-server-key', key('server.key'), '--curve-public-key', key('alice.key'),
-        '--curve-secret-key', key('alice.key_secret') }
+        '--curve-server-key=' .. key('server.key'), '--curve-public-key=' .. key('alice.key'),
+        '--curve-secret-key=' .. key('alice.key_secret') }
       assert.equal(1, r.type)
       assert.equal('alice', r.body)
     end)
