@@ -124,7 +124,7 @@ describe('authentication', function()
     it('replays the call after a HELLO with the right password', function()
       local out = run(client(endpoint, 'untrusted_curve',
         { dir .. '/alice.key', dir .. '/server.key', 'alice', 'wonderland' }, 'whoami'))
-      assert.equal(key('alice.key'), out)          -- the user id is the key
+      assert.equal('alice', out)                    -- the user id is the login (DESIGN 4.1)
       server:stop()
       assert.equal(1, #handled(server))
     end)
@@ -148,7 +148,7 @@ describe('authentication', function()
       assert.equal("Welcome 'alice'", r.hello_text)
       assert.equal(1, r.replay.type)                -- the WORK again: OK
       assert.is_true(r.replay.uuid_matches)
-      assert.equal(key('mallory.key'), r.replay.body)
+      assert.equal('alice', r.replay.body)          -- the login, not the key
     end)
 
     it('refuses hostile HELLOs and keeps serving others', function()
@@ -173,7 +173,7 @@ describe('authentication', function()
       local r = flow { '--login', 'bob', '--password', 'builder', '--hello-first' }
       assert.equal(4, r.hello.type)
       assert.equal(1, r.replay.type)
-      assert.equal(key('alice.key'), run(client(endpoint, 'untrusted_curve',
+      assert.equal('alice', run(client(endpoint, 'untrusted_curve',
         { dir .. '/alice.key', dir .. '/server.key', 'alice', 'wonderland' }, 'whoami')))
     end)
   end)

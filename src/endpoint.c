@@ -18,11 +18,13 @@
 
 #include <msgpack.h>
 
+#include "message.h"
 #include "peers.h"
 
 #define RECV_BUDGET      256      /* messages per readiness, so timers still run */
 #define RETRY_MIN        0.001    /* outbox backoff, seconds */
 #define RETRY_MAX        0.1
+#define LOG_BURST        20       /* lines about one kind of refusal per second, then a count */
 
 typedef struct endpoint_out {
     struct endpoint_out *next;
@@ -31,8 +33,9 @@ typedef struct endpoint_out {
     uint8_t uuid[FRAME_UUID_SIZE];
     size_t uuid_len;
     int type;
-    size_t peer_len, body_len;
-    char data[];                     /* peer, then body */
+    size_t peer_len, user_len, body_len;
+    int check_user;                  /* a reply: only while peer still carries user */
+    char data[];                     /* peer, user, then body */
 } endpoint_out_t;
 
 struct endpoint {
@@ -60,6 +63,14 @@ struct endpoint {
     uint8_t hello_uuid[FRAME_UUID_SIZE];
     size_t hb_peer_len;              /* a client's server, always sent heartbeats */
     char hb_peer[FRAME_MAX_ID];
+    char *hello_peer;                /* the server our HELLO went to (routing id = user id) */
+    size_t hello_peer_len;
+    void *monitor;                   /* PAIR: the socket's connection events */
+    uint8_t *closed_fds;             /* bit per fd: closed, not accepted again yet */
+    size_t closed_fds_size;          /* bytes at closed_fds */
+    int strict;                      /* identities are authenticated: check before replying */
+    double log_window;               /* start of the current second of refusal lines */
+    int log_lines, log_suppressed;
     int busy;                        /* inside a callback: destroy must not free yet */
     int closing;                     /* destroyed while busy: freed when it unwinds */
 };
@@ -79,6 +90,26 @@ static int s_leave(endpoint_t *ep) {
 
 static void s_log(endpoint_t *ep, const char *fmt, ...) {
     if (!ep->ev.log) return;
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    ep->ev.log(ep->ev.ctx, line);
+}
+
+/* A refusal line, at most LOG_BURST a second: a flood of bad messages must
+ * not become a flood of log lines. */
+static void s_log_refusal(endpoint_t *ep, const char *fmt, ...) {
+    if (!ep->ev.log) return;
+    double now = loop_now();
+    if (now - ep->log_window >= 1.0) {
+        if (ep->log_suppressed > 0) s_log(ep, "(%d more refusals not logged)", ep->log_suppressed);
+        ep->log_window = now;
+        ep->log_lines = ep->log_suppressed = 0;
+    }
+    if (ep->log_lines >= LOG_BURST) { ep->log_suppressed++; return; }
+    ep->log_lines++;
     char line[512];
     va_list ap;
     va_start(ap, fmt);
@@ -204,6 +235,7 @@ static void s_arm_retry(endpoint_t *ep) {
 }
 
 static int s_queue(endpoint_t *ep, endpoint_call_t *call, const char *peer, size_t peer_len,
+                   const char *user, size_t user_len,
                    const uint8_t *uuid, size_t uuid_len, int type,
                    const void *body, size_t body_len) {
     /* bounded in count and bytes: a peer that never reads cannot make the
@@ -212,7 +244,7 @@ static int s_queue(endpoint_t *ep, endpoint_call_t *call, const char *peer, size
         errno = ENOBUFS;
         return -1;
     }
-    endpoint_out_t *o = malloc(sizeof *o + peer_len + body_len);
+    endpoint_out_t *o = malloc(sizeof *o + peer_len + user_len + body_len);
     if (!o) return -1;
     o->next = NULL;
     o->call = call;
@@ -221,9 +253,12 @@ static int s_queue(endpoint_t *ep, endpoint_call_t *call, const char *peer, size
     o->uuid_len = uuid_len;
     o->type = type;
     o->peer_len = peer_len;
+    o->user_len = user_len;
+    o->check_user = user != NULL;
     o->body_len = body_len;
     memcpy(o->data, peer, peer_len);
-    if (body_len) memcpy(o->data + peer_len, body, body_len);
+    if (user_len) memcpy(o->data + peer_len, user, user_len);
+    if (body_len) memcpy(o->data + peer_len + user_len, body, body_len);
     if (ep->out_tail) ep->out_tail->next = o; else ep->out_head = o;
     ep->out_tail = o;
     ep->nout++;
@@ -243,14 +278,37 @@ static int s_peer_waiting(const endpoint_t *ep, const char *peer, size_t peer_le
     return 0;
 }
 
+/* May a reply bound to `user` go to routing id `peer`? Only while the
+ * directory says that routing id carries that identity (DESIGN.md 4.1);
+ * without authentication the routing id is the identity. */
+static int s_still_carries(endpoint_t *ep, const char *peer, size_t peer_len,
+                           const char *user, size_t user_len) {
+    if (!ep->strict) return 1;
+    peer_t *p = peers_find(ep->peers, peer, peer_len);
+    if (p && !p->closed && p->user_id_len == user_len && memcmp(p->user_id, user, user_len) == 0)
+        return 1;
+    char who[64], whom[64];
+    s_log_refusal(ep, "reply for user '%s' dropped: routing id '%s' %s",
+                  s_peer_text(user, user_len, whom, sizeof whom),
+                  s_peer_text(peer, peer_len, who, sizeof who),
+                  !p || p->closed ? "is gone (its connection closed)" : "now carries another user");
+    return 0;
+}
+
+static void s_drain_monitor(endpoint_t *ep);
+
 static void s_flush(endpoint_t *ep) {
     endpoint_out_t **pp = &ep->out_head, *prev = NULL;
+    if (ep->strict) s_drain_monitor(ep);
     while (*pp) {
         endpoint_out_t *o = *pp;
         int drop = o->dead;
+        if (!drop && o->check_user &&
+            !s_still_carries(ep, o->data, o->peer_len, o->data + o->peer_len, o->user_len))
+            drop = 1;
         if (!drop) {
             if (frame_send(ep->socket, o->data, o->peer_len, o->uuid, o->uuid_len, o->type,
-                           o->data + o->peer_len, o->body_len) == 0) {
+                           o->data + o->peer_len + o->user_len, o->body_len) == 0) {
                 drop = 1;
             } else if (errno == EHOSTUNREACH && !o->call) {
                 char who[64];
@@ -285,17 +343,22 @@ static void s_retry(loop_t *loop, loop_timer_t *t, void *arg) {
 /* --- sending --- */
 
 endpoint_call_t *endpoint_send_work(endpoint_t *ep, const char *peer, size_t peer_len,
+                                    const char *user, size_t user_len,
                                     const void *body, size_t body_len,
                                     double timeout, int ref) {
     if (ep->ncalls + 1 > ep->nbuckets && s_grow(ep) < 0) return NULL;
+    if (!user) { user = peer; user_len = peer_len; }
     size_t keep = ep->hello_body ? body_len : 0;  /* for a replay after HELLO */
-    endpoint_call_t *c = calloc(1, sizeof *c + peer_len + keep);
+    endpoint_call_t *c = calloc(1, sizeof *c + peer_len + user_len + keep);
     if (!c) return NULL;
     c->peer_len = peer_len;
     memcpy(c->peer, peer, peer_len);
+    c->user = c->peer + peer_len;
+    c->user_len = user_len;
+    memcpy(c->peer + peer_len, user, user_len);
     if (ep->hello_body) {
-        if (keep) memcpy(c->peer + peer_len, body, keep);
-        c->body = c->peer + peer_len;
+        if (keep) memcpy(c->peer + peer_len + user_len, body, keep);
+        c->body = c->peer + peer_len + user_len;
         c->body_len = keep;
     }
     frame_new_uuid(c->uuid);
@@ -316,7 +379,7 @@ endpoint_call_t *endpoint_send_work(endpoint_t *ep, const char *peer, size_t pee
         }
         queued = 1;
     }
-    if (queued && s_queue(ep, c, peer, peer_len, c->uuid, FRAME_UUID_SIZE, FRAME_WORK,
+    if (queued && s_queue(ep, c, peer, peer_len, NULL, 0, c->uuid, FRAME_UUID_SIZE, FRAME_WORK,
                           body, body_len) < 0) {
         free(c);
         return NULL;
@@ -337,8 +400,13 @@ endpoint_call_t *endpoint_send_work(endpoint_t *ep, const char *peer, size_t pee
 }
 
 int endpoint_reply(endpoint_t *ep, const char *peer, size_t peer_len,
+                   const char *user, size_t user_len,
                    const uint8_t *uuid, int type, const void *body, size_t body_len) {
     char who[64];
+    if (user && ep->strict) {
+        s_drain_monitor(ep);                     /* a disconnect read late must not pass */
+        if (!s_still_carries(ep, peer, peer_len, user, user_len)) return -1;
+    }
     if (!(ep->out_head && s_peer_waiting(ep, peer, peer_len))) {
         if (frame_send(ep->socket, peer, peer_len, uuid, FRAME_UUID_SIZE, type,
                        body, body_len) == 0)
@@ -355,7 +423,8 @@ int endpoint_reply(endpoint_t *ep, const char *peer, size_t peer_len,
             return -1;
         }
     }
-    if (s_queue(ep, NULL, peer, peer_len, uuid, FRAME_UUID_SIZE, type, body, body_len) < 0) {
+    if (s_queue(ep, NULL, peer, peer_len, user, user_len, uuid, FRAME_UUID_SIZE, type,
+                body, body_len) < 0) {
         s_log(ep, "reply to peer '%s' dropped: outbox full",
               s_peer_text(peer, peer_len, who, sizeof who));
         return -1;
@@ -364,20 +433,18 @@ int endpoint_reply(endpoint_t *ep, const char *peer, size_t peer_len,
 }
 
 int endpoint_reply_error(endpoint_t *ep, const char *peer, size_t peer_len,
+                         const char *user, size_t user_len,
                          const uint8_t *uuid, const char *name, const char *message,
-                         const char *traceback) {
+                         size_t message_len, const char *traceback) {
     msgpack_sbuffer sb;
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    const char *parts[3] = { name, message, traceback ? traceback : "" };
-    int rc = msgpack_pack_array(&pk, 3);
-    for (int i = 0; i < 3 && rc == 0; i++) {
-        size_t n = strlen(parts[i]);
-        rc = msgpack_pack_str(&pk, n);
-        if (rc == 0) rc = msgpack_pack_str_body(&pk, parts[i], n);
-    }
-    if (rc == 0) rc = endpoint_reply(ep, peer, peer_len, uuid, FRAME_ERROR, sb.data, sb.size);
+    if (!traceback) traceback = "";
+    int rc = message_pack_error(&pk, name, strlen(name), message, message_len,
+                                traceback, strlen(traceback));
+    if (rc == 0) rc = endpoint_reply(ep, peer, peer_len, user, user_len, uuid, FRAME_ERROR,
+                                     sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
     return rc;
 }
@@ -391,17 +458,32 @@ static void s_on_invalid(endpoint_t *ep, const frame_message_t *m) {
      * an ERROR could ping-pong between two hosts. */
     int answerable = m->uuid && m->type != FRAME_OK && m->type != FRAME_ERROR &&
                      m->type != FRAME_HEARTBEAT;
-    s_log(ep, "refused message from peer '%s': %s (%d frames)%s", who, m->reason,
-          m->count, answerable ? ", answered ProtocolError" : "");
+    s_log_refusal(ep, "refused message from peer '%s': %s (%d frames)%s", who, m->reason,
+                  m->count, answerable ? ", answered ProtocolError" : "");
     if (answerable)
-        endpoint_reply_error(ep, m->peer, m->peer_len, m->uuid, "ProtocolError", m->reason, "");
+        endpoint_reply_error(ep, m->peer, m->peer_len, NULL, 0, m->uuid, "ProtocolError",
+                             m->reason, strlen(m->reason), "");
 }
 
+/* Does `m` come from routing id `peer` carrying identity `user`? */
+static int s_from(const frame_message_t *m, const char *peer, size_t peer_len,
+                  const char *user, size_t user_len) {
+    return m->peer_len == peer_len && memcmp(m->peer, peer, peer_len) == 0 &&
+           m->user_len == user_len && memcmp(m->user, user, user_len) == 0;
+}
+
+/* HELLO goes to the server the call went to, never to whoever answered. */
 static void s_send_hello(endpoint_t *ep, const char *peer, size_t peer_len) {
+    char *copy = malloc(peer_len);
+    if (!copy) return;                           /* calls end by their timeout */
+    memcpy(copy, peer, peer_len);
+    free(ep->hello_peer);
+    ep->hello_peer = copy;
+    ep->hello_peer_len = peer_len;
     frame_new_uuid(ep->hello_uuid);
     ep->hello_pending = 1;
     ep->hello_tries++;
-    if (frame_send(ep->socket, peer, peer_len, ep->hello_uuid, FRAME_UUID_SIZE, FRAME_HELLO,
+    if (frame_send(ep->socket, copy, peer_len, ep->hello_uuid, FRAME_UUID_SIZE, FRAME_HELLO,
                    ep->hello_body, ep->hello_len) < 0)
         ep->hello_pending = 0;                   /* calls end by their timeout */
 }
@@ -409,6 +491,12 @@ static void s_send_hello(endpoint_t *ep, const char *peer, size_t peer_len) {
 /* AUTHENTICATED or UNAUTHORIZED for our HELLO. Returns 1 when handled. */
 static int s_on_hello_answer(endpoint_t *ep, const frame_message_t *m) {
     if (!ep->hello_pending || memcmp(m->uuid, ep->hello_uuid, FRAME_UUID_SIZE) != 0) return 0;
+    if (!s_from(m, ep->hello_peer, ep->hello_peer_len, ep->hello_peer, ep->hello_peer_len)) {
+        char who[64];
+        s_log_refusal(ep, "dropped an answer to our HELLO from peer '%s': it went elsewhere",
+                      s_peer_text(m->peer, m->peer_len, who, sizeof who));
+        return 1;
+    }
     ep->hello_pending = 0;
     if (m->type == FRAME_AUTHENTICATED) {
         ep->hello_tries = 0;
@@ -417,11 +505,11 @@ static int s_on_hello_answer(endpoint_t *ep, const frame_message_t *m) {
             c->awaiting_auth = 0;
             if (frame_send(ep->socket, c->peer, c->peer_len, c->uuid, FRAME_UUID_SIZE,
                            FRAME_WORK, c->body, c->body_len) < 0 && !c->queued)
-                s_queue(ep, c, c->peer, c->peer_len, c->uuid, FRAME_UUID_SIZE, FRAME_WORK,
+                s_queue(ep, c, c->peer, c->peer_len, NULL, 0, c->uuid, FRAME_UUID_SIZE, FRAME_WORK,
                         c->body, c->body_len);
         }
     } else if (ep->hello_tries < ep->hello_max_retries) {
-        s_send_hello(ep, m->peer, m->peer_len);
+        s_send_hello(ep, ep->hello_peer, ep->hello_peer_len);
     } else {
         char who[64];
         s_log(ep, "peer '%s' refused our login %d time(s): giving up",
@@ -447,17 +535,24 @@ static int s_on_hello_answer(endpoint_t *ep, const frame_message_t *m) {
 static void s_on_reply(endpoint_t *ep, const frame_message_t *m) {
     if (m->type == FRAME_UNAUTHORIZED && s_on_hello_answer(ep, m)) return;
     endpoint_call_t *c = s_find(ep, m->uuid);
-    if (c && m->type == FRAME_UNAUTHORIZED && ep->hello_body && c->body) {
-        /* log in, then replay it */
-        c->awaiting_auth = 1;
-        if (!ep->hello_pending) s_send_hello(ep, m->peer, m->peer_len);
+    const char *what = m->type == FRAME_OK ? "OK" : m->type == FRAME_ERROR ? "ERROR" : "UNAUTHORIZED";
+    char who[64];
+    if (!c) {
+        s_log_refusal(ep, "dropped %s from peer '%s' for no pending call (late or forged)",
+                      what, s_peer_text(m->peer, m->peer_len, who, sizeof who));
         return;
     }
-    if (!c) {
-        char who[64];
-        s_log(ep, "dropped %s from peer '%s' for no pending call (late or forged)",
-              m->type == FRAME_OK ? "OK" : m->type == FRAME_ERROR ? "ERROR" : "UNAUTHORIZED",
-              s_peer_text(m->peer, m->peer_len, who, sizeof who));
+    /* only the peer the WORK went to settles it: a third peer that learnt
+     * the uuid gets nowhere, and the call still waits for its answer */
+    if (!s_from(m, c->peer, c->peer_len, c->user, c->user_len)) {
+        s_log_refusal(ep, "dropped %s from peer '%s': that call went to another peer",
+                      what, s_peer_text(m->peer, m->peer_len, who, sizeof who));
+        return;
+    }
+    if (m->type == FRAME_UNAUTHORIZED && ep->hello_body && c->body) {
+        /* log in, then replay it */
+        c->awaiting_auth = 1;
+        if (!ep->hello_pending) s_send_hello(ep, c->peer, c->peer_len);
         return;
     }
     s_unlink(ep, c);
@@ -473,6 +568,73 @@ static void s_on_reply(endpoint_t *ep, const frame_message_t *m) {
     s_leave(ep);
 }
 
+static int s_fd_closed(const endpoint_t *ep, int fd) {
+    return fd >= 0 && (size_t)fd / 8 < ep->closed_fds_size &&
+           (ep->closed_fds[fd / 8] >> (fd % 8)) & 1;
+}
+
+static void s_mark_fd(endpoint_t *ep, int fd, int closed) {
+    if (fd < 0 || fd > (1 << 24)) return;
+    size_t byte = (size_t)fd / 8;
+    if (byte >= ep->closed_fds_size) {
+        if (!closed) return;
+        size_t n = byte + 64;
+        uint8_t *b = realloc(ep->closed_fds, n);
+        if (!b) return;                          /* then only the user check guards it */
+        memset(b + ep->closed_fds_size, 0, n - ep->closed_fds_size);
+        ep->closed_fds = b;
+        ep->closed_fds_size = n;
+    }
+    if (closed) ep->closed_fds[byte] |= (uint8_t)(1u << (fd % 8));
+    else ep->closed_fds[byte] &= (uint8_t)~(1u << (fd % 8));
+}
+
+/* Read the monitor's events. A connection that closed (DISCONNECTED, with
+ * its fd) marks the entries heard on it closed: nothing bound to them goes
+ * to their routing id again, so whoever takes it over later gets nothing
+ * meant for them (DESIGN.md 4.1). Messages still in flight from it may be
+ * read after the event: they keep the entry closed until a connection is
+ * accepted on that fd again (ACCEPTED, CONNECTED). Messages carry their fd
+ * (ZMQ_SRCFD); Debian 12's libzmq has no ZMQ_ROUTER_NOTIFY. */
+static void s_drain_monitor(endpoint_t *ep) {
+    if (!ep->monitor) return;
+    for (int i = 0; i < 1024; i++) {
+        zmq_msg_t ev, addr;
+        zmq_msg_init(&ev);
+        if (zmq_msg_recv(&ev, ep->monitor, ZMQ_DONTWAIT) < 0) { zmq_msg_close(&ev); break; }
+        uint16_t event = 0;
+        uint32_t value = 0;
+        if (zmq_msg_size(&ev) >= 6) {
+            memcpy(&event, zmq_msg_data(&ev), 2);
+            memcpy(&value, (char *)zmq_msg_data(&ev) + 2, 4);
+        }
+        int more = zmq_msg_more(&ev);
+        zmq_msg_close(&ev);
+        while (more) {                           /* the endpoint address: not needed */
+            zmq_msg_init(&addr);
+            if (zmq_msg_recv(&addr, ep->monitor, 0) < 0) { zmq_msg_close(&addr); break; }
+            more = zmq_msg_more(&addr);
+            zmq_msg_close(&addr);
+        }
+        if (event == ZMQ_EVENT_DISCONNECTED) {
+            s_mark_fd(ep, (int)value, 1);
+            peers_close_fd(ep->peers, (int)value);
+        } else if (event == ZMQ_EVENT_ACCEPTED || event == ZMQ_EVENT_CONNECTED) {
+            s_mark_fd(ep, (int)value, 0);
+        }
+    }
+}
+
+static void s_on_monitor(loop_t *loop, void *socket, void *arg) {
+    (void)loop; (void)socket;
+    endpoint_t *ep = arg;
+    if (!ep->closing) s_drain_monitor(ep);
+}
+
+void endpoint_sync_peers(endpoint_t *ep) { s_drain_monitor(ep); }
+void endpoint_set_strict(endpoint_t *ep, int strict) { ep->strict = strict; }
+int endpoint_strict(const endpoint_t *ep) { return ep->strict; }
+
 static void s_on_readable(loop_t *loop, void *socket, void *arg) {
     (void)loop;
     endpoint_t *ep = arg;
@@ -480,20 +642,38 @@ static void s_on_readable(loop_t *loop, void *socket, void *arg) {
     int got = 0, is_new;
     double now = loop_now();
     s_enter(ep);
+    /* disconnects first: a routing id freed by one is not its old owner's */
+    s_drain_monitor(ep);
     for (int budget = RECV_BUDGET; budget > 0 && !ep->closing; budget--) {
         if (frame_recv(socket, &m) < 0) break;
         got = 1;
         enum frame_kind kind = frame_decode(&m);
-        /* every message from a peer says it is there */
-        if (m.peer && m.peer_len > 0) {
-            peer_t *p = peers_seen(ep->peers, m.peer, m.peer_len, m.user_id,
-                                   m.user_id ? strlen(m.user_id) : 0, now, &is_new);
-            if (p && ep->notify_seen && ep->ev.on_peer_seen)
-                ep->ev.on_peer_seen(ep->ev.ctx, ep, p);
-            if (ep->closing) { frame_close(&m); break; }   /* the hook closed it */
+        if (kind == FRAME_KIND_BAD_ID) {
+            char who[64];
+            s_log_refusal(ep, "refused message from a peer with a %zu-byte routing id "
+                          "(over %d; starts '%s'): dropped", m.peer_len, FRAME_MAX_ID,
+                          s_peer_text(m.peer, m.peer_len < 16 ? m.peer_len : 16, who, sizeof who));
+            frame_close(&m);
+            continue;
         }
+        /* every message from a peer says it is there */
+        peer_t *p = peers_seen(ep->peers, m.peer, m.peer_len, m.user_id,
+                               m.user_id ? strlen(m.user_id) : 0, m.fd, s_fd_closed(ep, m.fd),
+                               now, &is_new);
+        if (p) {
+            m.user = p->user_id;
+            m.user_len = p->user_id_len;
+            m.logged_in = p->logged_in;
+        } else {                                 /* out of memory: what it carries */
+            m.user = m.user_id && m.user_id[0] ? m.user_id : m.peer;
+            m.user_len = m.user_id && m.user_id[0] ? strlen(m.user_id) : m.peer_len;
+        }
+        if (p && ep->notify_seen && ep->ev.on_peer_seen)
+            ep->ev.on_peer_seen(ep->ev.ctx, ep, p);
+        if (ep->closing) { frame_close(&m); break; }   /* the hook closed it */
         switch (kind) {
         case FRAME_KIND_PROBE:
+        case FRAME_KIND_BAD_ID:
             break;
         case FRAME_KIND_INVALID:
             s_on_invalid(ep, &m);
@@ -511,14 +691,14 @@ static void s_on_readable(loop_t *loop, void *socket, void *arg) {
                     ep->ev.on_hello(ep->ev.ctx, ep, &m);
                 } else {                 /* no authentication configured: welcome */
                     static const char text[] = "Welcome";
-                    endpoint_reply(ep, m.peer, m.peer_len, m.uuid, FRAME_AUTHENTICATED,
+                    endpoint_reply(ep, m.peer, m.peer_len, NULL, 0, m.uuid, FRAME_AUTHENTICATED,
                                    text, sizeof text - 1);
                 }
                 break;
             case FRAME_AUTHENTICATED:
                 s_on_hello_answer(ep, &m);
                 break;
-            default:                   /* HEARTBEAT, AUTHENTICATED: seen, no answer */
+            default:                   /* HEARTBEAT: seen, no answer */
                 break;
             }
             break;
@@ -531,6 +711,32 @@ static void s_on_readable(loop_t *loop, void *socket, void *arg) {
 }
 
 /* --- life cycle --- */
+
+/* Watch the socket's disconnects: libzmq names the fd, and messages carry
+ * their fd (ZMQ_SRCFD), which ties a disconnect to the routing ids heard on
+ * it (Debian 12's libzmq has no ZMQ_ROUTER_NOTIFY). */
+static int s_monitor_start(endpoint_t *ep, void *zmq_context) {
+    /* a fresh name each time: a closed socket's inproc name is released
+     * later, by libzmq's reaper, so an address could still be taken */
+    char address[64] = "inproc://pseud-monitor-";
+    uint8_t id[FRAME_UUID_SIZE];
+    frame_new_uuid(id);
+    for (int i = 0; i < FRAME_UUID_SIZE; i++)
+        snprintf(address + 23 + 2 * i, 3, "%02x", id[i]);
+    if (zmq_socket_monitor(ep->socket, address, ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_ACCEPTED |
+                           ZMQ_EVENT_CONNECTED) < 0)
+        return -1;
+    ep->monitor = zmq_socket(zmq_context, ZMQ_PAIR);
+    int zero = 0;
+    if (!ep->monitor || zmq_setsockopt(ep->monitor, ZMQ_LINGER, &zero, sizeof zero) < 0 ||
+        zmq_connect(ep->monitor, address) < 0 ||
+        loop_add_socket(ep->loop, ep->monitor, s_on_monitor, ep) < 0) {
+        if (ep->monitor) zmq_close(ep->monitor);
+        ep->monitor = NULL;
+        return -1;
+    }
+    return 0;
+}
 
 endpoint_t *endpoint_new(void *zmq_context, loop_t *loop, const endpoint_options_t *o,
                          const endpoint_events_t *ev) {
@@ -552,8 +758,10 @@ endpoint_t *endpoint_new(void *zmq_context, loop_t *loop, const endpoint_options
         (o->routing_id && zmq_setsockopt(ep->socket, ZMQ_ROUTING_ID, o->routing_id,
                                          strlen(o->routing_id)) < 0) ||
         (o->probe_router && zmq_setsockopt(ep->socket, ZMQ_PROBE_ROUTER, &one, sizeof one) < 0) ||
+        s_monitor_start(ep, zmq_context) < 0 ||
         loop_add_socket(loop, ep->socket, s_on_readable, ep) < 0) {
         int e = errno;
+        if (ep->monitor) { loop_remove_socket(loop, ep->monitor); zmq_close(ep->monitor); }
         zmq_close(ep->socket);
         peers_destroy(&ep->peers);
         free(ep);
@@ -583,6 +791,12 @@ int endpoint_set_login(endpoint_t *ep, const char *login, size_t login_len,
 
 static void s_free(endpoint_t *ep) {
     free(ep->hello_body);
+    free(ep->hello_peer);
+    free(ep->closed_fds);
+    if (ep->monitor) {
+        zmq_socket_monitor(ep->socket, NULL, 0);
+        zmq_close(ep->monitor);
+    }
     zmq_close(ep->socket);
     peers_destroy(&ep->peers);
     free(ep->buckets);
@@ -615,15 +829,15 @@ static void s_hb_send(loop_t *loop, loop_timer_t *t, void *arg) {
 
 /* End every pending call to `peer` with PeerLostError. Returns 1 when that
  * destroyed the endpoint. */
-static int s_fail_calls_to(endpoint_t *ep, const char *peer, size_t len) {
+static int s_fail_calls_to(endpoint_t *ep, const char *peer, size_t len, const char *why) {
     endpoint_call_t *c = ep->first;
     size_t budget = ep->ncalls;                  /* calls made by the callbacks wait */
     while (c && budget > 0) {
         endpoint_call_t *next = c->next;
         if (c->peer_len == len && memcmp(c->peer, peer, len) == 0) {
             char who[64], msg[160];
-            snprintf(msg, sizeof msg, "peer '%s' was declared gone (heartbeat timeout)",
-                     s_peer_text(peer, len, who, sizeof who));
+            snprintf(msg, sizeof msg, "peer '%s' was declared gone (%s)",
+                     s_peer_text(peer, len, who, sizeof who), why);
             budget--;
             if (s_fail_call(ep, c, "PeerLostError", msg)) return 1;
             next = ep->first;                    /* callbacks may have ended others: restart */
@@ -645,17 +859,13 @@ static void s_hb_sweep(loop_t *loop, loop_timer_t *t, void *arg) {
         s_log(ep, "peer '%s' silent for %.2f s: gone",
               s_peer_text(p->user_id, p->user_id_len, who, sizeof who), now - p->last_seen);
         /* out of the directory first: callbacks see it gone */
-        peer_t gone = *p;
-        char ids[2 * FRAME_MAX_ID + 2];
-        size_t rl = p->routing_id_len < FRAME_MAX_ID ? p->routing_id_len : FRAME_MAX_ID;
-        size_t ul = p->user_id_len < FRAME_MAX_ID ? p->user_id_len : FRAME_MAX_ID;
-        memcpy(ids, p->routing_id, rl);
-        memcpy(ids + rl, p->user_id, ul);
-        gone.routing_id = ids; gone.routing_id_len = rl;
-        gone.user_id = ids + rl; gone.user_id_len = ul;
-        peers_remove(ep->peers, p);
-        if (s_fail_calls_to(ep, gone.routing_id, gone.routing_id_len)) break;
-        if (ep->ev.on_peer_gone) ep->ev.on_peer_gone(ep->ev.ctx, ep, &gone);
+        peers_detach(ep->peers, p);
+        if (s_fail_calls_to(ep, p->routing_id, p->routing_id_len, "heartbeat timeout")) {
+            peers_free(p);
+            break;
+        }
+        if (ep->ev.on_peer_gone) ep->ev.on_peer_gone(ep->ev.ctx, ep, p);
+        peers_free(p);
     }
     if (s_leave(ep)) return;
     /* a callback may have set a new policy (and armed its own sweep) */
@@ -701,6 +911,7 @@ void endpoint_destroy(endpoint_t **p) {
     loop_cancel_timer(ep->loop, ep->hb_sweep);
     ep->expiry = ep->retry = ep->hb_send = ep->hb_sweep = NULL;
     loop_remove_socket(ep->loop, ep->socket);
+    if (ep->monitor) loop_remove_socket(ep->loop, ep->monitor);
     s_enter(ep);
     while (ep->first) s_fail_call(ep, ep->first, "PeerLostError", "the endpoint was closed");
     for (endpoint_out_t *o = ep->out_head, *next; o; o = next) { next = o->next; free(o); }

@@ -34,14 +34,18 @@ struct endpoint_call {
     int awaiting_auth;               /* answered UNAUTHORIZED: replayed after HELLO */
     const char *body;                /* its WORK body, kept for replay, or NULL */
     size_t body_len;
-    size_t peer_len;                 /* the routing id it went to, */
-    char peer[];                     /* so a peer declared gone ends its calls */
+    size_t peer_len;                 /* the routing id it went to, so a peer
+                                        declared gone ends its calls */
+    const char *user;                /* the identity its reply must come from */
+    size_t user_len;
+    char peer[];                     /* routing id, user id, kept body */
 };
 
 typedef struct endpoint_events {
     void *ctx;
     /* A well-formed WORK arrived. The receiver answers it with endpoint_reply()
-     * now or later; `m` is valid during the call only. */
+     * now or later; `m` is valid during the call only; m->user is the
+     * sender's identity. */
     void (*on_work)(void *ctx, endpoint_t *ep, const frame_message_t *m);
     /* OK or ERROR for `call`; the endpoint frees `call` after this returns. */
     void (*on_reply)(void *ctx, endpoint_t *ep, endpoint_call_t *call,
@@ -57,8 +61,9 @@ typedef struct endpoint_events {
     /* A HELLO arrived (a server's backend judges it); NULL: answered
      * AUTHENTICATED. Answer with endpoint_reply. `m` is valid during the call. */
     void (*on_hello)(void *ctx, endpoint_t *ep, const frame_message_t *m);
-    /* `p` was silent past the heartbeat timeout and left the directory;
-     * its calls have failed with PeerLostError. `p` is valid during the call. */
+    /* `p` left the directory: silent past the heartbeat timeout, or its
+     * connection closed; a server's calls to it have failed with
+     * PeerLostError. `p` is valid during the call. */
     void (*on_peer_gone)(void *ctx, endpoint_t *ep, const peer_t *p);
 } endpoint_events_t;
 
@@ -87,22 +92,42 @@ void endpoint_destroy(endpoint_t **p);
 int endpoint_bind(endpoint_t *ep, const char *address, char *actual, size_t actual_size);
 int endpoint_connect(endpoint_t *ep, const char *address);
 
-/* Send WORK `body` to `peer` and track it for `timeout` seconds. A peer not
- * connected is retried until then with queue_unroutable, else it is an error
+/* Send WORK `body` to `peer` and track it for `timeout` seconds; only an
+ * OK or ERROR from that routing id carrying identity `user` (NULL: the
+ * routing id itself, as a client's server) settles it. A peer not connected
+ * is retried until then with queue_unroutable, else it is an error
  * (EHOSTUNREACH). NULL with errno on failure. */
 endpoint_call_t *endpoint_send_work(endpoint_t *ep, const char *peer, size_t peer_len,
+                                    const char *user, size_t user_len,
                                     const void *body, size_t body_len,
                                     double timeout, int ref);
 
-/* Send a reply (OK, ERROR, UNAUTHORIZED, AUTHENTICATED) to `peer`. A full
- * queue keeps it in the outbox; a peer that is gone is logged. Returns 0/-1. */
+/* Send a reply (OK, ERROR, UNAUTHORIZED, AUTHENTICATED) to `peer`. With
+ * `user` (an answer given later, after a handler ran), it goes only while
+ * that routing id still carries that identity on the connection the
+ * directory knows; otherwise it is logged and dropped (DESIGN.md 4.1).
+ * A full queue keeps it in the outbox; a peer that is gone is logged.
+ * Returns 0/-1. */
 int endpoint_reply(endpoint_t *ep, const char *peer, size_t peer_len,
+                   const char *user, size_t user_len,
                    const uint8_t *uuid, int type, const void *body, size_t body_len);
 
-/* Send ERROR [name, message, traceback] (msgpack) to `peer`. */
+/* Send ERROR [name, message, traceback] (msgpack, each valid UTF-8) to
+ * `peer`, bound to `user` as endpoint_reply. */
 int endpoint_reply_error(endpoint_t *ep, const char *peer, size_t peer_len,
+                         const char *user, size_t user_len,
                          const uint8_t *uuid, const char *name, const char *message,
-                         const char *traceback);
+                         size_t message_len, const char *traceback);
+
+/* Identities are authenticated (a ZAP domain or HELLO hooks): every
+ * reply bound to a user is checked against the directory after reading
+ * the socket's disconnect events. */
+void endpoint_set_strict(endpoint_t *ep, int strict);
+int endpoint_strict(const endpoint_t *ep);
+
+/* Read the socket's disconnect events now, so the directory forgets peers
+ * whose connection is gone. */
+void endpoint_sync_peers(endpoint_t *ep);
 
 /* Pending calls and outbox size, for tests and stop. */
 size_t endpoint_pending_calls(const endpoint_t *ep);

@@ -62,11 +62,20 @@ enum frame_kind frame_decode(frame_message_t *m) {
     m->type = -1;
     m->body = NULL; m->body_len = 0;
     m->user_id = NULL;
+    m->fd = -1;
     m->reason = NULL;
+    m->user = NULL; m->user_len = 0;
+    m->logged_in = 0;
     if (m->kept == 0) { m->reason = "empty message"; return FRAME_KIND_INVALID; }
     m->peer = s_data(m, 0, &m->peer_len);
+    if (m->peer_len == 0 || m->peer_len > FRAME_MAX_ID) {
+        m->reason = "routing id is empty or over 255 bytes";
+        return FRAME_KIND_BAD_ID;
+    }
     /* the routing id part is made by the ROUTER and carries no metadata */
-    m->user_id = zmq_msg_gets(&m->parts[m->kept > 1 ? 1 : 0], "User-Id");
+    zmq_msg_t *meta = &m->parts[m->kept > 1 ? 1 : 0];
+    m->user_id = zmq_msg_gets(meta, "User-Id");
+    m->fd = zmq_msg_get(meta, ZMQ_SRCFD);
     if (m->count == 2 && zmq_msg_size(&m->parts[1]) == 0)
         return FRAME_KIND_PROBE;
     /* Pick out uuid and type where they would be, so even a malformed message

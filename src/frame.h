@@ -17,7 +17,8 @@
 #define FRAME_VERSION     "v1"
 #define FRAME_UUID_SIZE   16
 #define FRAME_MAX_PARTS   8        /* parts kept; more are drained and counted */
-#define FRAME_MAX_ID      255      /* ZeroMQ routing ids are 1..255 bytes */
+#define FRAME_MAX_ID      255      /* longest routing id served (DESIGN.md section 4):
+                                      a peer may announce any length, longer is refused */
 
 enum frame_type {
     FRAME_OK            = 0x01,
@@ -33,7 +34,8 @@ enum frame_type {
 enum frame_kind {
     FRAME_KIND_MESSAGE,    /* a well-formed pseud v1 message */
     FRAME_KIND_PROBE,      /* [routing_id, ""]: a peer's ZMQ_PROBE_ROUTER hello */
-    FRAME_KIND_INVALID     /* malformed; `reason` says why, `uuid` set when usable */
+    FRAME_KIND_INVALID,    /* malformed; `reason` says why, `uuid` set when usable */
+    FRAME_KIND_BAD_ID      /* a routing id over FRAME_MAX_ID bytes: dropped unanswered */
 };
 
 typedef struct frame_message {
@@ -47,7 +49,12 @@ typedef struct frame_message {
     int type;                                 /* type byte, -1 when absent */
     const char *body;  size_t body_len;
     const char *user_id;                      /* ZMQ "User-Id" property, or NULL */
+    int fd;                                   /* the connection it came on (ZMQ_SRCFD), or -1 */
     const char *reason;                       /* why FRAME_KIND_INVALID */
+    /* set by the endpoint from its directory, valid during its callback:
+     * the sender's identity (DESIGN.md section 4.1) */
+    const char *user;  size_t user_len;
+    int logged_in;                            /* the sender passed a HELLO */
 } frame_message_t;
 
 /* Receive one whole message without blocking. Returns 0, or -1 with errno

@@ -20,6 +20,8 @@
 #include <lauxlib.h>
 #include <zmq.h>
 
+#include "message.h"
+
 #define POOL_MAX   256            /* idle tasks kept */
 #define SLICE      0.01           /* seconds a task runs before it yields to the loop */
 #define HOOK_COUNT 10000          /* VM instructions between looks at the clock */
@@ -41,10 +43,9 @@ struct task {
     lendpoint_t *le;              /* the endpoint its WORK came from, or NULL */
     int result;                   /* ref: the future a spawn settles, or LUA_NOREF */
     uint8_t uuid[FRAME_UUID_SIZE];/* the WORK it answers */
-    size_t peer_len;
-    char peer[FRAME_MAX_ID];      /* who to answer */
-    size_t user_len;
-    char user[FRAME_MAX_ID];      /* the caller's user id (ZAP User-Id or routing id) */
+    char *ids;                    /* who to answer: routing id, then the caller's user id */
+    size_t ids_cap;               /* bytes allocated at ids, kept across reuse */
+    size_t peer_len, user_len;
 };
 
 typedef struct work_job {
@@ -103,7 +104,8 @@ void host_close(host_t *h) {
         lua_setallocf(h->L, h->alloc, h->alloc_ud);
         h->alloc = NULL;
     }
-    for (int i = 0; i < h->npool; i++) free(h->pool[i]);   /* threads: the GC's */
+    passwd_destroy(&h->passwd);                   /* before zap: its answers go there */
+    for (int i = 0; i < h->npool; i++) { free(h->pool[i]->ids); free(h->pool[i]); }   /* threads: the GC's */
     h->npool = 0;
     free(h->pool);
     h->pool = NULL;
@@ -141,8 +143,8 @@ task_t *host_current_task(lua_State *L) {
 int host_push_caller(lua_State *L) {
     task_t *t = host_current_task(L);
     if (!t || !t->le) return 0;
-    lua_pushlstring(L, t->user, t->user_len);
-    lua_pushlstring(L, t->peer, t->peer_len);
+    lua_pushlstring(L, t->ids + t->peer_len, t->user_len);
+    lua_pushlstring(L, t->ids, t->peer_len);
     return 2;
 }
 
@@ -199,6 +201,8 @@ static task_t *s_task_acquire(host_t *h, lua_State *L) {
         t->co = co;
         t->co_ref = ref;
         t->host = h;
+        t->ids = NULL;
+        t->ids_cap = 0;
         *(task_t **)lua_getextraspace(co) = t;
         lua_sethook(co, s_hook, LUA_MASKCOUNT, HOOK_COUNT);
     }
@@ -241,20 +245,24 @@ static void s_task_release(host_t *h, lua_State *L, task_t *t) {
     } else {
         *(task_t **)lua_getextraspace(t->co) = NULL;
         luaL_unref(L, LUA_REGISTRYINDEX, t->co_ref);
+        free(t->ids);
         free(t);
     }
 }
 
-/* Answer the task's WORK, if it has one and its endpoint is open. */
+/* Answer the task's WORK, if it has one and its endpoint is open: to the
+ * routing id it came from, only while that carries the caller's identity. */
 static void s_task_reply(task_t *t, int type, const void *body, size_t len) {
     if (t->le && t->le->ep)
-        endpoint_reply(t->le->ep, t->peer, t->peer_len, t->uuid, type, body, len);
+        endpoint_reply(t->le->ep, t->ids, t->peer_len, t->ids + t->peer_len, t->user_len,
+                       t->uuid, type, body, len);
 }
 
 static void s_task_reply_error(task_t *t, const char *name, const char *message,
                                const char *traceback) {
     if (t->le && t->le->ep)
-        endpoint_reply_error(t->le->ep, t->peer, t->peer_len, t->uuid, name, message, traceback);
+        endpoint_reply_error(t->le->ep, t->ids, t->peer_len, t->ids + t->peer_len, t->user_len,
+                             t->uuid, name, message, strlen(message), traceback);
 }
 
 /* The task returned `nres` values on its stack. */
@@ -440,7 +448,7 @@ static void s_lookup(lua_State *L, lendpoint_t *le, const frame_message_t *m,
     lua_replace(L, name);
 }
 
-static int s_work_refuse(work_job_t *job, const char *name, const char *message) {
+static int s_work_refuse(work_job_t *job, const char *name, const char *message, size_t len) {
     const frame_message_t *m = job->m;
     job->owned = 1;
     if (!job->le->ep) return 0;                   /* closed meanwhile (by a resolver) */
@@ -453,22 +461,25 @@ static int s_work_refuse(work_job_t *job, const char *name, const char *message)
         host_log(job->le->host, "refused WORK from peer '%s': %s, answered ProtocolError",
                  who, message);
     }
-    endpoint_reply_error(job->le->ep, m->peer, m->peer_len, m->uuid, name, message, "");
+    endpoint_reply_error(job->le->ep, m->peer, m->peer_len, NULL, 0, m->uuid, name, message,
+                         len, "");
     return 0;
 }
 
-/* The caller's user id as its messages carry it: ZAP User-Id, else routing id. */
+/* The sender's identity (DESIGN.md 4.1): ZAP User-Id, the login of a HELLO
+ * it passed, or its routing id. */
 static void s_push_user(lua_State *L, const frame_message_t *m) {
-    if (m->user_id && m->user_id[0]) lua_pushstring(L, m->user_id);
-    else lua_pushlstring(L, m->peer, m->peer_len);
+    lua_pushlstring(L, m->user, m->user_len);
 }
 
-/* Is the sender of `m` authenticated? Asks the backend (is_authenticated). */
+/* Is the sender of `m` authenticated? Asks the backend
+ * (is_authenticated(user_id, routing_id, logged_in)). */
 static int s_gate(lua_State *L, lendpoint_t *le, const frame_message_t *m) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, le->auth_gate);
     s_push_user(L, m);
     lua_pushlstring(L, m->peer, m->peer_len);
-    lua_call(L, 2, 1);
+    lua_pushboolean(L, m->logged_in);
+    lua_call(L, 3, 1);
     int ok = lua_toboolean(L, -1);
     lua_pop(L, 1);
     return ok;
@@ -480,35 +491,35 @@ static int s_work_protected(lua_State *L) {
     host_t *h = le->host;
     const frame_message_t *m = job->m;
     codec_error_t err = { "msgpack: out of memory" };
+    /* the sender's identity, kept on the stack: hooks run below may change
+     * the directory entry m->user points into */
+    size_t user_len;
+    lua_pushlstring(L, m->user, m->user_len);
+    const char *user = lua_tolstring(L, -1, &user_len);
     if (le->auth_gate != LUA_NOREF && !s_gate(L, le, m)) {
         static const char text[] = "Authentication Required";
         job->owned = 1;
-        endpoint_reply(le->ep, m->peer, m->peer_len, m->uuid, FRAME_UNAUTHORIZED, text, sizeof text - 1);
+        endpoint_reply(le->ep, m->peer, m->peer_len, NULL, 0, m->uuid, FRAME_UNAUTHORIZED,
+                       text, sizeof text - 1);
         return 0;
     }
     if (codec_check(m->body, m->body_len, &h->limits, &err) < 0)
-        return s_work_refuse(job, "ProtocolError", err.message);
+        return s_work_refuse(job, "ProtocolError", err.message, strlen(err.message));
     msgpack_object obj;
     size_t off = 0;
     msgpack_zone_clear(&h->zone);
     if (msgpack_unpack(m->body, m->body_len, &off, &h->zone, &obj) != MSGPACK_UNPACK_SUCCESS)
-        return s_work_refuse(job, "ProtocolError", "WORK body could not be unpacked");
+        return s_work_refuse(job, "ProtocolError", "WORK body could not be unpacked", 31);
     const msgpack_object *it = obj.via.array.ptr;
     if (obj.type != MSGPACK_OBJECT_ARRAY || obj.via.array.size < 2 || obj.via.array.size > 3 ||
         (it[0].type != MSGPACK_OBJECT_STR && it[0].type != MSGPACK_OBJECT_BIN) ||
         it[1].type != MSGPACK_OBJECT_ARRAY ||
         (obj.via.array.size == 3 && it[2].type != MSGPACK_OBJECT_MAP &&
          it[2].type != MSGPACK_OBJECT_NIL))
-        return s_work_refuse(job, "ProtocolError", "WORK body is not [name, args, kwargs]");
+        return s_work_refuse(job, "ProtocolError", "WORK body is not [name, args, kwargs]", 37);
     const msgpack_object_array *args = &it[1].via.array;
     int has_kwargs = obj.via.array.size == 3 && it[2].type == MSGPACK_OBJECT_MAP &&
                      it[2].via.map.size > 0;
-    const char *user = m->peer;
-    size_t user_len = m->peer_len;
-    if (m->user_id && m->user_id[0]) {
-        user = m->user_id;
-        user_len = strlen(user);
-    }
     /* arguments first: a name registered under domains is routed on them */
     int npos = (int)args->size, nargs = npos + has_kwargs, base = lua_gettop(L);
     luaL_checkstack(L, nargs + 4, "too many arguments");
@@ -520,8 +531,10 @@ static int s_work_protected(lua_State *L) {
     lua_pushlstring(L, it[0].via.str.ptr, it[0].via.str.size);
     s_lookup(L, le, m, user, user_len, base + 1, npos, has_kwargs);
     if (lua_isnil(L, -1)) {
-        lua_pushlstring(L, it[0].via.str.ptr, it[0].via.str.size);
-        return s_work_refuse(job, "ServiceNotFoundError", lua_tostring(L, -1));
+        /* the name is the peer's bytes: escaped, at most 1 KiB of it (DESIGN.md 4) */
+        char echo[MESSAGE_ECHO_SIZE];
+        size_t n = message_echo(echo, it[0].via.str.ptr, it[0].via.str.size);
+        return s_work_refuse(job, "ServiceNotFoundError", echo, n);
     }
     lua_insert(L, base + 1);                      /* callable below its arguments */
     task_t *t = s_task_acquire(h, L);
@@ -530,14 +543,23 @@ static int s_work_protected(lua_State *L) {
         return luaL_error(L, "too many arguments (%d)", nargs);
     }
     lua_xmove(L, t->co, nargs + 1);               /* callable and arguments */
+    if (t->ids_cap < m->peer_len + user_len) {    /* sized to the peer's ids, never cut */
+        char *ids = realloc(t->ids, m->peer_len + user_len);
+        if (!ids) {
+            s_task_release(h, L, t);
+            return luaL_error(L, "not enough memory");
+        }
+        t->ids = ids;
+        t->ids_cap = m->peer_len + user_len;
+    }
     t->le = le;
     le->tasks++;
     h->nanswering++;
     memcpy(t->uuid, m->uuid, FRAME_UUID_SIZE);
     t->peer_len = m->peer_len;
-    memcpy(t->peer, m->peer, m->peer_len);
-    t->user_len = user_len < sizeof t->user ? user_len : sizeof t->user;
-    memcpy(t->user, user, t->user_len);
+    memcpy(t->ids, m->peer, m->peer_len);
+    t->user_len = user_len;
+    memcpy(t->ids + m->peer_len, user, user_len);
     if (le->max_handler_time > 0) t->deadline = loop_now() + le->max_handler_time;
     t->mem_cap = le->max_handler_memory;
     job->owned = 1;
@@ -558,9 +580,9 @@ static void s_on_work(void *ctx, endpoint_t *ep, const frame_message_t *m) {
         const char *msg = lua_tostring(L, -1);
         host_log(le->host, "WORK failed before its handler ran: %s", msg ? msg : "(error)");
         if (!job.owned && le->ep)
-            endpoint_reply_error(le->ep, m->peer, m->peer_len, m->uuid,
+            endpoint_reply_error(le->ep, m->peer, m->peer_len, NULL, 0, m->uuid,
                                  status == LUA_ERRMEM ? "MemoryError" : "LuaError",
-                                 msg ? msg : "error", "");
+                                 msg ? msg : "error", msg ? strlen(msg) : 5, "");
         lua_pop(L, 1);
     }
 }
@@ -673,27 +695,69 @@ static void s_on_call_failed(void *ctx, endpoint_t *ep, endpoint_call_t *call,
     s_settle_call(ctx, &job);
 }
 
-/* --- ZAP --- */
+/* --- ZAP and HELLO: identities, and password checks off the loop --- */
+
+/* Why a user id a hook returned is refused (DESIGN.md 4.1), or NULL. */
+static const char *s_bad_user_id(const char *s, size_t n) {
+    if (n == 0) return "it is empty";
+    if (n > FRAME_MAX_ID) return "it is over 255 bytes";
+    if (memchr(s, '\0', n)) return "it holds a NUL byte";
+    return NULL;
+}
+
+/* Is the value at idx a deferred password check (core.password_check)? */
+static int s_is_password_check(lua_State *L, int idx) {
+    if (!lua_istable(L, idx) || !lua_getmetatable(L, idx)) return 0;
+    luaL_getmetatable(L, PASSWORD_CHECK_MT);
+    int yes = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    return yes;
+}
+
+/* The hash (NULL: no such login) and password of the check at idx. */
+static int s_password_fields(lua_State *L, int idx, const char **hash, const char **pw, size_t *pw_len) {
+    lua_getfield(L, idx, "hash");
+    lua_getfield(L, idx, "password");
+    *hash = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+    *pw = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, pw_len) : NULL;
+    return *pw ? 0 : -1;                          /* both stay on the stack */
+}
 
 typedef struct zap_job {
     host_t *h;
     const zap_request_t *req;
-    char *user_id, *reason;
-    size_t user_id_size, reason_size;
-    int accepted;
+    zap_pending_t *pending;
+    char *user_id, *reason;       /* ZAP_MAX_TEXT + 1 bytes each */
+    int status;
 } zap_job_t;
 
-static void s_copy_out(char *dst, size_t size, const char *src) {
-    size_t n = strlen(src);
-    if (n >= size) n = size - 1;
-    memcpy(dst, src, n);
-    dst[n] = '\0';
+typedef struct zap_check {        /* a ZAP request waiting for its password check */
+    host_t *h;
+    zap_pending_t *pending;
+    char mechanism[8];
+    char address[ZAP_MAX_TEXT + 1];
+    char user_id[];
+} zap_check_t;
+
+static void s_zap_checked(void *ctx, int verified) {
+    zap_check_t *c = ctx;
+    host_t *h = c->h;
+    if (verified == 1) {
+        zap_answer(h->zap, c->pending, ZAP_OK, c->user_id, "OK");
+    } else if (verified == 0) {
+        host_log(h, "%s handshake refused (address %s): wrong login or password", c->mechanism, c->address);
+        zap_answer(h->zap, c->pending, ZAP_REFUSED, NULL, "wrong login or password");
+    } else {
+        zap_answer(h->zap, c->pending, ZAP_INTERNAL, NULL, "shutting down");
+    }
+    free(c);
 }
 
 static int s_zap_protected(lua_State *L) {
     zap_job_t *job = lua_touserdata(L, 1);
     const zap_request_t *r = job->req;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, job->h->zap_handler);
+    host_t *h = job->h;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->zap_handler);
     lua_createtable(L, 0, 7);
     lua_pushstring(L, r->mechanism); lua_setfield(L, -2, "mechanism");
     lua_pushstring(L, r->address); lua_setfield(L, -2, "address");
@@ -705,33 +769,73 @@ static int s_zap_protected(lua_State *L) {
     }
     if (r->client_key[0]) { lua_pushstring(L, r->client_key); lua_setfield(L, -2, "client_key"); }
     lua_call(L, 1, 2);
-    if (lua_type(L, -2) == LUA_TSTRING && lua_rawlen(L, -2) > 0) {
-        job->accepted = 1;
-        s_copy_out(job->user_id, job->user_id_size, lua_tostring(L, -2));
-    } else if (lua_isstring(L, -1)) {
-        s_copy_out(job->reason, job->reason_size, lua_tostring(L, -1));
+    int first = lua_gettop(L) - 1;
+    int deferred = s_is_password_check(L, first);
+    int user = deferred ? first + 1 : first;      /* (check, user_id) or (user_id | nil, reason) */
+    size_t ulen = 0;
+    const char *u = lua_type(L, user) == LUA_TSTRING ? lua_tolstring(L, user, &ulen) : NULL;
+    job->status = ZAP_REFUSED;
+    if (!u && !deferred) {
+        const char *why = lua_type(L, first + 1) == LUA_TSTRING ? lua_tostring(L, first + 1) : "refused";
+        snprintf(job->reason, ZAP_MAX_TEXT + 1, "%s", why);
+        return 0;
     }
+    const char *bad = u ? s_bad_user_id(u, ulen) : "there is none";
+    if (bad) {
+        host_log(h, "%s handshake refused: the backend's user id is refused: %s", r->mechanism, bad);
+        snprintf(job->reason, ZAP_MAX_TEXT + 1, "user id refused");
+        return 0;
+    }
+    if (!deferred) {
+        job->status = ZAP_OK;
+        memcpy(job->user_id, u, ulen);
+        job->user_id[ulen] = '\0';
+        return 0;
+    }
+    const char *hash, *pw;
+    size_t pw_len = 0;
+    if (s_password_fields(L, first, &hash, &pw, &pw_len) < 0 || !h->passwd)
+        return luaL_error(L, "a password check without a password, or before core.passwd_start");
+    zap_check_t *c = malloc(sizeof *c + ulen + 1);    /* nothing below raises */
+    if (!c) return luaL_error(L, "not enough memory");
+    c->h = h;
+    c->pending = job->pending;
+    snprintf(c->mechanism, sizeof c->mechanism, "%s", r->mechanism);
+    snprintf(c->address, sizeof c->address, "%s", r->address);
+    memcpy(c->user_id, u, ulen);
+    c->user_id[ulen] = '\0';
+    if (!passwd_check(h->passwd, r->address, hash, pw, pw_len, s_zap_checked, c)) {
+        int busy = errno == EAGAIN;
+        free(c);
+        job->status = busy ? ZAP_TEMPORARY : ZAP_INTERNAL;
+        snprintf(job->reason, ZAP_MAX_TEXT + 1, "%s",
+                 busy ? "too many logins in progress: try again later" : "internal error");
+        host_log(h, "%s handshake from %s: %s", r->mechanism, r->address, job->reason);
+        return 0;
+    }
+    job->status = ZAP_PENDING;
     return 0;
 }
 
-/* A ZAP request: the Lua handler decides; any error refuses. */
-static int s_zap_decide(void *ctx, const zap_request_t *req, char *user_id, size_t user_id_size,
-                        char *reason, size_t reason_size) {
+/* A ZAP request: the Lua handler decides now, or defers to a password
+ * check; a handler that raises is an internal error (500). */
+static int s_zap_decide(void *ctx, const zap_request_t *req, zap_pending_t *pending,
+                        char *user_id, char *reason) {
     host_t *h = ctx;
     lua_State *L = h->Lrun ? h->Lrun : h->L;
-    zap_job_t job = { h, req, user_id, reason, user_id_size, reason_size, 0 };
-    s_copy_out(reason, reason_size, "refused");
+    zap_job_t job = { h, req, pending, user_id, reason, ZAP_REFUSED };
     lua_pushcfunction(L, s_zap_protected);
     lua_pushlightuserdata(L, &job);
     if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
-        host_log(h, "ZAP handler failed (refused): %s", lua_tostring(L, -1));
+        host_log(h, "ZAP handler failed (refused, 500): %s", lua_tostring(L, -1));
         lua_pop(L, 1);
-        return 0;
+        snprintf(reason, ZAP_MAX_TEXT + 1, "internal error");
+        return ZAP_INTERNAL;
     }
-    if (!job.accepted)
+    if (job.status == ZAP_REFUSED)
         host_log(h, "%s handshake refused (domain %s, address %s): %s", req->mechanism,
                  req->domain, req->address, reason);
-    return job.accepted;
+    return job.status;
 }
 
 int host_start_zap(host_t *h, lua_State *L) {
@@ -742,45 +846,135 @@ int host_start_zap(host_t *h, lua_State *L) {
     return h->zap ? 0 : -1;
 }
 
-/* --- HELLO (server side) --- */
+int host_start_passwd(host_t *h, int threads, size_t max_pending) {
+    if (h->passwd) return 0;
+    passwd_options_t o;
+    passwd_options_init(&o);
+    if (threads > 0) o.threads = threads;
+    if (max_pending > 0) o.max_pending = max_pending;
+    h->passwd = passwd_new(h->zmq, h->loop, &o);
+    return h->passwd ? 0 : -1;
+}
 
-#define HELLO_MAX_FIELD 1024              /* bytes of a login or a password */
+/* --- HELLO (server side) --- */
 
 typedef struct hello_job {
     lendpoint_t *le;
     const frame_message_t *m;
 } hello_job_t;
 
+typedef struct hello_check {      /* a HELLO waiting for its password check */
+    lendpoint_t *le;              /* held (le->tasks) until the answer */
+    uint8_t uuid[FRAME_UUID_SIZE];
+    int fd;                       /* the connection the HELLO came on */
+    size_t peer_len, user_len, login_len, text_len;
+    char data[];                  /* routing id, identity then, login, welcome text */
+} hello_check_t;
+
+static void s_hello_answer(lendpoint_t *le, const frame_message_t *m, int type, const char *text) {
+    if (le->ep) endpoint_reply(le->ep, m->peer, m->peer_len, NULL, 0, m->uuid, type, text, strlen(text));
+}
+
+static void s_hello_checked(void *ctx, int verified) {
+    hello_check_t *c = ctx;
+    lendpoint_t *le = c->le;
+    host_t *h = le->host;
+    const char *peer = c->data, *user = peer + c->peer_len, *login = user + c->user_len;
+    const char *text = login + c->login_len;
+    if (verified >= 0 && le->ep) {
+        endpoint_sync_peers(le->ep);              /* a disconnect read late must not pass */
+        peers_t *d = endpoint_peers(le->ep);
+        peer_t *p = le->ep ? peers_find(d, peer, c->peer_len) : NULL;
+        int same = p && p->fd == c->fd && p->user_id_len == c->user_len &&
+                   memcmp(p->user_id, user, c->user_len) == 0;
+        if (!same) {
+            host_log(h, "answer to a HELLO dropped: that peer's connection is gone");
+        } else if (verified && peers_log_in(d, p, login, c->login_len) == 0) {
+            endpoint_reply(le->ep, peer, c->peer_len, NULL, 0, c->uuid, FRAME_AUTHENTICATED,
+                           text, c->text_len);
+        } else {
+            static const char no[] = "Invalid credentials";
+            endpoint_reply(le->ep, peer, c->peer_len, NULL, 0, c->uuid, FRAME_UNAUTHORIZED,
+                           no, sizeof no - 1);
+        }
+    }
+    if (verified >= 0) s_endpoint_unhold(h->Lrun ? h->Lrun : h->L, le);
+    free(c);
+}
+
 static int s_hello_protected(lua_State *L) {
     hello_job_t *job = lua_touserdata(L, 1);
     lendpoint_t *le = job->le;
+    host_t *h = le->host;
     const frame_message_t *m = job->m;
-    codec_error_t err;
-    msgpack_object obj;
-    size_t off = 0;
-    const char *reply = "Authentication Required";
-    int type = FRAME_UNAUTHORIZED;
-    msgpack_zone_clear(&le->host->zone);
-    if (codec_check(m->body, m->body_len, &le->host->limits, &err) < 0 ||
-        msgpack_unpack(m->body, m->body_len, &off, &le->host->zone, &obj) != MSGPACK_UNPACK_SUCCESS ||
-        obj.type != MSGPACK_OBJECT_ARRAY || obj.via.array.size != 2 ||
-        (obj.via.array.ptr[0].type != MSGPACK_OBJECT_STR && obj.via.array.ptr[0].type != MSGPACK_OBJECT_BIN) ||
-        (obj.via.array.ptr[1].type != MSGPACK_OBJECT_STR && obj.via.array.ptr[1].type != MSGPACK_OBJECT_BIN) ||
-        obj.via.array.ptr[0].via.str.size > HELLO_MAX_FIELD ||
-        obj.via.array.ptr[1].via.str.size > HELLO_MAX_FIELD) {
-        host_log(le->host, "refused a HELLO that is not [login, password]");
-        reply = "Malformed HELLO";
-    } else {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, le->hello_hook);
-        s_push_user(L, m);
-        lua_pushlstring(L, m->peer, m->peer_len);
-        lua_pushlstring(L, obj.via.array.ptr[0].via.str.ptr, obj.via.array.ptr[0].via.str.size);
-        lua_pushlstring(L, obj.via.array.ptr[1].via.str.ptr, obj.via.array.ptr[1].via.str.size);
-        lua_call(L, 4, 2);
-        if (lua_toboolean(L, -2)) { type = FRAME_AUTHENTICATED; reply = "Welcome"; }
-        if (lua_type(L, -1) == LUA_TSTRING) reply = lua_tostring(L, -1);
+    message_hello_t hello;
+    const char *why;
+    if (message_decode_hello(m->body, m->body_len, &h->limits, &h->zone, &hello, &why) < 0) {
+        host_log(h, "refused a HELLO: %s", why);
+        s_hello_answer(le, m, FRAME_UNAUTHORIZED, "Malformed HELLO");
+        return 0;
     }
-    if (le->ep) endpoint_reply(le->ep, m->peer, m->peer_len, m->uuid, type, reply, strlen(reply));
+    lua_pushlstring(L, m->peer, m->peer_len);     /* 2: kept, the entry may change */
+    lua_pushlstring(L, m->user, m->user_len);     /* 3 */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, le->hello_hook);
+    lua_pushvalue(L, 3);
+    lua_pushvalue(L, 2);
+    lua_pushlstring(L, hello.login, hello.login_len);
+    lua_pushlstring(L, hello.password, hello.password_len);
+    lua_call(L, 4, 3);                            /* 4: ok | check, 5: text, 6: user id */
+    int deferred = s_is_password_check(L, 4);
+    if (!deferred && !lua_toboolean(L, 4)) {
+        s_hello_answer(le, m, FRAME_UNAUTHORIZED,
+                       lua_type(L, 5) == LUA_TSTRING ? lua_tostring(L, 5) : "Invalid credentials");
+        return 0;
+    }
+    size_t text_len, login_len;
+    const char *text = lua_type(L, 5) == LUA_TSTRING ? lua_tolstring(L, 5, &text_len) : NULL;
+    if (!text) { text = "Welcome"; text_len = 7; }
+    if (lua_type(L, 6) != LUA_TSTRING) lua_copy(L, 3, 6);   /* no new identity: keep it */
+    const char *login = lua_tolstring(L, 6, &login_len);
+    const char *bad = s_bad_user_id(login, login_len);
+    if (bad) {
+        host_log(h, "refused a HELLO: the backend's user id is refused: %s", bad);
+        s_hello_answer(le, m, FRAME_UNAUTHORIZED, "Invalid credentials");
+        return 0;
+    }
+    if (!deferred) {
+        peers_t *d = le->ep ? endpoint_peers(le->ep) : NULL;
+        peer_t *p = d ? peers_find(d, m->peer, m->peer_len) : NULL;
+        if (!p || peers_log_in(d, p, login, login_len) < 0) return luaL_error(L, "not enough memory");
+        if (le->ep) endpoint_reply(le->ep, m->peer, m->peer_len, NULL, 0, m->uuid,
+                                   FRAME_AUTHENTICATED, text, text_len);
+        return 0;
+    }
+    const char *hash, *pw;
+    size_t pw_len = 0;
+    if (s_password_fields(L, 4, &hash, &pw, &pw_len) < 0 || !h->passwd)
+        return luaL_error(L, "a password check without a password, or before core.passwd_start");
+    size_t peer_len, user_len;
+    const char *peer = lua_tolstring(L, 2, &peer_len), *user = lua_tolstring(L, 3, &user_len);
+    hello_check_t *c = malloc(sizeof *c + peer_len + user_len + login_len + text_len);
+    if (!c) return luaL_error(L, "not enough memory");   /* nothing below raises */
+    c->le = le;
+    memcpy(c->uuid, m->uuid, FRAME_UUID_SIZE);
+    c->fd = m->fd;
+    c->peer_len = peer_len; c->user_len = user_len; c->login_len = login_len; c->text_len = text_len;
+    char *at = c->data;
+    memcpy(at, peer, peer_len); at += peer_len;
+    memcpy(at, user, user_len); at += user_len;
+    memcpy(at, login, login_len); at += login_len;
+    memcpy(at, text, text_len);
+    const char *address = m->kept > 1 ? zmq_msg_gets((zmq_msg_t *)&m->parts[1], "Peer-Address") : NULL;
+    if (!passwd_check(h->passwd, address, hash, pw, pw_len, s_hello_checked, c)) {
+        int busy = errno == EAGAIN;
+        free(c);
+        host_log(h, "refused a HELLO from %s: %s", address ? address : "?",
+                 busy ? "too many logins in progress" : "internal error");
+        s_hello_answer(le, m, FRAME_UNAUTHORIZED,
+                       busy ? "Too many logins in progress: try again later" : "Authentication Required");
+        return 0;
+    }
+    le->tasks++;                                  /* the answer needs it */
     return 0;
 }
 
@@ -788,7 +982,8 @@ static void s_on_hello(void *ctx, endpoint_t *ep, const frame_message_t *m) {
     lendpoint_t *le = ctx;
     if (le->hello_hook == LUA_NOREF || !le->ep) {
         static const char text[] = "Welcome";
-        endpoint_reply(ep, m->peer, m->peer_len, m->uuid, FRAME_AUTHENTICATED, text, sizeof text - 1);
+        endpoint_reply(ep, m->peer, m->peer_len, NULL, 0, m->uuid, FRAME_AUTHENTICATED,
+                       text, sizeof text - 1);
         return;
     }
     lua_State *L = le->host->Lrun ? le->host->Lrun : le->host->L;
@@ -798,8 +993,7 @@ static void s_on_hello(void *ctx, endpoint_t *ep, const frame_message_t *m) {
     if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
         host_log(le->host, "HELLO refused: %s", lua_tostring(L, -1));
         lua_pop(L, 1);
-        static const char text[] = "Authentication Required";
-        if (le->ep) endpoint_reply(ep, m->peer, m->peer_len, m->uuid, FRAME_UNAUTHORIZED, text, sizeof text - 1);
+        s_hello_answer(le, m, FRAME_UNAUTHORIZED, "Authentication Required");
     }
 }
 

@@ -18,6 +18,7 @@
 #include "codec.h"
 #include "endpoint.h"
 #include "loop.h"
+#include "passwd.h"
 #include "zap.h"
 
 #define HOST_MT      "pseud.Host"
@@ -25,6 +26,7 @@
 #define FUTURE_MT    "pseud.Future"
 #define ERROR_MT     "pseud.Error"
 #define ROUTES_MT    "pseud.Routes"
+#define PASSWORD_CHECK_MT "pseud.PasswordCheck"
 
 typedef struct task task_t;
 
@@ -51,6 +53,7 @@ typedef struct host {
     task_t *current;              /* the task inside lua_resume now, or NULL */
     zap_t *zap;                   /* the ZAP handler, once authentication is used */
     int zap_handler;              /* ref: fn(request) -> user_id | nil, reason */
+    passwd_t *passwd;             /* argon2 checks on worker threads, once started */
 } host_t;
 
 typedef struct lendpoint {
@@ -90,6 +93,10 @@ int host_init(host_t *h, lua_State *L);
 /* Start the ZAP handler (once) with the Lua function on top of L (popped).
  * Returns 0, or -1 with errno. */
 int host_start_zap(host_t *h, lua_State *L);
+
+/* Start the password-check pool (once): `threads` workers, at most
+ * `max_pending` checks in flight (0: defaults). Returns 0, or -1 with errno. */
+int host_start_passwd(host_t *h, int threads, size_t max_pending);
 
 /* Close what host_init opened; safe twice. */
 void host_close(host_t *h);

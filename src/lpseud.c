@@ -154,22 +154,45 @@ static int l_endpoint_connect(lua_State *L) {
     return 1;
 }
 
-/* ep:call(peer|nil, name, args... [, kwargs]) -> future */
+/* ep:call(user_id|nil, hint|nil, name, args... [, kwargs]) -> future
+ * A user id resolves by identity only (DESIGN.md 4.1): the routing id it was
+ * last heard on, or hint.routing_id (a backend's get_routing_id) when that
+ * routing id carries this user id now. nil: the default peer (a client's
+ * server). */
 static int l_endpoint_call(lua_State *L) {
     lendpoint_t *le = check_endpoint(L, 1);
     host_t *h = le->host;
-    size_t peer_len = le->default_peer_len, name_len;
-    const char *peer = le->default_peer;
+    size_t peer_len = le->default_peer_len, name_len, user_len = 0;
+    const char *peer = le->default_peer, *user = NULL;
     int unknown = 0;
     if (!lua_isnoneornil(L, 2)) {
-        /* a user id: where was it last heard from? A server's peers come to
-         * it, so one it has not heard from (or has declared gone) is lost. */
-        peer = luaL_checklstring(L, 2, &peer_len);
-        peer_t *p = peers_find_user(endpoint_peers(le->ep), peer, peer_len);
-        if (!p) p = peers_find(endpoint_peers(le->ep), peer, peer_len);   /* a routing id */
+        /* A server's peers come to it, so one it has not heard from (or has
+         * declared gone) is lost; a client's user ids are its servers. */
+        user = luaL_checklstring(L, 2, &user_len);
+        peers_t *d = endpoint_peers(le->ep);
+        endpoint_sync_peers(le->ep);
+        peer_t *p = peers_find_user(d, user, user_len);
+        int strict = endpoint_strict(le->ep);
+        if (lua_type(L, 3) == LUA_TTABLE) {        /* {routing_id = ...} from get_routing_id */
+            lua_getfield(L, 3, "routing_id");
+            size_t rl;
+            const char *rid = lua_tolstring(L, -1, &rl);
+            peer_t *q = rid ? peers_find(d, rid, rl) : NULL;
+            /* with authentication only a routing id carrying that very user
+             * id will do; without it the routing id is the identity */
+            if (q && (!strict || (q->user_id_len == user_len && memcmp(q->user_id, user, user_len) == 0))) {
+                p = q;
+                user = q->user_id;
+                user_len = q->user_id_len;
+            }
+            lua_pop(L, 1);                         /* rid stays alive in the hint table */
+        }
+        if (p && p->closed && strict) p = NULL;    /* its connection is gone */
         if (p) { peer = p->routing_id; peer_len = p->routing_id_len; }
-        else unknown = le->default_peer_len == 0;
+        else if (le->default_peer_len == 0) { unknown = 1; peer = user; peer_len = user_len; }
+        else { peer = user; peer_len = user_len; user = NULL; }   /* a client naming its server */
     }
+    lua_remove(L, 3);                              /* the routing hint, or nil */
     if (peer_len == 0 || peer_len > FRAME_MAX_ID)
         return luaL_argerror(L, 2, "no peer to call: use send_to(peer)");
     const char *name = luaL_checklstring(L, 3, &name_len);
@@ -196,8 +219,8 @@ static int l_endpoint_call(lua_State *L) {
     lfuture_t *fu = s_new_future(L);
     lua_pushvalue(L, -1);
     int ref = luaL_ref(L, LUA_REGISTRYINDEX);      /* pinned until settled */
-    fu->call = unknown ? NULL : endpoint_send_work(le->ep, peer, peer_len, h->sbuf.data,
-                                                   h->sbuf.size, le->timeout, ref);
+    fu->call = unknown ? NULL : endpoint_send_work(le->ep, peer, peer_len, user, user_len,
+                                                   h->sbuf.data, h->sbuf.size, le->timeout, ref);
     if (!fu->call) {
         int e = unknown ? EHOSTUNREACH : errno;
         luaL_unref(L, LUA_REGISTRYINDEX, ref);
@@ -310,14 +333,20 @@ static int l_endpoint_set_security(lua_State *L) {
         /* never echo the value: it may be a secret */
         if (rc < 0) return luaL_error(L, "cannot set %s: %s", opts[i].field, zmq_strerror(errno));
     }
+    /* peers prove who they are: replies are bound to that identity */
+    if (lua_getfield(L, 2, "zap_domain") != LUA_TNIL) endpoint_set_strict(le->ep, 1);
+    lua_pop(L, 1);
     return 0;
 }
 
 /* ep:set_auth_hooks(gate|nil, hello|nil): server side of the HELLO
- * handshake. gate(user_id, routing_id) -> authenticated?; hello(user_id,
- * routing_id, login, password) -> ok, text. Both run synchronously. */
+ * handshake. gate(user_id, routing_id, logged_in) -> authenticated?;
+ * hello(user_id, routing_id, login, password) -> ok, text [, user_id] or
+ * check, text, user_id (core.password_check, verified off the loop). Both
+ * run synchronously. */
 static int l_endpoint_set_auth_hooks(lua_State *L) {
     lendpoint_t *le = check_endpoint(L, 1);
+    endpoint_set_strict(le->ep, 1);
     int *refs[2] = { &le->auth_gate, &le->hello_hook };
     for (int i = 0; i < 2; i++) {
         if (!lua_isnoneornil(L, 2 + i)) luaL_checktype(L, 2 + i, LUA_TFUNCTION);
@@ -536,6 +565,45 @@ static int l_pwhash_verify(lua_State *L) {
     return 1;
 }
 
+/* core.passwd_start([threads [, max_pending]]): the pool that verifies
+ * password checks off the loop (once per process; makes the dummy hash) */
+static int l_passwd_start(lua_State *L) {
+    lua_Integer threads = luaL_optinteger(L, 1, 0), pending = luaL_optinteger(L, 2, 0);
+    luaL_argcheck(L, threads >= 0 && threads <= 16, 1, "threads must be 0..16");
+    luaL_argcheck(L, pending >= 0 && pending <= 100000, 2, "max_pending must be 0..100000");
+    if (host_start_passwd(HOST(L), (int)threads, (size_t)pending) < 0)
+        return luaL_error(L, "cannot start the password checks: %s", strerror(errno));
+    return 0;
+}
+
+/* core.passwd_stats() -> {checked=, dummy=, refused_busy=, delayed=, pending=} | nil */
+static int l_passwd_stats(lua_State *L) {
+    host_t *h = HOST(L);
+    if (!h->passwd) return 0;
+    passwd_stats_t st;
+    passwd_get_stats(h->passwd, &st);
+    lua_createtable(L, 0, 5);
+    lua_pushinteger(L, (lua_Integer)st.checked); lua_setfield(L, -2, "checked");
+    lua_pushinteger(L, (lua_Integer)st.dummy); lua_setfield(L, -2, "dummy");
+    lua_pushinteger(L, (lua_Integer)st.refused_busy); lua_setfield(L, -2, "refused_busy");
+    lua_pushinteger(L, (lua_Integer)st.delayed); lua_setfield(L, -2, "delayed");
+    lua_pushinteger(L, (lua_Integer)st.pending); lua_setfield(L, -2, "pending");
+    return 1;
+}
+
+/* core.password_check(hash|nil, password) -> check: what a zap or
+ * handle_hello hook returns to have `password` verified against `hash`
+ * (nil: no such login) on the pool, off the loop. */
+static int l_password_check(lua_State *L) {
+    if (!lua_isnil(L, 1)) luaL_checkstring(L, 1);
+    luaL_checkstring(L, 2);
+    lua_createtable(L, 0, 2);
+    lua_pushvalue(L, 1); lua_setfield(L, -2, "hash");
+    lua_pushvalue(L, 2); lua_setfield(L, -2, "password");
+    luaL_setmetatable(L, PASSWORD_CHECK_MT);
+    return 1;
+}
+
 /* core.write_private(path, text) -> true | nil, message: create or replace a
  * file readable by its owner only (mode 0600 from the start, not chmod after) */
 static int l_write_private(lua_State *L) {
@@ -637,6 +705,11 @@ static int l_configure(lua_State *L) {
     return 0;
 }
 
+static int l_password_check_tostring(lua_State *L) {
+    lua_pushliteral(L, "pseud.PasswordCheck");
+    return 1;
+}
+
 static int l_host_gc(lua_State *L) {
     host_close(lua_touserdata(L, 1));
     return 0;
@@ -692,6 +765,9 @@ static const luaL_Reg core_functions[] = {
     { "curve_public", l_curve_public },
     { "pwhash", l_pwhash },
     { "pwhash_verify", l_pwhash_verify },
+    { "passwd_start", l_passwd_start },
+    { "passwd_stats", l_passwd_stats },
+    { "password_check", l_password_check },
     { "write_private", l_write_private },
     { "error", l_error },
     { "ext", l_ext },
@@ -749,6 +825,12 @@ int luaopen_pseud_core(lua_State *L) {
     lua_pop(L, 1);
     luaL_newmetatable(L, ROUTES_MT);
     lua_pop(L, 1);
+    luaL_newmetatable(L, PASSWORD_CHECK_MT);
+    lua_pushliteral(L, "pseud.PasswordCheck");   /* tostring never shows the password */
+    lua_setfield(L, -2, "__name");
+    lua_pushcfunction(L, l_password_check_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
 
     luaL_newlibtable(L, core_functions);                      /* host, core */
     lua_pushvalue(L, host);
@@ -767,5 +849,7 @@ int luaopen_pseud_core(lua_State *L) {
     lua_setfield(L, -2, "error_mt");
     luaL_getmetatable(L, ROUTES_MT);
     lua_setfield(L, -2, "routes_mt");
+    luaL_getmetatable(L, PASSWORD_CHECK_MT);
+    lua_setfield(L, -2, "password_check_mt");
     return 1;
 }

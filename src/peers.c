@@ -1,18 +1,20 @@
 /*
  * peers: the peer directory (see peers.h).
  *
- * Routing ids are short byte strings (1..255); FNV-1a hashes them into a
- * power-of-two bucket array that doubles when the load passes 1. The user id
- * shares the entry's allocation, after the routing id.
+ * Three hash indexes (routing id, identity, fd) share one power-of-two
+ * bucket count that doubles when the load passes 1; FNV-1a hashes the byte
+ * strings. The routing id and the carried user id share the entry's
+ * allocation; a login set by HELLO is allocated apart.
  */
 #include "peers.h"
 
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 struct peers {
-    peer_t **buckets;
+    peer_t **by_id, **by_user, **by_fd;
     size_t nbuckets, count;
     peer_t *oldest, *newest;
 };
@@ -23,20 +25,48 @@ static size_t s_hash(const char *s, size_t len) {
     return (size_t)h;
 }
 
+static size_t s_fd_hash(int fd) { return (size_t)(unsigned)fd * 2654435761u; }
+
+#define ID_SLOT(d, e)   (&(d)->by_id[s_hash((e)->routing_id, (e)->routing_id_len) & ((d)->nbuckets - 1)])
+#define USER_SLOT(d, e) (&(d)->by_user[s_hash((e)->user_id, (e)->user_id_len) & ((d)->nbuckets - 1)])
+#define FD_SLOT(d, e)   (&(d)->by_fd[s_fd_hash((e)->fd) & ((d)->nbuckets - 1)])
+
+static int s_alloc_buckets(peers_t *d, size_t n) {
+    peer_t **a = calloc(n, sizeof *a), **b = calloc(n, sizeof *b), **c = calloc(n, sizeof *c);
+    if (!a || !b || !c) { free(a); free(b); free(c); return -1; }
+    free(d->by_id); free(d->by_user); free(d->by_fd);
+    d->by_id = a; d->by_user = b; d->by_fd = c;
+    d->nbuckets = n;
+    return 0;
+}
+
+static void s_link(peers_t *d, peer_t *e) {
+    peer_t **s = ID_SLOT(d, e);
+    e->hash_next = *s; *s = e;
+    s = USER_SLOT(d, e);
+    e->user_next = *s; *s = e;
+    s = FD_SLOT(d, e);
+    e->fd_next = *s; *s = e;
+}
+
 peers_t *peers_new(void) {
     peers_t *d = calloc(1, sizeof *d);
     if (!d) return NULL;
-    d->nbuckets = 64;
-    d->buckets = calloc(d->nbuckets, sizeof *d->buckets);
-    if (!d->buckets) { free(d); return NULL; }
+    if (s_alloc_buckets(d, 64) < 0) { free(d); return NULL; }
     return d;
+}
+
+void peers_free(peer_t *p) {
+    if (!p) return;
+    free(p->login);
+    free(p);
 }
 
 void peers_destroy(peers_t **p) {
     if (!p || !*p) return;
     peers_t *d = *p;
-    for (peer_t *e = d->oldest, *next; e; e = next) { next = e->newer; free(e); }
-    free(d->buckets);
+    for (peer_t *e = d->oldest, *next; e; e = next) { next = e->newer; peers_free(e); }
+    free(d->by_id); free(d->by_user); free(d->by_fd);
     free(d);
     *p = NULL;
 }
@@ -45,18 +75,35 @@ size_t peers_count(const peers_t *d) { return d->count; }
 peer_t *peers_oldest(peers_t *d) { return d->oldest; }
 
 peer_t *peers_find(peers_t *d, const char *rid, size_t len) {
-    for (peer_t *e = d->buckets[s_hash(rid, len) & (d->nbuckets - 1)]; e; e = e->hash_next)
+    for (peer_t *e = d->by_id[s_hash(rid, len) & (d->nbuckets - 1)]; e; e = e->hash_next)
         if (e->routing_id_len == len && memcmp(e->routing_id, rid, len) == 0) return e;
     return NULL;
 }
 
 peer_t *peers_find_user(peers_t *d, const char *uid, size_t len) {
-    /* the routing id is the user id without authentication: try that first */
-    peer_t *e = peers_find(d, uid, len);
-    if (e && e->user_id_len == len && memcmp(e->user_id, uid, len) == 0) return e;
-    for (e = d->newest; e; e = e->older)
-        if (e->user_id_len == len && memcmp(e->user_id, uid, len) == 0) return e;
+    peer_t *best = NULL;
+    for (peer_t *e = d->by_user[s_hash(uid, len) & (d->nbuckets - 1)]; e; e = e->user_next)
+        if (e->user_id_len == len && memcmp(e->user_id, uid, len) == 0 &&
+            (!best || (best->closed && !e->closed) ||
+             (best->closed == e->closed && e->last_seen > best->last_seen)))
+            best = e;
+    return best;
+}
+
+peer_t *peers_find_fd(peers_t *d, int fd) {
+    for (peer_t *e = d->by_fd[s_fd_hash(fd) & (d->nbuckets - 1)]; e; e = e->fd_next)
+        if (e->fd == fd) return e;
     return NULL;
+}
+
+void peers_close_fd(peers_t *d, int fd) {
+    for (peer_t *e = d->by_fd[s_fd_hash(fd) & (d->nbuckets - 1)]; e; e = e->fd_next)
+        if (e->fd == fd) e->closed = 1;
+}
+
+static void s_unlink_chain(peer_t **slot, peer_t *e, size_t next_offset) {
+    while (*slot && *slot != e) slot = (peer_t **)((char *)*slot + next_offset);
+    if (*slot) *slot = *(peer_t **)((char *)e + next_offset);
 }
 
 static void s_unlink_order(peers_t *d, peer_t *e) {
@@ -73,41 +120,65 @@ static void s_append_order(peers_t *d, peer_t *e) {
 }
 
 static void s_grow(peers_t *d) {
-    size_t n = d->nbuckets * 2;
-    peer_t **b = calloc(n, sizeof *b);
-    if (!b) return;                                /* stay at this size: still correct */
-    for (peer_t *e = d->oldest; e; e = e->newer) {
-        size_t k = s_hash(e->routing_id, e->routing_id_len) & (n - 1);
-        e->hash_next = b[k];
-        b[k] = e;
-    }
-    free(d->buckets);
-    d->buckets = b;
-    d->nbuckets = n;
+    if (s_alloc_buckets(d, d->nbuckets * 2) < 0) return;   /* stay at this size: still correct */
+    for (peer_t *e = d->oldest; e; e = e->newer) s_link(d, e);
+}
+
+void peers_detach(peers_t *d, peer_t *e) {
+    s_unlink_chain(ID_SLOT(d, e), e, offsetof(peer_t, hash_next));
+    s_unlink_chain(USER_SLOT(d, e), e, offsetof(peer_t, user_next));
+    s_unlink_chain(FD_SLOT(d, e), e, offsetof(peer_t, fd_next));
+    s_unlink_order(d, e);
+    d->count--;
+}
+
+void peers_remove(peers_t *d, peer_t *e) {
+    peers_detach(d, e);
+    peers_free(e);
+}
+
+int peers_log_in(peers_t *d, peer_t *e, const char *login, size_t len) {
+    char *copy = malloc(len + 1);
+    if (!copy) return -1;
+    memcpy(copy, login, len);
+    copy[len] = '\0';
+    s_unlink_chain(USER_SLOT(d, e), e, offsetof(peer_t, user_next));
+    free(e->login);
+    e->login = copy;
+    e->user_id = copy;
+    e->user_id_len = len;
+    e->logged_in = 1;
+    peer_t **s = USER_SLOT(d, e);
+    e->user_next = *s;
+    *s = e;
+    return 0;
 }
 
 peer_t *peers_seen(peers_t *d, const char *rid, size_t rid_len,
-                   const char *uid, size_t uid_len, double now, int *is_new) {
+                   const char *uid, size_t uid_len, int fd, int fd_closed,
+                   double now, int *is_new) {
     if (!uid || uid_len == 0) { uid = rid; uid_len = rid_len; }
     peer_t *e = peers_find(d, rid, rid_len);
     *is_new = 0;
-    if (e && (e->user_id_len != uid_len || memcmp(e->user_id, uid, uid_len) != 0)) {
-        peers_remove(d, e);                        /* same routing id, new user: a new peer */
+    if (e && (e->fd != fd || e->carried_len != uid_len || memcmp(e->carried, uid, uid_len) != 0 ||
+              (e->closed && !fd_closed))) {
+        peers_remove(d, e);                        /* another connection on that routing id */
         e = NULL;
     }
     if (!e) {
-        e = malloc(sizeof *e + rid_len + uid_len);
+        e = calloc(1, sizeof *e + rid_len + uid_len);
         if (!e) return NULL;
         e->routing_id = (char *)(e + 1);
         e->routing_id_len = rid_len;
         memcpy(e->routing_id, rid, rid_len);
-        e->user_id = e->routing_id + rid_len;
+        e->carried = e->routing_id + rid_len;
+        e->carried_len = uid_len;
+        memcpy(e->carried, uid, uid_len);
+        e->user_id = e->carried;
         e->user_id_len = uid_len;
-        memcpy(e->user_id, uid, uid_len);
-        size_t k = s_hash(rid, rid_len) & (d->nbuckets - 1);
-        e->hash_next = d->buckets[k];
-        d->buckets[k] = e;
-        e->older = e->newer = NULL;
+        e->fd = fd;
+        e->closed = fd_closed;
+        s_link(d, e);
         s_append_order(d, e);
         d->count++;
         *is_new = 1;
@@ -118,13 +189,4 @@ peer_t *peers_seen(peers_t *d, const char *rid, size_t rid_len,
     }
     e->last_seen = now;
     return e;
-}
-
-void peers_remove(peers_t *d, peer_t *e) {
-    peer_t **pp = &d->buckets[s_hash(e->routing_id, e->routing_id_len) & (d->nbuckets - 1)];
-    while (*pp != e) pp = &(*pp)->hash_next;
-    *pp = e->hash_next;
-    s_unlink_order(d, e);
-    d->count--;
-    free(e);
 }

@@ -1,9 +1,15 @@
 /*
- * peers: the directory of peers an endpoint has heard from. One entry per
- * routing id, with the user id its messages carried (ZAP User-Id, or the
- * routing id itself without authentication) and when it was last heard.
- * Entries are kept in a hash on the routing id and in a list ordered by last
- * contact, oldest first, so expiry walks from the head. No Lua, no ZeroMQ.
+ * peers: the directory of peers an endpoint has heard from (DESIGN.md
+ * section 4.1: a peer is its user id, a routing id only its address).
+ *
+ * One entry per routing id: the connection it was heard on (the socket fd
+ * libzmq reports, ZMQ_SRCFD), the user id its messages carry (ZAP User-Id,
+ * or the routing id itself without authentication), its identity (that user
+ * id, or the login of a HELLO it passed on this connection) and when it was
+ * last heard. A message with the same routing id but another connection or
+ * another carried user id is a new peer: the old entry, and whatever it had
+ * proved, is gone. Entries are indexed by routing id, by identity and by fd,
+ * and listed by last contact, oldest first. No Lua, no ZeroMQ.
  */
 #ifndef PSEUD_PEERS_H
 #define PSEUD_PEERS_H
@@ -14,11 +20,16 @@ typedef struct peers peers_t;
 
 typedef struct peer {
     char *routing_id;  size_t routing_id_len;
-    char *user_id;     size_t user_id_len;
-    double last_seen;                 /* monotonic seconds */
+    char *user_id;     size_t user_id_len;     /* its identity */
+    double last_seen;                          /* monotonic seconds */
+    int fd;                                    /* its connection, or -1 (inproc) */
+    int logged_in;                             /* passed a HELLO on this connection */
+    int closed;                                /* its connection closed: nothing goes to it */
     /* private to peers.c */
-    struct peer *hash_next;
-    struct peer *older, *newer;       /* last-contact order */
+    char *carried;     size_t carried_len;     /* the user id its messages carry */
+    char *login;                               /* malloc'd identity after HELLO, or NULL */
+    struct peer *hash_next, *user_next, *fd_next;
+    struct peer *older, *newer;                /* last-contact order */
 } peer_t;
 
 /* New, empty directory; NULL when out of memory. */
@@ -26,17 +37,37 @@ peers_t *peers_new(void);
 /* Free it and every entry; takes NULL, clears *p. */
 void peers_destroy(peers_t **p);
 
-/* Record contact from `routing_id` carrying `user_id` (NULL or empty: the
- * routing id) at `now`; the entry moves to the newest end. Returns the entry,
- * or NULL when out of memory. `*is_new` tells whether it was just added. */
+/* Record contact from `routing_id` on connection `fd` carrying `user_id`
+ * (NULL or empty: the routing id) at `now`; the entry moves to the newest
+ * end. `fd_closed`: that fd's connection closed and no new one was accepted
+ * on it since (the message was still in flight): the entry is closed. An
+ * entry that is closed while its fd is open again is a new connection.
+ * Returns the entry, or NULL when out of memory. `*is_new` tells whether it
+ * was just added (a new routing id or a new connection on it). */
 peer_t *peers_seen(peers_t *d, const char *routing_id, size_t routing_id_len,
-                   const char *user_id, size_t user_id_len, double now, int *is_new);
+                   const char *user_id, size_t user_id_len, int fd, int fd_closed,
+                   double now, int *is_new);
+
+/* Connection `fd` closed: its entries are marked closed. */
+void peers_close_fd(peers_t *d, int fd);
 
 /* The entry for a routing id, or NULL. */
 peer_t *peers_find(peers_t *d, const char *routing_id, size_t len);
 
-/* The most recently heard entry with this user id, or NULL. */
+/* The most recently heard entry whose identity is `user_id`, open ones
+ * first, or NULL. */
 peer_t *peers_find_user(peers_t *d, const char *user_id, size_t len);
+
+/* The entries heard on connection `fd`: the first, then p->fd_next... */
+peer_t *peers_find_fd(peers_t *d, int fd);
+
+/* `p` passed a HELLO as `login`: that is its identity from now on, for this
+ * connection. Returns 0, or -1 when out of memory (nothing changed). */
+int peers_log_in(peers_t *d, peer_t *p, const char *login, size_t len);
+
+/* Take `p` out of the directory without freeing it (peers_free later). */
+void peers_detach(peers_t *d, peer_t *p);
+void peers_free(peer_t *p);
 
 /* Remove and free `p`. */
 void peers_remove(peers_t *d, peer_t *p);

@@ -1,51 +1,109 @@
 /*
  * zap: answer ZAP requests (see zap.h). A request that is not well formed
- * (wrong version, too few parts, bad credentials shape) is refused with 400
- * without asking anyone. Secrets (passwords) are never logged or kept.
+ * (wrong version, too few parts, bad credentials shape, a text field too long
+ * to keep) is refused with 400 without asking anyone. Secrets (passwords)
+ * are never logged or kept past the decision.
+ *
+ * libzmq's ZAP client talks like a REQ socket: [delimiter, version, ...]; a
+ * ROUTER handler sees [pipe id, "", version, ...] and answers the same way.
  */
 #include "zap.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <zmq.h>
 
 #define ZAP_ENDPOINT  "inproc://zeromq.zap.01"
-#define ZAP_MAX_PARTS 8
+#define ZAP_ENVELOPE  2          /* pipe id, empty delimiter */
+
+struct zap_pending {
+    zap_pending_t *prev, *next;
+    size_t envelope_len, request_id_len;
+    char data[];                 /* pipe id, then request id */
+};
 
 struct zap {
-    void *socket;                /* REP */
+    void *socket;                /* ROUTER */
     loop_t *loop;
     zap_decide_fn decide;
     void *ctx;
+    zap_pending_t *pending;      /* waiting for zap_answer */
+    size_t npending;
 };
 
-static void s_send_reply(void *socket, const zmq_msg_t *request_id, const char *code,
-                         const char *text, const char *user_id) {
-    zmq_send(socket, "1.0", 3, ZMQ_SNDMORE);
-    zmq_send(socket, zmq_msg_data((zmq_msg_t *)request_id), zmq_msg_size((zmq_msg_t *)request_id),
-             ZMQ_SNDMORE);
-    zmq_send(socket, code, strlen(code), ZMQ_SNDMORE);
-    zmq_send(socket, text, strlen(text), ZMQ_SNDMORE);
-    zmq_send(socket, user_id, strlen(user_id), ZMQ_SNDMORE);
-    zmq_send(socket, "", 0, 0);
+/* Copy part i into a NUL-terminated field of `size` bytes; -1 when it does
+ * not fit or holds a NUL (refused, never cut). */
+static int s_text(const zap_part_t *p, char *out, size_t size) {
+    if (p->size >= size || memchr(p->data, '\0', p->size)) return -1;
+    memcpy(out, p->data, p->size);
+    out[p->size] = '\0';
+    return 0;
 }
 
-/* Copy part i as a C string into buf (truncated). */
-static const char *s_text(zmq_msg_t *parts, int i, char *buf, size_t size) {
-    size_t n = zmq_msg_size(&parts[i]);
-    if (n >= size) n = size - 1;
-    memcpy(buf, zmq_msg_data(&parts[i]), n);
-    buf[n] = '\0';
-    return buf;
+int zap_parse(const zap_part_t *parts, int n, zap_request_t *req, const char **why) {
+    memset(req, 0, sizeof *req);
+    *why = "malformed ZAP request";
+    if (n < 6) { *why = "ZAP request has too few parts"; return -1; }
+    if (parts[0].size != 3 || memcmp(parts[0].data, "1.0", 3) != 0) {
+        *why = "ZAP version is not 1.0";
+        return -1;
+    }
+    if (s_text(&parts[2], req->domain, sizeof req->domain) < 0 ||
+        s_text(&parts[3], req->address, sizeof req->address) < 0 ||
+        s_text(&parts[5], req->mechanism, sizeof req->mechanism) < 0) {
+        *why = "ZAP domain, address or mechanism too long";
+        return -1;
+    }
+    req->routing_id = parts[4].data;
+    req->routing_id_len = parts[4].size;
+    if (strcmp(req->mechanism, "PLAIN") == 0) {
+        if (n != 8) { *why = "PLAIN request without username and password"; return -1; }
+        req->username = parts[6].data;
+        req->username_len = parts[6].size;
+        req->password = parts[7].data;
+        req->password_len = parts[7].size;
+        return 0;
+    }
+    if (strcmp(req->mechanism, "CURVE") == 0) {
+        if (n != 7 || parts[6].size != 32 ||
+            zmq_z85_encode(req->client_key, (const uint8_t *)parts[6].data, 32) == NULL) {
+            *why = "CURVE request without a 32-byte client key";
+            return -1;
+        }
+        return 0;
+    }
+    if (strcmp(req->mechanism, "NULL") == 0 && n == 6) return 0;
+    *why = "unknown ZAP mechanism";
+    return -1;
+}
+
+static void s_send(void *socket, const void *envelope, size_t envelope_len,
+                   const void *request_id, size_t request_id_len,
+                   int status, const char *text, const char *user_id) {
+    char code[4] = "500";
+    if (status == ZAP_OK) memcpy(code, "200", 3);
+    else if (status == ZAP_TEMPORARY) memcpy(code, "300", 3);
+    else if (status == ZAP_REFUSED) memcpy(code, "400", 3);
+    size_t tl = strnlen(text, ZAP_MAX_TEXT), ul = status == ZAP_OK ? strnlen(user_id, ZAP_MAX_TEXT) : 0;
+    /* a pipe that is gone takes nothing: ROUTER drops it */
+    zmq_send(socket, envelope, envelope_len, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_send(socket, "", 0, ZMQ_SNDMORE);
+    zmq_send(socket, "1.0", 3, ZMQ_SNDMORE);
+    zmq_send(socket, request_id, request_id_len, ZMQ_SNDMORE);
+    zmq_send(socket, code, 3, ZMQ_SNDMORE);
+    zmq_send(socket, text, tl, ZMQ_SNDMORE);
+    zmq_send(socket, user_id, ul, ZMQ_SNDMORE);
+    zmq_send(socket, "", 0, 0);                  /* metadata: none */
 }
 
 static void s_handle(zap_t *z) {
-    zmq_msg_t parts[ZAP_MAX_PARTS];
+    zmq_msg_t parts[ZAP_ENVELOPE + ZAP_MAX_PARTS];
     int n = 0, more = 1;
     while (more) {
-        zmq_msg_t scratch, *part = n < ZAP_MAX_PARTS ? &parts[n] : &scratch;
+        zmq_msg_t scratch, *part = n < ZAP_ENVELOPE + ZAP_MAX_PARTS ? &parts[n] : &scratch;
         zmq_msg_init(part);
         if (zmq_msg_recv(part, z->socket, n == 0 ? ZMQ_DONTWAIT : 0) < 0) {
             zmq_msg_close(part);
@@ -53,44 +111,61 @@ static void s_handle(zap_t *z) {
             break;
         }
         more = zmq_msg_more(part);
-        if (part == &scratch) zmq_msg_close(part); else n++;
+        if (part == &scratch) { zmq_msg_close(part); n = ZAP_ENVELOPE + ZAP_MAX_PARTS + 1; }
+        else n++;
     }
-    char version[8], domain[256], address[256], mechanism[16];
-    zap_request_t req;
-    memset(&req, 0, sizeof req);
-    int ok = n >= 6 && strcmp(s_text(parts, 0, version, sizeof version), "1.0") == 0;
-    if (ok) {
-        req.domain = s_text(parts, 2, domain, sizeof domain);
-        req.address = s_text(parts, 3, address, sizeof address);
-        req.routing_id = zmq_msg_data(&parts[4]);
-        req.routing_id_len = zmq_msg_size(&parts[4]);
-        req.mechanism = s_text(parts, 5, mechanism, sizeof mechanism);
-        if (strcmp(req.mechanism, "PLAIN") == 0) {
-            ok = n == 8;
-            if (ok) {
-                req.username = zmq_msg_data(&parts[6]);
-                req.username_len = zmq_msg_size(&parts[6]);
-                req.password = zmq_msg_data(&parts[7]);
-                req.password_len = zmq_msg_size(&parts[7]);
-            }
-        } else if (strcmp(req.mechanism, "CURVE") == 0) {
-            ok = n == 7 && zmq_msg_size(&parts[6]) == 32 &&
-                 zmq_z85_encode(req.client_key, zmq_msg_data(&parts[6]), 32) != NULL;
+    int kept = n < ZAP_ENVELOPE + ZAP_MAX_PARTS ? n : ZAP_ENVELOPE + ZAP_MAX_PARTS;
+    zap_part_t body[ZAP_MAX_PARTS];
+    int nbody = 0;
+    for (int i = ZAP_ENVELOPE; i < kept; i++)
+        body[nbody++] = (zap_part_t){ zmq_msg_data(&parts[i]), zmq_msg_size(&parts[i]) };
+    if (n > ZAP_ENVELOPE + ZAP_MAX_PARTS) nbody = ZAP_MAX_PARTS + 1;   /* too many: refused */
+    if (kept >= 2 && zmq_msg_size(&parts[1]) == 0) {
+        zap_request_t req;
+        const char *why;
+        char user_id[ZAP_MAX_TEXT + 1] = "", reason[ZAP_MAX_TEXT + 1] = "";
+        int status = ZAP_REFUSED;
+        const void *rid = nbody >= 2 ? body[1].data : "";
+        size_t rid_len = nbody >= 2 ? body[1].size : 0;
+        zap_pending_t *pending = malloc(sizeof *pending + zmq_msg_size(&parts[0]) + rid_len);
+        if (!pending) {
+            status = ZAP_INTERNAL;
+            memcpy(reason, "out of memory", 14);
+        } else if (nbody > ZAP_MAX_PARTS || zap_parse(body, nbody, &req, &why) < 0) {
+            snprintf(reason, sizeof reason, "%s", nbody > ZAP_MAX_PARTS ? "ZAP request has too many parts" : why);
         } else {
-            ok = strcmp(req.mechanism, "NULL") == 0 && n == 6;
+            pending->envelope_len = zmq_msg_size(&parts[0]);
+            pending->request_id_len = rid_len;
+            memcpy(pending->data, zmq_msg_data(&parts[0]), pending->envelope_len);
+            memcpy(pending->data + pending->envelope_len, rid, rid_len);
+            status = z->decide(z->ctx, &req, pending, user_id, reason);
+        }
+        if (status == ZAP_PENDING) {
+            pending->prev = NULL;
+            pending->next = z->pending;
+            if (z->pending) z->pending->prev = pending;
+            z->pending = pending;
+            z->npending++;
+        } else {
+            free(pending);
+            s_send(z->socket, zmq_msg_data(&parts[0]), zmq_msg_size(&parts[0]), rid, rid_len,
+                   status, status == ZAP_OK ? "OK" : reason, user_id);
         }
     }
-    char user_id[256] = "", reason[256] = "malformed ZAP request";
-    int accepted = ok && z->decide(z->ctx, &req, user_id, sizeof user_id, reason, sizeof reason);
-    /* REP must answer every request, even one too short to have an id */
-    zmq_msg_t no_id;
-    zmq_msg_init(&no_id);
-    const zmq_msg_t *id = n >= 2 ? &parts[1] : &no_id;
-    if (accepted) s_send_reply(z->socket, id, "200", "OK", user_id);
-    else s_send_reply(z->socket, id, "400", reason, "");
-    zmq_msg_close(&no_id);
-    for (int i = 0; i < n; i++) zmq_msg_close(&parts[i]);
+    /* else: not a request from libzmq's ZAP client, no envelope to answer */
+    for (int i = 0; i < kept; i++) zmq_msg_close(&parts[i]);
 }
+
+void zap_answer(zap_t *z, zap_pending_t *p, int status, const char *user_id, const char *text) {
+    if (p->prev) p->prev->next = p->next; else z->pending = p->next;
+    if (p->next) p->next->prev = p->prev;
+    z->npending--;
+    s_send(z->socket, p->data, p->envelope_len, p->data + p->envelope_len, p->request_id_len,
+           status, text, user_id ? user_id : "");
+    free(p);
+}
+
+size_t zap_pending_count(const zap_t *z) { return z->npending; }
 
 static void s_on_readable(loop_t *loop, void *socket, void *arg) {
     (void)loop; (void)socket;
@@ -109,7 +184,7 @@ zap_t *zap_new(void *zmq_context, loop_t *loop, zap_decide_fn decide, void *ctx)
     z->loop = loop;
     z->decide = decide;
     z->ctx = ctx;
-    z->socket = zmq_socket(zmq_context, ZMQ_REP);
+    z->socket = zmq_socket(zmq_context, ZMQ_ROUTER);
     int linger = 0;
     if (!z->socket || zmq_setsockopt(z->socket, ZMQ_LINGER, &linger, sizeof linger) < 0 ||
         zmq_bind(z->socket, ZAP_ENDPOINT) < 0 ||
@@ -123,11 +198,12 @@ zap_t *zap_new(void *zmq_context, loop_t *loop, zap_decide_fn decide, void *ctx)
     return z;
 }
 
-void zap_destroy(zap_t **p) {
-    if (!p || !*p) return;
-    zap_t *z = *p;
+void zap_destroy(zap_t **pp) {
+    if (!pp || !*pp) return;
+    zap_t *z = *pp;
+    *pp = NULL;
+    while (z->pending) zap_answer(z, z->pending, ZAP_INTERNAL, NULL, "shutting down");
     loop_remove_socket(z->loop, z->socket);
     zmq_close(z->socket);
     free(z);
-    *p = NULL;
 }

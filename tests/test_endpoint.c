@@ -89,18 +89,18 @@ static void s_on_work(void *ctx, endpoint_t *ep, const frame_message_t *m)
     case MODE_HOLD:
         break;
     case MODE_ECHO:
-        CHECK(endpoint_reply(ep, m->peer, m->peer_len, m->uuid, FRAME_OK, m->body,
+        CHECK(endpoint_reply(ep, m->peer, m->peer_len, NULL, 0, m->uuid, FRAME_OK, m->body,
                              m->body_len) == 0, "endpoint_reply OK: 0 expected");
         break;
     case MODE_ERROR:
-        CHECK(endpoint_reply_error(ep, m->peer, m->peer_len, m->uuid, "ProtocolError",
-                                   "bad request", NULL) == 0, "endpoint_reply_error: 0 expected");
+        CHECK(endpoint_reply_error(ep, m->peer, m->peer_len, NULL, 0, m->uuid, "ProtocolError",
+                                   "bad request", 11, NULL) == 0, "endpoint_reply_error: 0 expected");
         break;
     case MODE_UNAUTHORIZED:
-        endpoint_reply(ep, m->peer, m->peer_len, m->uuid, FRAME_UNAUTHORIZED, NULL, 0);
+        endpoint_reply(ep, m->peer, m->peer_len, NULL, 0, m->uuid, FRAME_UNAUTHORIZED, NULL, 0);
         break;
     case MODE_UNAUTHORIZED_BODY:
-        endpoint_reply(ep, m->peer, m->peer_len, m->uuid, FRAME_UNAUTHORIZED, "\xc0", 1);
+        endpoint_reply(ep, m->peer, m->peer_len, NULL, 0, m->uuid, FRAME_UNAUTHORIZED, "\xc0", 1);
         break;
     }
 }
@@ -246,7 +246,7 @@ static void test_work_ok(void *ctx)
     fixture_t f;
     s_setup(&f, ctx, "ok", 1);
     f.server.mode = MODE_ECHO;
-    endpoint_call_t *call = endpoint_send_work(f.client.ep, "service", 7, "hello", 5, 5.0, 42);
+    endpoint_call_t *call = endpoint_send_work(f.client.ep, "service", 7, NULL, 0, "hello", 5, 5.0, 42);
     CHECK(call != NULL, "endpoint_send_work: %s", zmq_strerror(errno));
     if (!call) { s_teardown(&f); return; }
     uint8_t uuid[FRAME_UUID_SIZE];
@@ -273,7 +273,7 @@ static void test_work_ok(void *ctx)
           "outboxes empty");
 
     /* an empty body both ways */
-    endpoint_send_work(f.client.ep, "service", 7, NULL, 0, 5.0, 43);
+    endpoint_send_work(f.client.ep, "service", 7, NULL, 0, NULL, 0, 5.0, 43);
     RUN_UNTIL(f.loop, f.client.replies == 2);
     CHECK(f.client.replies == 2 && f.client.reply_ref == 43 && f.client.reply_len == 0,
           "empty body: OK with empty body for ref 43 expected");
@@ -286,7 +286,7 @@ static void test_reply_error_and_unauthorized(void *ctx)
     fixture_t f;
     s_setup(&f, ctx, "error", 1);
     f.server.mode = MODE_ERROR;
-    CHECK(endpoint_send_work(f.client.ep, "service", 7, "x", 1, 5.0, 7) != NULL, "send_work");
+    CHECK(endpoint_send_work(f.client.ep, "service", 7, NULL, 0, "x", 1, 5.0, 7) != NULL, "send_work");
     RUN_UNTIL(f.loop, f.client.replies + f.client.failed > 0);
     CHECK(f.client.replies == 1 && f.client.reply_ref == 7 && f.client.reply_type == FRAME_ERROR,
           "ERROR for ref 7 expected (replies %d, type %d, ref %d)", f.client.replies,
@@ -295,7 +295,7 @@ static void test_reply_error_and_unauthorized(void *ctx)
         s_check_protocol_error(f.client.reply, f.client.reply_len, "bad request", __LINE__);
 
     f.server.mode = MODE_UNAUTHORIZED;
-    CHECK(endpoint_send_work(f.client.ep, "service", 7, "x", 1, 5.0, 8) != NULL, "send_work");
+    CHECK(endpoint_send_work(f.client.ep, "service", 7, NULL, 0, "x", 1, 5.0, 8) != NULL, "send_work");
     RUN_UNTIL(f.loop, f.client.failed > 0);
     CHECK(f.client.failed == 1 && f.client.failed_ref == 8 &&
           strcmp(f.client.failed_name, "UnauthorizedError") == 0 &&
@@ -303,7 +303,7 @@ static void test_reply_error_and_unauthorized(void *ctx)
           "UNAUTHORIZED: on_call_failed(UnauthorizedError, 'unauthorized') for ref 8 expected, "
           "got %d (%s, '%s')", f.client.failed, f.client.failed_name, f.client.failed_msg);
     f.server.mode = MODE_UNAUTHORIZED_BODY;
-    CHECK(endpoint_send_work(f.client.ep, "service", 7, "x", 1, 5.0, 9) != NULL, "send_work");
+    CHECK(endpoint_send_work(f.client.ep, "service", 7, NULL, 0, "x", 1, 5.0, 9) != NULL, "send_work");
     RUN_UNTIL(f.loop, f.client.failed > 1);
     CHECK(f.client.failed == 2 && f.client.failed_ref == 9 &&
           strcmp(f.client.failed_name, "UnauthorizedError") == 0 &&
@@ -321,7 +321,7 @@ static void test_timeout_and_late_reply(void *ctx)
     s_setup(&f, ctx, "timeout", 1);
     f.server.mode = MODE_HOLD;
     double sent = loop_now();
-    CHECK(endpoint_send_work(f.client.ep, "service", 7, "slow", 4, 0.05, 5) != NULL, "send_work");
+    CHECK(endpoint_send_work(f.client.ep, "service", 7, NULL, 0, "slow", 4, 0.05, 5) != NULL, "send_work");
     RUN_UNTIL(f.loop, f.client.failed > 0);
     double took = loop_now() - sent;
     CHECK(f.server.works == 1, "the server got the WORK");
@@ -334,7 +334,7 @@ static void test_timeout_and_late_reply(void *ctx)
           endpoint_pending_calls(f.client.ep));
 
     /* the server answers now: logged by the client, never delivered */
-    CHECK(endpoint_reply(f.server.ep, f.server.peer, f.server.peer_len, f.server.uuid, FRAME_OK,
+    CHECK(endpoint_reply(f.server.ep, f.server.peer, f.server.peer_len, NULL, 0, f.server.uuid, FRAME_OK,
                          "late", 4) == 0, "the late reply leaves");
     RUN_UNTIL(f.loop, s_logged(&f.client, "for no pending call") > 0);
     CHECK(s_logged(&f.client, "for no pending call") == 1,
@@ -343,7 +343,7 @@ static void test_timeout_and_late_reply(void *ctx)
     CHECK(f.client.replies == 0 && f.client.failed == 1, "the late reply is not delivered");
 
     /* a call to a peer that never connects: timed out from the outbox */
-    CHECK(endpoint_send_work(f.client.ep, "nobody", 6, "x", 1, 0.05, 6) != NULL, "send_work");
+    CHECK(endpoint_send_work(f.client.ep, "nobody", 6, NULL, 0, "x", 1, 0.05, 6) != NULL, "send_work");
     CHECK(endpoint_outbox_size(f.client.ep) == 1, "the WORK to nobody waits in the outbox");
     RUN_UNTIL(f.loop, f.client.failed > 1);
     CHECK(f.client.failed == 2 && f.client.failed_ref == 6 &&
@@ -367,7 +367,7 @@ static void test_unroutable_fails(void *ctx)
     s_endpoint_queueing(&f, &caller, "caller", 0, 0);
     CHECK(endpoint_connect(caller.ep, f.address) == 0, "connect");
     errno = 0;
-    CHECK(endpoint_send_work(caller.ep, "nobody", 6, "x", 1, 5.0, 1) == NULL &&
+    CHECK(endpoint_send_work(caller.ep, "nobody", 6, NULL, 0, "x", 1, 5.0, 1) == NULL &&
           errno == EHOSTUNREACH, "queue_unroutable 0: NULL/EHOSTUNREACH expected, errno %d (%s)",
           errno, zmq_strerror(errno));
     CHECK(endpoint_pending_calls(caller.ep) == 0 && endpoint_outbox_size(caller.ep) == 0,
@@ -377,7 +377,7 @@ static void test_unroutable_fails(void *ctx)
     endpoint_call_t *call = NULL;
     double deadline = loop_now() + WAIT_LIMIT;
     while (!call && loop_now() < deadline) {         /* routable once the handshake is done */
-        call = endpoint_send_work(caller.ep, "service", 7, "x", 1, 5.0, 2);
+        call = endpoint_send_work(caller.ep, "service", 7, NULL, 0, "x", 1, 5.0, 2);
         if (!call) loop_run_once(f.loop, 0.005);
     }
     CHECK(call != NULL, "queue_unroutable 0: a connected peer is called");
@@ -391,7 +391,7 @@ static void test_connect_before_bind(void *ctx)
 {
     fixture_t f;
     s_setup(&f, ctx, "late-bind", 0);                  /* the client alone, connected */
-    CHECK(endpoint_send_work(f.client.ep, "service", 7, "early", 5, 5.0, 11) != NULL,
+    CHECK(endpoint_send_work(f.client.ep, "service", 7, NULL, 0, "early", 5, 5.0, 11) != NULL,
           "send_work before the server exists");
     CHECK(endpoint_outbox_size(f.client.ep) == 1 && endpoint_pending_calls(f.client.ep) == 1,
           "the WORK waits in the outbox (%zu) and is pending", endpoint_outbox_size(f.client.ep));
@@ -546,7 +546,7 @@ static void test_many_calls(void *ctx)
     for (int i = 0; i < N; i++) {
         char body[32];
         int n = snprintf(body, sizeof body, "call-%d", i);
-        sent += endpoint_send_work(f.client.ep, "service", 7, body, (size_t)n, 5.0, i) != NULL;
+        sent += endpoint_send_work(f.client.ep, "service", 7, NULL, 0, body, (size_t)n, 5.0, i) != NULL;
     }
     CHECK(sent == N, "%d calls sent, %d were", N, sent);
     CHECK(endpoint_pending_calls(f.client.ep) == N, "%d in flight (the hash grew from 64), %zu",
@@ -581,8 +581,8 @@ static void test_destroy_fails_pending(void *ctx)
     f.client.ref_replies = replies;
     f.client.ref_failed = failed;
     for (int i = 0; i < 3; i++)
-        CHECK(endpoint_send_work(f.client.ep, "service", 7, "w", 1, 10.0, i) != NULL, "send %d", i);
-    CHECK(endpoint_send_work(f.client.ep, "nobody", 6, "w", 1, 10.0, 3) != NULL, "send to nobody");
+        CHECK(endpoint_send_work(f.client.ep, "service", 7, NULL, 0, "w", 1, 10.0, i) != NULL, "send %d", i);
+    CHECK(endpoint_send_work(f.client.ep, "nobody", 6, NULL, 0, "w", 1, 10.0, 3) != NULL, "send to nobody");
     RUN_UNTIL(f.loop, f.server.works == 3);
     CHECK(f.server.works == 3, "the server holds 3 calls, has %d", f.server.works);
     CHECK(endpoint_pending_calls(f.client.ep) == 4 && endpoint_outbox_size(f.client.ep) == 1,
@@ -668,8 +668,8 @@ static int s_destroy_in_callback_child(int which)
     client.side.ep = endpoint_new(ctx, f.loop, &o, &cev);
     endpoint_connect(client.side.ep, f.address);
     /* two calls, so the timeout case has a second one to look at after the first */
-    endpoint_send_work(client.side.ep, "service", 7, "x", 1, which == 2 ? 0.02 : 5.0, 1);
-    endpoint_send_work(client.side.ep, "service", 7, "y", 1, which == 2 ? 0.02 : 5.0, 2);
+    endpoint_send_work(client.side.ep, "service", 7, NULL, 0, "x", 1, which == 2 ? 0.02 : 5.0, 1);
+    endpoint_send_work(client.side.ep, "service", 7, NULL, 0, "y", 1, which == 2 ? 0.02 : 5.0, 2);
     double deadline = loop_now() + WAIT_LIMIT;
     while (server.side.ep && client.side.ep && loop_now() < deadline) loop_run_once(f.loop, 0.01);
     int done = !server.side.ep || !client.side.ep;

@@ -11,8 +11,12 @@
 static int g_checks, g_failed;
 #include "check.h"
 
+static peer_t *seen_on(peers_t *d, const char *rid, const char *uid, int fd, double now, int *is_new) {
+    return peers_seen(d, rid, strlen(rid), uid, uid ? strlen(uid) : 0, fd, 0, now, is_new);
+}
+
 static peer_t *seen(peers_t *d, const char *rid, const char *uid, double now, int *is_new) {
-    return peers_seen(d, rid, strlen(rid), uid, uid ? strlen(uid) : 0, now, is_new);
+    return seen_on(d, rid, uid, 7, now, is_new);
 }
 
 static void test_basics(void) {
@@ -39,6 +43,34 @@ static void test_basics(void) {
     CHECK(peers_find_user(d, "bob", 3) == NULL && peers_count(d) == 2, "removed");
     peers_destroy(&d);
     CHECK(d == NULL, "destroy clears the pointer");
+    peers_destroy(&d);
+}
+
+/* DESIGN.md 4.1: identity per connection; a HELLO login is the identity */
+static void test_identity(void) {
+    peers_t *d = peers_new();
+    int is_new;
+    peer_t *a = seen_on(d, "r", "KEY", 10, 1.0, &is_new);
+    CHECK(peers_find_fd(d, 10) == a && peers_find_fd(d, 11) == NULL, "found by connection");
+    CHECK(peers_log_in(d, a, "alice", 5) == 0 && a->logged_in, "logged in");
+    CHECK(peers_find_user(d, "alice", 5) == a && peers_find_user(d, "KEY", 3) == NULL,
+          "after HELLO the login is the identity, not the key");
+    CHECK(seen_on(d, "r", "KEY", 10, 2.0, &is_new) == a && !is_new && a->logged_in &&
+          a->user_id_len == 5, "the same connection keeps its login");
+    peer_t *b = seen_on(d, "r", "KEY", 12, 3.0, &is_new);
+    CHECK(is_new && !b->logged_in && b->user_id_len == 3 && peers_find_user(d, "alice", 5) == NULL,
+          "a new connection on that routing id starts over, even with the same key");
+    peers_close_fd(d, 12);
+    CHECK(b->closed && peers_find_fd(d, 12) == b, "a closed connection is marked");
+    CHECK(peers_seen(d, "r", 1, "KEY", 3, 12, 1, 3.5, &is_new) == b && !is_new && b->closed,
+          "a message still in flight from it keeps it closed");
+    peer_t *b2 = peers_seen(d, "r", 1, "KEY", 3, 12, 0, 4.0, &is_new);
+    CHECK(is_new && !b2->closed, "the fd open again: a new connection");
+    b = b2;
+    peers_detach(d, b);
+    CHECK(peers_find(d, "r", 1) == NULL && peers_find_fd(d, 12) == NULL && peers_count(d) == 0,
+          "detached from every index");
+    peers_free(b);
     peers_destroy(&d);
 }
 
@@ -72,6 +104,7 @@ static void test_many(void) {
 
 int main(void) {
     test_basics();
+    test_identity();
     test_many();
     printf("test_peers: %d checks, %d failed\n", g_checks, g_failed);
     return g_failed != 0;

@@ -63,7 +63,11 @@ local function need(opts, field, kind)
 end
 
 --- Password check shared by plain and untrusted_curve: the `credentials`
--- function or the `credentials_file` of argon2 hashes.
+-- function (the operator's own code, run as it is: true or false), or the
+-- `credentials_file` of argon2 hashes: then a core.password_check that the
+-- host verifies on its worker threads, off the loop. A login that is not in
+-- the file is checked against a dummy hash, so it costs the same.
+-- Options `password_threads` and `max_password_checks` size that pool.
 local function password_checker(opts, kind)
   if opts.credentials then
     return function(login, password)
@@ -73,9 +77,9 @@ local function password_checker(opts, kind)
     end
   end
   local hashes = read_pairs(need(opts, 'credentials_file', kind), 'credentials_file')
+  core.passwd_start(tonumber(opts.password_threads) or 0, tonumber(opts.max_password_checks) or 0)
   return function(login, password)
-    local hash = hashes[login]
-    return hash ~= nil and core.pwhash_verify(hash, password)
+    return core.password_check(hashes[login], password)
   end
 end
 
@@ -94,8 +98,10 @@ backends.register_auth {
   end,
   zap = function(self, req)
     if req.mechanism ~= 'PLAIN' then return nil, 'PLAIN required' end
-    if self.check(req.username, req.password) then return req.username end
-    return nil, 'wrong login or password'
+    local verdict = self.check(req.username, req.password)
+    if verdict == true then return req.username end
+    if verdict == false then return nil, 'wrong login or password' end
+    return verdict, req.username               -- verified off the loop
   end,
 }
 
@@ -145,9 +151,10 @@ backends.register_auth {
 
 -- untrusted_curve: CURVE with any client key; WORK is answered UNAUTHORIZED
 -- until a HELLO login/password passes (credentials / credentials_file, as
--- plain); from then on that key is trusted for that login. The peer's user
--- id stays its key (ZAP gives it once per connection); predicates get the
--- login as ctx.login.
+-- plain); from then on that connection's user id is the login (the host
+-- keeps it per connection: a new connection starts over), so send_to(login),
+-- ctx.user_id, pseud.caller() and peers() see the login, as in Python pseud.
+-- Predicates also get it as ctx.login.
 backends.register_auth {
   name = 'untrusted_curve',
   side = 'both',
@@ -155,7 +162,6 @@ backends.register_auth {
     local o = rpc.options
     if rpc._kind == 'server' then
       self.check = password_checker(o, 'untrusted_curve')
-      self.trusted = {}
       curve_server(self, rpc, 'untrusted_curve')
     else
       curve_client(rpc, 'untrusted_curve')
@@ -167,18 +173,18 @@ backends.register_auth {
     if req.mechanism ~= 'CURVE' then return nil, 'CURVE required' end
     return req.client_key
   end,
-  is_authenticated = function(self, user_id)
-    return self.trusted[user_id] ~= nil
+  is_authenticated = function(_, _, _, logged_in)
+    return logged_in
   end,
-  handle_hello = function(self, user_id, _, login, password)
-    if self.check(login, password) then
-      self.trusted[user_id] = login
-      return true, ("Welcome '%s'"):format(login)
-    end
-    return false, 'Invalid credentials'
+  handle_hello = function(self, _, _, login, password)
+    local welcome = ("Welcome '%s'"):format(login)
+    local verdict = self.check(login, password)
+    if verdict == true then return true, welcome, login end
+    if verdict == false then return false, 'Invalid credentials' end
+    return verdict, welcome, login             -- verified off the loop
   end,
-  get_predicate_arguments = function(self, user_id)
-    return { login = self.trusted[user_id] }
+  get_predicate_arguments = function(_, user_id)
+    return { login = user_id }
   end,
 }
 

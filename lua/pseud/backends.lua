@@ -58,27 +58,31 @@ function backends.start_heartbeat(hb, ep)
 end
 
 --- Hand the HELLO-handshake hooks of auth instance `a` (a server's) to the
--- host: is_authenticated(user_id, routing_id) gates every WORK (false:
--- UNAUTHORIZED), handle_hello(user_id, routing_id, login, password) answers
--- a HELLO. A hook that raises refuses, and is logged.
+-- host: is_authenticated(user_id, routing_id, logged_in) gates every WORK
+-- (false: UNAUTHORIZED; logged_in: this connection passed a HELLO),
+-- handle_hello(user_id, routing_id, login, password) answers a HELLO with
+-- `ok, text [, user_id]` or `check, text, user_id` (core.password_check:
+-- verified off the loop). The user id it gives becomes the connection's
+-- identity (DESIGN.md 4.1). A hook that raises refuses, and is logged.
 function backends.start_auth(a, ep, rpc_kind)
   if rpc_kind ~= 'server' or not (a.is_authenticated or a.handle_hello) then return end
   local gate, hello
   if a.is_authenticated then
-    gate = function(user_id, routing_id)
-      local ok, yes = pcall(a.is_authenticated, a, user_id, routing_id)
+    gate = function(user_id, routing_id, logged_in)
+      local ok, yes = pcall(a.is_authenticated, a, user_id, routing_id, logged_in)
       if not ok then log('is_authenticated of ', tostring(a.name), ' failed (refused): ', tostring(yes)) end
       return ok and yes and true or false
     end
   end
   if a.handle_hello then
     hello = function(user_id, routing_id, login, password)
-      local ok, yes, text = pcall(a.handle_hello, a, user_id, routing_id, login, password)
+      local ok, yes, text, new_id = pcall(a.handle_hello, a, user_id, routing_id, login, password)
       if not ok then
         log('handle_hello of ', tostring(a.name), ' failed (refused): ', tostring(yes))
         return false, 'Authentication Required'
       end
-      return yes and true or false, type(text) == 'string' and text or nil
+      if getmetatable(yes) ~= core.password_check_mt then yes = yes and true or false end
+      return yes, type(text) == 'string' and text or nil, type(new_id) == 'string' and new_id or nil
     end
   end
   ep:set_auth_hooks(gate, hello)

@@ -73,26 +73,26 @@ pseud.curve_keypair = core.curve_keypair
 local STATE = {}
 local Proxy = {}
 
-local function proxy(rpc, peer, name)
-  return setmetatable({ [STATE] = { rpc = rpc, peer = peer, name = name } }, Proxy)
+local function proxy(rpc, peer, hint, name)
+  return setmetatable({ [STATE] = { rpc = rpc, peer = peer, hint = hint, name = name } }, Proxy)
 end
 
 Proxy.__index = function(p, key)
   if type(key) ~= 'string' then return nil end
   local st = rawget(p, STATE)
-  local child = proxy(st.rpc, st.peer, st.name .. '.' .. key)
+  local child = proxy(st.rpc, st.peer, st.hint, st.name .. '.' .. key)
   rawset(p, key, child)
   return child
 end
 
 local function call_dropping_self(st, _, ...)
-  return st.rpc._core:call(st.peer, st.name, ...)
+  return st.rpc._core:call(st.peer, st.hint, st.name, ...)
 end
 
 Proxy.__call = function(p, ...)
   local st = rawget(p, STATE)
   if select('#', ...) > 0 and (...) == st.rpc then return call_dropping_self(st, ...) end
-  return st.rpc._core:call(st.peer, st.name, ...)
+  return st.rpc._core:call(st.peer, st.hint, st.name, ...)
 end
 
 Proxy.__tostring = function(p)
@@ -108,7 +108,7 @@ local function rpc_index(self, key)
   local cache = rawget(self, '_proxies')
   local p = cache[key]
   if not p then
-    p = proxy(self, nil, key)
+    p = proxy(self, nil, nil, key)
     cache[key] = p
   end
   return p
@@ -153,24 +153,27 @@ end
 
 --- Call `name` on the default peer (a client's server).
 function RPC:call(name, ...)
-  return self._core:call(nil, name, ...)
+  return self._core:call(nil, nil, name, ...)
 end
 
 --- A proxy for calls to `peer` (a user id): server:send_to('alice').add(1, 2)
+-- The call goes to the connection where that user id was last heard, or to
+-- the routing id the auth backend's get_routing_id names when that routing
+-- id carries this user id; never to a routing id that merely equals it.
 function RPC:send_to(peer)
   if type(peer) ~= 'string' then
     error(core.error('TypeError', 'send_to: the peer must be a user id (string)'), 2)
   end
-  local auth_backend = self._auth
+  local auth_backend, hint = self._auth, nil
   if auth_backend.get_routing_id then        -- the backend says where this user is
     local ok, rid = pcall(auth_backend.get_routing_id, auth_backend, peer)
     if ok and type(rid) == 'string' and rid ~= '' then
-      peer = rid
+      hint = { routing_id = rid }
     elseif not ok then
       io.stderr:write('pseud-lua: get_routing_id failed (using the directory): ', tostring(rid), '\n')
     end
   end
-  return setmetatable({}, { __index = function(_, key) return proxy(self, peer, key) end })
+  return setmetatable({}, { __index = function(_, key) return proxy(self, peer, hint, key) end })
 end
 
 function RPC:start(stop_timeout)

@@ -1,0 +1,129 @@
+/*
+ * message: ERROR and HELLO bodies (see message.h).
+ *
+ * UTF-8 validity follows RFC 3629: no overlong forms, no surrogates, nothing
+ * past U+10FFFF. A strict decoder on the other side (Python's msgpack with
+ * raw=False) raises on anything else, so anything else is escaped.
+ */
+#include "message.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* Length of the valid UTF-8 sequence at s (n bytes left), or 0. */
+static size_t s_utf8_seq(const unsigned char *s, size_t n) {
+    unsigned char c = s[0];
+    if (c < 0x80) return 1;
+    size_t len;
+    unsigned lo = 0x80, hi = 0xBF;          /* range of the second byte */
+    if (c >= 0xC2 && c <= 0xDF) len = 2;
+    else if (c == 0xE0) { len = 3; lo = 0xA0; }
+    else if (c == 0xED) { len = 3; hi = 0x9F; }          /* no surrogates */
+    else if (c >= 0xE1 && c <= 0xEF) len = 3;
+    else if (c == 0xF0) { len = 4; lo = 0x90; }
+    else if (c == 0xF4) { len = 4; hi = 0x8F; }          /* up to U+10FFFF */
+    else if (c >= 0xF1 && c <= 0xF3) len = 4;
+    else return 0;
+    if (n < len || s[1] < lo || s[1] > hi) return 0;
+    for (size_t i = 2; i < len; i++)
+        if ((s[i] & 0xC0) != 0x80) return 0;
+    return len;
+}
+
+/* Walk `in`: valid runs and escapes go to `emit` (NULL: just count). */
+typedef int (*s_emit_fn)(void *arg, const char *p, size_t n);
+
+static size_t s_walk(const char *in, size_t len, s_emit_fn emit, void *arg, int *rc) {
+    const unsigned char *s = (const unsigned char *)in;
+    size_t out = 0, run = 0, i = 0;
+    while (i < len) {
+        size_t k = s_utf8_seq(s + i, len - i);
+        if (k) { i += k; continue; }
+        if (i > run) {
+            if (emit && *rc == 0) *rc = emit(arg, in + run, i - run);
+            out += i - run;
+        }
+        char esc[5];
+        snprintf(esc, sizeof esc, "\\x%02X", s[i]);
+        if (emit && *rc == 0) *rc = emit(arg, esc, 4);
+        out += 4;
+        run = ++i;
+    }
+    if (len > run) {
+        if (emit && *rc == 0) *rc = emit(arg, in + run, len - run);
+        out += len - run;
+    }
+    return out;
+}
+
+size_t message_utf8_size(const char *in, size_t len) {
+    int rc = 0;
+    return s_walk(in, len, NULL, NULL, &rc);
+}
+
+size_t message_echo(char *out, const char *in, size_t len) {
+    /* whole characters and escapes while they fit in MESSAGE_MAX_ECHO bytes */
+    const unsigned char *u = (const unsigned char *)in;
+    size_t i = 0, n = 0;
+    while (i < len) {
+        size_t k = s_utf8_seq(u + i, len - i);
+        size_t w = k ? k : 4;
+        if (n + w > MESSAGE_MAX_ECHO) break;
+        if (k) memcpy(out + n, in + i, k);
+        else snprintf(out + n, 5, "\\x%02X", u[i]);
+        n += w;
+        i += k ? k : 1;
+    }
+    if (i < len)
+        n += (size_t)snprintf(out + n, MESSAGE_ECHO_SIZE - n, "... (%zu more bytes)", len - i);
+    out[n] = '\0';
+    return n;
+}
+
+static int s_to_packer(void *arg, const char *p, size_t n) {
+    return msgpack_pack_str_body(arg, p, n);
+}
+
+static int s_pack_utf8(msgpack_packer *pk, const char *s, size_t n) {
+    int rc = msgpack_pack_str(pk, message_utf8_size(s, n));
+    if (rc == 0) s_walk(s, n, s_to_packer, pk, &rc);
+    return rc;
+}
+
+int message_pack_error(msgpack_packer *pk, const char *name, size_t name_len,
+                       const char *message, size_t message_len,
+                       const char *traceback, size_t traceback_len) {
+    int rc = msgpack_pack_array(pk, 3);
+    if (rc == 0) rc = s_pack_utf8(pk, name, name_len);
+    if (rc == 0) rc = s_pack_utf8(pk, message, message_len);
+    if (rc == 0) rc = s_pack_utf8(pk, traceback ? traceback : "", traceback ? traceback_len : 0);
+    return rc;
+}
+
+int message_decode_hello(const char *body, size_t len, const codec_limits_t *lim,
+                         msgpack_zone *zone, message_hello_t *out, const char **why) {
+    codec_error_t err;
+    msgpack_object obj;
+    size_t off = 0;
+    memset(out, 0, sizeof *out);
+    *why = "HELLO is not [login, password]";
+    if (codec_check(body, len, lim, &err) < 0) return -1;
+    msgpack_zone_clear(zone);
+    if (msgpack_unpack(body, len, &off, zone, &obj) != MSGPACK_UNPACK_SUCCESS ||
+        obj.type != MSGPACK_OBJECT_ARRAY || obj.via.array.size != 2)
+        return -1;
+    const msgpack_object *f = obj.via.array.ptr;
+    for (int i = 0; i < 2; i++) {
+        if (f[i].type != MSGPACK_OBJECT_STR && f[i].type != MSGPACK_OBJECT_BIN) return -1;
+        if (f[i].via.str.size > MESSAGE_MAX_HELLO_FIELD) {
+            *why = "HELLO login or password over 1024 bytes";
+            return -1;
+        }
+    }
+    /* str and bin share the layout of via.str; the views point into body */
+    out->login = f[0].via.str.ptr;
+    out->login_len = f[0].via.str.size;
+    out->password = f[1].via.str.ptr;
+    out->password_len = f[1].via.str.size;
+    return 0;
+}
