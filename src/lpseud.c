@@ -11,9 +11,12 @@
  * writer for key and credential files, the no-echo password prompt): they
  * are called from Lua only, and stock Lua has no rename-safe write or termios.
  */
+#define _GNU_SOURCE                 /* ppoll, for the password prompt */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/random.h>
@@ -670,37 +673,54 @@ static int l_lexists(lua_State *L) {
 
 enum { READ_OK, READ_EOF, READ_LONG, READ_ERROR, READ_SIGNAL };
 
-/* One line of stdin (stdio's, as io.read) into buf[cap], newline dropped. */
-static int s_read_line(char *buf, size_t cap, size_t *len) {
+/* One line of fd 0 into buf[cap], newline dropped; unbuffered, so nothing
+ * past the line is consumed. With `wait_mask`, each wait for input is a
+ * ppoll under that mask: SIGINT/SIGTERM, blocked the rest of the time, can
+ * only arrive there, so one sent at any moment ends the wait (a flag checked
+ * before a plain read would miss one that came just before it). */
+static int s_read_line(const sigset_t *wait_mask, char *buf, size_t cap, size_t *len) {
     size_t n = 0;
     for (;;) {
-        int c = getc(stdin);
-        if (c == EOF && ferror(stdin)) {
-            if (errno != EINTR) return READ_ERROR;
-            clearerr(stdin);
-            if (loop_signal_received()) return READ_SIGNAL;
-            continue;
+        if (wait_mask) {
+            struct pollfd p = { .fd = STDIN_FILENO, .events = POLLIN };
+            if (ppoll(&p, 1, NULL, wait_mask) < 0) {
+                if (errno != EINTR) return READ_ERROR;
+                if (loop_signal_received()) return READ_SIGNAL;
+                continue;
+            }
         }
-        if (c == EOF && n == 0) return READ_EOF;
-        if (c == EOF || c == '\n') break;
+        char c;
+        ssize_t r = read(STDIN_FILENO, &c, 1);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return READ_ERROR;
+        if (r == 0 && n == 0) return READ_EOF;
+        if (r == 0 || c == '\n') break;
         if (n == cap) return READ_LONG;
-        buf[n++] = (char)c;
+        buf[n++] = c;
     }
     *len = n;
     return READ_OK;
 }
 
-/* Read a line from stdin with echo off, stdin being a terminal. SIGINT and
- * SIGTERM interrupt the read (the loop's flag handler, without SA_RESTART)
- * so that the terminal is restored before they take effect: re-raised
- * under the handlers there were before. */
+/* Read a line from fd 0 with echo off, fd 0 being a terminal. SIGINT and
+ * SIGTERM end the read (the loop's flag handler) so that the terminal is
+ * restored before they take effect: re-raised under the handlers there
+ * were before. */
 static int s_read_quietly(const char *prompt, char *buf, size_t cap, size_t *len) {
     struct termios saved, quiet;
     struct sigaction old_int, old_term;
+    sigset_t stop, old_mask, wait_mask;
     if (loop_signal_received()) return READ_SIGNAL;
     if (tcgetattr(STDIN_FILENO, &saved) < 0) return READ_ERROR;
     quiet = saved;
     quiet.c_lflag &= ~(tcflag_t)(ECHO | ECHONL);
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop, &old_mask);
+    wait_mask = old_mask;
+    sigdelset(&wait_mask, SIGINT);
+    sigdelset(&wait_mask, SIGTERM);
     sigaction(SIGINT, NULL, &old_int);
     sigaction(SIGTERM, NULL, &old_term);
     loop_install_signal_handlers();
@@ -709,7 +729,7 @@ static int s_read_quietly(const char *prompt, char *buf, size_t cap, size_t *len
     if (tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet) == 0) {
         fputs(prompt, stderr);
         fflush(stderr);
-        rc = s_read_line(buf, cap, len);
+        rc = s_read_line(&wait_mask, buf, cap, len);
         int e = errno;
         /* flush again: the rest of a refused line must not reach the shell */
         tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
@@ -719,6 +739,7 @@ static int s_read_quietly(const char *prompt, char *buf, size_t cap, size_t *len
     int e = errno;
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
+    pthread_sigmask(SIG_SETMASK, &old_mask, NULL);  /* one still pending goes to the old handler */
     int sig = loop_signal_received();
     if (sig) {
         loop_clear_signal();
@@ -729,16 +750,17 @@ static int s_read_quietly(const char *prompt, char *buf, size_t cap, size_t *len
     return rc;
 }
 
-/* core.read_password(prompt) -> string | nil, message: one line of stdin,
- * without its newline, at most LPSEUD_PASSWORD_MAX bytes (a longer one is
- * refused). On a terminal: the prompt on stderr, echo off while reading,
- * the terminal restored on every path. Piped: read silently. */
+/* core.read_password(prompt) -> string | nil, message: one line of stdin
+ * (fd 0 itself, not io.read's buffer), without its newline, at most
+ * LPSEUD_PASSWORD_MAX bytes (a longer one is refused). On a terminal: the
+ * prompt on stderr, echo off while reading, the terminal restored on every
+ * path. Piped: read silently. */
 static int l_read_password(lua_State *L) {
     const char *prompt = luaL_checkstring(L, 1);
     char buf[LPSEUD_PASSWORD_MAX];
     size_t len = 0;
     int rc = isatty(STDIN_FILENO) ? s_read_quietly(prompt, buf, sizeof buf, &len)
-                                  : s_read_line(buf, sizeof buf, &len);
+                                  : s_read_line(NULL, buf, sizeof buf, &len);
     int e = errno;
     if (rc == READ_OK) {
         lua_pushlstring(L, buf, len);
