@@ -25,8 +25,12 @@ static const char *s_progname = "pseud-lua";
 static void s_usage(FILE *out) {
     fprintf(out,
         "usage: %s [options] [script [args]]\n"
-        "       %s keygen [NAME]       write a CURVE keypair: NAME.key, NAME.key_secret (0600)\n"
-        "       %s passwd FILE LOGIN   add LOGIN's argon2 hash to FILE (password on stdin)\n"
+        "       %s keygen [--force] [NAME]\n"
+        "              write a CURVE keypair: NAME.key, NAME.key_secret (0600);\n"
+        "              an existing one is replaced only with --force\n"
+        "       %s passwd FILE LOGIN\n"
+        "              add or replace LOGIN's argon2 hash in FILE (0600); the password\n"
+        "              is read from stdin, without echo on a terminal\n"
         "Run a Lua 5.4 script with the pseud RPC host (require 'pseud').\n"
         "  -e CODE     run CODE (may be given more than once)\n"
         "  -v, --version  print the version\n"
