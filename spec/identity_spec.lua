@@ -1,0 +1,99 @@
+-- Hostile peers against identity (DESIGN.md section 4.1): a peer is its
+-- user id, a routing id only an address it chooses. Each attack is driven
+-- by spec/support/attacker.py (pyzmq peers, PLAIN or CURVE) against
+-- spec/servers/identity.lua, and named for what it tries.
+local process = require 'spec.support.process'
+local json = require 'dkjson'
+
+local function attack(args)
+  local out, ok, code, log = process.python('spec/support/attacker.py', args)
+  local value = json.decode(out, 1, json.null)
+  assert(type(value) == 'table', ('attacker %s: exit %s\n%s\n%s'):format(
+    table.concat(args, ' '), tostring(code), out, io.open(log):read('a')))
+  assert(ok, out)
+  return value
+end
+
+local function sh(cmd) assert(os.execute(cmd), cmd) end
+
+describe('identity under hostile peers', function()
+  local dir, host = process.tmpdir() .. '/identity', process.host()
+  lazy_setup(function()
+    sh('mkdir -p ' .. dir)
+    for login, pw in pairs { alice = 'wonderland', bob = 'builder', mallory = 'evil' } do
+      sh(("printf '%s\\n' | %s passwd %s/creds %s >/dev/null"):format(pw, process.quote(host), dir, login))
+    end
+    for _, name in ipairs { 'server', 'alice', 'bob' } do
+      sh(('cd %s && %s keygen %s >/dev/null'):format(dir, process.quote(host), name))
+    end
+  end)
+  after_each(function() process.stop_all() end)
+
+  describe('under plain', function()
+    local server, endpoint
+    before_each(function()
+      server, endpoint = process.server('spec/servers/identity.lua', 'plain', dir .. '/creds')
+    end)
+
+    it('a spoofed routing id never receives send_to work for the user it names', function()
+      local r = attack { 'spoof', endpoint }
+      assert.equal('mallory', r.mallory_is)
+      assert.equal('PeerLostError', r.absent)      -- alice not connected: lost, not mallory
+      assert.equal('alice', r.alice_is)
+      assert.equal('I am alice', r.present)
+      assert.same({}, r.mallory_got_work)
+    end)
+
+    it("a routing id taken over while a reply is pending gets none of the old owner's reply", function()
+      local r = attack { 'takeover', endpoint }
+      assert.same({}, r.silent.mallory_got)
+      assert.equal('mallory', r.noisy.mallory_is)
+      for _, m in ipairs(r.noisy.mallory_got) do
+        assert.is_nil(m[2]:find('alice', 1, true), 'mallory got something of alice: ' .. m[2])
+      end
+      server:stop()
+      assert.matches("reply for user 'alice' dropped", server:log_text())
+    end)
+
+    it('a forged OK from a third peer does not settle the call; the real answer does', function()
+      local r = attack { 'forged', endpoint }
+      assert.same({ 'genuine' }, r.bob_got)
+      server:stop()
+      assert.matches("dropped OK from peer 'm1': that call went to another peer", server:log_text())
+    end)
+
+    it('a login that does not exist is verified against the dummy hash, like a wrong password', function()
+      local r = attack { 'unknown', endpoint }
+      assert.equal(r.before.dummy + 1, r.after.dummy)          -- zed: the dummy, once
+      assert.equal(r.before.checked + 2, r.after.checked)      -- zed and alice/nope: one argon2 each
+      server:stop()
+      assert.is_nil(server:log_text():find('whatever', 1, true), 'a password reached the log')
+    end)
+
+    it('a flood of wrong passwords does not stall a logged-in peer', function()
+      local r = attack { 'flood', endpoint, '20', '2' }
+      assert.is_nil(r.error)
+      assert.is_true(r.calls > 100, 'calls served during the flood: ' .. tostring(r.calls))
+      assert.is_true(r.stats.checked + r.stats.refused_busy > 20, 'the flood happened')
+      -- argon2 on the loop blocked every call ~0.1 s per login; off the loop
+      -- no call waits for one
+      assert.is_true(r.max < 0.09, ('a call waited %.3f s during the flood'):format(r.max))
+    end)
+  end)
+
+  describe('under untrusted_curve', function()
+    it("send_to(login) reaches an independent Python peer that logged in by HELLO", function()
+      local _, endpoint = process.server('spec/servers/identity.lua', 'untrusted_curve',
+        dir .. '/server.key', dir .. '/creds')
+      local function key(name) return io.open(dir .. '/' .. name):read('l') end
+      local keys = {
+        alice = { server = key('server.key'), public = key('alice.key'), secret = key('alice.key_secret') },
+        bob = { server = key('server.key'), public = key('bob.key'), secret = key('bob.key_secret') },
+      }
+      local r = attack { 'curve', endpoint, json.encode(keys) }
+      assert.equal('alice', r.alice_is)              -- the login, not the key
+      assert.equal('bob', r.bob_is)
+      assert.equal('python alice', r.ask_alice)
+    end)
+  end)
+end)

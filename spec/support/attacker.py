@@ -1,0 +1,293 @@
+#!/usr/bin/python3
+"""attacker: hostile pseud peers against spec/servers/identity.lua
+(DESIGN.md section 4.1: a peer is its user id; a routing id is only an
+address it chooses). Each scenario drives several pyzmq peers from one
+thread, prints one JSON object and exits 0; every wait has a deadline.
+
+  spoof     ENDPOINT       mallory (PLAIN) takes the routing id 'alice'
+                           while user alice is not connected, then while
+                           she is: send_to('alice') must never reach mallory
+  takeover  ENDPOINT       alice calls slow(0.5) and leaves; mallory logs in
+                           on routing id 'alice' (silent, then noisy): she
+                           must get nothing of alice's
+  forged    ENDPOINT       the server calls alice; mallory, who learnt the
+                           uuid, answers first: only alice's answer counts
+  unknown   ENDPOINT       a PLAIN login that does not exist is verified
+                           against the dummy hash (the pool's counters)
+  flood     ENDPOINT N S   N peers log in with wrong passwords for S seconds
+                           while a logged-in peer calls whoami in a loop:
+                           its latencies (p50, p99, max) and call count
+  curve     ENDPOINT SERVERKEY  untrusted_curve: alice logs in by HELLO and
+                           serves whoami; bob asks the server to send_to('alice')
+Passwords (see identity_spec.lua): alice/wonderland, bob/builder,
+mallory/evil.
+"""
+import json
+import sys
+import time
+import uuid
+
+import msgpack
+import zmq
+
+VERSION = b'v1'
+OK, HELLO, WORK, AUTHENTICATED, ERROR, UNAUTHORIZED = 0x01, 0x02, 0x03, 0x04, 0x10, 0x11
+SERVICE = b'service'
+
+
+def pack(v):
+    return msgpack.packb(v, use_bin_type=True)
+
+
+def unpack(b):
+    return msgpack.unpackb(b, raw=False)
+
+
+def peer(ctx, endpoint, user=None, password=None, identity=None, probe=True, curve=None):
+    s = ctx.socket(zmq.ROUTER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    if probe:
+        s.setsockopt(zmq.PROBE_ROUTER, 1)
+    if user is not None:
+        s.setsockopt(zmq.PLAIN_USERNAME, user.encode())
+        s.setsockopt(zmq.PLAIN_PASSWORD, password.encode())
+    if curve:
+        s.setsockopt(zmq.CURVE_SERVERKEY, curve['server'].encode())
+        s.setsockopt(zmq.CURVE_PUBLICKEY, curve['public'].encode())
+        s.setsockopt(zmq.CURVE_SECRETKEY, curve['secret'].encode())
+    if identity is not None:
+        s.setsockopt(zmq.ROUTING_ID, identity.encode())
+    s.connect(endpoint)
+    return s
+
+
+def send(sock, typ, body, u=None, deadline=None):
+    u = u or uuid.uuid4().bytes
+    deadline = deadline or time.monotonic() + 5
+    while True:
+        try:
+            sock.send_multipart([SERVICE, b'', VERSION, u, bytes([typ]), body], flags=zmq.NOBLOCK)
+            return u
+        except zmq.ZMQError as e:
+            if e.errno not in (zmq.EHOSTUNREACH, zmq.EAGAIN) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)            # not routable until the handshake is done
+
+
+def call(sock, name, args, timeout=5.0, on_work=None):
+    """WORK name(args); answer the server's WORK meanwhile with on_work."""
+    u = send(sock, WORK, pack([name, args, {}]))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not sock.poll(int((deadline - time.monotonic()) * 1000) + 1):
+            break
+        f = sock.recv_multipart()
+        if len(f) == 6 and f[4] == bytes([WORK]) and on_work:
+            on_work(sock, f)
+        elif len(f) == 6 and f[3] == u:
+            return f[4][0], unpack(f[5]) if f[4][0] in (OK, ERROR) else f[5]
+    return None, None
+
+
+def answer(text):
+    def on_work(sock, f):
+        sock.send_multipart([f[0], b'', VERSION, f[3], bytes([OK]), pack(text)])
+    return on_work
+
+
+def drain(socks, seconds, on_work=None):
+    """Everything the sockets receive for `seconds`: {index: [frames...]}."""
+    got = {i: [] for i in range(len(socks))}
+    poller = zmq.Poller()
+    for s in socks:
+        poller.register(s, zmq.POLLIN)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for s, _ in poller.poll(int((end - time.monotonic()) * 1000) + 1):
+            f = s.recv_multipart()
+            i = socks.index(s)
+            got[i].append(f)
+            if on_work and len(f) == 6 and f[4] == bytes([WORK]):
+                on_work(i, s, f)
+    return got
+
+
+def registered(sock):
+    """A call that proves the login went through (the server knows us)."""
+    t, v = call(sock, 'whoami', [])
+    return v if t == OK else None
+
+
+def scenario_spoof(ctx, ep):
+    out = {}
+    mallory = peer(ctx, ep, 'mallory', 'evil', identity='alice')
+    bob = peer(ctx, ep, 'bob', 'builder')
+    out['mallory_is'] = registered(mallory)
+    out['bob_is'] = registered(bob)
+    stolen = []
+    # alice is not connected: the routing id 'alice' is mallory's
+    u = send(bob, WORK, pack(['ask', ['alice'], {}]))
+    got = drain([bob, mallory], 1.0,
+                on_work=lambda i, s, f: (stolen.append(unpack(f[5])[0]),
+                                         s.send_multipart([f[0], b'', VERSION, f[3], bytes([OK]),
+                                                           pack('I am mallory')])) if i == 1 else None)
+    replies = [unpack(f[5]) for f in got[0] if len(f) == 6 and f[3] == u]
+    out['absent'] = replies[0] if replies else None
+    # now alice is there (routing id a1): only she is asked
+    alice = peer(ctx, ep, 'alice', 'wonderland', identity='a1')
+    out['alice_is'] = registered(alice)
+    u = send(bob, WORK, pack(['ask', ['alice'], {}]))
+
+    def on_work(i, s, f):
+        if i == 1:
+            stolen.append(unpack(f[5])[0])
+        s.send_multipart([f[0], b'', VERSION, f[3], bytes([OK]),
+                          pack('I am alice' if i == 2 else 'I am mallory')])
+    got = drain([bob, mallory, alice], 1.0, on_work=on_work)
+    replies = [unpack(f[5]) for f in got[0] if len(f) == 6 and f[3] == u]
+    out['present'] = replies[0] if replies else None
+    out['mallory_got_work'] = stolen
+    return out
+
+
+def scenario_takeover(ctx, ep, noisy):
+    out = {}
+    alice = peer(ctx, ep, 'alice', 'wonderland', identity='alice')
+    out['alice_is'] = registered(alice)
+    send(alice, WORK, pack(['slow', [0.6], {}]))
+    time.sleep(0.05)                   # the WORK is on the wire before she goes
+    alice.close()
+    mallory = peer(ctx, ep, 'mallory', 'evil', identity='alice', probe=noisy)
+    got = drain([mallory], 1.5)
+    out['mallory_got'] = [[f[4].hex(), f[5].decode('utf-8', 'replace')] for f in got[0]
+                          if len(f) == 6]
+    if noisy:
+        out['mallory_is'] = registered(mallory)
+    return out
+
+
+def scenario_forged(ctx, ep):
+    alice = peer(ctx, ep, 'alice', 'wonderland', identity='a1')
+    mallory = peer(ctx, ep, 'mallory', 'evil', identity='m1')
+    bob = peer(ctx, ep, 'bob', 'builder')
+    out = {'alice_is': registered(alice), 'mallory_is': registered(mallory)}
+    u = send(bob, WORK, pack(['ask', ['alice'], {}]))
+    answered = []
+
+    def on_work(i, s, f):
+        if i == 1 and not answered:
+            # mallory "learnt" the uuid: she answers first, then alice does
+            mallory.send_multipart([SERVICE, b'', VERSION, f[3], bytes([OK]), pack('forged')])
+            mallory.send_multipart([SERVICE, b'', VERSION, f[3], bytes([ERROR]),
+                                    pack(['ValueError', 'forged', ''])])
+            time.sleep(0.1)
+            s.send_multipart([f[0], b'', VERSION, f[3], bytes([OK]), pack('genuine')])
+            answered.append(1)
+    got = drain([bob, alice], 1.5, on_work=on_work)
+    replies = [unpack(f[5]) for f in got[0] if len(f) == 6 and f[3] == u]
+    out['bob_got'] = replies
+    return out
+
+
+def scenario_unknown(ctx, ep):
+    bob = peer(ctx, ep, 'bob', 'builder')
+    before = call(bob, 'stats', [])[1]
+    zed = peer(ctx, ep, 'zed', 'whatever', probe=True)
+    time.sleep(0.01)
+    drain([zed], 1.0)                  # its handshake is refused: nothing comes
+    zed.close()
+    wrong = peer(ctx, ep, 'alice', 'nope', probe=True)
+    drain([wrong], 1.0)
+    wrong.close()
+    after = call(bob, 'stats', [])[1]
+    return {'before': before, 'after': after}
+
+
+def scenario_flood(ctx, ep, n, seconds):
+    good = peer(ctx, ep, 'bob', 'builder')
+    assert registered(good) == 'bob'
+    floods = []
+    lat = []
+    end = time.monotonic() + seconds
+    made = 0
+    while time.monotonic() < end:
+        # keep n wrong logins in the air: a refused handshake is retried by libzmq
+        while len(floods) < n:
+            floods.append(peer(ctx, ep, 'alice', 'guess%d' % made))
+            made += 1
+        t0 = time.monotonic()
+        t, v = call(good, 'whoami', [], timeout=5)
+        lat.append(time.monotonic() - t0)
+        if t != OK:
+            return {'error': 'call failed', 'type': t}
+        if len(lat) % 50 == 0:          # fresh attackers now and then
+            for s in floods[:n // 2]:
+                s.close()
+            floods = floods[n // 2:]
+    for s in floods:
+        s.close()
+    lat.sort()
+    stats = call(good, 'stats', [])[1]
+    return {'calls': len(lat), 'p50': lat[len(lat) // 2], 'p99': lat[int(len(lat) * 0.99)],
+            'max': lat[-1], 'logins': made, 'stats': stats}
+
+
+def scenario_curve(ctx, ep, keys):
+    def hello_flow(sock, login, password):
+        u = send(sock, WORK, pack(['whoami', [], {}]))
+        deadline = time.monotonic() + 5
+        state = 'work'
+        while time.monotonic() < deadline and sock.poll(int((deadline - time.monotonic()) * 1000) + 1):
+            f = sock.recv_multipart()
+            if f[4][0] == UNAUTHORIZED and state == 'work':
+                send(sock, HELLO, pack([login, password]))
+                state = 'hello'
+            elif f[4][0] == AUTHENTICATED:
+                send(sock, WORK, pack(['whoami', [], {}]), u=u)   # replayed
+                state = 'replay'
+            elif f[4][0] == OK and f[3] == u:
+                return unpack(f[5])
+            elif f[4][0] == UNAUTHORIZED:
+                return 'UNAUTHORIZED'
+        return None
+    alice = peer(ctx, ep, curve=keys['alice'], identity='py-alice')
+    bob = peer(ctx, ep, curve=keys['bob'])
+    out = {'alice_is': hello_flow(alice, 'alice', 'wonderland'),
+           'bob_is': hello_flow(bob, 'bob', 'builder')}
+    t, v = call(bob, 'ask', ['alice'], timeout=5, on_work=None) if False else (None, None)
+    u = send(bob, WORK, pack(['ask', ['alice'], {}]))
+    got = drain([bob, alice], 1.5, on_work=lambda i, s, f: s.send_multipart(
+        [f[0], b'', VERSION, f[3], bytes([OK]), pack('python alice')]) if i == 1 else None)
+    replies = [unpack(f[5]) for f in got[0] if len(f) == 6 and f[3] == u]
+    out['ask_alice'] = replies[0] if replies else None
+    return out
+
+
+def main(argv):
+    ctx = zmq.Context.instance()
+    what, ep = argv[1], argv[2]
+    if what == 'spoof':
+        out = scenario_spoof(ctx, ep)
+    elif what == 'takeover':
+        out = {'silent': scenario_takeover(ctx, ep, False), 'noisy': scenario_takeover(ctx, ep, True)}
+    elif what == 'forged':
+        out = scenario_forged(ctx, ep)
+    elif what == 'unknown':
+        out = scenario_unknown(ctx, ep)
+    elif what == 'flood':
+        out = scenario_flood(ctx, ep, int(argv[3]), float(argv[4]))
+    elif what == 'curve':
+        keys = json.loads(argv[3])
+        out = scenario_curve(ctx, ep, keys)
+    else:
+        print(__doc__, file=sys.stderr)
+        return 2
+    print(json.dumps(out))
+    sys.stdout.flush()
+    ctx.destroy(linger=0)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv))
