@@ -42,7 +42,10 @@
  *   past max_depth (so cycles); NaN and infinities pack as floats.
  *   What Lua itself reshapes (not the codec): an integral float map key
  *   (2.0) becomes an integer key, a repeated map key keeps its last value,
- *   and a NaN map key is refused. A bin whose bytes are valid UTF-8 packs
+ *   a NaN map key is refused, and map entries pack in Lua's table order,
+ *   not the order they came in; that order hangs on the table's size and
+ *   insertion order, so a second round trip may reorder them again
+ *   (compare packed maps as sets). A bin whose bytes are valid UTF-8 packs
  *   back as str, float32 packs back as float64, and integers pack back in
  *   their smallest encoding.
  */
