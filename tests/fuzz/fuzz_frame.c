@@ -20,7 +20,8 @@
  * Invariants checked (abort when broken): every view lies inside a kept
  * part; uuid_len is 0 (uuid NULL) or 16; the uuid and type views are set
  * whenever a 16-byte part 3 / a 1-byte part 4 is there (an endpoint answers
- * a malformed message by them), except for a probe; user_id is NULL (these
+ * a malformed message by them), except for a probe and a routing id that is
+ * empty or over 255 bytes (refused unanswered, DESIGN.md 4); user_id is NULL (these
  * parts carry no metadata); reason is set exactly for FRAME_KIND_INVALID;
  * the kind equals an independent reading of DESIGN.md section 1 (MESSAGE
  * only for 6 parts, empty delimiter, "v1", a known one-byte type, a 16-byte
@@ -59,6 +60,8 @@ static enum frame_kind s_expected_kind(frame_message_t *m)
     const unsigned char *t;
     if (m->kept == 0)
         return FRAME_KIND_INVALID;
+    if (s_size(m, 0) == 0 || s_size(m, 0) > FRAME_MAX_ID)   /* DESIGN.md 4: refused, unanswered */
+        return FRAME_KIND_BAD_ID;
     if (m->count == 2 && s_size(m, 1) == 0)
         return FRAME_KIND_PROBE;
     if (m->count != 6 || s_size(m, 1) != 0 || s_size(m, 2) != 2
@@ -81,7 +84,7 @@ static void s_check(frame_message_t *m, enum frame_kind kind, int count, int kep
     FUZZ_ASSERT(m->count == count && m->kept == kept);   /* decode keeps the parts */
     FUZZ_ASSERT(kind == s_expected_kind(m));
     FUZZ_ASSERT(m->user_id == NULL);
-    FUZZ_ASSERT((m->reason != NULL) == (kind == FRAME_KIND_INVALID));
+    FUZZ_ASSERT((m->reason != NULL) == (kind == FRAME_KIND_INVALID || kind == FRAME_KIND_BAD_ID));
     FUZZ_ASSERT(m->reason == NULL || m->reason[0] != '\0');
 
     /* views: NULL with length 0, or inside a kept part */
@@ -96,7 +99,7 @@ static void s_check(frame_message_t *m, enum frame_kind kind, int count, int kep
     FUZZ_ASSERT(m->body == NULL || s_inside(m, m->body, m->body_len));
     FUZZ_ASSERT(m->type >= -1 && m->type <= 0xff);
 
-    if (kind == FRAME_KIND_PROBE) {
+    if (kind == FRAME_KIND_PROBE || kind == FRAME_KIND_BAD_ID) {
         FUZZ_ASSERT(m->uuid == NULL && m->type == -1 && m->body == NULL);
         return;
     }
@@ -157,7 +160,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     kind = frame_decode(&m);
     FUZZ_ASSERT(kind == FRAME_KIND_MESSAGE || kind == FRAME_KIND_PROBE
-                || kind == FRAME_KIND_INVALID);
+                || kind == FRAME_KIND_INVALID || kind == FRAME_KIND_BAD_ID);
     s_check(&m, kind, count, m.kept);
     {
         /* a second decode sees the same message the same way */
