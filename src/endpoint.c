@@ -88,14 +88,18 @@ static int s_leave(endpoint_t *ep) {
     return 1;
 }
 
+static void s_vlog(endpoint_t *ep, const char *fmt, va_list ap) {
+    char line[512];
+    vsnprintf(line, sizeof line, fmt, ap);
+    ep->ev.log(ep->ev.ctx, line);
+}
+
 static void s_log(endpoint_t *ep, const char *fmt, ...) {
     if (!ep->ev.log) return;
-    char line[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
+    s_vlog(ep, fmt, ap);
     va_end(ap);
-    ep->ev.log(ep->ev.ctx, line);
 }
 
 /* A refusal line, at most LOG_BURST a second: a flood of bad messages must
@@ -110,12 +114,10 @@ static void s_log_refusal(endpoint_t *ep, const char *fmt, ...) {
     }
     if (ep->log_lines >= LOG_BURST) { ep->log_suppressed++; return; }
     ep->log_lines++;
-    char line[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
+    s_vlog(ep, fmt, ap);
     va_end(ap);
-    ep->ev.log(ep->ev.ctx, line);
 }
 
 /* Printable peer id for logs: routing ids are bytes. */
