@@ -942,9 +942,10 @@ static int s_hello_protected(lua_State *L) {
     if (!deferred) {
         peers_t *d = le->ep ? endpoint_peers(le->ep) : NULL;
         peer_t *p = d ? peers_find(d, m->peer, m->peer_len) : NULL;
-        if (!p || peers_log_in(d, p, login, login_len) < 0) return luaL_error(L, "not enough memory");
-        if (le->ep) endpoint_reply(le->ep, m->peer, m->peer_len, NULL, 0, m->uuid,
-                                   FRAME_AUTHENTICATED, text, text_len);
+        if (!p) return 0;                         /* closed or forgotten by the hook: nobody to answer */
+        if (peers_log_in(d, p, login, login_len) < 0) return luaL_error(L, "not enough memory");
+        endpoint_reply(le->ep, m->peer, m->peer_len, NULL, 0, m->uuid, FRAME_AUTHENTICATED,
+                       text, text_len);
         return 0;
     }
     const char *hash, *pw;
