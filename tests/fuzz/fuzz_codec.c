@@ -138,7 +138,7 @@ static size_t s_container(const unsigned char *p, size_t *count, int *is_map)
 {
     unsigned c = p[0];
     *is_map = (c >= 0x80 && c <= 0x8f) || c == 0xde || c == 0xdf;
-    if ((c >= 0x80 && c <= 0x9f)) {
+    if (c >= 0x80 && c <= 0x9f) {
         *count = c & 0x0f;
         return 1;
     }
@@ -180,8 +180,8 @@ static size_t s_scalar_len(const unsigned char *p)
 
 /* Write to `out` the value at `in` with the entries of every map sorted
  * (s_entry_order), inner maps first; returns its length, the same as the
- * value's at `in`. `in` passed codec_check, so every length is in bounds
- * and the recursion is at most max_depth deep. */
+ * value's at `in`. `in` is well formed (see s_same_canonical), so every
+ * length is in bounds and the recursion is at most max_depth deep. */
 static size_t s_canonical(const unsigned char *in, unsigned char *out)
 {
     size_t count, at;
@@ -222,7 +222,9 @@ static size_t s_canonical(const unsigned char *in, unsigned char *out)
     return at;
 }
 
-/* 1 when two checked bodies are the same value up to map entry order. */
+/* 1 when two bodies are the same value up to map entry order. Both come
+ * from a msgpack-c packer (ours or s_expect's): well formed, at most
+ * max_depth deep. */
 static int s_same_canonical(const msgpack_sbuffer *a, const msgpack_sbuffer *b)
 {
     unsigned char *ca, *cb;
