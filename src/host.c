@@ -392,10 +392,11 @@ static void s_task_resume(host_t *h, lua_State *L, task_t *t, int nargs) {
 
 /* --- WORK --- */
 
-/* Is the value at `idx` a route list (a name registered under domains)? */
-static int s_is_routes(lua_State *L, int idx) {
+/* Is the value at `idx` a table with metatable `mt` (a route list,
+ * ROUTES_MT; a deferred password check, PASSWORD_CHECK_MT)? */
+static int s_is_marked(lua_State *L, int idx, const char *mt) {
     if (!lua_istable(L, idx) || !lua_getmetatable(L, idx)) return 0;
-    luaL_getmetatable(L, ROUTES_MT);
+    luaL_getmetatable(L, mt);
     int yes = lua_rawequal(L, -1, -2);
     lua_pop(L, 2);
     return yes;
@@ -434,7 +435,7 @@ static void s_lookup(lua_State *L, lendpoint_t *le, const frame_message_t *m,
         lua_rawgeti(L, LUA_REGISTRYINDEX, reg);
         lua_pushvalue(L, name);
         lua_rawget(L, -2);
-        if (s_is_routes(L, -1)) s_route(L, le, m, user, user_len, name, args, npos, has_kwargs);
+        if (s_is_marked(L, -1, ROUTES_MT)) s_route(L, le, m, user, user_len, name, args, npos, has_kwargs);
         if (!lua_isnil(L, -1)) { lua_replace(L, name); lua_pop(L, 1); return; }
         lua_pop(L, 2);
         if (!at) break;                                  /* that was the global one */
@@ -705,15 +706,6 @@ static const char *s_bad_user_id(const char *s, size_t n) {
     return NULL;
 }
 
-/* Is the value at idx a deferred password check (core.password_check)? */
-static int s_is_password_check(lua_State *L, int idx) {
-    if (!lua_istable(L, idx) || !lua_getmetatable(L, idx)) return 0;
-    luaL_getmetatable(L, PASSWORD_CHECK_MT);
-    int yes = lua_rawequal(L, -1, -2);
-    lua_pop(L, 2);
-    return yes;
-}
-
 /* The hash (NULL: no such login) and password of the check at idx. */
 static int s_password_fields(lua_State *L, int idx, const char **hash, const char **pw, size_t *pw_len) {
     lua_getfield(L, idx, "hash");
@@ -770,7 +762,7 @@ static int s_zap_protected(lua_State *L) {
     if (r->client_key[0]) { lua_pushstring(L, r->client_key); lua_setfield(L, -2, "client_key"); }
     lua_call(L, 1, 2);
     int first = lua_gettop(L) - 1;
-    int deferred = s_is_password_check(L, first);
+    int deferred = s_is_marked(L, first, PASSWORD_CHECK_MT);
     int user = deferred ? first + 1 : first;      /* (check, user_id) or (user_id | nil, reason) */
     size_t ulen = 0;
     const char *u = lua_type(L, user) == LUA_TSTRING ? lua_tolstring(L, user, &ulen) : NULL;
@@ -922,7 +914,7 @@ static int s_hello_protected(lua_State *L) {
     lua_pushlstring(L, hello.login, hello.login_len);
     lua_pushlstring(L, hello.password, hello.password_len);
     lua_call(L, 4, 3);                            /* 4: ok | check, 5: text, 6: user id */
-    int deferred = s_is_password_check(L, 4);
+    int deferred = s_is_marked(L, 4, PASSWORD_CHECK_MT);
     if (!deferred && !lua_toboolean(L, 4)) {
         s_hello_answer(le, m, FRAME_UNAUTHORIZED,
                        lua_type(L, 5) == LUA_TSTRING ? lua_tostring(L, 5) : "Invalid credentials");
