@@ -3,7 +3,7 @@
 
     /usr/bin/python3 tests/fuzz/make_corpus.py      (Debian: python3-msgpack)
 
-Owns tests/fuzz/corpus/frame/ and tests/fuzz/corpus/codec/: it empties them
+Owns tests/fuzz/corpus/{frame,codec,zap,hello}/: it empties them
 and writes every seed again, so the committed corpus is exactly what this
 file says. A crash the fuzzer finds is kept as a regression by adding its
 bytes to REGRESSIONS below (and a row to the C unit test that shows it), not
@@ -30,6 +30,8 @@ CORPUS = os.path.join(HERE, "corpus")
 REGRESSIONS = {
     "frame": {},
     "codec": {},
+    "zap": {},
+    "hello": {},
 }
 
 # ------------------------------------------------------------------- frame
@@ -218,6 +220,48 @@ def codec_seeds():
     s["truncated-fixext"] = b"\xd5\x01a"
     return s
 
+# --------------------------------------------------------------------- zap
+
+
+def zap_seeds():
+    """zap_parse: the parts after the envelope, in the fuzz_frame encoding."""
+    return {
+        "plain": parts(b"1.0", b"1", b"pseud-1", b"127.0.0.1", b"service", b"PLAIN",
+                       b"alice", b"wonderland"),
+        "curve": parts(b"1.0", b"2", b"pseud-2", b"::1", b"", b"CURVE", bytes(range(32))),
+        "null": parts(b"1.0", b"3", b"d", b"a", b"id", b"NULL"),
+        "bad-version": parts(b"2.0", b"1", b"d", b"a", b"id", b"NULL"),
+        "long-domain": parts(b"1.0", b"1", b"x" * 300, b"a", b"id", b"NULL"),
+        "nul-domain": parts(b"1.0", b"1", b"a\x00b", b"a", b"id", b"NULL"),
+        "plain-short": parts(b"1.0", b"1", b"d", b"a", b"id", b"PLAIN", b"u"),
+        "curve-bad-key": parts(b"1.0", b"1", b"d", b"a", b"id", b"CURVE", b"k" * 31),
+        "too-many": parts(*([b"1.0"] + [b"x"] * 11)),
+        "empty": b"",
+    }
+
+
+# ------------------------------------------------------------------- hello
+
+
+def hello_seeds():
+    """message_decode_hello and the ERROR text made from the same bytes."""
+    def pk(v):
+        return msgpack.packb(v, use_bin_type=True)
+    return {
+        "ok": pk(["alice", "wonderland"]),
+        "bin": pk([b"alice", b"\xff\xfe"]),
+        "three": pk(["a", "b", "c"]),
+        "int": pk(42),
+        "long-login": pk(["a" * 1025, "p"]),
+        "at-limit": pk(["a" * 1024, "p" * 1024]),
+        "not-msgpack": b"\xc1",
+        "utf8-mix": "h\u00e9llo\u2028".encode() + b"\xff\xed\xa0\x80\xf4\x90\x80\x80",
+        "bad-bytes-4k": b"\xff" * 4096,
+        "nested": pk([[["x"]], "y"]),
+        "empty": b"",
+    }
+
+
 # -------------------------------------------------------------------- main
 
 
@@ -238,6 +282,8 @@ def write(name, seeds):
 def main():
     write("frame", frame_seeds())
     write("codec", codec_seeds())
+    write("zap", zap_seeds())
+    write("hello", hello_seeds())
     return 0
 
 
