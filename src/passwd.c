@@ -13,6 +13,9 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +28,7 @@
 #define PASSWD_MAX_ADDRESS   64          /* bytes of an address kept (IPv6 fits) */
 #define PASSWD_ADDRESSES     1024        /* addresses whose failures are counted */
 #define PASSWD_FORGET_AFTER  900.0       /* seconds of quiet that clear a count */
+#define PASSWD_NICE          19          /* worker threads yield the CPU to the loop */
 
 enum job_state { JOB_QUEUED, JOB_RUNNING, JOB_SENT, JOB_DELAYED };
 
@@ -169,6 +173,9 @@ static void s_on_results(loop_t *loop, void *socket, void *arg) {
 
 static void *s_worker(void *arg) {
     passwd_t *p = arg;
+    /* argon2 is meant to be slow: on a busy machine the loop thread, which
+     * serves every peer, goes first (Linux nice is per thread) */
+    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), PASSWD_NICE);
     void *push = zmq_socket(p->ctx, ZMQ_PUSH);
     int linger = 0;
     if (push) {
