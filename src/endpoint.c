@@ -284,13 +284,13 @@ static int s_peer_waiting(const endpoint_t *ep, const char *peer, size_t peer_le
  * directory says that routing id carries that identity (DESIGN.md 4.1);
  * without authentication the routing id is the identity. */
 static int s_still_carries(endpoint_t *ep, const char *peer, size_t peer_len,
-                           const char *user, size_t user_len) {
+                           const char *user, size_t user_len, const char *what) {
     if (!ep->strict) return 1;
     peer_t *p = peers_find(ep->peers, peer, peer_len);
     if (p && !p->closed && p->user_id_len == user_len && memcmp(p->user_id, user, user_len) == 0)
         return 1;
     char who[64], whom[64];
-    s_log_refusal(ep, "reply for user '%s' dropped: routing id '%s' %s",
+    s_log_refusal(ep, "%s for user '%s' dropped: routing id '%s' %s", what,
                   s_peer_text(user, user_len, whom, sizeof whom),
                   s_peer_text(peer, peer_len, who, sizeof who),
                   !p || p->closed ? "is gone (its connection closed)" : "now carries another user");
@@ -305,8 +305,11 @@ static void s_flush(endpoint_t *ep) {
     while (*pp) {
         endpoint_out_t *o = *pp;
         int drop = o->dead;
+        /* a reply, or WORK that waited (its peer was busy): still theirs?
+         * A dropped WORK's call ends by its timeout. */
         if (!drop && o->check_user &&
-            !s_still_carries(ep, o->data, o->peer_len, o->data + o->peer_len, o->user_len))
+            !s_still_carries(ep, o->data, o->peer_len, o->data + o->peer_len, o->user_len,
+                             o->call ? "WORK" : "reply"))
             drop = 1;
         if (!drop) {
             if (frame_send(ep->socket, o->data, o->peer_len, o->uuid, o->uuid_len, o->type,
@@ -381,7 +384,7 @@ endpoint_call_t *endpoint_send_work(endpoint_t *ep, const char *peer, size_t pee
         }
         queued = 1;
     }
-    if (queued && s_queue(ep, c, peer, peer_len, NULL, 0, c->uuid, FRAME_UUID_SIZE, FRAME_WORK,
+    if (queued && s_queue(ep, c, peer, peer_len, c->user, c->user_len, c->uuid, FRAME_UUID_SIZE, FRAME_WORK,
                           body, body_len) < 0) {
         free(c);
         return NULL;
@@ -407,7 +410,7 @@ int endpoint_reply(endpoint_t *ep, const char *peer, size_t peer_len,
     char who[64];
     if (user && ep->strict) {
         s_drain_monitor(ep);                     /* a disconnect read late must not pass */
-        if (!s_still_carries(ep, peer, peer_len, user, user_len)) return -1;
+        if (!s_still_carries(ep, peer, peer_len, user, user_len, "reply")) return -1;
     }
     if (!(ep->out_head && s_peer_waiting(ep, peer, peer_len))) {
         if (frame_send(ep->socket, peer, peer_len, uuid, FRAME_UUID_SIZE, type,
@@ -507,7 +510,7 @@ static int s_on_hello_answer(endpoint_t *ep, const frame_message_t *m) {
             c->awaiting_auth = 0;
             if (frame_send(ep->socket, c->peer, c->peer_len, c->uuid, FRAME_UUID_SIZE,
                            FRAME_WORK, c->body, c->body_len) < 0 && !c->queued)
-                s_queue(ep, c, c->peer, c->peer_len, NULL, 0, c->uuid, FRAME_UUID_SIZE, FRAME_WORK,
+                s_queue(ep, c, c->peer, c->peer_len, c->user, c->user_len, c->uuid, FRAME_UUID_SIZE, FRAME_WORK,
                         c->body, c->body_len);
         }
     } else if (ep->hello_tries < ep->hello_max_retries) {
@@ -600,7 +603,7 @@ static void s_mark_fd(endpoint_t *ep, int fd, int closed) {
  * (ZMQ_SRCFD); Debian 12's libzmq has no ZMQ_ROUTER_NOTIFY. */
 static void s_drain_monitor(endpoint_t *ep) {
     if (!ep->monitor) return;
-    for (int i = 0; i < 1024; i++) {
+    for (;;) {                                   /* to the end: a stale entry must not pass */
         zmq_msg_t ev, addr;
         zmq_msg_init(&ev);
         if (zmq_msg_recv(&ev, ep->monitor, ZMQ_DONTWAIT) < 0) { zmq_msg_close(&ev); break; }
@@ -637,6 +640,22 @@ void endpoint_sync_peers(endpoint_t *ep) { s_drain_monitor(ep); }
 void endpoint_set_strict(endpoint_t *ep, int strict) { ep->strict = strict; }
 int endpoint_strict(const endpoint_t *ep) { return ep->strict; }
 
+/* The sender's identity, from the directory entry of its routing id (valid
+ * until the directory next changes), or what its message carries. */
+static void s_identify(endpoint_t *ep, frame_message_t *m) {
+    peer_t *p = peers_find(ep->peers, m->peer, m->peer_len);
+    if (p) {
+        m->user = p->user_id;
+        m->user_len = p->user_id_len;
+        m->logged_in = p->logged_in;
+    } else {                                     /* out of memory, or forgotten by a hook */
+        int carried = m->user_id && m->user_id[0];
+        m->user = carried ? m->user_id : m->peer;
+        m->user_len = carried ? strlen(m->user_id) : m->peer_len;
+        m->logged_in = 0;
+    }
+}
+
 static void s_on_readable(loop_t *loop, void *socket, void *arg) {
     (void)loop;
     endpoint_t *ep = arg;
@@ -662,20 +681,13 @@ static void s_on_readable(loop_t *loop, void *socket, void *arg) {
         peer_t *p = peers_seen(ep->peers, m.peer, m.peer_len, m.user_id,
                                m.user_id ? strlen(m.user_id) : 0, m.fd, s_fd_closed(ep, m.fd),
                                now, &is_new);
-        if (p) {
-            m.user = p->user_id;
-            m.user_len = p->user_id_len;
-            m.logged_in = p->logged_in;
-        } else {                                 /* out of memory: what it carries */
-            m.user = m.user_id && m.user_id[0] ? m.user_id : m.peer;
-            m.user_len = m.user_id && m.user_id[0] ? strlen(m.user_id) : m.peer_len;
-        }
         if (p && ep->notify_seen && ep->ev.on_peer_seen)
             ep->ev.on_peer_seen(ep->ev.ctx, ep, p);
         if (ep->closing) { frame_close(&m); break; }   /* the hook closed it */
+        s_identify(ep, &m);              /* after the hook: it may have changed the directory */
         switch (kind) {
         case FRAME_KIND_PROBE:
-        case FRAME_KIND_BAD_ID:
+        case FRAME_KIND_BAD_ID:          /* handled above */
             break;
         case FRAME_KIND_INVALID:
             s_on_invalid(ep, &m);

@@ -26,6 +26,7 @@
 #define SLICE      0.01           /* seconds a task runs before it yields to the loop */
 #define HOOK_COUNT 10000          /* VM instructions between looks at the clock */
 #define SBUF_KEEP  (1u << 20)     /* a pack buffer larger than this is freed after use */
+#define S_LITERAL(s) s, sizeof s - 1  /* a string literal and its length */
 
 enum task_wait { TASK_RUNNING, TASK_WAIT_FUTURE, TASK_WAIT_SLEEP, TASK_PREEMPTED };
 
@@ -500,8 +501,9 @@ static int s_work_protected(lua_State *L) {
     if (le->auth_gate != LUA_NOREF && !s_gate(L, le, m)) {
         static const char text[] = "Authentication Required";
         job->owned = 1;
-        endpoint_reply(le->ep, m->peer, m->peer_len, NULL, 0, m->uuid, FRAME_UNAUTHORIZED,
-                       text, sizeof text - 1);
+        if (le->ep)                               /* the hook may have closed it */
+            endpoint_reply(le->ep, m->peer, m->peer_len, NULL, 0, m->uuid, FRAME_UNAUTHORIZED,
+                           text, sizeof text - 1);
         return 0;
     }
     if (codec_check(m->body, m->body_len, &h->limits, &err) < 0)
@@ -510,14 +512,14 @@ static int s_work_protected(lua_State *L) {
     size_t off = 0;
     msgpack_zone_clear(&h->zone);
     if (msgpack_unpack(m->body, m->body_len, &off, &h->zone, &obj) != MSGPACK_UNPACK_SUCCESS)
-        return s_work_refuse(job, "ProtocolError", "WORK body could not be unpacked", 31);
+        return s_work_refuse(job, "ProtocolError", S_LITERAL("WORK body could not be unpacked"));
     const msgpack_object *it = obj.via.array.ptr;
     if (obj.type != MSGPACK_OBJECT_ARRAY || obj.via.array.size < 2 || obj.via.array.size > 3 ||
         (it[0].type != MSGPACK_OBJECT_STR && it[0].type != MSGPACK_OBJECT_BIN) ||
         it[1].type != MSGPACK_OBJECT_ARRAY ||
         (obj.via.array.size == 3 && it[2].type != MSGPACK_OBJECT_MAP &&
          it[2].type != MSGPACK_OBJECT_NIL))
-        return s_work_refuse(job, "ProtocolError", "WORK body is not [name, args, kwargs]", 37);
+        return s_work_refuse(job, "ProtocolError", S_LITERAL("WORK body is not [name, args, kwargs]"));
     const msgpack_object_array *args = &it[1].via.array;
     int has_kwargs = obj.via.array.size == 3 && it[2].type == MSGPACK_OBJECT_MAP &&
                      it[2].via.map.size > 0;
@@ -583,7 +585,7 @@ static void s_on_work(void *ctx, endpoint_t *ep, const frame_message_t *m) {
         if (!job.owned && le->ep)
             endpoint_reply_error(le->ep, m->peer, m->peer_len, NULL, 0, m->uuid,
                                  status == LUA_ERRMEM ? "MemoryError" : "LuaError",
-                                 msg ? msg : "error", msg ? strlen(msg) : 5, "");
+                                 msg ? msg : "error", msg ? strlen(msg) : sizeof "error" - 1, "");
         lua_pop(L, 1);
     }
 }
@@ -796,7 +798,7 @@ static int s_zap_protected(lua_State *L) {
     snprintf(c->address, sizeof c->address, "%s", r->address);
     memcpy(c->user_id, u, ulen);
     c->user_id[ulen] = '\0';
-    if (!passwd_check(h->passwd, r->address, hash, pw, pw_len, s_zap_checked, c)) {
+    if (passwd_check(h->passwd, r->address, hash, pw, pw_len, s_zap_checked, c) < 0) {
         int busy = errno == EAGAIN;
         free(c);
         job->status = busy ? ZAP_TEMPORARY : ZAP_INTERNAL;
@@ -839,7 +841,12 @@ int host_start_zap(host_t *h, lua_State *L) {
 }
 
 int host_start_passwd(host_t *h, int threads, size_t max_pending) {
-    if (h->passwd) return 0;
+    if (h->passwd) {                              /* one pool per process */
+        if (threads > 0 || max_pending > 0)
+            host_log(h, "password checks already started: password_threads and "
+                        "max_password_checks of this server are not used");
+        return 0;
+    }
     passwd_options_t o;
     passwd_options_init(&o);
     if (threads > 0) o.threads = threads;
@@ -876,8 +883,8 @@ static void s_hello_checked(void *ctx, int verified) {
     if (verified >= 0 && le->ep) {
         endpoint_sync_peers(le->ep);              /* a disconnect read late must not pass */
         peers_t *d = endpoint_peers(le->ep);
-        peer_t *p = le->ep ? peers_find(d, peer, c->peer_len) : NULL;
-        int same = p && p->fd == c->fd && p->user_id_len == c->user_len &&
+        peer_t *p = peers_find(d, peer, c->peer_len);
+        int same = p && !p->closed && p->fd == c->fd && p->user_id_len == c->user_len &&
                    memcmp(p->user_id, user, c->user_len) == 0;
         if (!same) {
             host_log(h, "answer to a HELLO dropped: that peer's connection is gone");
@@ -958,7 +965,7 @@ static int s_hello_protected(lua_State *L) {
     memcpy(at, login, login_len); at += login_len;
     memcpy(at, text, text_len);
     const char *address = m->kept > 1 ? zmq_msg_gets((zmq_msg_t *)&m->parts[1], "Peer-Address") : NULL;
-    if (!passwd_check(h->passwd, address, hash, pw, pw_len, s_hello_checked, c)) {
+    if (passwd_check(h->passwd, address, hash, pw, pw_len, s_hello_checked, c) < 0) {
         int busy = errno == EAGAIN;
         free(c);
         host_log(h, "refused a HELLO from %s: %s", address ? address : "?",

@@ -166,6 +166,37 @@ static int l_endpoint_connect(lua_State *L) {
     return 1;
 }
 
+/* Where a call to user id `user` (NULL: the default peer) goes: its
+ * routing id and the identity its reply must carry. Directory pointers:
+ * valid until the directory changes, so call it right before sending. */
+static int s_resolve(lendpoint_t *le, const char *user, size_t user_len,
+                     const char *rid, size_t rid_len,
+                     const char **peer, size_t *peer_len, const char **who, size_t *who_len) {
+    *peer = le->default_peer; *peer_len = le->default_peer_len;
+    *who = NULL; *who_len = 0;
+    if (!user) return 1;
+    /* A server's peers come to it, so one it has not heard from (or has
+     * declared gone) is lost; a client's user ids are its servers. */
+    peers_t *d = endpoint_peers(le->ep);
+    endpoint_sync_peers(le->ep);
+    int strict = endpoint_strict(le->ep);
+    peer_t *p = peers_find_user(d, user, user_len);
+    *who = user; *who_len = user_len;
+    peer_t *q = rid ? peers_find(d, rid, rid_len) : NULL;   /* get_routing_id's hint */
+    /* with authentication only a routing id carrying that very user id will
+     * do; without it the routing id is the identity */
+    if (q && (!strict || (q->user_id_len == user_len && memcmp(q->user_id, user, user_len) == 0))) {
+        p = q;
+        *who = q->user_id; *who_len = q->user_id_len;
+    }
+    if (p && p->closed && strict) p = NULL;        /* its connection is gone */
+    if (p) { *peer = p->routing_id; *peer_len = p->routing_id_len; return 1; }
+    *peer = user; *peer_len = user_len;
+    if (le->default_peer_len == 0) return 0;       /* unknown */
+    *who = NULL; *who_len = 0;                     /* a client naming its server */
+    return 1;
+}
+
 /* ep:call(user_id|nil, hint|nil, name, args... [, kwargs]) -> future
  * A user id resolves by identity only (DESIGN.md 4.1): the routing id it was
  * last heard on, or hint.routing_id (a backend's get_routing_id) when that
@@ -174,41 +205,21 @@ static int l_endpoint_connect(lua_State *L) {
 static int l_endpoint_call(lua_State *L) {
     lendpoint_t *le = check_endpoint(L, 1);
     host_t *h = le->host;
-    size_t peer_len = le->default_peer_len, name_len, user_len = 0;
-    const char *peer = le->default_peer, *user = NULL;
-    int unknown = 0;
+    size_t user_len = 0, rid_len = 0, name_len;
+    const char *user = NULL, *rid = NULL;
     if (!lua_isnoneornil(L, 2)) {
-        /* A server's peers come to it, so one it has not heard from (or has
-         * declared gone) is lost; a client's user ids are its servers. */
         user = luaL_checklstring(L, 2, &user_len);
-        peers_t *d = endpoint_peers(le->ep);
-        endpoint_sync_peers(le->ep);
-        peer_t *p = peers_find_user(d, user, user_len);
-        int strict = endpoint_strict(le->ep);
-        if (lua_type(L, 3) == LUA_TTABLE) {        /* {routing_id = ...} from get_routing_id */
-            lua_getfield(L, 3, "routing_id");
-            size_t rl;
-            const char *rid = lua_tolstring(L, -1, &rl);
-            peer_t *q = rid ? peers_find(d, rid, rl) : NULL;
-            /* with authentication only a routing id carrying that very user
-             * id will do; without it the routing id is the identity */
-            if (q && (!strict || (q->user_id_len == user_len && memcmp(q->user_id, user, user_len) == 0))) {
-                p = q;
-                user = q->user_id;
-                user_len = q->user_id_len;
-            }
-            lua_pop(L, 1);                         /* rid stays alive in the hint table */
-        }
-        if (p && p->closed && strict) p = NULL;    /* its connection is gone */
-        if (p) { peer = p->routing_id; peer_len = p->routing_id_len; }
-        else if (le->default_peer_len == 0) { unknown = 1; peer = user; peer_len = user_len; }
-        else { peer = user; peer_len = user_len; user = NULL; }   /* a client naming its server */
-    }
-    lua_remove(L, 3);                              /* the routing hint, or nil */
-    if (peer_len == 0 || peer_len > FRAME_MAX_ID)
+        luaL_argcheck(L, user_len > 0 && user_len <= FRAME_MAX_ID, 2, "a user id is 1 to 255 bytes");
+    } else if (le->default_peer_len == 0) {
         return luaL_argerror(L, 2, "no peer to call: use send_to(peer)");
-    const char *name = luaL_checklstring(L, 3, &name_len);
-    int top = lua_gettop(L), nargs = top - 3, has_kwargs = 0;
+    }
+    if (lua_type(L, 3) == LUA_TTABLE) {            /* {routing_id = ...} from get_routing_id */
+        lua_getfield(L, 3, "routing_id");
+        lua_replace(L, 3);                          /* kept at 3 while rid is used */
+        if (lua_type(L, 3) == LUA_TSTRING) rid = lua_tolstring(L, 3, &rid_len);
+    }
+    const char *name = luaL_checklstring(L, 4, &name_len);
+    int top = lua_gettop(L), nargs = top - 4, has_kwargs = 0;
     if (nargs > 0 && luaL_testudata(L, top, CODEC_KWARGS_MT) == NULL && lua_istable(L, top) &&
         lua_getmetatable(L, top)) {
         luaL_getmetatable(L, CODEC_KWARGS_MT);
@@ -222,7 +233,7 @@ static int l_endpoint_call(lua_State *L) {
     if (rc == 0) rc = msgpack_pack_str_with_body(&h->pk, name, name_len);
     if (rc == 0) rc = msgpack_pack_array(&h->pk, (size_t)nargs);
     for (int i = 0; i < nargs && rc == 0; i++)
-        rc = codec_pack_value(L, 4 + i, &h->pk, &h->limits, 2, &err);
+        rc = codec_pack_value(L, 5 + i, &h->pk, &h->limits, 2, &err);
     if (rc == 0) {
         if (has_kwargs) rc = codec_pack_value(L, top, &h->pk, &h->limits, 1, &err);
         else rc = msgpack_pack_map(&h->pk, 0);
@@ -231,7 +242,10 @@ static int l_endpoint_call(lua_State *L) {
     lfuture_t *fu = s_new_future(L);
     lua_pushvalue(L, -1);
     int ref = luaL_ref(L, LUA_REGISTRYINDEX);      /* pinned until settled */
-    fu->call = unknown ? NULL : endpoint_send_work(le->ep, peer, peer_len, user, user_len,
+    const char *peer, *who;
+    size_t peer_len, who_len;
+    int unknown = !s_resolve(le, user, user_len, rid, rid_len, &peer, &peer_len, &who, &who_len);
+    fu->call = unknown ? NULL : endpoint_send_work(le->ep, peer, peer_len, who, who_len,
                                                    h->sbuf.data, h->sbuf.size, le->timeout, ref);
     if (!fu->call) {
         int e = unknown ? EHOSTUNREACH : errno;
@@ -588,18 +602,19 @@ static int l_passwd_start(lua_State *L) {
     return 0;
 }
 
-/* core.passwd_stats() -> {checked=, dummy=, refused_busy=, delayed=, pending=} | nil */
+/* core.passwd_stats() -> {checked=, dummy=, refused_busy=, delayed=, pending=, waiting=} | nil */
 static int l_passwd_stats(lua_State *L) {
     host_t *h = HOST(L);
     if (!h->passwd) return 0;
     passwd_stats_t st;
     passwd_get_stats(h->passwd, &st);
-    lua_createtable(L, 0, 5);
+    lua_createtable(L, 0, 6);
     lua_pushinteger(L, (lua_Integer)st.checked); lua_setfield(L, -2, "checked");
     lua_pushinteger(L, (lua_Integer)st.dummy); lua_setfield(L, -2, "dummy");
     lua_pushinteger(L, (lua_Integer)st.refused_busy); lua_setfield(L, -2, "refused_busy");
     lua_pushinteger(L, (lua_Integer)st.delayed); lua_setfield(L, -2, "delayed");
     lua_pushinteger(L, (lua_Integer)st.pending); lua_setfield(L, -2, "pending");
+    lua_pushinteger(L, (lua_Integer)st.waiting); lua_setfield(L, -2, "waiting");
     return 1;
 }
 

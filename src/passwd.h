@@ -11,7 +11,9 @@
  * A login that does not exist is verified against a dummy hash made with
  * the same parameters, so it costs what a wrong password costs. Failures
  * are counted per peer address: from the second on, each failed answer to
- * that address waits longer (doubling, capped); a success clears the count.
+ * that address waits longer (doubling, capped). A success is answered at
+ * once but does not clear the count (one good account must not reset the
+ * backoff of guesses at another); 15 minutes without a failure do.
  * No Lua here.
  */
 #ifndef PSEUD_PASSWD_H
@@ -31,7 +33,8 @@ typedef void (*passwd_done_fn)(void *ctx, int verified);
 
 typedef struct passwd_options {
     int threads;                 /* worker threads (default 2) */
-    size_t max_pending;          /* checks queued, running or delayed (default 32) */
+    size_t max_pending;          /* checks queued or running (default 32); one
+                                    address may hold a quarter of them */
     double backoff_base;         /* seconds the second failure's answer waits (0.25) */
     double backoff_max;          /* cap of the delay, seconds (8) */
 } passwd_options_t;
@@ -41,7 +44,8 @@ typedef struct passwd_stats {
     uint64_t dummy;              /* of those, against the dummy hash (no such login) */
     uint64_t refused_busy;       /* refused at once: every slot taken */
     uint64_t delayed;            /* answers held back by the backoff */
-    size_t pending;              /* in flight now */
+    size_t pending;              /* queued or running now */
+    size_t waiting;              /* answered, held back by the backoff now */
 } passwd_stats_t;
 
 void passwd_options_init(passwd_options_t *o);
@@ -56,15 +60,12 @@ void passwd_destroy(passwd_t **p);
 
 /* Verify `password` against `hash` (an argon2 string; NULL: the login does
  * not exist, check against the dummy and fail) for a peer at `address`
- * (the backoff key; NULL or "": none). Copies everything it needs. Returns
- * a handle for passwd_cancel, or NULL with errno: EAGAIN (all slots taken),
- * EINVAL (hash or password too long), ENOMEM. */
-void *passwd_check(passwd_t *p, const char *address, const char *hash,
-                   const char *password, size_t password_len,
-                   passwd_done_fn done, void *ctx);
-
-/* The check will not call back (its slot frees when the worker is done). */
-void passwd_cancel(passwd_t *p, void *handle);
+ * (the backoff key; NULL or "": none). Copies everything it needs; `done`
+ * runs exactly once. Returns 0, or -1 with errno: EAGAIN (all slots, or the
+ * address's share, taken), EINVAL (hash or password too long), ENOMEM. */
+int passwd_check(passwd_t *p, const char *address, const char *hash,
+                 const char *password, size_t password_len,
+                 passwd_done_fn done, void *ctx);
 
 void passwd_get_stats(const passwd_t *p, passwd_stats_t *out);
 

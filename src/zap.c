@@ -31,7 +31,6 @@ struct zap {
     zap_decide_fn decide;
     void *ctx;
     zap_pending_t *pending;      /* waiting for zap_answer */
-    size_t npending;
 };
 
 /* Copy part i into a NUL-terminated field of `size` bytes; -1 when it does
@@ -145,7 +144,6 @@ static void s_handle(zap_t *z) {
             pending->next = z->pending;
             if (z->pending) z->pending->prev = pending;
             z->pending = pending;
-            z->npending++;
         } else {
             free(pending);
             s_send(z->socket, zmq_msg_data(&parts[0]), zmq_msg_size(&parts[0]), rid, rid_len,
@@ -159,13 +157,10 @@ static void s_handle(zap_t *z) {
 void zap_answer(zap_t *z, zap_pending_t *p, int status, const char *user_id, const char *text) {
     if (p->prev) p->prev->next = p->next; else z->pending = p->next;
     if (p->next) p->next->prev = p->prev;
-    z->npending--;
     s_send(z->socket, p->data, p->envelope_len, p->data + p->envelope_len, p->request_id_len,
            status, text, user_id ? user_id : "");
     free(p);
 }
-
-size_t zap_pending_count(const zap_t *z) { return z->npending; }
 
 static void s_on_readable(loop_t *loop, void *socket, void *arg) {
     (void)loop; (void)socket;

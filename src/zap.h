@@ -67,7 +67,4 @@ void zap_destroy(zap_t **p);
  * status text. */
 void zap_answer(zap_t *z, zap_pending_t *pending, int status, const char *user_id, const char *text);
 
-/* Requests waiting for an answer. */
-size_t zap_pending_count(const zap_t *z);
-
 #endif
