@@ -7,21 +7,12 @@
  * Misuse (bad arguments) raises; what the world does (a bind that fails)
  * returns nil, message, code; call outcomes are pseud.Error values.
  *
- * Also the few file and terminal helpers of keygen and passwd (one atomic
- * writer for key and credential files, the no-echo password prompt): they
- * are called from Lua only, and stock Lua has no rename-safe write or termios.
+ * keygen and passwd reach keyfile.c (atomic file replacement, the no-echo
+ * prompt) through core.write_private, core.lexists and core.read_password.
  */
-#define _GNU_SOURCE                 /* ppoll, for the password prompt */
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
-#include <poll.h>
-#include <pthread.h>
-#include <signal.h>
-#include <stdio.h>
-#include <sys/random.h>
 #include <sys/stat.h>
-#include <termios.h>
 #include <unistd.h>
 #include <math.h>
 #include <string.h>
@@ -34,6 +25,7 @@
 
 #include "codec.h"
 #include "host.h"
+#include "keyfile.h"
 #include "lpseud.h"
 
 #define HOST(L) ((host_t *)lua_touserdata(L, lua_upvalueindex(1)))
@@ -631,95 +623,10 @@ static int l_password_check(lua_State *L) {
     return 1;
 }
 
-/* --- key and credential files, password prompts --- */
-
-#define LPSEUD_PASSWORD_MAX 4096   /* bytes in a password line; longer is refused, not cut */
-
-/* Write all of text: write(2) may be short or interrupted. 0, or -1 and errno. */
-static int s_write_all(int fd, const char *text, size_t n) {
-    while (n > 0) {
-        ssize_t w = write(fd, text, n);
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0) return -1;
-        if (w == 0) { errno = EIO; return -1; }
-        text += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-/* fsync a directory so that a rename in it survives a crash. */
-static int s_sync_dir(const char *dir) {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return -1;
-    int rc = fsync(fd);
-    if (rc < 0 && errno == EINVAL) rc = 0;   /* a file system that cannot sync directories */
-    int e = errno;
-    close(fd);
-    errno = e;
-    return rc;
-}
-
-/* Open a new temp file for `path` in its directory, `.NAME.tmp.XXXXXX` with a
- * random suffix: O_EXCL | O_NOFOLLOW, so never an existing file or a link an
- * attacker planted, and 0600 from creation. Fills tmp (size PATH_MAX) and
- * dir; returns the fd, or -1 and errno. */
-static int s_open_temp(const char *path, char *tmp, char *dir) {
-    static const char digits[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    const char *slash = strrchr(path, '/');
-    const char *base = slash ? slash + 1 : path;
-    int prefix = slash ? (int)(slash - path) + 1 : 0;          /* "dir/" or "" */
-    int n = !slash ? snprintf(dir, PATH_MAX, ".")
-          : slash == path ? snprintf(dir, PATH_MAX, "/")
-          : snprintf(dir, PATH_MAX, "%.*s", prefix - 1, path);
-    int t = snprintf(tmp, PATH_MAX, "%.*s.%s.tmp.XXXXXX", prefix, path, base);
-    if (n < 0 || n >= PATH_MAX || t < 0 || t >= PATH_MAX) { errno = ENAMETOOLONG; return -1; }
-    for (int tries = 0; tries < 16; tries++) {
-        unsigned char r[6];
-        if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r) return -1;
-        for (int i = 0; i < 6; i++) tmp[t - 6 + i] = digits[r[i] % (sizeof digits - 1)];
-        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-        if (fd >= 0 || errno != EEXIST) return fd;
-    }
-    return -1;                                                  /* errno = EEXIST */
-}
-
-/* Replace `path` with `text`, permissions `mode`, so that a crash at any
- * point leaves the old file or the new one, never an empty or partial one:
- * write a temp file beside it, fsync, rename over path (rename replaces a
- * symlink at path itself, never writes through it), fsync the directory.
- * Returns 0, or -1 and errno with the temp file removed. */
-static int s_replace_file(const char *path, const char *text, size_t n, mode_t mode) {
-    char tmp[PATH_MAX], dir[PATH_MAX];
-    int fd = s_open_temp(path, tmp, dir);
-    if (fd < 0) return -1;
-    /* Keep the owner of the file replaced, as a rewrite in place did (root
-     * editing a server's credentials must not take them from the server);
-     * best effort: only root may give a file away. */
-    struct stat st;
-    if (lstat(path, &st) == 0 && S_ISREG(st.st_mode) &&
-        (st.st_uid != geteuid() || st.st_gid != getegid()) &&
-        fchown(fd, st.st_uid, st.st_gid) < 0) { /* keep ours */ }
-    /* fchmod: the mode asked for, whatever the umask */
-    if (fchmod(fd, mode) < 0 || s_write_all(fd, text, n) < 0 || fsync(fd) < 0) {
-        int e = errno;
-        close(fd);
-        unlink(tmp);
-        errno = e;
-        return -1;
-    }
-    if (close(fd) < 0 || rename(tmp, path) < 0) {
-        int e = errno;
-        unlink(tmp);
-        errno = e;
-        return -1;
-    }
-    return s_sync_dir(dir);   /* replaced; a failure here means "maybe not on disk yet" */
-}
+/* --- key and credential files, password prompts (keyfile.c does the work) --- */
 
 /* core.write_private(path, text [, mode]) -> true | nil, message: replace
- * path atomically (s_replace_file); mode defaults to 0600, owner only. */
+ * path atomically (keyfile_replace); mode defaults to 0600, owner only. */
 static int l_write_private(lua_State *L) {
     size_t plen, n;
     const char *path = luaL_checklstring(L, 1, &plen);
@@ -728,7 +635,7 @@ static int l_write_private(lua_State *L) {
     luaL_argcheck(L, plen > 0 && strlen(path) == plen && path[plen - 1] != '/', 1,
                   "not a file path");
     luaL_argcheck(L, mode >= 0 && mode <= 0777, 3, "mode must be permission bits (0 to 0777)");
-    if (s_replace_file(path, text, n, (mode_t)mode) < 0) {
+    if (keyfile_replace(path, text, n, (mode_t)mode) < 0) {
         int e = errno;
         lua_pushnil(L);
         lua_pushfstring(L, "%s: %s", path, strerror(e));
@@ -754,107 +661,38 @@ static int l_lexists(lua_State *L) {
     return 2;
 }
 
-enum { READ_OK, READ_EOF, READ_LONG, READ_ERROR, READ_SIGNAL };
-
-/* One line of fd 0 into buf[cap], newline dropped; unbuffered, so nothing
- * past the line is consumed. With `wait_mask`, each wait for input is a
- * ppoll under that mask: SIGINT/SIGTERM, blocked the rest of the time, can
- * only arrive there, so one sent at any moment ends the wait (a flag checked
- * before a plain read would miss one that came just before it). */
-static int s_read_line(const sigset_t *wait_mask, char *buf, size_t cap, size_t *len) {
-    size_t n = 0;
-    for (;;) {
-        if (wait_mask) {
-            struct pollfd p = { .fd = STDIN_FILENO, .events = POLLIN };
-            if (ppoll(&p, 1, NULL, wait_mask) < 0) {
-                if (errno != EINTR) return READ_ERROR;
-                if (loop_signal_received()) return READ_SIGNAL;
-                continue;
-            }
-        }
-        char c;
-        ssize_t r = read(STDIN_FILENO, &c, 1);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) return READ_ERROR;
-        if (r == 0 && n == 0) return READ_EOF;
-        if (r == 0 || c == '\n') break;
-        if (n == cap) return READ_LONG;
-        buf[n++] = c;
-    }
-    *len = n;
-    return READ_OK;
-}
-
-/* Read a line from fd 0 with echo off, fd 0 being a terminal. SIGINT and
- * SIGTERM end the read (the loop's flag handler) so that the terminal is
- * restored before they take effect: re-raised under the handlers there
- * were before. */
-static int s_read_quietly(const char *prompt, char *buf, size_t cap, size_t *len) {
-    struct termios saved, quiet;
-    struct sigaction old_int, old_term;
-    sigset_t stop, old_mask, wait_mask;
-    if (loop_signal_received()) return READ_SIGNAL;
-    if (tcgetattr(STDIN_FILENO, &saved) < 0) return READ_ERROR;
-    quiet = saved;
-    quiet.c_lflag &= ~(tcflag_t)(ECHO | ECHONL);
-    sigemptyset(&stop);
-    sigaddset(&stop, SIGINT);
-    sigaddset(&stop, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &stop, &old_mask);
-    wait_mask = old_mask;
-    sigdelset(&wait_mask, SIGINT);
-    sigdelset(&wait_mask, SIGTERM);
-    sigaction(SIGINT, NULL, &old_int);
-    sigaction(SIGTERM, NULL, &old_term);
-    loop_install_signal_handlers();
-    int rc = READ_ERROR;
-    /* TCSAFLUSH drops what was typed (and echoed) before the prompt */
-    if (tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet) == 0) {
-        fputs(prompt, stderr);
-        fflush(stderr);
-        rc = s_read_line(&wait_mask, buf, cap, len);
-        int e = errno;
-        /* flush again: the rest of a refused line must not reach the shell */
-        tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
-        fputc('\n', stderr);                   /* the user's Enter was not echoed */
-        errno = e;
-    }
-    int e = errno;
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
-    pthread_sigmask(SIG_SETMASK, &old_mask, NULL);  /* one still pending goes to the old handler */
-    int sig = loop_signal_received();
-    if (sig) {
-        loop_clear_signal();
-        raise(sig);                            /* default: dies now, terminal restored */
-        rc = READ_SIGNAL;
-    }
-    errno = e;
-    return rc;
-}
-
 /* core.read_password(prompt) -> string | nil, message: one line of stdin
  * (fd 0 itself, not io.read's buffer), without its newline, at most
- * LPSEUD_PASSWORD_MAX bytes (a longer one is refused). On a terminal: the
+ * KEYFILE_PASSWORD_MAX bytes (a longer one is refused). On a terminal: the
  * prompt on stderr, echo off while reading, the terminal restored on every
  * path. Piped: read silently. */
+/* Push buf[len] (under lua_pcall: the caller wipes buf on every path). */
+static int s_push_secret(lua_State *L) {
+    lua_pushlstring(L, lua_touserdata(L, 1), (size_t)lua_tointeger(L, 2));
+    return 1;
+}
+
 static int l_read_password(lua_State *L) {
     const char *prompt = luaL_checkstring(L, 1);
-    char buf[LPSEUD_PASSWORD_MAX];
+    char buf[KEYFILE_PASSWORD_MAX];
     size_t len = 0;
-    int rc = isatty(STDIN_FILENO) ? s_read_quietly(prompt, buf, sizeof buf, &len)
-                                  : s_read_line(NULL, buf, sizeof buf, &len);
+    int rc = keyfile_read_password(isatty(STDIN_FILENO) ? prompt : NULL, buf, sizeof buf, &len);
     int e = errno;
-    if (rc == READ_OK) {
-        lua_pushlstring(L, buf, len);
+    if (rc == KEYFILE_READ_OK) {
+        lua_pushcfunction(L, s_push_secret);      /* pushing may raise: not over buf */
+        lua_pushlightuserdata(L, buf);
+        lua_pushinteger(L, (lua_Integer)len);
+        int status = lua_pcall(L, 2, 1, 0);
         sodium_memzero(buf, sizeof buf);
+        if (status != LUA_OK) return lua_error(L);
         return 1;
     }
     sodium_memzero(buf, sizeof buf);
     lua_pushnil(L);
-    if (rc == READ_EOF) lua_pushliteral(L, "no password on standard input");
-    else if (rc == READ_LONG) lua_pushfstring(L, "password longer than %d bytes: refused", LPSEUD_PASSWORD_MAX);
-    else if (rc == READ_SIGNAL) lua_pushliteral(L, "interrupted");
+    if (rc == KEYFILE_READ_EOF) lua_pushliteral(L, "no password on standard input");
+    else if (rc == KEYFILE_READ_LONG)
+        lua_pushfstring(L, "password longer than %d bytes: refused", KEYFILE_PASSWORD_MAX);
+    else if (rc == KEYFILE_READ_SIGNAL) lua_pushliteral(L, "interrupted");
     else lua_pushfstring(L, "standard input: %s", strerror(e));
     return 2;
 }
