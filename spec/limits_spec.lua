@@ -29,4 +29,28 @@ describe('handler limits', function()
   it('stops a handler past max_handler_memory with MemoryError and goes on', function()
     assert.same({ 'MemoryError', 'Hello after' }, run('memory_limit'))
   end)
+
+  it('stops a spin inside a coroutine the handler made, resumed or wrapped', function()
+    local lines = run('sealed')
+    assert.same({
+      'spin_in_coroutine\tTimeoutError\ttrue\ttrue',
+      'spin_resumed\tTimeoutError\ttrue\ttrue',
+      'sethook_spin\tTimeoutError\ttrue\ttrue',
+      'bad_tostring\tLuaError\ttrue\ttrue',
+      'slow\tTimeoutError\ttrue\ttrue',
+      'Hello after' }, lines)
+  end)
+
+  it('refuses a reply that would pack past max_message_size while packing', function()
+    assert.same({ '1048571', 'MemoryError', 'Hello during\ttrue', 'MemoryError\ttrue', 'Hello after' },
+      run('graph'))
+  end)
+
+  it('gives a spawned task the limits of the handler that spawned it', function()
+    assert.same({ 'spawned', 'probes\ttrue\ttrue', 'TimeoutError' }, run('spawn'))
+  end)
+
+  it('stops a predicate past max_hook_time: the call is refused, others go on', function()
+    assert.same({ 'guarded\tServiceNotFoundError\ttrue', 'Hello after' }, run('predicate'))
+  end)
 end)

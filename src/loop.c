@@ -250,3 +250,7 @@ int loop_run_once(loop_t *loop, double max_wait) {
     n += s_run_timers(loop);
     return n;
 }
+
+size_t loop_timer_count(const loop_t *loop) {
+    return loop->ntimers;
+}

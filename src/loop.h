@@ -33,6 +33,9 @@ loop_timer_t *loop_add_timer(loop_t *loop, double delay, loop_timer_fn fn, void 
 /* Cancel a timer that has not fired yet; takes NULL. */
 void loop_cancel_timer(loop_t *loop, loop_timer_t *timer);
 
+/* Timers armed now (tests count them). */
+size_t loop_timer_count(const loop_t *loop);
+
 /* Poll once, waiting at most `max_wait` seconds (< 0: until a socket or a
  * timer is due), then run ready socket handlers and due timers. Returns the
  * number of events handled, or -1 when interrupted by a signal. */

@@ -20,6 +20,7 @@
 
 #include <lauxlib.h>
 #include <lua.h>
+#include <lualib.h>
 #include <sodium.h>
 #include <zmq.h>
 
@@ -27,6 +28,7 @@
 #include "host.h"
 #include "keyfile.h"
 #include "lpseud.h"
+#include "message.h"
 
 #define HOST(L) ((host_t *)lua_touserdata(L, lua_upvalueindex(1)))
 
@@ -70,7 +72,7 @@ static lfuture_t *s_new_future(lua_State *L) {
 }
 
 static int s_raise_error(lua_State *L, const char *name, const char *message) {
-    host_push_error(L, name, message, "");
+    task_push_error(L, name, message, "");
     return lua_error(L);
 }
 
@@ -95,8 +97,9 @@ static int l_endpoint_new(lua_State *L) {
     luaL_argcheck(L, timeout > 0, 3, "timeout must be positive");
     double max_time = s_opt_number(L, 3, "max_handler_time", 0);
     double max_memory = s_opt_number(L, 3, "max_handler_memory", 0);
-    luaL_argcheck(L, max_time >= 0 && max_memory >= 0, 3,
-                  "max_handler_time and max_handler_memory must be >= 0");
+    double max_hook = s_opt_number(L, 3, "max_hook_time", 1);
+    luaL_argcheck(L, max_time >= 0 && max_memory >= 0 && max_hook >= 0, 3,
+                  "max_handler_time, max_handler_memory and max_hook_time must be >= 0");
     double linger = s_opt_number(L, 3, "linger", 1);
     o.linger_ms = linger < 0 ? -1 : (int)(linger * 1000);
     o.max_message_size = (int64_t)s_opt_number(L, 3, "max_message_size", (double)o.max_message_size);
@@ -117,17 +120,23 @@ static int l_endpoint_new(lua_State *L) {
     le->self_ref = le->registry = le->proxy_to = le->resolver = le->heartbeat_hook = LUA_NOREF;
     le->auth_gate = le->hello_hook = LUA_NOREF;
     le->timeout = timeout;
-    le->max_handler_time = max_time;
-    le->max_handler_memory = max_memory;
+    le->limits.time = max_time;
+    le->limits.memory = max_memory;
+    le->max_message_size = o.max_message_size > 0 ? (size_t)o.max_message_size : 0;
+    if (!client) host_set_max_hook_time(h, max_hook);   /* hooks are a server's: ZAP's too */
     luaL_setmetatable(L, ENDPOINT_MT);
     if (client) {
         memcpy(le->default_peer, name, name_len);
         le->default_peer_len = name_len;
     }
     endpoint_events_t ev;
-    host_endpoint_events(le, &ev);
-    le->ep = endpoint_new(h->zmq, h->loop, &o, &ev);
+    dispatch_events(le, &ev);
+    le->ep = endpoint_new(host_zmq(h), host_loop(h), &o, &ev);
     if (!le->ep) return s_fail(L, "cannot create socket");
+    if (host_add_endpoint(h, le) < 0) {
+        endpoint_destroy(&le->ep);
+        return luaL_error(L, "not enough memory");
+    }
     lua_pushvalue(L, 4);
     le->registry = luaL_ref(L, LUA_REGISTRYINDEX);
     if (lua_isfunction(L, 5)) {
@@ -220,16 +229,22 @@ static int l_endpoint_call(lua_State *L) {
         nargs -= has_kwargs;
     }
     codec_error_t err = { "msgpack: out of memory" };
-    h->sbuf.size = 0;
-    int rc = msgpack_pack_array(&h->pk, 3);
-    if (rc == 0) rc = msgpack_pack_str_with_body(&h->pk, name, name_len);
-    if (rc == 0) rc = msgpack_pack_array(&h->pk, (size_t)nargs);
+    const codec_limits_t *lim = host_limits(h);
+    msgpack_packer *pk = host_packer(h, le->max_message_size);
+    int rc = message_pack_work_head(pk, name, name_len, (uint32_t)nargs);
     for (int i = 0; i < nargs && rc == 0; i++)
-        rc = codec_pack_value(L, 5 + i, &h->pk, &h->limits, 2, &err);
+        rc = codec_pack_value(L, 5 + i, pk, lim, 2, &err);
     if (rc == 0) {
-        if (has_kwargs) rc = codec_pack_value(L, top, &h->pk, &h->limits, 1, &err);
-        else rc = msgpack_pack_map(&h->pk, 0);
+        if (has_kwargs) rc = codec_pack_value(L, top, pk, lim, 1, &err);
+        else rc = msgpack_pack_map(pk, 0);
     }
+    size_t body_len;
+    int over;
+    const char *body = host_packed(h, &body_len, &over);
+    if (over)
+        return s_raise_error(L, "MemoryError", lua_pushfstring(L, "the call would pack to more "
+                             "than max_message_size (%I bytes) or max_elements (%I values)",
+                             (lua_Integer)le->max_message_size, (lua_Integer)lim->max_elements));
     if (rc != 0) return s_raise_error(L, "TypeError", err.message);
     lfuture_t *fu = s_new_future(L);
     lua_pushvalue(L, -1);
@@ -238,7 +253,7 @@ static int l_endpoint_call(lua_State *L) {
     size_t peer_len, who_len;
     int unknown = !s_resolve(le, user, user_len, rid, rid_len, &peer, &peer_len, &who, &who_len);
     fu->call = unknown ? NULL : endpoint_send_work(le->ep, peer, peer_len, who, who_len,
-                                                   h->sbuf.data, h->sbuf.size, le->timeout, ref);
+                                                   body, body_len, le->timeout, ref);
     if (!fu->call) {
         int e = unknown ? EHOSTUNREACH : errno;
         luaL_unref(L, LUA_REGISTRYINDEX, ref);
@@ -249,22 +264,20 @@ static int l_endpoint_call(lua_State *L) {
          * name the peer as the caller did. */
         if (lua_isnoneornil(L, 2)) lua_pushlstring(L, le->default_peer, le->default_peer_len);
         else lua_pushvalue(L, 2);
-        host_push_error(L, "PeerLostError",
+        task_push_error(L, "PeerLostError",
                         lua_pushfstring(L, "no connected peer '%s'", lua_tostring(L, -1)), "");
-        host_settle(h, L, -4, FUTURE_FAILED);
+        future_settle(host_sched(h), L, -4, FUTURE_FAILED);
         lua_pop(L, 2);
     }
     return 1;
 }
 
-static void s_endpoint_close(lua_State *L, lendpoint_t *le, int from_gc) {
-    host_t *h = le->host;
+/* Close `le` (host_close_endpoint calls this now, or once the endpoint
+ * callback running Lua returns). */
+static void s_endpoint_finish_close(lua_State *L, lendpoint_t *le) {
     if (le->ep) {
-        le->in_gc = from_gc;      /* only lua_close collects an open endpoint */
-        lua_State *saved = h->Lrun;
-        if (!h->Lrun) h->Lrun = L;
+        host_remove_endpoint(le->host, le);
         endpoint_destroy(&le->ep);
-        h->Lrun = saved;
     }
     if (le->registry != LUA_NOREF) { luaL_unref(L, LUA_REGISTRYINDEX, le->registry); le->registry = LUA_NOREF; }
     if (le->proxy_to != LUA_NOREF) { luaL_unref(L, LUA_REGISTRYINDEX, le->proxy_to); le->proxy_to = LUA_NOREF; }
@@ -276,10 +289,15 @@ static void s_endpoint_close(lua_State *L, lendpoint_t *le, int from_gc) {
         luaL_unref(L, LUA_REGISTRYINDEX, le->heartbeat_hook);
         le->heartbeat_hook = LUA_NOREF;
     }
-    if (le->tasks <= 0 && le->self_ref != LUA_NOREF) {
+    if (le->holds <= 0 && le->self_ref != LUA_NOREF) {
         luaL_unref(L, LUA_REGISTRYINDEX, le->self_ref);
         le->self_ref = LUA_NOREF;
     }
+}
+
+static void s_endpoint_close(lua_State *L, lendpoint_t *le, int from_gc) {
+    if (from_gc) le->in_gc = 1;   /* only lua_close collects an open endpoint */
+    host_close_endpoint(le->host, L, le, s_endpoint_finish_close);
 }
 
 static int l_endpoint_close(lua_State *L) {
@@ -407,18 +425,12 @@ static int l_endpoint_start(lua_State *L) {
     lendpoint_t *le = check_endpoint(L, 1);
     host_t *h = le->host;
     double drain = luaL_optnumber(L, 2, 2.0);
-    if (host_current_task(L) || h->running)
+    if (task_current(L) || host_running(h))
         return luaL_error(L, "start() runs the loop: call it from the main chunk");
     /* a stop() asked before (by a handler run while the main chunk waited
      * for a reply) counts: start() then only drains and closes */
     loop_install_signal_handlers();
-    host_run(h, L, 0, -1);
-    int sig = loop_signal_received();
-    loop_clear_signal();
-    if (sig) host_log(h, "signal %d: finishing %d call(s) in flight", sig, h->nanswering);
-    host_drain(h, L, drain);
-    h->stopping = 0;
-    loop_clear_signal();
+    host_serve(h, L, drain);
     s_endpoint_close(L, le, 0);
     lua_pushboolean(L, 1);
     return 1;
@@ -426,7 +438,7 @@ static int l_endpoint_start(lua_State *L) {
 
 static int l_endpoint_stop(lua_State *L) {
     luaL_checkudata(L, 1, ENDPOINT_MT);
-    HOST(L)->stopping = 1;
+    host_stop(HOST(L));
     return 0;
 }
 
@@ -476,6 +488,7 @@ static int s_future_result(lua_State *L, int f) {
 
 static int s_future_get_k(lua_State *L, int status, lua_KContext ctx) {
     (void)status; (void)ctx;
+    task_check_deadline(L);                       /* woken by its deadline */
     return s_future_result(L, 1);
 }
 
@@ -486,7 +499,7 @@ static int l_future_get(lua_State *L) {
     host_t *h = HOST(L);
     lua_settop(L, 1);
     if (fu->state == FUTURE_PENDING) {
-        if (host_current_task(L)) return host_wait_future(L, 1, s_future_get_k);
+        if (task_current(L)) return task_wait_future(L, 1, s_future_get_k);
         if (host_run(h, L, 1, -1) < 0 && fu->state == FUTURE_PENDING)
             return s_raise_error(L, "Interrupted", "stopped while waiting for a reply");
     }
@@ -509,7 +522,8 @@ static int l_future_tostring(lua_State *L) {
 /* --- tasks, sleep --- */
 
 static int s_sleep_k(lua_State *L, int status, lua_KContext ctx) {
-    (void)L; (void)status; (void)ctx;
+    (void)status; (void)ctx;
+    task_check_deadline(L);                       /* woken by its deadline */
     return 0;
 }
 
@@ -517,7 +531,7 @@ static int l_sleep(lua_State *L) {
     double s = luaL_checknumber(L, 1);
     host_t *h = HOST(L);
     if (!(s >= 0)) s = 0;
-    if (host_current_task(L)) return host_sleep(L, s, s_sleep_k);
+    if (task_current(L)) return task_sleep(L, s, s_sleep_k);
     host_run(h, L, 0, loop_now() + s);
     return 0;
 }
@@ -527,8 +541,193 @@ static int l_spawn(lua_State *L) {
     luaL_checkany(L, 1);
     int nargs = lua_gettop(L) - 1;
     s_new_future(L);
-    host_spawn(h, L, nargs);
+    task_spawn(host_sched(h), L, nargs);
     return 1;
+}
+
+/* --- coroutines under the running task's limits --- */
+
+/* coroutine.resume and coroutine.wrap as Lua's own (lcorolib.c), except
+ * that the coroutine runs under the limits of the task that resumes it and
+ * a slice that ends inside it yields the task to the loop (task.c). */
+
+/* Check that co can be resumed and give it the `nargs` values on top of L.
+ * Returns 0, or -1 with a message pushed. */
+static int s_co_prepare(lua_State *L, lua_State *co, int nargs) {
+    lua_Debug ar;
+    int status = lua_status(co);
+    if (task_current(co)) {
+        lua_pushliteral(L, "cannot resume a coroutine that runs a pseud handler or task");
+        return -1;
+    }
+    if (co == L || (status == LUA_OK && lua_getstack(co, 0, &ar))) {
+        lua_pushliteral(L, "cannot resume non-suspended coroutine");
+        return -1;
+    }
+    if ((status == LUA_OK && lua_gettop(co) == 0) || (status != LUA_OK && status != LUA_YIELD)) {
+        lua_pushliteral(L, "cannot resume dead coroutine");
+        return -1;
+    }
+    if (!lua_checkstack(co, nargs)) {
+        lua_pushliteral(L, "too many arguments to resume");
+        return -1;
+    }
+    lua_xmove(L, co, nargs);
+    return 0;
+}
+
+static int s_co_resume_k(lua_State *L, int status, lua_KContext ctx);
+static int s_co_wrapped_k(lua_State *L, int status, lua_KContext ctx);
+
+/* Resume co (prepared) and push what coroutine.resume (wrap = 0) or a
+ * wrapped function (wrap = 1) returns. */
+static int s_co_continue(lua_State *L, lua_State *co, int nargs, int wrap) {
+    int nres;
+    int status = task_resume_nested(L, co, nargs, &nres);
+    if (status == TASK_PASS_YIELD)                /* the task's slice ended: to the loop */
+        return lua_yieldk(L, 0, 0, wrap ? s_co_wrapped_k : s_co_resume_k);
+    if (status == LUA_OK || status == LUA_YIELD) {
+        if (!lua_checkstack(L, nres + 1)) {
+            lua_pop(co, nres);
+            if (wrap) return luaL_error(L, "too many results to resume");
+            lua_pushboolean(L, 0);
+            lua_pushliteral(L, "too many results to resume");
+            return 2;
+        }
+        if (!wrap) lua_pushboolean(L, 1);
+        lua_xmove(co, L, nres);
+        return nres + !wrap;
+    }
+    if (!wrap) {
+        lua_pushboolean(L, 0);
+        lua_xmove(co, L, 1);                      /* the error */
+        return 2;
+    }
+    status = lua_resetthread(co);                 /* close its to-be-closed variables */
+    lua_xmove(co, L, 1);
+    if (status != LUA_ERRMEM && lua_type(L, -1) == LUA_TSTRING) {
+        luaL_where(L, 1);
+        lua_insert(L, -2);
+        lua_concat(L, 2);
+    }
+    return lua_error(L);
+}
+
+static int s_co_resume_k(lua_State *L, int status, lua_KContext ctx) {
+    (void)status; (void)ctx;
+    return s_co_continue(L, lua_tothread(L, 1), 0, 0);
+}
+
+static int l_co_resume(lua_State *L) {
+    lua_State *co = lua_tothread(L, 1);
+    luaL_argexpected(L, co, 1, "coroutine");
+    int nargs = lua_gettop(L) - 1;
+    if (s_co_prepare(L, co, nargs) < 0) {
+        lua_pushboolean(L, 0);
+        lua_insert(L, -2);
+        return 2;
+    }
+    return s_co_continue(L, co, nargs, 0);
+}
+
+static int s_co_wrapped_k(lua_State *L, int status, lua_KContext ctx) {
+    (void)status; (void)ctx;
+    return s_co_continue(L, lua_tothread(L, lua_upvalueindex(1)), 0, 1);
+}
+
+static int l_co_wrapped(lua_State *L) {
+    lua_State *co = lua_tothread(L, lua_upvalueindex(1));
+    int nargs = lua_gettop(L);
+    if (s_co_prepare(L, co, nargs) < 0) {
+        luaL_where(L, 1);
+        lua_insert(L, -2);
+        lua_concat(L, 2);
+        return lua_error(L);
+    }
+    return s_co_continue(L, co, nargs, 1);
+}
+
+static int l_co_wrap(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    lua_State *co = lua_newthread(L);
+    lua_pushvalue(L, 1);
+    lua_xmove(L, co, 1);
+    lua_pushcclosure(L, l_co_wrapped, 1);
+    return 1;
+}
+
+/* debug.sethook, refused while a handler or a hook runs: the host's limits
+ * are that hook. Upvalue 1: Lua's own. */
+static int l_debug_sethook(lua_State *L) {
+    if (!task_may_sethook(L))
+        return luaL_error(L, "debug.sethook cannot be used inside a handler or a hook "
+                          "(the host's time limits use the hook)");
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+/* Put the functions above in the coroutine and debug libraries, if loaded. */
+static void s_seal_libraries(lua_State *L) {
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    if (lua_getfield(L, -1, LUA_COLIBNAME) == LUA_TTABLE) {
+        lua_pushcfunction(L, l_co_resume);
+        lua_setfield(L, -2, "resume");
+        lua_pushcfunction(L, l_co_wrap);
+        lua_setfield(L, -2, "wrap");
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, -1, LUA_DBLIBNAME) == LUA_TTABLE &&
+        lua_getfield(L, -1, "sethook") == LUA_TFUNCTION) {
+        lua_pushcclosure(L, l_debug_sethook, 1);
+        lua_setfield(L, -2, "sethook");
+    } else {
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 2);
+}
+
+/* core.counts() -> {tasks=, answering=, pooled=, pending_calls=, timers=,
+ * registry=}: what is alive, for leak specs */
+static int l_counts(lua_State *L) {
+    host_counts_t c;
+    host_get_counts(HOST(L), &c);
+    lua_Integer refs = 0;
+    lua_pushnil(L);
+    while (lua_next(L, LUA_REGISTRYINDEX)) { refs++; lua_pop(L, 1); }
+    lua_createtable(L, 0, 6);
+    lua_pushinteger(L, c.tasks); lua_setfield(L, -2, "tasks");
+    lua_pushinteger(L, c.answering); lua_setfield(L, -2, "answering");
+    lua_pushinteger(L, c.pooled); lua_setfield(L, -2, "pooled");
+    lua_pushinteger(L, (lua_Integer)c.pending_calls); lua_setfield(L, -2, "pending_calls");
+    lua_pushinteger(L, (lua_Integer)c.timers); lua_setfield(L, -2, "timers");
+    lua_pushinteger(L, refs); lua_setfield(L, -2, "registry");
+    return 1;
+}
+
+/* core.hook_pcall(fn, ...) -> true, results... | false, pseud.Error: fn
+ * bounded by max_hook_time (predicates, backend hooks called from Lua) */
+static int l_hook_pcall(lua_State *L) {
+    luaL_checkany(L, 1);
+    sched_t *s = host_sched(HOST(L));
+    sched_error_t err;
+    if (sched_pcall(s, L, lua_gettop(L) - 1, LUA_MULTRET, s->max_hook_time, &err) == LUA_OK) {
+        lua_pushboolean(L, 1);
+        lua_insert(L, 1);
+        return lua_gettop(L);
+    }
+    lua_pushboolean(L, 0);
+    task_push_error(L, err.name, err.message, err.traceback);
+    return 2;
+}
+
+/* core.flush([seconds=1]): let messages waiting for their peer leave (the
+ * end of a script) */
+static int l_flush(lua_State *L) {
+    double s = luaL_optnumber(L, 1, 1);
+    if (!task_current(L)) host_flush(HOST(L), L, s);
+    return 0;
 }
 
 /* core.set_zap_handler(fn): fn(request) -> user_id | nil, reason */
@@ -596,10 +795,8 @@ static int l_passwd_start(lua_State *L) {
 
 /* core.passwd_stats() -> {checked=, dummy=, refused_busy=, delayed=, pending=, waiting=} | nil */
 static int l_passwd_stats(lua_State *L) {
-    host_t *h = HOST(L);
-    if (!h->passwd) return 0;
     passwd_stats_t st;
-    passwd_get_stats(h->passwd, &st);
+    if (host_passwd_stats(HOST(L), &st) < 0) return 0;
     lua_createtable(L, 0, 6);
     lua_pushinteger(L, (lua_Integer)st.checked); lua_setfield(L, -2, "checked");
     lua_pushinteger(L, (lua_Integer)st.dummy); lua_setfield(L, -2, "dummy");
@@ -699,7 +896,7 @@ static int l_read_password(lua_State *L) {
 
 /* core.caller() -> user_id, routing_id of the call this handler answers */
 static int l_caller(lua_State *L) {
-    return host_push_caller(L);
+    return dispatch_push_caller(L);
 }
 
 /* core.now(): monotonic seconds, the loop's clock */
@@ -713,7 +910,7 @@ static int l_now(lua_State *L) {
 static int l_error(lua_State *L) {
     const char *name = luaL_checkstring(L, 1);
     const char *message = luaL_optstring(L, 2, "");
-    host_push_error(L, name, message, luaL_optstring(L, 3, ""));
+    task_push_error(L, name, message, luaL_optstring(L, 3, ""));
     return 1;
 }
 
@@ -764,7 +961,7 @@ static int l_ext_tostring(lua_State *L) {
 static int l_configure(lua_State *L) {
     host_t *h = HOST(L);
     luaL_checktype(L, 1, LUA_TTABLE);
-    codec_limits_t lim = h->limits;
+    codec_limits_t lim = *host_limits(h);
     double d = s_opt_number(L, 1, "max_depth", lim.max_depth);
     luaL_argcheck(L, d >= 1 && d <= CODEC_DEFAULT_MAX_DEPTH, 1, "max_depth must be 1..32");
     lim.max_depth = (int)d;
@@ -775,7 +972,7 @@ static int l_configure(lua_State *L) {
         luaL_argcheck(L, v >= 1 && v <= 1e12, 1, "sizes must be 1..1e12");
         *fields[i] = (size_t)v;
     }
-    h->limits = lim;
+    host_set_limits(h, &lim);
     return 0;
 }
 
@@ -848,6 +1045,9 @@ static const luaL_Reg core_functions[] = {
     { "error", l_error },
     { "ext", l_ext },
     { "configure", l_configure },
+    { "counts", l_counts },
+    { "flush", l_flush },
+    { "hook_pcall", l_hook_pcall },
     { NULL, NULL }
 };
 
@@ -872,17 +1072,16 @@ int luaopen_pseud_core(lua_State *L) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
     *(task_t **)lua_getextraspace(lua_tothread(L, -1)) = NULL;
     lua_pop(L, 1);
-    host_t *h = lua_newuserdatauv(L, sizeof *h, 0);          /* host */
+    host_t *h = lua_newuserdatauv(L, host_size(), 0);        /* host */
     int host = lua_gettop(L);
     if (host_init(h, L) < 0) return luaL_error(L, "pseud: cannot start the host: %s", strerror(errno));
-    h->alloc = lua_getallocf(L, &h->alloc_ud);    /* count handlers' memory from now on */
-    lua_setallocf(L, host_alloc, h);
     luaL_newmetatable(L, HOST_MT);
     lua_pushcfunction(L, l_host_gc);
     lua_setfield(L, -2, "__gc");
     lua_setmetatable(L, host);
     lua_pushvalue(L, host);
     lua_rawsetp(L, LUA_REGISTRYINDEX, (void *)&luaopen_pseud_core);   /* lives as long as L */
+    s_seal_libraries(L);
 
     s_new_class(L, host, ENDPOINT_MT, endpoint_meta, endpoint_methods);
     s_new_class(L, host, FUTURE_MT, future_meta, future_methods);
@@ -913,7 +1112,7 @@ int luaopen_pseud_core(lua_State *L) {
     luaL_setfuncs(L, core_functions, 1);
     lua_newtable(L);                                          /* global callables */
     lua_pushvalue(L, -1);
-    h->global_registry = luaL_ref(L, LUA_REGISTRYINDEX);
+    host_set_global_registry(h, luaL_ref(L, LUA_REGISTRYINDEX));
     lua_setfield(L, -2, "global_callables");
     lua_pushlightuserdata(L, NULL);
     lua_setfield(L, -2, "null");

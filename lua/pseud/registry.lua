@@ -82,7 +82,7 @@ local function accepts(domain, ctx)
   if domain == 'default' then return true end
   local p = predicates[domain]
   if not p then return false end
-  local ok, yes = pcall(p, ctx)
+  local ok, yes = core.hook_pcall(p, ctx)       -- bounded by max_hook_time
   if not ok then
     log('predicate for domain ', domain, ' failed (refused): ', tostring(yes))
     return false
@@ -99,7 +99,7 @@ function registry.resolver(auth)
     local ctx = {}
     local backend = auth()
     if backend and backend.get_predicate_arguments then
-      local ok, extra = pcall(backend.get_predicate_arguments, backend, user_id)
+      local ok, extra = core.hook_pcall(backend.get_predicate_arguments, backend, user_id)
       if not ok then
         log('get_predicate_arguments failed: ', tostring(extra))
       elseif type(extra) == 'table' then

@@ -42,5 +42,69 @@ function cases.memory_limit()
   print(client.hello('after'):get())
 end
 
+-- a misbehaving call, with hello probes while it runs: how it ended, whether
+-- it took about the limit, and the slowest probe's latency
+local function probed(name, limit, ...)
+  local t0 = pseud.now()
+  local f = client[name](...)
+  local worst, n = 0, 0
+  while not f:done() and pseud.now() - t0 < 5 do
+    local s = pseud.now()
+    client.hello(n):get()
+    worst = math.max(worst, pseud.now() - s)
+    n = n + 1
+    pseud.sleep(0.02)
+  end
+  local took = pseud.now() - t0
+  local name_of = outcome(f)
+  print(name, name_of, took > 0.8 * limit and took < limit + 1.5, worst < 0.25)
+end
+
+function cases.sealed()
+  probed('spin_in_coroutine', 1)      -- max_handler_time
+  probed('spin_resumed', 1)
+  probed('sethook_spin', 1)
+  probed('bad_tostring', 0.5)         -- max_hook_time bounds a __tostring
+  probed('slow', 1, 3)
+  print(client.hello('after'):get())
+end
+
+-- replies bounded while they pack: max_message_size (1 MiB here) at the
+-- limit and one past it, and a shared-table graph that would pack to 64 MiB
+function cases.graph()
+  local limit = 1048576
+  print(#client.sized(limit - 5):get())     -- str32 header (5 bytes) + body = limit
+  print((outcome(client.sized(limit - 4))))
+  local t0 = pseud.now()
+  local graph = client.graph()
+  local s = pseud.now()
+  print(client.hello('during'):get(), pseud.now() - s < 0.25)
+  print((outcome(graph)), pseud.now() - t0 < 1)
+  print(client.hello('after'):get())
+end
+
+function cases.spawn()
+  print(client.spawn_spin():get())
+  local t0, worst = pseud.now(), 0
+  for i = 1, 40 do
+    local s = pseud.now()
+    client.hello(i):get()
+    worst = math.max(worst, pseud.now() - s)
+    pseud.sleep(0.05)
+  end
+  print('probes', worst < 0.25, pseud.now() - t0 > 1.5)
+  print(client.spawned_outcome():get())
+end
+
+-- a predicate that spins: stopped at max_hook_time (0.5 s here) and counted
+-- as refusing; hooks run in the loop, so other calls wait that long at most
+function cases.predicate()
+  local t0 = pseud.now()
+  local name_of = outcome(client.guarded())
+  local took = pseud.now() - t0
+  print('guarded', name_of, took > 0.4 and took < 1.5)
+  print(client.hello('after'):get())
+end
+
 cases[arg[2]]()
 print('done')

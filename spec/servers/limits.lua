@@ -1,11 +1,13 @@
 --[[
 spec/servers/limits.lua [ENDPOINT]: handlers that misbehave, for
-limits_spec.lua. max_handler_time = 1 s, max_handler_memory = 16 MB.
+limits_spec.lua. max_handler_time = 1 s, max_handler_memory = 16 MB, max_hook_time = 0.5 s,
+max_message_size = 1 MiB.
 Prints `ready <endpoint>`, serves 'service' until SIGTERM.
 ]]
 local pseud = require 'pseud'
 
-local server = pseud.Server('service', { max_handler_time = 1, max_handler_memory = 16e6 })
+local server = pseud.Server('service', { max_handler_time = 1, max_handler_memory = 16e6,
+                                         max_hook_time = 0.5, max_message_size = 1048576 })
 local endpoint = assert(server:bind(arg[1] or 'tcp://127.0.0.1:*'))
 
 server:register_rpc('hello', function(name) return 'Hello ' .. name end)
@@ -23,6 +25,41 @@ server:register_rpc('hog', function()
   local t = {}
   while true do t[#t + 1] = string.rep('x', 65536) .. #t end
 end)
+
+-- what a careless script does (issue 10): each must be stopped by its limit
+server:register_rpc('spin_in_coroutine', function()
+  coroutine.wrap(function() while true do end end)()
+end)
+server:register_rpc('spin_resumed', function()
+  local co = coroutine.create(function() while true do end end)
+  return coroutine.resume(co)
+end)
+server:register_rpc('sethook_spin', function()
+  pcall(debug.sethook)                 -- refused in a handler; caught, then spins
+  while true do end
+end)
+server:register_rpc('bad_tostring', function()
+  error(setmetatable({}, { __tostring = function() while true do end end }))
+end)
+server:register_rpc('slow', function(s) pseud.sleep(s) return 'late' end)
+server:register_rpc('sized', function(n) return string.rep('x', n) end)
+server:register_rpc('graph', function()
+  local t = {}
+  for _ = 1, 25 do t = { t, t } end
+  return t
+end)
+-- a spawned task that spins: it has the limits of the handler that spawned it
+local spawned
+server:register_rpc('spawn_spin', function()
+  spawned = pseud.spawn(function() while true do end end)
+  return 'spawned'
+end)
+server:register_rpc('spawned_outcome', function()
+  local ok, e = pcall(spawned.get, spawned)
+  return ok and 'ok' or e.name
+end)
+pseud.register_predicate('spinning', function() while true do end end)
+server:register_rpc('guarded', function() return 'reached' end, { domain = 'spinning' })
 
 io.stdout:write('ready ', endpoint, '\n')
 io.stdout:flush()

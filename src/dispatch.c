@@ -1,0 +1,451 @@
+/*
+ * dispatch: endpoint events -> Lua (see dispatch.h).
+ *
+ * The message that caused an event (and the zone its decoded body lives in)
+ * stays in the frames below dispatch_call; all that may raise runs above.
+ * A WORK's handler does not run here: its task goes on the run queue and
+ * the loop resumes it at its top (task.c).
+ */
+#include "dispatch.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "host.h"
+#include "host_state.h"
+#include "message.h"
+
+#define S_LITERAL(s) s, sizeof s - 1  /* a string literal and its length */
+
+int dispatch_call(host_t *h, lua_CFunction fn, void *job, sched_error_t *err) {
+    lua_State *L = host_thread(h);
+    if (!lua_checkstack(L, 4)) {
+        snprintf(err->name, sizeof err->name, "MemoryError");
+        snprintf(err->message, sizeof err->message, "stack overflow");
+        err->traceback[0] = '\0';
+        return -1;
+    }
+    lua_pushcfunction(L, fn);
+    lua_pushlightuserdata(L, job);
+    h->sched.in_callback++;
+    int status = sched_pcall(&h->sched, L, 1, 0, h->sched.max_hook_time, err);
+    h->sched.in_callback--;
+    return status == LUA_OK ? 0 : -1;
+}
+
+int dispatch_is_marked(lua_State *L, int idx, const char *mt) {
+    if (!lua_istable(L, idx) || !lua_getmetatable(L, idx)) return 0;
+    luaL_getmetatable(L, mt);
+    int yes = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    return yes;
+}
+
+void dispatch_unhold(lua_State *L, lendpoint_t *le) {
+    /* a closed endpoint stays pinned while tasks still point at it */
+    if (--le->holds == 0 && !le->ep && le->self_ref != LUA_NOREF) {
+        luaL_unref(L, LUA_REGISTRYINDEX, le->self_ref);
+        le->self_ref = LUA_NOREF;
+    }
+}
+
+static void s_endpoint_log(void *ctx, const char *line) {
+    lendpoint_t *le = ctx;
+    host_log(le->host, PSEUD_LOG_WARN, "%s", line);
+}
+
+/* Printable form of up to 48 bytes of a peer's routing id, for the log. */
+static const char *s_printable(char *out, size_t cap, const char *in, size_t len) {
+    size_t n = len < cap - 1 ? len : cap - 1;
+    for (size_t i = 0; i < n; i++) out[i] = (in[i] >= 0x20 && in[i] < 0x7f) ? in[i] : '?';
+    out[n] = '\0';
+    return out;
+}
+
+/* --- WORK --- */
+
+typedef struct work_job {
+    lendpoint_t *le;
+    const frame_message_t *m;
+    message_work_t work;          /* the decoded body (views into m and the zone) */
+} work_job_t;
+
+/* The route list on top becomes the callable the endpoint's resolver picks
+ * for this caller (predicates, in Lua), or nil. */
+static void s_route(lua_State *L, const lendpoint_t *le, const frame_message_t *m,
+                    int user, int name, int args, int npos, int has_kwargs) {
+    int routes = lua_gettop(L);
+    if (le->resolver == LUA_NOREF) { lua_pushnil(L); lua_replace(L, routes); return; }
+    luaL_checkstack(L, npos + 8, "too many arguments");
+    lua_rawgeti(L, LUA_REGISTRYINDEX, le->resolver);
+    lua_pushvalue(L, routes);
+    lua_pushvalue(L, name);
+    lua_pushvalue(L, user);
+    lua_pushlstring(L, m->peer, m->peer_len);
+    if (has_kwargs) lua_pushvalue(L, args + npos); else lua_pushnil(L);
+    for (int i = 0; i < npos; i++) lua_pushvalue(L, args + i);
+    lua_call(L, 5 + npos, 1);
+    lua_replace(L, routes);
+}
+
+/* Look up `name` (on top of L) in the endpoint's registry, then in those of
+ * the endpoints it proxies to, then the global one; route lists ask the
+ * resolver. Replaces the name with the callable or nil. */
+static void s_lookup(lua_State *L, lendpoint_t *le, const frame_message_t *m, int user,
+                     int args, int npos, int has_kwargs) {
+    int name = lua_gettop(L);
+    host_t *h = le->host;
+    lendpoint_t *at = le;
+    for (int hops = 0; hops < 9; hops++) {
+        int reg = at ? at->registry : h->global_registry;
+        if (reg == LUA_NOREF) break;
+        lua_rawgeti(L, LUA_REGISTRYINDEX, reg);
+        lua_pushvalue(L, name);
+        lua_rawget(L, -2);
+        if (dispatch_is_marked(L, -1, ROUTES_MT)) s_route(L, le, m, user, name, args, npos, has_kwargs);
+        if (!lua_isnil(L, -1)) { lua_replace(L, name); lua_pop(L, 1); return; }
+        lua_pop(L, 2);
+        if (!at) break;                                  /* that was the global one */
+        if (at->proxy_to == LUA_NOREF) { at = NULL; continue; }
+        lua_rawgeti(L, LUA_REGISTRYINDEX, at->proxy_to);
+        at = luaL_testudata(L, -1, ENDPOINT_MT);
+        lua_pop(L, 1);
+        if (at && !at->ep) at = NULL;                    /* closed: its registry is gone */
+    }
+    lua_pushnil(L);
+    lua_replace(L, name);
+}
+
+static void s_work_refuse(lendpoint_t *le, const frame_message_t *m, const char *name,
+                          const char *message, size_t len) {
+    if (strcmp(name, "ProtocolError") == 0) {
+        char who[64];
+        host_log_limited(le->host, PSEUD_LOG_WARN, "refused WORK from peer '%s': %s, answered ProtocolError",
+                         s_printable(who, sizeof who, m->peer, m->peer_len), message);
+    }
+    endpoint_reply_error(le->ep, m->peer, m->peer_len, NULL, 0, m->uuid, name, message, len, "");
+}
+
+/* Is the sender of `m` authenticated? Asks the backend
+ * (is_authenticated(user_id, routing_id, logged_in)). */
+static int s_gate(lua_State *L, lendpoint_t *le, const frame_message_t *m, int user) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, le->auth_gate);
+    lua_pushvalue(L, user);
+    lua_pushlstring(L, m->peer, m->peer_len);
+    lua_pushboolean(L, m->logged_in);
+    lua_call(L, 3, 1);
+    int ok = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return ok;
+}
+
+/* Under dispatch_call: gate, arguments, lookup, then a task on the run
+ * queue. Returns 0 having answered or queued; raises before either. */
+static int s_work_protected(lua_State *L) {
+    work_job_t *job = lua_touserdata(L, 1);
+    lendpoint_t *le = job->le;
+    host_t *h = le->host;
+    const frame_message_t *m = job->m;
+    const message_work_t *w = &job->work;
+    /* the sender's identity, kept on the stack: hooks run below may change
+     * the directory entry m->user points into */
+    lua_pushlstring(L, m->user, m->user_len);
+    int user = lua_gettop(L);
+    if (le->auth_gate != LUA_NOREF && !s_gate(L, le, m, user)) {
+        static const char text[] = "Authentication Required";
+        endpoint_reply(le->ep, m->peer, m->peer_len, NULL, 0, m->uuid, FRAME_UNAUTHORIZED,
+                       text, sizeof text - 1);
+        return 0;
+    }
+    /* arguments first: a name registered under domains is routed on them */
+    int npos = (int)w->args->size, has_kwargs = w->kwargs != NULL;
+    int nargs = npos + has_kwargs, base = lua_gettop(L);
+    luaL_checkstack(L, nargs + 4, "too many arguments");
+    for (int i = 0; i < npos; i++) codec_push_object(L, &w->args->ptr[i]);
+    if (has_kwargs) {
+        codec_push_object(L, w->kwargs);
+        luaL_setmetatable(L, CODEC_KWARGS_MT);
+    }
+    lua_pushlstring(L, w->name, w->name_len);
+    s_lookup(L, le, m, user, base + 1, npos, has_kwargs);
+    if (lua_isnil(L, -1)) {
+        /* the name is the peer's bytes: escaped, at most 1 KiB of it (DESIGN.md 4) */
+        char echo[MESSAGE_ECHO_SIZE];
+        size_t n = message_echo(echo, w->name, w->name_len);
+        s_work_refuse(le, m, "ServiceNotFoundError", echo, n);
+        return 0;
+    }
+    lua_insert(L, base + 1);                      /* callable below its arguments */
+    size_t user_len;
+    const char *user_id = lua_tolstring(L, user, &user_len);
+    size_t need = m->peer_len + user_len + w->name_len;
+    task_t *t = task_new(&h->sched, L);
+    task_work_t *tw = &t->work;
+    if (!lua_checkstack(t->co, nargs + 1) ||      /* xmove does not grow it */
+        (tw->ids_cap < need && !(tw->ids = realloc(tw->ids, need)))) {
+        tw->ids_cap = tw->ids ? tw->ids_cap : 0;
+        task_free(&h->sched, L, t);
+        return luaL_error(L, "not enough memory for a task");
+    }
+    if (tw->ids_cap < need) tw->ids_cap = need;
+    lua_xmove(L, t->co, nargs + 1);               /* callable and arguments */
+    tw->owner = le;
+    le->holds++;
+    memcpy(tw->uuid, m->uuid, FRAME_UUID_SIZE);
+    tw->peer_len = m->peer_len;
+    tw->user_len = user_len;
+    tw->name_len = w->name_len;
+    memcpy(tw->ids, m->peer, m->peer_len);
+    memcpy(tw->ids + m->peer_len, user_id, user_len);
+    memcpy(tw->ids + m->peer_len + user_len, w->name, w->name_len);
+    task_start(&h->sched, t, nargs, &le->limits);
+    return 0;
+}
+
+static void s_on_work(void *ctx, endpoint_t *ep, const frame_message_t *m) {
+    lendpoint_t *le = ctx;
+    host_t *h = le->host;
+    work_job_t job;
+    memset(&job, 0, sizeof job);
+    job.le = le;
+    job.m = m;
+    codec_error_t why = { "msgpack: out of memory" };
+    (void)ep;
+    if (message_decode_work(m->body, m->body_len, &h->limits, &h->zone, &job.work, &why) < 0) {
+        s_work_refuse(le, m, "ProtocolError", why.message, strlen(why.message));
+        return;
+    }
+    sched_error_t err;
+    if (dispatch_call(h, s_work_protected, &job, &err) < 0) {
+        char who[64];
+        host_log_limited(h, PSEUD_LOG_WARN, "WORK from peer '%s' refused before its handler ran: %s: %s",
+                         s_printable(who, sizeof who, m->peer, m->peer_len), err.name, err.message);
+        endpoint_reply_error(le->ep, m->peer, m->peer_len, NULL, 0, m->uuid,
+                             strcmp(err.name, "MemoryError") == 0 ? "MemoryError" : "LuaError",
+                             err.message, strlen(err.message), "");
+    }
+}
+
+/* --- a task's end: its reply --- */
+
+static void s_answer_ok(void *ctx, task_t *t, lua_State *co, int first, int nres) {
+    host_t *h = ctx;
+    lendpoint_t *le = t->work.owner;
+    if (!le->ep) return;                          /* closed: nobody to answer */
+    codec_error_t err = { "msgpack: out of memory" };
+    msgpack_packer *pk = host_packer(h, le->max_message_size);
+    int rc = 0;
+    if (nres == 0) {
+        rc = msgpack_pack_nil(pk);
+    } else if (nres == 1) {
+        rc = codec_pack_value(co, first, pk, &h->limits, 0, &err);
+    } else {                                       /* several values travel as an array */
+        rc = msgpack_pack_array(pk, (size_t)nres);
+        for (int i = 0; i < nres && rc == 0; i++)
+            rc = codec_pack_value(co, first + i, pk, &h->limits, 1, &err);
+    }
+    size_t len;
+    int over;
+    const char *body = host_packed(h, &len, &over);
+    const task_work_t *w = &t->work;
+    const char *peer = w->ids, *user = w->ids + w->peer_len;
+    if (rc == 0) {
+        endpoint_reply(le->ep, peer, w->peer_len, user, w->user_len, w->uuid, FRAME_OK, body, len);
+        return;
+    }
+    char text[200];
+    const char *name = "TypeError", *message = err.message;
+    if (over) {
+        name = "MemoryError";
+        snprintf(text, sizeof text, "the reply would pack to more than max_message_size "
+                 "(%zu bytes) or max_elements (%zu values)", le->max_message_size, h->limits.max_elements);
+        message = text;
+    }
+    host_pack_reset(h, 0);                        /* frees what the refused pack grew */
+    h->sched.ops.answer_error(ctx, t, name, message, "");
+}
+
+static void s_answer_error(void *ctx, task_t *t, const char *name, const char *message,
+                           const char *traceback) {
+    host_t *h = ctx;
+    lendpoint_t *le = t->work.owner;
+    const task_work_t *w = &t->work;
+    const char *peer = w->ids, *user = peer + w->peer_len, *called = user + w->user_len;
+    /* the operator sees handler failures (PSEUD_LOG=warn hides them): name,
+     * class, message, where it was raised */
+    const char *line = strstr(traceback, "\n\t");
+    size_t where = 0;
+    if (line) { line += 2; where = strcspn(line, "\n"); }
+    char echo[MESSAGE_ECHO_SIZE];
+    message_echo(echo, called, w->name_len < 128 ? w->name_len : 128);
+    host_log_limited(h, PSEUD_LOG_INFO, "handler '%s' failed: %s: %.300s%s%.*s", echo, name, message,
+                     where ? " at " : "", (int)(where < 200 ? where : 200), line ? line : "");
+    if (le->ep)
+        endpoint_reply_error(le->ep, peer, w->peer_len, user, w->user_len, w->uuid, name, message,
+                             strlen(message), traceback);
+}
+
+static void s_release(void *ctx, lua_State *L, task_t *t) {
+    (void)ctx;
+    dispatch_unhold(L, t->work.owner);
+}
+
+static void s_sched_log(void *ctx, int level, const char *line) {
+    host_log(ctx, level, "%s", line);
+}
+
+void dispatch_task_ops(host_t *h, sched_ops_t *ops) {
+    ops->ctx = h;
+    ops->answer_ok = s_answer_ok;
+    ops->answer_error = s_answer_error;
+    ops->release = s_release;
+    ops->log = s_sched_log;
+}
+
+int dispatch_push_caller(lua_State *L) {
+    task_t *t = task_current(L);
+    if (!t) {                                     /* a coroutine the handler runs */
+        sched_t *s = sched_of(L);
+        t = s && s->current != &s->hook ? s->current : NULL;
+    }
+    if (!t || !t->work.owner) return 0;
+    lua_pushlstring(L, t->work.ids + t->work.peer_len, t->work.user_len);
+    lua_pushlstring(L, t->work.ids, t->work.peer_len);
+    return 2;
+}
+
+/* --- replies to our calls --- */
+
+typedef struct reply_job {
+    endpoint_call_t *call;
+    int type;                     /* FRAME_OK or FRAME_ERROR */
+    message_reply_t reply;        /* decoded, or a failure (error_name, message) */
+    const char *error_name, *message;
+} reply_job_t;
+
+static int s_reply_protected(lua_State *L) {
+    reply_job_t *job = lua_touserdata(L, 1);
+    sched_t *s = sched_of(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, job->call->ref);      /* the future: 2 */
+    luaL_unref(L, LUA_REGISTRYINDEX, job->call->ref);
+    job->call->ref = LUA_NOREF;                   /* settled below, or by the fallback */
+    const message_reply_t *r = &job->reply;
+    if (job->error_name) {
+        task_push_error(L, job->error_name, job->message, "");
+    } else if (job->type == FRAME_OK) {
+        codec_push_object(L, &r->value);
+    } else {
+        lua_createtable(L, 0, 3);
+        lua_pushlstring(L, r->name, r->name_len); lua_setfield(L, -2, "name");
+        lua_pushlstring(L, r->message, r->message_len); lua_setfield(L, -2, "message");
+        lua_pushlstring(L, r->traceback, r->traceback_len); lua_setfield(L, -2, "traceback");
+        luaL_setmetatable(L, ERROR_MT);
+    }
+    future_settle(s, L, 2, job->error_name || job->type != FRAME_OK ? FUTURE_FAILED : FUTURE_OK);
+    return 0;
+}
+
+/* A future no value could be given: settled failed with what there is room for. */
+static int s_settle_bare(lua_State *L) {
+    reply_job_t *job = lua_touserdata(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, job->call->ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, job->call->ref);
+    job->call->ref = LUA_NOREF;
+    lua_pushstring(L, job->message);
+    future_settle(sched_of(L), L, 2, FUTURE_FAILED);
+    return 0;
+}
+
+static void s_settle(lendpoint_t *le, reply_job_t *job) {
+    host_t *h = le->host;
+    sched_error_t err;
+    if (dispatch_call(h, s_reply_protected, job, &err) == 0) return;
+    host_log(h, PSEUD_LOG_WARN, "a reply could not be delivered: %s: %s", err.name, err.message);
+    if (job->call->ref == LUA_NOREF) return;      /* it was settled after all */
+    job->message = "MemoryError: not enough memory for the reply";
+    if (dispatch_call(h, s_settle_bare, job, &err) < 0)
+        host_log(h, PSEUD_LOG_ERROR, "a call's future could not be settled: %s", err.message);
+}
+
+static void s_on_reply(void *ctx, endpoint_t *ep, endpoint_call_t *call, int type,
+                       const char *body, size_t body_len) {
+    lendpoint_t *le = ctx;
+    host_t *h = le->host;
+    reply_job_t job;
+    memset(&job, 0, sizeof job);
+    job.call = call;
+    job.type = type;
+    codec_error_t why = { "msgpack: out of memory" };
+    (void)ep;
+    if (message_decode_reply(type, body, body_len, &h->limits, &h->zone, &job.reply, &why) < 0) {
+        job.error_name = "ProtocolError";
+        job.message = why.message;
+    }
+    s_settle(le, &job);
+}
+
+static void s_on_call_failed(void *ctx, endpoint_t *ep, endpoint_call_t *call,
+                             const char *error_name, const char *message) {
+    lendpoint_t *le = ctx;
+    (void)ep;
+    if (le->in_gc) return;                        /* lua_close: no Lua runs for it */
+    reply_job_t job;
+    memset(&job, 0, sizeof job);
+    job.call = call;
+    job.error_name = error_name;
+    job.message = message;
+    s_settle(le, &job);
+}
+
+/* --- heartbeat hooks --- */
+
+typedef struct peer_job {
+    lendpoint_t *le;
+    const char *event;
+    const peer_t *peer;
+} peer_job_t;
+
+static int s_peer_protected(lua_State *L) {
+    peer_job_t *job = lua_touserdata(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, job->le->heartbeat_hook);
+    lua_pushstring(L, job->event);
+    lua_pushlstring(L, job->peer->user_id, job->peer->user_id_len);
+    lua_pushlstring(L, job->peer->routing_id, job->peer->routing_id_len);
+    lua_call(L, 3, 0);
+    return 0;
+}
+
+/* The backend's hook runs synchronously; an error is logged, never more. */
+static void s_peer_event(lendpoint_t *le, const char *event, const peer_t *p) {
+    if (le->heartbeat_hook == LUA_NOREF || le->in_gc) return;
+    peer_job_t job = { le, event, p };
+    sched_error_t err;
+    if (dispatch_call(le->host, s_peer_protected, &job, &err) < 0)
+        host_log_limited(le->host, PSEUD_LOG_WARN, "heartbeat hook %s failed: %s: %s", event,
+                         err.name, err.message);
+}
+
+static void s_on_peer_seen(void *ctx, endpoint_t *ep, const peer_t *p) {
+    (void)ep;
+    s_peer_event(ctx, "heartbeat", p);
+}
+
+static void s_on_peer_gone(void *ctx, endpoint_t *ep, const peer_t *p) {
+    (void)ep;
+    s_peer_event(ctx, "timeout", p);
+}
+
+void login_on_hello(void *ctx, endpoint_t *ep, const frame_message_t *m);
+
+void dispatch_events(lendpoint_t *le, endpoint_events_t *ev) {
+    ev->ctx = le;
+    ev->on_work = s_on_work;
+    ev->on_reply = s_on_reply;
+    ev->on_call_failed = s_on_call_failed;
+    ev->on_hello = login_on_hello;
+    ev->on_peer_seen = s_on_peer_seen;
+    ev->on_peer_gone = s_on_peer_gone;
+    ev->log = s_endpoint_log;
+}

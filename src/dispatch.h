@@ -1,0 +1,71 @@
+/*
+ * dispatch: endpoint events into Lua. A WORK is checked, decoded, looked up
+ * (registries, predicates) and becomes a task on the run queue; a reply
+ * settles a future; heartbeat events reach the backend's hook; a task's end
+ * becomes its reply. ZAP and HELLO decisions are in login.c.
+ *
+ * Every entry into Lua from here goes through dispatch_call: one lua_pcall
+ * (sched_pcall: message handler, bounded by max_hook_time) on the thread
+ * that runs the loop, which never raises. While it runs, the endpoint cannot
+ * close under it (a close asked from a hook waits for the callback to end,
+ * host_close_endpoint), so nothing here re-checks.
+ */
+#ifndef PSEUD_DISPATCH_H
+#define PSEUD_DISPATCH_H
+
+#include <stdint.h>
+
+#include <lua.h>
+
+#include "endpoint.h"
+#include "task.h"
+
+#define ENDPOINT_MT       "pseud.Endpoint"
+#define ROUTES_MT         "pseud.Routes"
+#define PASSWORD_CHECK_MT "pseud.PasswordCheck"
+
+typedef struct host host_t;
+
+/* The binding's endpoint userdata (lpseud.c makes it; dispatch reads it). */
+typedef struct lendpoint {
+    endpoint_t *ep;               /* NULL once closed */
+    host_t *host;
+    int self_ref;                 /* pins the userdata while open or held */
+    int registry;                 /* ref: local name -> callable table */
+    int proxy_to;                 /* ref: another endpoint's userdata, or LUA_NOREF */
+    int resolver;                 /* ref: picks a callable from a route list, or LUA_NOREF */
+    int heartbeat_hook;           /* ref: fn(event, user_id, routing_id), or LUA_NOREF */
+    int auth_gate;                /* ref: fn(user_id, routing_id, logged_in) -> ok, or LUA_NOREF */
+    int hello_hook;               /* ref: fn(user_id, routing_id, login, password) -> ok, text */
+    int holds;                    /* tasks and password checks that will answer through it */
+    int in_gc;                    /* closing from __gc: run no Lua for its calls */
+    int close_asked;              /* a hook asked to close it: done after the callback */
+    struct lendpoint *close_next; /* host's list of those */
+    double timeout;               /* seconds, for calls this endpoint makes */
+    task_limits_t limits;         /* of its handlers (max_handler_time, max_handler_memory) */
+    size_t max_message_size;      /* bytes a reply it packs may take; 0: unlimited */
+    size_t default_peer_len;      /* where calls go without send_to (a client's server) */
+    char default_peer[FRAME_MAX_ID + 1];
+} lendpoint_t;
+
+/* Fill `ev` with dispatch's handlers for `le`. */
+void dispatch_events(lendpoint_t *le, endpoint_events_t *ev);
+
+/* The task-end callbacks (answers) for the scheduler of `h`. */
+void dispatch_task_ops(host_t *h, sched_ops_t *ops);
+
+/* Call fn(job) through the one protected path; 0, or -1 with *err filled
+ * (logged by the caller as it sees fit). Never raises. */
+int dispatch_call(host_t *h, lua_CFunction fn, void *job, sched_error_t *err);
+
+/* Is the value at idx a table with metatable `mt`? */
+int dispatch_is_marked(lua_State *L, int idx, const char *mt);
+
+/* Let go of a hold on `le` (a task or a password check is done with it). */
+void dispatch_unhold(lua_State *L, lendpoint_t *le);
+
+/* pseud.caller(): push the user id and routing id of the WORK the running
+ * task answers; 2, or 0 outside a handler. */
+int dispatch_push_caller(lua_State *L);
+
+#endif

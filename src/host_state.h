@@ -1,0 +1,62 @@
+/*
+ * host_state: what the host holds, shared by host.c, dispatch.c and
+ * login.c. The binding (lpseud.c) sees host_t only as an opaque handle
+ * through host.h.
+ */
+#ifndef PSEUD_HOST_STATE_H
+#define PSEUD_HOST_STATE_H
+
+#include <lua.h>
+#include <msgpack.h>
+
+#include "codec.h"
+#include "dispatch.h"
+#include "loop.h"
+#include "passwd.h"
+#include "task.h"
+#include "zap.h"
+
+struct host {
+    lua_State *L;                 /* the main thread */
+    void *zmq;                    /* ZeroMQ context */
+    loop_t *loop;
+    sched_t sched;                /* tasks, limits, the run queue */
+    codec_limits_t limits;
+    msgpack_sbuffer sbuf;         /* reused for every body packed */
+    msgpack_packer pk;            /* writes to sbuf, at most pack_max bytes */
+    size_t pack_max;              /* 0: unlimited */
+    int pack_over;                /* the last pack stopped at pack_max or max_elements */
+    size_t pack_writes;           /* writes of the pack running */
+    msgpack_zone zone;            /* reused for every body unpacked */
+    int global_registry;          /* ref: the global name -> callable table */
+    int running;                  /* the loop is running (no re-entry) */
+    int stopping;                 /* a server's stop() or a signal asked to stop */
+    lua_State *Lrun;              /* the thread running the loop, while it runs */
+    int log_level;                /* lines above it are not written (PSEUD_LOG) */
+    double log_window;            /* rate limit of per-call log lines: window start */
+    int log_count;                /* lines in that window */
+    lendpoint_t *close_asked;     /* endpoints to close once the callback ends */
+    void (*finish_close)(lua_State *L, lendpoint_t *le);   /* the binding's close */
+    lendpoint_t **endpoints;      /* open endpoints (flush at exit) */
+    int nendpoints, endpoints_cap;
+    zap_t *zap;                   /* the ZAP handler, once authentication is used */
+    int zap_handler;              /* ref: fn(request) -> user_id | nil, reason */
+    passwd_t *passwd;             /* argon2 checks on worker threads, once started */
+};
+
+/* The thread Lua runs on from a callback: the loop's, or the main one. */
+lua_State *host_thread(host_t *h);
+
+/* Log one line at `level` (PSEUD_LOG_*), unless PSEUD_LOG turns it down. */
+void host_log(host_t *h, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Like host_log, for lines a peer can cause per message: at most 20 a
+ * second, then one line saying how many were left out. */
+void host_log_limited(host_t *h, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Reset the pack buffer for one body of at most `max` bytes (0: unlimited). */
+void host_pack_reset(host_t *h, size_t max);
+
+#endif

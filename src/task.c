@@ -1,0 +1,681 @@
+/*
+ * task: the scheduler (see task.h).
+ *
+ * Tasks are pooled coroutines with their task_t in the thread's extra space.
+ * A coroutine that returned is reused as it is; one that raised is closed
+ * (lua_resetthread) and dropped. Nothing here resumes a task from anywhere
+ * but sched_run (and task_spawn from the main chunk, which is at the top of
+ * the loop by definition), so a resume never nests in another.
+ *
+ * The limits follow the running task, not the thread: s->current is the task
+ * (or the synchronous hook) whose limits apply, the count hook is set on
+ * every thread it runs (task_resume_nested sets it on a coroutine it
+ * resumes; new coroutines inherit it from their creator), and the allocator
+ * counts into s->current wherever the allocation comes from.
+ */
+#include "task.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#define POOL_MAX   256            /* idle tasks kept */
+#define SLICE      0.01           /* seconds a task runs before it yields to the loop */
+#define HOOK_COUNT 10000          /* VM instructions between looks at the clock */
+
+enum task_wait { TASK_RUNNING, TASK_WAIT_FUTURE, TASK_WAIT_SLEEP, TASK_PREEMPTED };
+
+static void s_hook(lua_State *L, lua_Debug *ar);
+
+/* --- memory --- */
+
+/* The state's allocator: counts what the running task allocates, net, and
+ * refuses growth past its cap (Lua then raises LUA_ERRMEM in it). */
+static void *s_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+    sched_t *s = ud;
+    task_t *t = s->current;
+    if (t && t->limits.memory > 0) {
+        double was = ptr ? (double)osize : 0;     /* osize is a type tag when ptr is NULL */
+        double delta = (double)nsize - was;
+        if (delta > 0 && t->mem_net + delta > t->limits.memory) return NULL;
+        void *p = s->alloc(s->alloc_ud, ptr, osize, nsize);
+        if (p || nsize == 0) t->mem_net += delta;
+        return p;
+    }
+    return s->alloc(s->alloc_ud, ptr, osize, nsize);
+}
+
+sched_t *sched_of(lua_State *L) {
+    void *ud;
+    return lua_getallocf(L, &ud) == s_alloc ? ud : NULL;
+}
+
+task_t *task_current(lua_State *L) {
+    task_t *t = *(task_t **)lua_getextraspace(L);
+    return t && t->co == L ? t : NULL;
+}
+
+int sched_init(sched_t *s, lua_State *L, loop_t *loop, const sched_ops_t *ops) {
+    memset(s, 0, sizeof *s);
+    s->L = L;
+    s->loop = loop;
+    s->ops = *ops;
+    s->max_hook_time = 1;
+    s->hook.result = LUA_NOREF;
+    s->pool = calloc(POOL_MAX, sizeof *s->pool);
+    if (!s->pool) return -1;
+    s->alloc = lua_getallocf(L, &s->alloc_ud);
+    lua_setallocf(L, s_alloc, s);
+    return 0;
+}
+
+void sched_close(sched_t *s) {
+    if (s->alloc) {                               /* what is freed from now on: theirs */
+        lua_setallocf(s->L, s->alloc, s->alloc_ud);
+        s->alloc = NULL;
+    }
+    for (int i = 0; i < s->npool; i++) {          /* threads: the GC's */
+        free(s->pool[i]->work.ids);
+        free(s->pool[i]);
+    }
+    s->npool = 0;
+    free(s->pool);
+    s->pool = NULL;
+}
+
+/* --- errors --- */
+
+void task_push_error(lua_State *L, const char *name, const char *message, const char *traceback) {
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, name);
+    lua_setfield(L, -2, "name");
+    lua_pushstring(L, message);
+    lua_setfield(L, -2, "message");
+    lua_pushstring(L, traceback ? traceback : "");
+    lua_setfield(L, -2, "traceback");
+    luaL_setmetatable(L, ERROR_MT);
+}
+
+static int s_is_error(lua_State *L, int idx) {
+    if (!lua_istable(L, idx) || !lua_getmetatable(L, idx)) return 0;
+    luaL_getmetatable(L, ERROR_MT);
+    int yes = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    return yes;
+}
+
+static void s_copy(char *dst, size_t cap, const char *src, size_t len) {
+    if (len >= cap) len = cap - 1;
+    memcpy(dst, src, len);
+    dst[len] = '\0';
+}
+
+static void s_set_error(sched_error_t *err, const char *name, const char *message) {
+    s_copy(err->name, sizeof err->name, name, strlen(name));
+    s_copy(err->message, sizeof err->message, message, strlen(message));
+    err->traceback[0] = '\0';
+}
+
+/* Field `k` of the table at idx, if a string; raw, so no Lua runs. */
+static void s_raw_field(lua_State *L, int idx, const char *k, char *dst, size_t cap) {
+    lua_pushstring(L, k);
+    if (lua_rawget(L, idx) == LUA_TSTRING) {
+        size_t n;
+        const char *v = lua_tolstring(L, -1, &n);
+        s_copy(dst, cap, v, n);
+    }
+    lua_pop(L, 1);
+}
+
+/* Under the bound of sched_pcall: (error value, thread) -> pseud.Error with
+ * the thread's traceback. A __tostring runs here, bounded. */
+static int s_describe(lua_State *L) {
+    lua_State *co = lua_tothread(L, 2);
+    const char *name = "LuaError", *message;
+    if (s_is_error(L, 1)) {
+        lua_getfield(L, 1, "name");
+        lua_getfield(L, 1, "message");
+        if (lua_type(L, -2) == LUA_TSTRING) name = lua_tostring(L, -2);
+        message = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
+    } else {
+        message = luaL_tolstring(L, 1, NULL);
+    }
+    luaL_traceback(L, co ? co : L, message, co ? 0 : 1);
+    task_push_error(L, name, message, lua_tostring(L, -1));
+    return 1;
+}
+
+/* Message handler of sched_pcall. */
+static int s_msgh(lua_State *L) {
+    lua_settop(L, 1);
+    lua_pushcfunction(L, s_describe);
+    lua_insert(L, 1);
+    lua_pushthread(L);
+    lua_call(L, 2, 1);                            /* an error here: LUA_ERRERR */
+    return 1;
+}
+
+/* --- the hook --- */
+
+/* The count hook of every thread the running task (or hook) runs. It reads
+ * the clock every HOOK_COUNT instructions: past the deadline it kills (and
+ * re-arms on every instruction, on the task's own thread too, so neither a
+ * pcall nor a coroutine boundary keeps the task alive); past the slice a
+ * task yields to the loop: its own thread directly, a coroutine it resumed
+ * through task_resume_nested by passing the yield up. */
+static void s_hook(lua_State *L, lua_Debug *ar) {
+    (void)ar;
+    sched_t *s = sched_of(L);
+    task_t *t = s ? s->current : NULL;
+    if (!t) return;
+    double now = loop_now();
+    if (t->slice_end == 0) t->slice_end = now + SLICE;    /* first look of this run */
+    if (t->expired || (t->deadline > 0 && now > t->deadline)) {
+        t->expired = 1;
+        lua_sethook(L, s_hook, LUA_MASKCOUNT, 1);
+        if (t->co && t->co != L) lua_sethook(t->co, s_hook, LUA_MASKCOUNT, 1);
+        task_push_error(L, "TimeoutError", t == &s->hook ? "the hook ran past max_hook_time"
+                        : "the handler ran past max_handler_time", "");
+        lua_error(L);
+    }
+    if (now > t->slice_end && t != &s->hook && lua_isyieldable(L)) {
+        if (L == t->co) {
+            t->wait = TASK_PREEMPTED;
+            lua_yield(L, 0);
+        } else if (L == s->nested) {
+            s->preempting = L;
+            lua_yield(L, 0);
+        }
+    }
+}
+
+int task_may_sethook(lua_State *L) {
+    sched_t *s = sched_of(L);
+    return !s || !s->current;
+}
+
+int sched_pcall(sched_t *s, lua_State *L, int nargs, int nres, double seconds,
+                sched_error_t *err) {
+    int fn = lua_gettop(L) - nargs;
+    if (!lua_checkstack(L, 8)) {
+        lua_settop(L, fn - 1);
+        s_set_error(err, "MemoryError", "stack overflow");
+        return LUA_ERRMEM;
+    }
+    lua_pushcfunction(L, s_msgh);
+    lua_insert(L, fn);
+    task_t *outer = s->current;
+    task_t saved = s->hook;                       /* a hook may run inside a hook */
+    double start = loop_now(), deadline = seconds > 0 ? start + seconds : 0;
+    if (outer && outer != &s->hook && outer->deadline > 0 &&
+        (deadline == 0 || outer->deadline < deadline))
+        deadline = outer->deadline;               /* never past the time of the task it serves */
+    s->hook.deadline = deadline;
+    s->hook.expired = 0;
+    s->hook.slice_end = 0;
+    lua_Hook oh = lua_gethook(L);
+    int omask = lua_gethookmask(L), ocount = lua_gethookcount(L);
+    lua_sethook(L, s_hook, LUA_MASKCOUNT, HOOK_COUNT);
+    s->current = &s->hook;
+    s->hook_depth++;
+    int status = lua_pcall(L, nargs, nres, fn);
+    s->hook_depth--;
+    s->current = outer;
+    s->hook = saved;
+    /* a hook inside a hook (a predicate the resolver calls) has its own
+     * bound: the time it took is not the outer one's */
+    if (outer == &s->hook && s->hook.deadline > 0) s->hook.deadline += loop_now() - start;
+    lua_sethook(L, oh, omask, ocount);
+    if (status == LUA_OK) {
+        lua_remove(L, fn);
+        return LUA_OK;
+    }
+    if (status == LUA_ERRMEM) {
+        s_set_error(err, "MemoryError", "not enough memory");
+    } else if (status == LUA_ERRERR || !lua_istable(L, -1)) {
+        s_set_error(err, "LuaError", "(the error value could not be described)");
+    } else {
+        s_set_error(err, "LuaError", "");
+        s_raw_field(L, lua_gettop(L), "name", err->name, sizeof err->name);
+        s_raw_field(L, lua_gettop(L), "message", err->message, sizeof err->message);
+        s_raw_field(L, lua_gettop(L), "traceback", err->traceback, sizeof err->traceback);
+    }
+    lua_settop(L, fn - 1);
+    return status;
+}
+
+/* --- the run queue --- */
+
+static void s_enqueue(sched_t *s, task_t *t) {
+    if (t->queued) return;
+    t->queued = 1;
+    t->run_next = NULL;
+    if (s->run_tail) s->run_tail->run_next = t; else s->run_head = t;
+    s->run_tail = t;
+}
+
+static void s_unqueue(sched_t *s, task_t *t) {
+    if (!t->queued) return;
+    task_t **at = &s->run_head, *prev = NULL;
+    while (*at != t) { prev = *at; at = &(*at)->run_next; }
+    *at = t->run_next;
+    if (s->run_tail == t) s->run_tail = prev;
+    t->queued = 0;
+}
+
+int sched_ready(const sched_t *s) {
+    return s->run_head != NULL;
+}
+
+/* --- tasks --- */
+
+task_t *task_new(sched_t *s, lua_State *L) {
+    task_t *t;
+    if (s->npool > 0) {
+        t = s->pool[--s->npool];
+    } else {
+        lua_State *co = lua_newthread(L);              /* may raise: nothing held yet */
+        int ref = luaL_ref(L, LUA_REGISTRYINDEX);      /* pops the thread */
+        t = calloc(1, sizeof *t);
+        if (!t) {
+            luaL_unref(L, LUA_REGISTRYINDEX, ref);
+            luaL_error(L, "not enough memory");
+        }
+        t->co = co;
+        t->co_ref = ref;
+        t->sched = s;
+        *(task_t **)lua_getextraspace(co) = t;
+    }
+    void *ids = t->work.ids;
+    size_t cap = t->work.ids_cap;
+    memset(&t->work, 0, sizeof t->work);
+    t->work.ids = ids;
+    t->work.ids_cap = cap;
+    t->wait = TASK_RUNNING;
+    t->nargs = 0;
+    t->queued = 0;
+    t->expired = 0;
+    t->describing = 0;
+    t->timer = t->deadline_timer = NULL;
+    t->future = NULL;
+    t->deadline = 0;
+    t->mem_net = 0;
+    t->limits.time = t->limits.memory = 0;
+    t->result = LUA_NOREF;
+    t->live_prev = NULL;
+    t->live_next = s->live;
+    if (s->live) s->live->live_prev = t;
+    s->live = t;
+    s->ntasks++;
+    return t;
+}
+
+void task_free(sched_t *s, lua_State *L, task_t *t) {
+    s_unqueue(s, t);
+    if (t->live_prev) t->live_prev->live_next = t->live_next; else s->live = t->live_next;
+    if (t->live_next) t->live_next->live_prev = t->live_prev;
+    if (t->work.owner) {
+        s->ops.release(s->ops.ctx, L, t);
+        t->work.owner = NULL;
+        s->nanswering--;
+    }
+    if (t->result != LUA_NOREF) { luaL_unref(L, LUA_REGISTRYINDEX, t->result); t->result = LUA_NOREF; }
+    if (t->timer) { loop_cancel_timer(s->loop, t->timer); t->timer = NULL; }
+    if (t->deadline_timer) { loop_cancel_timer(s->loop, t->deadline_timer); t->deadline_timer = NULL; }
+    t->future = NULL;
+    t->wait = TASK_RUNNING;
+    int status = lua_status(t->co);
+    /* A coroutine that died of an error is not reused: an error raised in a
+     * hook (a kill) leaves hooks disabled on it for good (5.4.4). One still
+     * suspended (the stop) closes its to-be-closed variables under a
+     * deadline already past: their Lua is stopped at once. */
+    int reusable = status == LUA_OK;
+    if (!reusable) {
+        task_t *outer = s->current;
+        t->expired = 1;
+        s->current = t;
+        lua_sethook(t->co, s_hook, LUA_MASKCOUNT, 1);
+        lua_resetthread(t->co);
+        s->current = outer;
+    }
+    lua_settop(t->co, 0);
+    s->ntasks--;
+    if (reusable && s->npool < POOL_MAX) {
+        s->pool[s->npool++] = t;
+    } else {
+        *(task_t **)lua_getextraspace(t->co) = NULL;
+        luaL_unref(L, LUA_REGISTRYINDEX, t->co_ref);
+        free(t->work.ids);
+        free(t);
+    }
+}
+
+static void s_on_deadline(loop_t *loop, loop_timer_t *timer, void *arg) {
+    (void)loop; (void)timer;
+    task_t *t = arg;
+    t->deadline_timer = NULL;
+    t->expired = 1;
+    if (t->wait == TASK_WAIT_SLEEP || t->wait == TASK_WAIT_FUTURE) {
+        /* it waits: wake it so its wait raises TimeoutError (wall-clock limit) */
+        if (t->timer) { loop_cancel_timer(t->sched->loop, t->timer); t->timer = NULL; }
+        t->future = NULL;
+        t->wait = TASK_RUNNING;
+        s_enqueue(t->sched, t);
+    }
+}
+
+void task_start(sched_t *s, task_t *t, int nargs, const task_limits_t *limits) {
+    t->nargs = nargs;
+    t->limits = *limits;
+    if (limits->time > 0) {
+        t->deadline = loop_now() + limits->time;
+        /* NULL (no memory): the hook still stops it while it runs */
+        t->deadline_timer = loop_add_timer(s->loop, limits->time, s_on_deadline, t);
+    }
+    if (t->work.owner) s->nanswering++;
+    s_enqueue(s, t);
+}
+
+/* The task ended with an error: settle its future or answer its WORK. */
+static void s_task_error(sched_t *s, lua_State *L, task_t *t, const sched_error_t *err) {
+    if (t->result != LUA_NOREF) {
+        if (lua_checkstack(L, 4)) {
+            lua_rawgeti(L, LUA_REGISTRYINDEX, t->result);
+            task_push_error(L, err->name, err->message, err->traceback);
+            future_settle(s, L, -2, FUTURE_FAILED);
+            lua_pop(L, 1);
+        }
+    } else if (t->work.owner) {
+        s->ops.answer_error(s->ops.ctx, t, err->name, err->message, err->traceback);
+    }
+}
+
+/* A describing task returned the message of the error it describes: the
+ * traceback of the failed task waits at index 1 of its stack. */
+static void s_described(sched_t *s, lua_State *L, task_t *t, int nres) {
+    sched_error_t err;
+    size_t n = 0;
+    const char *message = nres > 0 && lua_type(t->co, -nres) == LUA_TSTRING
+                        ? lua_tolstring(t->co, -nres, &n) : NULL;
+    s_set_error(&err, "LuaError", "(the error value's __tostring did not return a string)");
+    if (message) s_copy(err.message, sizeof err.message, message, n);
+    const char *tb = lua_tostring(t->co, 1);
+    snprintf(err.traceback, sizeof err.traceback, "%s\n%s", err.message, tb ? tb : "");
+    s_task_error(s, L, t, &err);
+}
+
+/* The task returned `nres` values on its stack. */
+static void s_task_done(sched_t *s, lua_State *L, task_t *t, int nres) {
+    lua_State *co = t->co;
+    if (t->describing) {
+        s_described(s, L, t, nres);
+    } else if (t->result != LUA_NOREF) {           /* spawn: settle its future */
+        if (lua_checkstack(L, 4)) {
+            lua_rawgeti(L, LUA_REGISTRYINDEX, t->result);
+            if (nres > 0) {                        /* its first value */
+                lua_pushvalue(co, -nres);
+                lua_xmove(co, L, 1);
+            } else {
+                lua_pushnil(L);
+            }
+            future_settle(s, L, -2, FUTURE_OK);
+            lua_pop(L, 1);
+        }
+    } else if (t->work.owner) {
+        s->ops.answer_ok(s->ops.ctx, t, co, lua_gettop(co) - nres + 1, nres);
+    }
+    lua_settop(co, 0);
+    task_free(s, L, t);
+}
+
+/* Under lua_pcall: (task t, error value) -> a new task that runs the value's
+ * __tostring as its body, preemptible like any task, bounded by
+ * max_hook_time; it takes over what t owes. The traceback is taken now. */
+static int s_describe_later(lua_State *L) {
+    task_t *t = lua_touserdata(L, 1);
+    sched_t *s = t->sched;
+    luaL_traceback(L, t->co, NULL, 0);
+    luaL_getmetafield(L, 2, "__tostring");
+    lua_pushvalue(L, 2);
+    task_t *d = task_new(s, L);                   /* the last that may raise */
+    if (!lua_checkstack(d->co, 4)) {
+        task_free(s, L, d);
+        return luaL_error(L, "not enough memory");
+    }
+    lua_xmove(L, d->co, 3);                       /* traceback, __tostring, value */
+    task_work_t w = d->work;                      /* swap: d answers, t keeps a buffer */
+    d->work = t->work;
+    t->work = w;
+    d->result = t->result;
+    t->result = LUA_NOREF;
+    d->describing = 1;
+    if (d->work.owner) s->nanswering--;           /* counted again by task_start */
+    task_limits_t limits = { s->max_hook_time, t->limits.memory };
+    task_start(s, d, 1, &limits);
+    return 0;
+}
+
+/* Does the error value on top of co need Lua (a __tostring) to be told? */
+static int s_needs_tostring(lua_State *co) {
+    if (lua_type(co, -1) == LUA_TSTRING || s_is_error(co, -1)) return 0;
+    if (luaL_getmetafield(co, -1, "__tostring") == LUA_TNIL) return 0;
+    lua_pop(co, 1);
+    return 1;
+}
+
+/* The task raised: error value on top of its stack, `status` from lua_resume.
+ * It is answered (or its future settled, or a describing task takes that
+ * over) and freed on every path. No Lua runs here: a __tostring runs in a
+ * task of its own, so a slow one is preempted like a handler. */
+static void s_task_failed(sched_t *s, lua_State *L, task_t *t, int status) {
+    sched_error_t err;
+    s_set_error(&err, "MemoryError", "not enough memory");
+    if (t->describing) {
+        s_set_error(&err, "LuaError", "(the error value could not be turned into a message)");
+    } else if (status != LUA_ERRMEM && lua_checkstack(L, 4) && lua_checkstack(t->co, 2)) {
+        if (s_needs_tostring(t->co)) {
+            lua_pushcfunction(L, s_describe_later);
+            lua_pushlightuserdata(L, t);
+            lua_xmove(t->co, L, 1);
+            if (lua_pcall(L, 2, 0, 0) == LUA_OK) {
+                task_free(s, L, t);
+                return;
+            }
+            lua_pop(L, 1);                        /* memory: answered MemoryError */
+        } else {
+            lua_pushcfunction(L, s_describe);     /* runs no Lua for these values */
+            lua_xmove(t->co, L, 1);
+            lua_pushthread(t->co);
+            lua_xmove(t->co, L, 1);
+            if (sched_pcall(s, L, 2, 1, 0, &err) == LUA_OK) {
+                s_raw_field(L, lua_gettop(L), "name", err.name, sizeof err.name);
+                s_raw_field(L, lua_gettop(L), "message", err.message, sizeof err.message);
+                s_raw_field(L, lua_gettop(L), "traceback", err.traceback, sizeof err.traceback);
+                lua_pop(L, 1);
+            }
+        }
+    }
+    s_task_error(s, L, t, &err);
+    task_free(s, L, t);
+}
+
+static void s_resume(sched_t *s, lua_State *L, task_t *t) {
+    int nargs = t->nargs, nres = 0;
+    t->nargs = 0;
+    t->wait = TASK_RUNNING;
+    t->slice_end = 0;              /* the hook starts the slice: no clock read per call */
+    if (t->deadline > 0 && !t->expired && loop_now() > t->deadline) t->expired = 1;
+    /* set on every resume: nothing the script did to the hook survives */
+    lua_sethook(t->co, s_hook, LUA_MASKCOUNT, t->expired ? 1 : HOOK_COUNT);
+    s->current = t;
+    s->nested = NULL;
+    int status = lua_resume(t->co, L, nargs, &nres);
+    s->current = NULL;
+    s->preempting = NULL;
+    if (status == LUA_YIELD) {
+        lua_pop(t->co, nres);
+        if (t->wait == TASK_PREEMPTED) { s_enqueue(s, t); return; }   /* back of the line */
+        if (t->wait != TASK_RUNNING) return;       /* parked on a future or a sleep */
+        lua_pushliteral(t->co, "a handler yielded outside pseud "
+                        "(use pseud.sleep or a future's :get(), not coroutine.yield)");
+        status = LUA_ERRRUN;
+    }
+    if (status == LUA_OK) s_task_done(s, L, t, nres);
+    else s_task_failed(s, L, t, status);
+}
+
+int sched_run(sched_t *s, lua_State *L) {
+    int n = 0;
+    task_t *last = s->run_tail;    /* tasks queued while these run wait for the next pass */
+    while (s->run_head) {
+        task_t *t = s->run_head;
+        s->run_head = t->run_next;
+        if (!s->run_head) s->run_tail = NULL;
+        t->queued = 0;
+        int was_last = t == last;
+        s_resume(s, L, t);
+        n++;
+        if (was_last) break;
+    }
+    return n;
+}
+
+int sched_abandon(sched_t *s, lua_State *L, const char *name, const char *message) {
+    int n = 0;
+    task_t *t = s->live, *next;
+    for (; t; t = next) {
+        next = t->live_next;
+        if (!t->work.owner) continue;
+        s->ops.answer_error(s->ops.ctx, t, name, message, "");
+        task_free(s, L, t);
+        n++;
+        next = s->live;            /* freeing may close other tasks' coroutines: start over */
+    }
+    return n;
+}
+
+/* --- waiting --- */
+
+int task_wait_future(lua_State *L, int f, lua_KFunction k) {
+    task_t *t = task_current(L);
+    lfuture_t *fu = lua_touserdata(L, f);
+    if (!lua_isyieldable(L))
+        return luaL_error(L, "cannot wait here: inside a C call that cannot yield "
+                          "(a metamethod, string.gsub or table.sort callback, ...)");
+    if (lua_getiuservalue(L, f, 2) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_setiuservalue(L, f, 2);
+    }
+    lua_pushthread(L);
+    lua_rawseti(L, -2, ++fu->nwaiters);
+    lua_pop(L, 1);
+    t->wait = TASK_WAIT_FUTURE;
+    t->future = fu;
+    return lua_yieldk(L, 0, 0, k);
+}
+
+static void s_on_sleep_done(loop_t *loop, loop_timer_t *timer, void *arg) {
+    (void)loop; (void)timer;
+    task_t *t = arg;
+    t->timer = NULL;
+    if (t->wait == TASK_WAIT_SLEEP) s_enqueue(t->sched, t);
+}
+
+int task_sleep(lua_State *L, double seconds, lua_KFunction k) {
+    task_t *t = task_current(L);
+    if (!lua_isyieldable(L))
+        return luaL_error(L, "cannot sleep here: inside a C call that cannot yield");
+    t->timer = loop_add_timer(t->sched->loop, seconds, s_on_sleep_done, t);
+    if (!t->timer) return luaL_error(L, "not enough memory");
+    t->wait = TASK_WAIT_SLEEP;
+    return lua_yieldk(L, 0, 0, k);
+}
+
+void task_check_deadline(lua_State *L) {
+    task_t *t = task_current(L);
+    if (t && t->expired) {
+        task_push_error(L, "TimeoutError", "the handler ran past max_handler_time", "");
+        lua_error(L);
+    }
+}
+
+void task_spawn(sched_t *s, lua_State *L, int nargs) {
+    /* stack: fn, args..., future (on top) */
+    lua_pushvalue(L, -1);
+    int result = luaL_ref(L, LUA_REGISTRYINDEX);  /* the future, pinned until settled */
+    lua_insert(L, -(nargs + 2));                  /* future below fn: returned */
+    task_t *t = task_new(s, L);
+    t->result = result;
+    if (!lua_checkstack(t->co, nargs + 1)) {
+        task_free(s, L, t);                       /* unrefs the future */
+        luaL_error(L, "too many arguments (%d)", nargs);
+    }
+    lua_xmove(L, t->co, nargs + 1);
+    task_limits_t none = { 0, 0 }, hook = { s->max_hook_time, 0 };
+    task_t *parent = s->current;
+    task_start(s, t, nargs, parent == &s->hook ? &hook : parent ? &parent->limits : &none);
+    if (!parent && s->hook_depth == 0 && !s->in_callback) {
+        s_unqueue(s, t);                          /* the main chunk: run it now */
+        s_resume(s, L, t);
+    }
+}
+
+void future_settle(sched_t *s, lua_State *L, int f, int state) {
+    luaL_checkstack(L, 4, "too many nested waits");
+    f = lua_absindex(L, f);
+    lfuture_t *fu = lua_touserdata(L, f);
+    lua_setiuservalue(L, f, 1);                   /* pops the value */
+    fu->state = state;
+    fu->call = NULL;
+    int n = fu->nwaiters;
+    if (n == 0) return;
+    fu->nwaiters = 0;
+    lua_getiuservalue(L, f, 2);                   /* the waiting threads */
+    lua_pushnil(L);
+    lua_setiuservalue(L, f, 2);
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        lua_State *co = lua_tothread(L, -1);
+        lua_pop(L, 1);
+        task_t *t = co ? task_current(co) : NULL;
+        /* only a task still parked on this very future: a stale entry (its
+         * task moved on, or was reused from the pool) wakes nothing */
+        if (t && t->wait == TASK_WAIT_FUTURE && t->future == fu) {
+            t->future = NULL;
+            s_enqueue(s, t);
+        }
+    }
+    lua_pop(L, 1);
+    (void)s;
+}
+
+/* --- coroutines a task runs --- */
+
+int task_resume_nested(lua_State *L, lua_State *co, int nargs, int *nres) {
+    sched_t *s = sched_of(L);
+    task_t *t = s ? s->current : NULL;
+    if (!t) return lua_resume(co, L, nargs, nres);
+    for (;;) {
+        /* a coroutine made anywhere runs under the running task's limits */
+        lua_sethook(co, s_hook, LUA_MASKCOUNT, t->expired ? 1 : HOOK_COUNT);
+        lua_State *outer = s->nested;
+        s->nested = co;
+        int status = lua_resume(co, L, nargs, nres);
+        s->nested = outer;
+        if (status != LUA_YIELD || s->preempting != co) return status;
+        /* the task's slice ended inside co: pass the yield up to the loop
+         * when every level can; else go on (the deadline still holds) */
+        s->preempting = NULL;
+        lua_pop(co, *nres);
+        *nres = 0;
+        nargs = 0;
+        if (t != &s->hook && lua_isyieldable(L)) {
+            if (L == t->co) { t->wait = TASK_PREEMPTED; return TASK_PASS_YIELD; }
+            if (L == outer) { s->preempting = L; return TASK_PASS_YIELD; }
+        }
+    }
+}

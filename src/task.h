@@ -1,0 +1,188 @@
+/*
+ * task: the scheduler. Every piece of script code the host runs goes
+ * through here, under limits:
+ *   - tasks: handlers and pseud.spawn functions, each a pooled coroutine
+ *     resumed with lua_resume from the top of the loop (sched_run), never
+ *     from inside an endpoint callback. Woken tasks (a future settled, a
+ *     sleep ended, a slice used up) go on a run queue.
+ *   - synchronous calls (predicates, auth and heartbeat hooks, describing an
+ *     error value): sched_pcall, one lua_pcall with a message handler,
+ *     bounded by max_hook_time.
+ * One count hook and one counting allocator enforce the limits for every
+ * thread the running task (or hook) runs: coroutines it creates, resumes or
+ * wraps included. Past its slice a task yields to the loop; past its time it
+ * is killed with TimeoutError (the hook re-arms on every instruction so a
+ * pcall cannot swallow it); past its memory Lua raises LUA_ERRMEM.
+ *
+ * It does not know endpoints: a task that answers a WORK carries what
+ * dispatch.c put in `work`, and its end calls back into dispatch (sched_ops_t).
+ */
+#ifndef PSEUD_TASK_H
+#define PSEUD_TASK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <lua.h>
+
+#include "endpoint.h"
+#include "loop.h"
+
+#define FUTURE_MT "pseud.Future"
+#define ERROR_MT  "pseud.Error"
+
+enum future_state { FUTURE_PENDING, FUTURE_OK, FUTURE_FAILED };
+
+typedef struct lfuture {          /* userdata; uservalue 1: value, 2: waiting threads */
+    int state;                    /* enum future_state */
+    int nwaiters;                 /* entries in uservalue 2 */
+    endpoint_call_t *call;        /* while pending on a call this host made */
+} lfuture_t;
+
+typedef struct task task_t;
+typedef struct sched sched_t;
+
+/* Log levels (PSEUD_LOG=error|warn|info|quiet picks the least shown). */
+enum { PSEUD_LOG_ERROR = 1, PSEUD_LOG_WARN = 2, PSEUD_LOG_INFO = 3 };
+
+typedef struct task_limits {
+    double time;                  /* wall-clock seconds from its start; 0: unlimited */
+    double memory;                /* bytes it may allocate, net; 0: unlimited */
+} task_limits_t;
+
+/* What a task that answers a WORK keeps (filled by dispatch.c). */
+typedef struct task_work {
+    void *owner;                  /* the endpoint its WORK came from; NULL: none */
+    uint8_t uuid[FRAME_UUID_SIZE];
+    char *ids;                    /* routing id, caller's user id, called name */
+    size_t ids_cap;               /* bytes allocated at ids, kept across reuse */
+    size_t peer_len, user_len, name_len;
+} task_work_t;
+
+struct task {
+    lua_State *co;                /* its coroutine */
+    int co_ref;                   /* pins co */
+    sched_t *sched;
+    int wait;                     /* why it is parked (task.c) */
+    int nargs;                    /* values its next resume passes */
+    int queued;                   /* on the run queue */
+    int expired;                  /* past its deadline: killed at its next instruction */
+    int describing;               /* runs the __tostring of another task's error */
+    loop_timer_t *timer;          /* its sleep */
+    loop_timer_t *deadline_timer; /* wakes it at its deadline while it waits */
+    lfuture_t *future;            /* what it waits for */
+    double slice_end;             /* monotonic: past it, the hook yields; 0: not started */
+    double deadline;              /* monotonic: past it, the hook kills it; 0: none */
+    double mem_net;               /* bytes it allocated, net of what it freed */
+    task_limits_t limits;         /* its own; tasks it spawns get them too */
+    int result;                   /* ref: the future a spawn settles, or LUA_NOREF */
+    task_t *run_next;             /* run queue */
+    task_t *live_prev, *live_next;/* every task alive */
+    task_work_t work;
+};
+
+/* How tasks that answer a WORK end (dispatch.c). */
+typedef struct sched_ops {
+    void *ctx;
+    /* the handler returned values first..first+nres-1 on co's stack */
+    void (*answer_ok)(void *ctx, task_t *t, lua_State *co, int first, int nres);
+    void (*answer_error)(void *ctx, task_t *t, const char *name, const char *message,
+                         const char *traceback);
+    /* the task lets go of work.owner */
+    void (*release)(void *ctx, lua_State *L, task_t *t);
+    void (*log)(void *ctx, int level, const char *line);
+} sched_ops_t;
+
+/* An error from sched_pcall or a task, described (cut to fit). */
+typedef struct sched_error {
+    char name[64];
+    char message[512];
+    char traceback[1024];
+} sched_error_t;
+
+struct sched {
+    lua_State *L;                 /* the main thread */
+    loop_t *loop;
+    lua_Alloc alloc;              /* the state's own allocator, which sched_alloc wraps */
+    void *alloc_ud;
+    task_t *current;              /* the task (or hook) whose limits apply now, or NULL */
+    lua_State *nested;            /* the coroutine task_resume_nested resumed last */
+    lua_State *preempting;        /* a coroutine the hook yielded for its task's sake */
+    task_t hook;                  /* the limits of the synchronous call running now */
+    int hook_depth;               /* sched_pcall nesting */
+    task_t **pool;                /* idle tasks */
+    int npool;
+    task_t *run_head, *run_tail;  /* woken tasks, in order */
+    task_t *live;                 /* every task alive */
+    int ntasks;                   /* tasks alive */
+    int nanswering;               /* of those, tasks that owe a WORK an answer */
+    int in_callback;              /* an endpoint callback is running Lua (sched_pcall) */
+    double max_hook_time;         /* seconds a synchronous call may run; 0: unlimited */
+    sched_ops_t ops;
+};
+
+/* Set up `s` for main thread L; installs the counting allocator. 0 or -1. */
+int sched_init(sched_t *s, lua_State *L, loop_t *loop, const sched_ops_t *ops);
+/* Free the pool and give L its own allocator back; safe twice. */
+void sched_close(sched_t *s);
+
+/* The scheduler of L's state, or NULL before sched_init. */
+sched_t *sched_of(lua_State *L);
+/* The task whose coroutine is L, or NULL (main chunk, a coroutine of its own). */
+task_t *task_current(lua_State *L);
+
+/* A task ready to start, its coroutine empty: push the function and its
+ * `nargs` arguments onto t->co, then task_start. May raise (memory). */
+task_t *task_new(sched_t *s, lua_State *L);
+/* Queue `t` to run its function with `nargs` arguments under `limits`. */
+void task_start(sched_t *s, task_t *t, int nargs, const task_limits_t *limits);
+/* Give back a task that never started, or end one that waits (the stop):
+ * answered first by the caller if it owes an answer. */
+void task_free(sched_t *s, lua_State *L, task_t *t);
+
+/* Resume the tasks queued now, from the top of the loop on thread L.
+ * Returns how many ran. */
+int sched_run(sched_t *s, lua_State *L);
+/* Is a task waiting on the run queue? */
+int sched_ready(const sched_t *s);
+
+/* Call the function below `nargs` arguments on top of L under lua_pcall with
+ * a message handler, bounded by `seconds` (0: unlimited) of wall-clock time.
+ * LUA_OK leaves `nres` results; an error leaves nothing and describes itself
+ * in *err (LUA_ERRMEM as MemoryError). Never raises. */
+int sched_pcall(sched_t *s, lua_State *L, int nargs, int nres, double seconds,
+                sched_error_t *err);
+
+/* End every task that still owes an answer: answered ERROR name/message,
+ * logged, its coroutine closed. Returns how many. */
+int sched_abandon(sched_t *s, lua_State *L, const char *name, const char *message);
+
+/* In a task: park until the future at `f` settles, then continue with k. */
+int task_wait_future(lua_State *L, int f, lua_KFunction k);
+/* In a task: park for `seconds`, then continue with k. */
+int task_sleep(lua_State *L, double seconds, lua_KFunction k);
+/* In a continuation: raise TimeoutError when the task's time is up. */
+void task_check_deadline(lua_State *L);
+/* pseud.spawn: stack fn, args..., future (on top) -> future. The task gets
+ * the limits of the task that spawns it (none from the main chunk). From the
+ * main chunk it runs at once until it first waits; else it is queued. */
+void task_spawn(sched_t *s, lua_State *L, int nargs);
+
+/* Settle the future at index `f` with the value on top (popped); the tasks
+ * waiting on it are queued. */
+void future_settle(sched_t *s, lua_State *L, int f, int state);
+
+/* Push a new pseud.Error {name=, message=, traceback=}. May raise (memory). */
+void task_push_error(lua_State *L, const char *name, const char *message, const char *traceback);
+
+/* coroutine.resume as the host sees it: resumes co from L under the running
+ * task's limits. Returns the lua_resume status, or TASK_PASS_YIELD when the
+ * running task's slice ended inside co: the caller must yield L (with a
+ * continuation that resumes co again). */
+#define TASK_PASS_YIELD (-1)
+int task_resume_nested(lua_State *L, lua_State *co, int nargs, int *nres);
+
+/* 0 while a task or a synchronous hook runs: the host's hook must stay. */
+int task_may_sethook(lua_State *L);
+
+#endif
