@@ -7,7 +7,9 @@
  * codec_check() is the gate in front of msgpack-c: an allocation-free walk
  * over the bytes, with an explicit stack instead of recursion, that bounds
  * every declared length and count by the bytes really left, and depth by
- * msgpack-c's own 32-level stack. codec_push_object() builds Lua values from
+ * msgpack-c's own 32-level stack. It reads each header through one table
+ * indexed by the type byte (s_bytes: kind, width of the length field, count
+ * in the low bits, fixed payload), as msgpack-c's unpack template does. codec_push_object() builds Lua values from
  * what msgpack_unpack() made of a checked body; it may raise, so it runs
  * inside a lua_pcall while the zone and the body stay owned by a frame below.
  *
@@ -285,24 +287,66 @@ static size_t s_be(const unsigned char *p, int n)
     }
 }
 
-enum { S_FIXED, S_STR, S_BIN, S_EXT, S_FIXEXT, S_ARRAY, S_MAP };
+/* What a type byte announces. S_RESERVED is 0, so a byte the table left out
+ * would be refused, never walked. */
+enum { S_RESERVED, S_FIXED, S_STR, S_BIN, S_EXT, S_FIXEXT, S_ARRAY, S_MAP };
 
-int codec_check(const char *data, size_t len, const codec_limits_t *lim,
-                codec_error_t *err)
+typedef struct s_byte {
+    uint8_t kind;   /* S_* */
+    uint8_t width;  /* bytes of the big-endian length or count after the type byte */
+    uint8_t low;    /* mask of the type byte's bits that hold the length or count */
+    uint8_t size;   /* fixed payload (S_FIXED, S_FIXEXT without the ext type byte) */
+} s_byte_t;
+
+/* Every type byte, as msgpack-c's unpack template reads its header (a state
+ * per byte, the count or width in the low bits): the length or count of a
+ * value is (byte & low) + size, or the `width` bytes that follow. */
+static const s_byte_t s_bytes[256] = {
+    [0x00 ... 0x7f] = { S_FIXED, 0, 0, 0 },       /* positive fixint */
+    [0x80 ... 0x8f] = { S_MAP, 0, 0x0f, 0 },      /* fixmap */
+    [0x90 ... 0x9f] = { S_ARRAY, 0, 0x0f, 0 },    /* fixarray */
+    [0xa0 ... 0xbf] = { S_STR, 0, 0x1f, 0 },      /* fixstr */
+    [0xc0]          = { S_FIXED, 0, 0, 0 },       /* nil */
+    [0xc1]          = { S_RESERVED, 0, 0, 0 },    /* never used */
+    [0xc2 ... 0xc3] = { S_FIXED, 0, 0, 0 },       /* false, true */
+    [0xc4]          = { S_BIN, 1, 0, 0 },         /* bin 8, 16, 32 */
+    [0xc5]          = { S_BIN, 2, 0, 0 },
+    [0xc6]          = { S_BIN, 4, 0, 0 },
+    [0xc7]          = { S_EXT, 1, 0, 0 },         /* ext 8, 16, 32 */
+    [0xc8]          = { S_EXT, 2, 0, 0 },
+    [0xc9]          = { S_EXT, 4, 0, 0 },
+    [0xca]          = { S_FIXED, 0, 0, 4 },       /* float 32, 64 */
+    [0xcb]          = { S_FIXED, 0, 0, 8 },
+    [0xcc]          = { S_FIXED, 0, 0, 1 },       /* uint 8, 16, 32, 64 */
+    [0xcd]          = { S_FIXED, 0, 0, 2 },
+    [0xce]          = { S_FIXED, 0, 0, 4 },
+    [0xcf]          = { S_FIXED, 0, 0, 8 },
+    [0xd0]          = { S_FIXED, 0, 0, 1 },       /* int 8, 16, 32, 64 */
+    [0xd1]          = { S_FIXED, 0, 0, 2 },
+    [0xd2]          = { S_FIXED, 0, 0, 4 },
+    [0xd3]          = { S_FIXED, 0, 0, 8 },
+    [0xd4]          = { S_FIXEXT, 0, 0, 1 },      /* fixext 1, 2, 4, 8, 16 */
+    [0xd5]          = { S_FIXEXT, 0, 0, 2 },
+    [0xd6]          = { S_FIXEXT, 0, 0, 4 },
+    [0xd7]          = { S_FIXEXT, 0, 0, 8 },
+    [0xd8]          = { S_FIXEXT, 0, 0, 16 },
+    [0xd9]          = { S_STR, 1, 0, 0 },         /* str 8, 16, 32 */
+    [0xda]          = { S_STR, 2, 0, 0 },
+    [0xdb]          = { S_STR, 4, 0, 0 },
+    [0xdc]          = { S_ARRAY, 2, 0, 0 },       /* array 16, 32 */
+    [0xdd]          = { S_ARRAY, 4, 0, 0 },
+    [0xde]          = { S_MAP, 2, 0, 0 },         /* map 16, 32 */
+    [0xdf]          = { S_MAP, 4, 0, 0 },
+    [0xe0 ... 0xff] = { S_FIXED, 0, 0, 0 },       /* negative fixint */
+};
+
+static const char *const s_kind_name[] = {
+    [S_STR] = "string", [S_BIN] = "binary", [S_EXT] = "ext", [S_FIXEXT] = "ext",
+};
+
+/* The checks every body gets before its first byte is read. */
+static int s_check_body(size_t len, const codec_limits_t *lim, codec_error_t *err)
 {
-    static const char *const kind_name[] = {
-        [S_STR] = "string", [S_BIN] = "binary", [S_EXT] = "ext", [S_FIXEXT] = "ext",
-    };
-    const unsigned char *b = (const unsigned char *)data;
-    /* rem[d]: values still expected at open level d; rem[0] is the body's
-     * single top value, rem[1..] the open arrays and maps (a map entry is 2). */
-    size_t rem[CODEC_DEFAULT_MAX_DEPTH + 1];
-    int d = 0;
-    size_t p = 0;
-    size_t total = 1;                              /* the top value counts */
-    /* msgpack-c adds 1 to an ext32 length: 2^32-1 would wrap to 0 there */
-    size_t max_string = lim->max_string < UINT32_MAX ? lim->max_string : UINT32_MAX - 1;
-
     if (lim->max_depth < 1 || lim->max_depth > CODEC_DEFAULT_MAX_DEPTH)
         return s_fail(err, "msgpack: max_depth %d outside 1..%d",
                       lim->max_depth, CODEC_DEFAULT_MAX_DEPTH);
@@ -311,16 +355,29 @@ int codec_check(const char *data, size_t len, const codec_limits_t *lim,
                       len, lim->max_body);
     if (len == 0)
         return s_fail(err, "msgpack: empty body");
-    if (total > lim->max_elements)
+    if (lim->max_elements < 1)                     /* the top value counts */
         return s_fail(err, "msgpack: more than %zu values in the body at offset 0",
                       lim->max_elements);
+    return 0;
+}
 
+int codec_check(const char *data, size_t len, const codec_limits_t *lim,
+                codec_error_t *err)
+{
+    const unsigned char *b = (const unsigned char *)data;
+    /* rem[d]: values still expected at open level d; rem[0] is the body's
+     * single top value, rem[1..] the open arrays and maps (a map entry is 2).
+     * max_depth <= CODEC_DEFAULT_MAX_DEPTH bounds d. */
+    size_t rem[CODEC_DEFAULT_MAX_DEPTH + 1];
+    int d = 0;
+    size_t p = 0, total = 1;                       /* the top value counts */
+    /* msgpack-c adds 1 to an ext32 length: 2^32-1 would wrap to 0 there */
+    size_t max_string = lim->max_string < UINT32_MAX ? lim->max_string : UINT32_MAX - 1;
+
+    if (s_check_body(len, lim, err) < 0)
+        return -1;
     rem[0] = 1;
     for (;;) {
-        size_t at, left, n = 0;
-        int kind, hdr = 0;
-        unsigned c;
-
         while (rem[d] == 0) {
             if (d == 0)
                 goto done;
@@ -328,50 +385,17 @@ int codec_check(const char *data, size_t len, const codec_limits_t *lim,
         }
         rem[d]--;
 
-        at = p;
+        size_t at = p;
         if (at >= len)
             return s_fail(err, "msgpack: truncated at offset %zu", at);
-        c = b[at];
-        left = len - at - 1;                       /* bytes after the type byte */
+        unsigned c = b[at];
+        const s_byte_t *t = &s_bytes[c];
+        int kind = t->kind, hdr = t->width;
+        size_t left = len - at - 1;                /* bytes after the type byte */
+        size_t n = (c & t->low) + (size_t)t->size; /* length, count or payload */
 
-        if (c <= 0x7f || c >= 0xe0) {             /* fixint */
-            p = at + 1;
-            continue;
-        } else if (c >= 0xa0 && c <= 0xbf) {
-            kind = S_STR; n = c & 0x1f;
-        } else if (c >= 0x90 && c <= 0x9f) {
-            kind = S_ARRAY; n = c & 0x0f;
-        } else if (c <= 0x8f) {
-            kind = S_MAP; n = c & 0x0f;
-        } else {
-            switch (c) {
-            case 0xc0: case 0xc2: case 0xc3:       /* nil, false, true */
-                kind = S_FIXED; break;
-            case 0xc1:
-                return s_fail(err, "msgpack: reserved byte 0xc1 at offset %zu", at);
-            case 0xc4: case 0xc5: case 0xc6:
-                kind = S_BIN; hdr = 1 << (c - 0xc4); break;
-            case 0xc7: case 0xc8: case 0xc9:
-                kind = S_EXT; hdr = 1 << (c - 0xc7); break;
-            case 0xca: case 0xce: case 0xd2:
-                kind = S_FIXED; n = 4; break;
-            case 0xcb: case 0xcf: case 0xd3:
-                kind = S_FIXED; n = 8; break;
-            case 0xcc: case 0xd0:
-                kind = S_FIXED; n = 1; break;
-            case 0xcd: case 0xd1:
-                kind = S_FIXED; n = 2; break;
-            case 0xd4: case 0xd5: case 0xd6: case 0xd7: case 0xd8:
-                kind = S_FIXEXT; n = (size_t)1 << (c - 0xd4); break;
-            case 0xd9: case 0xda: case 0xdb:
-                kind = S_STR; hdr = 1 << (c - 0xd9); break;
-            case 0xdc: case 0xdd:
-                kind = S_ARRAY; hdr = 2 << (c - 0xdc); break;
-            default:                               /* 0xde, 0xdf */
-                kind = S_MAP; hdr = 2 << (c - 0xde); break;
-            }
-        }
-
+        if (kind == S_RESERVED)
+            return s_fail(err, "msgpack: reserved byte 0x%02x at offset %zu", c, at);
         if (hdr) {                                 /* explicit length or count */
             if (left < (size_t)hdr)
                 return s_fail(err, "msgpack: truncated at offset %zu", at);
@@ -403,10 +427,10 @@ int codec_check(const char *data, size_t len, const codec_limits_t *lim,
         case S_BIN:
             if (n > left)
                 return s_fail(err, "msgpack: %s of %zu bytes at offset %zu passes the end of the body",
-                              kind_name[kind], n, at);
+                              s_kind_name[kind], n, at);
             if (n > max_string)
                 return s_fail(err, "msgpack: %s of %zu bytes at offset %zu passes the limit of %zu bytes",
-                              kind_name[kind], n, at, max_string);
+                              s_kind_name[kind], n, at, max_string);
             p = at + 1 + (size_t)hdr + n;
             continue;
         default:                                   /* S_ARRAY, S_MAP */
