@@ -791,8 +791,7 @@ int endpoint_set_login(endpoint_t *ep, const char *login, size_t login_len,
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    if (msgpack_pack_array(&pk, 2) || msgpack_pack_str_with_body(&pk, login, login_len) ||
-        msgpack_pack_str_with_body(&pk, password, password_len)) {
+    if (message_pack_hello(&pk, login, login_len, password, password_len)) {
         msgpack_sbuffer_destroy(&sb);
         return -1;
     }

@@ -506,37 +506,25 @@ static int s_work_protected(lua_State *L) {
                            text, sizeof text - 1);
         return 0;
     }
-    if (codec_check(m->body, m->body_len, &h->limits, &err) < 0)
+    message_work_t work;
+    if (message_decode_work(m->body, m->body_len, &h->limits, &h->zone, &work, &err) < 0)
         return s_work_refuse(job, "ProtocolError", err.message, strlen(err.message));
-    msgpack_object obj;
-    size_t off = 0;
-    msgpack_zone_clear(&h->zone);
-    if (msgpack_unpack(m->body, m->body_len, &off, &h->zone, &obj) != MSGPACK_UNPACK_SUCCESS)
-        return s_work_refuse(job, "ProtocolError", S_LITERAL("WORK body could not be unpacked"));
-    const msgpack_object *it = obj.via.array.ptr;
-    if (obj.type != MSGPACK_OBJECT_ARRAY || obj.via.array.size < 2 || obj.via.array.size > 3 ||
-        (it[0].type != MSGPACK_OBJECT_STR && it[0].type != MSGPACK_OBJECT_BIN) ||
-        it[1].type != MSGPACK_OBJECT_ARRAY ||
-        (obj.via.array.size == 3 && it[2].type != MSGPACK_OBJECT_MAP &&
-         it[2].type != MSGPACK_OBJECT_NIL))
-        return s_work_refuse(job, "ProtocolError", S_LITERAL("WORK body is not [name, args, kwargs]"));
-    const msgpack_object_array *args = &it[1].via.array;
-    int has_kwargs = obj.via.array.size == 3 && it[2].type == MSGPACK_OBJECT_MAP &&
-                     it[2].via.map.size > 0;
+    const msgpack_object_array *args = work.args;
+    int has_kwargs = work.kwargs != NULL;
     /* arguments first: a name registered under domains is routed on them */
     int npos = (int)args->size, nargs = npos + has_kwargs, base = lua_gettop(L);
     luaL_checkstack(L, nargs + 4, "too many arguments");
     for (int i = 0; i < npos; i++) codec_push_object(L, &args->ptr[i]);
     if (has_kwargs) {
-        codec_push_object(L, &it[2]);
+        codec_push_object(L, work.kwargs);
         luaL_setmetatable(L, CODEC_KWARGS_MT);
     }
-    lua_pushlstring(L, it[0].via.str.ptr, it[0].via.str.size);
+    lua_pushlstring(L, work.name, work.name_len);
     s_lookup(L, le, m, user, user_len, base + 1, npos, has_kwargs);
     if (lua_isnil(L, -1)) {
         /* the name is the peer's bytes: escaped, at most 1 KiB of it (DESIGN.md 4) */
         char echo[MESSAGE_ECHO_SIZE];
-        size_t n = message_echo(echo, it[0].via.str.ptr, it[0].via.str.size);
+        size_t n = message_echo(echo, work.name, work.name_len);
         return s_work_refuse(job, "ServiceNotFoundError", echo, n);
     }
     lua_insert(L, base + 1);                      /* callable below its arguments */
@@ -626,37 +614,22 @@ static int s_reply_protected(lua_State *L) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, job->call->ref);      /* the future: 2 */
     int state = FUTURE_FAILED;
     codec_error_t err = { "msgpack: out of memory" };
+    message_reply_t r;
     if (job->type == 0) {
         host_push_error(L, job->error_name, job->message, "");
-    } else if (codec_check(job->body, job->body_len, &h->limits, &err) < 0) {
+    } else if (message_decode_reply(job->type, job->body, job->body_len, &h->limits, &h->zone,
+                                    &r, &err) < 0) {
         host_push_error(L, "ProtocolError", err.message, "");
+    } else if (job->type == FRAME_OK) {
+        codec_push_object(L, &r.value);
+        state = FUTURE_OK;
     } else {
-        msgpack_object obj;
-        size_t off = 0;
-        msgpack_zone_clear(&h->zone);
-        if (msgpack_unpack(job->body, job->body_len, &off, &h->zone, &obj) != MSGPACK_UNPACK_SUCCESS) {
-            host_push_error(L, "ProtocolError", "reply body could not be unpacked", "");
-        } else if (job->type == FRAME_OK) {
-            codec_push_object(L, &obj);
-            state = FUTURE_OK;
-        } else {
-            /* ERROR [class, message, traceback]; anything else is still an error */
-            const char *parts[3] = { "RemoteError", "", "" };
-            size_t lens[3] = { 11, 0, 0 };
-            if (obj.type == MSGPACK_OBJECT_ARRAY)
-                for (uint32_t i = 0; i < obj.via.array.size && i < 3; i++) {
-                    const msgpack_object *o = &obj.via.array.ptr[i];
-                    if (o->type == MSGPACK_OBJECT_STR || o->type == MSGPACK_OBJECT_BIN) {
-                        parts[i] = o->via.str.ptr;
-                        lens[i] = o->via.str.size;
-                    }
-                }
-            lua_createtable(L, 0, 3);
-            lua_pushlstring(L, parts[0], lens[0]); lua_setfield(L, -2, "name");
-            lua_pushlstring(L, parts[1], lens[1]); lua_setfield(L, -2, "message");
-            lua_pushlstring(L, parts[2], lens[2]); lua_setfield(L, -2, "traceback");
-            luaL_setmetatable(L, ERROR_MT);
-        }
+        /* ERROR [class, message, traceback]; anything else is still an error */
+        lua_createtable(L, 0, 3);
+        lua_pushlstring(L, r.name, r.name_len); lua_setfield(L, -2, "name");
+        lua_pushlstring(L, r.message, r.message_len); lua_setfield(L, -2, "message");
+        lua_pushlstring(L, r.traceback, r.traceback_len); lua_setfield(L, -2, "traceback");
+        luaL_setmetatable(L, ERROR_MT);
     }
     job->settled = 1;
     luaL_unref(L, LUA_REGISTRYINDEX, job->call->ref);

@@ -27,6 +27,7 @@
 #include "host.h"
 #include "keyfile.h"
 #include "lpseud.h"
+#include "message.h"
 
 #define HOST(L) ((host_t *)lua_touserdata(L, lua_upvalueindex(1)))
 
@@ -221,9 +222,7 @@ static int l_endpoint_call(lua_State *L) {
     }
     codec_error_t err = { "msgpack: out of memory" };
     h->sbuf.size = 0;
-    int rc = msgpack_pack_array(&h->pk, 3);
-    if (rc == 0) rc = msgpack_pack_str_with_body(&h->pk, name, name_len);
-    if (rc == 0) rc = msgpack_pack_array(&h->pk, (size_t)nargs);
+    int rc = message_pack_work_head(&h->pk, name, name_len, (uint32_t)nargs);
     for (int i = 0; i < nargs && rc == 0; i++)
         rc = codec_pack_value(L, 5 + i, &h->pk, &h->limits, 2, &err);
     if (rc == 0) {

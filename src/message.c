@@ -1,5 +1,6 @@
 /*
- * message: ERROR and HELLO bodies (see message.h).
+ * message: WORK, OK, ERROR and HELLO bodies (see message.h). No Lua runs
+ * here and nothing is allocated but the caller's zone.
  *
  * UTF-8 validity follows RFC 3629: no overlong forms, no surrogates, nothing
  * past U+10FFFF. A strict decoder on the other side (Python's msgpack with
@@ -100,21 +101,101 @@ int message_pack_error(msgpack_packer *pk, const char *name, size_t name_len,
     return rc;
 }
 
+/* codec_check, then msgpack_unpack of the checked body into `zone` (cleared
+ * first). 0, or -1 with err->message. */
+static int s_unpack(const char *body, size_t len, const codec_limits_t *lim,
+                    msgpack_zone *zone, msgpack_object *obj, codec_error_t *err,
+                    const char *what) {
+    size_t off = 0;
+    if (codec_check(body, len, lim, err) < 0) return -1;
+    msgpack_zone_clear(zone);
+    if (msgpack_unpack(body, len, &off, zone, obj) != MSGPACK_UNPACK_SUCCESS) {
+        snprintf(err->message, sizeof err->message, "%s body could not be unpacked", what);
+        return -1;
+    }
+    return 0;
+}
+
+static int s_is_text(const msgpack_object *o) {
+    return o->type == MSGPACK_OBJECT_STR || o->type == MSGPACK_OBJECT_BIN;
+}
+
+int message_pack_work_head(msgpack_packer *pk, const char *name, size_t name_len,
+                           uint32_t nargs) {
+    int rc = msgpack_pack_array(pk, 3);
+    if (rc == 0) rc = msgpack_pack_str_with_body(pk, name, name_len);
+    if (rc == 0) rc = msgpack_pack_array(pk, nargs);
+    return rc;
+}
+
+int message_decode_work(const char *body, size_t len, const codec_limits_t *lim,
+                        msgpack_zone *zone, message_work_t *out, codec_error_t *err) {
+    msgpack_object obj;
+    memset(out, 0, sizeof *out);
+    if (s_unpack(body, len, lim, zone, &obj, err, "WORK") < 0) return -1;
+    const msgpack_object *it = obj.via.array.ptr;
+    if (obj.type != MSGPACK_OBJECT_ARRAY || obj.via.array.size < 2 || obj.via.array.size > 3 ||
+        !s_is_text(&it[0]) || it[1].type != MSGPACK_OBJECT_ARRAY ||
+        (obj.via.array.size == 3 && it[2].type != MSGPACK_OBJECT_MAP &&
+         it[2].type != MSGPACK_OBJECT_NIL)) {
+        snprintf(err->message, sizeof err->message, "WORK body is not [name, args, kwargs]");
+        return -1;
+    }
+    /* str and bin share the layout of via.str */
+    out->name = it[0].via.str.ptr;
+    out->name_len = it[0].via.str.size;
+    out->args = &it[1].via.array;
+    if (obj.via.array.size == 3 && it[2].type == MSGPACK_OBJECT_MAP && it[2].via.map.size > 0)
+        out->kwargs = &it[2];
+    return 0;
+}
+
+int message_decode_reply(int type, const char *body, size_t len, const codec_limits_t *lim,
+                         msgpack_zone *zone, message_reply_t *out, codec_error_t *err) {
+    static const char remote[] = "RemoteError";
+    memset(out, 0, sizeof *out);
+    out->name = remote;
+    out->name_len = sizeof remote - 1;
+    out->message = out->traceback = "";
+    if (type != FRAME_OK && type != FRAME_ERROR) {
+        snprintf(err->message, sizeof err->message, "reply type 0x%02x is not OK or ERROR",
+                 (unsigned)type & 0xff);
+        return -1;
+    }
+    if (s_unpack(body, len, lim, zone, &out->value, err, "reply") < 0) return -1;
+    if (type == FRAME_OK || out->value.type != MSGPACK_OBJECT_ARRAY) return 0;
+    /* ERROR: each part that is text replaces its default */
+    const char **parts[3] = { &out->name, &out->message, &out->traceback };
+    size_t *lens[3] = { &out->name_len, &out->message_len, &out->traceback_len };
+    const msgpack_object_array *a = &out->value.via.array;
+    for (uint32_t i = 0; i < a->size && i < 3; i++)
+        if (s_is_text(&a->ptr[i])) {
+            *parts[i] = a->ptr[i].via.str.ptr;
+            *lens[i] = a->ptr[i].via.str.size;
+        }
+    return 0;
+}
+
+int message_pack_hello(msgpack_packer *pk, const char *login, size_t login_len,
+                       const char *password, size_t password_len) {
+    int rc = msgpack_pack_array(pk, 2);
+    if (rc == 0) rc = msgpack_pack_str_with_body(pk, login, login_len);
+    if (rc == 0) rc = msgpack_pack_str_with_body(pk, password, password_len);
+    return rc;
+}
+
 int message_decode_hello(const char *body, size_t len, const codec_limits_t *lim,
                          msgpack_zone *zone, message_hello_t *out, const char **why) {
     codec_error_t err;
     msgpack_object obj;
-    size_t off = 0;
     memset(out, 0, sizeof *out);
     *why = "HELLO is not [login, password]";
-    if (codec_check(body, len, lim, &err) < 0) return -1;
-    msgpack_zone_clear(zone);
-    if (msgpack_unpack(body, len, &off, zone, &obj) != MSGPACK_UNPACK_SUCCESS ||
+    if (s_unpack(body, len, lim, zone, &obj, &err, "HELLO") < 0 ||
         obj.type != MSGPACK_OBJECT_ARRAY || obj.via.array.size != 2)
         return -1;
     const msgpack_object *f = obj.via.array.ptr;
     for (int i = 0; i < 2; i++) {
-        if (f[i].type != MSGPACK_OBJECT_STR && f[i].type != MSGPACK_OBJECT_BIN) return -1;
+        if (!s_is_text(&f[i])) return -1;
         if (f[i].via.str.size > MESSAGE_MAX_HELLO_FIELD) {
             *why = "HELLO login or password over 1024 bytes";
             return -1;
