@@ -120,6 +120,13 @@ static int s_is_text(const msgpack_object *o) {
     return o->type == MSGPACK_OBJECT_STR || o->type == MSGPACK_OBJECT_BIN;
 }
 
+/* The view of a str or bin (they share the layout of via.str). msgpack-c
+ * gives an empty one a NULL pointer: it becomes "", so that no view is NULL. */
+static void s_view(const msgpack_object *o, const char **ptr, size_t *len) {
+    *len = o->via.str.size;
+    *ptr = *len ? o->via.str.ptr : "";
+}
+
 int message_pack_work_head(msgpack_packer *pk, const char *name, size_t name_len,
                            uint32_t nargs) {
     int rc = msgpack_pack_array(pk, 3);
@@ -141,9 +148,7 @@ int message_decode_work(const char *body, size_t len, const codec_limits_t *lim,
         snprintf(err->message, sizeof err->message, "WORK body is not [name, args, kwargs]");
         return -1;
     }
-    /* str and bin share the layout of via.str */
-    out->name = it[0].via.str.ptr;
-    out->name_len = it[0].via.str.size;
+    s_view(&it[0], &out->name, &out->name_len);
     out->args = &it[1].via.array;
     if (obj.via.array.size == 3 && it[2].type == MSGPACK_OBJECT_MAP && it[2].via.map.size > 0)
         out->kwargs = &it[2];
@@ -169,10 +174,7 @@ int message_decode_reply(int type, const char *body, size_t len, const codec_lim
     size_t *lens[3] = { &out->name_len, &out->message_len, &out->traceback_len };
     const msgpack_object_array *a = &out->value.via.array;
     for (uint32_t i = 0; i < a->size && i < 3; i++)
-        if (s_is_text(&a->ptr[i])) {
-            *parts[i] = a->ptr[i].via.str.ptr;
-            *lens[i] = a->ptr[i].via.str.size;
-        }
+        if (s_is_text(&a->ptr[i])) s_view(&a->ptr[i], parts[i], lens[i]);
     return 0;
 }
 
@@ -201,10 +203,7 @@ int message_decode_hello(const char *body, size_t len, const codec_limits_t *lim
             return -1;
         }
     }
-    /* str and bin share the layout of via.str; the views point into body */
-    out->login = f[0].via.str.ptr;
-    out->login_len = f[0].via.str.size;
-    out->password = f[1].via.str.ptr;
-    out->password_len = f[1].via.str.size;
+    s_view(&f[0], &out->login, &out->login_len);
+    s_view(&f[1], &out->password, &out->password_len);
     return 0;
 }

@@ -5,8 +5,9 @@
  *
  * Decoders run codec_check (so msgpack-c only sees checked bytes), then
  * msgpack_unpack into the caller's zone, then check the shape, and return
- * views: str/bin views point into the body, msgpack_object views into the
- * zone. Both must outlive the views; each decoder clears the zone first.
+ * views: str/bin views point into the body (an empty one is "", never
+ * NULL), msgpack_object views into the zone. Both must outlive the views;
+ * each decoder clears the zone first.
  * Packers write through the caller's packer and return 0 or -1 (the
  * packer's buffer could not grow); the values that travel as Lua values
  * (WORK arguments, an OK value) are the codec's job.

@@ -109,6 +109,8 @@ static void test_work_decode(void) {
           w.args->size == 0 && w.kwargs == NULL, "[name, []]: kwargs absent");
     CHECK(message_decode_work(S_BODY("\x93\xa1x\x90\xc0"), &g_lim, &g_zone, &w, &g_err) == 0 &&
           w.kwargs == NULL, "[name, [], nil]: kwargs nil");
+    CHECK(message_decode_work(S_BODY("\x92\xa0\x90"), &g_lim, &g_zone, &w, &g_err) == 0 &&
+          w.name != NULL && w.name_len == 0, "an empty name is \"\", not NULL");
     CHECK(message_decode_work(S_BODY("\x93\xc4\x02\xff\xfe\x90\x80"), &g_lim, &g_zone, &w,
                               &g_err) == 0 && w.name_len == 2 &&
           memcmp(w.name, "\xff\xfe", 2) == 0, "a bin name is a name");
@@ -247,6 +249,10 @@ static void test_reply(void) {
     CHECK(s_error_parts(S_BODY("\xa4oops"), "RemoteError", "", ""), "a str: all defaults");
     CHECK(s_error_parts(S_BODY("\x90"), "RemoteError", "", ""), "[]: all defaults");
     CHECK(s_error_parts(S_BODY("\x91\xa1N"), "N", "", ""), "[name]");
+    CHECK(s_error_parts(S_BODY("\x93\xa0\xa0\xa0"), "", "", "") &&
+          message_decode_reply(FRAME_ERROR, S_BODY("\x93\xa0\xa0\xa0"), &g_lim, &g_zone, &r,
+                               &g_err) == 0 && r.name && r.message && r.traceback,
+          "empty parts: empty, not NULL");
     CHECK(s_error_parts(S_BODY("\x92\x01\xa1m"), "RemoteError", "m", ""), "[1, message]");
     CHECK(s_error_parts(S_BODY("\x93\xc0\x90\xa1t"), "RemoteError", "", "t"), "[nil, [], tb]");
     CHECK(s_error_parts(S_BODY("\x94\xa1N\xa1m\xa1t\xa1x"), "N", "m", "t"), "a fourth part ignored");
