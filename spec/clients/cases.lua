@@ -64,12 +64,31 @@ function cases.traceback()
   out(tostring(e):find('LuaError: ', 1, true) == 1 and 'tostring ok' or tostring(e))
 end
 
+--- True once this process's stderr log ($PSEUD_SPEC_LOG, set by
+-- spec/support/process.lua) has a line matching `pattern`.
+local function logged(pattern)
+  local path = assert(os.getenv('PSEUD_SPEC_LOG'), 'PSEUD_SPEC_LOG unset: run this case from the spec')
+  local f = io.open(path, 'r')
+  if not f then return false end
+  local text = f:read('a')
+  f:close()
+  return text:find(pattern) ~= nil
+end
+
 function cases.timeout()
-  local t0 = os.clock()
+  local cpu0, t0 = os.clock(), pseud.now()
   out(try(function() return client.sleep(2):get() end))
-  out(os.clock() - t0 < 1 and 'cpu ok' or 'busy waiting')
-  -- let the late reply arrive: it must be dropped, not delivered
-  pseud.sleep(2.2)
+  -- CPU time on purpose: waiting for the timeout must not spin
+  out(os.clock() - cpu0 < 1 and 'cpu ok' or 'busy waiting')
+  local waited = pseud.now() - t0
+  out(waited >= 0.29 and waited < 1.5 and 'timed out in time' or ('timed out after ' .. waited))
+  -- wait (bounded) for the late reply to arrive and be dropped, not
+  -- delivered: the host logs it; pseud.sleep runs the loop that reads it
+  local deadline = pseud.now() + 10
+  while not logged('dropped OK from peer .* for no pending call') do
+    if pseud.now() > deadline then out('late reply not dropped within 10 s') break end
+    pseud.sleep(0.02)
+  end
   out(client.hello('after'):get())
 end
 

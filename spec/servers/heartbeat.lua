@@ -4,7 +4,7 @@ heartbeat_spec.lua, with a heartbeat backend that prints `joined <user>` and
 `gone <user>` (stdout) as peers come and go.
   peers()              sorted user ids of rpc:peers()
   call_client(u, s)    send_to(u).sleep(s): {outcome, seconds taken}
-  spin(s)              computes s seconds without yielding
+  spin(s)              computes s seconds without yielding, then prints `spun`
   hello(name)
 ]]
 local pseud = require 'pseud'
@@ -42,6 +42,7 @@ end)
 server:register_rpc('spin', function(s)
   local t0 = pseud.now()
   while pseud.now() - t0 < s do end
+  say('spun')
   return 'spun'
 end)
 

@@ -9,7 +9,8 @@ lines are its stdout, EOF means it (and the shell waiting for it) is gone.
 setsid makes the child lead its own process group: signals go to the group,
 so nothing it started survives it holding our pipe open.
 Its stderr goes to a log file in one temp dir per run, so a failing spec can
-show what the host said. Every wait is bounded: a read that might block
+show what the host said; the child finds that file's path in $PSEUD_SPEC_LOG
+(a client that must wait for a line it logs itself reads it there). Every wait is bounded: a read that might block
 forever is covered by a watchdog that KILLs the child when time is up, which
 turns the hang into an EOF the reader sees.
 
@@ -122,7 +123,8 @@ function process.start(cmd, opts)
     (opts.name or 'proc'):gsub('[^%w_.-]', '_'))
   local line = command_line(cmd)
   local sh = ('sh -c %s'):format(
-    quote(('setsid %s 2>%s </dev/null & echo $!; wait $!'):format(line, quote(log))))
+    quote(('PSEUD_SPEC_LOG=%s setsid %s 2>%s </dev/null & echo $!; wait $!'):format(
+      quote(log), line, quote(log))))
   local h = assert(io.popen(sh, 'r'))
   local pid = tonumber(h:read('l'))
   if not pid then
@@ -274,14 +276,14 @@ end
 
 --- Run `argv` to completion (bounded by opts.timeout seconds via coreutils
 -- timeout, KILL 2 s after TERM). Returns stdout, ok, code; stderr goes to a
--- log file whose path is the 4th result.
+-- log file whose path is the 4th result (and the child's $PSEUD_SPEC_LOG).
 function process.run(argv, opts)
   opts = opts or {}
   counter = counter + 1
   local log = ('%s/%d-%s.log'):format(process.tmpdir(), counter,
     (opts.name or 'run'):gsub('[^%w_.-]', '_'))
-  local cmd = ('timeout -k 2 %s %s 2>%s </dev/null'):format(
-    opts.timeout or RUN_TIMEOUT, command_line(argv), quote(log))
+  local cmd = ('PSEUD_SPEC_LOG=%s timeout -k 2 %s %s 2>%s </dev/null'):format(
+    quote(log), opts.timeout or RUN_TIMEOUT, command_line(argv), quote(log))
   local h = assert(io.popen(cmd, 'r'))
   local out = h:read('a')
   local ok, _, code = h:close()
