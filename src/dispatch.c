@@ -277,6 +277,7 @@ static void s_answer_error(void *ctx, task_t *t, const char *name, const char *m
      * class, message, where it was raised */
     const char *line = strstr(traceback, "\n\t");
     size_t where = 0;
+    while (line && strncmp(line + 2, "[C]:", 4) == 0) line = strstr(line + 2, "\n\t");
     if (line) { line += 2; where = strcspn(line, "\n"); }
     char echo[MESSAGE_ECHO_SIZE];
     message_echo(echo, called, w->name_len < 128 ? w->name_len : 128);

@@ -689,13 +689,18 @@ static void s_seal_libraries(lua_State *L) {
 }
 
 /* core.counts() -> {tasks=, answering=, pooled=, pending_calls=, timers=,
- * registry=}: what is alive, for leak specs */
+ * registry=}: what is alive, for leak specs (registry: references held, not
+ * counting the idle coroutines of the task pool) */
 static int l_counts(lua_State *L) {
     host_counts_t c;
     host_get_counts(HOST(L), &c);
-    lua_Integer refs = 0;
+    lua_Integer refs = 0;                         /* live refs: a freed one holds a number */
     lua_pushnil(L);
-    while (lua_next(L, LUA_REGISTRYINDEX)) { refs++; lua_pop(L, 1); }
+    while (lua_next(L, LUA_REGISTRYINDEX)) {
+        if (lua_type(L, -2) == LUA_TNUMBER && lua_type(L, -1) != LUA_TNUMBER) refs++;
+        lua_pop(L, 1);
+    }
+    refs -= c.pooled;                             /* each idle coroutine holds one */
     lua_createtable(L, 0, 6);
     lua_pushinteger(L, c.tasks); lua_setfield(L, -2, "tasks");
     lua_pushinteger(L, c.answering); lua_setfield(L, -2, "answering");

@@ -1,0 +1,74 @@
+-- A stop that loses nothing silently, calls that leave after the script
+-- ends, handler failures in the server's log, and nothing left behind after
+-- 10,000 calls that end every way a call can (DESIGN.md section 4.2, issue 10).
+local process = require 'spec.support.process'
+local clock = require 'spec.support.clock'
+
+local SERVER = 'spec/servers/lifecycle.lua'
+local CLIENT = 'spec/clients/lifecycle.lua'
+
+local function start_server(env)
+  local argv = { process.host(), SERVER }
+  if env then table.insert(argv, 1, env) table.insert(argv, 1, 'env') end
+  local server = process.start(argv, { name = 'lifecycle-server' })
+  local endpoint = server:wait_for('^ready (.*)$', 5, 10)
+  return server, endpoint
+end
+
+local function run(endpoint, case, extra)
+  return process.run_lines({ process.host(), CLIENT, endpoint, case, extra }, { name = case, timeout = 60 })
+end
+
+describe('lifecycle', function()
+  after_each(function() process.stop_all() end)
+
+  it('answers calls still running after stop_timeout with PeerLostError and exits', function()
+    local server, endpoint = start_server()
+    local client = process.start({ process.host(), CLIENT, endpoint, 'stop' }, { name = 'stop-client' })
+    client:wait_for('^started$', 5, 10)
+    local t0 = clock.now()
+    server:kill('TERM')
+    server:wait(10)
+    local took = clock.now() - t0
+    client:wait(10)
+    assert.same({ 'forever\tPeerLostError\tserver stopping', 'spin\tPeerLostError\tserver stopping', 'done' },
+      { client.lines[2], client.lines[3], client.lines[4] })
+    assert.equal('stopped', server.lines[#server.lines])
+    assert.is_true(took > 0.9 and took < 2.1, 'stopped after ' .. took .. ' s (stop_timeout 1 s)')
+    assert.matches('stopped with 2 call%(s%) still running: answered PeerLostError', server:log_text())
+  end)
+
+  it('sends a call the script never waited for before pseud-lua exits', function()
+    local _, endpoint = start_server()
+    local token = 'note-' .. math.random(1e9)
+    assert.same({}, run(endpoint, 'fire', token))
+    assert.same({ token }, run(endpoint, 'notes'))
+  end)
+
+  it('logs a failing handler: name, class, message, where', function()
+    local server, endpoint = start_server()
+    assert.same({ 'LuaError\tspec/servers/lifecycle.lua:15: boom' }, run(endpoint, 'fail'))
+    server:stop()
+    assert.matches("info: handler 'fail' failed: LuaError: spec/servers/lifecycle.lua:15: boom "
+      .. 'at spec/servers/lifecycle.lua:15:', server:log_text())
+  end)
+
+  it('keeps handler failures out of the log at PSEUD_LOG=warn', function()
+    local server, endpoint = start_server('PSEUD_LOG=warn')
+    assert.same({ 'LuaError\tspec/servers/lifecycle.lua:15: boom' }, run(endpoint, 'fail'))
+    server:stop()
+    assert.is_nil(server:log_text():find('handler', 1, true))
+  end)
+
+  it('leaves no task, call, timer or reference behind after 10,000 mixed calls', function()
+    local _, endpoint = start_server()
+    local lines = run(endpoint, 'leak')
+    local expected = { 'LuaError=2500 PeerLostError=2500 TimeoutError=2500 ok=2500' }
+    for _, side in ipairs { 'server', 'client' } do
+      for _, k in ipairs { 'tasks', 'answering', 'pending_calls', 'timers', 'registry' } do
+        expected[#expected + 1] = side .. '\t' .. k .. '\ttrue'
+      end
+    end
+    assert.same(expected, lines)
+  end)
+end)
