@@ -71,7 +71,7 @@ end
 local function password_checker(opts, kind)
   if opts.credentials then
     return function(login, password)
-      local ok, yes = pcall(opts.credentials, login, password)
+      local ok, yes = core.hook_pcall(opts.credentials, login, password)
       if not ok then log(kind, ': credentials function failed (refused): ', tostring(yes)) end
       return ok and yes == true
     end
@@ -139,7 +139,7 @@ backends.register_auth {
   end,
   zap = function(self, req)
     if req.mechanism ~= 'CURVE' then return nil, 'CURVE required' end
-    local ok, user = pcall(self.allow, req.client_key)
+    local ok, user = core.hook_pcall(self.allow, req.client_key)
     if not ok then
       log('trusted_curve: allow function failed (refused): ', tostring(user))
       return nil, 'refused'

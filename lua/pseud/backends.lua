@@ -52,7 +52,7 @@ function backends.start_heartbeat(hb, ep)
   ep:set_heartbeat(interval, timeout, function(event, user_id, routing_id)
     local hook = hb[hooks[event]]
     if not hook then return end
-    local ok, err = pcall(hook, hb, user_id, routing_id)
+    local ok, err = core.hook_pcall(hook, hb, user_id, routing_id)
     if not ok then log(hooks[event], ' of heartbeat backend ', tostring(hb.name), ' failed: ', tostring(err)) end
   end, on_seen ~= nil)
 end
@@ -69,14 +69,14 @@ function backends.start_auth(a, ep, rpc_kind)
   local gate, hello
   if a.is_authenticated then
     gate = function(user_id, routing_id, logged_in)
-      local ok, yes = pcall(a.is_authenticated, a, user_id, routing_id, logged_in)
+      local ok, yes = core.hook_pcall(a.is_authenticated, a, user_id, routing_id, logged_in)
       if not ok then log('is_authenticated of ', tostring(a.name), ' failed (refused): ', tostring(yes)) end
       return ok and yes and true or false
     end
   end
   if a.handle_hello then
     hello = function(user_id, routing_id, login, password)
-      local ok, yes, text, new_id = pcall(a.handle_hello, a, user_id, routing_id, login, password)
+      local ok, yes, text, new_id = core.hook_pcall(a.handle_hello, a, user_id, routing_id, login, password)
       if not ok then
         log('handle_hello of ', tostring(a.name), ' failed (refused): ', tostring(yes))
         return false, 'Authentication Required'

@@ -166,7 +166,7 @@ function RPC:send_to(peer)
   end
   local auth_backend, hint = self._auth, nil
   if auth_backend.get_routing_id then        -- the backend says where this user is
-    local ok, rid = pcall(auth_backend.get_routing_id, auth_backend, peer)
+    local ok, rid = core.hook_pcall(auth_backend.get_routing_id, auth_backend, peer)
     if ok and type(rid) == 'string' and rid ~= '' then
       hint = { routing_id = rid }
     elseif not ok then
