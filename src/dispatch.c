@@ -21,12 +21,13 @@
 
 int dispatch_call(host_t *h, lua_CFunction fn, void *job, sched_error_t *err) {
     lua_State *L = host_thread(h);
-    if (!lua_checkstack(L, 4)) {
+    if (!lua_checkstack(L, 8)) {
         snprintf(err->name, sizeof err->name, "MemoryError");
         snprintf(err->message, sizeof err->message, "stack overflow");
         err->traceback[0] = '\0';
         return -1;
     }
+    lua_pushcfunction(L, sched_msgh);
     lua_pushcfunction(L, fn);
     lua_pushlightuserdata(L, job);
     h->sched.in_callback++;

@@ -91,7 +91,7 @@ void host_log_limited(host_t *h, int level, const char *fmt, ...) {
 static int s_write(void *data, const char *buf, size_t len) {
     host_t *h = data;
     if ((h->pack_max && len > h->pack_max - h->sbuf.size) ||   /* size <= max always */
-        ++h->pack_writes > 2 * h->limits.max_elements) {
+        h->pack_writes-- == 0) {
         h->pack_over = 1;
         return -1;
     }
@@ -106,7 +106,7 @@ void host_pack_reset(host_t *h, size_t max) {
     h->sbuf.size = 0;
     h->pack_max = max;
     h->pack_over = 0;
-    h->pack_writes = 0;
+    h->pack_writes = 2 * h->limits.max_elements;
 }
 
 msgpack_packer *host_packer(host_t *h, size_t max) {

@@ -26,7 +26,7 @@ struct host {
     msgpack_packer pk;            /* writes to sbuf, at most pack_max bytes */
     size_t pack_max;              /* 0: unlimited */
     int pack_over;                /* the last pack stopped at pack_max or max_elements */
-    size_t pack_writes;           /* writes of the pack running */
+    size_t pack_writes;           /* writes the pack running may still make */
     msgpack_zone zone;            /* reused for every body unpacked */
     int global_registry;          /* ref: the global name -> callable table */
     int running;                  /* the loop is running (no re-entry) */

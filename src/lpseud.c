@@ -715,9 +715,12 @@ static int l_counts(lua_State *L) {
  * bounded by max_hook_time (predicates, backend hooks called from Lua) */
 static int l_hook_pcall(lua_State *L) {
     luaL_checkany(L, 1);
+    luaL_checkstack(L, 8, "too many arguments");
     sched_t *s = host_sched(HOST(L));
     sched_error_t err;
-    if (sched_pcall(s, L, lua_gettop(L) - 1, LUA_MULTRET, s->max_hook_time, &err) == LUA_OK) {
+    lua_pushcfunction(L, sched_msgh);
+    lua_insert(L, 1);
+    if (sched_pcall(s, L, lua_gettop(L) - 2, LUA_MULTRET, s->max_hook_time, &err) == LUA_OK) {
         lua_pushboolean(L, 1);
         lua_insert(L, 1);
         return lua_gettop(L);

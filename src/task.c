@@ -148,7 +148,7 @@ static int s_describe(lua_State *L) {
 }
 
 /* Message handler of sched_pcall. */
-static int s_msgh(lua_State *L) {
+int sched_msgh(lua_State *L) {
     lua_settop(L, 1);
     lua_pushcfunction(L, s_describe);
     lua_insert(L, 1);
@@ -171,7 +171,13 @@ static void s_hook(lua_State *L, lua_Debug *ar) {
     task_t *t = s ? s->current : NULL;
     if (!t) return;
     double now = loop_now();
-    if (t->slice_end == 0) t->slice_end = now + SLICE;    /* first look of this run */
+    if (t->slice_end == 0) {                      /* first look of this run */
+        t->slice_end = now + SLICE;
+        if (t == &s->hook && t->deadline == 0 && t->limits.time > 0) {
+            t->deadline = now + t->limits.time;
+            if (t->deadline_cap > 0 && t->deadline_cap < t->deadline) t->deadline = t->deadline_cap;
+        }
+    }
     if (t->expired || (t->deadline > 0 && now > t->deadline)) {
         t->expired = 1;
         lua_sethook(L, s_hook, LUA_MASKCOUNT, 1);
@@ -193,43 +199,57 @@ static void s_hook(lua_State *L, lua_Debug *ar) {
 
 int task_may_sethook(lua_State *L) {
     sched_t *s = sched_of(L);
+    if (s && !s->current) s->hooked = NULL;       /* the script may replace it: look again */
     return !s || !s->current;
 }
 
 int sched_pcall(sched_t *s, lua_State *L, int nargs, int nres, double seconds,
                 sched_error_t *err) {
-    int fn = lua_gettop(L) - nargs;
-    if (!lua_checkstack(L, 8)) {
-        lua_settop(L, fn - 1);
-        s_set_error(err, "MemoryError", "stack overflow");
-        return LUA_ERRMEM;
+    int fn = lua_gettop(L) - nargs;               /* sched_msgh is at fn - 1 */
+    task_t *outer = s->current, *h = &s->hook;
+    /* a hook may run inside a hook: keep the outer one's bound */
+    double saved_deadline = h->deadline, saved_slice = h->slice_end, saved_time = h->limits.time;
+    double saved_cap = h->deadline_cap;
+    int saved_expired = h->expired;
+    double start = outer == h ? loop_now() : 0;
+    /* the deadline starts at the hook's first look (no clock read per
+     * call); it never passes the deadline of the task it serves */
+    h->deadline = 0;
+    h->limits.time = seconds;
+    h->deadline_cap = outer && outer != h ? outer->deadline : 0;
+    h->expired = 0;
+    h->slice_end = 0;
+    /* the hook stays on a thread that had none (it does nothing while no
+     * task or hook runs; s->hooked remembers it): no lua_sethook per call */
+    lua_Hook oh = s_hook;
+    int omask = LUA_MASKCOUNT, ocount = HOOK_COUNT;
+    if (L != s->hooked) {
+        oh = lua_gethook(L);
+        omask = lua_gethookmask(L);
+        ocount = lua_gethookcount(L);
+        if (!oh || oh == s_hook) {
+            oh = s_hook; omask = LUA_MASKCOUNT; ocount = HOOK_COUNT;
+            if (L == s->L) s->hooked = L;         /* the main thread never goes away */
+        }
+        lua_sethook(L, s_hook, LUA_MASKCOUNT, HOOK_COUNT);
     }
-    lua_pushcfunction(L, s_msgh);
-    lua_insert(L, fn);
-    task_t *outer = s->current;
-    task_t saved = s->hook;                       /* a hook may run inside a hook */
-    double start = loop_now(), deadline = seconds > 0 ? start + seconds : 0;
-    if (outer && outer != &s->hook && outer->deadline > 0 &&
-        (deadline == 0 || outer->deadline < deadline))
-        deadline = outer->deadline;               /* never past the time of the task it serves */
-    s->hook.deadline = deadline;
-    s->hook.expired = 0;
-    s->hook.slice_end = 0;
-    lua_Hook oh = lua_gethook(L);
-    int omask = lua_gethookmask(L), ocount = lua_gethookcount(L);
-    lua_sethook(L, s_hook, LUA_MASKCOUNT, HOOK_COUNT);
-    s->current = &s->hook;
+    s->current = h;
     s->hook_depth++;
-    int status = lua_pcall(L, nargs, nres, fn);
+    int status = lua_pcall(L, nargs, nres, fn - 1);
     s->hook_depth--;
     s->current = outer;
-    s->hook = saved;
+    h->deadline = saved_deadline;
+    h->slice_end = saved_slice;
+    h->limits.time = saved_time;
+    h->deadline_cap = saved_cap;
+    int killed = h->expired;
+    h->expired = saved_expired;
     /* a hook inside a hook (a predicate the resolver calls) has its own
      * bound: the time it took is not the outer one's */
-    if (outer == &s->hook && s->hook.deadline > 0) s->hook.deadline += loop_now() - start;
-    lua_sethook(L, oh, omask, ocount);
+    if (outer == h && h->deadline > 0) h->deadline += loop_now() - start;
+    if (oh != s_hook || killed) lua_sethook(L, oh, omask, ocount);   /* theirs, or re-armed by a kill */
     if (status == LUA_OK) {
-        lua_remove(L, fn);
+        lua_remove(L, fn - 1);                    /* the message handler */
         return LUA_OK;
     }
     if (status == LUA_ERRMEM) {
@@ -242,7 +262,7 @@ int sched_pcall(sched_t *s, lua_State *L, int nargs, int nres, double seconds,
         s_raw_field(L, lua_gettop(L), "message", err->message, sizeof err->message);
         s_raw_field(L, lua_gettop(L), "traceback", err->traceback, sizeof err->traceback);
     }
-    lua_settop(L, fn - 1);
+    lua_settop(L, fn - 2);
     return status;
 }
 
@@ -426,7 +446,6 @@ static void s_task_done(sched_t *s, lua_State *L, task_t *t, int nres) {
     } else if (t->work.owner) {
         s->ops.answer_ok(s->ops.ctx, t, co, lua_gettop(co) - nres + 1, nres);
     }
-    lua_settop(co, 0);
     task_free(s, L, t);
 }
 
@@ -474,7 +493,7 @@ static void s_task_failed(sched_t *s, lua_State *L, task_t *t, int status) {
     s_set_error(&err, "MemoryError", "not enough memory");
     if (t->describing) {
         s_set_error(&err, "LuaError", "(the error value could not be turned into a message)");
-    } else if (status != LUA_ERRMEM && lua_checkstack(L, 4) && lua_checkstack(t->co, 2)) {
+    } else if (status != LUA_ERRMEM && lua_checkstack(L, 8) && lua_checkstack(t->co, 2)) {
         if (s_needs_tostring(t->co)) {
             lua_pushcfunction(L, s_describe_later);
             lua_pushlightuserdata(L, t);
@@ -485,6 +504,7 @@ static void s_task_failed(sched_t *s, lua_State *L, task_t *t, int status) {
             }
             lua_pop(L, 1);                        /* memory: answered MemoryError */
         } else {
+            lua_pushcfunction(L, sched_msgh);
             lua_pushcfunction(L, s_describe);     /* runs no Lua for these values */
             lua_xmove(t->co, L, 1);
             lua_pushthread(t->co);
@@ -507,8 +527,10 @@ static void s_resume(sched_t *s, lua_State *L, task_t *t) {
     t->wait = TASK_RUNNING;
     t->slice_end = 0;              /* the hook starts the slice: no clock read per call */
     if (t->deadline > 0 && !t->expired && loop_now() > t->deadline) t->expired = 1;
-    /* set on every resume: nothing the script did to the hook survives */
-    lua_sethook(t->co, s_hook, LUA_MASKCOUNT, t->expired ? 1 : HOOK_COUNT);
+    /* checked on every resume: nothing the script did to the hook survives */
+    int count = t->expired ? 1 : HOOK_COUNT;
+    if (lua_gethook(t->co) != s_hook || lua_gethookcount(t->co) != count)
+        lua_sethook(t->co, s_hook, LUA_MASKCOUNT, count);
     s->current = t;
     s->nested = NULL;
     int status = lua_resume(t->co, L, nargs, &nres);

@@ -74,6 +74,7 @@ struct task {
     double slice_end;             /* monotonic: past it, the hook yields; 0: not started */
     double deadline;              /* monotonic: past it, the hook kills it; 0: none */
     double mem_net;               /* bytes it allocated, net of what it freed */
+    double deadline_cap;          /* the hook: the deadline of the task it serves, or 0 */
     task_limits_t limits;         /* its own; tasks it spawns get them too */
     int result;                   /* ref: the future a spawn settles, or LUA_NOREF */
     task_t *run_next;             /* run queue */
@@ -110,6 +111,7 @@ struct sched {
     lua_State *preempting;        /* a coroutine the hook yielded for its task's sake */
     task_t hook;                  /* the limits of the synchronous call running now */
     int hook_depth;               /* sched_pcall nesting */
+    lua_State *hooked;            /* a thread known to carry the hook, as sched_pcall wants it */
     task_t **pool;                /* idle tasks */
     int npool;
     task_t *run_head, *run_tail;  /* woken tasks, in order */
@@ -146,12 +148,17 @@ int sched_run(sched_t *s, lua_State *L);
 /* Is a task waiting on the run queue? */
 int sched_ready(const sched_t *s);
 
-/* Call the function below `nargs` arguments on top of L under lua_pcall with
- * a message handler, bounded by `seconds` (0: unlimited) of wall-clock time.
- * LUA_OK leaves `nres` results; an error leaves nothing and describes itself
- * in *err (LUA_ERRMEM as MemoryError). Never raises. */
+/* Call the function below `nargs` arguments on top of L, with sched_msgh
+ * pushed below the function, under lua_pcall, bounded by `seconds` (0:
+ * unlimited) of wall-clock time. LUA_OK leaves `nres` results (the handler
+ * is removed); an error leaves nothing and describes itself in *err
+ * (LUA_ERRMEM as MemoryError). Never raises; the caller has made room for
+ * the call (lua_checkstack). */
 int sched_pcall(sched_t *s, lua_State *L, int nargs, int nres, double seconds,
                 sched_error_t *err);
+/* The message handler sched_pcall expects: any error -> pseud.Error with a
+ * traceback (a __tostring runs here, bounded). */
+int sched_msgh(lua_State *L);
 
 /* End every task that still owes an answer: answered ERROR name/message,
  * logged, its coroutine closed. Returns how many. */
