@@ -58,27 +58,12 @@
 #include <lua.h>
 #include <msgpack.h>
 
+#include "codec_check.h"
+
 /* Registry names of the metatables the binding creates and the codec reads. */
 #define CODEC_MAP_MT    "pseud.Map"
 #define CODEC_KWARGS_MT "pseud.Kwargs"
 #define CODEC_EXT_MT    "pseud.Ext"
-
-#define CODEC_DEFAULT_MAX_DEPTH    32          /* msgpack-c's own stack stops at 32 */
-#define CODEC_DEFAULT_MAX_STRING   (16u << 20) /* bytes in one str, bin or ext */
-#define CODEC_DEFAULT_MAX_ELEMENTS (1u << 20)  /* values in one body, all levels */
-#define CODEC_DEFAULT_MAX_BODY     (16u << 20) /* bytes in one body */
-
-typedef struct codec_limits {
-    int max_depth;        /* nesting of arrays and maps, empty ones too; a top-level
-                             array is level 1; 1..CODEC_DEFAULT_MAX_DEPTH, else
-                             codec_check refuses every body */
-    size_t max_string;    /* longest str/bin/ext payload (ext: without its type
-                             byte); codec_check caps it at 2^32-2 */
-    size_t max_elements;  /* total values in one body, counted over all levels:
-                             the top value, each array element, each map key and
-                             each map value count one */
-    size_t max_body;      /* longest body in bytes */
-} codec_limits_t;
 
 /* An ext value: the payload follows the header in the same userdata block. */
 typedef struct codec_ext {
@@ -87,13 +72,6 @@ typedef struct codec_ext {
     char data[];          /* payload */
 } codec_ext_t;
 
-typedef struct codec_error {
-    char message[160];    /* names the limit or the type, and the byte offset */
-} codec_error_t;
-
-/* Fill `lim` with the defaults above. */
-void codec_limits_init(codec_limits_t *lim);
-
 /* Pack the Lua value at `idx` (absolute or relative) with `pk`. `depth` is the
  * nesting already used by the caller (0 at top level). Never raises and runs
  * no Lua code (raw access only; __index, __pairs, __len are ignored); uses
@@ -101,13 +79,6 @@ void codec_limits_init(codec_limits_t *lim);
  * with `err` filled; on -1 the packer holds a partial value: discard it. */
 int codec_pack_value(lua_State *L, int idx, msgpack_packer *pk,
                      const codec_limits_t *lim, int depth, codec_error_t *err);
-
-/* Walk `data[0..len)` as exactly one msgpack value and check it against `lim`
- * without allocating. Returns 0, or -1 with `err` filled (limit and offset).
- * A body that passes is one msgpack_unpack() parses whole (no trailing bytes,
- * no reserved 0xc1, depth within msgpack-c's 32-level stack). */
-int codec_check(const char *data, size_t len, const codec_limits_t *lim,
-                codec_error_t *err);
 
 /* Push the Lua value of `obj` (from a checked body). May raise: memory,
  * an integer above LUA_MAXINTEGER, a NaN map key; call it inside lua_pcall.
@@ -118,8 +89,5 @@ void codec_push_object(lua_State *L, const msgpack_object *obj);
 /* Push a new pseud.Ext userdata holding a copy of `data` (metatable from the
  * registry's CODEC_EXT_MT). May raise (memory). */
 codec_ext_t *codec_push_ext(lua_State *L, int8_t type, const char *data, size_t size);
-
-/* 1 when s[0..len) is valid UTF-8 (no overlongs, no surrogates, <= U+10FFFF). */
-int codec_is_utf8(const char *s, size_t len);
 
 #endif

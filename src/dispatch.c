@@ -15,6 +15,7 @@
 
 #include "host.h"
 #include "host_state.h"
+#include "login.h"
 #include "message.h"
 
 #define S_LITERAL(s) s, sizeof s - 1  /* a string literal and its length */
@@ -208,10 +209,7 @@ static int s_work_protected(lua_State *L) {
 static void s_on_work(void *ctx, endpoint_t *ep, const frame_message_t *m) {
     lendpoint_t *le = ctx;
     host_t *h = le->host;
-    work_job_t job;
-    memset(&job, 0, sizeof job);
-    job.le = le;
-    job.m = m;
+    work_job_t job = { .le = le, .m = m };
     codec_error_t why = { "msgpack: out of memory" };
     (void)ep;
     if (message_decode_work(m->body, m->body_len, &h->limits, &h->zone, &job.work, &why) < 0) {
@@ -294,16 +292,11 @@ static void s_release(void *ctx, lua_State *L, task_t *t) {
     dispatch_unhold(L, t->work.owner);
 }
 
-static void s_sched_log(void *ctx, int level, const char *line) {
-    host_log(ctx, level, "%s", line);
-}
-
 void dispatch_task_ops(host_t *h, sched_ops_t *ops) {
     ops->ctx = h;
     ops->answer_ok = s_answer_ok;
     ops->answer_error = s_answer_error;
     ops->release = s_release;
-    ops->log = s_sched_log;
 }
 
 int dispatch_push_caller(lua_State *L) {
@@ -375,10 +368,7 @@ static void s_on_reply(void *ctx, endpoint_t *ep, endpoint_call_t *call, int typ
                        const char *body, size_t body_len) {
     lendpoint_t *le = ctx;
     host_t *h = le->host;
-    reply_job_t job;
-    memset(&job, 0, sizeof job);
-    job.call = call;
-    job.type = type;
+    reply_job_t job = { .call = call, .type = type };
     codec_error_t why = { "msgpack: out of memory" };
     (void)ep;
     if (message_decode_reply(type, body, body_len, &h->limits, &h->zone, &job.reply, &why) < 0) {
@@ -393,11 +383,7 @@ static void s_on_call_failed(void *ctx, endpoint_t *ep, endpoint_call_t *call,
     lendpoint_t *le = ctx;
     (void)ep;
     if (le->in_gc) return;                        /* lua_close: no Lua runs for it */
-    reply_job_t job;
-    memset(&job, 0, sizeof job);
-    job.call = call;
-    job.error_name = error_name;
-    job.message = message;
+    reply_job_t job = { .call = call, .error_name = error_name, .message = message };
     s_settle(le, &job);
 }
 
@@ -438,8 +424,6 @@ static void s_on_peer_gone(void *ctx, endpoint_t *ep, const peer_t *p) {
     (void)ep;
     s_peer_event(ctx, "timeout", p);
 }
-
-void login_on_hello(void *ctx, endpoint_t *ep, const frame_message_t *m);
 
 void dispatch_events(lendpoint_t *le, endpoint_events_t *ev) {
     ev->ctx = le;

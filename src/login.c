@@ -15,9 +15,8 @@
 
 #include "dispatch.h"
 #include "host_state.h"
+#include "login.h"
 #include "message.h"
-
-void login_on_hello(void *ctx, endpoint_t *ep, const frame_message_t *m);
 
 /* Why a user id a hook returned is refused (DESIGN.md 4.1), or NULL. */
 static const char *s_bad_user_id(const char *s, size_t n) {

@@ -25,7 +25,7 @@
 
 #include <msgpack.h>
 
-#include "codec.h"
+#include "codec_check.h"
 #include "frame.h"
 
 #define MESSAGE_MAX_ECHO        1024   /* bytes an ERROR quotes of peer input, escaped */

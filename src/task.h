@@ -91,7 +91,6 @@ typedef struct sched_ops {
                          const char *traceback);
     /* the task lets go of work.owner */
     void (*release)(void *ctx, lua_State *L, task_t *t);
-    void (*log)(void *ctx, int level, const char *line);
 } sched_ops_t;
 
 /* An error from sched_pcall or a task, described (cut to fit). */
