@@ -31,6 +31,8 @@ void host_set_limits(host_t *h, const codec_limits_t *lim) { h->limits = *lim; }
 void host_set_global_registry(host_t *h, int ref) { h->global_registry = ref; }
 void host_set_max_hook_time(host_t *h, double seconds) { h->sched.max_hook_time = seconds; }
 int host_running(host_t *h) { return h->running; }
+void host_set_lua_sethook(host_t *h, lua_CFunction fn) { h->lua_sethook = fn; }
+lua_CFunction host_lua_sethook(host_t *h) { return h->lua_sethook; }
 void host_stop(host_t *h) { h->stopping = 1; }
 lua_State *host_thread(host_t *h) { return h->Lrun ? h->Lrun : h->L; }
 

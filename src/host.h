@@ -40,6 +40,9 @@ const codec_limits_t *host_limits(host_t *h);
 void host_set_limits(host_t *h, const codec_limits_t *lim);
 void host_set_global_registry(host_t *h, int ref);
 void host_set_max_hook_time(host_t *h, double seconds);
+/* Lua's own debug.sethook, kept for the replacement (lpseud.c). */
+void host_set_lua_sethook(host_t *h, lua_CFunction fn);
+lua_CFunction host_lua_sethook(host_t *h);
 
 /* A packer into the host's buffer, reset, for one body of at most `max`
  * bytes (0: unlimited). host_packed gives the bytes; *over is 1 when the

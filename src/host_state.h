@@ -42,6 +42,7 @@ struct host {
     zap_t *zap;                   /* the ZAP handler, once authentication is used */
     int zap_handler;              /* ref: fn(request) -> user_id | nil, reason */
     passwd_t *passwd;             /* argon2 checks on worker threads, once started */
+    lua_CFunction lua_sethook;    /* Lua's own debug.sethook (lpseud.c replaces it) */
 };
 
 /* The thread Lua runs on from a callback: the loop's, or the main one. */

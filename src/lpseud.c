@@ -657,19 +657,22 @@ static int l_co_wrap(lua_State *L) {
 }
 
 /* debug.sethook, refused while a handler or a hook runs: the host's limits
- * are that hook. Upvalue 1: Lua's own. */
+ * are that hook. Lua's own is kept as a C pointer in the host, not as a Lua
+ * value a script could reach (debug.getupvalue). */
 static int l_debug_sethook(lua_State *L) {
     if (!task_may_sethook(L))
         return luaL_error(L, "debug.sethook cannot be used inside a handler or a hook "
                           "(the host's time limits use the hook)");
-    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_CFunction lua_sethook_fn = host_lua_sethook(HOST(L));
+    if (!lua_sethook_fn) return 0;
+    lua_pushcfunction(L, lua_sethook_fn);
     lua_insert(L, 1);
     lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
     return lua_gettop(L);
 }
 
 /* Put the functions above in the coroutine and debug libraries, if loaded. */
-static void s_seal_libraries(lua_State *L) {
+static void s_seal_libraries(lua_State *L, int host) {
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
     if (lua_getfield(L, -1, LUA_COLIBNAME) == LUA_TTABLE) {
         lua_pushcfunction(L, l_co_resume);
@@ -679,7 +682,10 @@ static void s_seal_libraries(lua_State *L) {
     }
     lua_pop(L, 1);
     if (lua_getfield(L, -1, LUA_DBLIBNAME) == LUA_TTABLE &&
-        lua_getfield(L, -1, "sethook") == LUA_TFUNCTION) {
+        lua_getfield(L, -1, "sethook") == LUA_TFUNCTION && lua_tocfunction(L, -1)) {
+        host_set_lua_sethook(lua_touserdata(L, host), lua_tocfunction(L, -1));
+        lua_pop(L, 1);
+        lua_pushvalue(L, host);
         lua_pushcclosure(L, l_debug_sethook, 1);
         lua_setfield(L, -2, "sethook");
     } else {
@@ -1086,10 +1092,12 @@ int luaopen_pseud_core(lua_State *L) {
     luaL_newmetatable(L, HOST_MT);
     lua_pushcfunction(L, l_host_gc);
     lua_setfield(L, -2, "__gc");
+    lua_pushboolean(L, 0);                        /* getmetatable(host) gives nothing to call */
+    lua_setfield(L, -2, "__metatable");
     lua_setmetatable(L, host);
     lua_pushvalue(L, host);
     lua_rawsetp(L, LUA_REGISTRYINDEX, (void *)&luaopen_pseud_core);   /* lives as long as L */
-    s_seal_libraries(L);
+    s_seal_libraries(L, host);
 
     s_new_class(L, host, ENDPOINT_MT, endpoint_meta, endpoint_methods);
     s_new_class(L, host, FUTURE_MT, future_meta, future_methods);

@@ -135,6 +135,11 @@ static int s_pmain(lua_State *L) {
     luaL_checkversion(L);
     luaL_openlibs(L);
     s_setup_paths(L);
+    /* pseud.core first, before any script line: it replaces debug.sethook
+     * and coroutine.resume/wrap, and a script must not keep the originals
+     * (they would let a handler switch its limits off) */
+    luaL_requiref(L, "pseud.core", luaopen_pseud_core, 0);
+    lua_pop(L, 1);
     a->status = LUA_OK;
     /* helper commands: pseud-lua keygen|passwd ... (lua/pseud/tools.lua) */
     if (argc >= 2 && (strcmp(argv[1], "keygen") == 0 || strcmp(argv[1], "passwd") == 0)) {
