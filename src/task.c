@@ -417,8 +417,10 @@ static void s_task_error(sched_t *s, lua_State *L, task_t *t, const sched_error_
 static void s_described(sched_t *s, lua_State *L, task_t *t, int nres) {
     sched_error_t err;
     size_t n = 0;
-    const char *message = nres > 0 && lua_type(t->co, -nres) == LUA_TSTRING
-                        ? lua_tolstring(t->co, -nres, &n) : NULL;
+    /* lua_resume's nres of a finished coroutine counts its whole stack,
+     * the traceback at index 1 included: the first result is at index 2 */
+    const char *message = nres > 1 && lua_type(t->co, 2) == LUA_TSTRING
+                        ? lua_tolstring(t->co, 2, &n) : NULL;
     s_set_error(&err, "LuaError", "(the error value's __tostring did not return a string)");
     if (message) s_copy(err.message, sizeof err.message, message, n);
     const char *tb = lua_tostring(t->co, 1);
