@@ -53,4 +53,19 @@ describe('handler limits', function()
   it('stops a predicate past max_hook_time: the call is refused, others go on', function()
     assert.same({ 'guarded\tServiceNotFoundError\ttrue', 'Hello after' }, run('predicate'))
   end)
+
+  it('holds where a review broke it: xpcall, __close, main-chunk coroutines, MemoryError loops', function()
+    assert.same({
+      'xpcall_spin\tTimeoutError\ttrue\ttrue',
+      'close_spin\tTimeoutError\ttrue\ttrue',
+      'close_spin_nested\tTimeoutError\ttrue\ttrue',
+      'close_main\tTimeoutError\ttrue\ttrue',
+      'hog_catch\tTimeoutError\ttrue\ttrue',
+      'guarded_xpcall\tServiceNotFoundError\ttrue',
+      'Hello after' }, run('review'))
+  end)
+
+  it('serves other callers within a slice while 200 spawned tasks spin', function()
+    assert.same({ 'spawned', 'probes\ttrue' }, run('fairness'))
+  end)
 end)

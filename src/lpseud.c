@@ -603,7 +603,8 @@ static int s_co_continue(lua_State *L, lua_State *co, int nargs, int wrap) {
         lua_xmove(co, L, 1);                      /* the error */
         return 2;
     }
-    status = lua_resetthread(co);                 /* close its to-be-closed variables */
+    if (task_may_close(L, lua_upvalueindex(1)))
+        status = lua_resetthread(co);             /* close its to-be-closed variables */
     lua_xmove(co, L, 1);
     if (status != LUA_ERRMEM && lua_type(L, -1) == LUA_TSTRING) {
         luaL_where(L, 1);
@@ -647,6 +648,32 @@ static int l_co_wrapped(lua_State *L) {
     return s_co_continue(L, co, nargs, 1);
 }
 
+/* coroutine.close: Lua's, under the running task's limits, refusing a
+ * task's coroutine and one a limit stopped (see task_may_close). */
+static int l_co_close(lua_State *L) {
+    lua_State *co = lua_tothread(L, 1);
+    luaL_argexpected(L, co, 1, "coroutine");
+    lua_Debug ar;
+    int status = lua_status(co);
+    if (task_current(co))
+        return luaL_error(L, "cannot close a coroutine that runs a pseud handler or task");
+    if (co == L || (status == LUA_OK && lua_getstack(co, 0, &ar)))
+        return luaL_error(L, "cannot close a %s coroutine", co == L ? "running" : "normal");
+    if (!task_may_close(L, 1)) {
+        lua_pushboolean(L, 0);
+        lua_pushliteral(L, "a time limit stopped this coroutine: its __close handlers do not run");
+        return 2;
+    }
+    task_cover(L, co);
+    if (lua_resetthread(co) == LUA_OK) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    lua_pushboolean(L, 0);
+    lua_xmove(co, L, 1);
+    return 2;
+}
+
 static int l_co_wrap(lua_State *L) {
     luaL_checktype(L, 1, LUA_TFUNCTION);
     lua_State *co = lua_newthread(L);
@@ -654,6 +681,41 @@ static int l_co_wrap(lua_State *L) {
     lua_xmove(L, co, 1);
     lua_pushcclosure(L, l_co_wrapped, 1);
     return 1;
+}
+
+/* xpcall's message handler runs where the error was raised: after a kill
+ * that is inside the count hook, where Lua calls no hook, so the script's
+ * handler would run unbounded. This one passes a kill through untouched.
+ * Upvalue 1: the script's handler. */
+static int s_xpcall_msgh(lua_State *L) {
+    if (task_killing(L)) return 1;
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
+static int s_xpcall_k(lua_State *L, int status, lua_KContext first) {
+    if (status != LUA_OK && status != LUA_YIELD) {
+        lua_pushboolean(L, 0);
+        lua_pushvalue(L, -2);                     /* the error */
+        return 2;
+    }
+    return lua_gettop(L) - (int)first;            /* true and the results */
+}
+
+/* xpcall(f, msgh, ...) as Lua's, with msgh wrapped (s_xpcall_msgh). */
+static int l_xpcall(lua_State *L) {
+    int n = lua_gettop(L);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_pushvalue(L, 2);
+    lua_pushcclosure(L, s_xpcall_msgh, 1);
+    lua_replace(L, 2);                            /* f, handler, args */
+    lua_pushboolean(L, 1);
+    lua_pushvalue(L, 1);
+    lua_rotate(L, 3, 2);                          /* f, handler, true, f, args */
+    int status = lua_pcallk(L, n - 2, LUA_MULTRET, 2, 2, s_xpcall_k);
+    return s_xpcall_k(L, status, 2);
 }
 
 /* debug.sethook, refused while a handler or a hook runs: the host's limits
@@ -679,8 +741,12 @@ static void s_seal_libraries(lua_State *L, int host) {
         lua_setfield(L, -2, "resume");
         lua_pushcfunction(L, l_co_wrap);
         lua_setfield(L, -2, "wrap");
+        lua_pushcfunction(L, l_co_close);
+        lua_setfield(L, -2, "close");
     }
     lua_pop(L, 1);
+    lua_pushcfunction(L, l_xpcall);
+    lua_setglobal(L, "xpcall");
     if (lua_getfield(L, -1, LUA_DBLIBNAME) == LUA_TTABLE &&
         lua_getfield(L, -1, "sethook") == LUA_TFUNCTION && lua_tocfunction(L, -1)) {
         host_set_lua_sethook(lua_touserdata(L, host), lua_tocfunction(L, -1));

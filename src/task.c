@@ -28,6 +28,7 @@
 enum task_wait { TASK_RUNNING, TASK_WAIT_FUTURE, TASK_WAIT_SLEEP, TASK_PREEMPTED };
 
 static void s_hook(lua_State *L, lua_Debug *ar);
+static const char s_killed_key = 0;   /* registry: weak set of threads a limit ended */
 
 /* --- memory --- */
 
@@ -39,7 +40,19 @@ static void *s_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     if (t && t->limits.memory > 0) {
         double was = ptr ? (double)osize : 0;     /* osize is a type tag when ptr is NULL */
         double delta = (double)nsize - was;
-        if (delta > 0 && t->mem_net + delta > t->limits.memory) return NULL;
+        if (delta > 0 && t->mem_net + delta > t->limits.memory) {
+            /* each refusal costs Lua an emergency collection: a handler that
+             * catches MemoryError in a loop could run far past its time
+             * between two looks of the hook, so look now */
+            double now = loop_now();
+            if (t->slice_end == 0) t->slice_end = now + SLICE;   /* the hook may not have looked yet */
+            if ((t->deadline > 0 && now > t->deadline) || now > t->slice_end) {
+                /* the hook, at the next instruction: kill or yield */
+                if (t->co) lua_sethook(t->co, s_hook, LUA_MASKCOUNT, 1);
+                if (s->nested) lua_sethook(s->nested, s_hook, LUA_MASKCOUNT, 1);
+            }
+            return NULL;
+        }
         void *p = s->alloc(s->alloc_ud, ptr, osize, nsize);
         if (p || nsize == 0) t->mem_net += delta;
         return p;
@@ -68,6 +81,19 @@ int sched_init(sched_t *s, lua_State *L, loop_t *loop, const sched_ops_t *ops) {
     if (!s->pool) return -1;
     s->alloc = lua_getallocf(L, &s->alloc_ud);
     lua_setallocf(L, s_alloc, s);
+    /* every thread made from now on inherits the hook (it does nothing while
+     * no task runs), so a coroutine the main chunk made is bounded too when
+     * a handler runs it */
+    if (!lua_gethook(L)) {
+        lua_sethook(L, s_hook, LUA_MASKCOUNT, HOOK_COUNT);
+        s->hooked = L;
+    }
+    lua_newtable(L);                              /* weak set of killed threads */
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &s_killed_key);
     return 0;
 }
 
@@ -182,8 +208,19 @@ static void s_hook(lua_State *L, lua_Debug *ar) {
         t->expired = 1;
         lua_sethook(L, s_hook, LUA_MASKCOUNT, 1);
         if (t->co && t->co != L) lua_sethook(t->co, s_hook, LUA_MASKCOUNT, 1);
+        double cap = t->limits.memory;            /* a task at its memory cap still gets its error */
+        t->limits.memory = 0;
+        /* Lua leaves hooks off for good on a thread an error from its hook
+         * ends (5.4.4): it must never run Lua again (task_may_close) */
+        if (lua_rawgetp(L, LUA_REGISTRYINDEX, &s_killed_key) == LUA_TTABLE) {
+            lua_pushthread(L);
+            lua_pushboolean(L, 1);
+            lua_rawset(L, -3);
+        }
+        lua_pop(L, 1);
         task_push_error(L, "TimeoutError", t == &s->hook ? "the hook ran past max_hook_time"
                         : "the handler ran past max_handler_time", "");
+        t->limits.memory = cap;
         lua_error(L);
     }
     if (now > t->slice_end && t != &s->hook && lua_isyieldable(L)) {
@@ -195,6 +232,24 @@ static void s_hook(lua_State *L, lua_Debug *ar) {
             lua_yield(L, 0);
         }
     }
+}
+
+int task_killing(lua_State *L) {
+    sched_t *s = sched_of(L);
+    return s && s->current && s->current->expired;
+}
+
+int task_may_close(lua_State *L, int idx) {
+    if (task_killing(L)) return 0;
+    idx = lua_absindex(L, idx);
+    int killed = 0;
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &s_killed_key) == LUA_TTABLE) {
+        lua_pushvalue(L, idx);
+        killed = lua_rawget(L, -2) != LUA_TNIL;
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return !killed;
 }
 
 int task_may_sethook(lua_State *L) {
@@ -268,25 +323,39 @@ int sched_pcall(sched_t *s, lua_State *L, int nargs, int nres, double seconds,
 
 /* --- the run queue --- */
 
-static void s_enqueue(sched_t *s, task_t *t) {
+/* Two queues: woken tasks and new WORK (q = 0) run before preempted and
+ * spawned ones (q = 1), so a caller waits behind a crowd of spinning tasks
+ * for about one slice, not one slice each (sched_run). */
+static void s_enqueue_on(sched_t *s, task_t *t, int q) {
     if (t->queued) return;
-    t->queued = 1;
+    t->queued = 1 + q;
     t->run_next = NULL;
-    if (s->run_tail) s->run_tail->run_next = t; else s->run_head = t;
-    s->run_tail = t;
+    if (s->tail[q]) s->tail[q]->run_next = t; else s->head[q] = t;
+    s->tail[q] = t;
+}
+
+static void s_enqueue(sched_t *s, task_t *t) { s_enqueue_on(s, t, 0); }
+
+static task_t *s_dequeue(sched_t *s, int q) {
+    task_t *t = s->head[q];
+    s->head[q] = t->run_next;
+    if (!s->head[q]) s->tail[q] = NULL;
+    t->queued = 0;
+    return t;
 }
 
 static void s_unqueue(sched_t *s, task_t *t) {
     if (!t->queued) return;
-    task_t **at = &s->run_head, *prev = NULL;
+    int q = t->queued - 1;
+    task_t **at = &s->head[q], *prev = NULL;
     while (*at != t) { prev = *at; at = &(*at)->run_next; }
     *at = t->run_next;
-    if (s->run_tail == t) s->run_tail = prev;
+    if (s->tail[q] == t) s->tail[q] = prev;
     t->queued = 0;
 }
 
 int sched_ready(const sched_t *s) {
-    return s->run_head != NULL;
+    return s->head[0] || s->head[1];
 }
 
 /* --- tasks --- */
@@ -347,16 +416,21 @@ void task_free(sched_t *s, lua_State *L, task_t *t) {
     t->future = NULL;
     t->wait = TASK_RUNNING;
     int status = lua_status(t->co);
-    /* A coroutine that died of an error is not reused: an error raised in a
-     * hook (a kill) leaves hooks disabled on it for good (5.4.4). One still
-     * suspended (the stop) closes its to-be-closed variables under a
-     * deadline already past: their Lua is stopped at once. */
+    /* Only a coroutine that returned is reused. One a limit stopped keeps
+     * hooks off for good (5.4.4): it is dropped, its __close handlers never
+     * run. One that raised runs them under max_hook_time; one still
+     * suspended (the stop) under a deadline already past: their Lua is
+     * stopped at once. */
     int reusable = status == LUA_OK;
-    if (!reusable) {
+    if (!reusable && !t->expired) {
         task_t *outer = s->current;
-        t->expired = 1;
+        if (status == LUA_YIELD) {
+            t->expired = 1;
+        } else {
+            t->deadline = loop_now() + (s->max_hook_time > 0 ? s->max_hook_time : 1);
+        }
         s->current = t;
-        lua_sethook(t->co, s_hook, LUA_MASKCOUNT, 1);
+        lua_sethook(t->co, s_hook, LUA_MASKCOUNT, t->expired ? 1 : HOOK_COUNT);
         lua_resetthread(t->co);
         s->current = outer;
     }
@@ -389,11 +463,6 @@ static void s_on_deadline(loop_t *loop, loop_timer_t *timer, void *arg) {
 void task_start(sched_t *s, task_t *t, int nargs, const task_limits_t *limits) {
     t->nargs = nargs;
     t->limits = *limits;
-    if (limits->time > 0) {
-        t->deadline = loop_now() + limits->time;
-        /* NULL (no memory): the hook still stops it while it runs */
-        t->deadline_timer = loop_add_timer(s->loop, limits->time, s_on_deadline, t);
-    }
     if (t->work.owner) s->nanswering++;
     s_enqueue(s, t);
 }
@@ -475,6 +544,8 @@ static int s_describe_later(lua_State *L) {
     if (d->work.owner) s->nanswering--;           /* counted again by task_start */
     task_limits_t limits = { s->max_hook_time, t->limits.memory };
     task_start(s, d, 1, &limits);
+    s_unqueue(s, d);
+    s_enqueue_on(s, d, 1);                        /* a __tostring may spin: behind callers */
     return 0;
 }
 
@@ -523,12 +594,22 @@ static void s_task_failed(sched_t *s, lua_State *L, task_t *t, int status) {
     task_free(s, L, t);
 }
 
-static void s_resume(sched_t *s, lua_State *L, task_t *t) {
+/* Resume t; 1 when it used up its slice (preempted, queued again). */
+static int s_resume(sched_t *s, lua_State *L, task_t *t) {
     int nargs = t->nargs, nres = 0;
     t->nargs = 0;
     t->wait = TASK_RUNNING;
     t->slice_end = 0;              /* the hook starts the slice: no clock read per call */
-    if (t->deadline > 0 && !t->expired && loop_now() > t->deadline) t->expired = 1;
+    if (t->limits.time > 0) {      /* its time runs from its first resume, not its queueing */
+        double now = loop_now();
+        if (t->deadline == 0) {
+            t->deadline = now + t->limits.time;
+            /* NULL (no memory): the hook still stops it while it runs */
+            t->deadline_timer = loop_add_timer(s->loop, t->limits.time, s_on_deadline, t);
+        } else if (!t->expired && now > t->deadline) {
+            t->expired = 1;
+        }
+    }
     /* checked on every resume: nothing the script did to the hook survives */
     int count = t->expired ? 1 : HOOK_COUNT;
     if (lua_gethook(t->co) != s_hook || lua_gethookcount(t->co) != count)
@@ -540,28 +621,30 @@ static void s_resume(sched_t *s, lua_State *L, task_t *t) {
     s->preempting = NULL;
     if (status == LUA_YIELD) {
         lua_pop(t->co, nres);
-        if (t->wait == TASK_PREEMPTED) { s_enqueue(s, t); return; }   /* back of the line */
-        if (t->wait != TASK_RUNNING) return;       /* parked on a future or a sleep */
+        if (t->wait == TASK_PREEMPTED) { s_enqueue_on(s, t, 1); return 1; }   /* back of the line */
+        if (t->wait != TASK_RUNNING) return 0;     /* parked on a future or a sleep */
         lua_pushliteral(t->co, "a handler yielded outside pseud "
                         "(use pseud.sleep or a future's :get(), not coroutine.yield)");
         status = LUA_ERRRUN;
     }
     if (status == LUA_OK) s_task_done(s, L, t, nres);
     else s_task_failed(s, L, t, status);
+    return 0;
 }
 
 int sched_run(sched_t *s, lua_State *L) {
-    int n = 0;
-    task_t *last = s->run_tail;    /* tasks queued while these run wait for the next pass */
-    while (s->run_head) {
-        task_t *t = s->run_head;
-        s->run_head = t->run_next;
-        if (!s->run_head) s->run_tail = NULL;
-        t->queued = 0;
+    int n = 0, sliced = 0;
+    task_t *last = s->tail[0];     /* tasks queued while these run wait for the next pass */
+    while (s->head[0] && !sliced) {
+        task_t *t = s_dequeue(s, 0);
         int was_last = t == last;
-        s_resume(s, L, t);
+        sliced = s_resume(s, L, t);   /* it ran a whole slice: the rest after I/O */
         n++;
         if (was_last) break;
+    }
+    if (s->head[1] && !sliced) {   /* then one slice of one task, then I/O */
+        s_resume(s, L, s_dequeue(s, 1));
+        n++;
     }
     return n;
 }
@@ -582,9 +665,17 @@ int sched_abandon(sched_t *s, lua_State *L, const char *name, const char *messag
 
 /* --- waiting --- */
 
+/* Only the running task parks: a task's coroutine resumed from elsewhere
+ * (Lua's own coroutine.resume, kept by a stock-lua script) must not. */
+static void s_check_parkable(lua_State *L, task_t *t) {
+    if (t != t->sched->current || t->timer || t->wait != TASK_RUNNING)
+        luaL_error(L, "cannot wait here: this handler's coroutine was resumed outside pseud");
+}
+
 int task_wait_future(lua_State *L, int f, lua_KFunction k) {
     task_t *t = task_current(L);
     lfuture_t *fu = lua_touserdata(L, f);
+    s_check_parkable(L, t);
     if (!lua_isyieldable(L))
         return luaL_error(L, "cannot wait here: inside a C call that cannot yield "
                           "(a metamethod, string.gsub or table.sort callback, ...)");
@@ -611,6 +702,7 @@ static void s_on_sleep_done(loop_t *loop, loop_timer_t *timer, void *arg) {
 
 int task_sleep(lua_State *L, double seconds, lua_KFunction k) {
     task_t *t = task_current(L);
+    s_check_parkable(L, t);
     if (!lua_isyieldable(L))
         return luaL_error(L, "cannot sleep here: inside a C call that cannot yield");
     t->timer = loop_add_timer(t->sched->loop, seconds, s_on_sleep_done, t);
@@ -642,10 +734,11 @@ void task_spawn(sched_t *s, lua_State *L, int nargs) {
     task_limits_t none = { 0, 0 }, hook = { s->max_hook_time, 0 };
     task_t *parent = s->current;
     task_start(s, t, nargs, parent == &s->hook ? &hook : parent ? &parent->limits : &none);
-    if (!parent && s->hook_depth == 0 && !s->in_callback) {
-        s_unqueue(s, t);                          /* the main chunk: run it now */
-        s_resume(s, L, t);
-    }
+    s_unqueue(s, t);
+    if (!parent && s->hook_depth == 0 && !s->in_callback)
+        s_resume(s, L, t);                        /* the main chunk: run it now */
+    else
+        s_enqueue_on(s, t, 1);                    /* behind callers, as preempted tasks */
 }
 
 void future_settle(sched_t *s, lua_State *L, int f, int state) {
@@ -678,6 +771,12 @@ void future_settle(sched_t *s, lua_State *L, int f, int state) {
 }
 
 /* --- coroutines a task runs --- */
+
+void task_cover(lua_State *L, lua_State *co) {
+    sched_t *s = sched_of(L);
+    task_t *t = s ? s->current : NULL;
+    if (t) lua_sethook(co, s_hook, LUA_MASKCOUNT, t->expired ? 1 : HOOK_COUNT);
+}
 
 int task_resume_nested(lua_State *L, lua_State *co, int nargs, int *nres) {
     sched_t *s = sched_of(L);

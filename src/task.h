@@ -65,7 +65,7 @@ struct task {
     sched_t *sched;
     int wait;                     /* why it is parked (task.c) */
     int nargs;                    /* values its next resume passes */
-    int queued;                   /* on the run queue */
+    int queued;                   /* on a run queue: 0 no, 1 woken or new, 2 preempted */
     int expired;                  /* past its deadline: killed at its next instruction */
     int describing;               /* runs the __tostring of another task's error */
     loop_timer_t *timer;          /* its sleep */
@@ -113,7 +113,7 @@ struct sched {
     lua_State *hooked;            /* a thread known to carry the hook, as sched_pcall wants it */
     task_t **pool;                /* idle tasks */
     int npool;
-    task_t *run_head, *run_tail;  /* woken tasks, in order */
+    task_t *head[2], *tail[2];    /* run queues: woken and new tasks, then preempted ones */
     task_t *live;                 /* every task alive */
     int ntasks;                   /* tasks alive */
     int nanswering;               /* of those, tasks that owe a WORK an answer */
@@ -186,9 +186,21 @@ void task_push_error(lua_State *L, const char *name, const char *message, const 
  * running task's slice ended inside co: the caller must yield L (with a
  * continuation that resumes co again). */
 #define TASK_PASS_YIELD (-1)
+/* Put the running task's limits on co before script code runs in it
+ * (coroutine.close runs its __close handlers). */
+void task_cover(lua_State *L, lua_State *co);
 int task_resume_nested(lua_State *L, lua_State *co, int nargs, int *nres);
 
 /* 0 while a task or a synchronous hook runs: the host's hook must stay. */
 int task_may_sethook(lua_State *L);
+
+/* 1 while the running task (or hook) is being stopped by its time limit:
+ * no script code may run for it (a message handler, a __close). */
+int task_killing(lua_State *L);
+
+/* May the coroutine at idx run its __close handlers (coroutine.close, the
+ * error path of coroutine.wrap)? Not while the running task is being
+ * stopped, nor for a thread a limit ended: Lua leaves its hooks off. */
+int task_may_close(lua_State *L, int idx);
 
 #endif

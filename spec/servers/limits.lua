@@ -61,6 +61,36 @@ end)
 pseud.register_predicate('spinning', function() while true do end end)
 server:register_rpc('guarded', function() return 'reached' end, { domain = 'spinning' })
 
+-- found by an adversarial review: each froze the loop before its fix
+local function spin() while true do end end
+server:register_rpc('xpcall_spin', function() xpcall(spin, spin) end)
+server:register_rpc('close_spin', function()
+  local _ <close> = setmetatable({}, { __close = spin })
+  spin()
+end)
+server:register_rpc('close_spin_nested', function()
+  coroutine.wrap(function()
+    local _ <close> = setmetatable({}, { __close = spin })
+    spin()
+  end)()
+end)
+local suspended = coroutine.create(function()       -- made in the main chunk
+  local _ <close> = setmetatable({}, { __close = spin })
+  coroutine.yield()
+end)
+coroutine.resume(suspended)
+server:register_rpc('close_main', function() coroutine.close(suspended) end)
+server:register_rpc('hog_catch', function()
+  local keep = {}
+  while true do pcall(function() while true do keep[#keep + 1] = {} end end) end
+end)
+server:register_rpc('spawn_many', function(k)
+  for _ = 1, k do pseud.spawn(spin) end
+  return 'spawned'
+end)
+pseud.register_predicate('xpcalling', function() xpcall(spin, spin) end)
+server:register_rpc('guarded_xpcall', function() return 'reached' end, { domain = 'xpcalling' })
+
 io.stdout:write('ready ', endpoint, '\n')
 io.stdout:flush()
 server:start()
