@@ -78,9 +78,11 @@ describe('identity under hostile peers', function()
       assert.is_nil(r.error)
       assert.is_true(r.calls > 100, 'calls served during the flood: ' .. tostring(r.calls))
       assert.is_true(r.stats.checked + r.stats.refused_busy > 20, 'the flood happened')
-      -- argon2 on the loop blocked every call ~0.1 s per login; off the loop
-      -- no call waits for one
-      assert.is_true(r.max < 0.09, ('a call waited %.3f s during the flood'):format(r.max))
+      -- argon2 on the loop blocked a call ~0.1 s per login (20+ logins: far
+      -- more than 1% of the calls); off the loop no call waits for one. p99,
+      -- not max: one scheduling hiccup of a sanitizer build on 2 cores is not
+      -- a password check on the loop
+      assert.is_true(r.p99 < 0.09, ('p99 %.3f s during the flood (max %.3f s)'):format(r.p99, r.max))
     end)
   end)
 
