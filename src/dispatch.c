@@ -18,7 +18,6 @@
 #include "login.h"
 #include "message.h"
 
-#define S_LITERAL(s) s, sizeof s - 1  /* a string literal and its length */
 
 int dispatch_call(host_t *h, lua_CFunction fn, void *job, sched_error_t *err) {
     lua_State *L = host_thread(h);
@@ -185,13 +184,12 @@ static int s_work_protected(lua_State *L) {
     size_t need = m->peer_len + user_len + w->name_len;
     task_t *t = task_new(&h->sched, L);
     task_work_t *tw = &t->work;
-    if (!lua_checkstack(t->co, nargs + 1) ||      /* xmove does not grow it */
-        (tw->ids_cap < need && !(tw->ids = realloc(tw->ids, need)))) {
-        tw->ids_cap = tw->ids ? tw->ids_cap : 0;
+    char *ids = tw->ids_cap < need ? realloc(tw->ids, need) : tw->ids;   /* sized, never cut */
+    if (ids && ids != tw->ids) { tw->ids = ids; tw->ids_cap = need; }
+    if (!ids || !lua_checkstack(t->co, nargs + 1)) {   /* xmove does not grow it */
         task_free(&h->sched, L, t);
         return luaL_error(L, "not enough memory for a task");
     }
-    if (tw->ids_cap < need) tw->ids_cap = need;
     lua_xmove(L, t->co, nargs + 1);               /* callable and arguments */
     tw->owner = le;
     le->holds++;

@@ -11,6 +11,7 @@
 
 #include "codec.h"
 #include "dispatch.h"
+#include "host.h"
 #include "loop.h"
 #include "passwd.h"
 #include "task.h"
@@ -47,10 +48,6 @@ struct host {
 
 /* The thread Lua runs on from a callback: the loop's, or the main one. */
 lua_State *host_thread(host_t *h);
-
-/* Log one line at `level` (PSEUD_LOG_*), unless PSEUD_LOG turns it down. */
-void host_log(host_t *h, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 
 /* Like host_log, for lines a peer can cause per message: at most 20 a
  * second, then one line saying how many were left out. */

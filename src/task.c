@@ -735,7 +735,7 @@ void task_spawn(sched_t *s, lua_State *L, int nargs) {
     task_t *parent = s->current;
     task_start(s, t, nargs, parent == &s->hook ? &hook : parent ? &parent->limits : &none);
     s_unqueue(s, t);
-    if (!parent && s->hook_depth == 0 && !s->in_callback)
+    if (!parent && s->hook_depth == 0)             /* (an endpoint callback runs in a hook) */
         s_resume(s, L, t);                        /* the main chunk: run it now */
     else
         s_enqueue_on(s, t, 1);                    /* behind callers, as preempted tasks */
@@ -767,7 +767,6 @@ void future_settle(sched_t *s, lua_State *L, int f, int state) {
         }
     }
     lua_pop(L, 1);
-    (void)s;
 }
 
 /* --- coroutines a task runs --- */
