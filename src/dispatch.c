@@ -71,6 +71,7 @@ typedef struct work_job {
     lendpoint_t *le;
     const frame_message_t *m;
     message_work_t work;          /* the decoded body (views into m and the zone) */
+    int kept;                     /* a task took it: it answers later */
 } work_job_t;
 
 /* The route list on top becomes the callable the endpoint's resolver picks
@@ -200,19 +201,22 @@ static int s_work_protected(lua_State *L) {
     memcpy(tw->ids, m->peer, m->peer_len);
     memcpy(tw->ids + m->peer_len, user_id, user_len);
     memcpy(tw->ids + m->peer_len + user_len, w->name, w->name_len);
+    tw->serial = m->serial;
+    tw->charged = m->charged;
     task_start(&h->sched, t, nargs, &le->limits);
+    job->kept = 1;                                /* the task answers, and releases the budget */
     return 0;
 }
 
-static void s_on_work(void *ctx, endpoint_t *ep, const frame_message_t *m) {
+static int s_on_work(void *ctx, endpoint_t *ep, const frame_message_t *m) {
     lendpoint_t *le = ctx;
     host_t *h = le->host;
-    work_job_t job = { .le = le, .m = m };
+    work_job_t job = { .le = le, .m = m, .kept = 0 };
     codec_error_t why = { "msgpack: out of memory" };
     (void)ep;
     if (message_decode_work(m->body, m->body_len, &h->limits, &h->zone, &job.work, &why) < 0) {
         s_work_refuse(le, m, "ProtocolError", why.message, strlen(why.message));
-        return;
+        return 0;
     }
     sched_error_t err;
     if (dispatch_call(h, s_work_protected, &job, &err) < 0) {
@@ -223,6 +227,7 @@ static void s_on_work(void *ctx, endpoint_t *ep, const frame_message_t *m) {
                              strcmp(err.name, "MemoryError") == 0 ? "MemoryError" : "LuaError",
                              err.message, strlen(err.message), "");
     }
+    return job.kept;
 }
 
 /* --- a task's end: its reply --- */
@@ -249,6 +254,7 @@ static void s_answer_ok(void *ctx, task_t *t, lua_State *co, int first, int nres
     const task_work_t *w = &t->work;
     const char *peer = w->ids, *user = w->ids + w->peer_len;
     if (rc == 0) {
+        endpoint_release(le->ep, peer, w->peer_len, w->serial, w->charged);
         endpoint_reply(le->ep, peer, w->peer_len, user, w->user_len, w->uuid, FRAME_OK, body, len);
         return;
     }
@@ -280,9 +286,11 @@ static void s_answer_error(void *ctx, task_t *t, const char *name, const char *m
     message_echo(echo, called, w->name_len < 128 ? w->name_len : 128);
     host_log_limited(h, PSEUD_LOG_INFO, "handler '%s' failed: %s: %.300s%s%.*s", echo, name, message,
                      where ? " at " : "", (int)(where < 200 ? where : 200), line ? line : "");
-    if (le->ep)
+    if (le->ep) {
+        endpoint_release(le->ep, peer, w->peer_len, w->serial, w->charged);
         endpoint_reply_error(le->ep, peer, w->peer_len, user, w->user_len, w->uuid, name, message,
                              strlen(message), traceback);
+    }
 }
 
 static void s_release(void *ctx, lua_State *L, task_t *t) {

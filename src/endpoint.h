@@ -2,8 +2,8 @@
  * endpoint: one pseud v1 peer on a ZeroMQ ROUTER socket, server or client.
  *
  * It owns the socket, the table of calls it made that wait for a reply (by
- * uuid, with deadlines), and the outbox of messages that could not leave yet
- * (peer not connected, queue full). It validates everything a peer sends
+ * uuid, with deadlines), the directory of peers, and per peer the messages
+ * that could not leave yet and the budget of bytes held for it. It validates everything a peer sends
  * (frame.c), answers protocol errors itself, and reports the rest through
  * endpoint_events_t: WORK to run, replies to calls, calls that failed. It does
  * not run handlers or know about Lua.
@@ -43,10 +43,12 @@ struct endpoint_call {
 
 typedef struct endpoint_events {
     void *ctx;
-    /* A well-formed WORK arrived. The receiver answers it with endpoint_reply()
-     * now or later; `m` is valid during the call only; m->user is the
+    /* A well-formed WORK arrived, within its sender's budget. The receiver
+     * answers it with endpoint_reply() now (returns 0) or later (returns 1:
+     * it then hands m->serial and m->charged back to endpoint_release when
+     * it answers). `m` is valid during the call only; m->user is the
      * sender's identity. */
-    void (*on_work)(void *ctx, endpoint_t *ep, const frame_message_t *m);
+    int (*on_work)(void *ctx, endpoint_t *ep, const frame_message_t *m);
     /* OK or ERROR for `call`; the endpoint frees `call` after this returns. */
     void (*on_reply)(void *ctx, endpoint_t *ep, endpoint_call_t *call,
                      int type, const char *body, size_t body_len);
@@ -76,7 +78,16 @@ typedef struct endpoint_options {
     size_t max_outbox_bytes;         /* and their body bytes, at most */
     int queue_unroutable;            /* WORK to a peer not connected (yet) waits for
                                         it (a client's server), or fails at once */
+    size_t max_peer_queue;           /* a peer's budget, bytes (DESIGN.md 4.2) */
+    size_t max_peers;                /* directory entries, at most (0: no bound) */
 } endpoint_options_t;
+
+typedef struct endpoint_stats {
+    uint64_t busy_refused;           /* WORK answered BusyError: its peer was over budget */
+    uint64_t busy_unanswered;        /* ... and not even that could be queued */
+    uint64_t replies_dropped;        /* replies to peers that were gone */
+    uint64_t peers_evicted;          /* entries dropped past max_peers */
+} endpoint_stats_t;
 
 void endpoint_options_init(endpoint_options_t *o);
 
@@ -112,6 +123,12 @@ int endpoint_reply(endpoint_t *ep, const char *peer, size_t peer_len,
                    const char *user, size_t user_len,
                    const uint8_t *uuid, int type, const void *body, size_t body_len);
 
+/* The answer to a WORK kept by on_work is leaving: its bytes no longer
+ * count against the budget of the entry with that serial (if it still is
+ * the one for `peer`). Call once per kept WORK, before endpoint_reply. */
+void endpoint_release(endpoint_t *ep, const char *peer, size_t peer_len,
+                      uint64_t serial, size_t charged);
+
 /* Send ERROR [name, message, traceback] (msgpack, each valid UTF-8) to
  * `peer`, bound to `user` as endpoint_reply. */
 int endpoint_reply_error(endpoint_t *ep, const char *peer, size_t peer_len,
@@ -129,9 +146,12 @@ int endpoint_strict(const endpoint_t *ep);
  * whose connection is gone. */
 void endpoint_sync_peers(endpoint_t *ep);
 
-/* Pending calls and outbox size, for tests and stop. */
+/* Pending calls and messages waiting to leave, for tests and stop. */
 size_t endpoint_pending_calls(const endpoint_t *ep);
 size_t endpoint_outbox_size(const endpoint_t *ep);
+/* Bytes held against `peer`'s budget (0 when unknown), and the counters. */
+size_t endpoint_peer_used(endpoint_t *ep, const char *peer, size_t peer_len);
+const endpoint_stats_t *endpoint_stats(const endpoint_t *ep);
 
 /* Heartbeats: send HEARTBEAT every `interval` seconds (0: never) to every
  * peer in the directory, and to `default_peer` (a client's server) if given;

@@ -138,6 +138,18 @@ int frame_send(void *socket, const char *peer, size_t peer_len,
     return 0;
 }
 
+int frame_send_msg(void *socket, const char *peer, size_t peer_len,
+                   const uint8_t *uuid, size_t uuid_len, int type, zmq_msg_t *body) {
+    unsigned char t = (unsigned char)type;
+    if (zmq_send(socket, peer, peer_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) return -1;
+    zmq_send(socket, "", 0, ZMQ_SNDMORE);
+    zmq_send(socket, FRAME_VERSION, 2, ZMQ_SNDMORE);
+    zmq_send(socket, uuid_len ? (const void *)uuid : "", uuid_len, ZMQ_SNDMORE);
+    zmq_send(socket, &t, 1, ZMQ_SNDMORE);
+    if (zmq_msg_send(body, socket, 0) < 0) zmq_msg_close(body);
+    return 0;
+}
+
 void frame_new_uuid(uint8_t out[FRAME_UUID_SIZE]) {
     uuid_generate_random(out);
 }

@@ -55,6 +55,8 @@ typedef struct frame_message {
      * the sender's identity (DESIGN.md section 4.1) */
     const char *user;  size_t user_len;
     int logged_in;                            /* the sender passed a HELLO */
+    uint64_t serial;                          /* its directory entry's serial, or 0 */
+    size_t charged;                           /* WORK: bytes held against its budget */
 } frame_message_t;
 
 /* Receive one whole message without blocking. Returns 0, or -1 with errno
@@ -73,6 +75,12 @@ void frame_close(frame_message_t *m);
 int frame_send(void *socket, const char *peer, size_t peer_len,
                const uint8_t *uuid, size_t uuid_len, int type,
                const void *body, size_t body_len);
+
+/* frame_send with a body the caller built (zero-copy, zmq_msg_init_data):
+ * taken on success (0); on -1 (errno as frame_send) it is still the
+ * caller's to close. */
+int frame_send_msg(void *socket, const char *peer, size_t peer_len,
+                   const uint8_t *uuid, size_t uuid_len, int type, zmq_msg_t *body);
 
 /* Write a fresh random uuid4 (libuuid) to out. */
 void frame_new_uuid(uint8_t out[FRAME_UUID_SIZE]);

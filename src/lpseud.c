@@ -103,6 +103,12 @@ static int l_endpoint_new(lua_State *L) {
     double linger = s_opt_number(L, 3, "linger", 1);
     o.linger_ms = linger < 0 ? -1 : (int)(linger * 1000);
     o.max_message_size = (int64_t)s_opt_number(L, 3, "max_message_size", (double)o.max_message_size);
+    double budget = s_opt_number(L, 3, "max_peer_queue", (double)o.max_peer_queue);
+    double max_peers = s_opt_number(L, 3, "max_peers", (double)o.max_peers);
+    luaL_argcheck(L, budget >= 1 && budget <= (double)SIZE_MAX / 2, 3, "max_peer_queue must be a positive number of bytes");
+    luaL_argcheck(L, max_peers >= 0 && max_peers <= 1e12, 3, "max_peers must be >= 0 (0: no bound)");
+    o.max_peer_queue = (size_t)budget;
+    o.max_peers = (size_t)max_peers;
     o.probe_router = client;
     o.queue_unroutable = client;          /* a server's peers come to it, or are gone */
     const char *identity = NULL;
@@ -257,15 +263,20 @@ static int l_endpoint_call(lua_State *L) {
     if (!fu->call) {
         int e = unknown ? EHOSTUNREACH : errno;
         luaL_unref(L, LUA_REGISTRYINDEX, ref);
-        if (e != EHOSTUNREACH)
+        if (e != EHOSTUNREACH && e != ENOBUFS)
             return s_raise_error(L, "RuntimeError", lua_pushfstring(L, "cannot send: %s", zmq_strerror(e)));
-        /* unknown or departed peer: a future that has already failed. `peer`
-         * may have pointed into the directory entry the failure removed:
-         * name the peer as the caller did. */
+        /* unknown or departed peer, or one over its budget (refused, not
+         * queued): a future that has already failed. `peer` may have pointed
+         * into the directory entry the failure removed: name the peer as the
+         * caller did. */
         if (lua_isnoneornil(L, 2)) lua_pushlstring(L, le->default_peer, le->default_peer_len);
         else lua_pushvalue(L, 2);
-        task_push_error(L, "PeerLostError",
-                        lua_pushfstring(L, "no connected peer '%s'", lua_tostring(L, -1)), "");
+        if (e == ENOBUFS)
+            task_push_error(L, "BusyError", lua_pushfstring(L, "too much is queued for peer '%s' "
+                            "(max_peer_queue): wait for its replies, then try again", lua_tostring(L, -1)), "");
+        else
+            task_push_error(L, "PeerLostError",
+                            lua_pushfstring(L, "no connected peer '%s'", lua_tostring(L, -1)), "");
         future_settle(host_sched(h), L, -4, FUTURE_FAILED);
         lua_pop(L, 2);
     }

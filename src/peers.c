@@ -13,10 +13,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define EVICT_LOOK 8          /* entries looked at per insertion over max */
+
 struct peers {
     peer_t **by_id, **by_user, **by_fd;
     size_t nbuckets, count;
     peer_t *oldest, *newest;
+    uint64_t next_serial;
+    size_t max;                /* 0: unbounded */
+    int (*busy)(const peer_t *p);
+    peers_free_fn on_free;
+    void *ctx;
 };
 
 static size_t s_hash(const char *s, size_t len) {
@@ -49,15 +56,23 @@ static void s_link(peers_t *d, peer_t *e) {
     e->fd_next = *s; *s = e;
 }
 
-peers_t *peers_new(void) {
+peers_t *peers_new(peers_free_fn on_free, void *ctx) {
     peers_t *d = calloc(1, sizeof *d);
     if (!d) return NULL;
     if (s_alloc_buckets(d, 64) < 0) { free(d); return NULL; }
+    d->on_free = on_free;
+    d->ctx = ctx;
     return d;
 }
 
-void peers_free(peer_t *p) {
+void peers_set_max(peers_t *d, size_t max, int (*busy)(const peer_t *p)) {
+    d->max = max;
+    d->busy = busy;
+}
+
+void peers_free(peers_t *d, peer_t *p) {
     if (!p) return;
+    if (d->on_free) d->on_free(d->ctx, p);
     free(p->login);
     free(p);
 }
@@ -65,7 +80,7 @@ void peers_free(peer_t *p) {
 void peers_destroy(peers_t **p) {
     if (!p || !*p) return;
     peers_t *d = *p;
-    for (peer_t *e = d->oldest, *next; e; e = next) { next = e->newer; peers_free(e); }
+    for (peer_t *e = d->oldest, *next; e; e = next) { next = e->newer; peers_free(d, e); }
     free(d->by_id); free(d->by_user); free(d->by_fd);
     free(d);
     *p = NULL;
@@ -134,7 +149,17 @@ void peers_detach(peers_t *d, peer_t *e) {
 
 void peers_remove(peers_t *d, peer_t *e) {
     peers_detach(d, e);
-    peers_free(e);
+    peers_free(d, e);
+}
+
+/* Over max: the least recently heard idle entries go, never `keep`. */
+static void s_evict(peers_t *d, peer_t *keep) {
+    peer_t *e = d->oldest;
+    for (int look = 0; e && d->count > d->max && look < EVICT_LOOK; look++) {
+        peer_t *next = e->newer;
+        if (e != keep && !(d->busy && d->busy(e))) peers_remove(d, e);
+        e = next;
+    }
 }
 
 int peers_log_in(peers_t *d, peer_t *e, const char *login, size_t len) {
@@ -178,11 +203,13 @@ peer_t *peers_seen(peers_t *d, const char *rid, size_t rid_len,
         e->user_id_len = uid_len;
         e->fd = fd;
         e->closed = fd_closed;
+        e->serial = ++d->next_serial;
         s_link(d, e);
         s_append_order(d, e);
         d->count++;
         *is_new = 1;
         if (d->count > d->nbuckets) s_grow(d);
+        if (d->max && d->count > d->max) s_evict(d, e);
     } else if (d->newest != e) {
         s_unlink_order(d, e);
         s_append_order(d, e);

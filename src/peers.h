@@ -15,6 +15,7 @@
 #define PSEUD_PEERS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct peers peers_t;
 
@@ -25,6 +26,14 @@ typedef struct peer {
     int fd;                                    /* its connection, or -1 (inproc) */
     int logged_in;                             /* passed a HELLO on this connection */
     int closed;                                /* its connection closed: nothing goes to it */
+    uint64_t serial;                           /* unique per entry: which connection an answer is for */
+    /* the endpoint's, for its budget (DESIGN.md 4.2); peers.c only keeps them */
+    size_t work_bytes;                         /* bodies of its WORK still being answered */
+    unsigned inflight;                         /* and how many */
+    struct endpoint_out *out_head, *out_tail;  /* messages waiting to leave towards it */
+    size_t out_bytes;                          /* their bytes */
+    struct peer *blocked_prev, *blocked_next;  /* in the endpoint's list of peers with a queue */
+    struct endpoint_meter *meter;              /* bytes handed to ZeroMQ that have not left */
     /* private to peers.c */
     char *carried;     size_t carried_len;     /* the user id its messages carry */
     char *login;                               /* malloc'd identity after HELLO, or NULL */
@@ -32,8 +41,18 @@ typedef struct peer {
     struct peer *older, *newer;                /* last-contact order */
 } peer_t;
 
+/* Called for every entry just before it is freed (replaced by a new
+ * connection, removed, evicted, destroyed), so its owner can release what
+ * it hung on it. */
+typedef void (*peers_free_fn)(void *ctx, peer_t *p);
+
 /* New, empty directory; NULL when out of memory. */
-peers_t *peers_new(void);
+peers_t *peers_new(peers_free_fn on_free, void *ctx);
+
+/* At most `max` entries (0: no bound): past it, the least recently heard
+ * entries that `busy` says are idle are evicted, oldest first (a few are
+ * looked at per insertion, so a directory of busy peers can stay over). */
+void peers_set_max(peers_t *d, size_t max, int (*busy)(const peer_t *p));
 /* Free it and every entry; takes NULL, clears *p. */
 void peers_destroy(peers_t **p);
 
@@ -67,7 +86,8 @@ int peers_log_in(peers_t *d, peer_t *p, const char *login, size_t len);
 
 /* Take `p` out of the directory without freeing it (peers_free later). */
 void peers_detach(peers_t *d, peer_t *p);
-void peers_free(peer_t *p);
+/* Free a detached entry (on_free runs first); takes NULL. */
+void peers_free(peers_t *d, peer_t *p);
 
 /* Remove and free `p`. */
 void peers_remove(peers_t *d, peer_t *p);

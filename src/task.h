@@ -57,6 +57,8 @@ typedef struct task_work {
     char *ids;                    /* routing id, caller's user id, called name */
     size_t ids_cap;               /* bytes allocated at ids, kept across reuse */
     size_t peer_len, user_len, name_len;
+    uint64_t serial;              /* its sender's directory entry, for the budget */
+    size_t charged;               /* the bytes its WORK holds against that budget */
 } task_work_t;
 
 struct task {

@@ -75,7 +75,7 @@ static void s_copy(char *dst, size_t size, size_t *len, const void *src, size_t 
     if (n) memcpy(dst, src, n);
 }
 
-static void s_on_work(void *ctx, endpoint_t *ep, const frame_message_t *m)
+static int s_on_work(void *ctx, endpoint_t *ep, const frame_message_t *m)
 {
     side_t *s = ctx;
     s->works++;
@@ -103,6 +103,7 @@ static void s_on_work(void *ctx, endpoint_t *ep, const frame_message_t *m)
         endpoint_reply(ep, m->peer, m->peer_len, NULL, 0, m->uuid, FRAME_UNAUTHORIZED, "\xc0", 1);
         break;
     }
+    return s->mode == MODE_HOLD;             /* held: answered later, or never */
 }
 
 static void s_on_reply(void *ctx, endpoint_t *ep, endpoint_call_t *call, int type,
@@ -617,12 +618,13 @@ typedef struct closer {
     int which;                     /* 0 on_work, 1 on_reply, 2 on_call_failed */
 } closer_t;
 
-static void s_close_on_work(void *ctx, endpoint_t *ep, const frame_message_t *m)
+static int s_close_on_work(void *ctx, endpoint_t *ep, const frame_message_t *m)
 {
     (void)ep; (void)m;
     closer_t *c = ctx;
     c->side.works++;
     endpoint_destroy(&c->side.ep);
+    return 0;
 }
 
 static void s_close_on_reply(void *ctx, endpoint_t *ep, endpoint_call_t *call, int type,

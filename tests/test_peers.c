@@ -20,7 +20,7 @@ static peer_t *seen(peers_t *d, const char *rid, const char *uid, double now, in
 }
 
 static void test_basics(void) {
-    peers_t *d = peers_new();
+    peers_t *d = peers_new(NULL, NULL);
     int is_new;
     CHECK(d && peers_count(d) == 0 && peers_oldest(d) == NULL, "a new directory is empty");
     peer_t *a = seen(d, "a", NULL, 1.0, &is_new);
@@ -48,7 +48,7 @@ static void test_basics(void) {
 
 /* DESIGN.md 4.1: identity per connection; a HELLO login is the identity */
 static void test_identity(void) {
-    peers_t *d = peers_new();
+    peers_t *d = peers_new(NULL, NULL);
     int is_new;
     peer_t *a = seen_on(d, "r", "KEY", 10, 1.0, &is_new);
     CHECK(peers_find_fd(d, 10) == a && peers_find_fd(d, 11) == NULL, "found by connection");
@@ -70,12 +70,12 @@ static void test_identity(void) {
     peers_detach(d, b);
     CHECK(peers_find(d, "r", 1) == NULL && peers_find_fd(d, 12) == NULL && peers_count(d) == 0,
           "detached from every index");
-    peers_free(b);
+    peers_free(d, b);
     peers_destroy(&d);
 }
 
 static void test_many(void) {
-    peers_t *d = peers_new();
+    peers_t *d = peers_new(NULL, NULL);
     int is_new;
     char id[32];
     for (int i = 0; i < 10000; i++) {

@@ -1,0 +1,90 @@
+-- Backpressure (DESIGN.md section 4.2): a peer's budget of bytes held for
+-- it (max_peer_queue) refuses its WORK with BusyError past the limit and
+-- never drops a reply to it; one peer cannot pin unbounded memory or
+-- starve another; the directory forgets peers whose connection is gone
+-- (noop heartbeat backend too) and holds at most max_peers entries.
+-- The peers are spec/support/backpressure.py (python3-zmq, raw frames).
+local process = require 'spec.support.process'
+local json = require 'dkjson'
+
+local SCRIPT = 'spec/support/backpressure.py'
+
+local function peer(args)
+  local out, ok, _, log = process.python(SCRIPT, args)
+  local value = json.decode(out, 1, json.null)
+  assert(ok and type(value) == 'table',
+    ('backpressure.py %s failed:\n%s\n%s'):format(table.concat(args, ' '), out, log))
+  return value
+end
+
+describe('backpressure', function()
+  local server, endpoint
+  local BUDGET = 100000
+  lazy_setup(function()
+    server, endpoint = process.server('spec/servers/backpressure.lua', 'tcp://127.0.0.1:*', tostring(BUDGET))
+  end)
+  lazy_teardown(function() process.stop_all() end)
+
+  it('runs WORK whose held bodies reach max_peer_queue exactly', function()
+    local r = peer({ 'budget', endpoint, tostring(BUDGET), '0' })
+    assert.same({ bodies = BUDGET, release = 'OK', first = 'OK', second = 'OK',
+                  refused_before_release = {} }, r)
+  end)
+
+  it('answers BusyError at once, unrun, to WORK one byte past it', function()
+    local r = peer({ 'budget', endpoint, tostring(BUDGET), '1' })
+    assert.same({ bodies = BUDGET + 1, release = 'OK', first = 'OK', second = 'BusyError',
+                  refused_before_release = { 'BusyError' } }, r)
+    -- the budget is free again once the held call answered
+    r = peer({ 'budget', endpoint, tostring(BUDGET), '0' })
+    assert.same({ 'OK', 'OK' }, { r.first, r.second })
+  end)
+end)
+
+describe('a slow or silent peer', function()
+  local server, endpoint
+  lazy_setup(function()
+    server, endpoint = process.server('spec/servers/backpressure.lua', 'tcp://127.0.0.1:*', tostring(1 << 20))
+  end)
+  lazy_teardown(function() process.stop_all() end)
+
+  it('gets exactly one outcome per call, none dropped, in bounded memory', function()
+    -- 3,000 echoes of 64 KiB (196 MB) from a peer that reads 100 replies per 0.2 s
+    local r = peer({ 'slow', endpoint, tostring(server.pid), '3000', '65536' })
+    assert.equal(3000, r.sent)
+    assert.equal(0, r.missing)
+    assert.equal(0, r.duplicates)
+    assert.equal(3000, (r.outcomes.OK or 0) + (r.outcomes.BusyError or 0))
+    assert.is_true(r.outcomes.OK > 0 and r.outcomes.BusyError > 0)
+    -- a 1 MiB budget: the server's peak stays far below what the peer sent
+    assert.is_true(r.rss_peak_kib - r.rss_start_kib < 64 * 1024,
+      ('RSS grew from %d to %d KiB'):format(r.rss_start_kib, r.rss_peak_kib))
+    local log = server:log_text()
+    assert.is_nil(log:find('dropped', 1, true), log)
+  end)
+
+  it('cannot pin memory with huge unknown names it never reads answers to', function()
+    -- 100 WORKs with 4 MB names (381 MiB) from a peer that reads nothing
+    local r = peer({ 'names', endpoint, tostring(server.pid), '100', '4000000' })
+    assert.equal('Hello after', r.hello)
+    assert.is_true(r.rss_peak_kib - r.rss_start_kib < 96 * 1024,
+      ('RSS grew from %d to %d KiB'):format(r.rss_start_kib, r.rss_peak_kib))
+  end)
+end)
+
+describe('the peer directory', function()
+  lazy_teardown(function() process.stop_all() end)
+
+  it('forgets peers whose connection closed, under the noop heartbeat backend', function()
+    local _, endpoint = process.server('spec/servers/backpressure.lua', 'tcp://127.0.0.1:*', tostring(1 << 20))
+    local r = peer({ 'churn', endpoint, '300' })
+    assert.equal(r.before, r.after)
+  end)
+
+  it('holds at most max_peers entries, least recently heard evicted, all served', function()
+    local _, endpoint = process.server('spec/servers/backpressure.lua', 'tcp://127.0.0.1:*',
+      tostring(1 << 20), '50')
+    local r = peer({ 'crowd', endpoint, '200' })
+    assert.same({ first_ok = 200, second_ok = 200, during = 50 }, r)
+  end)
+end)

@@ -1,0 +1,257 @@
+#!/usr/bin/python3
+"""backpressure: hostile and slow peers for backpressure_spec.lua.
+
+Each subcommand drives spec/servers/backpressure.lua through raw pseud v1
+frames (python3-zmq, python3-msgpack), prints one JSON object and exits 0;
+every wait is bounded by a deadline.
+
+  budget   ENDPOINT BUDGET EXTRA   two hold(pad) calls whose WORK bodies add
+           up to BUDGET + EXTRA bytes, then release() from another peer.
+  slow     ENDPOINT PID CALLS SIZE  echo(bin SIZE) CALLS times, sent as fast as
+           the socket takes them while replies are read 200 at a time with
+           pauses; every call's one outcome, and the server's peak RSS.
+  names    ENDPOINT PID COUNT SIZE   COUNT WORKs with a SIZE-byte unknown name
+           from a peer that never reads; then a hello from another peer.
+  churn    ENDPOINT COUNT            COUNT peers connect, call hello, close;
+           then the directory's size, awaited from another peer.
+  crowd    ENDPOINT COUNT            COUNT peers connected at once, each calls
+           hello twice; the directory's size in between.
+"""
+
+import json
+import sys
+import time
+import uuid
+
+import msgpack
+import zmq
+
+WORK, OK, ERROR = 0x03, 0x01, 0x10
+SERVICE = b'service'
+CTX = zmq.Context.instance()
+
+
+def emit(obj):
+    sys.stdout.write(json.dumps(obj, sort_keys=True) + '\n')
+    sys.stdout.flush()
+    return 0
+
+
+def peer(endpoint, identity=None, rcvhwm=None):
+    s = CTX.socket(zmq.ROUTER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    s.setsockopt(zmq.PROBE_ROUTER, 1)
+    if identity:
+        s.setsockopt(zmq.ROUTING_ID, identity)
+    if rcvhwm is not None:
+        s.setsockopt(zmq.RCVHWM, rcvhwm)
+        s.setsockopt(zmq.RCVBUF, 65536)
+    s.connect(endpoint)
+    return s
+
+
+def body(name, args):
+    return msgpack.packb([name, args, {}], use_bin_type=True)
+
+
+def send(s, b, deadline):
+    """Send WORK `b` once the server is routable; returns its uuid."""
+    u = uuid.uuid4().bytes
+    while True:
+        try:
+            s.send_multipart([SERVICE, b'', b'v1', u, bytes([WORK]), b], zmq.DONTWAIT)
+            return u
+        except zmq.Again:
+            if time.monotonic() > deadline:
+                raise
+            s.poll(10, zmq.POLLOUT)
+        except zmq.ZMQError as e:            # EHOSTUNREACH: not connected yet
+            if e.errno != zmq.EHOSTUNREACH or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
+def recv(s, timeout):
+    """One reply: (uuid, type, decoded body), or None after `timeout` s."""
+    if not s.poll(int(timeout * 1000)):
+        return None
+    while True:
+        f = s.recv_multipart()
+        if len(f) == 6:
+            return f[3], f[4][0], msgpack.unpackb(f[5], raw=False)
+        # the server's probe (routing id + empty): not a reply
+
+
+def outcome(t, v):
+    return 'OK' if t == OK else (v[0] if t == ERROR and isinstance(v, list) else 'type %d' % t)
+
+
+def call(endpoint, name, args, timeout=10):
+    s = peer(endpoint)
+    try:
+        u = send(s, body(name, args), time.monotonic() + timeout)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            r = recv(s, end - time.monotonic())
+            if r and r[0] == u:
+                return outcome(r[1], r[2]), r[2]
+        return 'timeout', None
+    finally:
+        s.close()
+
+
+def rss_kib(pid, field):
+    with open('/proc/%d/status' % pid) as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    return None
+
+
+def cmd_budget(endpoint, budget, extra):
+    s = peer(endpoint)
+    deadline = time.monotonic() + 20
+    first = body('hold', ['x' * 1000])
+    # the second body fills the budget to BUDGET + EXTRA exactly
+    fill = budget + extra - len(first)
+    pad = fill - len(body('hold', ['']))
+    while len(body('hold', ['x' * pad])) > fill:
+        pad -= 1
+    second = body('hold', ['x' * pad])
+    assert len(first) + len(second) == budget + extra, (len(first), len(second))
+    u1 = send(s, first, deadline)
+    u2 = send(s, second, deadline)
+    early = {}
+    if extra > 0:                            # refused at once: wait for it before release
+        r = recv(s, 10)
+        if r:
+            early[r[0]] = outcome(r[1], r[2])
+    released = call(endpoint, 'release', [])[0]
+    got = dict(early)
+    while len(got) < 2 and time.monotonic() < deadline:
+        r = recv(s, deadline - time.monotonic())
+        if r is None:
+            break
+        got[r[0]] = outcome(r[1], r[2])
+    s.close()
+    return emit({'bodies': len(first) + len(second), 'release': released,
+                 'first': got.get(u1, 'timeout'), 'second': got.get(u2, 'timeout'),
+                 'refused_before_release': sorted(early.values())})
+
+
+def cmd_slow(endpoint, pid, calls, size):
+    rss0 = rss_kib(pid, 'VmRSS')
+    s = peer(endpoint, rcvhwm=50)
+    payload = body('echo', [b'\x00' * size])
+    start = time.monotonic()
+    deadline = start + 120
+    sent, outcomes, counts, dup = [], {}, {}, 0
+    send(s, body('hello', ['warm up']), deadline)      # routable before the flood
+    while recv(s, 10) is None and time.monotonic() < deadline:
+        pass
+    while (len(sent) < calls or len(outcomes) < len(sent)) and time.monotonic() < deadline:
+        for _ in range(500):                 # a burst of calls, as fast as the socket takes them
+            if len(sent) >= calls:
+                break
+            u = uuid.uuid4().bytes
+            try:
+                s.send_multipart([SERVICE, b'', b'v1', u, bytes([WORK]), payload], zmq.DONTWAIT)
+            except zmq.Again:
+                break
+            sent.append(u)
+        flooding = len(sent) < calls
+        for _ in range(100 if flooding else 1000000):   # then only 100 replies, and a pause
+            r = recv(s, 0 if flooding else min(5.0, max(0.0, deadline - time.monotonic())))
+            if r is None:
+                break
+            if r[0] in outcomes:
+                dup += 1
+                continue
+            o = outcome(r[1], r[2])
+            outcomes[r[0]] = o
+            counts[o] = counts.get(o, 0) + 1
+        if flooding:
+            time.sleep(0.2)
+        elif len(outcomes) < len(sent) and r is None:
+            break                            # nothing more for 5 s: the rest is lost
+    s.close()
+    missing = sum(1 for u in sent if u not in outcomes)
+    return emit({'sent': len(sent), 'outcomes': counts, 'missing': missing, 'duplicates': dup,
+                 'rss_start_kib': rss0, 'rss_peak_kib': rss_kib(pid, 'VmHWM'),
+                 'seconds': round(time.monotonic() - start, 1)})
+
+
+def cmd_names(endpoint, pid, count, size):
+    rss0 = rss_kib(pid, 'VmRSS')
+    s = peer(endpoint, rcvhwm=1)
+    deadline = time.monotonic() + 60
+    name = 'n' * size
+    b = body(name, [])
+    for _ in range(count):
+        send(s, b, deadline)
+    # another peer is served while this one reads nothing
+    served = call(endpoint, 'hello', ['after'])
+    peak = rss_kib(pid, 'VmHWM')
+    s.close()
+    return emit({'hello': served[1], 'rss_start_kib': rss0, 'rss_peak_kib': peak,
+                 'sent_mib': count * len(b) // (1 << 20)})
+
+
+def count_peers(endpoint):
+    return call(endpoint, 'peer_count', [])[1]
+
+
+def cmd_churn(endpoint, count):
+    before = count_peers(endpoint)
+    for i in range(count):
+        o = call(endpoint, 'hello', ['churn %d' % i])
+        if o[0] != 'OK':
+            return emit({'error': 'call %d: %s' % (i, o)})
+    # disconnects reach the server asynchronously: await the count, bounded
+    end, after = time.monotonic() + 20, None
+    while time.monotonic() < end:
+        after = count_peers(endpoint)    # its own probe peer counts while it calls
+        if after is not None and after <= before:
+            break
+        time.sleep(0.05)
+    return emit({'before': before, 'after': after})
+
+
+def cmd_crowd(endpoint, count):
+    socks = [peer(endpoint, identity=b'crowd-%d' % i) for i in range(count)]
+    deadline = time.monotonic() + 30
+    first = []
+    for s in socks:
+        u = send(s, body('hello', ['one']), deadline)
+        r = recv(s, 10)
+        first.append(r is not None and r[0] == u and r[1] == OK)
+    during = count_peers(endpoint)
+    second = []
+    for s in socks:
+        u = send(s, body('hello', ['two']), deadline)
+        r = recv(s, 10)
+        second.append(r is not None and r[0] == u and r[1] == OK)
+    for s in socks:
+        s.close()
+    return emit({'first_ok': sum(first), 'second_ok': sum(second), 'during': during})
+
+
+def main(argv):
+    cmd, rest = argv[1], argv[2:]
+    if cmd == 'budget':
+        return cmd_budget(rest[0], int(rest[1]), int(rest[2]))
+    if cmd == 'slow':
+        return cmd_slow(rest[0], int(rest[1]), int(rest[2]), int(rest[3]))
+    if cmd == 'names':
+        return cmd_names(rest[0], int(rest[1]), int(rest[2]), int(rest[3]))
+    if cmd == 'churn':
+        return cmd_churn(rest[0], int(rest[1]))
+    if cmd == 'crowd':
+        return cmd_crowd(rest[0], int(rest[1]))
+    sys.stderr.write(__doc__)
+    return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv))

@@ -1,0 +1,112 @@
+/*
+ * endpoint_internal: the state of one endpoint, shared by its three files
+ * and no others: endpoint.c (life cycle, receiving, calls it made),
+ * endpoint_send.c (what leaves: per-peer queues, budgets, retries) and
+ * endpoint_peers.c (who is there: disconnects and heartbeats).
+ */
+#ifndef PSEUD_ENDPOINT_INTERNAL_H
+#define PSEUD_ENDPOINT_INTERNAL_H
+
+#include "endpoint.h"
+
+/* A message that could not leave yet. */
+typedef struct endpoint_out {
+    struct endpoint_out *next;
+    endpoint_call_t *call;           /* WORK waiting to be routed, or NULL */
+    int dead;                        /* its call ended: drop it */
+    uint8_t uuid[FRAME_UUID_SIZE];
+    size_t uuid_len;
+    int type;
+    size_t peer_len, user_len, body_len;
+    int check_user;                  /* a reply: only while peer still carries user */
+    char data[];                     /* peer, user, then body */
+} endpoint_out_t;
+
+typedef struct endpoint_queue {      /* a FIFO of endpoint_out_t */
+    endpoint_out_t *head, *tail;
+} endpoint_queue_t;
+
+struct endpoint {
+    void *socket;
+    loop_t *loop;
+    endpoint_events_t ev;
+    endpoint_options_t opt;
+    endpoint_call_t **buckets;       /* pending calls by uuid */
+    size_t nbuckets, ncalls;
+    endpoint_call_t *first, *last;   /* pending calls by deadline */
+    loop_timer_t *expiry;            /* fires at `expiry_at`, or NULL */
+    double expiry_at;
+    endpoint_queue_t unroutable;     /* WORK to routing ids not in the directory */
+    size_t unroutable_bytes;
+    size_t nout;                     /* messages waiting in every queue */
+    peer_t *blocked;                 /* peers with a queue (their blocked_next...) */
+    loop_timer_t *retry;             /* retries the queues, or NULL */
+    double retry_delay;
+    peers_t *peers;                  /* who it has heard from */
+    endpoint_stats_t stats;
+    double hb_interval, hb_timeout;  /* heartbeat policy; 0: off */
+    loop_timer_t *hb_send, *hb_sweep;/* the two heartbeat timers, or NULL */
+    int notify_seen;                 /* call on_peer_seen for every message */
+    char *hello_body;                /* packed [login, password], or NULL */
+    size_t hello_len;
+    int hello_max_retries, hello_tries;
+    int hello_pending;               /* a HELLO is out, waiting for its answer */
+    uint8_t hello_uuid[FRAME_UUID_SIZE];
+    size_t hb_peer_len;              /* a client's server, always sent heartbeats */
+    char hb_peer[FRAME_MAX_ID];
+    char *hello_peer;                /* the server our HELLO went to (routing id = user id) */
+    size_t hello_peer_len;
+    void *monitor;                   /* PAIR: the socket's connection events */
+    uint8_t *closed_fds;             /* bit per fd: closed, not accepted again yet */
+    size_t closed_fds_size;          /* bytes at closed_fds */
+    int strict;                      /* identities are authenticated: check before replying */
+    double log_window;               /* start of the current second of refusal lines */
+    int log_lines, log_suppressed;
+    int busy;                        /* inside a callback: destroy must not free yet */
+    int closing;                     /* destroyed while busy: freed when it unwinds */
+};
+
+/* endpoint.c */
+void endpoint_log(endpoint_t *ep, const char *fmt, ...);
+void endpoint_log_refusal(endpoint_t *ep, const char *fmt, ...);   /* at most 20 a second */
+const char *endpoint_peer_text(const char *peer, size_t len, char *buf, size_t size);
+void endpoint_enter(endpoint_t *ep);
+int endpoint_leave(endpoint_t *ep);            /* 1: the endpoint is gone, stop */
+int endpoint_fail_call(endpoint_t *ep, endpoint_call_t *c, const char *name, const char *msg);
+
+/* endpoint_send.c */
+/* Send now, or queue behind what already waits for that peer. `p` is its
+ * directory entry or NULL; `call` a WORK's call, or NULL for a reply; `user`
+ * binds a reply or a waiting WORK to an identity (checked when it leaves
+ * later). Returns 0, or -1 with errno (EHOSTUNREACH: not routable and not
+ * queued; ENOBUFS: the unroutable queue is full). */
+int endpoint_out_send(endpoint_t *ep, peer_t *p, endpoint_call_t *call,
+                      const char *peer, size_t peer_len, const char *user, size_t user_len,
+                      const uint8_t *uuid, size_t uuid_len, int type,
+                      const void *body, size_t body_len);
+/* Bytes held for or towards `p` (its budget's measure). */
+size_t endpoint_out_used(const peer_t *p);
+/* Try every queue now (after traffic: peers are often routable again). */
+void endpoint_out_flush(endpoint_t *ep);
+/* A directory entry is freed: its replies are dropped, its WORK waits
+ * as unroutable. */
+void endpoint_out_forget(endpoint_t *ep, peer_t *p);
+/* A call ends: its WORK, if still queued, is dropped when reached. */
+void endpoint_out_cancel(endpoint_call_t *c);
+/* `p` is new in the directory: WORK that waited for its routing id joins
+ * its queue, in order. */
+void endpoint_out_adopt(endpoint_t *ep, peer_t *p);
+/* Drop every queue (destroy). */
+void endpoint_out_clear(endpoint_t *ep);
+
+/* endpoint_peers.c */
+int endpoint_monitor_start(endpoint_t *ep, void *zmq_context);
+void endpoint_monitor_stop(endpoint_t *ep);
+void endpoint_drain_monitor(endpoint_t *ep);
+int endpoint_fd_closed(const endpoint_t *ep, int fd);
+/* Forget `p` now if nothing keeps it: its connection closed and no
+ * heartbeat sweep will report it. Returns 1 when it was removed. */
+int endpoint_forget_closed(endpoint_t *ep, peer_t *p);
+void endpoint_heartbeat_stop(endpoint_t *ep);
+
+#endif

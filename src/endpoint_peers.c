@@ -1,0 +1,221 @@
+/*
+ * endpoint_peers: who is there (see endpoint_internal.h).
+ *
+ * The socket's monitor says when a connection closes, naming its fd, and
+ * every message carries the fd it came on (ZMQ_SRCFD): together they tie a
+ * disconnect to the routing ids heard on it (Debian 12's libzmq has no
+ * ZMQ_ROUTER_NOTIFY). Closed entries are forgotten at once, unless a
+ * heartbeat timeout is set: then the sweep reports them (their calls fail
+ * with PeerLostError, the backend's timeout hook runs), as for any peer gone
+ * silent. Heartbeats go to every entry, oldest first.
+ */
+#include "endpoint_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int endpoint_fd_closed(const endpoint_t *ep, int fd) {
+    return fd >= 0 && (size_t)fd / 8 < ep->closed_fds_size &&
+           (ep->closed_fds[fd / 8] >> (fd % 8)) & 1;
+}
+
+static void s_mark_fd(endpoint_t *ep, int fd, int closed) {
+    if (fd < 0 || fd > (1 << 24)) return;
+    size_t byte = (size_t)fd / 8;
+    if (byte >= ep->closed_fds_size) {
+        if (!closed) return;
+        size_t n = byte + 64;
+        uint8_t *b = realloc(ep->closed_fds, n);
+        if (!b) return;                          /* then only the user check guards it */
+        memset(b + ep->closed_fds_size, 0, n - ep->closed_fds_size);
+        ep->closed_fds = b;
+        ep->closed_fds_size = n;
+    }
+    if (closed) ep->closed_fds[byte] |= (uint8_t)(1u << (fd % 8));
+    else ep->closed_fds[byte] &= (uint8_t)~(1u << (fd % 8));
+}
+
+/* Read the monitor's events. A connection that closed (DISCONNECTED, with
+ * its fd) marks the entries heard on it closed: nothing bound to them goes
+ * to their routing id again, so whoever takes it over later gets nothing
+ * meant for them (DESIGN.md 4.1). Messages still in flight from it may be
+ * read after the event: they keep the entry closed until a connection is
+ * accepted on that fd again (ACCEPTED, CONNECTED). Messages carry their fd
+ * (ZMQ_SRCFD); Debian 12's libzmq has no ZMQ_ROUTER_NOTIFY. */
+void endpoint_drain_monitor(endpoint_t *ep) {
+    if (!ep->monitor) return;
+    for (;;) {                                   /* to the end: a stale entry must not pass */
+        zmq_msg_t ev, addr;
+        zmq_msg_init(&ev);
+        if (zmq_msg_recv(&ev, ep->monitor, ZMQ_DONTWAIT) < 0) { zmq_msg_close(&ev); break; }
+        uint16_t event = 0;
+        uint32_t value = 0;
+        if (zmq_msg_size(&ev) >= 6) {
+            memcpy(&event, zmq_msg_data(&ev), 2);
+            memcpy(&value, (char *)zmq_msg_data(&ev) + 2, 4);
+        }
+        int more = zmq_msg_more(&ev);
+        zmq_msg_close(&ev);
+        while (more) {                           /* the endpoint address: not needed */
+            zmq_msg_init(&addr);
+            if (zmq_msg_recv(&addr, ep->monitor, 0) < 0) { zmq_msg_close(&addr); break; }
+            more = zmq_msg_more(&addr);
+            zmq_msg_close(&addr);
+        }
+        if (event == ZMQ_EVENT_DISCONNECTED) {
+            s_mark_fd(ep, (int)value, 1);
+            peers_close_fd(ep->peers, (int)value);
+            peer_t *p;
+            while ((p = peers_find_fd(ep->peers, (int)value)) && endpoint_forget_closed(ep, p)) {}
+        } else if (event == ZMQ_EVENT_ACCEPTED || event == ZMQ_EVENT_CONNECTED) {
+            s_mark_fd(ep, (int)value, 0);
+        }
+    }
+}
+
+static void s_on_monitor(loop_t *loop, void *socket, void *arg) {
+    (void)loop; (void)socket;
+    endpoint_t *ep = arg;
+    if (!ep->closing) endpoint_drain_monitor(ep);
+}
+
+void endpoint_sync_peers(endpoint_t *ep) { endpoint_drain_monitor(ep); }
+
+int endpoint_forget_closed(endpoint_t *ep, peer_t *p) {
+    if (!p->closed || ep->hb_timeout > 0) return 0;
+    peers_remove(ep->peers, p);
+    return 1;
+}
+
+/* Watch the socket's disconnects: libzmq names the fd, and messages carry
+ * their fd (ZMQ_SRCFD), which ties a disconnect to the routing ids heard on
+ * it (Debian 12's libzmq has no ZMQ_ROUTER_NOTIFY). */
+int endpoint_monitor_start(endpoint_t *ep, void *zmq_context) {
+    /* a fresh name each time: a closed socket's inproc name is released
+     * later, by libzmq's reaper, so an address could still be taken */
+    char address[64] = "inproc://pseud-monitor-";
+    uint8_t id[FRAME_UUID_SIZE];
+    frame_new_uuid(id);
+    for (int i = 0; i < FRAME_UUID_SIZE; i++)
+        snprintf(address + 23 + 2 * i, 3, "%02x", id[i]);
+    if (zmq_socket_monitor(ep->socket, address, ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_ACCEPTED |
+                           ZMQ_EVENT_CONNECTED) < 0)
+        return -1;
+    ep->monitor = zmq_socket(zmq_context, ZMQ_PAIR);
+    int zero = 0;
+    if (!ep->monitor || zmq_setsockopt(ep->monitor, ZMQ_LINGER, &zero, sizeof zero) < 0 ||
+        zmq_connect(ep->monitor, address) < 0 ||
+        loop_add_socket(ep->loop, ep->monitor, s_on_monitor, ep) < 0) {
+        if (ep->monitor) zmq_close(ep->monitor);
+        ep->monitor = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+void endpoint_monitor_stop(endpoint_t *ep) {
+    if (!ep->monitor) return;
+    zmq_socket_monitor(ep->socket, NULL, 0);
+    zmq_close(ep->monitor);
+    ep->monitor = NULL;
+}
+
+/* --- heartbeats --- */
+
+static void s_heartbeat_to(endpoint_t *ep, const char *peer, size_t len) {
+    /* best effort: a peer that cannot take it now will be heard from, or not */
+    frame_send(ep->socket, peer, len, NULL, 0, FRAME_HEARTBEAT, NULL, 0);
+}
+
+static void s_hb_send(loop_t *loop, loop_timer_t *t, void *arg) {
+    (void)loop; (void)t;
+    endpoint_t *ep = arg;
+    ep->hb_send = NULL;
+    int sent_default = 0;
+    for (peer_t *p = peers_oldest(ep->peers); p; p = p->newer) {
+        s_heartbeat_to(ep, p->routing_id, p->routing_id_len);
+        if (p->routing_id_len == ep->hb_peer_len &&
+            memcmp(p->routing_id, ep->hb_peer, ep->hb_peer_len) == 0)
+            sent_default = 1;
+    }
+    if (ep->hb_peer_len && !sent_default) s_heartbeat_to(ep, ep->hb_peer, ep->hb_peer_len);
+    ep->hb_send = loop_add_timer(ep->loop, ep->hb_interval, s_hb_send, ep);
+}
+
+/* End every pending call to `peer` with PeerLostError. Returns 1 when that
+ * destroyed the endpoint. */
+static int s_fail_calls_to(endpoint_t *ep, const char *peer, size_t len, const char *why) {
+    endpoint_call_t *c = ep->first;
+    size_t budget = ep->ncalls;                  /* calls made by the callbacks wait */
+    while (c && budget > 0) {
+        endpoint_call_t *next = c->next;
+        if (c->peer_len == len && memcmp(c->peer, peer, len) == 0) {
+            char who[64], msg[160];
+            snprintf(msg, sizeof msg, "peer '%s' was declared gone (%s)",
+                     endpoint_peer_text(peer, len, who, sizeof who), why);
+            budget--;
+            if (endpoint_fail_call(ep, c, "PeerLostError", msg)) return 1;
+            next = ep->first;                    /* callbacks may have ended others: restart */
+        }
+        c = next;
+    }
+    return 0;
+}
+
+static void s_hb_sweep(loop_t *loop, loop_timer_t *t, void *arg) {
+    (void)loop; (void)t;
+    endpoint_t *ep = arg;
+    ep->hb_sweep = NULL;
+    double now = loop_now();
+    endpoint_enter(ep);
+    peer_t *p;
+    while (!ep->closing && (p = peers_oldest(ep->peers)) && now - p->last_seen > ep->hb_timeout) {
+        char who[64];
+        endpoint_log(ep, "peer '%s' silent for %.2f s: gone",
+              endpoint_peer_text(p->user_id, p->user_id_len, who, sizeof who), now - p->last_seen);
+        /* out of the directory first: callbacks see it gone */
+        peers_detach(ep->peers, p);
+        if (s_fail_calls_to(ep, p->routing_id, p->routing_id_len, "heartbeat timeout")) {
+            peers_free(ep->peers, p);
+            break;
+        }
+        if (ep->ev.on_peer_gone) ep->ev.on_peer_gone(ep->ev.ctx, ep, p);
+        peers_free(ep->peers, p);
+    }
+    if (endpoint_leave(ep)) return;
+    /* a callback may have set a new policy (and armed its own sweep) */
+    if (ep->hb_sweep || ep->hb_timeout <= 0) return;
+    double next = ep->hb_timeout / 4;
+    if ((p = peers_oldest(ep->peers))) {
+        double due = p->last_seen + ep->hb_timeout - now;
+        if (due < next) next = due;
+    }
+    if (next < 0.005) next = 0.005;
+    ep->hb_sweep = loop_add_timer(ep->loop, next, s_hb_sweep, ep);
+}
+
+int endpoint_set_heartbeat(endpoint_t *ep, double interval, double timeout,
+                           const char *default_peer, size_t default_peer_len, int notify_seen) {
+    loop_cancel_timer(ep->loop, ep->hb_send);
+    loop_cancel_timer(ep->loop, ep->hb_sweep);
+    ep->hb_send = ep->hb_sweep = NULL;
+    ep->hb_interval = interval > 0 ? interval : 0;
+    ep->hb_timeout = timeout > 0 ? timeout : 0;
+    ep->notify_seen = notify_seen;
+    ep->hb_peer_len = default_peer && default_peer_len <= FRAME_MAX_ID ? default_peer_len : 0;
+    if (ep->hb_peer_len) memcpy(ep->hb_peer, default_peer, ep->hb_peer_len);
+    if (ep->hb_interval > 0 &&
+        !(ep->hb_send = loop_add_timer(ep->loop, ep->hb_interval, s_hb_send, ep)))
+        return -1;
+    if (ep->hb_timeout > 0 &&
+        !(ep->hb_sweep = loop_add_timer(ep->loop, ep->hb_timeout / 4, s_hb_sweep, ep)))
+        return -1;
+    return 0;
+}
+
+void endpoint_heartbeat_stop(endpoint_t *ep) {
+    loop_cancel_timer(ep->loop, ep->hb_send);
+    loop_cancel_timer(ep->loop, ep->hb_sweep);
+    ep->hb_send = ep->hb_sweep = NULL;
+}
