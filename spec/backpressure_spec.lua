@@ -18,10 +18,10 @@ local function peer(args)
 end
 
 describe('backpressure', function()
-  local server, endpoint
+  local endpoint
   local BUDGET = 100000
   lazy_setup(function()
-    server, endpoint = process.server('spec/servers/backpressure.lua', 'tcp://127.0.0.1:*', tostring(BUDGET))
+    _, endpoint = process.server('spec/servers/backpressure.lua', 'tcp://127.0.0.1:*', tostring(BUDGET))
   end)
   lazy_teardown(function() process.stop_all() end)
 
