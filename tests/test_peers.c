@@ -102,10 +102,42 @@ static void test_many(void) {
     peers_destroy(&d);
 }
 
+static int g_freed;
+static void s_count_free(void *ctx, peer_t *p) { (void)p; (*(int *)ctx)++; }
+static int s_busy_if_even(const peer_t *p) { return p->inflight % 2 == 0 && p->inflight > 0; }
+
+/* max_peers: past it the least recently heard idle entries go, busy ones
+ * are passed over, the newest is never evicted; on_free runs for each. */
+static void test_bound(void) {
+    peers_t *d = peers_new(s_count_free, &g_freed);
+    peers_set_max(d, 3, s_busy_if_even);
+    int is_new;
+    peer_t *a = seen(d, "a", NULL, 1.0, &is_new);
+    seen(d, "b", NULL, 2.0, &is_new);
+    seen(d, "c", NULL, 3.0, &is_new);
+    CHECK(peers_count(d) == 3 && g_freed == 0, "at the bound: all kept");
+    a->inflight = 2;                           /* something is held for a */
+    seen(d, "d", NULL, 4.0, &is_new);
+    CHECK(peers_count(d) == 3 && g_freed == 1, "one past it: one entry goes (%zu, %d)",
+          peers_count(d), g_freed);
+    CHECK(peers_find(d, "a", 1) == a && !peers_find(d, "b", 1) && peers_find(d, "d", 1),
+          "the oldest idle one (b), not the busy older one (a)");
+    CHECK(a->serial > 0 && peers_find(d, "d", 1)->serial > peers_find(d, "c", 1)->serial,
+          "serials grow per entry");
+    peers_set_max(d, 1, s_busy_if_even);
+    seen(d, "e", NULL, 5.0, &is_new);
+    CHECK(peers_count(d) == 2 && peers_find(d, "a", 1) && peers_find(d, "e", 1),
+          "a busy entry may keep the directory over its bound, the newest stays (%zu)",
+          peers_count(d));
+    peers_destroy(&d);
+    CHECK(g_freed == 5, "on_free ran for every entry, %d", g_freed);
+}
+
 int main(void) {
     test_basics();
     test_identity();
     test_many();
+    test_bound();
     printf("test_peers: %d checks, %d failed\n", g_checks, g_failed);
     return g_failed != 0;
 }
