@@ -26,7 +26,7 @@
 
 typedef struct host host_t;
 
-/* The binding's endpoint userdata (lpseud.c makes it; dispatch reads it). */
+/* The binding's endpoint userdata (lpseud_endpoint.c makes it; dispatch reads it). */
 typedef struct lendpoint {
     endpoint_t *ep;               /* NULL once closed */
     host_t *host;

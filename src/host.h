@@ -1,9 +1,10 @@
 /*
  * host: one per Lua state. It owns the ZeroMQ context, the loop, the
- * scheduler (task.c), the codec limits and buffers, ZAP and the password
- * pool, and runs the loop: init, run, drain, stop, flush, close.
+ * scheduler (task.c, task_limits.c), the codec limits and buffers, ZAP and
+ * the password pool, and runs the loop: init, run, drain, stop, flush,
+ * close.
  *
- * The binding (lpseud.c) sees host_t through these functions only; the
+ * The binding (lpseud*.c) sees host_t through these functions only; the
  * state itself is in host_state.h for host.c, dispatch.c and login.c.
  */
 #ifndef PSEUD_HOST_H
@@ -40,7 +41,7 @@ const codec_limits_t *host_limits(host_t *h);
 void host_set_limits(host_t *h, const codec_limits_t *lim);
 void host_set_global_registry(host_t *h, int ref);
 void host_set_max_hook_time(host_t *h, double seconds);
-/* Lua's own debug.sethook, kept for the replacement (lpseud.c). */
+/* Lua's own debug.sethook, kept for the replacement (lpseud_task.c). */
 void host_set_lua_sethook(host_t *h, lua_CFunction fn);
 lua_CFunction host_lua_sethook(host_t *h);
 

@@ -1,6 +1,6 @@
 /*
  * host_state: what the host holds, shared by host.c, dispatch.c and
- * login.c. The binding (lpseud.c) sees host_t only as an opaque handle
+ * login.c. The binding (lpseud*.c) sees host_t only as an opaque handle
  * through host.h.
  */
 #ifndef PSEUD_HOST_STATE_H
@@ -43,7 +43,7 @@ struct host {
     zap_t *zap;                   /* the ZAP handler, once authentication is used */
     int zap_handler;              /* ref: fn(request) -> user_id | nil, reason */
     passwd_t *passwd;             /* argon2 checks on worker threads, once started */
-    lua_CFunction lua_sethook;    /* Lua's own debug.sethook (lpseud.c replaces it) */
+    lua_CFunction lua_sethook;    /* Lua's own debug.sethook (lpseud_task.c replaces it) */
 };
 
 /* The thread Lua runs on from a callback: the loop's, or the main one. */

@@ -4,7 +4,7 @@
  * file or the new one, never a partial one, and a symlink planted at the
  * target is replaced, never written through); a password is read from a
  * terminal with echo off. Stock Lua has neither a rename-safe write nor
- * termios; lpseud.c exposes these to lua/pseud/tools.lua. No Lua here.
+ * termios; lpseud_keys.c exposes these to lua/pseud/tools.lua. No Lua here.
  */
 #ifndef PSEUD_KEYFILE_H
 #define PSEUD_KEYFILE_H

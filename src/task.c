@@ -1,5 +1,8 @@
 /*
- * task: the scheduler (see task.h).
+ * task: the scheduler (see task.h): run queues, tasks, waiting, and the
+ * coroutines a task runs. What bounds a task (allocator, count hook, kills,
+ * sched_pcall, error values) is in task_limits.c; task_internal.h is what
+ * the two share.
  *
  * Tasks are pooled coroutines with their task_t in the thread's extra space.
  * A coroutine that returned is reused as it is; one that raised is closed
@@ -14,6 +17,7 @@
  * counts into s->current wherever the allocation comes from.
  */
 #include "task.h"
+#include "task_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,48 +26,6 @@
 #include <lauxlib.h>
 
 #define POOL_MAX   256            /* idle tasks kept */
-#define SLICE      0.01           /* seconds a task runs before it yields to the loop */
-#define HOOK_COUNT 10000          /* VM instructions between looks at the clock */
-
-enum task_wait { TASK_RUNNING, TASK_WAIT_FUTURE, TASK_WAIT_SLEEP, TASK_PREEMPTED };
-
-static void s_hook(lua_State *L, lua_Debug *ar);
-static const char s_killed_key = 0;   /* registry: weak set of threads a limit ended */
-
-/* --- memory --- */
-
-/* The state's allocator: counts what the running task allocates, net, and
- * refuses growth past its cap (Lua then raises LUA_ERRMEM in it). */
-static void *s_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
-    sched_t *s = ud;
-    task_t *t = s->current;
-    if (t && t->limits.memory > 0) {
-        double was = ptr ? (double)osize : 0;     /* osize is a type tag when ptr is NULL */
-        double delta = (double)nsize - was;
-        if (delta > 0 && t->mem_net + delta > t->limits.memory) {
-            /* each refusal costs Lua an emergency collection: a handler that
-             * catches MemoryError in a loop could run far past its time
-             * between two looks of the hook, so look now */
-            double now = loop_now();
-            if (t->slice_end == 0) t->slice_end = now + SLICE;   /* the hook may not have looked yet */
-            if ((t->deadline > 0 && now > t->deadline) || now > t->slice_end) {
-                /* the hook, at the next instruction: kill or yield */
-                if (t->co) lua_sethook(t->co, s_hook, LUA_MASKCOUNT, 1);
-                if (s->nested) lua_sethook(s->nested, s_hook, LUA_MASKCOUNT, 1);
-            }
-            return NULL;
-        }
-        void *p = s->alloc(s->alloc_ud, ptr, osize, nsize);
-        if (p || nsize == 0) t->mem_net += delta;
-        return p;
-    }
-    return s->alloc(s->alloc_ud, ptr, osize, nsize);
-}
-
-sched_t *sched_of(lua_State *L) {
-    void *ud;
-    return lua_getallocf(L, &ud) == s_alloc ? ud : NULL;
-}
 
 task_t *task_current(lua_State *L) {
     task_t *t = *(task_t **)lua_getextraspace(L);
@@ -79,21 +41,7 @@ int sched_init(sched_t *s, lua_State *L, loop_t *loop, const sched_ops_t *ops) {
     s->hook.result = LUA_NOREF;
     s->pool = calloc(POOL_MAX, sizeof *s->pool);
     if (!s->pool) return -1;
-    s->alloc = lua_getallocf(L, &s->alloc_ud);
-    lua_setallocf(L, s_alloc, s);
-    /* every thread made from now on inherits the hook (it does nothing while
-     * no task runs), so a coroutine the main chunk made is bounded too when
-     * a handler runs it */
-    if (!lua_gethook(L)) {
-        lua_sethook(L, s_hook, LUA_MASKCOUNT, HOOK_COUNT);
-        s->hooked = L;
-    }
-    lua_newtable(L);                              /* weak set of killed threads */
-    lua_createtable(L, 0, 1);
-    lua_pushliteral(L, "k");
-    lua_setfield(L, -2, "__mode");
-    lua_setmetatable(L, -2);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &s_killed_key);
+    sched_limits_init(s, L);                      /* allocator, hook, killed set */
     return 0;
 }
 
@@ -109,216 +57,6 @@ void sched_close(sched_t *s) {
     s->npool = 0;
     free(s->pool);
     s->pool = NULL;
-}
-
-/* --- errors --- */
-
-void task_push_error(lua_State *L, const char *name, const char *message, const char *traceback) {
-    lua_createtable(L, 0, 3);
-    lua_pushstring(L, name);
-    lua_setfield(L, -2, "name");
-    lua_pushstring(L, message);
-    lua_setfield(L, -2, "message");
-    lua_pushstring(L, traceback ? traceback : "");
-    lua_setfield(L, -2, "traceback");
-    luaL_setmetatable(L, ERROR_MT);
-}
-
-static int s_is_error(lua_State *L, int idx) {
-    if (!lua_istable(L, idx) || !lua_getmetatable(L, idx)) return 0;
-    luaL_getmetatable(L, ERROR_MT);
-    int yes = lua_rawequal(L, -1, -2);
-    lua_pop(L, 2);
-    return yes;
-}
-
-static void s_copy(char *dst, size_t cap, const char *src, size_t len) {
-    if (len >= cap) len = cap - 1;
-    memcpy(dst, src, len);
-    dst[len] = '\0';
-}
-
-static void s_set_error(sched_error_t *err, const char *name, const char *message) {
-    s_copy(err->name, sizeof err->name, name, strlen(name));
-    s_copy(err->message, sizeof err->message, message, strlen(message));
-    err->traceback[0] = '\0';
-}
-
-/* Field `k` of the table at idx, if a string; raw, so no Lua runs. */
-static void s_raw_field(lua_State *L, int idx, const char *k, char *dst, size_t cap) {
-    lua_pushstring(L, k);
-    if (lua_rawget(L, idx) == LUA_TSTRING) {
-        size_t n;
-        const char *v = lua_tolstring(L, -1, &n);
-        s_copy(dst, cap, v, n);
-    }
-    lua_pop(L, 1);
-}
-
-/* Under the bound of sched_pcall: (error value, thread) -> pseud.Error with
- * the thread's traceback. A __tostring runs here, bounded. */
-static int s_describe(lua_State *L) {
-    lua_State *co = lua_tothread(L, 2);
-    const char *name = "LuaError", *message;
-    if (s_is_error(L, 1)) {
-        lua_getfield(L, 1, "name");
-        lua_getfield(L, 1, "message");
-        if (lua_type(L, -2) == LUA_TSTRING) name = lua_tostring(L, -2);
-        message = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
-    } else {
-        message = luaL_tolstring(L, 1, NULL);
-    }
-    luaL_traceback(L, co ? co : L, message, co ? 0 : 1);
-    task_push_error(L, name, message, lua_tostring(L, -1));
-    return 1;
-}
-
-/* Message handler of sched_pcall. */
-int sched_msgh(lua_State *L) {
-    lua_settop(L, 1);
-    lua_pushcfunction(L, s_describe);
-    lua_insert(L, 1);
-    lua_pushthread(L);
-    lua_call(L, 2, 1);                            /* an error here: LUA_ERRERR */
-    return 1;
-}
-
-/* --- the hook --- */
-
-/* The count hook of every thread the running task (or hook) runs. It reads
- * the clock every HOOK_COUNT instructions: past the deadline it kills (and
- * re-arms on every instruction, on the task's own thread too, so neither a
- * pcall nor a coroutine boundary keeps the task alive); past the slice a
- * task yields to the loop: its own thread directly, a coroutine it resumed
- * through task_resume_nested by passing the yield up. */
-static void s_hook(lua_State *L, lua_Debug *ar) {
-    (void)ar;
-    sched_t *s = sched_of(L);
-    task_t *t = s ? s->current : NULL;
-    if (!t) return;
-    double now = loop_now();
-    if (t->slice_end == 0) {                      /* first look of this run */
-        t->slice_end = now + SLICE;
-        if (t == &s->hook && t->deadline == 0 && t->limits.time > 0) {
-            t->deadline = now + t->limits.time;
-            if (t->deadline_cap > 0 && t->deadline_cap < t->deadline) t->deadline = t->deadline_cap;
-        }
-    }
-    if (t->expired || (t->deadline > 0 && now > t->deadline)) {
-        t->expired = 1;
-        lua_sethook(L, s_hook, LUA_MASKCOUNT, 1);
-        if (t->co && t->co != L) lua_sethook(t->co, s_hook, LUA_MASKCOUNT, 1);
-        double cap = t->limits.memory;            /* a task at its memory cap still gets its error */
-        t->limits.memory = 0;
-        /* Lua leaves hooks off for good on a thread an error from its hook
-         * ends (5.4.4): it must never run Lua again (task_may_close) */
-        if (lua_rawgetp(L, LUA_REGISTRYINDEX, &s_killed_key) == LUA_TTABLE) {
-            lua_pushthread(L);
-            lua_pushboolean(L, 1);
-            lua_rawset(L, -3);
-        }
-        lua_pop(L, 1);
-        task_push_error(L, "TimeoutError", t == &s->hook ? "the hook ran past max_hook_time"
-                        : "the handler ran past max_handler_time", "");
-        t->limits.memory = cap;
-        lua_error(L);
-    }
-    if (now > t->slice_end && t != &s->hook && lua_isyieldable(L)) {
-        if (L == t->co) {
-            t->wait = TASK_PREEMPTED;
-            lua_yield(L, 0);
-        } else if (L == s->nested) {
-            s->preempting = L;
-            lua_yield(L, 0);
-        }
-    }
-}
-
-int task_killing(lua_State *L) {
-    sched_t *s = sched_of(L);
-    return s && s->current && s->current->expired;
-}
-
-int task_may_close(lua_State *L, int idx) {
-    if (task_killing(L)) return 0;
-    idx = lua_absindex(L, idx);
-    int killed = 0;
-    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &s_killed_key) == LUA_TTABLE) {
-        lua_pushvalue(L, idx);
-        killed = lua_rawget(L, -2) != LUA_TNIL;
-        lua_pop(L, 1);
-    }
-    lua_pop(L, 1);
-    return !killed;
-}
-
-int task_may_sethook(lua_State *L) {
-    sched_t *s = sched_of(L);
-    if (s && !s->current) s->hooked = NULL;       /* the script may replace it: look again */
-    return !s || !s->current;
-}
-
-int sched_pcall(sched_t *s, lua_State *L, int nargs, int nres, double seconds,
-                sched_error_t *err) {
-    int fn = lua_gettop(L) - nargs;               /* sched_msgh is at fn - 1 */
-    task_t *outer = s->current, *h = &s->hook;
-    /* a hook may run inside a hook: keep the outer one's bound */
-    double saved_deadline = h->deadline, saved_slice = h->slice_end, saved_time = h->limits.time;
-    double saved_cap = h->deadline_cap;
-    int saved_expired = h->expired;
-    double start = outer == h ? loop_now() : 0;
-    /* the deadline starts at the hook's first look (no clock read per
-     * call); it never passes the deadline of the task it serves */
-    h->deadline = 0;
-    h->limits.time = seconds;
-    h->deadline_cap = outer && outer != h ? outer->deadline : 0;
-    h->expired = 0;
-    h->slice_end = 0;
-    /* the hook stays on a thread that had none (it does nothing while no
-     * task or hook runs; s->hooked remembers it): no lua_sethook per call */
-    lua_Hook oh = s_hook;
-    int omask = LUA_MASKCOUNT, ocount = HOOK_COUNT;
-    if (L != s->hooked) {
-        oh = lua_gethook(L);
-        omask = lua_gethookmask(L);
-        ocount = lua_gethookcount(L);
-        if (!oh || oh == s_hook) {
-            oh = s_hook; omask = LUA_MASKCOUNT; ocount = HOOK_COUNT;
-            if (L == s->L) s->hooked = L;         /* the main thread never goes away */
-        }
-        lua_sethook(L, s_hook, LUA_MASKCOUNT, HOOK_COUNT);
-    }
-    s->current = h;
-    s->hook_depth++;
-    int status = lua_pcall(L, nargs, nres, fn - 1);
-    s->hook_depth--;
-    s->current = outer;
-    h->deadline = saved_deadline;
-    h->slice_end = saved_slice;
-    h->limits.time = saved_time;
-    h->deadline_cap = saved_cap;
-    int killed = h->expired;
-    h->expired = saved_expired;
-    /* a hook inside a hook (a predicate the resolver calls) has its own
-     * bound: the time it took is not the outer one's */
-    if (outer == h && h->deadline > 0) h->deadline += loop_now() - start;
-    if (oh != s_hook || killed) lua_sethook(L, oh, omask, ocount);   /* theirs, or re-armed by a kill */
-    if (status == LUA_OK) {
-        lua_remove(L, fn - 1);                    /* the message handler */
-        return LUA_OK;
-    }
-    if (status == LUA_ERRMEM) {
-        s_set_error(err, "MemoryError", "not enough memory");
-    } else if (status == LUA_ERRERR || !lua_istable(L, -1)) {
-        s_set_error(err, "LuaError", "(the error value could not be described)");
-    } else {
-        s_set_error(err, "LuaError", "");
-        s_raw_field(L, lua_gettop(L), "name", err->name, sizeof err->name);
-        s_raw_field(L, lua_gettop(L), "message", err->message, sizeof err->message);
-        s_raw_field(L, lua_gettop(L), "traceback", err->traceback, sizeof err->traceback);
-    }
-    lua_settop(L, fn - 2);
-    return status;
 }
 
 /* --- the run queue --- */
@@ -430,7 +168,7 @@ void task_free(sched_t *s, lua_State *L, task_t *t) {
             t->deadline = loop_now() + (s->max_hook_time > 0 ? s->max_hook_time : 1);
         }
         s->current = t;
-        lua_sethook(t->co, s_hook, LUA_MASKCOUNT, t->expired ? 1 : HOOK_COUNT);
+        lua_sethook(t->co, sched_hook, LUA_MASKCOUNT, t->expired ? 1 : TASK_HOOK_COUNT);
         lua_resetthread(t->co);
         s->current = outer;
     }
@@ -490,8 +228,8 @@ static void s_described(sched_t *s, lua_State *L, task_t *t, int nres) {
      * the traceback at index 1 included: the first result is at index 2 */
     const char *message = nres > 1 && lua_type(t->co, 2) == LUA_TSTRING
                         ? lua_tolstring(t->co, 2, &n) : NULL;
-    s_set_error(&err, "LuaError", "(the error value's __tostring did not return a string)");
-    if (message) s_copy(err.message, sizeof err.message, message, n);
+    sched_error_set(&err, "LuaError", "(the error value's __tostring did not return a string)");
+    if (message) sched_error_copy(err.message, sizeof err.message, message, n);
     const char *tb = lua_tostring(t->co, 1);
     snprintf(err.traceback, sizeof err.traceback, "%s\n%s", err.message, tb ? tb : "");
     s_task_error(s, L, t, &err);
@@ -551,7 +289,7 @@ static int s_describe_later(lua_State *L) {
 
 /* Does the error value on top of co need Lua (a __tostring) to be told? */
 static int s_needs_tostring(lua_State *co) {
-    if (lua_type(co, -1) == LUA_TSTRING || s_is_error(co, -1)) return 0;
+    if (lua_type(co, -1) == LUA_TSTRING || sched_is_error(co, -1)) return 0;
     if (luaL_getmetafield(co, -1, "__tostring") == LUA_TNIL) return 0;
     lua_pop(co, 1);
     return 1;
@@ -563,9 +301,9 @@ static int s_needs_tostring(lua_State *co) {
  * task of its own, so a slow one is preempted like a handler. */
 static void s_task_failed(sched_t *s, lua_State *L, task_t *t, int status) {
     sched_error_t err;
-    s_set_error(&err, "MemoryError", "not enough memory");
+    sched_error_set(&err, "MemoryError", "not enough memory");
     if (t->describing) {
-        s_set_error(&err, "LuaError", "(the error value could not be turned into a message)");
+        sched_error_set(&err, "LuaError", "(the error value could not be turned into a message)");
     } else if (status != LUA_ERRMEM && lua_checkstack(L, 8) && lua_checkstack(t->co, 2)) {
         if (s_needs_tostring(t->co)) {
             lua_pushcfunction(L, s_describe_later);
@@ -578,14 +316,15 @@ static void s_task_failed(sched_t *s, lua_State *L, task_t *t, int status) {
             lua_pop(L, 1);                        /* memory: answered MemoryError */
         } else {
             lua_pushcfunction(L, sched_msgh);
-            lua_pushcfunction(L, s_describe);     /* runs no Lua for these values */
+            lua_pushcfunction(L, sched_describe); /* runs no Lua for these values */
             lua_xmove(t->co, L, 1);
             lua_pushthread(t->co);
             lua_xmove(t->co, L, 1);
             if (sched_pcall(s, L, 2, 1, 0, &err) == LUA_OK) {
-                s_raw_field(L, lua_gettop(L), "name", err.name, sizeof err.name);
-                s_raw_field(L, lua_gettop(L), "message", err.message, sizeof err.message);
-                s_raw_field(L, lua_gettop(L), "traceback", err.traceback, sizeof err.traceback);
+                int e = lua_gettop(L);
+                sched_error_field(L, e, "name", err.name, sizeof err.name);
+                sched_error_field(L, e, "message", err.message, sizeof err.message);
+                sched_error_field(L, e, "traceback", err.traceback, sizeof err.traceback);
                 lua_pop(L, 1);
             }
         }
@@ -611,9 +350,9 @@ static int s_resume(sched_t *s, lua_State *L, task_t *t) {
         }
     }
     /* checked on every resume: nothing the script did to the hook survives */
-    int count = t->expired ? 1 : HOOK_COUNT;
-    if (lua_gethook(t->co) != s_hook || lua_gethookcount(t->co) != count)
-        lua_sethook(t->co, s_hook, LUA_MASKCOUNT, count);
+    int count = t->expired ? 1 : TASK_HOOK_COUNT;
+    if (lua_gethook(t->co) != sched_hook || lua_gethookcount(t->co) != count)
+        lua_sethook(t->co, sched_hook, LUA_MASKCOUNT, count);
     s->current = t;
     s->nested = NULL;
     int status = lua_resume(t->co, L, nargs, &nres);
@@ -774,7 +513,7 @@ void future_settle(sched_t *s, lua_State *L, int f, int state) {
 void task_cover(lua_State *L, lua_State *co) {
     sched_t *s = sched_of(L);
     task_t *t = s ? s->current : NULL;
-    if (t) lua_sethook(co, s_hook, LUA_MASKCOUNT, t->expired ? 1 : HOOK_COUNT);
+    if (t) lua_sethook(co, sched_hook, LUA_MASKCOUNT, t->expired ? 1 : TASK_HOOK_COUNT);
 }
 
 int task_resume_nested(lua_State *L, lua_State *co, int nargs, int *nres) {
@@ -783,7 +522,7 @@ int task_resume_nested(lua_State *L, lua_State *co, int nargs, int *nres) {
     if (!t) return lua_resume(co, L, nargs, nres);
     for (;;) {
         /* a coroutine made anywhere runs under the running task's limits */
-        lua_sethook(co, s_hook, LUA_MASKCOUNT, t->expired ? 1 : HOOK_COUNT);
+        lua_sethook(co, sched_hook, LUA_MASKCOUNT, t->expired ? 1 : TASK_HOOK_COUNT);
         lua_State *outer = s->nested;
         s->nested = co;
         int status = lua_resume(co, L, nargs, nres);

@@ -16,6 +16,10 @@
  *
  * It does not know endpoints: a task that answers a WORK carries what
  * dispatch.c put in `work`, and its end calls back into dispatch (sched_ops_t).
+ *
+ * Two files implement it: task.c (run queues, tasks, waiting, nested
+ * coroutines) and task_limits.c (allocator, hook, kills, sched_pcall, error
+ * values); task_internal.h is what they share.
  */
 #ifndef PSEUD_TASK_H
 #define PSEUD_TASK_H
@@ -65,7 +69,7 @@ struct task {
     lua_State *co;                /* its coroutine */
     int co_ref;                   /* pins co */
     sched_t *sched;
-    int wait;                     /* why it is parked (task.c) */
+    int wait;                     /* why it is parked (enum task_wait, task_internal.h) */
     int nargs;                    /* values its next resume passes */
     int queued;                   /* on a run queue: 0 no, 1 woken or new, 2 preempted */
     int expired;                  /* past its deadline: killed at its next instruction */

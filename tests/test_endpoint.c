@@ -604,8 +604,8 @@ static void test_destroy_fails_pending(void *ctx)
  * endpoint_destroy() called from inside one of the endpoint's own event
  * callbacks. The binding does exactly this when a Lua task resumed from
  * on_reply/on_call_failed, or a handler run from on_work, calls :close() on
- * that endpoint (lpseud.c s_endpoint_close -> endpoint_destroy). After the
- * callback returns, endpoint.c keeps using the freed endpoint:
+ * that endpoint (lpseud_endpoint.c s_endpoint_close -> endpoint_destroy).
+ * After the callback returns, endpoint.c keeps using the freed endpoint:
  *   on_work / on_reply: s_on_readable reads ep->out_head (and recvs from the
  *                       closed socket) after the callback;
  *   on_call_failed:     s_expire's loop reads ep->first, then s_arm_expiry(ep).

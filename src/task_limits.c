@@ -1,0 +1,282 @@
+/*
+ * task_limits: what bounds a task (see task.h), kept apart from the
+ * scheduling itself (task.c) so each file stays one idea of readable size:
+ *   - the counting allocator (memory per task, refused past its cap),
+ *   - the count hook (slice and deadline), kills and the set of threads a
+ *     kill ended, which Lua must never run again,
+ *   - sched_pcall, the bounded synchronous call, and its message handler:
+ *     any error becomes a pseud.Error described in C.
+ * Both files share task_internal.h and nothing else.
+ */
+#include "task.h"
+#include "task_internal.h"
+
+#include <string.h>
+
+#include <lauxlib.h>
+
+static const char s_killed_key = 0;   /* registry: weak set of threads a limit ended */
+
+/* --- memory --- */
+
+/* The state's allocator: counts what the running task allocates, net, and
+ * refuses growth past its cap (Lua then raises LUA_ERRMEM in it). */
+static void *s_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+    sched_t *s = ud;
+    task_t *t = s->current;
+    if (t && t->limits.memory > 0) {
+        double was = ptr ? (double)osize : 0;     /* osize is a type tag when ptr is NULL */
+        double delta = (double)nsize - was;
+        if (delta > 0 && t->mem_net + delta > t->limits.memory) {
+            /* each refusal costs Lua an emergency collection: a handler that
+             * catches MemoryError in a loop could run far past its time
+             * between two looks of the hook, so look now */
+            double now = loop_now();
+            if (t->slice_end == 0)                /* the hook may not have looked yet */
+                t->slice_end = now + TASK_SLICE;
+            if ((t->deadline > 0 && now > t->deadline) || now > t->slice_end) {
+                /* the hook, at the next instruction: kill or yield */
+                if (t->co) lua_sethook(t->co, sched_hook, LUA_MASKCOUNT, 1);
+                if (s->nested) lua_sethook(s->nested, sched_hook, LUA_MASKCOUNT, 1);
+            }
+            return NULL;
+        }
+        void *p = s->alloc(s->alloc_ud, ptr, osize, nsize);
+        if (p || nsize == 0) t->mem_net += delta;
+        return p;
+    }
+    return s->alloc(s->alloc_ud, ptr, osize, nsize);
+}
+
+sched_t *sched_of(lua_State *L) {
+    void *ud;
+    return lua_getallocf(L, &ud) == s_alloc ? ud : NULL;
+}
+
+void sched_limits_init(sched_t *s, lua_State *L) {
+    s->alloc = lua_getallocf(L, &s->alloc_ud);
+    lua_setallocf(L, s_alloc, s);
+    /* every thread made from now on inherits the hook (it does nothing while
+     * no task runs), so a coroutine the main chunk made is bounded too when
+     * a handler runs it */
+    if (!lua_gethook(L)) {
+        lua_sethook(L, sched_hook, LUA_MASKCOUNT, TASK_HOOK_COUNT);
+        s->hooked = L;
+    }
+    lua_newtable(L);                              /* weak set of killed threads */
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &s_killed_key);
+}
+
+/* --- errors --- */
+
+void task_push_error(lua_State *L, const char *name, const char *message, const char *traceback) {
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, name);
+    lua_setfield(L, -2, "name");
+    lua_pushstring(L, message);
+    lua_setfield(L, -2, "message");
+    lua_pushstring(L, traceback ? traceback : "");
+    lua_setfield(L, -2, "traceback");
+    luaL_setmetatable(L, ERROR_MT);
+}
+
+int sched_is_error(lua_State *L, int idx) {
+    if (!lua_istable(L, idx) || !lua_getmetatable(L, idx)) return 0;
+    luaL_getmetatable(L, ERROR_MT);
+    int yes = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    return yes;
+}
+
+void sched_error_copy(char *dst, size_t cap, const char *src, size_t len) {
+    if (len >= cap) len = cap - 1;
+    memcpy(dst, src, len);
+    dst[len] = '\0';
+}
+
+void sched_error_set(sched_error_t *err, const char *name, const char *message) {
+    sched_error_copy(err->name, sizeof err->name, name, strlen(name));
+    sched_error_copy(err->message, sizeof err->message, message, strlen(message));
+    err->traceback[0] = '\0';
+}
+
+/* Field `k` of the table at idx, if a string; raw, so no Lua runs. */
+void sched_error_field(lua_State *L, int idx, const char *k, char *dst, size_t cap) {
+    lua_pushstring(L, k);
+    if (lua_rawget(L, idx) == LUA_TSTRING) {
+        size_t n;
+        const char *v = lua_tolstring(L, -1, &n);
+        sched_error_copy(dst, cap, v, n);
+    }
+    lua_pop(L, 1);
+}
+
+/* Under the bound of sched_pcall: (error value, thread) -> pseud.Error with
+ * the thread's traceback. A __tostring runs here, bounded. */
+int sched_describe(lua_State *L) {
+    lua_State *co = lua_tothread(L, 2);
+    const char *name = "LuaError", *message;
+    if (sched_is_error(L, 1)) {
+        lua_getfield(L, 1, "name");
+        lua_getfield(L, 1, "message");
+        if (lua_type(L, -2) == LUA_TSTRING) name = lua_tostring(L, -2);
+        message = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
+    } else {
+        message = luaL_tolstring(L, 1, NULL);
+    }
+    luaL_traceback(L, co ? co : L, message, co ? 0 : 1);
+    task_push_error(L, name, message, lua_tostring(L, -1));
+    return 1;
+}
+
+/* Message handler of sched_pcall. */
+int sched_msgh(lua_State *L) {
+    lua_settop(L, 1);
+    lua_pushcfunction(L, sched_describe);
+    lua_insert(L, 1);
+    lua_pushthread(L);
+    lua_call(L, 2, 1);                            /* an error here: LUA_ERRERR */
+    return 1;
+}
+
+/* --- the hook --- */
+
+/* The count hook of every thread the running task (or hook) runs. It reads
+ * the clock every TASK_HOOK_COUNT instructions: past the deadline it kills
+ * (and re-arms on every instruction, on the task's own thread too, so
+ * neither a pcall nor a coroutine boundary keeps the task alive); past the
+ * slice a task yields to the loop: its own thread directly, a coroutine it
+ * resumed through task_resume_nested by passing the yield up. */
+void sched_hook(lua_State *L, lua_Debug *ar) {
+    (void)ar;
+    sched_t *s = sched_of(L);
+    task_t *t = s ? s->current : NULL;
+    if (!t) return;
+    double now = loop_now();
+    if (t->slice_end == 0) {                      /* first look of this run */
+        t->slice_end = now + TASK_SLICE;
+        if (t == &s->hook && t->deadline == 0 && t->limits.time > 0) {
+            t->deadline = now + t->limits.time;
+            if (t->deadline_cap > 0 && t->deadline_cap < t->deadline) t->deadline = t->deadline_cap;
+        }
+    }
+    if (t->expired || (t->deadline > 0 && now > t->deadline)) {
+        t->expired = 1;
+        lua_sethook(L, sched_hook, LUA_MASKCOUNT, 1);
+        if (t->co && t->co != L) lua_sethook(t->co, sched_hook, LUA_MASKCOUNT, 1);
+        double cap = t->limits.memory;            /* a task at its memory cap still gets its error */
+        t->limits.memory = 0;
+        /* Lua leaves hooks off for good on a thread an error from its hook
+         * ends (5.4.4): it must never run Lua again (task_may_close) */
+        if (lua_rawgetp(L, LUA_REGISTRYINDEX, &s_killed_key) == LUA_TTABLE) {
+            lua_pushthread(L);
+            lua_pushboolean(L, 1);
+            lua_rawset(L, -3);
+        }
+        lua_pop(L, 1);
+        task_push_error(L, "TimeoutError", t == &s->hook ? "the hook ran past max_hook_time"
+                        : "the handler ran past max_handler_time", "");
+        t->limits.memory = cap;
+        lua_error(L);
+    }
+    if (now > t->slice_end && t != &s->hook && lua_isyieldable(L)) {
+        if (L == t->co) {
+            t->wait = TASK_PREEMPTED;
+            lua_yield(L, 0);
+        } else if (L == s->nested) {
+            s->preempting = L;
+            lua_yield(L, 0);
+        }
+    }
+}
+
+int task_killing(lua_State *L) {
+    sched_t *s = sched_of(L);
+    return s && s->current && s->current->expired;
+}
+
+int task_may_close(lua_State *L, int idx) {
+    if (task_killing(L)) return 0;
+    idx = lua_absindex(L, idx);
+    int killed = 0;
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &s_killed_key) == LUA_TTABLE) {
+        lua_pushvalue(L, idx);
+        killed = lua_rawget(L, -2) != LUA_TNIL;
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return !killed;
+}
+
+int task_may_sethook(lua_State *L) {
+    sched_t *s = sched_of(L);
+    if (s && !s->current) s->hooked = NULL;       /* the script may replace it: look again */
+    return !s || !s->current;
+}
+
+int sched_pcall(sched_t *s, lua_State *L, int nargs, int nres, double seconds,
+                sched_error_t *err) {
+    int fn = lua_gettop(L) - nargs;               /* sched_msgh is at fn - 1 */
+    task_t *outer = s->current, *h = &s->hook;
+    /* a hook may run inside a hook: keep the outer one's bound */
+    double saved_deadline = h->deadline, saved_slice = h->slice_end, saved_time = h->limits.time;
+    double saved_cap = h->deadline_cap;
+    int saved_expired = h->expired;
+    double start = outer == h ? loop_now() : 0;
+    /* the deadline starts at the hook's first look (no clock read per
+     * call); it never passes the deadline of the task it serves */
+    h->deadline = 0;
+    h->limits.time = seconds;
+    h->deadline_cap = outer && outer != h ? outer->deadline : 0;
+    h->expired = 0;
+    h->slice_end = 0;
+    /* the hook stays on a thread that had none (it does nothing while no
+     * task or hook runs; s->hooked remembers it): no lua_sethook per call */
+    lua_Hook oh = sched_hook;
+    int omask = LUA_MASKCOUNT, ocount = TASK_HOOK_COUNT;
+    if (L != s->hooked) {
+        oh = lua_gethook(L);
+        omask = lua_gethookmask(L);
+        ocount = lua_gethookcount(L);
+        if (!oh || oh == sched_hook) {
+            oh = sched_hook; omask = LUA_MASKCOUNT; ocount = TASK_HOOK_COUNT;
+            if (L == s->L) s->hooked = L;         /* the main thread never goes away */
+        }
+        lua_sethook(L, sched_hook, LUA_MASKCOUNT, TASK_HOOK_COUNT);
+    }
+    s->current = h;
+    s->hook_depth++;
+    int status = lua_pcall(L, nargs, nres, fn - 1);
+    s->hook_depth--;
+    s->current = outer;
+    h->deadline = saved_deadline;
+    h->slice_end = saved_slice;
+    h->limits.time = saved_time;
+    h->deadline_cap = saved_cap;
+    int killed = h->expired;
+    h->expired = saved_expired;
+    /* a hook inside a hook (a predicate the resolver calls) has its own
+     * bound: the time it took is not the outer one's */
+    if (outer == h && h->deadline > 0) h->deadline += loop_now() - start;
+    if (oh != sched_hook || killed) lua_sethook(L, oh, omask, ocount);   /* theirs, or re-armed by a kill */
+    if (status == LUA_OK) {
+        lua_remove(L, fn - 1);                    /* the message handler */
+        return LUA_OK;
+    }
+    if (status == LUA_ERRMEM) {
+        sched_error_set(err, "MemoryError", "not enough memory");
+    } else if (status == LUA_ERRERR || !lua_istable(L, -1)) {
+        sched_error_set(err, "LuaError", "(the error value could not be described)");
+    } else {
+        sched_error_set(err, "LuaError", "");
+        sched_error_field(L, lua_gettop(L), "name", err->name, sizeof err->name);
+        sched_error_field(L, lua_gettop(L), "message", err->message, sizeof err->message);
+        sched_error_field(L, lua_gettop(L), "traceback", err->traceback, sizeof err->traceback);
+    }
+    lua_settop(L, fn - 2);
+    return status;
+}
