@@ -21,6 +21,7 @@ describe('backpressure', function()
   local endpoint
   local BUDGET = 100000
   lazy_setup(function()
+    local _
     _, endpoint = process.server('spec/servers/backpressure.lua', 'tcp://127.0.0.1:*', tostring(BUDGET))
   end)
   lazy_teardown(function() process.stop_all() end)

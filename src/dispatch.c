@@ -203,7 +203,7 @@ static int s_work_protected(lua_State *L) {
     memcpy(tw->ids + m->peer_len + user_len, w->name, w->name_len);
     tw->serial = m->serial;
     tw->charged = m->charged;
-    task_start(&h->sched, t, nargs, &le->limits);
+    task_start(&h->sched, t, nargs, &le->limits, m->idle_sender);
     job->kept = 1;                                /* the task answers, and releases the budget */
     return 0;
 }

@@ -349,6 +349,7 @@ static void s_on_work(endpoint_t *ep, frame_message_t *m) {
     peer_t *p = peers_find(ep->peers, m->peer, m->peer_len);
     m->serial = 0;
     m->charged = 0;
+    m->idle_sender = p && p->inflight == 0;
     if (p) {
         size_t used = endpoint_out_used(p);
         if (used > 0 && used + m->body_len > ep->opt.max_peer_queue) {

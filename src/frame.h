@@ -57,6 +57,7 @@ typedef struct frame_message {
     int logged_in;                            /* the sender passed a HELLO */
     uint64_t serial;                          /* its directory entry's serial, or 0 */
     size_t charged;                           /* WORK: bytes held against its budget */
+    int idle_sender;                          /* WORK: its sender had no other call in progress */
 } frame_message_t;
 
 /* Receive one whole message without blocking. Returns 0, or -1 with errno

@@ -74,10 +74,30 @@ static void s_enqueue_on(sched_t *s, task_t *t, int q) {
 
 static void s_enqueue(sched_t *s, task_t *t) { s_enqueue_on(s, t, 0); }
 
+/* Ahead of the rest of q0, behind the tasks queued so before it: WORK from
+ * a peer with no other call in progress, so a probe's call does not wait
+ * behind the calls one flooding peer has queued (s->front: the last of them
+ * still queued). */
+static void s_enqueue_front(sched_t *s, task_t *t) {
+    if (t->queued) return;
+    t->queued = 1;
+    task_t *after = s->front;
+    if (after) {
+        t->run_next = after->run_next;
+        after->run_next = t;
+    } else {
+        t->run_next = s->head[0];
+        s->head[0] = t;
+    }
+    if (s->tail[0] == after) s->tail[0] = t;
+    s->front = t;
+}
+
 static task_t *s_dequeue(sched_t *s, int q) {
     task_t *t = s->head[q];
     s->head[q] = t->run_next;
     if (!s->head[q]) s->tail[q] = NULL;
+    if (s->front == t) s->front = NULL;       /* the front ones are all taken */
     t->queued = 0;
     return t;
 }
@@ -89,6 +109,7 @@ static void s_unqueue(sched_t *s, task_t *t) {
     while (*at != t) { prev = *at; at = &(*at)->run_next; }
     *at = t->run_next;
     if (s->tail[q] == t) s->tail[q] = prev;
+    if (s->front == t) s->front = prev;       /* front tasks lead q0: prev is one, or NULL */
     t->queued = 0;
 }
 
@@ -198,11 +219,11 @@ static void s_on_deadline(loop_t *loop, loop_timer_t *timer, void *arg) {
     }
 }
 
-void task_start(sched_t *s, task_t *t, int nargs, const task_limits_t *limits) {
+void task_start(sched_t *s, task_t *t, int nargs, const task_limits_t *limits, int first) {
     t->nargs = nargs;
     t->limits = *limits;
     if (t->work.owner) s->nanswering++;
-    s_enqueue(s, t);
+    if (first) s_enqueue_front(s, t); else s_enqueue(s, t);
 }
 
 /* The task ended with an error: settle its future or answer its WORK. */
@@ -281,7 +302,7 @@ static int s_describe_later(lua_State *L) {
     d->describing = 1;
     if (d->work.owner) s->nanswering--;           /* counted again by task_start */
     task_limits_t limits = { s->max_hook_time, t->limits.memory };
-    task_start(s, d, 1, &limits);
+    task_start(s, d, 1, &limits, 0);
     s_unqueue(s, d);
     s_enqueue_on(s, d, 1);                        /* a __tostring may spin: behind callers */
     return 0;
@@ -472,7 +493,7 @@ void task_spawn(sched_t *s, lua_State *L, int nargs) {
     lua_xmove(L, t->co, nargs + 1);
     task_limits_t none = { 0, 0 }, hook = { s->max_hook_time, 0 };
     task_t *parent = s->current;
-    task_start(s, t, nargs, parent == &s->hook ? &hook : parent ? &parent->limits : &none);
+    task_start(s, t, nargs, parent == &s->hook ? &hook : parent ? &parent->limits : &none, 0);
     s_unqueue(s, t);
     if (!parent && s->hook_depth == 0)             /* (an endpoint callback runs in a hook) */
         s_resume(s, L, t);                        /* the main chunk: run it now */

@@ -120,6 +120,7 @@ struct sched {
     task_t **pool;                /* idle tasks */
     int npool;
     task_t *head[2], *tail[2];    /* run queues: woken and new tasks, then preempted ones */
+    task_t *front;                /* the last task queued ahead in q0 (task_start first), or NULL */
     task_t *live;                 /* every task alive */
     int ntasks;                   /* tasks alive */
     int nanswering;               /* of those, tasks that owe a WORK an answer */
@@ -141,8 +142,10 @@ task_t *task_current(lua_State *L);
 /* A task ready to start, its coroutine empty: push the function and its
  * `nargs` arguments onto t->co, then task_start. May raise (memory). */
 task_t *task_new(sched_t *s, lua_State *L);
-/* Queue `t` to run its function with `nargs` arguments under `limits`. */
-void task_start(sched_t *s, task_t *t, int nargs, const task_limits_t *limits);
+/* Queue `t` to run its function with `nargs` arguments under `limits`;
+ * `first`: ahead of the new tasks queued so far (WORK from a peer with no
+ * other call in progress), else behind them. */
+void task_start(sched_t *s, task_t *t, int nargs, const task_limits_t *limits, int first);
 /* Give back a task that never started, or end one that waits (the stop):
  * answered first by the caller if it owes an answer. */
 void task_free(sched_t *s, lua_State *L, task_t *t);
