@@ -8,6 +8,16 @@ local process = require 'spec.support.process'
 local json = require 'dkjson'
 
 local SCRIPT = 'spec/support/backpressure.py'
+-- AddressSanitizer keeps freed memory in quarantine (256 MB): RSS says
+-- nothing about the host there, so the memory bounds are checked only in
+-- the normal build (scripts/test); the outcomes are checked in both.
+local SANITIZED = os.getenv('ASAN_OPTIONS') ~= nil
+
+local function assert_rss_bound(r, kib)
+  if SANITIZED then return end
+  assert.is_true(r.rss_peak_kib - r.rss_start_kib < kib,
+    ('RSS grew from %d to %d KiB'):format(r.rss_start_kib, r.rss_peak_kib))
+end
 
 local function peer(args)
   local out, ok, _, log = process.python(SCRIPT, args)
@@ -58,8 +68,7 @@ describe('a slow or silent peer', function()
     assert.equal(3000, (r.outcomes.OK or 0) + (r.outcomes.BusyError or 0))
     assert.is_true(r.outcomes.OK > 0 and r.outcomes.BusyError > 0)
     -- a 1 MiB budget: the server's peak stays far below what the peer sent
-    assert.is_true(r.rss_peak_kib - r.rss_start_kib < 64 * 1024,
-      ('RSS grew from %d to %d KiB'):format(r.rss_start_kib, r.rss_peak_kib))
+    assert_rss_bound(r, 64 * 1024)
     local log = server:log_text()
     assert.is_nil(log:find('dropped', 1, true), log)
   end)
@@ -68,8 +77,7 @@ describe('a slow or silent peer', function()
     -- 100 WORKs with 4 MB names (381 MiB) from a peer that reads nothing
     local r = peer({ 'names', endpoint, tostring(server.pid), '100', '4000000' })
     assert.equal('Hello after', r.hello)
-    assert.is_true(r.rss_peak_kib - r.rss_start_kib < 96 * 1024,
-      ('RSS grew from %d to %d KiB'):format(r.rss_start_kib, r.rss_peak_kib))
+    assert_rss_bound(r, 96 * 1024)
   end)
 end)
 
