@@ -239,12 +239,11 @@ endpoint_call_t *endpoint_send_work(endpoint_t *ep, const char *peer, size_t pee
     return c;
 }
 
-/* May a reply bound to `user` go to routing id `peer`? Only while the
- * directory says that routing id carries that identity (DESIGN.md 4.1);
- * without authentication the routing id is the identity. */
-static int s_still_carries(endpoint_t *ep, const char *peer, size_t peer_len,
+/* May a reply bound to `user` go to `p` (the entry of routing id `peer`)?
+ * Only while it carries that identity (DESIGN.md 4.1); without
+ * authentication the routing id is the identity. */
+static int s_still_carries(endpoint_t *ep, const peer_t *p, const char *peer, size_t peer_len,
                            const char *user, size_t user_len) {
-    peer_t *p = peers_find(ep->peers, peer, peer_len);
     if (p && !p->closed && p->user_id_len == user_len && memcmp(p->user_id, user, user_len) == 0)
         return 1;
     char who[64], whom[64];
@@ -259,11 +258,10 @@ static int s_still_carries(endpoint_t *ep, const char *peer, size_t peer_len,
 int endpoint_reply(endpoint_t *ep, const char *peer, size_t peer_len,
                    const char *user, size_t user_len,
                    const uint8_t *uuid, int type, const void *body, size_t body_len) {
-    if (user && ep->strict) {
-        endpoint_drain_monitor(ep);              /* a disconnect read late must not pass */
-        if (!s_still_carries(ep, peer, peer_len, user, user_len)) return -1;
-    }
+    int check = user && ep->strict;
+    if (check) endpoint_drain_monitor(ep);      /* a disconnect read late must not pass */
     peer_t *p = peers_find(ep->peers, peer, peer_len);
+    if (check && !s_still_carries(ep, p, peer, peer_len, user, user_len)) return -1;
     if (endpoint_out_send(ep, p, NULL, peer, peer_len, user, user_len, uuid, FRAME_UUID_SIZE, type,
                           body, body_len) == 0)
         return 0;
@@ -345,8 +343,7 @@ static void s_refuse_busy(endpoint_t *ep, const frame_message_t *m, peer_t *p, s
 
 /* WORK: admitted within its sender's budget (one message always fits a
  * peer that holds nothing), then handed on. */
-static void s_on_work(endpoint_t *ep, frame_message_t *m) {
-    peer_t *p = peers_find(ep->peers, m->peer, m->peer_len);
+static void s_on_work(endpoint_t *ep, frame_message_t *m, peer_t *p) {
     m->serial = 0;
     m->charged = 0;
     m->idle_sender = p && p->inflight == 0;
@@ -469,7 +466,7 @@ static void s_on_reply(endpoint_t *ep, const frame_message_t *m) {
 
 /* The sender's identity, from the directory entry of its routing id (valid
  * until the directory next changes), or what its message carries. */
-static void s_identify(endpoint_t *ep, frame_message_t *m) {
+static peer_t *s_identify(endpoint_t *ep, frame_message_t *m) {
     peer_t *p = peers_find(ep->peers, m->peer, m->peer_len);
     if (p) {
         m->user = p->user_id;
@@ -481,6 +478,7 @@ static void s_identify(endpoint_t *ep, frame_message_t *m) {
         m->user_len = carried ? strlen(m->user_id) : m->peer_len;
         m->logged_in = 0;
     }
+    return p;
 }
 
 static void s_on_readable(loop_t *loop, void *socket, void *arg) {
@@ -512,7 +510,7 @@ static void s_on_readable(loop_t *loop, void *socket, void *arg) {
         if (p && ep->notify_seen && ep->ev.on_peer_seen)
             ep->ev.on_peer_seen(ep->ev.ctx, ep, p);
         if (ep->closing) { frame_close(&m); break; }   /* the hook closed it */
-        s_identify(ep, &m);              /* after the hook: it may have changed the directory */
+        p = s_identify(ep, &m);          /* after the hook: it may have changed the directory */
         switch (kind) {
         case FRAME_KIND_PROBE:
         case FRAME_KIND_BAD_ID:          /* handled above */
@@ -523,7 +521,7 @@ static void s_on_readable(loop_t *loop, void *socket, void *arg) {
         case FRAME_KIND_MESSAGE:
             switch (m.type) {
             case FRAME_WORK:
-                s_on_work(ep, &m);
+                s_on_work(ep, &m, p);
                 break;
             case FRAME_OK: case FRAME_ERROR: case FRAME_UNAUTHORIZED:
                 s_on_reply(ep, &m);
