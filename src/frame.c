@@ -123,29 +123,31 @@ enum frame_kind frame_decode(frame_message_t *m) {
     return FRAME_KIND_MESSAGE;
 }
 
-int frame_send(void *socket, const char *peer, size_t peer_len,
-               const uint8_t *uuid, size_t uuid_len, int type,
-               const void *body, size_t body_len) {
+/* Every part but the body. With ROUTER_MANDATORY an unroutable peer or a
+ * full queue fails on the first part, before anything is queued, so the
+ * message is all or nothing. */
+static int s_send_head(void *socket, const char *peer, size_t peer_len,
+                       const uint8_t *uuid, size_t uuid_len, int type) {
     unsigned char t = (unsigned char)type;
-    /* With ROUTER_MANDATORY an unroutable peer or a full queue fails on the
-     * first part, before anything is queued, so the message is all or nothing. */
     if (zmq_send(socket, peer, peer_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) return -1;
     zmq_send(socket, "", 0, ZMQ_SNDMORE);
     zmq_send(socket, FRAME_VERSION, 2, ZMQ_SNDMORE);
     zmq_send(socket, uuid_len ? (const void *)uuid : "", uuid_len, ZMQ_SNDMORE);
     zmq_send(socket, &t, 1, ZMQ_SNDMORE);
+    return 0;
+}
+
+int frame_send(void *socket, const char *peer, size_t peer_len,
+               const uint8_t *uuid, size_t uuid_len, int type,
+               const void *body, size_t body_len) {
+    if (s_send_head(socket, peer, peer_len, uuid, uuid_len, type) < 0) return -1;
     zmq_send(socket, body_len ? body : "", body_len, 0);
     return 0;
 }
 
 int frame_send_msg(void *socket, const char *peer, size_t peer_len,
                    const uint8_t *uuid, size_t uuid_len, int type, zmq_msg_t *body) {
-    unsigned char t = (unsigned char)type;
-    if (zmq_send(socket, peer, peer_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) return -1;
-    zmq_send(socket, "", 0, ZMQ_SNDMORE);
-    zmq_send(socket, FRAME_VERSION, 2, ZMQ_SNDMORE);
-    zmq_send(socket, uuid_len ? (const void *)uuid : "", uuid_len, ZMQ_SNDMORE);
-    zmq_send(socket, &t, 1, ZMQ_SNDMORE);
+    if (s_send_head(socket, peer, peer_len, uuid, uuid_len, type) < 0) return -1;
     if (zmq_msg_send(body, socket, 0) < 0) zmq_msg_close(body);
     return 0;
 }
