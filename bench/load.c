@@ -48,6 +48,7 @@ typedef struct {
   long clients;                      /* client sockets */
   long payload;                      /* bytes echoed per call; 0 = hello */
   double deadline_s;                 /* the whole run, warm-up included */
+  uint64_t interval_ns;              /* least time between two sends of a client; 0: none */
 } options_t;
 
 typedef struct {
@@ -67,6 +68,7 @@ typedef struct {
   call_t *in_flight;                 /* `window` slots, the first in_flight_count used */
   long in_flight_count;
   long unsent;                       /* calls of the current phase not sent yet */
+  uint64_t next_send_ns;             /* with --interval: not before this */
 } client_t;
 
 typedef struct {
@@ -123,6 +125,8 @@ static int s_parse_options(int argc, char **argv, options_t *options) {
     else if (!strcmp(arg, "--clients") && !s_parse_long(value, 1, &number)) options->clients = number;
     else if (!strcmp(arg, "--payload") && !s_parse_long(value, 0, &number)) options->payload = number;
     else if (!strcmp(arg, "--deadline") && !s_parse_long(value, 1, &number)) options->deadline_s = (double)number;
+    else if (!strcmp(arg, "--interval") && !s_parse_long(value, 0, &number))
+      options->interval_ns = (uint64_t)number * 1000000u;
     else return -1;
   }
   return positional == 2 ? 0 : -1;
@@ -198,6 +202,7 @@ static int s_send_call(client_t *client, const options_t *options,
   }
   client->in_flight_count++;
   client->unsent--;
+  client->next_send_ns = call->sent_ns + options->interval_ns;
   return 0;
 }
 
@@ -206,6 +211,8 @@ static int s_send_call(client_t *client, const options_t *options,
 static int s_fill_window(client_t *client, const options_t *options,
                          const workload_t *workload) {
   while (client->unsent > 0 && client->in_flight_count < options->window) {
+    if (options->interval_ns && s_now_ns() < client->next_send_ns)
+      return 0;                      /* a paced probe: later */
     int sent = s_send_call(client, options, workload);
     if (sent != 0)
       return sent;
@@ -358,6 +365,14 @@ static int s_run_phase(client_t *clients, zmq_pollitem_t *items, const options_t
     long poll_ms = waiting_for_handshake ? LOAD_RETRY_MS : LOAD_POLL_MS;
     if ((deadline_ns - now_ns) / 1000000 < (uint64_t)poll_ms)
       poll_ms = (long)((deadline_ns - now_ns) / 1000000) + 1;
+    for (long c = 0; options->interval_ns && c < options->clients; c++) {
+      const client_t *client = &clients[c];
+      if (client->unsent > 0 && client->in_flight_count < options->window) {
+        long due_ms = client->next_send_ns > now_ns
+                    ? (long)((client->next_send_ns - now_ns + 999999) / 1000000) : 0;
+        if (due_ms < poll_ms) poll_ms = due_ms;
+      }
+    }
     if (zmq_poll(items, (int)options->clients, poll_ms) < 0) {
       s_report_error(tally, "poll failed", zmq_strerror(errno));
       goto abandon;
@@ -461,12 +476,14 @@ static void s_close_clients(client_t *clients, long count) {
 
 static const char s_usage[] =
   "usage: bench_load ENDPOINT SERVICE_NAME [--calls N] [--window W] [--clients C]\n"
-  "                  [--payload BYTES] [--deadline SECONDS]\n"
+  "                  [--payload BYTES] [--deadline SECONDS] [--interval MS]\n"
   "  --calls     measured calls, all clients together (default 10000)\n"
   "  --window    calls in flight per client (default 1)\n"
   "  --clients   client sockets, polled by one thread (default 1)\n"
   "  --payload   call echo(bin of BYTES) instead of hello('Charly') (default 0)\n"
-  "  --deadline  bound on the whole run, warm-up included (default 120)\n";
+  "  --deadline  bound on the whole run, warm-up included (default 120)\n"
+  "  --interval  least milliseconds between two sends of a client (a paced\n"
+  "              probe; default 0: as fast as replies come)\n";
 
 int main(int argc, char **argv) {
   options_t options;

@@ -1,10 +1,7 @@
 #!/usr/bin/python3
-"""slowpeer: the two sides of scripts/slowpeer (a benchmark, not a test).
+"""slowpeer: the slow consumer of scripts/slowpeer (a benchmark, not a test;
+the probe beside it is bench_load --interval 20).
 
-  probe    ENDPOINT SECONDS PID   calls hello every 20 ms for SECONDS and
-                                  samples the server's RSS every 100 ms;
-                                  prints one JSON line: latency p50/p99/max
-                                  (microseconds), answered, RSS peak.
   consumer ENDPOINT SECONDS SIZE  a slow consumer: keeps echo(bin SIZE) calls
                                   coming as fast as the socket takes them,
                                   reads 100 replies per 0.2 s; then reads
@@ -69,45 +66,6 @@ def routable(s, deadline):
     raise SystemExit('slowpeer: server not reachable')
 
 
-def rss_kib(pid):
-    with open('/proc/%d/status' % pid) as f:
-        for line in f:
-            if line.startswith('VmRSS:'):
-                return int(line.split()[1])
-    return 0
-
-
-def probe(endpoint, seconds, pid):
-    s = sock(endpoint)
-    routable(s, time.monotonic() + 10)
-    lat, lost, peak = [], 0, rss_kib(pid)
-    end = time.monotonic() + seconds
-    next_call = next_rss = time.monotonic()
-    while time.monotonic() < end:
-        now = time.monotonic()
-        if now >= next_rss:
-            peak = max(peak, rss_kib(pid))
-            next_rss = now + 0.1
-        if now < next_call:
-            time.sleep(min(next_call, next_rss) - now)
-            continue
-        next_call = now + 0.02
-        t0 = time.perf_counter()
-        u = work(s, 'hello', ['probe'])
-        while True:
-            r = reply(s, 2000)
-            if r is None:
-                lost += 1
-                break
-            if r[0] == u:
-                lat.append((time.perf_counter() - t0) * 1e6)
-                break
-    lat.sort()
-    pick = lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))]) if lat else None
-    print(json.dumps({'answered': len(lat), 'lost': lost, 'p50_us': pick(0.5), 'p99_us': pick(0.99),
-                      'max_us': round(lat[-1]) if lat else None, 'rss_peak_kib': peak}))
-
-
 def consumer(endpoint, seconds, size):
     s = sock(endpoint, rcvhwm=50)
     routable(s, time.monotonic() + 10)
@@ -148,9 +106,7 @@ def consumer(endpoint, seconds, size):
 
 if __name__ == '__main__':
     cmd = sys.argv[1]
-    if cmd == 'probe':
-        probe(sys.argv[2], float(sys.argv[3]), int(sys.argv[4]))
-    elif cmd == 'consumer':
+    if cmd == 'consumer':
         consumer(sys.argv[2], float(sys.argv[3]), int(sys.argv[4]))
     else:
         sys.exit(__doc__)
