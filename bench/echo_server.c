@@ -17,8 +17,8 @@
 */
 
 #include <errno.h>
-#include <signal.h>
 #include <malloc.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
