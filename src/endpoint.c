@@ -466,8 +466,7 @@ static void s_on_reply(endpoint_t *ep, const frame_message_t *m) {
 
 /* The sender's identity, from the directory entry of its routing id (valid
  * until the directory next changes), or what its message carries. */
-static peer_t *s_identify(endpoint_t *ep, frame_message_t *m) {
-    peer_t *p = peers_find(ep->peers, m->peer, m->peer_len);
+static void s_identify(frame_message_t *m, const peer_t *p) {
     if (p) {
         m->user = p->user_id;
         m->user_len = p->user_id_len;
@@ -478,7 +477,18 @@ static peer_t *s_identify(endpoint_t *ep, frame_message_t *m) {
         m->user_len = carried ? strlen(m->user_id) : m->peer_len;
         m->logged_in = 0;
     }
-    return p;
+}
+
+/* Can messages carry a ZAP User-Id? Only under a security mechanism or a
+ * ZAP domain (asked once per batch of messages, not per message). */
+static int s_secured(endpoint_t *ep) {
+    int mechanism = ZMQ_NULL;
+    size_t n = sizeof mechanism;
+    char domain[2] = "";
+    size_t dn = sizeof domain;
+    if (zmq_getsockopt(ep->socket, ZMQ_MECHANISM, &mechanism, &n) < 0) return 1;
+    if (mechanism != ZMQ_NULL) return 1;
+    return zmq_getsockopt(ep->socket, ZMQ_ZAP_DOMAIN, domain, &dn) < 0 || domain[0] != '\0';
 }
 
 static void s_on_readable(loop_t *loop, void *socket, void *arg) {
@@ -490,10 +500,11 @@ static void s_on_readable(loop_t *loop, void *socket, void *arg) {
     endpoint_enter(ep);
     /* disconnects first: a routing id freed by one is not its old owner's */
     endpoint_drain_monitor(ep);
+    int with_user_id = ep->strict || s_secured(ep);
     for (int budget = RECV_BUDGET; budget > 0 && !ep->closing; budget--) {
         if (frame_recv(socket, &m) < 0) break;
         got = 1;
-        enum frame_kind kind = frame_decode(&m);
+        enum frame_kind kind = frame_decode_from(&m, with_user_id);
         if (kind == FRAME_KIND_BAD_ID) {
             char who[64];
             endpoint_log_refusal(ep, "refused message from a peer with a %zu-byte routing id "
@@ -507,10 +518,12 @@ static void s_on_readable(loop_t *loop, void *socket, void *arg) {
                                m.user_id ? strlen(m.user_id) : 0, m.fd, endpoint_fd_closed(ep, m.fd),
                                now, &is_new);
         if (p && is_new) endpoint_out_adopt(ep, p);
-        if (p && ep->notify_seen && ep->ev.on_peer_seen)
+        if (p && ep->notify_seen && ep->ev.on_peer_seen) {
             ep->ev.on_peer_seen(ep->ev.ctx, ep, p);
-        if (ep->closing) { frame_close(&m); break; }   /* the hook closed it */
-        p = s_identify(ep, &m);          /* after the hook: it may have changed the directory */
+            if (ep->closing) { frame_close(&m); break; }   /* the hook closed it */
+            p = peers_find(ep->peers, m.peer, m.peer_len); /* it may have changed the directory */
+        }
+        s_identify(&m, p);
         switch (kind) {
         case FRAME_KIND_PROBE:
         case FRAME_KIND_BAD_ID:          /* handled above */

@@ -66,6 +66,9 @@ int frame_recv(void *socket, frame_message_t *m);
 
 /* Classify and validate a received message; fills the views. */
 enum frame_kind frame_decode(frame_message_t *m);
+/* The same; `with_user_id` 0 skips reading the "User-Id" property (NULL),
+ * for a socket with no security mechanism and no ZAP domain. */
+enum frame_kind frame_decode_from(frame_message_t *m, int with_user_id);
 
 /* Close every part; safe to call twice. */
 void frame_close(frame_message_t *m);
