@@ -23,6 +23,7 @@
 #define RECV_BUDGET      256      /* messages per readiness, so timers still run */
 #define LOG_BURST        20       /* lines about one kind of refusal per second, then a count */
 #define BUSY_SLACK       (1u << 20)  /* BusyErrors queued past a budget before they go unsent */
+#define WORK_COST        1024     /* what an admitted call holds beside its body (task, coroutine), bytes */
 
 static void s_free(endpoint_t *ep);
 
@@ -342,21 +343,22 @@ static void s_refuse_busy(endpoint_t *ep, const frame_message_t *m, peer_t *p, s
 }
 
 /* WORK: admitted within its sender's budget (one message always fits a
- * peer that holds nothing), then handed on. */
+ * peer that holds nothing), then handed on. It is charged its body plus
+ * WORK_COST: a call's task and coroutine outweigh a tiny body many times. */
 static void s_on_work(endpoint_t *ep, frame_message_t *m, peer_t *p) {
     m->serial = 0;
     m->charged = 0;
     m->idle_sender = p && p->inflight == 0;
     if (p) {
-        size_t used = endpoint_out_used(p);
-        if (used > 0 && used + m->body_len > ep->opt.max_peer_queue) {
+        size_t used = endpoint_out_used(p), cost = m->body_len + WORK_COST;
+        if (used > 0 && used + cost > ep->opt.max_peer_queue) {
             s_refuse_busy(ep, m, p, used);
             return;
         }
-        p->work_bytes += m->body_len;
+        p->work_bytes += cost;
         p->inflight++;
         m->serial = p->serial;
-        m->charged = m->body_len;
+        m->charged = cost;
     }
     if (!ep->ev.on_work || !ep->ev.on_work(ep->ev.ctx, ep, m))
         endpoint_release(ep, m->peer, m->peer_len, m->serial, m->charged);
