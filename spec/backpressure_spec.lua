@@ -101,6 +101,22 @@ describe('a peer that floods what costs more than it sends', function()
         ('RSS grew from %d to %d KiB'):format(r.rss_start_kib, r.rss_held_kib))
     end
   end)
+
+  it('cannot grow the host with HELLOs it never reads answers to', function()
+    -- 400,000 of them (~100 MB) from a peer that reads nothing
+    local r = peer({ 'nowork', endpoint, tostring(server.pid), '400000', 'hello' })
+    assert.equal(400000, r.sent)
+    assert.equal('Hello after', r.hello)
+    assert_rss_bound(r, 16 * 1024)
+  end)
+
+  it('cannot grow the host with malformed frames it never reads answers to', function()
+    -- 400,000 of them (~100 MB) from a peer that reads nothing
+    local r = peer({ 'nowork', endpoint, tostring(server.pid), '400000', 'bad' })
+    assert.equal(400000, r.sent)
+    assert.equal('Hello after', r.hello)
+    assert_rss_bound(r, 16 * 1024)
+  end)
 end)
 
 describe('the peer directory', function()

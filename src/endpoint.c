@@ -342,6 +342,21 @@ static void s_refuse_busy(endpoint_t *ep, const frame_message_t *m, peer_t *p, s
     endpoint_reply_error(ep, m->peer, m->peer_len, NULL, 0, m->uuid, "BusyError", text, (size_t)n, "");
 }
 
+/* A peer past its budget and BUSY_SLACK more, with replies waiting to
+ * leave: what it sends that is not WORK (HELLO, a malformed frame with a
+ * uuid) goes unanswered too, as its WORK does (s_refuse_busy), or answering
+ * a peer that never reads would grow the host without bound. */
+static int s_unanswered(endpoint_t *ep, const frame_message_t *m, const peer_t *p) {
+    size_t used = p && p->out_head ? endpoint_out_used(p) : 0;
+    if (used <= ep->opt.max_peer_queue + BUSY_SLACK) return 0;
+    char who[64];
+    ep->stats.busy_unanswered++;
+    endpoint_log_refusal(ep, "message from peer '%s' left unanswered: over its budget and "
+                         "not reading (%zu bytes held)",
+                         endpoint_peer_text(m->peer, m->peer_len, who, sizeof who), used);
+    return 1;
+}
+
 /* WORK: admitted within its sender's budget (one message always fits a
  * peer that holds nothing), then handed on. It is charged its body plus
  * WORK_COST: a call's task and coroutine outweigh a tiny body many times. */
@@ -518,7 +533,7 @@ static void s_on_readable(loop_t *loop, void *socket, void *arg) {
         case FRAME_KIND_BAD_ID:          /* handled above */
             break;
         case FRAME_KIND_INVALID:
-            s_on_invalid(ep, &m);
+            if (!s_unanswered(ep, &m, p)) s_on_invalid(ep, &m);
             break;
         case FRAME_KIND_MESSAGE:
             switch (m.type) {
@@ -529,7 +544,9 @@ static void s_on_readable(loop_t *loop, void *socket, void *arg) {
                 s_on_reply(ep, &m);
                 break;
             case FRAME_HELLO:
-                if (ep->ev.on_hello) {
+                if (s_unanswered(ep, &m, p)) {
+                    /* not reading: no answer */
+                } else if (ep->ev.on_hello) {
                     ep->ev.on_hello(ep->ev.ctx, ep, &m);
                 } else {                 /* no authentication configured: welcome */
                     static const char text[] = "Welcome";
