@@ -36,15 +36,15 @@ describe('backpressure', function()
   end)
   lazy_teardown(function() process.stop_all() end)
 
-  it('runs WORK whose held bodies reach max_peer_queue exactly', function()
+  it('runs WORK whose charges (bodies plus 1 KiB each) reach max_peer_queue exactly', function()
     local r = peer({ 'budget', endpoint, tostring(BUDGET), '0' })
-    assert.same({ bodies = BUDGET, release = 'OK', first = 'OK', second = 'OK',
+    assert.same({ charged = BUDGET, release = 'OK', first = 'OK', second = 'OK',
                   refused_before_release = {} }, r)
   end)
 
   it('answers BusyError at once, unrun, to WORK one byte past it', function()
     local r = peer({ 'budget', endpoint, tostring(BUDGET), '1' })
-    assert.same({ bodies = BUDGET + 1, release = 'OK', first = 'OK', second = 'BusyError',
+    assert.same({ charged = BUDGET + 1, release = 'OK', first = 'OK', second = 'BusyError',
                   refused_before_release = { 'BusyError' } }, r)
     -- the budget is free again once the held call answered
     r = peer({ 'budget', endpoint, tostring(BUDGET), '0' })
@@ -78,6 +78,44 @@ describe('a slow or silent peer', function()
     local r = peer({ 'names', endpoint, tostring(server.pid), '100', '4000000' })
     assert.equal('Hello after', r.hello)
     assert_rss_bound(r, 96 * 1024)
+  end)
+end)
+
+describe('a peer that floods what costs more than it sends', function()
+  -- a server of its own for each: VmHWM is the process's peak since it started
+  local server, endpoint
+  before_each(function()
+    server, endpoint = process.server('spec/servers/backpressure.lua', 'tcp://127.0.0.1:*', tostring(1 << 20))
+  end)
+  after_each(function() process.stop_all() end)
+
+  it('cannot pin memory with many tiny calls that wait (each call costs more than its body)', function()
+    -- 50,000 hold('') calls of 9 bytes each (450 KB, under the 1 MiB budget)
+    local r = peer({ 'tiny', endpoint, tostring(server.pid), '50000' })
+    assert.equal(50000, r.sent)
+    assert.equal('OK', r.release)
+    assert.equal(50000, (r.outcomes.OK or 0) + (r.outcomes.BusyError or 0))
+    assert.is_true((r.outcomes.BusyError or 0) > 0, 'no BusyError: every call was admitted')
+    if not SANITIZED then
+      assert.is_true(r.rss_held_kib - r.rss_start_kib < 16 * 1024,
+        ('RSS grew from %d to %d KiB'):format(r.rss_start_kib, r.rss_held_kib))
+    end
+  end)
+
+  it('cannot grow the host with HELLOs it never reads answers to', function()
+    -- 400,000 of them (~100 MB) from a peer that reads nothing
+    local r = peer({ 'nowork', endpoint, tostring(server.pid), '400000', 'hello' })
+    assert.equal(400000, r.sent)
+    assert.equal('Hello after', r.hello)
+    assert_rss_bound(r, 16 * 1024)
+  end)
+
+  it('cannot grow the host with malformed frames it never reads answers to', function()
+    -- 400,000 of them (~100 MB) from a peer that reads nothing
+    local r = peer({ 'nowork', endpoint, tostring(server.pid), '400000', 'bad' })
+    assert.equal(400000, r.sent)
+    assert.equal('Hello after', r.hello)
+    assert_rss_bound(r, 16 * 1024)
   end)
 end)
 

@@ -23,6 +23,7 @@
 #define RECV_BUDGET      256      /* messages per readiness, so timers still run */
 #define LOG_BURST        20       /* lines about one kind of refusal per second, then a count */
 #define BUSY_SLACK       (1u << 20)  /* BusyErrors queued past a budget before they go unsent */
+#define WORK_COST        1024     /* what an admitted call holds beside its body (task, coroutine), bytes */
 
 static void s_free(endpoint_t *ep);
 
@@ -341,22 +342,38 @@ static void s_refuse_busy(endpoint_t *ep, const frame_message_t *m, peer_t *p, s
     endpoint_reply_error(ep, m->peer, m->peer_len, NULL, 0, m->uuid, "BusyError", text, (size_t)n, "");
 }
 
+/* A peer past its budget and BUSY_SLACK more, with replies waiting to
+ * leave: what it sends that is not WORK (HELLO, a malformed frame with a
+ * uuid) goes unanswered too, as its WORK does (s_refuse_busy), or answering
+ * a peer that never reads would grow the host without bound. */
+static int s_unanswered(endpoint_t *ep, const frame_message_t *m, const peer_t *p) {
+    size_t used = p && p->out_head ? endpoint_out_used(p) : 0;
+    if (used <= ep->opt.max_peer_queue + BUSY_SLACK) return 0;
+    char who[64];
+    ep->stats.busy_unanswered++;
+    endpoint_log_refusal(ep, "message from peer '%s' left unanswered: over its budget and "
+                         "not reading (%zu bytes held)",
+                         endpoint_peer_text(m->peer, m->peer_len, who, sizeof who), used);
+    return 1;
+}
+
 /* WORK: admitted within its sender's budget (one message always fits a
- * peer that holds nothing), then handed on. */
+ * peer that holds nothing), then handed on. It is charged its body plus
+ * WORK_COST: a call's task and coroutine outweigh a tiny body many times. */
 static void s_on_work(endpoint_t *ep, frame_message_t *m, peer_t *p) {
     m->serial = 0;
     m->charged = 0;
     m->idle_sender = p && p->inflight == 0;
     if (p) {
-        size_t used = endpoint_out_used(p);
-        if (used > 0 && used + m->body_len > ep->opt.max_peer_queue) {
+        size_t used = endpoint_out_used(p), cost = m->body_len + WORK_COST;
+        if (used > 0 && used + cost > ep->opt.max_peer_queue) {
             s_refuse_busy(ep, m, p, used);
             return;
         }
-        p->work_bytes += m->body_len;
+        p->work_bytes += cost;
         p->inflight++;
         m->serial = p->serial;
-        m->charged = m->body_len;
+        m->charged = cost;
     }
     if (!ep->ev.on_work || !ep->ev.on_work(ep->ev.ctx, ep, m))
         endpoint_release(ep, m->peer, m->peer_len, m->serial, m->charged);
@@ -529,7 +546,7 @@ static void s_on_readable(loop_t *loop, void *socket, void *arg) {
         case FRAME_KIND_BAD_ID:          /* handled above */
             break;
         case FRAME_KIND_INVALID:
-            s_on_invalid(ep, &m);
+            if (!s_unanswered(ep, &m, p)) s_on_invalid(ep, &m);
             break;
         case FRAME_KIND_MESSAGE:
             switch (m.type) {
@@ -540,7 +557,9 @@ static void s_on_readable(loop_t *loop, void *socket, void *arg) {
                 s_on_reply(ep, &m);
                 break;
             case FRAME_HELLO:
-                if (ep->ev.on_hello) {
+                if (s_unanswered(ep, &m, p)) {
+                    /* not reading: no answer */
+                } else if (ep->ev.on_hello) {
                     ep->ev.on_hello(ep->ev.ctx, ep, &m);
                 } else {                 /* no authentication configured: welcome */
                     static const char text[] = "Welcome";

@@ -158,12 +158,18 @@ static void s_unblock(endpoint_t *ep, peer_t *p) {
     p->blocked_prev = p->blocked_next = NULL;
 }
 
+/* What a queued message holds, as its peer's budget counts it: the whole
+ * entry, not only its body (a 7-byte answer costs some 100 bytes here). */
+static size_t s_cost(const endpoint_out_t *o) {
+    return sizeof *o + o->peer_len + o->user_len + o->body_len;
+}
+
 static void s_peer_push(endpoint_t *ep, peer_t *p, endpoint_out_t *o) {
     endpoint_queue_t q = { p->out_head, p->out_tail };
     s_push(&q, o);
     p->out_head = q.head;
     p->out_tail = q.tail;
-    p->out_bytes += o->body_len;
+    p->out_bytes += s_cost(o);
     ep->nout++;
     s_block(ep, p);
 }
@@ -233,7 +239,7 @@ static void s_flush_peer(endpoint_t *ep, peer_t *p) {
             if (errno == EAGAIN) break;
             if (errno == EHOSTUNREACH && o->call && ep->opt.queue_unroutable) {
                 s_pop(&q);                       /* the connection is gone: WORK waits */
-                p->out_bytes -= o->body_len;
+                p->out_bytes -= s_cost(o);
                 ep->nout--;
                 s_unroutable_push(ep, o, 0);
                 continue;
@@ -241,7 +247,7 @@ static void s_flush_peer(endpoint_t *ep, peer_t *p) {
             if (!o->call) s_log_dropped(ep, o->data, o->peer_len, "peer is gone");
         }
         s_pop(&q);
-        p->out_bytes -= o->body_len;
+        p->out_bytes -= s_cost(o);
         s_out_free(ep, o);
     }
     p->out_head = q.head;
@@ -314,7 +320,7 @@ void endpoint_out_forget(endpoint_t *ep, peer_t *p) {
     endpoint_queue_t q = { p->out_head, p->out_tail };
     endpoint_out_t *o;
     while ((o = s_pop(&q))) {
-        p->out_bytes -= o->body_len;
+        p->out_bytes -= s_cost(o);
         if (o->call && !o->dead && ep->opt.queue_unroutable && !ep->closing) {
             ep->nout--;
             s_unroutable_push(ep, o, 0);

@@ -31,7 +31,7 @@ typedef struct peer {
     size_t work_bytes;                         /* bodies of its WORK still being answered */
     unsigned inflight;                         /* and how many */
     struct endpoint_out *out_head, *out_tail;  /* messages waiting to leave towards it */
-    size_t out_bytes;                          /* their bytes */
+    size_t out_bytes;                          /* their bytes, entries and all */
     struct peer *blocked_prev, *blocked_next;  /* in the endpoint's list of peers with a queue */
     struct endpoint_meter *meter;              /* bytes handed to ZeroMQ that have not left */
     /* private to peers.c */

@@ -5,8 +5,9 @@ Each subcommand drives spec/servers/backpressure.lua through raw pseud v1
 frames (python3-zmq, python3-msgpack), prints one JSON object and exits 0;
 every wait is bounded by a deadline.
 
-  budget   ENDPOINT BUDGET EXTRA   two hold(pad) calls whose WORK bodies add
-           up to BUDGET + EXTRA bytes, then release() from another peer.
+  budget   ENDPOINT BUDGET EXTRA   two hold(pad) calls whose charges (WORK
+           bodies plus WORK_COST each) add up to BUDGET + EXTRA bytes, then
+           release() from another peer.
   slow     ENDPOINT PID CALLS SIZE  echo(bin SIZE) CALLS times, sent as fast as
            the socket takes them while replies are read 200 at a time with
            pauses; every call's one outcome, and the server's peak RSS.
@@ -16,6 +17,12 @@ every wait is bounded by a deadline.
            then the directory's size, awaited from another peer.
   crowd    ENDPOINT COUNT            COUNT peers connected at once, each calls
            hello twice; the directory's size in between.
+  tiny     ENDPOINT PID COUNT        COUNT hold('') calls (a few bytes each)
+           from one peer, then release(); the outcomes and the server's RSS.
+  nowork   ENDPOINT PID COUNT KIND   COUNT messages that are not WORK (KIND
+           hello: HELLO; bad: a WORK with a bad version, answered
+           ProtocolError) from a peer that never reads; then a hello
+           from another peer, and the server's RSS.
 """
 
 import json
@@ -29,6 +36,7 @@ import zmq
 WORK, OK, ERROR = 0x03, 0x01, 0x10
 SERVICE = b'service'
 CTX = zmq.Context.instance()
+WORK_COST = 1024                 # what the host charges a call beside its body (endpoint.c)
 
 
 def emit(obj):
@@ -113,13 +121,14 @@ def cmd_budget(endpoint, budget, extra):
     s = peer(endpoint)
     deadline = time.monotonic() + 20
     first = body('hold', ['x' * 1000])
-    # the second body fills the budget to BUDGET + EXTRA exactly
-    fill = budget + extra - len(first)
+    # the second call fills the budget to BUDGET + EXTRA exactly (each call
+    # is charged its body plus WORK_COST)
+    fill = budget + extra - len(first) - 2 * WORK_COST
     pad = fill - len(body('hold', ['']))
     while len(body('hold', ['x' * pad])) > fill:
         pad -= 1
     second = body('hold', ['x' * pad])
-    assert len(first) + len(second) == budget + extra, (len(first), len(second))
+    assert len(first) + len(second) + 2 * WORK_COST == budget + extra, (len(first), len(second))
     u1 = send(s, first, deadline)
     u2 = send(s, second, deadline)
     early = {}
@@ -135,7 +144,7 @@ def cmd_budget(endpoint, budget, extra):
             break
         got[r[0]] = outcome(r[1], r[2])
     s.close()
-    return emit({'bodies': len(first) + len(second), 'release': released,
+    return emit({'charged': len(first) + len(second) + 2 * WORK_COST, 'release': released,
                  'first': got.get(u1, 'timeout'), 'second': got.get(u2, 'timeout'),
                  'refused_before_release': sorted(early.values())})
 
@@ -237,6 +246,71 @@ def cmd_crowd(endpoint, count):
     return emit({'first_ok': sum(first), 'second_ok': sum(second), 'during': during})
 
 
+def cmd_tiny(endpoint, pid, count):
+    rss0 = rss_kib(pid, 'VmRSS')
+    s = peer(endpoint)
+    deadline = time.monotonic() + 60
+    b = body('hold', [''])
+    # what is refused comes back at once (read as it comes); the rest is
+    # held until release()
+    counts, seen, sent = {}, set(), []
+    while len(sent) < count:
+        sent.append(send(s, b, deadline))
+        while len(sent) % 100 == 0:
+            r = recv(s, 0)
+            if r is None:
+                break
+            seen.add(r[0])
+            o = outcome(r[1], r[2])
+            counts[o] = counts.get(o, 0) + 1
+    while True:
+        r = recv(s, 1.0)
+        if r is None:
+            break
+        seen.add(r[0])
+        o = outcome(r[1], r[2])
+        counts[o] = counts.get(o, 0) + 1
+    held = rss_kib(pid, 'VmRSS')
+    released = call(endpoint, 'release', [], timeout=30)[0]
+    while len(seen) < len(sent) and time.monotonic() < deadline:
+        r = recv(s, 5.0)
+        if r is None:
+            break
+        seen.add(r[0])
+        o = outcome(r[1], r[2])
+        counts[o] = counts.get(o, 0) + 1
+    s.close()
+    return emit({'sent': len(sent), 'outcomes': counts, 'release': released,
+                 'bytes': count * len(b), 'rss_start_kib': rss0, 'rss_held_kib': held,
+                 'rss_peak_kib': rss_kib(pid, 'VmHWM')})
+
+
+def cmd_nowork(endpoint, pid, count, kind):
+    rss0 = rss_kib(pid, 'VmRSS')
+    s = peer(endpoint)
+    s.setsockopt(zmq.RCVHWM, 1)              # reads nothing (the kernel's buffer as it is)
+    deadline = time.monotonic() + 15
+    send(s, body('hello', ['warm up']), deadline)      # routable before the flood
+    pad = b'p' * 200
+    sent = 0
+    while sent < count and time.monotonic() < deadline:
+        u = uuid.uuid4().bytes
+        if kind == 'hello':
+            frames = [SERVICE, b'', b'v1', u, bytes([0x02]), msgpack.packb([pad, b'pw'])]
+        else:
+            frames = [SERVICE, b'', b'v9', u, bytes([WORK]), pad]
+        try:
+            s.send_multipart(frames, zmq.DONTWAIT)
+            sent += 1
+        except zmq.Again:
+            s.poll(10, zmq.POLLOUT)
+    time.sleep(1.0)
+    served = call(endpoint, 'hello', ['after'])
+    peak = rss_kib(pid, 'VmHWM')
+    s.close()
+    return emit({'sent': sent, 'hello': served[1], 'rss_start_kib': rss0, 'rss_peak_kib': peak})
+
+
 def main(argv):
     cmd, rest = argv[1], argv[2:]
     if cmd == 'budget':
@@ -247,6 +321,10 @@ def main(argv):
         return cmd_names(rest[0], int(rest[1]), int(rest[2]), int(rest[3]))
     if cmd == 'churn':
         return cmd_churn(rest[0], int(rest[1]))
+    if cmd == 'tiny':
+        return cmd_tiny(rest[0], int(rest[1]), int(rest[2]))
+    if cmd == 'nowork':
+        return cmd_nowork(rest[0], int(rest[1]), int(rest[2]), rest[3])
     if cmd == 'crowd':
         return cmd_crowd(rest[0], int(rest[1]))
     sys.stderr.write(__doc__)
