@@ -176,7 +176,9 @@ static void s_peer_push(endpoint_t *ep, peer_t *p, endpoint_out_t *o) {
 
 static int s_unroutable_push(endpoint_t *ep, endpoint_out_t *o, int bounded) {
     /* bounded in count and bytes: only this host's own calls wait here */
+    /* (entries moved here unbounded may have passed the byte bound: no wrap) */
     if (bounded && (ep->nout >= ep->opt.max_outbox ||
+                    ep->unroutable_bytes >= ep->opt.max_outbox_bytes ||
                     o->body_len > ep->opt.max_outbox_bytes - ep->unroutable_bytes)) {
         if (o->call) o->call->queued = NULL;
         free(o);

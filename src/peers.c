@@ -21,6 +21,7 @@ struct peers {
     peer_t *oldest, *newest;
     uint64_t next_serial;
     size_t max;                /* 0: unbounded */
+    peer_t *evict_from;        /* where the last look for idle entries stopped; NULL: the oldest */
     int (*busy)(const peer_t *p);
     peers_free_fn on_free;
     void *ctx;
@@ -122,6 +123,7 @@ static void s_unlink_chain(peer_t **slot, peer_t *e, size_t next_offset) {
 }
 
 static void s_unlink_order(peers_t *d, peer_t *e) {
+    if (d->evict_from == e) d->evict_from = e->newer;
     if (e->older) e->older->newer = e->newer; else d->oldest = e->newer;
     if (e->newer) e->newer->older = e->older; else d->newest = e->older;
     e->older = e->newer = NULL;
@@ -152,14 +154,18 @@ void peers_remove(peers_t *d, peer_t *e) {
     peers_free(d, e);
 }
 
-/* Over max: the least recently heard idle entries go, never `keep`. */
+/* Over max: idle entries go, least recently heard first, never `keep`.
+ * The look goes on where the last one stopped, so busy entries at the old
+ * end are passed over once per round rather than blocking every eviction
+ * (a few busy peers that go silent must not unbound the directory). */
 static void s_evict(peers_t *d, peer_t *keep) {
-    peer_t *e = d->oldest;
+    peer_t *e = d->evict_from ? d->evict_from : d->oldest;
     for (int look = 0; e && d->count > d->max && look < EVICT_LOOK; look++) {
         peer_t *next = e->newer;
         if (e != keep && !(d->busy && d->busy(e))) peers_remove(d, e);
         e = next;
     }
+    d->evict_from = e;                           /* NULL at the newest end: the oldest again */
 }
 
 int peers_log_in(peers_t *d, peer_t *e, const char *login, size_t len) {

@@ -133,11 +133,39 @@ static void test_bound(void) {
     CHECK(g_freed == 5, "on_free ran for every entry, %d", g_freed);
 }
 
+/* Busy entries at the old end (peers that started long calls and went
+ * silent) do not stop eviction: the look goes on past them. */
+static void test_bound_past_busy(void) {
+    g_freed = 0;
+    peers_t *d = peers_new(s_count_free, &g_freed);
+    peers_set_max(d, 4, s_busy_if_even);
+    int is_new;
+    char id[32];
+    for (int i = 0; i < 8; i++) {
+        snprintf(id, sizeof id, "busy-%d", i);
+        seen(d, id, NULL, (double)i, &is_new)->inflight = 2;
+    }
+    for (int i = 0; i < 1000; i++) {
+        snprintf(id, sizeof id, "idle-%d", i);
+        seen(d, id, NULL, 100.0 + i, &is_new);
+    }
+    CHECK(peers_count(d) <= 8 + 4 + 1, "8 busy entries at the old end: the directory stays near "
+          "its bound, %zu entries", peers_count(d));
+    int busy_kept = 0;
+    for (int i = 0; i < 8; i++) {
+        snprintf(id, sizeof id, "busy-%d", i);
+        busy_kept += peers_find(d, id, strlen(id)) != NULL;
+    }
+    CHECK(busy_kept == 8, "the busy ones are all kept (%d)", busy_kept);
+    peers_destroy(&d);
+}
+
 int main(void) {
     test_basics();
     test_identity();
     test_many();
     test_bound();
+    test_bound_past_busy();
     printf("test_peers: %d checks, %d failed\n", g_checks, g_failed);
     return g_failed != 0;
 }
