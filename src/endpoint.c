@@ -256,15 +256,22 @@ static int s_still_carries(endpoint_t *ep, const peer_t *p, const char *peer, si
     return 0;
 }
 
-int endpoint_reply(endpoint_t *ep, const char *peer, size_t peer_len,
-                   const char *user, size_t user_len,
-                   const uint8_t *uuid, int type, const void *body, size_t body_len) {
+/* endpoint_reply and endpoint_reply_owned: `owned` bodies are freed on
+ * every path. */
+static int s_reply(endpoint_t *ep, const char *peer, size_t peer_len, const char *user,
+                   size_t user_len, const uint8_t *uuid, int type, const void *body,
+                   size_t body_len, int owned) {
     int check = user && ep->strict;
     if (check) endpoint_drain_monitor(ep);      /* a disconnect read late must not pass */
     peer_t *p = peers_find(ep->peers, peer, peer_len);
-    if (check && !s_still_carries(ep, p, peer, peer_len, user, user_len)) return -1;
-    if (endpoint_out_send(ep, p, NULL, peer, peer_len, user, user_len, uuid, FRAME_UUID_SIZE, type,
-                          body, body_len) == 0)
+    if (check && !s_still_carries(ep, p, peer, peer_len, user, user_len)) {
+        if (owned) free((void *)body);
+        return -1;
+    }
+    if ((owned ? endpoint_out_send_owned(ep, p, peer, peer_len, user, user_len, uuid, type,
+                                         (char *)body, body_len)
+               : endpoint_out_send(ep, p, NULL, peer, peer_len, user, user_len, uuid,
+                                   FRAME_UUID_SIZE, type, body, body_len)) == 0)
         return 0;
     char who[64];
     ep->stats.replies_dropped++;
@@ -277,6 +284,18 @@ int endpoint_reply(endpoint_t *ep, const char *peer, size_t peer_len,
                              endpoint_peer_text(peer, peer_len, who, sizeof who), zmq_strerror(errno));
     }
     return -1;
+}
+
+int endpoint_reply(endpoint_t *ep, const char *peer, size_t peer_len,
+                   const char *user, size_t user_len,
+                   const uint8_t *uuid, int type, const void *body, size_t body_len) {
+    return s_reply(ep, peer, peer_len, user, user_len, uuid, type, body, body_len, 0);
+}
+
+int endpoint_reply_owned(endpoint_t *ep, const char *peer, size_t peer_len,
+                         const char *user, size_t user_len,
+                         const uint8_t *uuid, int type, char *body, size_t body_len) {
+    return s_reply(ep, peer, peer_len, user, user_len, uuid, type, body, body_len, 1);
 }
 
 void endpoint_release(endpoint_t *ep, const char *peer, size_t peer_len,

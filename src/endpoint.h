@@ -123,6 +123,13 @@ int endpoint_reply(endpoint_t *ep, const char *peer, size_t peer_len,
                    const char *user, size_t user_len,
                    const uint8_t *uuid, int type, const void *body, size_t body_len);
 
+/* endpoint_reply with a body the caller malloc'd and hands over: a large
+ * one leaves without a copy (libzmq frees it once written); it is freed on
+ * every path. */
+int endpoint_reply_owned(endpoint_t *ep, const char *peer, size_t peer_len,
+                         const char *user, size_t user_len,
+                         const uint8_t *uuid, int type, char *body, size_t body_len);
+
 /* The answer to a WORK kept by on_work is leaving: its bytes no longer
  * count against the budget of the entry with that serial (if it still is
  * the one for `peer`). Call once per kept WORK, before endpoint_reply. */

@@ -84,6 +84,12 @@ int endpoint_out_send(endpoint_t *ep, peer_t *p, endpoint_call_t *call,
                       const char *peer, size_t peer_len, const char *user, size_t user_len,
                       const uint8_t *uuid, size_t uuid_len, int type,
                       const void *body, size_t body_len);
+/* A reply whose body (malloc'd) is handed over: sent without a copy when
+ * it is large and `p`'s pipe takes it, else as endpoint_out_send; the
+ * body is freed (or libzmq frees it) on every path. */
+int endpoint_out_send_owned(endpoint_t *ep, peer_t *p, const char *peer, size_t peer_len,
+                            const char *user, size_t user_len, const uint8_t *uuid, int type,
+                            char *body, size_t body_len);
 /* Bytes held for or towards `p` (its budget's measure). */
 size_t endpoint_out_used(const peer_t *p);
 /* Try every queue now (after traffic: peers are often routable again). */

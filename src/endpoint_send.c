@@ -58,17 +58,21 @@ size_t endpoint_out_used(const peer_t *p) {
     return p->work_bytes + p->out_bytes + zmq;
 }
 
+/* `p`'s meter, made when first needed. Returns 0, or -1 (out of memory). */
+static int s_meter(peer_t *p) {
+    if (p->meter) return 0;
+    p->meter = malloc(sizeof *p->meter);
+    if (!p->meter) return -1;
+    atomic_init(&p->meter->bytes, 0);
+    atomic_init(&p->meter->refs, 1);
+    return 0;
+}
+
 /* frame_send, metered for `p` when the body is large enough to matter. */
 static int s_send(endpoint_t *ep, peer_t *p, const char *peer, size_t peer_len,
                   const uint8_t *uuid, size_t uuid_len, int type, const void *body, size_t len) {
-    if (!p || len < TRACK_MIN)
+    if (!p || len < TRACK_MIN || s_meter(p) < 0)
         return frame_send(ep->socket, peer, peer_len, uuid, uuid_len, type, body, len);
-    if (!p->meter) {
-        p->meter = malloc(sizeof *p->meter);
-        if (!p->meter) return frame_send(ep->socket, peer, peer_len, uuid, uuid_len, type, body, len);
-        atomic_init(&p->meter->bytes, 0);
-        atomic_init(&p->meter->refs, 1);
-    }
     meter_block_t *b = malloc(sizeof *b + len);
     if (!b) return frame_send(ep->socket, peer, peer_len, uuid, uuid_len, type, body, len);
     b->meter = p->meter;
@@ -89,6 +93,22 @@ static int s_send(endpoint_t *ep, peer_t *p, const char *peer, size_t peer_len,
         return -1;
     }
     return 0;
+}
+
+/* A body handed over by the caller (malloc'd) and sent without a copy:
+ * libzmq frees it, and the meter forgets it, once it left. */
+typedef struct owned_hint {
+    struct endpoint_meter *meter;
+    size_t len;
+} owned_hint_t;
+
+static void s_owned_release(void *data, void *hint) {
+    owned_hint_t *o = hint;
+    struct endpoint_meter *m = o->meter;
+    atomic_fetch_sub_explicit(&m->bytes, o->len, memory_order_relaxed);
+    free(data);
+    free(o);
+    if (atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1) free(m);
 }
 
 /* --- queues --- */
@@ -225,6 +245,42 @@ int endpoint_out_send(endpoint_t *ep, peer_t *p, endpoint_call_t *call,
     if (!o) { errno = ENOMEM; return -1; }
     if (p) { s_peer_push(ep, p, o); return 0; }
     return s_unroutable_push(ep, o, 1);
+}
+
+int endpoint_out_send_owned(endpoint_t *ep, peer_t *p, const char *peer, size_t peer_len,
+                            const char *user, size_t user_len, const uint8_t *uuid, int type,
+                            char *body, size_t body_len) {
+    owned_hint_t *hint = NULL;
+    if (p && !p->out_head && body_len >= TRACK_MIN && s_meter(p) == 0)
+        hint = malloc(sizeof *hint);
+    if (!hint) {                                 /* the copying path, then the body goes */
+        int rc = endpoint_out_send(ep, p, NULL, peer, peer_len, user, user_len, uuid,
+                                   FRAME_UUID_SIZE, type, body, body_len);
+        int e = errno;
+        free(body);
+        errno = e;
+        return rc;
+    }
+    hint->meter = p->meter;
+    hint->len = body_len;
+    atomic_fetch_add_explicit(&p->meter->refs, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&p->meter->bytes, body_len, memory_order_relaxed);
+    zmq_msg_t msg;
+    if (zmq_msg_init_data(&msg, body, body_len, s_owned_release, hint) < 0) {
+        s_owned_release(body, hint);
+        errno = ENOMEM;
+        return -1;
+    }
+    if (frame_send_msg(ep->socket, peer, peer_len, uuid, FRAME_UUID_SIZE, type, &msg) == 0) return 0;
+    int rc = -1, e = errno;
+    if (e == EAGAIN) {                           /* its pipe is full: a copy waits in its FIFO */
+        endpoint_out_t *o = s_out_new(NULL, peer, peer_len, user, user_len, uuid, FRAME_UUID_SIZE,
+                                      type, body, body_len);
+        if (o) { s_peer_push(ep, p, o); rc = 0; } else e = ENOMEM;
+    }
+    zmq_msg_close(&msg);                         /* not taken: released here */
+    errno = e;
+    return rc;
 }
 
 /* Send what waits for `p`, in order, until ZeroMQ says its pipe is full. */

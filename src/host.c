@@ -122,6 +122,11 @@ const char *host_packed(host_t *h, size_t *len, int *over) {
     return h->sbuf.data;
 }
 
+char *host_packed_take(host_t *h, size_t *len) {
+    *len = h->sbuf.size;
+    return msgpack_sbuffer_release(&h->sbuf);   /* leaves it empty, unallocated */
+}
+
 /* --- life --- */
 
 int host_init(host_t *h, lua_State *L) {

@@ -50,6 +50,9 @@ lua_CFunction host_lua_sethook(host_t *h);
  * pack stopped at max. */
 msgpack_packer *host_packer(host_t *h, size_t max);
 const char *host_packed(host_t *h, size_t *len, int *over);
+/* The packed bytes themselves, malloc'd, for the caller to free (the
+ * buffer starts anew): a large reply leaves without a copy. */
+char *host_packed_take(host_t *h, size_t *len);
 
 /* Keep `le` in the list of open endpoints (flushed at exit); or drop it. */
 int host_add_endpoint(host_t *h, lendpoint_t *le);
