@@ -13,13 +13,17 @@
 
     Usage: bench_echo_c ENDPOINT   (e.g. tcp://127.0.0.1:*)
     Prints "ready <actual endpoint>" on stdout once bound; runs until
-    SIGTERM or SIGINT, then exits 0.
+    SIGTERM or SIGINT, then exits 0. With BENCH_CURVE_SECRET set (a Z85
+    secret key, 40 characters) it is a CURVE server with that key (no ZAP:
+    any client key is let in), to measure encryption beside pseud-lua's
+    trusted_curve.
 */
 
 #include <errno.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <msgpack.h>
@@ -204,6 +208,8 @@ int main(int argc, char **argv) {
     perror("bench_echo_c: sigaction");
     return 1;
   }
+  const char *curve_secret = getenv("BENCH_CURVE_SECRET");
+  if (curve_secret && !*curve_secret) curve_secret = NULL;
   void *context = zmq_ctx_new();
   void *socket = zmq_socket(context, ZMQ_ROUTER);
   int on = 1, linger_ms = 0, poll_ms = ECHO_POLL_MS;
@@ -214,6 +220,9 @@ int main(int argc, char **argv) {
       || zmq_setsockopt(socket, ZMQ_ROUTER_MANDATORY, &on, sizeof on) < 0
       || zmq_setsockopt(socket, ZMQ_LINGER, &linger_ms, sizeof linger_ms) < 0
       || zmq_setsockopt(socket, ZMQ_RCVTIMEO, &poll_ms, sizeof poll_ms) < 0
+      || (curve_secret && (zmq_setsockopt(socket, ZMQ_CURVE_SERVER, &on, sizeof on) < 0
+                           || zmq_setsockopt(socket, ZMQ_CURVE_SECRETKEY, curve_secret,
+                                             strlen(curve_secret)) < 0))
       || zmq_bind(socket, argv[1]) < 0
       || zmq_getsockopt(socket, ZMQ_LAST_ENDPOINT, endpoint, &endpoint_size) < 0) {
     fprintf(stderr, "bench_echo_c: %s: %s\n", argv[1], zmq_strerror(errno));

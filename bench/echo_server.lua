@@ -11,11 +11,21 @@ local pseud = require 'pseud'
 -- PSEUD_BENCH_HEARTBEAT="interval timeout" turns the built-in heartbeat
 -- backend on, to measure what it costs and to expire churned peers.
 local interval, timeout = (os.getenv('PSEUD_BENCH_HEARTBEAT') or ''):match('^(%S+)%s+(%S+)$')
-local hb = interval ~= nil
-local server = pseud.Server('bench', hb and {
-  heartbeat_plugin = 'heartbeat',
-  heartbeat_interval = tonumber(interval), heartbeat_timeout = tonumber(timeout),
-} or nil)
+-- PSEUD_BENCH_CURVE="public secret" (Z85) makes it a trusted_curve server
+-- that lets every client key in, as user 'bench-client' (beside the C echo
+-- with BENCH_CURVE_SECRET).
+local public, secret = (os.getenv('PSEUD_BENCH_CURVE') or ''):match('^(%S+)%s+(%S+)$')
+local options = {}
+if interval then
+  options.heartbeat_plugin = 'heartbeat'
+  options.heartbeat_interval, options.heartbeat_timeout = tonumber(interval), tonumber(timeout)
+end
+if public then
+  options.security_plugin = 'trusted_curve'
+  options.public_key, options.secret_key = public, secret
+  options.allow = function() return 'bench-client' end
+end
+local server = pseud.Server('bench', options)
 local endpoint = assert(server:bind(arg[1] or 'tcp://127.0.0.1:*'))
 
 server:register_rpc('hello', function(name) return 'Hello ' .. name end)
