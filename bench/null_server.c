@@ -1,0 +1,214 @@
+/*  bench_null — the server that costs nothing: bench_load's own ceiling.
+
+    One ROUTER socket, one thread. It answers every WORK with one OK built
+    once at start: the right answer to bench_load's call (workload.h), the
+    str "Hello Charly", or with --payload BYTES the bin bench_load echoes.
+    It never decodes a body: a message is WORK when it has the six v1
+    frames and type 0x03. The routing id and uuid frames go back as they
+    came (zmq_msg_send takes the received frames), the constant frames are
+    copied in, and the OK body is sent zero-copy from the one prebuilt
+    buffer. What bench_load reaches against it is what bench_load can
+    measure: a server running near that rate is measuring the generator.
+
+    What it does not do: anything but WORK (a probe's [peer, ""] is read
+    and ignored, any other message is ignored with a line on stderr), tell
+    one call from another, or check anything a peer sends.
+
+    Usage: bench_null ENDPOINT [--payload BYTES]   (e.g. tcp://127.0.0.1:*)
+    Prints "ready <actual endpoint>" on stdout once bound; runs until
+    SIGTERM or SIGINT, then exits 0.
+*/
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <zmq.h>
+
+#include "workload.h"
+
+#define NULL_SERVICE_NAME "bench"
+#define NULL_FRAMES_MAX 8          /* a v1 message has 6; more is drained and ignored */
+#define NULL_POLL_MS 250           /* how often a blocked receive looks at the signal flag */
+
+enum { FRAME_PEER, FRAME_DELIMITER, FRAME_VERSION, FRAME_UUID, FRAME_TYPE, FRAME_BODY,
+       FRAME_COUNT };
+enum { TYPE_OK = 0x01, TYPE_WORK = 0x03 };
+
+/* The one global: set by the signal handler, read by the loop. */
+static volatile sig_atomic_t s_stop_requested = 0;
+
+static void s_on_signal(int signo) {
+  (void)signo;
+  s_stop_requested = 1;
+}
+
+static int s_install_signal_handlers(void) {
+  struct sigaction action;
+  memset(&action, 0, sizeof action);
+  action.sa_handler = s_on_signal;
+  sigemptyset(&action.sa_mask);        /* no SA_RESTART: a blocked receive returns EINTR */
+  return sigaction(SIGTERM, &action, NULL) || sigaction(SIGINT, &action, NULL) ? -1 : 0;
+}
+
+static void s_close_frames(zmq_msg_t *frames, int count) {
+  for (int i = 0; i < count && i < NULL_FRAMES_MAX; i++)
+    zmq_msg_close(&frames[i]);
+}
+
+/* Receives one whole multipart message into frames[]; returns the frame
+   count (frames beyond NULL_FRAMES_MAX are read and dropped, the count says
+   how many there were), or -1 on EAGAIN/EINTR/error. */
+static int s_receive_message(void *socket, zmq_msg_t *frames) {
+  int count = 0;
+  int more = 1;
+  while (more) {
+    zmq_msg_t scratch;
+    zmq_msg_t *frame = count < NULL_FRAMES_MAX ? &frames[count] : &scratch;
+    zmq_msg_init(frame);
+    if (zmq_msg_recv(frame, socket, 0) < 0) {
+      int error = errno;
+      zmq_msg_close(frame);
+      if (count > 0 && (error == EINTR || error == EAGAIN))
+        continue;                       /* the rest of a message is already here: go on */
+      s_close_frames(frames, count);
+      errno = error;
+      return -1;
+    }
+    more = zmq_msg_more(frame);
+    if (frame == &scratch)
+      zmq_msg_close(&scratch);
+    count++;
+  }
+  return count;
+}
+
+static int s_is_work(zmq_msg_t *frames, int count) {
+  return count == FRAME_COUNT
+      && zmq_msg_size(&frames[FRAME_TYPE]) == 1
+      && *(unsigned char *)zmq_msg_data(&frames[FRAME_TYPE]) == TYPE_WORK;
+}
+
+/* Sends the prebuilt OK for one WORK. The peer and uuid frames are sent as
+   received (zmq_msg_send takes them). Returns -1 only when the socket
+   itself fails. */
+static int s_answer(void *socket, zmq_msg_t *frames, unsigned char *answer,
+                    size_t answer_size) {
+  static const unsigned char ok_type = TYPE_OK;
+  if (zmq_msg_send(&frames[FRAME_PEER], socket, ZMQ_SNDMORE) < 0) {
+    /* EHOSTUNREACH: the peer left before its answer; nothing was sent. */
+    return errno == EHOSTUNREACH ? 0 : -1;
+  }
+  /* zero-copy: the answer lives until after zmq_ctx_term */
+  zmq_msg_t body;
+  zmq_msg_init_data(&body, answer, answer_size, NULL, NULL);
+  if (zmq_send(socket, "", 0, ZMQ_SNDMORE) < 0
+      || zmq_send(socket, "v1", 2, ZMQ_SNDMORE) < 0
+      || zmq_msg_send(&frames[FRAME_UUID], socket, ZMQ_SNDMORE) < 0
+      || zmq_send(socket, &ok_type, 1, ZMQ_SNDMORE) < 0
+      || zmq_msg_send(&body, socket, 0) < 0) {
+    zmq_msg_close(&body);
+    return -1;
+  }
+  return 0;
+}
+
+static int s_serve(void *socket, unsigned char *answer, size_t answer_size) {
+  while (!s_stop_requested) {
+    zmq_msg_t frames[NULL_FRAMES_MAX];
+    int count = s_receive_message(socket, frames);
+    if (count < 0) {
+      if (errno == EAGAIN || errno == EINTR)
+        continue;                       /* timeout or signal: look at the flag */
+      fprintf(stderr, "bench_null: receive: %s\n", zmq_strerror(errno));
+      return 1;
+    }
+    if (s_is_work(frames, count)) {
+      if (s_answer(socket, frames, answer, answer_size) < 0) {
+        fprintf(stderr, "bench_null: send: %s\n", zmq_strerror(errno));
+        s_close_frames(frames, count);
+        return 1;
+      }
+    } else if (count != 2) {            /* [peer, ""] is a probe: expected, silent */
+      fprintf(stderr, "bench_null: ignored a %d-frame message that is not WORK\n", count);
+    }
+    s_close_frames(frames, count);
+  }
+  return 0;
+}
+
+/* Builds the one answer: bench_load's right answer for this payload size. */
+static unsigned char *s_answer_new(long payload_size, size_t *answer_size) {
+  unsigned char *payload = NULL;
+  if (payload_size > 0) {
+    payload = malloc((size_t)payload_size);
+    if (!payload)
+      return NULL;
+    workload_fill_payload(payload, (size_t)payload_size);
+  }
+  unsigned char *answer = workload_pack_answer(payload, (size_t)payload_size, answer_size);
+  free(payload);
+  return answer;
+}
+
+static int s_parse_args(int argc, char **argv, const char **endpoint, long *payload_size) {
+  *payload_size = 0;
+  if (argc == 2) {
+    *endpoint = argv[1];
+    return 0;
+  }
+  if (argc != 4 || strcmp(argv[2], "--payload") != 0)
+    return -1;
+  char *end;
+  errno = 0;
+  *payload_size = strtol(argv[3], &end, 10);
+  *endpoint = argv[1];
+  return errno || end == argv[3] || *end || *payload_size < 0 ? -1 : 0;
+}
+
+int main(int argc, char **argv) {
+  const char *bind_to;
+  long payload_size;
+  if (s_parse_args(argc, argv, &bind_to, &payload_size) < 0) {
+    fprintf(stderr, "usage: bench_null ENDPOINT [--payload BYTES]   (e.g. tcp://127.0.0.1:*)\n");
+    return 2;
+  }
+  if (s_install_signal_handlers() < 0) {
+    perror("bench_null: sigaction");
+    return 1;
+  }
+  size_t answer_size;
+  unsigned char *answer = s_answer_new(payload_size, &answer_size);
+  if (!answer) {
+    fprintf(stderr, "bench_null: out of memory\n");
+    return 1;
+  }
+  void *context = zmq_ctx_new();
+  void *socket = zmq_socket(context, ZMQ_ROUTER);
+  int on = 1, linger_ms = 0, poll_ms = NULL_POLL_MS;
+  char endpoint[256];
+  size_t endpoint_size = sizeof endpoint;
+  if (zmq_setsockopt(socket, ZMQ_ROUTING_ID, NULL_SERVICE_NAME,
+                     strlen(NULL_SERVICE_NAME)) < 0
+      || zmq_setsockopt(socket, ZMQ_ROUTER_MANDATORY, &on, sizeof on) < 0
+      || zmq_setsockopt(socket, ZMQ_LINGER, &linger_ms, sizeof linger_ms) < 0
+      || zmq_setsockopt(socket, ZMQ_RCVTIMEO, &poll_ms, sizeof poll_ms) < 0
+      || zmq_bind(socket, bind_to) < 0
+      || zmq_getsockopt(socket, ZMQ_LAST_ENDPOINT, endpoint, &endpoint_size) < 0) {
+    fprintf(stderr, "bench_null: %s: %s\n", bind_to, zmq_strerror(errno));
+    zmq_close(socket);
+    zmq_ctx_term(context);
+    free(answer);
+    return 1;
+  }
+  printf("ready %s\n", endpoint);
+  fflush(stdout);
+
+  int status = s_serve(socket, answer, answer_size);
+  zmq_close(socket);
+  zmq_ctx_term(context);
+  free(answer);
+  return status;
+}
