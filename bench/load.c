@@ -77,6 +77,7 @@ typedef struct {
   long payload;                      /* bytes echoed per call; 0 = hello */
   double deadline_s;                 /* the whole run, warm-up included */
   uint64_t interval_ns;              /* least time between two sends of a client; 0: none */
+  const char *curve_server_key;      /* Z85: the clients speak CURVE to this server key; NULL: no */
 } options_t;
 
 typedef struct {
@@ -176,6 +177,8 @@ static int s_parse_options(int argc, char **argv, options_t *options) {
       options->deadline_s = (double)n;
     else if (!strcmp(arg, "--interval") && !s_parse_long(value, 0, LONG_MAX / 1000000, &n))
       options->interval_ns = (uint64_t)n * 1000000u;
+    else if (!strcmp(arg, "--curve-server-key") && strlen(value) == 40)
+      options->curve_server_key = value;
     else return -1;
   }
   if (positional != 2)
@@ -571,10 +574,17 @@ static int s_open_client(void *context, client_t *client, const options_t *optio
       || zmq_setsockopt(client->socket, ZMQ_LINGER, &linger_ms, sizeof linger_ms) < 0
       || zmq_setsockopt(client->socket, ZMQ_SNDHWM, &unlimited, sizeof unlimited) < 0
       || zmq_setsockopt(client->socket, ZMQ_RCVHWM, &unlimited, sizeof unlimited) < 0
-      || zmq_getsockopt(client->socket, ZMQ_FD, &client->fd, &fd_size) < 0
-      || zmq_connect(client->socket, options->endpoint) < 0)
+      || zmq_getsockopt(client->socket, ZMQ_FD, &client->fd, &fd_size) < 0)
     return -1;
-  return 0;
+  if (options->curve_server_key) {   /* a key pair of its own per client */
+    char public_key[41], secret_key[41];
+    if (zmq_curve_keypair(public_key, secret_key) < 0
+        || zmq_setsockopt(client->socket, ZMQ_CURVE_SERVERKEY, options->curve_server_key, 40) < 0
+        || zmq_setsockopt(client->socket, ZMQ_CURVE_PUBLICKEY, public_key, 40) < 0
+        || zmq_setsockopt(client->socket, ZMQ_CURVE_SECRETKEY, secret_key, 40) < 0)
+      return -1;
+  }
+  return zmq_connect(client->socket, options->endpoint);
 }
 
 static int s_open_clients(void *context, load_t *load) {
@@ -601,13 +611,16 @@ static void s_close_clients(client_t *clients, long count) {
 static const char s_usage[] =
   "usage: bench_load ENDPOINT SERVICE_NAME [--calls N] [--window W] [--clients C]\n"
   "                  [--payload BYTES] [--deadline SECONDS] [--interval MS]\n"
+  "                  [--curve-server-key Z85]\n"
   "  --calls     measured calls, all clients together (default 10000)\n"
   "  --window    calls in flight per client (default 1, at most 16777216)\n"
   "  --clients   client sockets, driven by one thread (default 1)\n"
   "  --payload   call echo(bin of BYTES) instead of hello('Charly') (default 0)\n"
   "  --deadline  bound on the whole run, warm-up included (default 120)\n"
   "  --interval  least milliseconds between two sends of a client (a paced\n"
-  "              probe; default 0: as fast as replies come)\n";
+  "              probe; default 0: as fast as replies come)\n"
+  "  --curve-server-key  speak CURVE to a server with this public key (each\n"
+  "              client makes its own key pair)\n";
 
 int main(int argc, char **argv) {
   load_t load = { 0 };

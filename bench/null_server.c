@@ -185,6 +185,10 @@ int main(int argc, char **argv) {
     fprintf(stderr, "bench_null: out of memory\n");
     return 1;
   }
+  /* BENCH_CURVE_SECRET (Z85): a CURVE server, as bench_echo_c, for the
+   * ceiling of encrypted runs */
+  const char *curve_secret = getenv("BENCH_CURVE_SECRET");
+  if (curve_secret && !*curve_secret) curve_secret = NULL;
   void *context = zmq_ctx_new();
   void *socket = zmq_socket(context, ZMQ_ROUTER);
   int on = 1, linger_ms = 0, poll_ms = NULL_POLL_MS;
@@ -195,6 +199,9 @@ int main(int argc, char **argv) {
       || zmq_setsockopt(socket, ZMQ_ROUTER_MANDATORY, &on, sizeof on) < 0
       || zmq_setsockopt(socket, ZMQ_LINGER, &linger_ms, sizeof linger_ms) < 0
       || zmq_setsockopt(socket, ZMQ_RCVTIMEO, &poll_ms, sizeof poll_ms) < 0
+      || (curve_secret && (zmq_setsockopt(socket, ZMQ_CURVE_SERVER, &on, sizeof on) < 0
+                           || zmq_setsockopt(socket, ZMQ_CURVE_SECRETKEY, curve_secret,
+                                             strlen(curve_secret)) < 0))
       || zmq_bind(socket, bind_to) < 0
       || zmq_getsockopt(socket, ZMQ_LAST_ENDPOINT, endpoint, &endpoint_size) < 0) {
     fprintf(stderr, "bench_null: %s: %s\n", bind_to, zmq_strerror(errno));
