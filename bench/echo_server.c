@@ -21,7 +21,6 @@
 
 #include <errno.h>
 #include <malloc.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,61 +28,14 @@
 #include <msgpack.h>
 #include <zmq.h>
 
+#include "bench_server.h"
+
 #define ECHO_SERVICE_NAME "bench"
-#define ECHO_FRAMES_MAX 8          /* a v1 message has 6; more is drained and ignored */
 #define ECHO_POLL_MS 250           /* how often a blocked receive looks at the signal flag */
 
 enum { FRAME_PEER, FRAME_DELIMITER, FRAME_VERSION, FRAME_UUID, FRAME_TYPE, FRAME_BODY,
        FRAME_COUNT };
 enum { TYPE_OK = 0x01, TYPE_WORK = 0x03, TYPE_ERROR = 0x10 };
-
-/* The one global: set by the signal handler, read by the loop. */
-static volatile sig_atomic_t s_stop_requested = 0;
-
-static void s_on_signal(int signo) {
-  (void)signo;
-  s_stop_requested = 1;
-}
-
-static int s_install_signal_handlers(void) {
-  struct sigaction action;
-  memset(&action, 0, sizeof action);
-  action.sa_handler = s_on_signal;
-  sigemptyset(&action.sa_mask);        /* no SA_RESTART: a blocked receive returns EINTR */
-  return sigaction(SIGTERM, &action, NULL) || sigaction(SIGINT, &action, NULL) ? -1 : 0;
-}
-
-static void s_close_frames(zmq_msg_t *frames, int count) {
-  for (int i = 0; i < count && i < ECHO_FRAMES_MAX; i++)
-    zmq_msg_close(&frames[i]);
-}
-
-/* Receives one whole multipart message into frames[]; returns the frame
-   count (frames beyond ECHO_FRAMES_MAX are read and dropped, the count says
-   how many there were), or -1 on EAGAIN/EINTR/error. */
-static int s_receive_message(void *socket, zmq_msg_t *frames) {
-  int count = 0;
-  int more = 1;
-  while (more) {
-    zmq_msg_t scratch;
-    zmq_msg_t *frame = count < ECHO_FRAMES_MAX ? &frames[count] : &scratch;
-    zmq_msg_init(frame);
-    if (zmq_msg_recv(frame, socket, 0) < 0) {
-      int error = errno;
-      zmq_msg_close(frame);
-      if (count > 0 && (error == EINTR || error == EAGAIN))
-        continue;                       /* the rest of a message is already here: go on */
-      s_close_frames(frames, count);
-      errno = error;
-      return -1;
-    }
-    more = zmq_msg_more(frame);
-    if (frame == &scratch)
-      zmq_msg_close(&scratch);
-    count++;
-  }
-  return count;
-}
 
 static int s_frame_equals(zmq_msg_t *frame, const char *bytes, size_t size) {
   return zmq_msg_size(frame) == size && memcmp(zmq_msg_data(frame), bytes, size) == 0;
@@ -168,9 +120,9 @@ static int s_serve(void *socket) {
   msgpack_sbuffer_init(&reply);
   msgpack_unpacked_init(&work);
   int status = 0;
-  while (!s_stop_requested) {
-    zmq_msg_t frames[ECHO_FRAMES_MAX];
-    int count = s_receive_message(socket, frames);
+  while (!bench_stop_requested()) {
+    zmq_msg_t frames[BENCH_FRAMES_MAX];
+    int count = bench_receive_message(socket, frames);
     if (count < 0) {
       if (errno == EAGAIN || errno == EINTR)
         continue;                       /* timeout or signal: look at the flag */
@@ -181,14 +133,14 @@ static int s_serve(void *socket) {
     if (s_is_work(frames, count)) {
       if (s_answer_work(socket, frames, &reply, &work) < 0) {
         fprintf(stderr, "bench_echo_c: send: %s\n", zmq_strerror(errno));
-        s_close_frames(frames, count);
+        bench_close_frames(frames, count);
         status = 1;
         break;
       }
     } else if (count != 2) {            /* [peer, ""] is a probe: expected, silent */
       fprintf(stderr, "bench_echo_c: ignored a %d-frame message that is not WORK\n", count);
     }
-    s_close_frames(frames, count);
+    bench_close_frames(frames, count);
   }
   msgpack_unpacked_destroy(&work);
   msgpack_sbuffer_destroy(&reply);
@@ -204,7 +156,7 @@ int main(int argc, char **argv) {
    * heap rather than trimming and re-faulting it on every large message, so
    * the 64 KiB echo compares like with like. */
   mallopt(M_TRIM_THRESHOLD, 8 << 20);
-  if (s_install_signal_handlers() < 0) {
+  if (bench_install_signal_handlers() < 0) {
     perror("bench_echo_c: sigaction");
     return 1;
   }

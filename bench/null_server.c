@@ -20,70 +20,21 @@
 */
 
 #include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <zmq.h>
 
+#include "bench_server.h"
 #include "workload.h"
 
 #define NULL_SERVICE_NAME "bench"
-#define NULL_FRAMES_MAX 8          /* a v1 message has 6; more is drained and ignored */
 #define NULL_POLL_MS 250           /* how often a blocked receive looks at the signal flag */
 
 enum { FRAME_PEER, FRAME_DELIMITER, FRAME_VERSION, FRAME_UUID, FRAME_TYPE, FRAME_BODY,
        FRAME_COUNT };
 enum { TYPE_OK = 0x01, TYPE_WORK = 0x03 };
-
-/* The one global: set by the signal handler, read by the loop. */
-static volatile sig_atomic_t s_stop_requested = 0;
-
-static void s_on_signal(int signo) {
-  (void)signo;
-  s_stop_requested = 1;
-}
-
-static int s_install_signal_handlers(void) {
-  struct sigaction action;
-  memset(&action, 0, sizeof action);
-  action.sa_handler = s_on_signal;
-  sigemptyset(&action.sa_mask);        /* no SA_RESTART: a blocked receive returns EINTR */
-  return sigaction(SIGTERM, &action, NULL) || sigaction(SIGINT, &action, NULL) ? -1 : 0;
-}
-
-static void s_close_frames(zmq_msg_t *frames, int count) {
-  for (int i = 0; i < count && i < NULL_FRAMES_MAX; i++)
-    zmq_msg_close(&frames[i]);
-}
-
-/* Receives one whole multipart message into frames[]; returns the frame
-   count (frames beyond NULL_FRAMES_MAX are read and dropped, the count says
-   how many there were), or -1 on EAGAIN/EINTR/error. */
-static int s_receive_message(void *socket, zmq_msg_t *frames) {
-  int count = 0;
-  int more = 1;
-  while (more) {
-    zmq_msg_t scratch;
-    zmq_msg_t *frame = count < NULL_FRAMES_MAX ? &frames[count] : &scratch;
-    zmq_msg_init(frame);
-    if (zmq_msg_recv(frame, socket, 0) < 0) {
-      int error = errno;
-      zmq_msg_close(frame);
-      if (count > 0 && (error == EINTR || error == EAGAIN))
-        continue;                       /* the rest of a message is already here: go on */
-      s_close_frames(frames, count);
-      errno = error;
-      return -1;
-    }
-    more = zmq_msg_more(frame);
-    if (frame == &scratch)
-      zmq_msg_close(&scratch);
-    count++;
-  }
-  return count;
-}
 
 static int s_is_work(zmq_msg_t *frames, int count) {
   return count == FRAME_COUNT
@@ -116,9 +67,9 @@ static int s_answer(void *socket, zmq_msg_t *frames, unsigned char *answer,
 }
 
 static int s_serve(void *socket, unsigned char *answer, size_t answer_size) {
-  while (!s_stop_requested) {
-    zmq_msg_t frames[NULL_FRAMES_MAX];
-    int count = s_receive_message(socket, frames);
+  while (!bench_stop_requested()) {
+    zmq_msg_t frames[BENCH_FRAMES_MAX];
+    int count = bench_receive_message(socket, frames);
     if (count < 0) {
       if (errno == EAGAIN || errno == EINTR)
         continue;                       /* timeout or signal: look at the flag */
@@ -128,13 +79,13 @@ static int s_serve(void *socket, unsigned char *answer, size_t answer_size) {
     if (s_is_work(frames, count)) {
       if (s_answer(socket, frames, answer, answer_size) < 0) {
         fprintf(stderr, "bench_null: send: %s\n", zmq_strerror(errno));
-        s_close_frames(frames, count);
+        bench_close_frames(frames, count);
         return 1;
       }
     } else if (count != 2) {            /* [peer, ""] is a probe: expected, silent */
       fprintf(stderr, "bench_null: ignored a %d-frame message that is not WORK\n", count);
     }
-    s_close_frames(frames, count);
+    bench_close_frames(frames, count);
   }
   return 0;
 }
@@ -175,7 +126,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: bench_null ENDPOINT [--payload BYTES]   (e.g. tcp://127.0.0.1:*)\n");
     return 2;
   }
-  if (s_install_signal_handlers() < 0) {
+  if (bench_install_signal_handlers() < 0) {
     perror("bench_null: sigaction");
     return 1;
   }

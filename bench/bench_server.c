@@ -1,0 +1,54 @@
+/*  bench_server: see bench_server.h. */
+
+#include "bench_server.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+
+/* The one global: set by the signal handler, read by the loop. */
+static volatile sig_atomic_t s_stop_requested = 0;
+
+static void s_on_signal(int signo) {
+  (void)signo;
+  s_stop_requested = 1;
+}
+
+int bench_install_signal_handlers(void) {
+  struct sigaction action;
+  memset(&action, 0, sizeof action);
+  action.sa_handler = s_on_signal;
+  sigemptyset(&action.sa_mask);        /* no SA_RESTART: a blocked receive returns EINTR */
+  return sigaction(SIGTERM, &action, NULL) || sigaction(SIGINT, &action, NULL) ? -1 : 0;
+}
+
+void bench_close_frames(zmq_msg_t *frames, int count) {
+  for (int i = 0; i < count && i < BENCH_FRAMES_MAX; i++)
+    zmq_msg_close(&frames[i]);
+}
+
+int bench_receive_message(void *socket, zmq_msg_t *frames) {
+  int count = 0;
+  int more = 1;
+  while (more) {
+    zmq_msg_t scratch;
+    zmq_msg_t *frame = count < BENCH_FRAMES_MAX ? &frames[count] : &scratch;
+    zmq_msg_init(frame);
+    if (zmq_msg_recv(frame, socket, 0) < 0) {
+      int error = errno;
+      zmq_msg_close(frame);
+      if (count > 0 && (error == EINTR || error == EAGAIN))
+        continue;                       /* the rest of a message is already here: go on */
+      bench_close_frames(frames, count);
+      errno = error;
+      return -1;
+    }
+    more = zmq_msg_more(frame);
+    if (frame == &scratch)
+      zmq_msg_close(&scratch);
+    count++;
+  }
+  return count;
+}
+
+int bench_stop_requested(void) { return s_stop_requested; }

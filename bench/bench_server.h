@@ -1,0 +1,23 @@
+/*  bench_server: what the two benchmark servers (bench_echo_c, bench_null)
+    share: the stop flag their signal handler sets, and receiving one whole
+    multipart message. Not the pseud core: the ceiling owes nothing to the
+    code it measures. */
+#ifndef PSEUD_BENCH_SERVER_H
+#define PSEUD_BENCH_SERVER_H
+
+#include <zmq.h>
+
+#define BENCH_FRAMES_MAX 8     /* a v1 message has 6; more is drained and ignored */
+
+/* SIGTERM and SIGINT set the stop flag (no SA_RESTART: a blocked receive
+   returns EINTR). Returns 0 or -1. */
+int bench_install_signal_handlers(void);
+int bench_stop_requested(void);
+
+/* Receives one whole multipart message into frames[] (BENCH_FRAMES_MAX);
+   returns the frame count (frames beyond the array are read and dropped,
+   the count says how many there were), or -1 on EAGAIN/EINTR/error. */
+int bench_receive_message(void *socket, zmq_msg_t *frames);
+void bench_close_frames(zmq_msg_t *frames, int count);
+
+#endif
