@@ -3,6 +3,7 @@
 #include "bench_server.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <signal.h>
 #include <string.h>
 
@@ -52,3 +53,26 @@ int bench_receive_message(void *socket, zmq_msg_t *frames) {
 }
 
 int bench_stop_requested(void) { return s_stop_requested; }
+
+void *bench_server_socket(void *context, const char *address, char *endpoint, size_t size) {
+  const char *curve_secret = getenv("BENCH_CURVE_SECRET");
+  if (curve_secret && !*curve_secret) curve_secret = NULL;
+  void *socket = zmq_socket(context, ZMQ_ROUTER);
+  int on = 1, linger_ms = 0, poll_ms = BENCH_POLL_MS;
+  if (!socket
+      || zmq_setsockopt(socket, ZMQ_ROUTING_ID, BENCH_SERVICE_NAME, strlen(BENCH_SERVICE_NAME)) < 0
+      || zmq_setsockopt(socket, ZMQ_ROUTER_MANDATORY, &on, sizeof on) < 0
+      || zmq_setsockopt(socket, ZMQ_LINGER, &linger_ms, sizeof linger_ms) < 0
+      || zmq_setsockopt(socket, ZMQ_RCVTIMEO, &poll_ms, sizeof poll_ms) < 0
+      || (curve_secret && (zmq_setsockopt(socket, ZMQ_CURVE_SERVER, &on, sizeof on) < 0
+                           || zmq_setsockopt(socket, ZMQ_CURVE_SECRETKEY, curve_secret,
+                                             strlen(curve_secret)) < 0))
+      || zmq_bind(socket, address) < 0
+      || zmq_getsockopt(socket, ZMQ_LAST_ENDPOINT, endpoint, &size) < 0) {
+    int error = errno;
+    if (socket) zmq_close(socket);
+    errno = error;
+    return NULL;
+  }
+  return socket;
+}

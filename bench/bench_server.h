@@ -8,11 +8,19 @@
 #include <zmq.h>
 
 #define BENCH_FRAMES_MAX 8     /* a v1 message has 6; more is drained and ignored */
+#define BENCH_SERVICE_NAME "bench"
+#define BENCH_POLL_MS 250      /* how often a blocked receive looks at the stop flag */
 
 /* SIGTERM and SIGINT set the stop flag (no SA_RESTART: a blocked receive
    returns EINTR). Returns 0 or -1. */
 int bench_install_signal_handlers(void);
 int bench_stop_requested(void);
+
+/* The ROUTER both servers serve on: routing id "bench", a receive timeout
+   so the stop flag is seen, a CURVE server when BENCH_CURVE_SECRET (Z85)
+   is set; bound to `address`, the resolved endpoint written to `endpoint`.
+   NULL with errno (the socket closed). */
+void *bench_server_socket(void *context, const char *address, char *endpoint, size_t size);
 
 /* Receives one whole multipart message into frames[] (BENCH_FRAMES_MAX);
    returns the frame count (frames beyond the array are read and dropped,

@@ -30,8 +30,6 @@
 
 #include "bench_server.h"
 
-#define ECHO_SERVICE_NAME "bench"
-#define ECHO_POLL_MS 250           /* how often a blocked receive looks at the signal flag */
 
 enum { FRAME_PEER, FRAME_DELIMITER, FRAME_VERSION, FRAME_UUID, FRAME_TYPE, FRAME_BODY,
        FRAME_COUNT };
@@ -160,25 +158,11 @@ int main(int argc, char **argv) {
     perror("bench_echo_c: sigaction");
     return 1;
   }
-  const char *curve_secret = getenv("BENCH_CURVE_SECRET");
-  if (curve_secret && !*curve_secret) curve_secret = NULL;
   void *context = zmq_ctx_new();
-  void *socket = zmq_socket(context, ZMQ_ROUTER);
-  int on = 1, linger_ms = 0, poll_ms = ECHO_POLL_MS;
   char endpoint[256];
-  size_t endpoint_size = sizeof endpoint;
-  if (zmq_setsockopt(socket, ZMQ_ROUTING_ID, ECHO_SERVICE_NAME,
-                     strlen(ECHO_SERVICE_NAME)) < 0
-      || zmq_setsockopt(socket, ZMQ_ROUTER_MANDATORY, &on, sizeof on) < 0
-      || zmq_setsockopt(socket, ZMQ_LINGER, &linger_ms, sizeof linger_ms) < 0
-      || zmq_setsockopt(socket, ZMQ_RCVTIMEO, &poll_ms, sizeof poll_ms) < 0
-      || (curve_secret && (zmq_setsockopt(socket, ZMQ_CURVE_SERVER, &on, sizeof on) < 0
-                           || zmq_setsockopt(socket, ZMQ_CURVE_SECRETKEY, curve_secret,
-                                             strlen(curve_secret)) < 0))
-      || zmq_bind(socket, argv[1]) < 0
-      || zmq_getsockopt(socket, ZMQ_LAST_ENDPOINT, endpoint, &endpoint_size) < 0) {
+  void *socket = bench_server_socket(context, argv[1], endpoint, sizeof endpoint);
+  if (!socket) {
     fprintf(stderr, "bench_echo_c: %s: %s\n", argv[1], zmq_strerror(errno));
-    zmq_close(socket);
     zmq_ctx_term(context);
     return 1;
   }
