@@ -340,31 +340,10 @@ static void s_on_invalid(endpoint_t *ep, const frame_message_t *m) {
                              m->reason, strlen(m->reason), "");
 }
 
-/* WORK from `p` past its budget: BusyError, at once, not run. A peer that
- * keeps sending while it reads nothing gets no answer past BUSY_SLACK more
- * bytes queued: its calls end by their own timeout. */
-static void s_refuse_busy(endpoint_t *ep, const frame_message_t *m, peer_t *p, size_t used) {
-    char who[64], text[160];
-    ep->stats.busy_refused++;
-    if (p->out_head && used > ep->opt.max_peer_queue + BUSY_SLACK) {
-        ep->stats.busy_unanswered++;
-        endpoint_log_refusal(ep, "WORK from peer '%s' refused unanswered: over its budget and "
-                             "not reading (%zu bytes held)",
-                             endpoint_peer_text(m->peer, m->peer_len, who, sizeof who), used);
-        return;
-    }
-    endpoint_log_refusal(ep, "WORK from peer '%s' refused: %zu bytes held for it, budget %zu: "
-                         "answered BusyError", endpoint_peer_text(m->peer, m->peer_len, who, sizeof who),
-                         used, ep->opt.max_peer_queue);
-    int n = snprintf(text, sizeof text, "too much is queued for this peer (max_peer_queue %zu bytes): "
-                     "read your replies, then try again", ep->opt.max_peer_queue);
-    endpoint_reply_error(ep, m->peer, m->peer_len, NULL, 0, m->uuid, "BusyError", text, (size_t)n, "");
-}
-
 /* A peer past its budget and BUSY_SLACK more, with replies waiting to
- * leave: what it sends that is not WORK (HELLO, a malformed frame with a
- * uuid) goes unanswered too, as its WORK does (s_refuse_busy), or answering
- * a peer that never reads would grow the host without bound. */
+ * leave: what it sends (a refused WORK, a HELLO, a malformed frame with a
+ * uuid) goes unanswered, or answering a peer that never reads would grow
+ * the host without bound. Returns 1 when it is not answered. */
 static int s_unanswered(endpoint_t *ep, const frame_message_t *m, const peer_t *p) {
     size_t used = p && p->out_head ? endpoint_out_used(p) : 0;
     if (used <= ep->opt.max_peer_queue + BUSY_SLACK) return 0;
@@ -375,6 +354,22 @@ static int s_unanswered(endpoint_t *ep, const frame_message_t *m, const peer_t *
                          endpoint_peer_text(m->peer, m->peer_len, who, sizeof who), used);
     return 1;
 }
+
+/* WORK from `p` past its budget: BusyError, at once, not run. A peer that
+ * keeps sending while it reads nothing gets no answer past BUSY_SLACK more
+ * bytes queued: its calls end by their own timeout. */
+static void s_refuse_busy(endpoint_t *ep, const frame_message_t *m, peer_t *p, size_t used) {
+    char who[64], text[160];
+    ep->stats.busy_refused++;
+    if (s_unanswered(ep, m, p)) return;
+    endpoint_log_refusal(ep, "WORK from peer '%s' refused: %zu bytes held for it, budget %zu: "
+                         "answered BusyError", endpoint_peer_text(m->peer, m->peer_len, who, sizeof who),
+                         used, ep->opt.max_peer_queue);
+    int n = snprintf(text, sizeof text, "too much is queued for this peer (max_peer_queue %zu bytes): "
+                     "read your replies, then try again", ep->opt.max_peer_queue);
+    endpoint_reply_error(ep, m->peer, m->peer_len, NULL, 0, m->uuid, "BusyError", text, (size_t)n, "");
+}
+
 
 /* WORK: admitted within its sender's budget (one message always fits a
  * peer that holds nothing), then handed on. It is charged its body plus

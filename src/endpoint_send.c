@@ -39,18 +39,29 @@ typedef struct meter_block {      /* a metered body: the header, then the bytes 
     char data[];
 } meter_block_t;
 
-/* libzmq's free function for a metered body; any thread. */
+static void s_meter_unref(struct endpoint_meter *m) {
+    if (m && atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1) free(m);
+}
+
+/* A message of `len` bytes is handed to ZeroMQ, or has left (any thread). */
+static void s_meter_charge(struct endpoint_meter *m, size_t len) {
+    atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->bytes, len, memory_order_relaxed);
+}
+
+static void s_meter_discharge(struct endpoint_meter *m, size_t len) {
+    atomic_fetch_sub_explicit(&m->bytes, len, memory_order_relaxed);
+    s_meter_unref(m);
+}
+
+/* libzmq's free function for a metered copy. */
 static void s_meter_release(void *data, void *hint) {
     (void)hint;
     meter_block_t *b = (meter_block_t *)((char *)data - offsetof(meter_block_t, data));
     struct endpoint_meter *m = b->meter;
-    atomic_fetch_sub_explicit(&m->bytes, b->len, memory_order_relaxed);
+    size_t len = b->len;
     free(b);
-    if (atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1) free(m);
-}
-
-static void s_meter_unref(struct endpoint_meter *m) {
-    if (m && atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1) free(m);
+    s_meter_discharge(m, len);
 }
 
 size_t endpoint_out_used(const peer_t *p) {
@@ -78,8 +89,7 @@ static int s_send(endpoint_t *ep, peer_t *p, const char *peer, size_t peer_len,
     b->meter = p->meter;
     b->len = len;
     memcpy(b->data, body, len);
-    atomic_fetch_add_explicit(&p->meter->refs, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&p->meter->bytes, len, memory_order_relaxed);
+    s_meter_charge(p->meter, len);
     zmq_msg_t msg;
     if (zmq_msg_init_data(&msg, b->data, len, s_meter_release, NULL) < 0) {
         s_meter_release(b->data, NULL);
@@ -105,10 +115,10 @@ typedef struct owned_hint {
 static void s_owned_release(void *data, void *hint) {
     owned_hint_t *o = hint;
     struct endpoint_meter *m = o->meter;
-    atomic_fetch_sub_explicit(&m->bytes, o->len, memory_order_relaxed);
+    size_t len = o->len;
     free(data);
     free(o);
-    if (atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1) free(m);
+    s_meter_discharge(m, len);
 }
 
 /* --- queues --- */
@@ -263,8 +273,7 @@ int endpoint_out_send_owned(endpoint_t *ep, peer_t *p, const char *peer, size_t 
     }
     hint->meter = p->meter;
     hint->len = body_len;
-    atomic_fetch_add_explicit(&p->meter->refs, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&p->meter->bytes, body_len, memory_order_relaxed);
+    s_meter_charge(p->meter, body_len);
     zmq_msg_t msg;
     if (zmq_msg_init_data(&msg, body, body_len, s_owned_release, hint) < 0) {
         s_owned_release(body, hint);
