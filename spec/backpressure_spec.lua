@@ -129,3 +129,60 @@ describe('the peer directory', function()
     assert.same({ first_ok = 200, second_ok = 200, during = 50 }, r)
   end)
 end)
+
+-- /proc/PID/task/TID/stat: the thread's name and its nice value (field 19).
+local function thread_nices(pid)
+  local nices = {}
+  local ls = assert(io.popen('ls /proc/' .. pid .. '/task'))
+  for tid in ls:lines() do
+    local f = io.open(('/proc/%d/task/%s/stat'):format(pid, tid))
+    if f then
+      local stat = f:read('a')
+      f:close()
+      local name, rest = stat:match('^%d+ %((.*)%) (.*)$')
+      local fields = {}
+      for field in rest:gmatch('%S+') do fields[#fields + 1] = field end
+      nices[#nices + 1] = { name = name, nice = tonumber(fields[17]), main = tid == tostring(pid) }
+    end
+  end
+  ls:close()
+  return nices
+end
+
+describe('PSEUD_IO_NICE', function()
+  lazy_teardown(function() process.stop_all() end)
+
+  it("lowers libzmq's threads (I/O, reaper) by that many nice levels and nothing else", function()
+    local server, endpoint = process.server('spec/servers/basic.lua', 'tcp://127.0.0.1:*')
+    local plain = thread_nices(server.pid)
+    server:stop()
+    local host = process.host()
+    local niced = process.start({ 'env', 'PSEUD_IO_NICE=7', host, 'spec/servers/basic.lua',
+                                  'tcp://127.0.0.1:*' }, { name = 'io-nice' })
+    endpoint = niced:wait_for('^ready (%S+)', 100, 10)
+    assert.truthy(endpoint)
+    local seen = {}
+    for _, t in ipairs(thread_nices(niced.pid)) do
+      local base = 0
+      for _, p in ipairs(plain) do if p.name == t.name then base = p.nice end end
+      if t.name:match('^ZMQbg/') then
+        if t.name:match('^ZMQbg/IO/') then seen.io = (seen.io or 0) + 1 end
+        assert.equal(base + 7, t.nice)
+      else
+        assert.equal(base, t.nice, t.name)
+        if t.main then seen.main = true end
+      end
+    end
+    assert.same({ io = 1, main = true }, seen)
+  end)
+
+  it('is ignored with a warning naming the value when it is not 0 to 19', function()
+    local out, ok, _, log = process.run({ 'env', 'PSEUD_IO_NICE=20', process.host(), '-e', 'print("ran")' })
+    assert.is_true(ok)
+    assert.equal('ran\n', out)
+    local f = assert(io.open(log))
+    local text = f:read('a')
+    f:close()
+    assert.matches('PSEUD_IO_NICE=20 ignored: not a whole number from 0 to 19', text, 1, true)
+  end)
+end)

@@ -9,12 +9,15 @@
 #include "host_state.h"
 #include "host.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include <sys/resource.h>
 
 #include <lauxlib.h>
 #include <zmq.h>
@@ -129,6 +132,54 @@ char *host_packed_take(host_t *h, size_t *len) {
 
 /* --- life --- */
 
+/* The threads of this process, up to `cap` of them; how many. */
+static size_t s_threads(pid_t *tids, size_t cap) {
+    DIR *d = opendir("/proc/self/task");
+    size_t n = 0;
+    struct dirent *e;
+    while (d && n < cap && (e = readdir(d)))
+        if (e->d_name[0] != '.') tids[n++] = (pid_t)strtol(e->d_name, NULL, 10);
+    if (d) closedir(d);
+    return n;
+}
+
+/* PSEUD_IO_NICE=N: libzmq's threads (its I/O thread, its reaper) run N
+ * nice levels below the loop thread. The loop decides every peer's latency;
+ * the I/O thread only moves bytes. When both share one core and a peer
+ * floods large messages, an I/O thread at a higher nice value gives the
+ * core to the loop as soon as it wakes instead of finishing its slice.
+ * Off by default: on one core it also costs throughput where the I/O
+ * thread is the busier one (docs/bench.md has both figures). libzmq's own
+ * thread priority option can only raise a priority, so its threads are
+ * found as those its first socket starts: the process's other threads are
+ * not ours to touch. */
+#define MAX_THREADS_SEEN 64
+static void s_lower_io_threads(host_t *h) {
+    pid_t before[MAX_THREADS_SEEN], after[MAX_THREADS_SEEN];
+    const char *env = getenv("PSEUD_IO_NICE");
+    char *end;
+    if (!env || !*env) return;
+    long delta = strtol(env, &end, 10);
+    if (*end || delta < 0 || delta > 19) {
+        host_log(h, PSEUD_LOG_WARN, "PSEUD_IO_NICE=%s ignored: not a whole number from 0 to 19", env);
+        return;
+    }
+    size_t nb = s_threads(before, MAX_THREADS_SEEN);
+    void *first = zmq_socket(h->zmq, ZMQ_PAIR);  /* a context starts its threads with its first socket */
+    if (first) zmq_close(first);
+    if (delta == 0 || nb == MAX_THREADS_SEEN) return;   /* off, or cannot tell whose they are */
+    size_t na = s_threads(after, MAX_THREADS_SEEN);
+    for (size_t i = 0; i < na; i++) {
+        size_t j = 0;
+        while (j < nb && before[j] != after[i]) j++;
+        if (j < nb) continue;                    /* there before: not libzmq's */
+        errno = 0;
+        int nice = getpriority(PRIO_PROCESS, (id_t)after[i]);
+        if (errno == 0)
+            setpriority(PRIO_PROCESS, (id_t)after[i], nice + delta > 19 ? 19 : nice + (int)delta);
+    }
+}
+
 int host_init(host_t *h, lua_State *L) {
     memset(h, 0, sizeof *h);
     h->L = L;
@@ -148,6 +199,7 @@ int host_init(host_t *h, lua_State *L) {
         errno = ENOMEM;
         return -1;
     }
+    s_lower_io_threads(h);
     return 0;
 }
 
