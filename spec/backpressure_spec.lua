@@ -153,13 +153,13 @@ describe('PSEUD_IO_NICE', function()
   lazy_teardown(function() process.stop_all() end)
 
   it("lowers libzmq's threads (I/O, reaper) by that many nice levels and nothing else", function()
-    local server, endpoint = process.server('spec/servers/basic.lua', 'tcp://127.0.0.1:*')
+    local server = process.server('spec/servers/basic.lua', 'tcp://127.0.0.1:*')
     local plain = thread_nices(server.pid)
     server:stop()
     local host = process.host()
     local niced = process.start({ 'env', 'PSEUD_IO_NICE=7', host, 'spec/servers/basic.lua',
                                   'tcp://127.0.0.1:*' }, { name = 'io-nice' })
-    endpoint = niced:wait_for('^ready (%S+)', 100, 10)
+    local endpoint = niced:wait_for('^ready (%S+)', 100, 10)
     assert.truthy(endpoint)
     local seen = {}
     for _, t in ipairs(thread_nices(niced.pid)) do
