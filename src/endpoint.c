@@ -410,6 +410,7 @@ static void s_send_hello(endpoint_t *ep, const char *peer, size_t peer_len) {
     frame_new_uuid(ep->hello_uuid);
     ep->hello_pending = 1;
     ep->hello_tries++;
+    loop_touch(ep->loop, ep->socket);
     if (frame_send(ep->socket, copy, peer_len, ep->hello_uuid, FRAME_UUID_SIZE, FRAME_HELLO,
                    ep->hello_body, ep->hello_len) < 0)
         ep->hello_pending = 0;                   /* calls end by their timeout */
@@ -688,6 +689,7 @@ void endpoint_destroy(endpoint_t **p) {
 }
 
 int endpoint_bind(endpoint_t *ep, const char *address, char *actual, size_t actual_size) {
+    loop_touch(ep->loop, ep->socket);            /* binding reads the socket's commands */
     if (zmq_bind(ep->socket, address) < 0) return -1;
     if (actual && actual_size) {
         size_t n = actual_size;
@@ -697,5 +699,6 @@ int endpoint_bind(endpoint_t *ep, const char *address, char *actual, size_t actu
 }
 
 int endpoint_connect(endpoint_t *ep, const char *address) {
+    loop_touch(ep->loop, ep->socket);            /* connecting reads the socket's commands */
     return zmq_connect(ep->socket, address);
 }

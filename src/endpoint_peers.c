@@ -99,6 +99,7 @@ int endpoint_monitor_start(endpoint_t *ep, void *zmq_context) {
     frame_new_uuid(id);
     for (int i = 0; i < FRAME_UUID_SIZE; i++)
         snprintf(address + 23 + 2 * i, 3, "%02x", id[i]);
+    loop_touch(ep->loop, ep->socket);
     if (zmq_socket_monitor(ep->socket, address, ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_ACCEPTED |
                            ZMQ_EVENT_CONNECTED) < 0)
         return -1;
@@ -125,6 +126,7 @@ void endpoint_monitor_stop(endpoint_t *ep) {
 
 static void s_heartbeat_to(endpoint_t *ep, const char *peer, size_t len) {
     /* best effort: a peer that cannot take it now will be heard from, or not */
+    loop_touch(ep->loop, ep->socket);
     frame_send(ep->socket, peer, len, NULL, 0, FRAME_HEARTBEAT, NULL, 0);
 }
 

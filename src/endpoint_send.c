@@ -82,6 +82,7 @@ static int s_meter(peer_t *p) {
 /* frame_send, metered for `p` when the body is large enough to matter. */
 static int s_send(endpoint_t *ep, peer_t *p, const char *peer, size_t peer_len,
                   const uint8_t *uuid, size_t uuid_len, int type, const void *body, size_t len) {
+    loop_touch(ep->loop, ep->socket);
     if (!p || len < TRACK_MIN || s_meter(p) < 0)
         return frame_send(ep->socket, peer, peer_len, uuid, uuid_len, type, body, len);
     meter_block_t *b = malloc(sizeof *b + len);
@@ -271,6 +272,7 @@ int endpoint_out_send_owned(endpoint_t *ep, peer_t *p, const char *peer, size_t 
         errno = e;
         return rc;
     }
+    loop_touch(ep->loop, ep->socket);
     hint->meter = p->meter;
     hint->len = body_len;
     s_meter_charge(p->meter, body_len);
@@ -350,6 +352,7 @@ static void s_flush_unroutable(endpoint_t *ep) {
 }
 
 void endpoint_out_flush(endpoint_t *ep) {
+    loop_touch(ep->loop, ep->socket);
     if (ep->strict && (ep->blocked || ep->unroutable.head)) endpoint_drain_monitor(ep);
     for (peer_t *p = ep->blocked, *next; p; p = next) {
         next = p->blocked_next;

@@ -2,10 +2,13 @@
  * loop: a reactor over ZeroMQ sockets with a timer heap (see loop.h).
  *
  * Not zmq_poll: it polls twice per wake-up (a zero-timeout pass first) and
- * cost about three extra syscalls per call at window 1. Instead each socket's
- * ZMQ_EVENTS is read first (no syscall while commands are throttled) and
- * poll(2) on the sockets' ZMQ_FDs runs only when none is readable; ZMQ_FD
- * only says "look again", so ZMQ_EVENTS is read again after every poll.
+ * cost about three extra syscalls per call at window 1. Reading a socket's
+ * ZMQ_EVENTS costs a poll(2) and a getpid(2) inside libzmq whenever its
+ * mailbox is idle, so it is read only where it can say something new: for
+ * a socket whose ZMQ_FD woke the poll, and before polling for a "stale"
+ * one, whose signal a call on it may have taken without reading all it has
+ * (its handler ran, or loop_touch: a send, bind or connect elsewhere). A
+ * socket read until EAGAIN and not touched since will signal its fd again.
  * Removal during dispatch only marks a slot; compaction happens between rounds. Timers are a binary min-heap of pointers; each timer
  * knows its heap index so cancelling is O(log n).
  */
@@ -32,6 +35,7 @@ typedef struct loop_watch {
     void *socket;              /* NULL once removed */
     loop_socket_fn fn;
     void *arg;
+    int stale;                 /* its ZMQ_FD may not tell: read ZMQ_EVENTS before a poll */
 } loop_watch_t;
 
 struct loop {
@@ -96,7 +100,7 @@ int loop_add_socket(loop_t *loop, void *socket, loop_socket_fn fn, void *arg) {
     size_t fdlen = sizeof fd;
     if (zmq_getsockopt(socket, ZMQ_FD, &fd, &fdlen) < 0) return -1;
     size_t i = loop->nwatches++;
-    loop->watches[i] = (loop_watch_t){ socket, fn, arg };
+    loop->watches[i] = (loop_watch_t){ socket, fn, arg, 1 };
     loop->fds[i] = (struct pollfd){ .fd = fd, .events = POLLIN, .revents = 0 };
     return 0;
 }
@@ -211,25 +215,44 @@ static int s_readable(void *socket) {
     return zmq_getsockopt(socket, ZMQ_EVENTS, &events, &len) == 0 && (events & ZMQ_POLLIN);
 }
 
-/* Dispatch every readable socket; returns how many. */
-static int s_dispatch(loop_t *loop) {
+/* Watch i, if its socket is readable: its handler, and it stays stale (the
+ * handler may have left messages); else it is not stale any more. */
+static int s_check(loop_t *loop, size_t i) {
+    loop_watch_t w = loop->watches[i];
+    if (!w.socket) return 0;
+    if (!s_readable(w.socket)) {
+        loop->watches[i].stale = 0;
+        return 0;
+    }
+    w.fn(loop, w.socket, w.arg);
+    if (loop->watches[i].socket == w.socket) loop->watches[i].stale = 1;
+    return 1;
+}
+
+/* The watches that may be readable: the stale ones before a poll, those
+ * whose fd woke it after. Returns how many handlers ran. */
+static int s_dispatch(loop_t *loop, int polled) {
     int n = 0;
     size_t count = loop->nwatches;     /* watches added now wait a round */
-    for (size_t i = 0; i < count; i++) {
-        loop_watch_t w = loop->watches[i];
-        if (!w.socket || !s_readable(w.socket)) continue;
-        w.fn(loop, w.socket, w.arg);
-        n++;
-    }
+    for (size_t i = 0; i < count; i++)
+        if (polled ? (loop->fds[i].revents & POLLIN) != 0 : loop->watches[i].stale)
+            n += s_check(loop, i);
     return n;
+}
+
+void loop_touch(loop_t *loop, void *socket) {
+    for (size_t i = 0; i < loop->nwatches; i++)
+        if (loop->watches[i].socket == socket) loop->watches[i].stale = 1;
 }
 
 int loop_run_once(loop_t *loop, double max_wait) {
     if (loop->removed) s_compact(loop);
     if (s_signal) return -1;
-    int n = s_dispatch(loop);
-    if (n == 0) {
-        long timeout_ms = -1;
+    int n = s_dispatch(loop, 0);
+    long timeout_ms = -1;
+    if (n > 0) {
+        timeout_ms = 0;                /* only a look at the others' fds */
+    } else {
         double wait = max_wait;
         if (loop->ntimers > 0) {
             double until = loop->heap[0]->due - loop_now();
@@ -240,13 +263,12 @@ int loop_run_once(loop_t *loop, double max_wait) {
             double ms = ceil(wait * 1000.0);
             timeout_ms = ms > 3600000.0 ? 3600000L : (long)ms;
         }
-        if (loop->removed) s_compact(loop);
-        if (timeout_ms != 0) {
-            int rc = poll(loop->fds, (nfds_t)loop->nwatches, (int)timeout_ms);
-            if (rc < 0 && errno == EINTR && s_signal) return -1;
-        }
-        n = s_dispatch(loop);
     }
+    if (loop->removed) s_compact(loop);
+    /* always, even at 0 s: a socket that is not stale is seen only here */
+    int rc = poll(loop->fds, (nfds_t)loop->nwatches, (int)timeout_ms);
+    if (rc < 0 && errno == EINTR && s_signal) return -1;
+    if (rc > 0) n += s_dispatch(loop, 1);
     n += s_run_timers(loop);
     return n;
 }

@@ -79,13 +79,15 @@ int zap_parse(const zap_part_t *parts, int n, zap_request_t *req, const char **w
     return -1;
 }
 
-static void s_send(void *socket, const void *envelope, size_t envelope_len,
+static void s_send(zap_t *z, const void *envelope, size_t envelope_len,
                    const void *request_id, size_t request_id_len,
                    int status, const char *text, const char *user_id) {
     char code[4] = "500";
     if (status == ZAP_OK) memcpy(code, "200", 3);
     else if (status == ZAP_TEMPORARY) memcpy(code, "300", 3);
     else if (status == ZAP_REFUSED) memcpy(code, "400", 3);
+    void *socket = z->socket;
+    loop_touch(z->loop, socket);                 /* it may be answered outside its handler */
     size_t tl = strnlen(text, ZAP_MAX_TEXT), ul = status == ZAP_OK ? strnlen(user_id, ZAP_MAX_TEXT) : 0;
     /* a pipe that is gone takes nothing: ROUTER drops it */
     zmq_send(socket, envelope, envelope_len, ZMQ_SNDMORE | ZMQ_DONTWAIT);
@@ -146,7 +148,7 @@ static void s_handle(zap_t *z) {
             z->pending = pending;
         } else {
             free(pending);
-            s_send(z->socket, zmq_msg_data(&parts[0]), zmq_msg_size(&parts[0]), rid, rid_len,
+            s_send(z, zmq_msg_data(&parts[0]), zmq_msg_size(&parts[0]), rid, rid_len,
                    status, status == ZAP_OK ? "OK" : reason, user_id);
         }
     }
@@ -157,7 +159,7 @@ static void s_handle(zap_t *z) {
 void zap_answer(zap_t *z, zap_pending_t *p, int status, const char *user_id, const char *text) {
     if (p->prev) p->prev->next = p->next; else z->pending = p->next;
     if (p->next) p->next->prev = p->prev;
-    s_send(z->socket, p->data, p->envelope_len, p->data + p->envelope_len, p->request_id_len,
+    s_send(z, p->data, p->envelope_len, p->data + p->envelope_len, p->request_id_len,
            status, text, user_id ? user_id : "");
     free(p);
 }
