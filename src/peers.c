@@ -22,6 +22,7 @@ struct peers {
     uint64_t next_serial;
     size_t max;                /* 0: unbounded */
     peer_t *evict_from;        /* where the last look for idle entries stopped; NULL: the oldest */
+    peer_t *last;              /* the last one found: a reply's lookups follow its WORK's */
     int (*busy)(const peer_t *p);
     peers_free_fn on_free;
     void *ctx;
@@ -91,8 +92,10 @@ size_t peers_count(const peers_t *d) { return d->count; }
 peer_t *peers_oldest(peers_t *d) { return d->oldest; }
 
 peer_t *peers_find(peers_t *d, const char *rid, size_t len) {
-    for (peer_t *e = d->by_id[s_hash(rid, len) & (d->nbuckets - 1)]; e; e = e->hash_next)
-        if (e->routing_id_len == len && memcmp(e->routing_id, rid, len) == 0) return e;
+    peer_t *e = d->last;
+    if (e && e->routing_id_len == len && memcmp(e->routing_id, rid, len) == 0) return e;
+    for (e = d->by_id[s_hash(rid, len) & (d->nbuckets - 1)]; e; e = e->hash_next)
+        if (e->routing_id_len == len && memcmp(e->routing_id, rid, len) == 0) return d->last = e;
     return NULL;
 }
 
@@ -142,6 +145,7 @@ static void s_grow(peers_t *d) {
 }
 
 void peers_detach(peers_t *d, peer_t *e) {
+    if (d->last == e) d->last = NULL;
     s_unlink_chain(ID_SLOT(d, e), e, offsetof(peer_t, hash_next));
     s_unlink_chain(USER_SLOT(d, e), e, offsetof(peer_t, user_next));
     s_unlink_chain(FD_SLOT(d, e), e, offsetof(peer_t, fd_next));
