@@ -6,7 +6,8 @@
  * and 10,000 random timers with random cancels (before and during the run)
  * fire in non-decreasing due time. Sockets: inproc PAIRs wake the poll and
  * call their handler; removing (and closing) sockets during dispatch is safe
- * and the poll set stays paired with its handlers; an idle max_wait returns.
+ * and the poll set stays paired with its handlers; an idle max_wait returns;
+ * a signal taken outside a handler is made good by loop_touch.
  * Signals: a raised or timer-sent SIGTERM/SIGINT makes loop_run_once return
  * -1 until cleared. Every wait is bounded by a deadline; nothing sleeps.
  *
@@ -465,6 +466,53 @@ static void test_socket_wakes(void *ctx)
     loop_destroy(&loop);
 }
 
+/* A call on a watched socket outside its handler can take the signal its
+ * ZMQ_FD would give (ZMQ_EVENTS here; a send, bind or connect may too): the
+ * message that came then waits unseen until loop_touch names the socket. */
+static void test_touch(void *ctx)
+{
+    loop_t *loop = loop_new();
+    void *in, *out;
+    s_pair(ctx, 30, &in, &out);
+    watch_t w = { .socket = in };
+    CHECK(loop_add_socket(loop, in, s_on_readable, &w) == 0, "loop_add_socket");
+    CHECK(loop_run_once(loop, 0) == 0, "a quiet socket: nothing to run");
+
+    zmq_send(out, "a", 1, 0);
+    int events = 0;
+    size_t len = sizeof events;
+    double t0 = loop_now();
+    do {                               /* takes the signal: libzmq reads the socket's mailbox */
+        zmq_getsockopt(in, ZMQ_EVENTS, &events, &len);
+    } while (!(events & ZMQ_POLLIN) && loop_now() - t0 < WAIT_LIMIT);
+    CHECK(events & ZMQ_POLLIN, "the message is there");
+    /* the premise: its fd no longer wakes the poll */
+    int n = loop_run_once(loop, 0.05);
+    CHECK(n == 0 && w.calls == 0, "a taken signal: the poll does not see the message "
+          "(events %d, calls %d)", n, w.calls);
+
+    loop_touch(loop, in);
+    t0 = loop_now();
+    n = loop_run_once(loop, 5.0);
+    CHECK(n == 1 && w.calls == 1 && w.received == 1,
+          "after loop_touch the message is read (events %d, calls %d, received %d)",
+          n, w.calls, w.received);
+    CHECK(loop_now() - t0 < WAIT_LIMIT, "at once, not after max_wait (%.3f s)", loop_now() - t0);
+
+    /* its handler ran: looked at again before the next poll, then quiet */
+    CHECK(loop_run_once(loop, 0) == 0, "nothing more");
+    zmq_send(out, "b", 1, 0);
+    t0 = loop_now();
+    while (w.calls < 2 && loop_now() - t0 < WAIT_LIMIT) loop_run_once(loop, 5.0);
+    CHECK(w.calls == 2 && w.received == 2 && loop_now() - t0 < WAIT_LIMIT,
+          "the fd wakes the poll again once the socket was read to EAGAIN (calls %d)", w.calls);
+
+    loop_remove_socket(loop, in);
+    zmq_close(in);
+    zmq_close(out);
+    loop_destroy(&loop);
+}
+
 /* Ten watched sockets (the poll set grows past 8); handlers remove and close
  * others, and themselves, while the loop dispatches. */
 static void test_remove_during_dispatch(void *ctx)
@@ -609,6 +657,7 @@ int main(void)
     void *ctx = zmq_ctx_new();
     test_idle_wait(ctx);
     test_socket_wakes(ctx);
+    test_touch(ctx);
     test_remove_during_dispatch(ctx);
     test_signals(ctx);
     zmq_ctx_term(ctx);
