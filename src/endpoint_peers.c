@@ -99,7 +99,6 @@ int endpoint_monitor_start(endpoint_t *ep, void *zmq_context) {
     frame_new_uuid(id);
     for (int i = 0; i < FRAME_UUID_SIZE; i++)
         snprintf(address + 23 + 2 * i, 3, "%02x", id[i]);
-    loop_touch(ep->loop, ep->socket);
     if (zmq_socket_monitor(ep->socket, address, ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_ACCEPTED |
                            ZMQ_EVENT_CONNECTED) < 0)
         return -1;

@@ -154,6 +154,24 @@ static size_t s_threads(pid_t *tids, size_t cap) {
  * found as those its first socket starts: the process's other threads are
  * not ours to touch. */
 #define MAX_THREADS_SEEN 64
+/* Is thread `tid` one of libzmq's, done setting itself up? libzmq names
+ * its threads ("ZMQbg/...") just after applying their scheduling, which
+ * would undo a nice value set earlier. Waits for the name (bounded: ~50 ms). */
+static int s_is_zmq_thread(pid_t tid) {
+    char path[64], comm[32];
+    snprintf(path, sizeof path, "/proc/self/task/%d/comm", (int)tid);
+    for (int tries = 0; tries < 1000; tries++) {
+        FILE *f = fopen(path, "r");
+        if (!f) return 0;                        /* gone */
+        int named = fgets(comm, sizeof comm, f) && strncmp(comm, "ZMQbg/", 6) == 0;
+        fclose(f);
+        if (named) return 1;
+        struct timespec pause = { 0, 50000 };
+        nanosleep(&pause, NULL);
+    }
+    return 0;                                    /* not libzmq's, or never named */
+}
+
 static void s_lower_io_threads(host_t *h) {
     pid_t before[MAX_THREADS_SEEN], after[MAX_THREADS_SEEN];
     const char *env = getenv("PSEUD_IO_NICE");
@@ -164,20 +182,23 @@ static void s_lower_io_threads(host_t *h) {
         host_log(h, PSEUD_LOG_WARN, "PSEUD_IO_NICE=%s ignored: not a whole number from 0 to 19", env);
         return;
     }
+    if (delta == 0) return;
     size_t nb = s_threads(before, MAX_THREADS_SEEN);
     void *first = zmq_socket(h->zmq, ZMQ_PAIR);  /* a context starts its threads with its first socket */
     if (first) zmq_close(first);
-    if (delta == 0 || nb == MAX_THREADS_SEEN) return;   /* off, or cannot tell whose they are */
-    size_t na = s_threads(after, MAX_THREADS_SEEN);
-    for (size_t i = 0; i < na; i++) {
+    size_t na = s_threads(after, MAX_THREADS_SEEN), lowered = 0;
+    for (size_t i = 0; nb < MAX_THREADS_SEEN && na < MAX_THREADS_SEEN && i < na; i++) {
         size_t j = 0;
         while (j < nb && before[j] != after[i]) j++;
-        if (j < nb) continue;                    /* there before: not libzmq's */
+        if (j < nb || !s_is_zmq_thread(after[i])) continue;   /* not libzmq's */
         errno = 0;
         int nice = getpriority(PRIO_PROCESS, (id_t)after[i]);
-        if (errno == 0)
-            setpriority(PRIO_PROCESS, (id_t)after[i], nice + delta > 19 ? 19 : nice + (int)delta);
+        if (errno == 0 && setpriority(PRIO_PROCESS, (id_t)after[i],
+                                      nice + delta > 19 ? 19 : nice + (int)delta) == 0)
+            lowered++;
     }
+    if (lowered == 0)
+        host_log(h, PSEUD_LOG_WARN, "PSEUD_IO_NICE=%s: found none of libzmq's threads to lower", env);
 }
 
 int host_init(host_t *h, lua_State *L) {

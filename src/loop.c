@@ -209,19 +209,23 @@ static int s_run_timers(loop_t *loop) {
     return n;
 }
 
+/* ZMQ_EVENTS of `socket`: 1 readable, 0 not, -1 not known (EINTR). */
 static int s_readable(void *socket) {
     int events = 0;
     size_t len = sizeof events;
-    return zmq_getsockopt(socket, ZMQ_EVENTS, &events, &len) == 0 && (events & ZMQ_POLLIN);
+    if (zmq_getsockopt(socket, ZMQ_EVENTS, &events, &len) < 0) return -1;
+    return (events & ZMQ_POLLIN) != 0;
 }
 
 /* Watch i, if its socket is readable: its handler, and it stays stale (the
- * handler may have left messages); else it is not stale any more. */
+ * handler may have left messages); else it is not stale any more (unless
+ * that could not be told: it is looked at again). */
 static int s_check(loop_t *loop, size_t i) {
     loop_watch_t w = loop->watches[i];
     if (!w.socket) return 0;
-    if (!s_readable(w.socket)) {
-        loop->watches[i].stale = 0;
+    int readable = s_readable(w.socket);
+    if (readable <= 0) {
+        if (readable == 0) loop->watches[i].stale = 0;
         return 0;
     }
     w.fn(loop, w.socket, w.arg);

@@ -27,8 +27,9 @@ int loop_add_socket(loop_t *loop, void *socket, loop_socket_fn fn, void *arg);
 void loop_remove_socket(loop_t *loop, void *socket);
 /* Say that a call on a watched socket outside its handler (a send, a bind,
  * a connect) may have taken the signal of its ZMQ_FD: its ZMQ_EVENTS is read
- * before the next poll. Every such call must be followed by this, or a
- * message can wait unseen until the next one arrives. */
+ * before the next poll. Every such call needs this, just before or after it
+ * (nothing is dispatched in between), or a message can wait unseen until
+ * the next one arrives. */
 void loop_touch(loop_t *loop, void *socket);
 
 /* A one-shot timer `delay` seconds from now; NULL when out of memory. The

@@ -74,6 +74,7 @@ void peers_set_max(peers_t *d, size_t max, int (*busy)(const peer_t *p)) {
 
 void peers_free(peers_t *d, peer_t *p) {
     if (!p) return;
+    if (d->last == p) d->last = NULL;
     if (d->on_free) d->on_free(d->ctx, p);
     free(p->login);
     free(p);
@@ -82,6 +83,7 @@ void peers_free(peers_t *d, peer_t *p) {
 void peers_destroy(peers_t **p) {
     if (!p || !*p) return;
     peers_t *d = *p;
+    d->last = NULL;
     for (peer_t *e = d->oldest, *next; e; e = next) { next = e->newer; peers_free(d, e); }
     free(d->by_id); free(d->by_user); free(d->by_fd);
     free(d);
