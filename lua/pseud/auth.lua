@@ -86,6 +86,8 @@ end
 backends.register_auth {
   name = 'plain',
   side = 'both',
+  option_names = { 'credentials', 'credentials_file', 'max_password_checks', 'password',
+                   'password_threads', 'user_id' },
   configure = function(self, rpc)
     local o = rpc.options
     if rpc._kind == 'server' then
@@ -121,6 +123,7 @@ end
 backends.register_auth {
   name = 'trusted_curve',
   side = 'both',
+  option_names = { 'allow', 'allow_list', 'peer_public_key', 'public_key', 'secret_key' },
   configure = function(self, rpc)
     local o = rpc.options
     if rpc._kind == 'server' then
@@ -158,6 +161,9 @@ backends.register_auth {
 backends.register_auth {
   name = 'untrusted_curve',
   side = 'both',
+  option_names = { 'credentials', 'credentials_file', 'max_password_checks', 'max_retries',
+                   'password', 'password_threads', 'peer_public_key', 'public_key', 'secret_key',
+                   'user_id' },
   configure = function(self, rpc)
     local o = rpc.options
     if rpc._kind == 'server' then

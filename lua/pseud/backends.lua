@@ -90,14 +90,15 @@ end
 
 -- Built in: the defaults. Everyone is authenticated, the user id is the
 -- routing id; no heartbeats, no expiry.
-backends.register_auth { name = 'noop_auth_backend', side = 'both' }
-backends.register_heartbeat { name = 'noop_heartbeat_backend', side = 'both' }
+backends.register_auth { name = 'noop_auth_backend', side = 'both', option_names = {} }
+backends.register_heartbeat { name = 'noop_heartbeat_backend', side = 'both', option_names = {} }
 
 -- heartbeat: send every heartbeat_interval seconds (default 5); a peer
 -- silent for heartbeat_timeout (default 3 intervals) is gone.
 backends.register_heartbeat {
   name = 'heartbeat',
   side = 'both',
+  option_names = { 'heartbeat_interval', 'heartbeat_timeout' },
   configure = function(self, rpc)
     local o = rpc.options
     self.interval = tonumber(o.heartbeat_interval) or 5

@@ -114,11 +114,99 @@ local function rpc_index(self, key)
   return p
 end
 
+-- The option names an RPC reads itself; its backends add theirs (their
+-- `option_names`).
+local CORE_OPTIONS = {
+  'heartbeat_plugin', 'identity', 'linger', 'max_handler_memory', 'max_handler_time',
+  'max_hook_time', 'max_message_size', 'max_peer_queue', 'max_peers', 'proxy_to', 'registry',
+  'security_plugin', 'stop_timeout', 'timeout',
+}
+
+-- Edits (insert, delete, replace, swap two neighbours) from a to b.
+local function distance(a, b)
+  local d = {}
+  for i = 0, #a do d[i] = { [0] = i } end
+  for j = 1, #b do d[0][j] = j end
+  for i = 1, #a do
+    for j = 1, #b do
+      local cost = a:byte(i) == b:byte(j) and 0 or 1
+      d[i][j] = math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost)
+      if i > 1 and j > 1 and a:byte(i) == b:byte(j - 1) and a:byte(i - 1) == b:byte(j) then
+        d[i][j] = math.min(d[i][j], d[i - 2][j - 2] + 1)
+      end
+    end
+  end
+  return d[#a][#b]
+end
+
+-- The closest name to `key` among `names` (sorted: ties go the same way
+-- every time), if it is close enough to be a slip.
+local function closest(key, names)
+  local best, best_d
+  for _, n in ipairs(names) do
+    local d = distance(key, n)
+    if not best_d or d < best_d then best, best_d = n, d end
+  end
+  if best_d and best_d <= math.max(2, #key // 3) then return best end
+end
+
+-- Raise for an option name that nothing reads, naming the closest known
+-- one (or the backend that would read it). A backend that does not list its
+-- option names may read any: then nothing is checked (README "Options").
+local function check_options(opts, auth_backend, heartbeat_backend)
+  if not (auth_backend and auth_backend.option_names and heartbeat_backend
+          and heartbeat_backend.option_names) then
+    return
+  end
+  local known, names = {}, {}
+  for _, list in ipairs({ CORE_OPTIONS, auth_backend.option_names, heartbeat_backend.option_names }) do
+    for _, n in ipairs(list) do
+      if not known[n] then known[n] = true; names[#names + 1] = n end
+    end
+  end
+  table.sort(names)
+  for key in pairs(opts) do
+    if type(key) ~= 'string' then
+      error(core.error('ValueError', ('option names are strings, not %s'):format(type(key))), 4)
+    elseif not known[key] then
+      local msg = ("unknown option '%s'"):format(key)
+      local best = closest(key, names)
+      if best then
+        msg = msg .. (" (did you mean '%s'?)"):format(best)
+      else                                        -- another backend's option?
+        for _, kind in ipairs({ 'auth', 'heartbeat' }) do
+          local plugin = kind == 'auth' and 'security_plugin' or 'heartbeat_plugin'
+          local bnames = {}
+          for bname in pairs(backends[kind]) do bnames[#bnames + 1] = bname end
+          table.sort(bnames)
+          for _, bname in ipairs(bnames) do
+            local theirs = backends[kind][bname].option_names
+            local hit = not best and theirs and closest(key, theirs)
+            if hit == key then
+              best = hit
+              msg = msg .. (" (%s '%s' reads it)"):format(plugin, bname)
+            elseif hit then
+              best = hit
+              msg = msg .. (" (did you mean '%s'? %s '%s' reads it)"):format(hit, plugin, bname)
+            end
+          end
+        end
+      end
+      error(core.error('ValueError', msg), 4)
+    end
+  end
+end
+
 local function new_rpc(kind, name, opts)
   if type(name) ~= 'string' then
     error(core.error('TypeError', kind .. ': the service name must be a string'), 3)
   end
   opts = opts or {}
+  if type(opts) ~= 'table' then
+    error(core.error('TypeError', kind .. ': options must be a table'), 3)
+  end
+  check_options(opts, backends.auth[opts.security_plugin or 'noop_auth_backend'],
+    backends.heartbeat[opts.heartbeat_plugin or 'noop_heartbeat_backend'])
   local reg = opts.registry or registry.new(name)
   local self = { _kind = kind, name = name, options = opts, registry = reg,
                  _proxies = setmetatable({}, { __mode = 'v' }) }

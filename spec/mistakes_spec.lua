@@ -1,0 +1,91 @@
+-- Mistakes that say so (issue 13, item 1): an option name nothing reads
+-- raises ValueError naming it and the closest known name, before any
+-- socket is made; a backend lists the option names it reads
+-- (`option_names`), and one that does not may read any.
+local process = require 'spec.support.process'
+
+-- Run `code` in pseud-lua -e; returns stdout, ok, stderr.
+local function run(code)
+  local out, ok, _, log = process.run({ process.host(), '-e', "local pseud = require 'pseud'\n" .. code })
+  local f = assert(io.open(log))
+  local err = f:read('a')
+  f:close()
+  return out, ok, err
+end
+
+describe('an option name nothing reads', function()
+  it('raises ValueError naming it and the closest known option', function()
+    local out, ok, err = run("pseud.Server('x', { timout = 5 }); print('made')")
+    assert.is_false(ok)
+    assert.equal('', out)
+    assert.matches("ValueError: unknown option 'timout' (did you mean 'timeout'?)", err, 1, true)
+    out, ok, err = run("pseud.Client('x', { identiy = 'me' }); print('made')")
+    assert.is_false(ok)
+    assert.equal('', out)
+    assert.matches("ValueError: unknown option 'identiy' (did you mean 'identity'?)", err, 1, true)
+  end)
+
+  it('names the backend that would read it', function()
+    local _, ok, err = run("pseud.Server('x', { heartbeat_intervall = 1 })")
+    assert.is_false(ok)
+    assert.matches("unknown option 'heartbeat_intervall' (did you mean 'heartbeat_interval'? " ..
+                   "heartbeat_plugin 'heartbeat' reads it)", err, 1, true)
+    _, ok, err = run("pseud.Server('x', { credentials_file = 'users' })")
+    assert.is_false(ok)
+    assert.matches("unknown option 'credentials_file' (security_plugin 'plain' reads it)", err, 1, true)
+  end)
+
+  it('suggests nothing when nothing is close', function()
+    local _, ok, err = run("pseud.Server('x', { zzz = 1 })")
+    assert.is_false(ok)
+    assert.matches("ValueError: unknown option 'zzz'\n", err, 1, true)
+  end)
+
+  it('refuses a name that is not a string, and options that are not a table', function()
+    local _, ok, err = run("pseud.Server('x', { 5 })")
+    assert.is_false(ok)
+    assert.matches('ValueError: option names are strings, not number', err, 1, true)
+    _, ok, err = run("pseud.Server('x', 'fast')")
+    assert.is_false(ok)
+    assert.matches('TypeError: server: options must be a table', err, 1, true)
+  end)
+
+  it('accepts every option the README lists, with the backend that reads it', function()
+    local out, ok, err = run([[
+      local reg = pseud.create_local_registry('r')
+      local back = pseud.Server('back')
+      pseud.Server('a', { timeout = 1, identity = 'a', registry = reg, proxy_to = back,
+        max_message_size = 1024, linger = 0, stop_timeout = 1, max_handler_time = 1,
+        max_handler_memory = 1e6, max_hook_time = 1, max_peer_queue = 1e6, max_peers = 10,
+        security_plugin = 'noop_auth_backend', heartbeat_plugin = 'heartbeat',
+        heartbeat_interval = 1, heartbeat_timeout = 3 })
+      pseud.Server('p', { security_plugin = 'plain', credentials = function() return true end,
+        password_threads = 1, max_password_checks = 4 })
+      pseud.Client('c', { security_plugin = 'plain', user_id = 'u', password = 'p' })
+      local pub, sec = pseud.curve_keypair()
+      pseud.Server('t', { security_plugin = 'trusted_curve', secret_key = sec,
+        allow = function() return 'u' end })
+      pseud.Client('u', { security_plugin = 'untrusted_curve', peer_public_key = pub,
+        public_key = pub, secret_key = sec, user_id = 'u', password = 'p', max_retries = 2 })
+      print('made')]])
+    assert.is_true(ok, err)
+    assert.equal('made\n', out)
+  end)
+
+  it("checks a backend's own option names when it lists them, and nothing when it does not", function()
+    local backend = [[
+      pseud.register_auth_backend { name = 'listed', option_names = { 'realm' } }
+      pseud.register_auth_backend { name = 'unlisted' }
+    ]]
+    local out, ok, err = run(backend .. [[
+      pseud.Server('a', { security_plugin = 'listed', realm = 'r' })
+      pseud.Server('b', { security_plugin = 'unlisted', anything = 1, timout = 5 })
+      print('made')]])
+    assert.is_true(ok, err)
+    assert.equal('made\n', out)
+    out, ok, err = run(backend .. "pseud.Server('a', { security_plugin = 'listed', relam = 'r' }); print('made')")
+    assert.is_false(ok)
+    assert.equal('', out)
+    assert.matches("unknown option 'relam' (did you mean 'realm'?)", err, 1, true)
+  end)
+end)
