@@ -13,6 +13,7 @@ local accounts = {
 pseud.register_auth_backend {
   name = 'my_auth_backend',
   side = 'server',
+  option_names = {},  -- it reads no option of its own: misspelt ones are refused
 
   configure = function(self, rpc)
     -- PLAIN, with this backend answering the ZAP requests of this server
