@@ -89,3 +89,41 @@ describe('an option name nothing reads', function()
     assert.matches("unknown option 'relam' (did you mean 'realm'?)", err, 1, true)
   end)
 end)
+
+describe('start() with nothing bound or connected', function()
+  it('raises, saying to bind or connect first', function()
+    local out, ok, err = run("pseud.Server('lonely'):start(); print('served')")
+    assert.is_false(ok)
+    assert.equal('', out)
+    assert.matches("RuntimeError: server 'lonely': start() with nothing bound or connected: " ..
+                   'call bind() or connect() first', err, 1, true)
+  end)
+
+  it('raises with the reason the last bind failed (port in use)', function()
+    local out, ok, err = run([[
+      local first = pseud.Server('first')
+      local endpoint = assert(first:bind('tcp://127.0.0.1:*'))
+      local second = pseud.Server('second')
+      local bound, why = second:bind(endpoint)
+      print(bound, why ~= nil)
+      second:start()
+      print('served')]])
+    assert.is_false(ok)
+    assert.equal('nil\ttrue\n', out)
+    assert.matches("RuntimeError: server 'second': start%(%) with nothing bound or connected: " ..
+                   "the last bind or connect failed: cannot bind 'tcp://127%.0%.0%.1:%d+': " ..
+                   'Address already in use', err)
+  end)
+
+  it('serves when one bind worked, whatever failed after it', function()
+    local out, ok, err = run([[
+      local s = pseud.Server('s')
+      assert(s:bind('tcp://127.0.0.1:*'))
+      assert(not s:bind('tcp://no-such-transport'))
+      pseud.spawn(function() s:stop() end)
+      s:start()
+      print('served')]])
+    assert.is_true(ok, err)
+    assert.equal('served\n', out)
+  end)
+end)

@@ -226,12 +226,24 @@ local function new_rpc(kind, name, opts)
   return self
 end
 
+-- bind and connect remember whether one worked and why the last one
+-- failed, so that start() can say why it would serve nothing.
+local function attach(self, how, address)
+  local result, err, code = self._core[how](self._core, address)
+  if result then
+    rawset(self, '_attached', true)
+  else
+    rawset(self, '_attach_failure', err)
+  end
+  return result, err, code
+end
+
 function RPC:bind(address)
-  return self._core:bind(address)
+  return attach(self, 'bind', address)
 end
 
 function RPC:connect(address)
-  return self._core:connect(address)
+  return attach(self, 'connect', address)
 end
 
 function RPC:register_rpc(name, fn, opts)
@@ -265,6 +277,12 @@ function RPC:send_to(peer)
 end
 
 function RPC:start(stop_timeout)
+  if not rawget(self, '_attached') then
+    local why = rawget(self, '_attach_failure')
+    error(core.error('RuntimeError', ("%s '%s': start() with nothing bound or connected: %s")
+      :format(self._kind, self.name, why and 'the last bind or connect failed: ' .. why
+                                       or 'call bind() or connect() first')), 2)
+  end
   return self._core:start(stop_timeout or self.options.stop_timeout)
 end
 
