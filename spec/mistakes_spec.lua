@@ -90,6 +90,21 @@ describe('an option name nothing reads', function()
   end)
 end)
 
+describe('a backend name nothing registered', function()
+  it('raises ValueError naming the closest and every known backend', function()
+    local out, ok, err = run("pseud.Server('x', { security_plugin = 'plian' }); print('made')")
+    assert.is_false(ok)
+    assert.equal('', out)
+    assert.matches([[ValueError: no auth backend named "plian" (did you mean 'plain'?); known: ]] ..
+                   'noop_auth_backend, plain, trusted_curve, untrusted_curve', err, 1, true)
+    out, ok, err = run("pseud.Client('x', { heartbeat_plugin = 'nope' }); print('made')")
+    assert.is_false(ok)
+    assert.equal('', out)
+    assert.matches([[ValueError: no heartbeat backend named "nope"; known: heartbeat, ]] ..
+                   'noop_heartbeat_backend', err, 1, true)
+  end)
+end)
+
 describe('start() with nothing bound or connected', function()
   it('raises, saying to bind or connect first', function()
     local out, ok, err = run("pseud.Server('lonely'):start(); print('served')")

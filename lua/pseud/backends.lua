@@ -8,6 +8,34 @@ local core = require 'pseud.core'
 
 local backends = { auth = {}, heartbeat = {} }
 
+-- Edits (insert, delete, replace, swap two neighbours) from a to b.
+local function distance(a, b)
+  local d = {}
+  for i = 0, #a do d[i] = { [0] = i } end
+  for j = 1, #b do d[0][j] = j end
+  for i = 1, #a do
+    for j = 1, #b do
+      local cost = a:byte(i) == b:byte(j) and 0 or 1
+      d[i][j] = math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost)
+      if i > 1 and j > 1 and a:byte(i) == b:byte(j - 1) and a:byte(i - 1) == b:byte(j) then
+        d[i][j] = math.min(d[i][j], d[i - 2][j - 2] + 1)
+      end
+    end
+  end
+  return d[#a][#b]
+end
+
+--- The closest name to `key` among `names` (sorted: ties go the same way
+-- every time), if it is close enough to be a slip; for "did you mean".
+function backends.closest(key, names)
+  local best, best_d
+  for _, n in ipairs(names) do
+    local d = distance(key, n)
+    if not best_d or d < best_d then best, best_d = n, d end
+  end
+  if best_d and best_d <= math.max(2, #key // 3) then return best end
+end
+
 local function register(kind, t)
   if type(t) ~= 'table' or type(t.name) ~= 'string' then
     error(core.error('TypeError', 'register_' .. kind .. '_backend: a table with a string name'), 3)
@@ -28,7 +56,13 @@ function backends.register_heartbeat(t) return register('heartbeat', t) end
 function backends.instance(kind, name, rpc, rpc_kind)
   local t = backends[kind][name]
   if not t then
-    error(core.error('ValueError', ('no %s backend named %q'):format(kind, tostring(name))), 4)
+    local msg = ('no %s backend named %q'):format(kind, tostring(name))
+    local names = {}
+    for n in pairs(backends[kind]) do names[#names + 1] = n end
+    table.sort(names)
+    local near = type(name) == 'string' and backends.closest(name, names)
+    if near then msg = msg .. (" (did you mean '%s'?)"):format(near) end
+    error(core.error('ValueError', msg .. '; known: ' .. table.concat(names, ', ')), 4)
   end
   if t.side and t.side ~= 'both' and t.side ~= rpc_kind then
     error(core.error('ValueError', ('%s backend %q is for the %s side'):format(kind, name, t.side)), 4)

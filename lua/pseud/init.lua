@@ -122,34 +122,6 @@ local CORE_OPTIONS = {
   'security_plugin', 'stop_timeout', 'timeout',
 }
 
--- Edits (insert, delete, replace, swap two neighbours) from a to b.
-local function distance(a, b)
-  local d = {}
-  for i = 0, #a do d[i] = { [0] = i } end
-  for j = 1, #b do d[0][j] = j end
-  for i = 1, #a do
-    for j = 1, #b do
-      local cost = a:byte(i) == b:byte(j) and 0 or 1
-      d[i][j] = math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost)
-      if i > 1 and j > 1 and a:byte(i) == b:byte(j - 1) and a:byte(i - 1) == b:byte(j) then
-        d[i][j] = math.min(d[i][j], d[i - 2][j - 2] + 1)
-      end
-    end
-  end
-  return d[#a][#b]
-end
-
--- The closest name to `key` among `names` (sorted: ties go the same way
--- every time), if it is close enough to be a slip.
-local function closest(key, names)
-  local best, best_d
-  for _, n in ipairs(names) do
-    local d = distance(key, n)
-    if not best_d or d < best_d then best, best_d = n, d end
-  end
-  if best_d and best_d <= math.max(2, #key // 3) then return best end
-end
-
 -- Raise for an option name that nothing reads, naming the closest known
 -- one (or the backend that would read it). A backend that does not list its
 -- option names may read any: then nothing is checked (README "Options").
@@ -170,7 +142,7 @@ local function check_options(opts, auth_backend, heartbeat_backend)
       error(core.error('ValueError', ('option names are strings, not %s'):format(type(key))), 4)
     elseif not known[key] then
       local msg = ("unknown option '%s'"):format(key)
-      local best = closest(key, names)
+      local best = backends.closest(key, names)
       if best then
         msg = msg .. (" (did you mean '%s'?)"):format(best)
       else                                        -- another backend's option?
@@ -181,7 +153,7 @@ local function check_options(opts, auth_backend, heartbeat_backend)
           table.sort(bnames)
           for _, bname in ipairs(bnames) do
             local theirs = backends[kind][bname].option_names
-            local hit = not best and theirs and closest(key, theirs)
+            local hit = not best and theirs and backends.closest(key, theirs)
             if hit == key then
               best = hit
               msg = msg .. (" (%s '%s' reads it)"):format(plugin, bname)
