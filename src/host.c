@@ -331,6 +331,7 @@ int host_run(host_t *h, lua_State *L, int f, double deadline) {
                           "(wait from the main chunk or inside a handler or pseud.spawn)");
     f = f ? lua_absindex(L, f) : 0;
     h->running = 1;
+    h->ran = 1;
     h->Lrun = L;
     int rc = 0;
     for (;;) {
@@ -372,8 +373,37 @@ void host_serve(host_t *h, lua_State *L, double stop_timeout) {
     loop_clear_signal();
 }
 
-void host_flush(host_t *h, lua_State *L, double seconds) {
+/* The end of a script that set up handlers or made calls and never ran
+ * the loop: nothing was served or answered, which is seldom what was meant. */
+static void s_warn_never_ran(host_t *h, lua_State *L) {
+    int handlers = 0;
+    size_t calls = 0;
+    for (int i = 0; i < h->nendpoints; i++) {
+        lendpoint_t *le = h->endpoints[i];
+        if (!le->ep) continue;
+        calls += endpoint_pending_calls(le->ep);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, le->registry);
+        lua_pushnil(L);
+        if (lua_type(L, -2) == LUA_TTABLE && lua_next(L, -2)) { handlers = 1; lua_pop(L, 2); }
+        lua_pop(L, 1);
+    }
+    if (h->nendpoints > 0 && !handlers) {         /* pseud.register_rpc's global names */
+        lua_rawgeti(L, LUA_REGISTRYINDEX, h->global_registry);
+        lua_pushnil(L);
+        if (lua_type(L, -2) == LUA_TTABLE && lua_next(L, -2)) { handlers = 1; lua_pop(L, 2); }
+        lua_pop(L, 1);
+    }
+    if (handlers || calls)
+        host_log(h, PSEUD_LOG_WARN, "the script ended without running the loop: %s%s%s "
+                 "(call server:start(), or wait for a reply with :get())",
+                 handlers ? "its handlers never served a call" : "",
+                 handlers && calls ? " and " : "",
+                 calls ? "the replies to its calls were never read" : "");
+}
+
+void host_flush(host_t *h, lua_State *L, double seconds, int warn) {
     if (h->running) return;
+    if (warn && !h->ran) s_warn_never_ran(h, L);
     double end = loop_now() + seconds;
     h->running = 1;
     h->Lrun = L;

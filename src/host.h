@@ -78,8 +78,10 @@ void host_serve(host_t *h, lua_State *L, double stop_timeout);
 void host_stop(host_t *h);
 
 /* Let what scripts sent leave: run the loop until no endpoint holds a
- * message waiting for its peer, or `seconds` pass. */
-void host_flush(host_t *h, lua_State *L, double seconds);
+ * message waiting for its peer, or `seconds` pass. With `warn`, first log
+ * a warning if the loop never ran while handlers were registered or calls
+ * were made (the end of a script that forgot start()). */
+void host_flush(host_t *h, lua_State *L, double seconds, int warn);
 
 /* Is the loop running (a handler or the main chunk waiting)? */
 int host_running(host_t *h);

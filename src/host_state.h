@@ -31,6 +31,7 @@ struct host {
     msgpack_zone zone;            /* reused for every body unpacked */
     int global_registry;          /* ref: the global name -> callable table */
     int running;                  /* the loop is running (no re-entry) */
+    int ran;                      /* the loop has run (start, :get(), sleep): for the exit warning */
     int stopping;                 /* a server's stop() or a signal asked to stop */
     lua_State *Lrun;              /* the thread running the loop, while it runs */
     int log_level;                /* lines above it are not written (PSEUD_LOG) */

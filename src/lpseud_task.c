@@ -298,11 +298,12 @@ static int l_hook_pcall(lua_State *L) {
     return 2;
 }
 
-/* core.flush([seconds=1]): let messages waiting for their peer leave (the
- * end of a script) */
+/* core.flush([seconds=1 [, quiet]]): let messages waiting for their peer
+ * leave (the end of a script); unless quiet, warn when the script set up
+ * handlers or made calls and never ran the loop */
 static int l_flush(lua_State *L) {
     double s = luaL_optnumber(L, 1, 1);
-    if (!task_current(L)) host_flush(HOST(L), L, s);
+    if (!task_current(L)) host_flush(HOST(L), L, s, !lua_toboolean(L, 2));
     return 0;
 }
 

@@ -205,12 +205,15 @@ static int s_pmain(lua_State *L) {
 /* Calls a script made and never waited for still leave: messages waiting
  * for their peer (not yet connected) get up to a second (the default
  * linger) before the endpoints close. */
-static void s_flush(lua_State *L) {
+static void s_flush(lua_State *L, int failed) {
     int top = lua_gettop(L);
     if (lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE) == LUA_TTABLE &&
         lua_getfield(L, -1, "pseud.core") == LUA_TTABLE &&
-        lua_getfield(L, -1, "flush") == LUA_TFUNCTION)
-        lua_pcall(L, 0, 0, 0);
+        lua_getfield(L, -1, "flush") == LUA_TFUNCTION) {
+        lua_pushnumber(L, 1);
+        lua_pushboolean(L, failed);              /* a script that failed has said enough */
+        lua_pcall(L, 2, 0, 0);
+    }
     lua_settop(L, top);
 }
 
@@ -232,7 +235,7 @@ int main(int argc, char **argv) {
     lua_pushlightuserdata(L, &a);
     int status = lua_pcall(L, 1, 0, 0);
     s_report(L, status);
-    s_flush(L);
+    s_flush(L, status != LUA_OK || a.status != LUA_OK);
     fflush(stdout);
     lua_close(L);                  /* closes endpoints: queued replies get their linger */
     return (status == LUA_OK && a.status == LUA_OK) ? EXIT_SUCCESS : EXIT_FAILURE;
