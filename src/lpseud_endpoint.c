@@ -191,9 +191,9 @@ static int l_endpoint_call(lua_State *L) {
     codec_error_t err = { "msgpack: out of memory" };
     const codec_limits_t *lim = host_limits(h);
     msgpack_packer *pk = host_packer(h, le->max_message_size);
-    int rc = message_pack_work_head(pk, name, name_len, (uint32_t)nargs);
+    int rc = message_pack_work_head(pk, name, name_len, (uint32_t)nargs), failed = 0;
     for (int i = 0; i < nargs && rc == 0; i++)
-        rc = codec_pack_value(L, 5 + i, pk, lim, 2, &err);
+        if ((rc = codec_pack_value(L, 5 + i, pk, lim, 2, &err)) != 0) failed = i + 1;
     if (rc == 0) {
         if (has_kwargs) rc = codec_pack_value(L, top, pk, lim, 1, &err);
         else rc = msgpack_pack_map(pk, 0);
@@ -205,7 +205,12 @@ static int l_endpoint_call(lua_State *L) {
         return lpseud_raise_error(L, "MemoryError", lua_pushfstring(L, "the call would pack to more "
                              "than max_message_size (%I bytes) or max_elements (%I values)",
                              (lua_Integer)le->max_message_size, (lua_Integer)lim->max_elements));
-    if (rc != 0) return lpseud_raise_error(L, "TypeError", err.message);
+    if (rc != 0) {                                 /* say which value of which call */
+        char where[40] = "its keyword arguments";
+        if (failed) snprintf(where, sizeof where, "argument %d", failed);
+        return lpseud_raise_error(L, "TypeError", lua_pushfstring(L, "call '%s': %s: %s",
+                                  name, where, err.message));
+    }
     lfuture_t *fu = lpseud_new_future(L);
     lua_pushvalue(L, -1);
     int ref = luaL_ref(L, LUA_REGISTRYINDEX);      /* pinned until settled */
