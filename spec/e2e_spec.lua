@@ -53,7 +53,9 @@ describe('pseud-lua server and client', function()
 
   it('times out a call that is not answered in time and drops the late reply', function()
     local lines, log = run_case('timeout', { CASE_TIMEOUT = '0.3' })
-    assert.equal('error TimeoutError|no reply before the call\'s timeout|none', lines[1])
+    -- the message names the call, the service and the endpoint
+    assert.equal(('error TimeoutError|no reply within 0.3 s (call \'sleep\' to \'service\' at %s)|none')
+      :format(endpoint), lines[1])
     assert.equal('cpu ok', lines[2])
     assert.equal('timed out in time', lines[3])
     assert.equal('Hello after', lines[4])

@@ -207,3 +207,16 @@ describe('a call with a value that cannot travel', function()
                    err, 1, true)
   end)
 end)
+
+describe('a call that ends without a reply', function()
+  it('names the call, the service and the endpoint in its error', function()
+    local out, ok, err = run([[
+      local client = pseud.Client('svc', { timeout = 0.2 })
+      assert(client:connect('tcp://127.0.0.1:9'))
+      client.hello('Charly'):get()]])
+    assert.is_false(ok)
+    assert.equal('', out)
+    assert.matches("TimeoutError: no reply within 0.2 s (call 'hello' to 'svc' at tcp://127.0.0.1:9)",
+                   err, 1, true)
+  end)
+end)

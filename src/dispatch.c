@@ -333,6 +333,7 @@ int dispatch_push_caller(lua_State *L) {
 /* --- replies to our calls --- */
 
 typedef struct reply_job {
+    lendpoint_t *le;
     endpoint_call_t *call;
     int type;                     /* FRAME_OK or FRAME_ERROR */
     message_reply_t reply;        /* decoded, or a failure (error_name, message) */
@@ -346,8 +347,16 @@ static int s_reply_protected(lua_State *L) {
     luaL_unref(L, LUA_REGISTRYINDEX, job->call->ref);
     job->call->ref = LUA_NOREF;                   /* settled below, or by the fallback */
     const message_reply_t *r = &job->reply;
-    if (job->error_name) {
-        task_push_error(L, job->error_name, job->message, "");
+    if (job->error_name) {                        /* ended here: say which call, to whom, where */
+        char who[64];
+        lua_getiuservalue(L, 2, 3);
+        const char *name = lua_tostring(L, -1), *what = job->message;
+        if (strcmp(job->error_name, "TimeoutError") == 0)
+            what = lua_pushfstring(L, "no reply within %f s", job->le->timeout);
+        const char *message = lua_pushfstring(L, "%s (call '%s' to '%s'%s%s)", what, name ? name : "?",
+            s_printable(who, sizeof who, job->call->peer, job->call->peer_len),
+            job->le->address[0] ? " at " : "", job->le->address);
+        task_push_error(L, job->error_name, message, "");
     } else if (job->type == FRAME_OK) {
         codec_push_object(L, &r->value);
     } else {
@@ -387,7 +396,7 @@ static void s_on_reply(void *ctx, endpoint_t *ep, endpoint_call_t *call, int typ
                        const char *body, size_t body_len) {
     lendpoint_t *le = ctx;
     host_t *h = le->host;
-    reply_job_t job = { .call = call, .type = type };
+    reply_job_t job = { .le = le, .call = call, .type = type };
     codec_error_t why = { "msgpack: out of memory" };
     (void)ep;
     if (message_decode_reply(type, body, body_len, &h->limits, &h->zone, &job.reply, &why) < 0) {
@@ -402,7 +411,7 @@ static void s_on_call_failed(void *ctx, endpoint_t *ep, endpoint_call_t *call,
     lendpoint_t *le = ctx;
     (void)ep;
     if (le->in_gc) return;                        /* lua_close: no Lua runs for it */
-    reply_job_t job = { .call = call, .error_name = error_name, .message = message };
+    reply_job_t job = { .le = le, .call = call, .error_name = error_name, .message = message };
     s_settle(le, &job);
 }
 

@@ -44,6 +44,7 @@ typedef struct lendpoint {
     double timeout;               /* seconds, for calls this endpoint makes */
     task_limits_t limits;         /* of its handlers (max_handler_time, max_handler_memory) */
     size_t max_message_size;      /* bytes a reply it packs may take; 0: unlimited */
+    char address[256];            /* the last address bound or connected, for messages */
     size_t default_peer_len;      /* where calls go without send_to (a client's server) */
     char default_peer[FRAME_MAX_ID + 1];
 } lendpoint_t;

@@ -41,7 +41,7 @@ double lpseud_opt_number(lua_State *L, int t, const char *k, double def) {
 }
 
 lfuture_t *lpseud_new_future(lua_State *L) {
-    lfuture_t *fu = lua_newuserdatauv(L, sizeof *fu, 2);   /* 1: value, 2: waiters */
+    lfuture_t *fu = lua_newuserdatauv(L, sizeof *fu, 3);   /* 1: value, 2: waiters, 3: called name */
     fu->state = FUTURE_PENDING;
     fu->nwaiters = 0;
     fu->call = NULL;

@@ -108,12 +108,21 @@ static int l_endpoint_new(lua_State *L) {
     return 1;
 }
 
+/* The address named in messages about its calls (cut at 255 bytes). */
+static void s_remember_address(lendpoint_t *le, const char *address) {
+    size_t n = strlen(address);
+    if (n >= sizeof le->address) n = sizeof le->address - 1;
+    memcpy(le->address, address, n);
+    le->address[n] = '\0';
+}
+
 static int l_endpoint_bind(lua_State *L) {
     lendpoint_t *le = check_endpoint(L, 1);
     const char *address = luaL_checkstring(L, 2);
     char actual[512];
     if (endpoint_bind(le->ep, address, actual, sizeof actual) < 0)
         return s_fail(L, lua_pushfstring(L, "cannot bind '%s'", address));
+    s_remember_address(le, actual[0] ? actual : address);
     lua_pushstring(L, actual[0] ? actual : address);
     return 1;
 }
@@ -123,6 +132,7 @@ static int l_endpoint_connect(lua_State *L) {
     const char *address = luaL_checkstring(L, 2);
     if (endpoint_connect(le->ep, address) < 0)
         return s_fail(L, lua_pushfstring(L, "cannot connect '%s'", address));
+    s_remember_address(le, address);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -212,6 +222,8 @@ static int l_endpoint_call(lua_State *L) {
                                   name, where, err.message));
     }
     lfuture_t *fu = lpseud_new_future(L);
+    lua_pushvalue(L, 4);                           /* the called name, for error messages */
+    lua_setiuservalue(L, -2, 3);
     lua_pushvalue(L, -1);
     int ref = luaL_ref(L, LUA_REGISTRYINDEX);      /* pinned until settled */
     const char *peer, *who;
