@@ -3,6 +3,7 @@
 #include "bench_server.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <signal.h>
 #include <string.h>
@@ -75,4 +76,26 @@ void *bench_server_socket(void *context, const char *address, char *endpoint, si
     return NULL;
   }
   return socket;
+}
+
+int bench_serve(void *socket, const char *name, bench_answer_fn answer, void *ctx) {
+  while (!bench_stop_requested()) {
+    zmq_msg_t frames[BENCH_FRAMES_MAX];
+    int count = bench_receive_message(socket, frames);
+    if (count < 0) {
+      if (errno == EAGAIN || errno == EINTR)
+        continue;                       /* timeout or signal: look at the flag */
+      fprintf(stderr, "%s: receive: %s\n", name, zmq_strerror(errno));
+      return 1;
+    }
+    int answered = answer(socket, frames, count, ctx);
+    if (answered < 0)
+      fprintf(stderr, "%s: send: %s\n", name, zmq_strerror(errno));
+    else if (answered == 0 && count != 2)   /* [peer, ""] is a probe: expected, silent */
+      fprintf(stderr, "%s: ignored a %d-frame message that is not WORK\n", name, count);
+    bench_close_frames(frames, count);
+    if (answered < 0)
+      return 1;
+  }
+  return 0;
 }

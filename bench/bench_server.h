@@ -1,6 +1,6 @@
 /*  bench_server: what the two benchmark servers (bench_echo_c, bench_null)
-    share: the stop flag their signal handler sets, and receiving one whole
-    multipart message. Not the pseud core: the ceiling owes nothing to the
+    share: the stop flag their signal handler sets, their socket, receiving
+    one whole multipart message and the serve loop around their answers. Not the pseud core: the ceiling owes nothing to the
     code it measures. */
 #ifndef PSEUD_BENCH_SERVER_H
 #define PSEUD_BENCH_SERVER_H
@@ -27,5 +27,14 @@ void *bench_server_socket(void *context, const char *address, char *endpoint, si
    the count says how many there were), or -1 on EAGAIN/EINTR/error. */
 int bench_receive_message(void *socket, zmq_msg_t *frames);
 void bench_close_frames(zmq_msg_t *frames, int count);
+
+/* One received message: 1 answered (a WORK), 0 not a WORK, -1 the socket
+   failed (errno). The frames are closed by the caller afterwards. */
+typedef int (*bench_answer_fn)(void *socket, zmq_msg_t *frames, int count, void *ctx);
+
+/* Receive and answer until the stop flag is set; a message that is not a
+   WORK (other than a probe) is reported on stderr under `name`. Returns the
+   exit status: 0, or 1 when receiving or sending failed. */
+int bench_serve(void *socket, const char *name, bench_answer_fn answer, void *ctx);
 
 #endif

@@ -112,37 +112,16 @@ static int s_is_work(zmq_msg_t *frames, int count) {
       && *(unsigned char *)zmq_msg_data(&frames[FRAME_TYPE]) == TYPE_WORK;
 }
 
-static int s_serve(void *socket) {
+typedef struct echo_buffers {
   msgpack_sbuffer reply;
   msgpack_unpacked work;
-  msgpack_sbuffer_init(&reply);
-  msgpack_unpacked_init(&work);
-  int status = 0;
-  while (!bench_stop_requested()) {
-    zmq_msg_t frames[BENCH_FRAMES_MAX];
-    int count = bench_receive_message(socket, frames);
-    if (count < 0) {
-      if (errno == EAGAIN || errno == EINTR)
-        continue;                       /* timeout or signal: look at the flag */
-      fprintf(stderr, "bench_echo_c: receive: %s\n", zmq_strerror(errno));
-      status = 1;
-      break;
-    }
-    if (s_is_work(frames, count)) {
-      if (s_answer_work(socket, frames, &reply, &work) < 0) {
-        fprintf(stderr, "bench_echo_c: send: %s\n", zmq_strerror(errno));
-        bench_close_frames(frames, count);
-        status = 1;
-        break;
-      }
-    } else if (count != 2) {            /* [peer, ""] is a probe: expected, silent */
-      fprintf(stderr, "bench_echo_c: ignored a %d-frame message that is not WORK\n", count);
-    }
-    bench_close_frames(frames, count);
-  }
-  msgpack_unpacked_destroy(&work);
-  msgpack_sbuffer_destroy(&reply);
-  return status;
+} echo_buffers_t;
+
+static int s_on_message(void *socket, zmq_msg_t *frames, int count, void *ctx) {
+  echo_buffers_t *b = ctx;
+  if (!s_is_work(frames, count))
+    return 0;
+  return s_answer_work(socket, frames, &b->reply, &b->work) < 0 ? -1 : 1;
 }
 
 int main(int argc, char **argv) {
@@ -169,7 +148,12 @@ int main(int argc, char **argv) {
   printf("ready %s\n", endpoint);
   fflush(stdout);
 
-  int status = s_serve(socket);
+  echo_buffers_t buffers;
+  msgpack_sbuffer_init(&buffers.reply);
+  msgpack_unpacked_init(&buffers.work);
+  int status = bench_serve(socket, "bench_echo_c", s_on_message, &buffers);
+  msgpack_unpacked_destroy(&buffers.work);
+  msgpack_sbuffer_destroy(&buffers.reply);
   zmq_close(socket);
   zmq_ctx_term(context);
   return status;

@@ -64,28 +64,16 @@ static int s_answer(void *socket, zmq_msg_t *frames, unsigned char *answer,
   return 0;
 }
 
-static int s_serve(void *socket, unsigned char *answer, size_t answer_size) {
-  while (!bench_stop_requested()) {
-    zmq_msg_t frames[BENCH_FRAMES_MAX];
-    int count = bench_receive_message(socket, frames);
-    if (count < 0) {
-      if (errno == EAGAIN || errno == EINTR)
-        continue;                       /* timeout or signal: look at the flag */
-      fprintf(stderr, "bench_null: receive: %s\n", zmq_strerror(errno));
-      return 1;
-    }
-    if (s_is_work(frames, count)) {
-      if (s_answer(socket, frames, answer, answer_size) < 0) {
-        fprintf(stderr, "bench_null: send: %s\n", zmq_strerror(errno));
-        bench_close_frames(frames, count);
-        return 1;
-      }
-    } else if (count != 2) {            /* [peer, ""] is a probe: expected, silent */
-      fprintf(stderr, "bench_null: ignored a %d-frame message that is not WORK\n", count);
-    }
-    bench_close_frames(frames, count);
-  }
-  return 0;
+typedef struct null_answer {
+  unsigned char *data;
+  size_t size;
+} null_answer_t;
+
+static int s_on_message(void *socket, zmq_msg_t *frames, int count, void *ctx) {
+  null_answer_t *answer = ctx;
+  if (!s_is_work(frames, count))
+    return 0;
+  return s_answer(socket, frames, answer->data, answer->size) < 0 ? -1 : 1;
 }
 
 /* Builds the one answer: bench_load's right answer for this payload size. */
@@ -146,7 +134,8 @@ int main(int argc, char **argv) {
   printf("ready %s\n", endpoint);
   fflush(stdout);
 
-  int status = s_serve(socket, answer, answer_size);
+  null_answer_t prebuilt = { answer, answer_size };
+  int status = bench_serve(socket, "bench_null", s_on_message, &prebuilt);
   zmq_close(socket);
   zmq_ctx_term(context);
   free(answer);

@@ -373,6 +373,18 @@ void host_serve(host_t *h, lua_State *L, double stop_timeout) {
     loop_clear_signal();
 }
 
+/* Is the table at registry ref `ref` non-empty? */
+static int s_ref_nonempty(lua_State *L, int ref) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    int yes = 0;
+    if (lua_type(L, -1) == LUA_TTABLE) {
+        lua_pushnil(L);
+        if (lua_next(L, -2)) { yes = 1; lua_pop(L, 2); }
+    }
+    lua_pop(L, 1);
+    return yes;
+}
+
 /* The end of a script that set up handlers or made calls and never ran
  * the loop: nothing was served or answered, which is seldom what was meant. */
 static void s_warn_never_ran(host_t *h, lua_State *L) {
@@ -382,17 +394,10 @@ static void s_warn_never_ran(host_t *h, lua_State *L) {
         lendpoint_t *le = h->endpoints[i];
         if (!le->ep) continue;
         calls += endpoint_pending_calls(le->ep);
-        lua_rawgeti(L, LUA_REGISTRYINDEX, le->registry);
-        lua_pushnil(L);
-        if (lua_type(L, -2) == LUA_TTABLE && lua_next(L, -2)) { handlers = 1; lua_pop(L, 2); }
-        lua_pop(L, 1);
+        handlers = handlers || s_ref_nonempty(L, le->registry);
     }
-    if (h->nendpoints > 0 && !handlers) {         /* pseud.register_rpc's global names */
-        lua_rawgeti(L, LUA_REGISTRYINDEX, h->global_registry);
-        lua_pushnil(L);
-        if (lua_type(L, -2) == LUA_TTABLE && lua_next(L, -2)) { handlers = 1; lua_pop(L, 2); }
-        lua_pop(L, 1);
-    }
+    /* pseud.register_rpc's global names */
+    handlers = handlers || (h->nendpoints > 0 && s_ref_nonempty(L, h->global_registry));
     if (handlers || calls)
         host_log(h, PSEUD_LOG_WARN, "the script ended without running the loop: %s%s%s "
                  "(call server:start(), or wait for a reply with :get())",
