@@ -122,6 +122,24 @@ local CORE_OPTIONS = {
   'security_plugin', 'stop_timeout', 'timeout',
 }
 
+-- " (... reads it)" when another registered backend reads `key` or a name
+-- close to it, else "".
+local function other_reader(key)
+  for _, kind in ipairs({ 'auth', 'heartbeat' }) do
+    local bnames = {}
+    for bname in pairs(backends[kind]) do bnames[#bnames + 1] = bname end
+    table.sort(bnames)
+    for _, bname in ipairs(bnames) do
+      local theirs = backends[kind][bname].option_names
+      local hit = theirs and backends.closest(key, theirs)
+      local plugin = kind == 'auth' and 'security_plugin' or 'heartbeat_plugin'
+      if hit == key then return (" (%s '%s' reads it)"):format(plugin, bname) end
+      if hit then return (" (did you mean '%s'? %s '%s' reads it)"):format(hit, plugin, bname) end
+    end
+  end
+  return ''
+end
+
 -- Raise for an option name that nothing reads, naming the closest known
 -- one (or the backend that would read it). A backend that does not list its
 -- option names may read any: then nothing is checked (README "Options").
@@ -145,24 +163,8 @@ local function check_options(opts, auth_backend, heartbeat_backend)
       local best = backends.closest(key, names)
       if best then
         msg = msg .. (" (did you mean '%s'?)"):format(best)
-      else                                        -- another backend's option?
-        for _, kind in ipairs({ 'auth', 'heartbeat' }) do
-          local plugin = kind == 'auth' and 'security_plugin' or 'heartbeat_plugin'
-          local bnames = {}
-          for bname in pairs(backends[kind]) do bnames[#bnames + 1] = bname end
-          table.sort(bnames)
-          for _, bname in ipairs(bnames) do
-            local theirs = backends[kind][bname].option_names
-            local hit = not best and theirs and backends.closest(key, theirs)
-            if hit == key then
-              best = hit
-              msg = msg .. (" (%s '%s' reads it)"):format(plugin, bname)
-            elseif hit then
-              best = hit
-              msg = msg .. (" (did you mean '%s'? %s '%s' reads it)"):format(hit, plugin, bname)
-            end
-          end
-        end
+      else
+        msg = msg .. other_reader(key)
       end
       error(core.error('ValueError', msg), 4)
     end
