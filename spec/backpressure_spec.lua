@@ -5,6 +5,7 @@
 -- (noop heartbeat backend too) and holds at most max_peers entries.
 -- The peers are spec/support/backpressure.py (python3-zmq, raw frames).
 local process = require 'spec.support.process'
+local logfmt = require 'spec.support.logfmt'
 local json = require 'dkjson'
 
 local SCRIPT = 'spec/support/backpressure.py'
@@ -183,6 +184,7 @@ describe('PSEUD_IO_NICE', function()
     local f = assert(io.open(log))
     local text = f:read('a')
     f:close()
-    assert.matches('PSEUD_IO_NICE=20 ignored: not a whole number from 0 to 19', text, 1, true)
+    logfmt.expect(text, { level = 'warn', msg = 'PSEUD_IO_NICE ignored: not a whole number from 0 to 19',
+      value = 20 })
   end)
 end)

@@ -2,6 +2,7 @@
 -- ends, handler failures in the server's log, and nothing left behind after
 -- 10,000 calls that end every way a call can (DESIGN.md section 4.2, issue 10).
 local process = require 'spec.support.process'
+local logfmt = require 'spec.support.logfmt'
 local clock = require 'spec.support.clock'
 
 local SERVER = 'spec/servers/lifecycle.lua'
@@ -35,7 +36,8 @@ describe('lifecycle', function()
       { client.lines[2], client.lines[3], client.lines[4] })
     assert.equal('stopped', server.lines[#server.lines])
     assert.is_true(took > 0.9 and took < 2.1, 'stopped after ' .. took .. ' s (stop_timeout 1 s)')
-    assert.matches('stopped with 2 call%(s%) still running: answered PeerLostError', server:log_text())
+    logfmt.expect(server:log_text(), { level = 'warn',
+      msg = 'stopped with calls still running: answered PeerLostError', calls = 2 })
   end)
 
   it('sends a call the script never waited for before pseud-lua exits', function()
@@ -49,12 +51,13 @@ describe('lifecycle', function()
     local server, endpoint = start_server()
     assert.same({ 'LuaError\tspec/servers/lifecycle.lua:15: boom' }, run(endpoint, 'fail'))
     server:stop()
-    assert.matches("info: handler 'fail' failed: LuaError: spec/servers/lifecycle.lua:15: boom "
-      .. 'at spec/servers/lifecycle.lua:15:', server:log_text())
+    local rec = logfmt.expect(server:log_text(), { level = 'warn', msg = 'handler failed', name = 'fail',
+      error = 'LuaError', message = 'spec/servers/lifecycle.lua:15: boom' })
+    assert.matches('^spec/servers/lifecycle.lua:15:', rec.at)
   end)
 
-  it('keeps handler failures out of the log at PSEUD_LOG=warn', function()
-    local server, endpoint = start_server('PSEUD_LOG=warn')
+  it('keeps handler failures out of the log at PSEUD_LOG=error', function()
+    local server, endpoint = start_server('PSEUD_LOG=error')
     assert.same({ 'LuaError\tspec/servers/lifecycle.lua:15: boom' }, run(endpoint, 'fail'))
     server:stop()
     assert.is_nil(server:log_text():find('handler', 1, true))

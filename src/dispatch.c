@@ -52,17 +52,33 @@ void dispatch_unhold(lua_State *L, lendpoint_t *le) {
     }
 }
 
-static void s_endpoint_log(void *ctx, const char *line) {
+static void s_endpoint_log(void *ctx, int level, const char *msg, const log_field_t *fields) {
     lendpoint_t *le = ctx;
-    host_log(le->host, PSEUD_LOG_WARN, "%s", line);
+    host_log(le->host, level, msg, fields);
 }
 
-/* Printable form of up to 48 bytes of a peer's routing id, for the log. */
+#define LOG_ID_MAX   48           /* bytes of a routing or user id in a log line */
+#define LOG_NAME_MAX 128          /* bytes of a called name in a log line */
+
+static size_t s_cap(size_t len, size_t max) { return len < max ? len : max; }
+
+/* Printable form of up to 48 bytes of a peer's routing id, for an error
+ * message (log lines escape their own values). */
 static const char *s_printable(char *out, size_t cap, const char *in, size_t len) {
     size_t n = len < cap - 1 ? len : cap - 1;
     for (size_t i = 0; i < n; i++) out[i] = (in[i] >= 0x20 && in[i] < 0x7f) ? in[i] : '?';
     out[n] = '\0';
     return out;
+}
+
+/* The access line of one call (debug): who called what, how it ended, and
+ * for a call that ran, how long it took. */
+static void s_access(host_t *h, const char *peer, size_t peer_len, const char *user, size_t user_len,
+                     const char *name, size_t name_len, const char *outcome, double started) {
+    HOST_LOG(h, LOG_DEBUG, "call", LOG_BYTES("peer", peer, s_cap(peer_len, LOG_ID_MAX)),
+             LOG_BYTES("user", user, s_cap(user_len, LOG_ID_MAX)),
+             LOG_BYTES("name", name, s_cap(name_len, LOG_NAME_MAX)), LOG_STR("outcome", outcome),
+             LOG_NUM("seconds", started > 0 ? loop_now() - started : 0));
 }
 
 /* --- WORK --- */
@@ -123,10 +139,12 @@ static void s_lookup(lua_State *L, lendpoint_t *le, const frame_message_t *m, in
 static void s_work_refuse(lendpoint_t *le, const frame_message_t *m, const char *name,
                           const char *message, size_t len) {
     if (strcmp(name, "ProtocolError") == 0) {
-        char who[64];
-        host_log_limited(le->host, PSEUD_LOG_WARN, "refused WORK from peer '%s': %s, answered ProtocolError",
-                         s_printable(who, sizeof who, m->peer, m->peer_len), message);
+        HOST_LOG_LIMITED(le->host, LOG_WARN, "refused WORK: answered ProtocolError",
+                         LOG_BYTES("peer", m->peer, s_cap(m->peer_len, LOG_ID_MAX)),
+                         LOG_BYTES("reason", message, len));
     }
+    if (host_log_on(le->host, LOG_DEBUG))
+        s_access(le->host, m->peer, m->peer_len, m->user, m->user_len, NULL, 0, name, 0);
     endpoint_reply_error(le->ep, m->peer, m->peer_len, NULL, 0, m->uuid, name, message, len, "");
 }
 
@@ -201,6 +219,7 @@ static int s_work_protected(lua_State *L) {
     memcpy(tw->ids, m->peer, m->peer_len);
     memcpy(tw->ids + m->peer_len, user_id, user_len);
     memcpy(tw->ids + m->peer_len + user_len, w->name, w->name_len);
+    tw->started = host_log_on(h, LOG_DEBUG) ? loop_now() : 0;
     tw->serial = m->serial;
     tw->charged = m->charged;
     task_start(&h->sched, t, nargs, &le->limits, m->idle_sender);
@@ -220,9 +239,9 @@ static int s_on_work(void *ctx, endpoint_t *ep, const frame_message_t *m) {
     }
     sched_error_t err;
     if (dispatch_call(h, s_work_protected, &job, &err) < 0) {
-        char who[64];
-        host_log_limited(h, PSEUD_LOG_WARN, "WORK from peer '%s' refused before its handler ran: %s: %s",
-                         s_printable(who, sizeof who, m->peer, m->peer_len), err.name, err.message);
+        HOST_LOG_LIMITED(h, LOG_WARN, "WORK refused before its handler ran",
+                         LOG_BYTES("peer", m->peer, s_cap(m->peer_len, LOG_ID_MAX)),
+                         LOG_STR("error", err.name), LOG_STR("message", err.message));
         endpoint_reply_error(le->ep, m->peer, m->peer_len, NULL, 0, m->uuid,
                              strcmp(err.name, "MemoryError") == 0 ? "MemoryError" : "LuaError",
                              err.message, strlen(err.message), "");
@@ -259,6 +278,9 @@ static void s_answer_ok(void *ctx, task_t *t, lua_State *co, int first, int nres
     const task_work_t *w = &t->work;
     const char *peer = w->ids, *user = w->ids + w->peer_len;
     if (rc == 0) {
+        if (w->started > 0)
+            s_access(h, peer, w->peer_len, user, w->user_len, user + w->user_len, w->name_len, "OK",
+                     w->started);
         endpoint_release(le->ep, peer, w->peer_len, w->serial, w->charged);
         if (len >= ZERO_COPY_MIN) {               /* the packed bytes themselves leave */
             char *owned = host_packed_take(h, &len);
@@ -289,16 +311,17 @@ static void s_answer_error(void *ctx, task_t *t, const char *name, const char *m
     lendpoint_t *le = t->work.owner;
     const task_work_t *w = &t->work;
     const char *peer = w->ids, *user = peer + w->peer_len, *called = user + w->user_len;
-    /* the operator sees handler failures (PSEUD_LOG=warn hides them): name,
+    /* the operator sees handler failures (PSEUD_LOG=error hides them): name,
      * class, message, where it was raised */
     const char *line = strstr(traceback, "\n\t");
     size_t where = 0;
     while (line && strncmp(line + 2, "[C]:", 4) == 0) line = strstr(line + 2, "\n\t");
     if (line) { line += 2; where = strcspn(line, "\n"); }
-    char echo[MESSAGE_ECHO_SIZE];
-    message_echo(echo, called, w->name_len < 128 ? w->name_len : 128);
-    host_log_limited(h, PSEUD_LOG_INFO, "handler '%s' failed: %s: %.300s%s%.*s", echo, name, message,
-                     where ? " at " : "", (int)(where < 200 ? where : 200), line ? line : "");
+    HOST_LOG_LIMITED(h, LOG_WARN, "handler failed", LOG_BYTES("name", called, s_cap(w->name_len, LOG_NAME_MAX)),
+                     LOG_STR("error", name), LOG_STR("message", message),
+                     LOG_BYTES("at", line ? line : "", s_cap(where, 200)),
+                     LOG_BYTES("peer", peer, s_cap(w->peer_len, LOG_ID_MAX)));
+    if (w->started > 0) s_access(h, peer, w->peer_len, user, w->user_len, called, w->name_len, name, w->started);
     if (le->ep) {
         endpoint_release(le->ep, peer, w->peer_len, w->serial, w->charged);
         endpoint_reply_error(le->ep, peer, w->peer_len, user, w->user_len, w->uuid, name, message,
@@ -385,11 +408,12 @@ static void s_settle(lendpoint_t *le, reply_job_t *job) {
     host_t *h = le->host;
     sched_error_t err;
     if (dispatch_call(h, s_reply_protected, job, &err) == 0) return;
-    host_log(h, PSEUD_LOG_WARN, "a reply could not be delivered: %s: %s", err.name, err.message);
+    HOST_LOG(h, LOG_WARN, "a reply could not be delivered", LOG_STR("error", err.name),
+             LOG_STR("message", err.message));
     if (job->call->ref == LUA_NOREF) return;      /* it was settled after all */
     job->message = "MemoryError: not enough memory for the reply";
     if (dispatch_call(h, s_settle_bare, job, &err) < 0)
-        host_log(h, PSEUD_LOG_ERROR, "a call's future could not be settled: %s", err.message);
+        HOST_LOG(h, LOG_ERROR, "a call's future could not be settled", LOG_STR("message", err.message));
 }
 
 static void s_on_reply(void *ctx, endpoint_t *ep, endpoint_call_t *call, int type,
@@ -439,8 +463,8 @@ static void s_peer_event(lendpoint_t *le, const char *event, const peer_t *p) {
     peer_job_t job = { le, event, p };
     sched_error_t err;
     if (dispatch_call(le->host, s_peer_protected, &job, &err) < 0)
-        host_log_limited(le->host, PSEUD_LOG_WARN, "heartbeat hook %s failed: %s: %s", event,
-                         err.name, err.message);
+        HOST_LOG_LIMITED(le->host, LOG_WARN, "heartbeat hook failed", LOG_STR("hook", event),
+                         LOG_STR("error", err.name), LOG_STR("message", err.message));
 }
 
 static void s_on_peer_seen(void *ctx, endpoint_t *ep, const peer_t *p) {

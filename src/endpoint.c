@@ -38,36 +38,24 @@ int endpoint_leave(endpoint_t *ep) {
     return 1;
 }
 
-static void s_vlog(endpoint_t *ep, const char *fmt, va_list ap) {
-    char line[512];
-    vsnprintf(line, sizeof line, fmt, ap);
-    ep->ev.log(ep->ev.ctx, line);
-}
-
-void endpoint_log(endpoint_t *ep, const char *fmt, ...) {
-    if (!ep->ev.log) return;
-    va_list ap;
-    va_start(ap, fmt);
-    s_vlog(ep, fmt, ap);
-    va_end(ap);
+void endpoint_log(endpoint_t *ep, int level, const char *msg, const log_field_t *fields) {
+    if (ep->ev.log) ep->ev.log(ep->ev.ctx, level, msg, fields);
 }
 
 /* A refusal line, at most LOG_BURST a second: a flood of bad messages must
  * not become a flood of log lines. */
-void endpoint_log_refusal(endpoint_t *ep, const char *fmt, ...) {
+void endpoint_log_refusal(endpoint_t *ep, const char *msg, const log_field_t *fields) {
     if (!ep->ev.log) return;
     double now = loop_now();
     if (now - ep->log_window >= 1.0) {
-        if (ep->log_suppressed > 0) endpoint_log(ep, "(%d more refusals not logged)", ep->log_suppressed);
+        if (ep->log_suppressed > 0)
+            ENDPOINT_LOG(ep, LOG_WARN, "refusals not logged", LOG_INT("count", ep->log_suppressed));
         ep->log_window = now;
         ep->log_lines = ep->log_suppressed = 0;
     }
     if (ep->log_lines >= LOG_BURST) { ep->log_suppressed++; return; }
     ep->log_lines++;
-    va_list ap;
-    va_start(ap, fmt);
-    s_vlog(ep, fmt, ap);
-    va_end(ap);
+    ep->ev.log(ep->ev.ctx, LOG_WARN, msg, fields);
 }
 
 /* Printable peer id for logs: routing ids are bytes. */
@@ -247,12 +235,10 @@ static int s_still_carries(endpoint_t *ep, const peer_t *p, const char *peer, si
                            const char *user, size_t user_len) {
     if (p && !p->closed && p->user_id_len == user_len && memcmp(p->user_id, user, user_len) == 0)
         return 1;
-    char who[64], whom[64];
     ep->stats.replies_dropped++;
-    endpoint_log_refusal(ep, "reply for user '%s' dropped: routing id '%s' %s",
-                         endpoint_peer_text(user, user_len, whom, sizeof whom),
-                         endpoint_peer_text(peer, peer_len, who, sizeof who),
-                         !p || p->closed ? "is gone (its connection closed)" : "now carries another user");
+    ENDPOINT_REFUSAL(ep, "reply dropped", LOG_ID("user", user, user_len), LOG_ID("peer", peer, peer_len),
+                     LOG_STR("reason", !p || p->closed ? "the routing id is gone (its connection closed)"
+                                                       : "the routing id now carries another user"));
     return 0;
 }
 
@@ -273,15 +259,14 @@ static int s_reply(endpoint_t *ep, const char *peer, size_t peer_len, const char
                : endpoint_out_send(ep, p, NULL, peer, peer_len, user, user_len, uuid,
                                    FRAME_UUID_SIZE, type, body, body_len)) == 0)
         return 0;
-    char who[64];
     ep->stats.replies_dropped++;
     if (errno == EHOSTUNREACH) {
-        endpoint_log_refusal(ep, "reply to peer '%s' dropped: peer is gone",
-                             endpoint_peer_text(peer, peer_len, who, sizeof who));
+        ENDPOINT_REFUSAL(ep, "reply dropped", LOG_ID("peer", peer, peer_len),
+                         LOG_STR("reason", "peer is gone"));
         if (p) peers_remove(ep->peers, p);
     } else {
-        endpoint_log_refusal(ep, "reply to peer '%s' failed: %s",
-                             endpoint_peer_text(peer, peer_len, who, sizeof who), zmq_strerror(errno));
+        ENDPOINT_REFUSAL(ep, "reply failed", LOG_ID("peer", peer, peer_len),
+                         LOG_STR("reason", zmq_strerror(errno)));
     }
     return -1;
 }
@@ -327,14 +312,13 @@ int endpoint_reply_error(endpoint_t *ep, const char *peer, size_t peer_len,
 /* --- receiving --- */
 
 static void s_on_invalid(endpoint_t *ep, const frame_message_t *m) {
-    char who[64];
-    endpoint_peer_text(m->peer ? m->peer : "", m->peer_len, who, sizeof who);
     /* Never answer what could itself be a reply or a heartbeat: an ERROR to
      * an ERROR could ping-pong between two hosts. */
     int answerable = m->uuid && m->type != FRAME_OK && m->type != FRAME_ERROR &&
                      m->type != FRAME_HEARTBEAT;
-    endpoint_log_refusal(ep, "refused message from peer '%s': %s (%d frames)%s", who, m->reason,
-                         m->count, answerable ? ", answered ProtocolError" : "");
+    ENDPOINT_REFUSAL(ep, answerable ? "refused a message: answered ProtocolError" : "refused a message",
+                     LOG_ID("peer", m->peer ? m->peer : "", m->peer_len), LOG_STR("reason", m->reason),
+                     LOG_INT("frames", m->count));
     if (answerable)
         endpoint_reply_error(ep, m->peer, m->peer_len, NULL, 0, m->uuid, "ProtocolError",
                              m->reason, strlen(m->reason), "");
@@ -347,11 +331,9 @@ static void s_on_invalid(endpoint_t *ep, const frame_message_t *m) {
 static int s_unanswered(endpoint_t *ep, const frame_message_t *m, const peer_t *p) {
     size_t used = p && p->out_head ? endpoint_out_used(p) : 0;
     if (used <= ep->opt.max_peer_queue + BUSY_SLACK) return 0;
-    char who[64];
     ep->stats.busy_unanswered++;
-    endpoint_log_refusal(ep, "message from peer '%s' left unanswered: over its budget and "
-                         "not reading (%zu bytes held)",
-                         endpoint_peer_text(m->peer, m->peer_len, who, sizeof who), used);
+    ENDPOINT_REFUSAL(ep, "message left unanswered: its peer is over its budget and not reading",
+                     LOG_ID("peer", m->peer, m->peer_len), LOG_INT("held_bytes", used));
     return 1;
 }
 
@@ -359,12 +341,11 @@ static int s_unanswered(endpoint_t *ep, const frame_message_t *m, const peer_t *
  * keeps sending while it reads nothing gets no answer past BUSY_SLACK more
  * bytes queued: its calls end by their own timeout. */
 static void s_refuse_busy(endpoint_t *ep, const frame_message_t *m, peer_t *p, size_t used) {
-    char who[64], text[160];
+    char text[160];
     ep->stats.busy_refused++;
     if (s_unanswered(ep, m, p)) return;
-    endpoint_log_refusal(ep, "WORK from peer '%s' refused: %zu bytes held for it, budget %zu: "
-                         "answered BusyError", endpoint_peer_text(m->peer, m->peer_len, who, sizeof who),
-                         used, ep->opt.max_peer_queue);
+    ENDPOINT_REFUSAL(ep, "WORK refused: answered BusyError", LOG_ID("peer", m->peer, m->peer_len),
+                     LOG_INT("held_bytes", used), LOG_INT("max_peer_queue", ep->opt.max_peer_queue));
     int n = snprintf(text, sizeof text, "too much is queued for this peer (max_peer_queue %zu bytes): "
                      "read your replies, then try again", ep->opt.max_peer_queue);
     endpoint_reply_error(ep, m->peer, m->peer_len, NULL, 0, m->uuid, "BusyError", text, (size_t)n, "");
@@ -420,9 +401,8 @@ static void s_send_hello(endpoint_t *ep, const char *peer, size_t peer_len) {
 static int s_on_hello_answer(endpoint_t *ep, const frame_message_t *m) {
     if (!ep->hello_pending || memcmp(m->uuid, ep->hello_uuid, FRAME_UUID_SIZE) != 0) return 0;
     if (!s_from(m, ep->hello_peer, ep->hello_peer_len, ep->hello_peer, ep->hello_peer_len)) {
-        char who[64];
-        endpoint_log_refusal(ep, "dropped an answer to our HELLO from peer '%s': it went elsewhere",
-                      endpoint_peer_text(m->peer, m->peer_len, who, sizeof who));
+        ENDPOINT_REFUSAL(ep, "dropped an answer to our HELLO: our HELLO went to another peer",
+                         LOG_ID("peer", m->peer, m->peer_len));
         return 1;
     }
     ep->hello_pending = 0;
@@ -439,9 +419,8 @@ static int s_on_hello_answer(endpoint_t *ep, const frame_message_t *m) {
     } else if (ep->hello_tries < ep->hello_max_retries) {
         s_send_hello(ep, ep->hello_peer, ep->hello_peer_len);
     } else {
-        char who[64];
-        endpoint_log(ep, "peer '%s' refused our login %d time(s): giving up",
-              endpoint_peer_text(m->peer, m->peer_len, who, sizeof who), ep->hello_tries);
+        ENDPOINT_LOG(ep, LOG_WARN, "the peer refused our login: giving up", LOG_ID("peer", m->peer, m->peer_len),
+                     LOG_INT("tries", ep->hello_tries));
         ep->hello_tries = 0;
         /* one at a time, from the head each time: callbacks may end calls */
         endpoint_enter(ep);
@@ -464,17 +443,16 @@ static void s_on_reply(endpoint_t *ep, const frame_message_t *m) {
     if (m->type == FRAME_UNAUTHORIZED && s_on_hello_answer(ep, m)) return;
     endpoint_call_t *c = s_find(ep, m->uuid);
     const char *what = m->type == FRAME_OK ? "OK" : m->type == FRAME_ERROR ? "ERROR" : "UNAUTHORIZED";
-    char who[64];
     if (!c) {
-        endpoint_log_refusal(ep, "dropped %s from peer '%s' for no pending call (late or forged)",
-                      what, endpoint_peer_text(m->peer, m->peer_len, who, sizeof who));
+        ENDPOINT_REFUSAL(ep, "dropped a reply for no pending call (late or forged)",
+                         LOG_STR("type", what), LOG_ID("peer", m->peer, m->peer_len));
         return;
     }
     /* only the peer the WORK went to settles it: a third peer that learnt
      * the uuid gets nowhere, and the call still waits for its answer */
     if (!s_from(m, c->peer, c->peer_len, c->user, c->user_len)) {
-        endpoint_log_refusal(ep, "dropped %s from peer '%s': that call went to another peer",
-                      what, endpoint_peer_text(m->peer, m->peer_len, who, sizeof who));
+        ENDPOINT_REFUSAL(ep, "dropped a reply: that call went to another peer",
+                         LOG_STR("type", what), LOG_ID("peer", m->peer, m->peer_len));
         return;
     }
     if (m->type == FRAME_UNAUTHORIZED && ep->hello_body && c->body) {
@@ -538,10 +516,9 @@ static void s_on_readable(loop_t *loop, void *socket, void *arg) {
         got = 1;
         enum frame_kind kind = frame_decode_from(&m, with_user_id);
         if (kind == FRAME_KIND_BAD_ID) {
-            char who[64];
-            endpoint_log_refusal(ep, "refused message from a peer with a %zu-byte routing id "
-                          "(over %d; starts '%s'): dropped", m.peer_len, FRAME_MAX_ID,
-                          endpoint_peer_text(m.peer, m.peer_len < 16 ? m.peer_len : 16, who, sizeof who));
+            ENDPOINT_REFUSAL(ep, "refused a message: its routing id is too long: dropped",
+                             LOG_INT("id_bytes", m.peer_len), LOG_INT("max", FRAME_MAX_ID),
+                             LOG_BYTES("starts", m.peer, m.peer_len < 16 ? m.peer_len : 16));
             frame_close(&m);
             continue;
         }

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "frame.h"
+#include "log.h"
 #include "loop.h"
 #include "peers.h"
 
@@ -56,8 +57,8 @@ typedef struct endpoint_events {
      * (TimeoutError, UnauthorizedError, ...); freed after this returns. */
     void (*on_call_failed)(void *ctx, endpoint_t *ep, endpoint_call_t *call,
                            const char *error_name, const char *message);
-    /* One line for the log (never holds a secret). */
-    void (*log)(void *ctx, const char *line);
+    /* One line for the log (log.h; never holds a secret). */
+    void (*log)(void *ctx, int level, const char *msg, const log_field_t *fields);
     /* A message came from `p` (only when endpoint_set_heartbeat asked). */
     void (*on_peer_seen)(void *ctx, endpoint_t *ep, const peer_t *p);
     /* A HELLO arrived (a server's backend judges it); NULL: answered

@@ -172,9 +172,8 @@ static void s_hb_sweep(loop_t *loop, loop_timer_t *t, void *arg) {
     endpoint_enter(ep);
     peer_t *p;
     while (!ep->closing && (p = peers_oldest(ep->peers)) && now - p->last_seen > ep->hb_timeout) {
-        char who[64];
-        endpoint_log(ep, "peer '%s' silent for %.2f s: gone",
-              endpoint_peer_text(p->user_id, p->user_id_len, who, sizeof who), now - p->last_seen);
+        ENDPOINT_LOG(ep, LOG_INFO, "peer silent: gone", LOG_ID("user", p->user_id, p->user_id_len),
+                     LOG_NUM("silent_seconds", now - p->last_seen));
         /* out of the directory first: callbacks see it gone */
         peers_detach(ep->peers, p);
         if (s_fail_calls_to(ep, p->routing_id, p->routing_id_len, "heartbeat timeout")) {

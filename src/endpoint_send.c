@@ -225,10 +225,8 @@ static int s_unroutable_push(endpoint_t *ep, endpoint_out_t *o, int bounded) {
 }
 
 static void s_log_dropped(endpoint_t *ep, const char *peer, size_t len, const char *why) {
-    char who[64];
     ep->stats.replies_dropped++;
-    endpoint_log_refusal(ep, "reply to peer '%s' dropped: %s",
-                         endpoint_peer_text(peer, len, who, sizeof who), why);
+    ENDPOINT_REFUSAL(ep, "reply dropped", LOG_ID("peer", peer, len), LOG_STR("reason", why));
 }
 
 /* May what is queued for user `user` still go to `p`? Only while it carries

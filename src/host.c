@@ -41,50 +41,38 @@ lua_State *host_thread(host_t *h) { return h->Lrun ? h->Lrun : h->L; }
 
 /* --- log --- */
 
-static int s_log_level(void) {
+/* PSEUD_LOG (set by --log-level too): error, warn, info (the default), debug
+ * or quiet. Another value is named in a warning and info is kept. */
+static int s_log_level(host_t *h) {
     const char *v = getenv("PSEUD_LOG");
-    if (!v || !*v || strcmp(v, "info") == 0) return PSEUD_LOG_INFO;
-    if (strcmp(v, "quiet") == 0) return 0;
-    if (strcmp(v, "error") == 0) return PSEUD_LOG_ERROR;
-    if (strcmp(v, "warn") == 0) return PSEUD_LOG_WARN;
-    return PSEUD_LOG_INFO;
+    if (!v || !*v) return LOG_INFO;
+    int level = log_level_parse(v);
+    if (level >= 0) return level;
+    h->log_level = LOG_WARN;
+    HOST_LOG(h, LOG_WARN, "PSEUD_LOG ignored: not one of error, warn, info, debug, quiet",
+             LOG_STR("value", v));
+    return LOG_INFO;
 }
 
-static void s_vlog(int level, const char *fmt, va_list ap) {
-    static const char *const names[] = { "", "error", "warn", "info" };
-    char line[700];
-    vsnprintf(line, sizeof line, fmt, ap);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
-    fprintf(stderr, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ pseud-lua %s: %s\n", tm.tm_year + 1900,
-            tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000,
-            names[level], line);
-}
+int host_log_on(const host_t *h, int level) { return level <= h->log_level; }
+int host_log_level(const host_t *h) { return h->log_level; }
 
-void host_log(host_t *h, int level, const char *fmt, ...) {
+void host_log(host_t *h, int level, const char *msg, const log_field_t *fields) {
     if (level > h->log_level) return;
-    va_list ap;
-    va_start(ap, fmt);
-    s_vlog(level, fmt, ap);
-    va_end(ap);
+    log_write(stderr, level, msg, fields);
 }
 
-void host_log_limited(host_t *h, int level, const char *fmt, ...) {
+void host_log_limited(host_t *h, int level, const char *msg, const log_field_t *fields) {
     if (level > h->log_level) return;
     double now = loop_now();
     if (now - h->log_window >= 1) {
         if (h->log_count > LOG_PER_SEC)
-            host_log(h, PSEUD_LOG_WARN, "%d similar line(s) left out", h->log_count - LOG_PER_SEC);
+            HOST_LOG(h, LOG_WARN, "similar lines left out", LOG_INT("count", h->log_count - LOG_PER_SEC));
         h->log_window = now;
         h->log_count = 0;
     }
     if (++h->log_count > LOG_PER_SEC) return;
-    va_list ap;
-    va_start(ap, fmt);
-    s_vlog(level, fmt, ap);
-    va_end(ap);
+    log_write(stderr, level, msg, fields);
 }
 
 /* --- packing, bounded --- */
@@ -179,7 +167,8 @@ static void s_lower_io_threads(host_t *h) {
     if (!env || !*env) return;
     long delta = strtol(env, &end, 10);
     if (*end || delta < 0 || delta > 19) {
-        host_log(h, PSEUD_LOG_WARN, "PSEUD_IO_NICE=%s ignored: not a whole number from 0 to 19", env);
+        HOST_LOG(h, LOG_WARN, "PSEUD_IO_NICE ignored: not a whole number from 0 to 19",
+                 LOG_STR("value", env));
         return;
     }
     if (delta == 0) return;
@@ -198,7 +187,8 @@ static void s_lower_io_threads(host_t *h) {
             lowered++;
     }
     if (lowered == 0)
-        host_log(h, PSEUD_LOG_WARN, "PSEUD_IO_NICE=%s: found none of libzmq's threads to lower", env);
+        HOST_LOG(h, LOG_WARN, "PSEUD_IO_NICE: found none of libzmq's threads to lower",
+                 LOG_STR("value", env));
 }
 
 int host_init(host_t *h, lua_State *L) {
@@ -206,7 +196,7 @@ int host_init(host_t *h, lua_State *L) {
     h->L = L;
     h->global_registry = LUA_NOREF;
     h->zap_handler = LUA_NOREF;
-    h->log_level = s_log_level();
+    h->log_level = s_log_level(h);
     codec_limits_init(&h->limits);
     msgpack_sbuffer_init(&h->sbuf);
     msgpack_packer_init(&h->pk, h, s_write);
@@ -241,7 +231,7 @@ void host_close(host_t *h) {
 int host_start_passwd(host_t *h, int threads, size_t max_pending) {
     if (h->passwd) {                              /* one pool per process */
         if (threads > 0 || max_pending > 0)
-            host_log(h, PSEUD_LOG_WARN, "password checks already started: password_threads and "
+            HOST_LOG(h, LOG_WARN, "password checks already started: password_threads and "
                      "max_password_checks of this server are not used");
         return 0;
     }
@@ -355,7 +345,9 @@ void host_serve(host_t *h, lua_State *L, double stop_timeout) {
     host_run(h, L, 0, -1);
     int sig = loop_signal_received();
     loop_clear_signal();
-    if (sig) host_log(h, PSEUD_LOG_INFO, "signal %d: finishing %d call(s) in flight", sig, h->sched.nanswering);
+    if (sig)
+        HOST_LOG(h, LOG_INFO, "signal: finishing the calls in flight", LOG_INT("signal", sig),
+                 LOG_INT("calls", h->sched.nanswering));
     double end = loop_now() + stop_timeout;
     h->running = 1;
     h->Lrun = L;
@@ -366,7 +358,8 @@ void host_serve(host_t *h, lua_State *L, double stop_timeout) {
     }
     int left = sched_abandon(&h->sched, L, "PeerLostError", "server stopping");
     if (left)
-        host_log(h, PSEUD_LOG_WARN, "stopped with %d call(s) still running: answered PeerLostError", left);
+        HOST_LOG(h, LOG_WARN, "stopped with calls still running: answered PeerLostError",
+                 LOG_INT("calls", left));
     h->running = 0;
     h->Lrun = NULL;
     h->stopping = 0;
@@ -399,11 +392,10 @@ static void s_warn_never_ran(host_t *h, lua_State *L) {
     /* pseud.register_rpc's global names */
     handlers = handlers || (h->nendpoints > 0 && s_ref_nonempty(L, h->global_registry));
     if (handlers || calls)
-        host_log(h, PSEUD_LOG_WARN, "the script ended without running the loop: %s%s%s "
+        HOST_LOG(h, LOG_WARN, "the script ended without running the loop "
                  "(call server:start(), or wait for a reply with :get())",
-                 handlers ? "its handlers never served a call" : "",
-                 handlers && calls ? " and " : "",
-                 calls ? "the replies to its calls were never read" : "");
+                 LOG_STR("handlers", handlers ? "never served a call" : "none"),
+                 LOG_INT("unread_replies", calls));
 }
 
 void host_flush(host_t *h, lua_State *L, double seconds, int warn) {

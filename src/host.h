@@ -17,6 +17,7 @@
 
 #include "codec.h"
 #include "dispatch.h"
+#include "log.h"
 #include "loop.h"
 #include "passwd.h"
 #include "task.h"
@@ -103,8 +104,15 @@ typedef struct host_counts {
 } host_counts_t;
 void host_get_counts(host_t *h, host_counts_t *c);
 
-/* Log one line unless PSEUD_LOG turns its level down (PSEUD_LOG_*). */
-void host_log(host_t *h, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+/* Log one logfmt line (log.h): `msg`, then `fields` up to LOG_END, unless
+ * the level (PSEUD_LOG, --log-level) leaves it out. HOST_LOG lists the
+ * fields inline: HOST_LOG(h, LOG_WARN, "refused", LOG_STR("reason", why)). */
+void host_log(host_t *h, int level, const char *msg, const log_field_t *fields);
+#define HOST_LOG(h, level, msg, ...) \
+    host_log((h), (level), (msg), (const log_field_t[]){ __VA_ARGS__ __VA_OPT__(,) LOG_END })
+/* Would a line of `level` be written? (Skip building a costly one.) */
+int host_log_on(const host_t *h, int level);
+/* The level lines are shown up to (LOG_QUIET .. LOG_DEBUG). */
+int host_log_level(const host_t *h);
 
 #endif

@@ -52,8 +52,9 @@ lua_State *host_thread(host_t *h);
 
 /* Like host_log, for lines a peer can cause per message: at most 20 a
  * second, then one line saying how many were left out. */
-void host_log_limited(host_t *h, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+void host_log_limited(host_t *h, int level, const char *msg, const log_field_t *fields);
+#define HOST_LOG_LIMITED(h, level, msg, ...) \
+    host_log_limited((h), (level), (msg), (const log_field_t[]){ __VA_ARGS__ __VA_OPT__(,) LOG_END })
 
 /* Reset the pack buffer for one body of at most `max` bytes (0: unlimited). */
 void host_pack_reset(host_t *h, size_t max);

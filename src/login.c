@@ -57,7 +57,8 @@ static void s_zap_checked(void *ctx, int verified) {
     if (verified == 1) {
         zap_answer(h->zap, c->pending, ZAP_OK, c->user_id, "OK");
     } else if (verified == 0) {
-        host_log_limited(h, PSEUD_LOG_WARN, "%s handshake refused (address %s): wrong login or password", c->mechanism, c->address);
+        HOST_LOG_LIMITED(h, LOG_WARN, "handshake refused: wrong login or password",
+                         LOG_STR("mechanism", c->mechanism), LOG_STR("address", c->address));
         zap_answer(h->zap, c->pending, ZAP_REFUSED, NULL, "wrong login or password");
     } else {
         zap_answer(h->zap, c->pending, ZAP_INTERNAL, NULL, "shutting down");
@@ -94,7 +95,8 @@ static int s_zap_protected(lua_State *L) {
     }
     const char *bad = u ? s_bad_user_id(u, ulen) : "there is none";
     if (bad) {
-        host_log_limited(h, PSEUD_LOG_WARN, "%s handshake refused: the backend's user id is refused: %s", r->mechanism, bad);
+        HOST_LOG_LIMITED(h, LOG_WARN, "handshake refused: the backend's user id is refused",
+                         LOG_STR("mechanism", r->mechanism), LOG_STR("reason", bad));
         snprintf(job->reason, ZAP_MAX_TEXT + 1, "user id refused");
         return 0;
     }
@@ -122,7 +124,8 @@ static int s_zap_protected(lua_State *L) {
         job->status = busy ? ZAP_TEMPORARY : ZAP_INTERNAL;
         snprintf(job->reason, ZAP_MAX_TEXT + 1, "%s",
                  busy ? "too many logins in progress: try again later" : "internal error");
-        host_log_limited(h, PSEUD_LOG_WARN, "%s handshake from %s: %s", r->mechanism, r->address, job->reason);
+        HOST_LOG_LIMITED(h, LOG_WARN, "handshake refused", LOG_STR("mechanism", r->mechanism),
+                         LOG_STR("address", r->address), LOG_STR("reason", job->reason));
         return 0;
     }
     job->status = ZAP_PENDING;
@@ -137,13 +140,15 @@ static int s_zap_decide(void *ctx, const zap_request_t *req, zap_pending_t *pend
     zap_job_t job = { h, req, pending, user_id, reason, ZAP_REFUSED };
     sched_error_t err;
     if (dispatch_call(h, s_zap_protected, &job, &err) < 0) {
-        host_log_limited(h, PSEUD_LOG_WARN, "ZAP handler failed (refused, 500): %s: %s", err.name, err.message);
+        HOST_LOG_LIMITED(h, LOG_WARN, "ZAP handler failed (refused, 500)", LOG_STR("error", err.name),
+                         LOG_STR("message", err.message));
         snprintf(reason, ZAP_MAX_TEXT + 1, "internal error");
         return ZAP_INTERNAL;
     }
     if (job.status == ZAP_REFUSED)
-        host_log_limited(h, PSEUD_LOG_WARN, "%s handshake refused (domain %s, address %s): %s", req->mechanism,
-                         req->domain, req->address, reason);
+        HOST_LOG_LIMITED(h, LOG_WARN, "handshake refused", LOG_STR("mechanism", req->mechanism),
+                         LOG_STR("domain", req->domain), LOG_STR("address", req->address),
+                         LOG_STR("reason", reason));
     return job.status;
 }
 
@@ -187,7 +192,7 @@ static void s_hello_checked(void *ctx, int verified) {
         int same = p && !p->closed && p->fd == c->fd && p->user_id_len == c->user_len &&
                    memcmp(p->user_id, user, c->user_len) == 0;
         if (!same) {
-            host_log(h, PSEUD_LOG_WARN, "answer to a HELLO dropped: that peer's connection is gone");
+            HOST_LOG(h, LOG_WARN, "answer to a HELLO dropped: that peer's connection is gone");
         } else if (verified && peers_log_in(d, p, login, c->login_len) == 0) {
             endpoint_reply(le->ep, peer, c->peer_len, NULL, 0, c->uuid, FRAME_AUTHENTICATED,
                            text, c->text_len);
@@ -209,7 +214,7 @@ static int s_hello_protected(lua_State *L) {
     message_hello_t hello;
     const char *why;
     if (message_decode_hello(m->body, m->body_len, &h->limits, &h->zone, &hello, &why) < 0) {
-        host_log_limited(h, PSEUD_LOG_WARN, "refused a HELLO: %s", why);
+        HOST_LOG_LIMITED(h, LOG_WARN, "refused a HELLO", LOG_STR("reason", why));
         s_hello_answer(le, m, FRAME_UNAUTHORIZED, "Malformed HELLO");
         return 0;
     }
@@ -234,7 +239,8 @@ static int s_hello_protected(lua_State *L) {
     const char *login = lua_tolstring(L, 6, &login_len);
     const char *bad = s_bad_user_id(login, login_len);
     if (bad) {
-        host_log_limited(h, PSEUD_LOG_WARN, "refused a HELLO: the backend's user id is refused: %s", bad);
+        HOST_LOG_LIMITED(h, LOG_WARN, "refused a HELLO: the backend's user id is refused",
+                         LOG_STR("reason", bad));
         s_hello_answer(le, m, FRAME_UNAUTHORIZED, "Invalid credentials");
         return 0;
     }
@@ -268,8 +274,8 @@ static int s_hello_protected(lua_State *L) {
     if (passwd_check(h->passwd, address, hash, pw, pw_len, s_hello_checked, c) < 0) {
         int busy = errno == EAGAIN;
         free(c);
-        host_log_limited(h, PSEUD_LOG_WARN, "refused a HELLO from %s: %s", address ? address : "?",
-                 busy ? "too many logins in progress" : "internal error");
+        HOST_LOG_LIMITED(h, LOG_WARN, "refused a HELLO", LOG_STR("address", address ? address : "?"),
+                         LOG_STR("reason", busy ? "too many logins in progress" : "internal error"));
         s_hello_answer(le, m, FRAME_UNAUTHORIZED,
                        busy ? "Too many logins in progress: try again later" : "Authentication Required");
         return 0;
@@ -289,7 +295,8 @@ void login_on_hello(void *ctx, endpoint_t *ep, const frame_message_t *m) {
     hello_job_t job = { le, m };
     sched_error_t err;
     if (dispatch_call(le->host, s_hello_protected, &job, &err) < 0) {
-        host_log_limited(le->host, PSEUD_LOG_WARN, "HELLO refused: %s: %s", err.name, err.message);
+        HOST_LOG_LIMITED(le->host, LOG_WARN, "refused a HELLO: the backend failed",
+                         LOG_STR("error", err.name), LOG_STR("message", err.message));
         s_hello_answer(le, m, FRAME_UNAUTHORIZED, "Authentication Required");
     }
 }

@@ -14,6 +14,7 @@
  * returns nil, message, code; call outcomes are pseud.Error values.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <lauxlib.h>
@@ -167,6 +168,88 @@ static int l_configure(lua_State *L) {
     return 0;
 }
 
+#define LOG_MAX_FIELDS 16
+
+static int s_cmp_field(const void *a, const void *b) {
+    return strcmp(((const log_field_t *)a)->key, ((const log_field_t *)b)->key);
+}
+
+/* Field `field` (a string) of the error value on top, into `x`; the
+ * string lives in that table, which lives in the fields table. */
+static void s_error_field(lua_State *L, log_field_t *x, const char *field) {
+    x->type = LOG_T_BYTES;
+    if (lua_getfield(L, -1, field) == LUA_TSTRING) x->s = lua_tolstring(L, -1, &x->len);
+    else { x->s = "?"; x->len = 1; }
+    lua_pop(L, 1);
+}
+
+/* core.log(level, msg [, fields]): one line of the host's log (log.h), if
+ * its level is shown. Fields: string keys, sorted; strings, numbers and
+ * booleans as they are; an error value (pseud.Error) as its class, plus a
+ * `message` field; other values by type name (no __tostring runs). */
+static int l_log(lua_State *L) {
+    static const char *const levels[] = { "error", "warn", "info", "debug", NULL };
+    host_t *h = HOST(L);
+    int level = luaL_checkoption(L, 1, NULL, levels) + 1;
+    const char *msg = luaL_checkstring(L, 2);
+    if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
+    if (!host_log_on(h, level)) return 0;
+    log_field_t f[LOG_MAX_FIELDS + 1];
+    int n = 0;
+    lua_settop(L, 3);
+    if (lua_istable(L, 3)) {
+        lua_pushnil(L);
+        while (n < LOG_MAX_FIELDS && lua_next(L, 3)) {
+            if (lua_type(L, -2) != LUA_TSTRING) { lua_pop(L, 1); continue; }
+            log_field_t *x = &f[n++];
+            memset(x, 0, sizeof *x);
+            /* keys and values stay in the table (argument 3, untouched) for
+             * the whole call: their strings stay alive */
+            x->key = lua_tostring(L, -2);
+            switch (lua_type(L, -1)) {
+            case LUA_TSTRING:
+                x->type = LOG_T_BYTES;
+                x->s = lua_tolstring(L, -1, &x->len);
+                break;
+            case LUA_TNUMBER:
+                if (lua_isinteger(L, -1)) { x->type = LOG_T_INT; x->i = lua_tointeger(L, -1); }
+                else { x->type = LOG_T_NUM; x->d = lua_tonumber(L, -1); }
+                break;
+            case LUA_TBOOLEAN:
+                x->type = LOG_T_STR;
+                x->s = lua_toboolean(L, -1) ? "true" : "false";
+                break;
+            case LUA_TTABLE:
+                if (dispatch_is_marked(L, -1, ERROR_MT) && n < LOG_MAX_FIELDS) {
+                    /* an error value: key=its class, message=its message (no traceback) */
+                    s_error_field(L, x, "name");
+                    x = &f[n++];
+                    memset(x, 0, sizeof *x);
+                    x->key = "message";
+                    s_error_field(L, x, "message");
+                    break;
+                }
+                /* fall through */
+            default:
+                x->type = LOG_T_STR;
+                x->s = luaL_typename(L, -1);
+                break;
+            }
+            lua_pop(L, 1);
+        }
+        qsort(f, (size_t)n, sizeof f[0], s_cmp_field);
+    }
+    memset(&f[n], 0, sizeof f[n]);
+    host_log(h, level, msg, f);
+    return 0;
+}
+
+/* core.log_level() -> 'quiet' | 'error' | 'warn' | 'info' | 'debug' */
+static int l_log_level(lua_State *L) {
+    lua_pushstring(L, log_level_name(host_log_level(HOST(L))));
+    return 1;
+}
+
 static int l_password_check_tostring(lua_State *L) {
     lua_pushliteral(L, "pseud.PasswordCheck");
     return 1;
@@ -195,6 +278,8 @@ static const luaL_Reg core_functions[] = {         /* this file's; the parts hav
     { "error", l_error },
     { "ext", l_ext },
     { "configure", l_configure },
+    { "log", l_log },
+    { "log_level", l_log_level },
     { NULL, NULL }
 };
 

@@ -33,11 +33,13 @@ static void s_usage(FILE *out) {
         "              is read from stdin, without echo on a terminal\n"
         "Run a Lua 5.4 script with the pseud RPC host (require 'pseud').\n"
         "  -e CODE     run CODE (may be given more than once)\n"
+        "  --log-level LEVEL  error, warn, info (default), debug or quiet (sets PSEUD_LOG)\n"
         "  -v, --version  print the version\n"
         "  -h, --help  print this help\n"
         "  --          stop handling options\n"
         "  -           run standard input\n"
-        "Environment: PSEUD_LOG=quiet silences the host's log lines (stderr).\n",
+        "Environment: PSEUD_LOG=LEVEL as --log-level; the host logs to stderr, one logfmt\n"
+        "line per event.\n",
         s_progname, s_progname, s_progname);
 }
 
@@ -111,6 +113,37 @@ static void s_setup_paths(lua_State *L) {
     lua_pop(L, 2);
 }
 
+/* The value of option `name` at argv[i] ("--name VALUE" or "--name=VALUE"),
+ * advancing *i past it; NULL when argv[i] is not that option. A missing
+ * value gives "". */
+static const char *s_option_value(int argc, char **argv, int *i, const char *name) {
+    size_t n = strlen(name);
+    if (strncmp(argv[*i], name, n) != 0) return NULL;
+    if (argv[*i][n] == '=') return argv[*i] + n + 1;
+    if (argv[*i][n] != '\0') return NULL;
+    if (*i + 1 >= argc) return "";
+    return argv[++*i];
+}
+
+/* --log-level, read before pseud.core starts the host: it sets PSEUD_LOG,
+ * which the host (and any pseud-lua the script starts) reads. 0, or -1
+ * after saying what is wrong. */
+static int s_log_level_option(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-e") == 0) { i++; continue; }
+        if (strcmp(argv[i], "--") == 0 || argv[i][0] != '-' || strcmp(argv[i], "-") == 0) break;
+        const char *v = s_option_value(argc, argv, &i, "--log-level");
+        if (!v) continue;
+        if (strcmp(v, "error") && strcmp(v, "warn") && strcmp(v, "info") && strcmp(v, "debug") &&
+            strcmp(v, "quiet")) {
+            fprintf(stderr, "%s: --log-level '%s': use error, warn, info, debug or quiet\n", s_progname, v);
+            return -1;
+        }
+        setenv("PSEUD_LOG", v, 1);
+    }
+    return 0;
+}
+
 /* arg: script at 0, its arguments from 1, the interpreter and options below */
 static void s_create_arg(lua_State *L, char **argv, int argc, int script) {
     lua_createtable(L, argc - script, script + 1);
@@ -133,6 +166,7 @@ static int s_pmain(lua_State *L) {
     int argc = a->argc, script = 0, i;
     char **argv = a->argv;
     luaL_checkversion(L);
+    if (s_log_level_option(argc, argv) < 0) { a->status = LUA_ERRRUN; return 0; }
     luaL_openlibs(L);
     s_setup_paths(L);
     /* pseud.core first, before any script line: it replaces debug.sethook
@@ -157,6 +191,7 @@ static int s_pmain(lua_State *L) {
     /* first pass: find the script */
     for (i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-e") == 0) { i++; continue; }
+        if (s_option_value(argc, argv, &i, "--log-level")) continue;
         if (strcmp(argv[i], "--") == 0) { script = i + 1 < argc ? i + 1 : 0; break; }
         if (argv[i][0] != '-' || strcmp(argv[i], "-") == 0) { script = i; break; }
     }
@@ -176,6 +211,8 @@ static int s_pmain(lua_State *L) {
         } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             s_usage(stdout);
             ran = 1;
+        } else if (s_option_value(argc, argv, &i, "--log-level")) {
+            continue;                             /* read before the host started */
         } else if (strcmp(argv[i], "--") == 0) {
             break;
         } else {

@@ -46,8 +46,6 @@ typedef struct lfuture {          /* userdata; uservalue 1: value, 2: waiting th
 typedef struct task task_t;
 typedef struct sched sched_t;
 
-/* Log levels (PSEUD_LOG=error|warn|info|quiet picks the least shown). */
-enum { PSEUD_LOG_ERROR = 1, PSEUD_LOG_WARN = 2, PSEUD_LOG_INFO = 3 };
 
 typedef struct task_limits {
     double time;                  /* wall-clock seconds from its start; 0: unlimited */
@@ -63,6 +61,7 @@ typedef struct task_work {
     size_t peer_len, user_len, name_len;
     uint64_t serial;              /* its sender's directory entry, for the budget */
     size_t charged;               /* the bytes its WORK holds against that budget */
+    double started;               /* loop_now() at its WORK, for the access line; 0: not kept */
 } task_work_t;
 
 struct task {

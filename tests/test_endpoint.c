@@ -64,7 +64,7 @@ typedef struct side {
     int *ref_replies, *ref_failed, nrefs;
     int bad_bodies;
     /* log lines */
-    char log[64][256];
+    char log[64][512];
     int nlog;
 } side_t;
 
@@ -136,10 +136,10 @@ static void s_on_call_failed(void *ctx, endpoint_t *ep, endpoint_call_t *call,
     if (s->ref_failed && call->ref >= 0 && call->ref < s->nrefs) s->ref_failed[call->ref]++;
 }
 
-static void s_log(void *ctx, const char *line)
+static void s_log(void *ctx, int level, const char *msg, const log_field_t *fields)
 {
     side_t *s = ctx;
-    if (s->nlog < 64) snprintf(s->log[s->nlog], sizeof s->log[0], "%s", line);
+    if (s->nlog < 64) log_format(s->log[s->nlog], sizeof s->log[0], level, msg, fields);
     s->nlog++;
 }
 
@@ -486,8 +486,8 @@ static void test_invalid_input(void *ctx)
                                __LINE__);
     }
     CHECK(f.server.works == 0, "an invalid WORK never reaches on_work");
-    CHECK(s_logged(&f.server, "refused message from peer 'raw': unsupported protocol version"
-                   " (6 frames), answered ProtocolError") == 1,
+    CHECK(s_logged(&f.server, "msg=\"refused a message: answered ProtocolError\" peer=raw "
+                   "reason=\"unsupported protocol version\" frames=6") == 1,
           "the server logs the refusal and its answer");
 
     /* Invalid messages typed OK, ERROR or HEARTBEAT, and one without a usable
@@ -522,7 +522,7 @@ static void test_invalid_input(void *ctx)
     }
     int refused = 0, answered = 0;
     for (int i = logged; i < f.server.nlog && i < 64; i++) {
-        refused += strstr(f.server.log[i], "refused message from peer 'raw'") != NULL;
+        refused += strstr(f.server.log[i], "msg=\"refused a message\" peer=raw") != NULL;
         answered += strstr(f.server.log[i], "answered ProtocolError") != NULL;
     }
     CHECK(refused == 7 && answered == 0,

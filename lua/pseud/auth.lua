@@ -14,9 +14,6 @@ local auth = {}
 local by_domain = {}             -- ZAP domain -> backend instance
 local next_domain = 0
 
-local function log(...)
-  io.stderr:write('pseud-lua: ', table.concat({ ... }), '\n')
-end
 
 local function zap_dispatch(req)
   local backend = by_domain[req.domain]
@@ -72,7 +69,9 @@ local function password_checker(opts, kind)
   if opts.credentials then
     return function(login, password)
       local ok, yes = core.hook_pcall(opts.credentials, login, password)
-      if not ok then log(kind, ': credentials function failed (refused): ', tostring(yes)) end
+      if not ok then
+        core.log('warn', 'credentials function failed (refused)', { backend = kind, error = yes })
+      end
       return ok and yes == true
     end
   end
@@ -144,7 +143,7 @@ backends.register_auth {
     if req.mechanism ~= 'CURVE' then return nil, 'CURVE required' end
     local ok, user = core.hook_pcall(self.allow, req.client_key)
     if not ok then
-      log('trusted_curve: allow function failed (refused): ', tostring(user))
+      core.log('warn', 'allow function failed (refused)', { backend = 'trusted_curve', error = user })
       return nil, 'refused'
     end
     if type(user) == 'string' and user ~= '' then return user end

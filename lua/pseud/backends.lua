@@ -70,9 +70,6 @@ function backends.instance(kind, name, rpc, rpc_kind)
   return setmetatable({ rpc = rpc, options = rpc.options }, { __index = t })
 end
 
-local function log(...)
-  io.stderr:write('pseud-lua: ', table.concat({ ... }), '\n')
-end
 
 --- Hand the heartbeat policy of instance `hb` to the host: its fields
 -- `interval` and `timeout` (seconds; 0 or nil: none) and its hooks. The host
@@ -87,7 +84,10 @@ function backends.start_heartbeat(hb, ep)
     local hook = hb[hooks[event]]
     if not hook then return end
     local ok, err = core.hook_pcall(hook, hb, user_id, routing_id)
-    if not ok then log(hooks[event], ' of heartbeat backend ', tostring(hb.name), ' failed: ', tostring(err)) end
+    if not ok then
+      core.log('warn', 'heartbeat backend hook failed', { hook = hooks[event], backend = tostring(hb.name),
+                                                          error = err })
+    end
   end, on_seen ~= nil)
 end
 
@@ -104,7 +104,10 @@ function backends.start_auth(a, ep, rpc_kind)
   if a.is_authenticated then
     gate = function(user_id, routing_id, logged_in)
       local ok, yes = core.hook_pcall(a.is_authenticated, a, user_id, routing_id, logged_in)
-      if not ok then log('is_authenticated of ', tostring(a.name), ' failed (refused): ', tostring(yes)) end
+      if not ok then
+        core.log('warn', 'auth backend hook failed (refused)', { hook = 'is_authenticated',
+                                                                backend = tostring(a.name), error = yes })
+      end
       return ok and yes and true or false
     end
   end
@@ -112,7 +115,8 @@ function backends.start_auth(a, ep, rpc_kind)
     hello = function(user_id, routing_id, login, password)
       local ok, yes, text, new_id = core.hook_pcall(a.handle_hello, a, user_id, routing_id, login, password)
       if not ok then
-        log('handle_hello of ', tostring(a.name), ' failed (refused): ', tostring(yes))
+        core.log('warn', 'auth backend hook failed (refused)', { hook = 'handle_hello', backend = tostring(a.name),
+                                                                  error = yes })
         return false, 'Authentication Required'
       end
       if getmetatable(yes) ~= core.password_check_mt then yes = yes and true or false end

@@ -20,6 +20,8 @@ local pseud = {
   configure = core.configure,
   now = core.now,
   caller = core.caller,
+  log = core.log,
+  log_level = core.log_level,
 }
 
 --- Mark `t` as keyword arguments: the last argument of a call.
@@ -244,7 +246,8 @@ function RPC:send_to(peer)
     if ok and type(rid) == 'string' and rid ~= '' then
       hint = { routing_id = rid }
     elseif not ok then
-      io.stderr:write('pseud-lua: get_routing_id failed (using the directory): ', tostring(rid), '\n')
+      core.log('warn', 'auth backend hook failed (using the directory)',
+               { hook = 'get_routing_id', error = rid })
     end
   end
   return setmetatable({}, { __index = function(_, key) return proxy(self, peer, hint, key) end })

@@ -71,9 +71,6 @@ function registry.register_predicate(domain, fn)
   predicates[domain] = fn
 end
 
-local function log(...)
-  io.stderr:write('pseud-lua: ', table.concat({ ... }), '\n')
-end
 
 --- Does the predicate of `domain` accept `ctx`? Domain 'default' always
 -- does; a domain without a predicate never does; a predicate that raises
@@ -84,7 +81,7 @@ local function accepts(domain, ctx)
   if not p then return false end
   local ok, yes = core.hook_pcall(p, ctx)       -- bounded by max_hook_time
   if not ok then
-    log('predicate for domain ', domain, ' failed (refused): ', tostring(yes))
+    core.log('warn', 'predicate failed (refused)', { domain = domain, error = yes })
     return false
   end
   return yes and true or false
@@ -101,7 +98,7 @@ function registry.resolver(auth)
     if backend and backend.get_predicate_arguments then
       local ok, extra = core.hook_pcall(backend.get_predicate_arguments, backend, user_id)
       if not ok then
-        log('get_predicate_arguments failed: ', tostring(extra))
+        core.log('warn', 'auth backend hook failed', { hook = 'get_predicate_arguments', error = extra })
       elseif type(extra) == 'table' then
         for k, v in pairs(extra) do ctx[k] = v end
       end
