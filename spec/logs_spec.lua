@@ -90,7 +90,7 @@ describe('logs', function()
     assert.same({ 'Hello Charly' }, run(endpoint, 'hello', 'alice', 'wonderland'))
     local out = process.run({ process.host(), CLIENT, endpoint, 'hello', 'alice', 'Guess-Pw-81x' },
       { name = 'logs-badlogin' })
-    assert.matches('UnauthorizedError', out)
+    assert.matches('^UnauthorizedError', out)
     server:stop()
     local log = server:log_text()
     assert.is_nil(log:find('wonderland', 1, true), log)

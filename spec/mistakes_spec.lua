@@ -222,3 +222,101 @@ describe('a call that ends without a reply', function()
                    err, 1, true)
   end)
 end)
+
+describe('a refused handshake', function()
+  after_each(function() process.stop_all() end)
+
+  -- A server refusing every PLAIN login but alice's, and every CURVE key.
+  local SERVER = [[
+    local pseud = require 'pseud'
+    local kind = arg[1]
+    local opts
+    if kind == 'plain' then
+      opts = { security_plugin = 'plain',
+               credentials = function(login, password) return login == 'alice' and password == 'pw' end }
+    else
+      local public, secret = pseud.curve_keypair()
+      opts = { security_plugin = 'trusted_curve', public_key = public, secret_key = secret,
+               allow = function() return nil end }
+      print('key ' .. public)
+    end
+    local server = pseud.Server('svc', opts)
+    server:register_rpc('hello', function() return 'hi' end)
+    print('ready ' .. assert(server:bind('tcp://127.0.0.1:*')))
+    io.stdout:flush()
+    server:start()]]
+
+  local function start(kind)
+    local server = process.start({ process.host(), '-e', SERVER, '-', kind }, { name = 'refusing-' .. kind })
+    local key = kind == 'curve' and server:wait_for('^key (%S+)', 1, 10) or nil
+    return server:wait_for('^ready (%S+)', 2, 10), key
+  end
+
+  it('is UnauthorizedError "handshake refused by server", long before the timeout (PLAIN)', function()
+    local endpoint = start('plain')
+    local out, ok, err = run(([[
+      local client = pseud.Client('svc', { security_plugin = 'plain', user_id = 'alice',
+                                           password = 'wrong', timeout = 30 })
+      assert(client:connect(%q))
+      local t0 = pseud.now()
+      local ok, e = pcall(function() return client.hello():get() end)
+      print(ok, e.name, pseud.now() - t0 < 10)
+      -- a call made after the refusal ends the same way
+      ok, e = pcall(function() return client.hello():get() end)
+      print(ok, e.name)
+      client.hello():get()]]):format(endpoint))
+    assert.is_false(ok)
+    assert.equal('false\tUnauthorizedError\ttrue\nfalse\tUnauthorizedError\n', out)
+    assert.matches("UnauthorizedError: handshake refused by server (ZAP status 400) (call 'hello' to 'svc' at "
+                   .. endpoint .. ')', err, 1, true)
+  end)
+
+  it('is UnauthorizedError for a CURVE key the server does not allow', function()
+    local endpoint, key = start('curve')
+    local out, ok = run(([[
+      local public, secret = pseud.curve_keypair()
+      local client = pseud.Client('svc', { security_plugin = 'trusted_curve', public_key = public,
+                                           secret_key = secret, peer_public_key = %q, timeout = 30 })
+      assert(client:connect(%q))
+      local ok, e = pcall(function() return client.hello():get() end)
+      print(ok, e.name, e.message)]]):format(key, endpoint))
+    assert.is_true(ok)
+    assert.matches('^false\tUnauthorizedError\thandshake refused by server', out)
+  end)
+
+  it('leaves a client that logs in right alone', function()
+    local endpoint = start('plain')
+    local out, ok = run(([[
+      local client = pseud.Client('svc', { security_plugin = 'plain', user_id = 'alice', password = 'pw' })
+      assert(client:connect(%q))
+      print(client.hello():get())]]):format(endpoint))
+    assert.is_true(ok)
+    assert.equal('hi\n', out)
+  end)
+end)
+
+describe("an error the library raises", function()
+  it("points at the user's line, and pseud-lua prints a traceback for an uncaught one", function()
+    local dir = process.tmpdir()
+    local path = dir .. '/where.lua'
+    local f = assert(io.open(path, 'w'))
+    f:write([[
+local pseud = require 'pseud'
+local client = pseud.Client('svc', { timeout = 0.2 })
+assert(client:connect('tcp://127.0.0.1:9'))
+local ok, e = pcall(function() return client.hello():get() end)
+print(ok, e.where, e.name)
+local ok2, e2 = pcall(pseud.Server, 'x', { timout = 1 })
+print(ok2, e2.where, e2.name)
+pseud.Client('x', { identiy = 'me' })
+]])
+    f:close()
+    local out, ok, _, log = process.run({ process.host(), path })
+    assert.is_false(ok)
+    assert.equal(('false\t%s:4\tTimeoutError\nfalse\t%s:6\tValueError\n'):format(path, path), out)
+    local err = io.open(log):read('a')
+    assert.matches(path .. ":8: ValueError: unknown option 'identiy'", err, 1, true)
+    assert.matches('stack traceback:', err, 1, true)
+    assert.matches(path .. ':8: in main chunk', err, 1, true)
+  end)
+end)

@@ -205,6 +205,8 @@ endpoint_call_t *endpoint_send_work(endpoint_t *ep, const char *peer, size_t pee
     frame_new_uuid(c->uuid);
     c->ref = ref;
     c->deadline = loop_now() + timeout;
+    if (ep->nrefused && endpoint_all_refused(ep) && (!p || p->closed))
+        endpoint_arm_refusal(ep);                /* it cannot be answered: say so, soon */
     if (endpoint_out_send(ep, p, c, peer, peer_len, c->user, c->user_len, c->uuid, FRAME_UUID_SIZE,
                           FRAME_WORK, body, body_len) < 0) {
         int e = errno;
@@ -636,6 +638,7 @@ int endpoint_set_login(endpoint_t *ep, const char *login, size_t login_len,
 }
 
 static void s_free(endpoint_t *ep) {
+    endpoint_connects_free(ep);
     free(ep->hello_body);
     free(ep->hello_peer);
     free(ep->closed_fds);
@@ -656,6 +659,8 @@ void endpoint_destroy(endpoint_t **p) {
     ep->closing = 1;
     loop_cancel_timer(ep->loop, ep->expiry);
     ep->expiry = NULL;
+    loop_cancel_timer(ep->loop, ep->refuse);
+    ep->refuse = NULL;
     endpoint_heartbeat_stop(ep);
     loop_remove_socket(ep->loop, ep->socket);
     if (ep->monitor) loop_remove_socket(ep->loop, ep->monitor);
@@ -677,5 +682,6 @@ int endpoint_bind(endpoint_t *ep, const char *address, char *actual, size_t actu
 
 int endpoint_connect(endpoint_t *ep, const char *address) {
     loop_touch(ep->loop, ep->socket);            /* connecting reads the socket's commands */
-    return zmq_connect(ep->socket, address);
+    if (zmq_connect(ep->socket, address) < 0) return -1;
+    return endpoint_note_connect(ep, address);
 }

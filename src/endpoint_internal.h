@@ -57,6 +57,10 @@ struct endpoint {
     char *hello_peer;                /* the server our HELLO went to (routing id = user id) */
     size_t hello_peer_len;
     void *monitor;                   /* PAIR: the socket's connection events */
+    struct endpoint_connect *connects;  /* addresses it connected to, for handshake refusals */
+    int nconnects, nrefused;         /* how many; how many refused, none succeeded since */
+    int connects_untracked;          /* more than ENDPOINT_MAX_CONNECTS: refusals not judged */
+    loop_timer_t *refuse;            /* ends calls once every handshake was refused, or NULL */
     uint8_t *closed_fds;             /* bit per fd: closed, not accepted again yet */
     size_t closed_fds_size;          /* bytes at closed_fds */
     int strict;                      /* identities are authenticated: check before replying */
@@ -114,6 +118,19 @@ void endpoint_out_adopt(endpoint_t *ep, peer_t *p);
 void endpoint_out_clear(endpoint_t *ep);
 
 /* endpoint_peers.c */
+#define ENDPOINT_MAX_CONNECTS 64
+typedef struct endpoint_connect {
+    char *address;                   /* as given to zmq_connect: libzmq's events name it so */
+    unsigned refused;                /* ZAP status of its last refused handshake; 0: none */
+} endpoint_connect_t;
+/* Remember an address connected to; 0, or -1 (ENOMEM). */
+int endpoint_note_connect(endpoint_t *ep, const char *address);
+/* Every address connected to refused our handshake (and none succeeded
+ * since): a call to a peer with no connection cannot be answered. */
+int endpoint_all_refused(const endpoint_t *ep);
+/* End such calls soon (from the loop, not inside the caller). */
+void endpoint_arm_refusal(endpoint_t *ep);
+void endpoint_connects_free(endpoint_t *ep);
 int endpoint_monitor_start(endpoint_t *ep, void *zmq_context);
 void endpoint_monitor_stop(endpoint_t *ep);
 void endpoint_drain_monitor(endpoint_t *ep);

@@ -36,6 +36,86 @@ static void s_mark_fd(endpoint_t *ep, int fd, int closed) {
     else ep->closed_fds[byte] &= (uint8_t)~(1u << (fd % 8));
 }
 
+/* --- handshakes we started --- */
+
+int endpoint_note_connect(endpoint_t *ep, const char *address) {
+    for (int i = 0; i < ep->nconnects; i++)
+        if (strcmp(ep->connects[i].address, address) == 0) return 0;
+    if (ep->nconnects >= ENDPOINT_MAX_CONNECTS) { ep->connects_untracked = 1; return 0; }
+    if (!ep->connects) {
+        ep->connects = calloc(ENDPOINT_MAX_CONNECTS, sizeof *ep->connects);
+        if (!ep->connects) return -1;
+    }
+    char *copy = strdup(address);
+    if (!copy) return -1;
+    ep->connects[ep->nconnects].address = copy;
+    ep->connects[ep->nconnects++].refused = 0;
+    return 0;
+}
+
+void endpoint_connects_free(endpoint_t *ep) {
+    for (int i = 0; i < ep->nconnects; i++) free(ep->connects[i].address);
+    free(ep->connects);
+    ep->connects = NULL;
+    ep->nconnects = ep->nrefused = 0;
+    loop_cancel_timer(ep->loop, ep->refuse);
+    ep->refuse = NULL;
+}
+
+int endpoint_all_refused(const endpoint_t *ep) {
+    return ep->nconnects > 0 && ep->nrefused == ep->nconnects && !ep->connects_untracked;
+}
+
+static endpoint_connect_t *s_connect_of(endpoint_t *ep, const char *address) {
+    for (int i = 0; i < ep->nconnects; i++)
+        if (strcmp(ep->connects[i].address, address) == 0) return &ep->connects[i];
+    return NULL;
+}
+
+/* Every handshake we started was refused: calls to peers we have no
+ * connection to end with UnauthorizedError now rather than by their
+ * timeout. One at a time from the head: callbacks may end calls. */
+static void s_end_refused(loop_t *loop, loop_timer_t *t, void *arg) {
+    (void)loop; (void)t;
+    endpoint_t *ep = arg;
+    ep->refuse = NULL;
+    if (!endpoint_all_refused(ep)) return;
+    unsigned status = ep->connects[0].refused;
+    char msg[160];
+    snprintf(msg, sizeof msg, "handshake refused by server (ZAP status %u)%s", status,
+             ep->nconnects > 1 ? " at every address connected to" : "");
+    endpoint_enter(ep);
+    size_t budget = ep->ncalls;                  /* calls made by the callbacks wait */
+    endpoint_call_t *c = ep->first;
+    while (c && budget > 0 && !ep->closing) {
+        peer_t *p = peers_find(ep->peers, c->peer, c->peer_len);
+        if (p && !p->closed) { c = c->next; continue; }
+        budget--;
+        if (endpoint_fail_call(ep, c, "UnauthorizedError", msg)) break;
+        c = ep->first;                           /* callbacks may have ended others */
+    }
+    endpoint_leave(ep);
+}
+
+void endpoint_arm_refusal(endpoint_t *ep) {
+    if (!ep->refuse && !ep->closing) ep->refuse = loop_add_timer(ep->loop, 0, s_end_refused, ep);
+}
+
+static void s_on_handshake(endpoint_t *ep, uint16_t event, uint32_t status, const char *address) {
+    endpoint_connect_t *c = s_connect_of(ep, address);
+    if (!c) return;                              /* a peer's handshake with us: ZAP logs those */
+    if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+        if (c->refused) ep->nrefused--;
+        c->refused = 0;
+        return;
+    }
+    if (!c->refused) ep->nrefused++;
+    c->refused = status ? status : 1;
+    ENDPOINT_REFUSAL(ep, "our handshake was refused", LOG_STR("address", address),
+                     LOG_INT("zap_status", status));
+    if (endpoint_all_refused(ep) && ep->ncalls) endpoint_arm_refusal(ep);
+}
+
 /* Read the monitor's events. A connection that closed (DISCONNECTED, with
  * its fd) marks the entries heard on it closed: nothing bound to them goes
  * to their routing id again, so whoever takes it over later gets nothing
@@ -57,9 +137,15 @@ void endpoint_drain_monitor(endpoint_t *ep) {
         }
         int more = zmq_msg_more(&ev);
         zmq_msg_close(&ev);
-        while (more) {                           /* the endpoint address: not needed */
+        char address[256] = "";
+        while (more) {                           /* the endpoint address: for handshakes */
             zmq_msg_init(&addr);
             if (zmq_msg_recv(&addr, ep->monitor, 0) < 0) { zmq_msg_close(&addr); break; }
+            if (!address[0]) {
+                size_t n = zmq_msg_size(&addr) < sizeof address - 1 ? zmq_msg_size(&addr) : sizeof address - 1;
+                memcpy(address, zmq_msg_data(&addr), n);
+                address[n] = '\0';
+            }
             more = zmq_msg_more(&addr);
             zmq_msg_close(&addr);
         }
@@ -70,6 +156,8 @@ void endpoint_drain_monitor(endpoint_t *ep) {
             while ((p = peers_find_fd(ep->peers, (int)value)) && endpoint_forget_closed(ep, p)) {}
         } else if (event == ZMQ_EVENT_ACCEPTED || event == ZMQ_EVENT_CONNECTED) {
             s_mark_fd(ep, (int)value, 0);
+        } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH || event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+            s_on_handshake(ep, event, value, address);
         }
     }
 }
@@ -100,7 +188,8 @@ int endpoint_monitor_start(endpoint_t *ep, void *zmq_context) {
     for (int i = 0; i < FRAME_UUID_SIZE; i++)
         snprintf(address + 23 + 2 * i, 3, "%02x", id[i]);
     if (zmq_socket_monitor(ep->socket, address, ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_ACCEPTED |
-                           ZMQ_EVENT_CONNECTED) < 0)
+                           ZMQ_EVENT_CONNECTED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                           ZMQ_EVENT_HANDSHAKE_SUCCEEDED) < 0)
         return -1;
     ep->monitor = zmq_socket(zmq_context, ZMQ_PAIR);
     int zero = 0;

@@ -50,8 +50,33 @@ lfuture_t *lpseud_new_future(lua_State *L) {
     return fu;
 }
 
+/* Is `src` (a chunk's source) one of pseud's own modules (.../pseud/NAME.lua)? */
+static int s_is_pseud_source(const char *src) {
+    const char *slash = strrchr(src, '/');
+    if (!slash || slash - src < 6 || strncmp(slash - 6, "/pseud", 6) != 0) return 0;
+    size_t n = strlen(slash + 1);
+    return n > 4 && strcmp(slash + 1 + n - 4, ".lua") == 0;
+}
+
+/* Give the error value at `idx` a `where` field, "file:line" of the first
+ * Lua function on the stack outside pseud's modules: the user's line that
+ * called into the library. Kept when it has one already. */
+static void s_set_where(lua_State *L, int idx) {
+    idx = lua_absindex(L, idx);
+    if (!lua_istable(L, idx) || lua_getfield(L, idx, "where") != LUA_TNIL) { lua_pop(L, 1); return; }
+    lua_pop(L, 1);
+    lua_Debug ar;
+    for (int level = 1; level < 64 && lua_getstack(L, level, &ar); level++) {
+        if (!lua_getinfo(L, "Sl", &ar) || ar.currentline <= 0 || s_is_pseud_source(ar.source)) continue;
+        lua_pushfstring(L, "%s:%d", ar.short_src, ar.currentline);
+        lua_setfield(L, idx, "where");
+        return;
+    }
+}
+
 int lpseud_raise_error(lua_State *L, const char *name, const char *message) {
     task_push_error(L, name, message, "");
+    s_set_where(L, -1);
     return lua_error(L);
 }
 
@@ -60,7 +85,10 @@ int lpseud_raise_error(lua_State *L, const char *name, const char *message) {
 static int s_future_result(lua_State *L, int f) {
     lfuture_t *fu = lua_touserdata(L, f);
     lua_getiuservalue(L, f, 1);
-    if (fu->state == FUTURE_FAILED) return lua_error(L);
+    if (fu->state == FUTURE_FAILED) {
+        s_set_where(L, -1);                       /* the line that waited for it */
+        return lua_error(L);
+    }
     return 1;
 }
 
@@ -103,6 +131,7 @@ static int l_error(lua_State *L) {
     const char *name = luaL_checkstring(L, 1);
     const char *message = luaL_optstring(L, 2, "");
     task_push_error(L, name, message, luaL_optstring(L, 3, ""));
+    s_set_where(L, -1);
     return 1;
 }
 
@@ -111,9 +140,12 @@ static int l_error_tostring(lua_State *L) {
     lua_getfield(L, 1, "name");
     lua_getfield(L, 1, "message");
     lua_getfield(L, 1, "traceback");
-    const char *tb = lua_tostring(L, 4);
-    if (tb && tb[0]) lua_pushfstring(L, "%s: %s\n%s", lua_tostring(L, 2), lua_tostring(L, 3), tb);
-    else lua_pushfstring(L, "%s: %s", lua_tostring(L, 2), lua_tostring(L, 3));
+    lua_getfield(L, 1, "where");
+    const char *tb = lua_tostring(L, 4), *where = lua_tostring(L, 5);
+    if (where) lua_pushfstring(L, "%s: ", where);
+    else lua_pushliteral(L, "");
+    if (tb && tb[0]) lua_pushfstring(L, "%s%s: %s\n%s", lua_tostring(L, 6), lua_tostring(L, 2), lua_tostring(L, 3), tb);
+    else lua_pushfstring(L, "%s%s: %s", lua_tostring(L, 6), lua_tostring(L, 2), lua_tostring(L, 3));
     return 1;
 }
 

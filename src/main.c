@@ -43,13 +43,14 @@ static void s_usage(FILE *out) {
         s_progname, s_progname, s_progname);
 }
 
-/* Message handler: a traceback for strings; error values keep their
- * __tostring (pseud.Error shows name, message and remote traceback). */
+/* Message handler: a traceback for strings and for error values, these
+ * shown by their __tostring (pseud.Error: where, name, message, and a
+ * remote peer's traceback): the user's line is in the traceback. */
 static int s_msghandler(lua_State *L) {
     const char *msg = lua_tostring(L, 1);
     if (msg == NULL) {
-        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
-        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) msg = lua_tostring(L, -1);
+        else msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
     }
     luaL_traceback(L, L, msg, 1);
     return 1;
