@@ -62,8 +62,9 @@ describe('authentication', function()
     end)
 
     it('keeps the wrong password out: no handler runs', function()
-      assert.equal('TimeoutError', run(client(endpoint, 'plain', { 'alice', 'guess' }, 'whoami')))
-      assert.equal('TimeoutError', run(client(endpoint, 'plain', { 'nobody', 'x' }, 'whoami')))
+      -- refused by ZAP: the client is told at once (handshake refused by server)
+      assert.equal('UnauthorizedError', run(client(endpoint, 'plain', { 'alice', 'guess' }, 'whoami')))
+      assert.equal('UnauthorizedError', run(client(endpoint, 'plain', { 'nobody', 'x' }, 'whoami')))
       server:stop()
       assert.same({}, handled(server))
       local refused = false
@@ -196,8 +197,9 @@ describe('authentication', function()
     end)
 
     it('keeps an unlisted key and a wrong server key out: no handler runs', function()
-      assert.equal('TimeoutError', run(client(endpoint, 'trusted_curve',
+      assert.equal('UnauthorizedError', run(client(endpoint, 'trusted_curve',
         { dir .. '/mallory.key', dir .. '/server.key' }, 'whoami')))
+      -- a wrong server key: the handshake cannot even be read, no ZAP status comes back
       assert.equal('TimeoutError', run(client(endpoint, 'trusted_curve',
         { dir .. '/alice.key', dir .. '/other-server.key' }, 'whoami')))
       server:stop()

@@ -33,7 +33,7 @@ describe('backend hooks past max_hook_time', function()
   end)
 
   it('a spinning zap hook refuses the handshake (ZAP 500)', function()
-    assert.same({ 'zapspin\tTimeoutError\ttrue' }, run('zapspin'))
+    assert.same({ 'zapspin\tUnauthorizedError\ttrue' }, run('zapspin'))
     server:stop()
     logfmt.expect(server:log_text(), { msg = 'ZAP handler failed (refused, 500)', error = 'TimeoutError',
       message = 'the hook ran past max_hook_time' })

@@ -31,7 +31,7 @@ describe('routing by domain and predicate', function()
 
   it('treats a raising predicate as a refusal and logs it', function()
     assert.equal('default', lines['user guarded'])
-    assert.matches('predicate for domain broken failed %(refused%)', log)
+    assert.matches('msg="predicate failed (refused)" domain=broken error=LuaError', log, 1, true)
   end)
 
   it('answers ServiceNotFoundError when no domain accepts', function()

@@ -61,7 +61,10 @@ function cases.traceback()
   out(e.name)
   out(e.message)
   out(e.traceback:find('stack traceback', 1, true) and 'has stack traceback' or e.traceback)
-  out(tostring(e):find('LuaError: ', 1, true) == 1 and 'tostring ok' or tostring(e))
+  -- where (the line that waited), then class and message, then the remote traceback
+  local shown = tostring(e)
+  out(shown:find('^spec/clients/cases%.lua:%d+: LuaError: ') and shown:find('stack traceback', 1, true)
+      and 'tostring ok' or shown)
 end
 
 --- True once this process's stderr log ($PSEUD_SPEC_LOG, set by
@@ -85,7 +88,7 @@ function cases.timeout()
   -- wait (bounded) for the late reply to arrive and be dropped, not
   -- delivered: the host logs it; pseud.sleep runs the loop that reads it
   local deadline = pseud.now() + 10
-  while not logged('dropped OK from peer .* for no pending call') do
+  while not logged('msg="dropped a reply for no pending call %(late or forged%)" type=OK') do
     if pseud.now() > deadline then out('late reply not dropped within 10 s') break end
     pseud.sleep(0.02)
   end
