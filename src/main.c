@@ -192,6 +192,7 @@ static int s_pmain(lua_State *L) {
             int n = argc - script - 1;
             luaL_checkstack(L, n + 3, "too many arguments to script");
             for (int j = 1; j <= n; j++) lua_pushstring(L, argv[script + j]);
+            if (fname) lpseud_set_script(L, fname, n, argv + script + 1);   /* for a reload */
             st = s_docall(L, n, 0);
         }
         a->status = s_report(L, st);

@@ -63,6 +63,14 @@ end
 
 local predicates = {}
 
+--- Make `t` the table of predicates (domain -> fn) and return the one it
+-- replaces: a reload registers into a fresh one and keeps the one that wins.
+function registry.swap_predicates(t)
+  local old = predicates
+  predicates = t
+  return old
+end
+
 --- pseud.register_predicate(domain, fn(ctx) -> boolean)
 function registry.register_predicate(domain, fn)
   if type(domain) ~= 'string' or not is_callable(fn) then
@@ -115,7 +123,15 @@ function registry.resolver(auth)
   end
 end
 
---- The process-wide registry, shared with the host.
+--- The process-wide registry, shared with the host. A reload replaces it
+-- (and tells the host: core.set_global_callables).
 registry.global = registry.new('global', core.global_callables)
+
+--- How many names `reg` holds (a route list counts once).
+function registry.count(reg)
+  local n = 0
+  for _ in pairs(reg.entries) do n = n + 1 end
+  return n
+end
 
 return registry
