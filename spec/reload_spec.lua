@@ -133,6 +133,26 @@ describe('hot reload', function()
       calls(endpoint, 'version', 'only_v0'))
   end)
 
+  it('keeps the sockets and options there are and says what needs a restart', function()
+    local server, endpoint, dir, script = start_server()
+    write(dir .. '/version.txt', 'v1\n')
+    write(dir .. '/timeout.txt', '3\n')
+    write(dir .. '/bind.txt', 'v1\n')
+    server:kill('HUP')
+    server:wait_for("warn: option 'timeout' of server 'service' changed: kept as it was, restart to apply$", 50, 10)
+    server:wait_for("warn: bind 'inproc://reload%-spec%-new' of server 'service' not done during a reload: "
+      .. 'restart to add an address$', 50, 10)
+    server:wait_for('info: reloaded %S+: 7 names$', 50, 10)
+    assert.same({ 'version\tok\tv1' }, calls(endpoint, 'version'))
+    -- a server or client the first run did not make fails the reload
+    write(dir .. '/version.txt', 'v2\n')
+    write(dir .. '/client.txt', 'v2\n')
+    local line = hup(server, 'warn: (reload of .*)$')
+    assert.matches("RuntimeError: client 'other' is new: a reload keeps the servers and clients the "
+      .. 'script made first; restart to add one %(at ' .. script:gsub('%p', '%%%0') .. ':%d+%)$', line)
+    assert.same({ 'version\tok\tv1' }, calls(endpoint, 'version'))
+  end)
+
   it('stops a reload that runs past max_reload_time and keeps serving', function()
     local server, endpoint, dir, script = start_server()
     write(dir .. '/version.txt', 'v1\n')

@@ -4,7 +4,9 @@ spec runs a copy of it (DIR/server.lua), so that it can break the copy.
 Reads DIR/version.txt at its top level: every handler answers that
 version, so a call tells which run of the script registered it. Files in
 DIR steer a run: fail.txt / spin.txt holding this version make that run
-raise halfway through its registrations / loop forever there.
+raise halfway through its registrations / loop forever there; bind.txt /
+client.txt make it bind a new address / make a new client; timeout.txt
+is the server's timeout option.
 Prints `ready <endpoint>` on the first run only (pseud.reloading()).
 ]]
 local pseud = require 'pseud'
@@ -21,8 +23,10 @@ end
 local version = assert(read('version.txt'))
 pseud.configure { max_reload_time = 0.5 }
 
-local server = pseud.Server('service', { stop_timeout = 1 })
+local server = pseud.Server('service', { stop_timeout = 1, timeout = tonumber(read('timeout.txt') or 10) })
 local endpoint = assert(server:bind(arg[2] or 'tcp://127.0.0.1:*'))
+if read('bind.txt') == version then server:bind('inproc://reload-spec-new') end   -- not done on a reload
+if read('client.txt') == version then pseud.Client('other') end                    -- fails a reload
 
 server:register_rpc('version', function() return version end)
 pseud.register_rpc('global_version', function() return 'global ' .. version end)
