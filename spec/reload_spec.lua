@@ -60,7 +60,7 @@ describe('hot reload', function()
       write(dir .. '/version.txt', 'v' .. i .. '\n')
       local path, names = hup(server, 'info: reloaded (%S+): (%d+) names$')
       assert.equal(script, path)
-      assert.equal('7', names)                 -- 6 of the server's, 1 global
+      assert.equal('8', names)                 -- 7 of the server's, 1 global
       assert.equal('v' .. i, load:wait_for('^seen (%S+)$', 5, 10))
     end
     write(dir .. '/stop', '')
@@ -142,7 +142,7 @@ describe('hot reload', function()
     server:wait_for("warn: option 'timeout' of server 'service' changed: kept as it was, restart to apply$", 50, 10)
     server:wait_for("warn: bind 'inproc://reload%-spec%-new' of server 'service' not done during a reload: "
       .. 'restart to add an address$', 50, 10)
-    server:wait_for('info: reloaded %S+: 7 names$', 50, 10)
+    server:wait_for('info: reloaded %S+: 8 names$', 50, 10)
     assert.same({ 'version\tok\tv1' }, calls(endpoint, 'version'))
     -- a server or client the first run did not make fails the reload
     write(dir .. '/version.txt', 'v2\n')
@@ -151,6 +151,27 @@ describe('hot reload', function()
     assert.matches("RuntimeError: client 'other' is new: a reload keeps the servers and clients the "
       .. 'script made first; restart to add one %(at ' .. script:gsub('%p', '%%%0') .. ':%d+%)$', line)
     assert.same({ 'version\tok\tv1' }, calls(endpoint, 'version'))
+  end)
+
+  it('refuses a registration into a registry the host still looks names up in', function()
+    local server, endpoint, dir, script = start_server()
+    write(dir .. '/version.txt', 'v1\n')
+    write(dir .. '/shared.txt', 'v1\n')
+    local line = hup(server, 'warn: (reload of .*)$')
+    assert.matches("RuntimeError: register_rpc into registry 'global' during a reload: it is in use; .* %(at "
+      .. script:gsub('%p', '%%%0') .. ':%d+%)$', line)
+    assert.same({ 'sneaky\tServiceNotFoundError\tsneaky', 'version\tok\tv0' }, calls(endpoint, 'sneaky', 'version'))
+  end)
+
+  it('leaves no reference behind after 20 reloads', function()
+    local _, endpoint = start_server()
+    local before = calls(endpoint, 'refs')
+    local args = {}
+    for i = 1, 20 do args[i] = 'reload' end
+    for _, line in ipairs(calls(endpoint, table.unpack(args))) do
+      assert.equal('reload\tok\ttrue,nil', line)
+    end
+    assert.same(before, calls(endpoint, 'refs'))
   end)
 
   it('stops a reload that runs past max_reload_time and keeps serving', function()

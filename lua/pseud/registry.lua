@@ -30,6 +30,7 @@ end
 --- Register `fn` under the dotted `name`; `opts.domain` defaults to 'default'.
 -- Registering the same name and domain again replaces the callable.
 function Registry:register(name, fn, opts)
+  if registry.guard then registry.guard(self) end      -- a reload runs (pseud.reload)
   if type(name) ~= 'string' or name == '' then
     error(core.error('TypeError', 'register_rpc: name must be a non-empty string'), 3)
   end

@@ -90,6 +90,10 @@ function reload.claim(kind, name, opts)
         :format(tostring(k), kind, name)
     end
   end
+  if opts.registry and run.live[opts.registry] then
+    error(core.error('RuntimeError', ("%s '%s': its registry option is a registry in use; a reload "
+      .. 'needs a new one (pseud.create_local_registry at the top level)'):format(kind, name)), 4)
+  end
   if run.old[rpc] == nil then run.old[rpc] = rpc.registry end
   rpc.registry = opts.registry or registry.new(name)
   return rpc
@@ -142,6 +146,15 @@ local function describe(e, co, path)
   return text
 end
 
+-- Registry:register during a reload: never into a registry in use.
+local function guard(reg)
+  if run.live[reg] then
+    error(core.error('RuntimeError', ("register_rpc into registry '%s' during a reload: it is in use; "
+      .. 'a reload registers into new registries only (one kept in a module outlives the run)')
+      :format(tostring(reg.name))), 4)
+  end
+end
+
 -- Run the chunk in run.co, bounded. Returns nil on success, else why not.
 local function execute(script)
   local ok, resumed, value = core.bounded_pcall(reload.max_time, coroutine.resume, run.co,
@@ -192,10 +205,16 @@ function reload.run()
   if not chunk then
     return false, ('reload of %s failed, kept the old registries: %s'):format(path, err)
   end
-  run = { co = coroutine.create(chunk), seen = {}, old = {}, notes = {},
+  run = { co = coroutine.create(chunk), seen = {}, old = {}, notes = {}, live = {},
           global = registry.global, predicates = registry.swap_predicates({}) }
+  -- the registries the host looks names up in now: a registration into
+  -- one of them would be seen at once, and kept by a run that fails
+  run.live[registry.global] = true
+  for _, e in ipairs(made) do run.live[e.rpc.registry] = true end
+  registry.guard = guard
   registry.global = registry.new('global')
   local done, why = pcall(execute, script)       -- our own code failing still rolls back
+  registry.guard = nil
   if done and why == nil then
     for _, e in ipairs(made) do
       if run.old[e.rpc] == nil then

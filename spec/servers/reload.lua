@@ -5,8 +5,9 @@ Reads DIR/version.txt at its top level: every handler answers that
 version, so a call tells which run of the script registered it. Files in
 DIR steer a run: fail.txt / spin.txt holding this version make that run
 raise halfway through its registrations / loop forever there; bind.txt /
-client.txt make it bind a new address / make a new client; timeout.txt
-is the server's timeout option.
+client.txt make it bind a new address / make a new client; shared.txt
+makes it register into the first run's global registry; timeout.txt is
+the server's timeout option.
 Prints `ready <endpoint>` on the first run only (pseud.reloading()).
 ]]
 local pseud = require 'pseud'
@@ -46,6 +47,17 @@ server:register_rpc('reload', function()
 end)
 pseud.register_predicate('vip', function(ctx) return ctx.args[1] == version end)
 server:register_rpc('vip', function() return 'vip ' .. version end, { domain = 'vip' })
+
+-- the global registry of the first run, kept across runs: a reload must
+-- refuse to register into it (the host looks names up there until the swap)
+rawset(_G, 'first_global', rawget(_G, 'first_global') or require('pseud.registry').global)
+if read('shared.txt') == version then
+  pseud.register_rpc('sneaky', function() return version end, { registry = rawget(_G, 'first_global') })
+end
+server:register_rpc('refs', function()
+  collectgarbage()
+  return require('pseud.core').counts().registry
+end)
 
 if read('fail.txt') == version then error('failing on purpose in ' .. version) end
 if read('spin.txt') == version then
