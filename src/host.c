@@ -44,7 +44,6 @@ int host_running(host_t *h) { return h->running; }
 void host_set_lua_sethook(host_t *h, lua_CFunction fn) { h->lua_sethook = fn; }
 lua_CFunction host_lua_sethook(host_t *h) { return h->lua_sethook; }
 void host_stop(host_t *h) { h->stopping = 1; }
-int host_reloading(host_t *h) { return h->reloading; }
 lua_State *host_thread(host_t *h) { return h->Lrun ? h->Lrun : h->L; }
 
 /* --- log --- */

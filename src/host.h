@@ -90,8 +90,6 @@ void host_set_reloader(host_t *h, lua_State *L);
  * reason it cannot be asked now (not serving, a reload is running), with
  * nothing kept. May raise (memory). */
 const char *host_ask_reload(host_t *h, lua_State *L);
-/* Is the reloader running (the script's top level re-runs)? */
-int host_reloading(host_t *h);
 
 /* Let what scripts sent leave: run the loop until no endpoint holds a
  * message waiting for its peer, or `seconds` pass. With `warn`, first log

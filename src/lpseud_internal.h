@@ -9,8 +9,8 @@
  *   lpseud_endpoint.c  pseud.Endpoint
  *   lpseud_task.c      tasks seen from Lua (sleep, spawn, counts, flush,
  *                      hook_pcall, bounded_pcall), the reload's functions
- *                      (script, set_reloader, reload, reloading,
- *                      set_global_callables, log) and the sealed coroutine.resume/wrap/
+ *                      (script, set_reloader, reload, set_global_callables,
+ *                      log) and the sealed coroutine.resume/wrap/
  *                      close, xpcall and debug.sethook
  *   lpseud_keys.c      ZAP handler, CURVE keys, password hashes and checks,
  *                      key and credential files, the password prompt
@@ -44,8 +44,7 @@ extern const luaL_Reg lpseud_endpoint_meta[];
 extern const luaL_Reg lpseud_endpoint_functions[];
 
 /* lpseud_task.c: core.sleep, spawn, now, caller, counts, flush, hook_pcall,
- * bounded_pcall, script, set_reloader, reload, reloading,
- * set_global_callables, log. */
+ * bounded_pcall, script, set_reloader, reload, set_global_callables, log. */
 extern const luaL_Reg lpseud_task_functions[];
 /* Put pseud's coroutine.resume, wrap and close, xpcall and debug.sethook in
  * the loaded libraries; `host` is the stack index of the host userdata. */

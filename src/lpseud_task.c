@@ -366,12 +366,6 @@ static int l_reload(lua_State *L) {
     return 2;
 }
 
-/* core.reloading() -> boolean: the script's top level is being re-run */
-static int l_reloading(lua_State *L) {
-    lua_pushboolean(L, host_reloading(HOST(L)));
-    return 1;
-}
-
 /* core.set_global_callables(t): pseud.register_rpc's names, as the host
  * looks them up, are t's from now on (the end of a reload) */
 static int l_set_global_callables(lua_State *L) {
@@ -422,7 +416,6 @@ const luaL_Reg lpseud_task_functions[] = {
     { "script", l_script },
     { "set_reloader", l_set_reloader },
     { "reload", l_reload },
-    { "reloading", l_reloading },
     { "set_global_callables", l_set_global_callables },
     { "log", l_log },
     { NULL, NULL }

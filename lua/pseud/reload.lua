@@ -196,6 +196,11 @@ end
 
 --- The reloader the host runs: -> true, line to log | false, line to log.
 function reload.run()
+  if run then                  -- a run this function could not finish (out of memory)
+    registry.guard = nil
+    rollback()
+    run = nil
+  end
   local script = core.script()
   if not script then
     return false, 'reload asked: no script file to run again (pseud-lua ran -e code or stdin)'
