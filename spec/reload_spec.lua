@@ -81,10 +81,10 @@ describe('hot reload', function()
   it('lets a handler running during the reload finish on the old code; a call after it gets the new', function()
     local server, endpoint, dir = start_server()
     -- a Lua caller and a Python one, each with a call asleep in the old code
-    local lua_slow = process.start({ process.host(), CLIENT, endpoint, 'calls', 'slow=1.5' }, { name = 'slow-lua' })
+    local lua_slow = process.start({ process.host(), CLIENT, endpoint, 'calls', 'slow=3' }, { name = 'slow-lua' })
     assert.equal('v0', server:wait_for('^slow (%S+)$', 10, 10))
     local py_slow = process.start({ '/usr/bin/python3', 'spec/support/pypeer.py', 'call', endpoint, 'service',
-                                    'slow', '[1.5]', '--timeout', '10' }, { name = 'slow-py' })
+                                    'slow', '[3]', '--timeout', '10' }, { name = 'slow-py' })
     assert.equal('v0', server:wait_for('^slow (%S+)$', 10, 10))
     write(dir .. '/version.txt', 'v1\n')
     -- pseud.reload() from a handler: it returns once the reload is done
@@ -93,7 +93,9 @@ describe('hot reload', function()
     assert.same({ 'version\tok\tv1' }, calls(endpoint, 'version'))
     local r = process.pypeer({ 'call', endpoint, 'service', 'version', '[]' })
     assert.same({ OK, 'v1' }, { r.type, r.body })
-    assert.True(lua_slow:alive() and py_slow:alive(), 'the slow calls ended before the reload')
+    -- both slow handlers end after the reload's log line, on the old code
+    assert.equal('v0', server:wait_for('^slow done (%S+)$', 10, 10))
+    assert.equal('v0', server:wait_for('^slow done (%S+)$', 10, 10))
     lua_slow:wait(10)
     assert.same({ 'slow\tok\tv0', 'done' }, lua_slow.lines)
     py_slow:wait(10)

@@ -32,12 +32,15 @@ if read('client.txt') == version then pseud.Client('other') end                 
 server:register_rpc('version', function() return version end)
 pseud.register_rpc('global_version', function() return 'global ' .. version end)
 server:register_rpc('only_' .. version, function() return version end)
--- tells the spec it runs (on stdout), then sleeps: a handler the reload
--- finds running
+-- tells the spec it runs and when it ends (on stdout, where the reload's
+-- log line comes too), sleeping in between: a handler the reload finds
+-- running
 server:register_rpc('slow', function(seconds)
   io.stdout:write('slow ', version, '\n')
   io.stdout:flush()
   pseud.sleep(seconds)
+  io.stdout:write('slow done ', version, '\n')
+  io.stdout:flush()
   return version
 end)
 -- pseud.reload() from a handler: {true} or {false, why}
