@@ -37,7 +37,9 @@ static void s_usage(FILE *out) {
         "  -h, --help  print this help\n"
         "  --          stop handling options\n"
         "  -           run standard input\n"
-        "Environment: PSEUD_LOG=quiet silences the host's log lines (stderr).\n",
+        "Environment: PSEUD_LOG=quiet silences the host's log lines (stderr).\n"
+        "Signals while start() serves: SIGINT, SIGTERM stop; SIGHUP runs the script\n"
+        "again and swaps in what it registers (README, Hot reload).\n",
         s_progname, s_progname, s_progname);
 }
 
