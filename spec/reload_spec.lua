@@ -58,9 +58,10 @@ describe('hot reload', function()
     assert.equal('v0', load:wait_for('^seen (%S+)$', 5, 10))
     for i = 1, 10 do
       write(dir .. '/version.txt', 'v' .. i .. '\n')
-      local path, names = hup(server, 'info: reloaded (%S+): (%d+) names$')
+      local path, names, gone = hup(server, 'info: reloaded (%S+): (%d+) names(.*)$')
       assert.equal(script, path)
       assert.equal('8', names)                 -- 7 of the server's, 1 global
+      assert.equal((' (gone: after_v%d, only_v%d)'):format(i - 1, i - 1), gone)
       assert.equal('v' .. i, load:wait_for('^seen (%S+)$', 5, 10))
     end
     write(dir .. '/stop', '')
@@ -89,7 +90,7 @@ describe('hot reload', function()
     write(dir .. '/version.txt', 'v1\n')
     -- pseud.reload() from a handler: it returns once the reload is done
     assert.same({ 'reload\tok\ttrue,nil' }, calls(endpoint, 'reload'))
-    server:wait_for('info: reloaded %S+: %d+ names$', 10, 10)
+    server:wait_for('info: reloaded %S+: %d+ names', 10, 10)
     assert.same({ 'version\tok\tv1' }, calls(endpoint, 'version'))
     local r = process.pypeer({ 'call', endpoint, 'service', 'version', '[]' })
     assert.same({ OK, 'v1' }, { r.type, r.body })
@@ -130,7 +131,7 @@ describe('hot reload', function()
     assert.matches('^reload\tok\tfalse,reload of .* failed, kept the old registries: .*failing on purpose in v1$',
       lines[1])
     write(dir .. '/version.txt', 'v2\n')
-    hup(server, 'info: reloaded %S+: %d+ names$')
+    hup(server, 'info: reloaded %S+: %d+ names')
     assert.same({ 'version\tok\tv2', 'only_v0\tServiceNotFoundError\tonly_v0' },
       calls(endpoint, 'version', 'only_v0'))
   end)
@@ -144,7 +145,7 @@ describe('hot reload', function()
     server:wait_for("warn: option 'timeout' of server 'service' changed: kept as it was, restart to apply$", 50, 10)
     server:wait_for("warn: bind 'inproc://reload%-spec%-new' of server 'service' not done during a reload: "
       .. 'restart to add an address$', 50, 10)
-    server:wait_for('info: reloaded %S+: 8 names$', 50, 10)
+    server:wait_for('info: reloaded %S+: 8 names %(gone: after_v0, only_v0%)$', 50, 10)
     assert.same({ 'version\tok\tv1' }, calls(endpoint, 'version'))
     -- a server or client the first run did not make fails the reload
     write(dir .. '/version.txt', 'v2\n')

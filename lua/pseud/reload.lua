@@ -194,6 +194,28 @@ local function count_names()
   return n
 end
 
+-- The names an old registry had and its replacement has not, over every
+-- registry swapped, for the log: a name that vanished by mistake (one a
+-- cached module registered, say) shows there.
+local function gone_names()
+  local gone, seen = {}, {}
+  local function compare(old, new)
+    if old == new then return end
+    for name in pairs(old.entries) do
+      if new.entries[name] == nil and not seen[name] then
+        seen[name] = true
+        gone[#gone + 1] = name
+      end
+    end
+  end
+  compare(run.global, registry.global)
+  for rpc, old in pairs(run.old) do compare(old, rpc.registry) end
+  table.sort(gone)
+  if #gone == 0 then return '' end
+  local shown = table.concat(gone, ', ', 1, math.min(#gone, 10))
+  return (' (gone: %s%s)'):format(shown, #gone > 10 and (', and %d more'):format(#gone - 10) or '')
+end
+
 --- The reloader the host runs: -> true, line to log | false, line to log.
 function reload.run()
   if run then                  -- a run this function could not finish (out of memory)
@@ -228,10 +250,10 @@ function reload.run()
       end
     end
     commit()
-    local n, notes = count_names(), run.notes
+    local n, gone, notes = count_names(), gone_names(), run.notes
     run = nil
     for _, note in ipairs(notes) do core.log('warn', note) end
-    return true, ('reloaded %s: %d names'):format(path, n)
+    return true, ('reloaded %s: %d names%s'):format(path, n, gone)
   end
   rollback()
   run = nil
