@@ -1,10 +1,13 @@
 /*
- * host: init, run, drain, flush, close (see host.h).
+ * host: init, run, drain, flush, close, reload (see host.h).
  *
  * The loop turns: run the tasks woken so far (sched_run), then poll once
  * (without waiting while tasks are ready), which runs the endpoints'
  * callbacks (dispatch.c) and the timers; then close what a hook asked to
  * close. Nothing else resumes a task, so Lua never runs nested in Lua.
+ * While serving, a reload asked (SIGHUP, pseud.reload()) runs at the top of
+ * a turn, between two: no handler runs while the script re-runs, so the
+ * swap of registries it ends with is seen by every lookup at once.
  */
 #include "host_state.h"
 #include "host.h"
@@ -31,7 +34,11 @@ loop_t *host_loop(host_t *h) { return h->loop; }
 sched_t *host_sched(host_t *h) { return &h->sched; }
 const codec_limits_t *host_limits(host_t *h) { return &h->limits; }
 void host_set_limits(host_t *h, const codec_limits_t *lim) { h->limits = *lim; }
-void host_set_global_registry(host_t *h, int ref) { h->global_registry = ref; }
+int host_set_global_registry(host_t *h, int ref) {
+    int old = h->global_registry;
+    h->global_registry = ref;
+    return old;
+}
 void host_set_max_hook_time(host_t *h, double seconds) { h->sched.max_hook_time = seconds; }
 int host_running(host_t *h) { return h->running; }
 void host_set_lua_sethook(host_t *h, lua_CFunction fn) { h->lua_sethook = fn; }
@@ -196,6 +203,7 @@ int host_init(host_t *h, lua_State *L) {
     h->L = L;
     h->global_registry = LUA_NOREF;
     h->zap_handler = LUA_NOREF;
+    h->reloader = h->reload_waiters = LUA_NOREF;
     h->log_level = s_log_level(h);
     codec_limits_init(&h->limits);
     msgpack_sbuffer_init(&h->sbuf);
@@ -304,6 +312,79 @@ static void s_close_asked(host_t *h, lua_State *L) {
     }
 }
 
+/* --- reload --- */
+
+void host_set_reloader(host_t *h, lua_State *L) {
+    luaL_unref(L, LUA_REGISTRYINDEX, h->reloader);
+    h->reloader = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+const char *host_ask_reload(host_t *h, lua_State *L) {
+    if (h->reloading) return "a reload is running (pseud.reload() from the script's top level)";
+    if (!h->serving) return "not serving: a reload runs once start() serves";
+    if (h->reload_waiters == LUA_NOREF) {
+        lua_newtable(L);
+        h->reload_waiters = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->reload_waiters);     /* future, waiters */
+    lua_pushvalue(L, -2);
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+    lua_pop(L, 1);
+    h->reload_asked = 1;
+    return NULL;
+}
+
+/* Settle every future pseud.reload() waits on: true, or the failure's text. */
+static void s_reload_answer(host_t *h, lua_State *L, int ok, const char *text) {
+    if (h->reload_waiters == LUA_NOREF) return;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->reload_waiters);
+    luaL_unref(L, LUA_REGISTRYINDEX, h->reload_waiters);
+    h->reload_waiters = LUA_NOREF;
+    int t = lua_gettop(L);
+    for (lua_Integer i = 1; lua_rawgeti(L, t, i) != LUA_TNIL; i++) {
+        if (ok) lua_pushboolean(L, 1); else lua_pushstring(L, text);
+        future_settle(&h->sched, L, -2, FUTURE_OK);
+        lua_pop(L, 1);
+    }
+    lua_settop(L, t - 1);
+}
+
+/* Re-run the script (the reloader) on the loop's thread L, between turns:
+ * bounded by its own limit inside (pseud.reload), not by max_hook_time
+ * here; answer pseud.reload(). The reloader logs its outcome; this logs
+ * only what kept it from running. */
+static void s_reload(host_t *h, lua_State *L) {
+    char text[1200];             /* the log cuts its lines at 700 bytes anyway */
+    int ok = 0, logged = 0;
+    h->reload_asked = 0;
+    if (h->reloader == LUA_NOREF) {
+        snprintf(text, sizeof text, "reload asked: nothing to reload (no script was run by pseud-lua)");
+    } else if (!lua_checkstack(L, 4)) {
+        snprintf(text, sizeof text, "reload asked: not enough stack");
+    } else {
+        sched_error_t err;
+        int top = lua_gettop(L);
+        lua_pushcfunction(L, sched_msgh);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, h->reloader);
+        h->reloading = 1;
+        h->sched.main_chunk = 1;
+        int st = sched_pcall(&h->sched, L, 0, 2, 0, &err);
+        h->sched.main_chunk = 0;
+        h->reloading = 0;
+        if (st == LUA_OK) {
+            ok = lua_toboolean(L, -2);
+            const char *t = lua_tostring(L, -1);
+            snprintf(text, sizeof text, "%s", t ? t : "reload: (no text)");
+            logged = 1;
+        } else {
+            snprintf(text, sizeof text, "reload failed, kept the old registries: %s: %s", err.name, err.message);
+        }
+        lua_settop(L, top);
+    }
+    if (!logged) HOST_LOG(h, LOG_WARN, "reload failed, kept the old registries", LOG_STR("reason", text));
+    s_reload_answer(h, L, ok, text);
+}
+
 /* --- running --- */
 
 /* One turn: woken tasks, then I/O and timers (waiting at most `wait`). */
@@ -316,6 +397,9 @@ static void s_turn(host_t *h, lua_State *L, double wait) {
 }
 
 int host_run(host_t *h, lua_State *L, int f, double deadline) {
+    if (h->reloading)
+        return luaL_error(L, "pseud: cannot wait during a reload: the script's top level re-runs "
+                          "while the loop stands still (guard it with pseud.reloading())");
     if (h->running)
         return luaL_error(L, "pseud: cannot wait here: the loop is already running "
                           "(wait from the main chunk or inside a handler or pseud.spawn)");
@@ -326,6 +410,10 @@ int host_run(host_t *h, lua_State *L, int f, double deadline) {
     int rc = 0;
     for (;;) {
         sched_run(&h->sched, L);
+        if (h->serving && (loop_take_reload() | h->reload_asked)) {   /* both: a SIGHUP is taken */
+            s_reload(h, L);
+            continue;                             /* what it woke runs before the poll */
+        }
         if (f && ((lfuture_t *)lua_touserdata(L, f))->state != FUTURE_PENDING) break;
         if (!f && deadline < 0 && h->stopping) { rc = -1; break; }   /* serving: stop() */
         if (loop_signal_received()) { rc = -1; break; }
@@ -342,7 +430,12 @@ int host_run(host_t *h, lua_State *L, int f, double deadline) {
 }
 
 void host_serve(host_t *h, lua_State *L, double stop_timeout) {
+    h->serving = 1;
     host_run(h, L, 0, -1);
+    h->serving = 0;
+    loop_take_reload();                           /* a SIGHUP now has nothing to reload */
+    h->reload_asked = 0;
+    s_reload_answer(h, L, 0, "the server is stopping");
     int sig = loop_signal_received();
     loop_clear_signal();
     if (sig)

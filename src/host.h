@@ -2,7 +2,7 @@
  * host: one per Lua state. It owns the ZeroMQ context, the loop, the
  * scheduler (task.c, task_limits.c), the codec limits and buffers, ZAP and
  * the password pool, and runs the loop: init, run, drain, stop, flush,
- * close.
+ * close, reload.
  *
  * The binding (lpseud*.c) sees host_t through these functions only; the
  * state itself is in host_state.h for host.c, dispatch.c and login.c.
@@ -40,7 +40,9 @@ loop_t *host_loop(host_t *h);
 sched_t *host_sched(host_t *h);
 const codec_limits_t *host_limits(host_t *h);
 void host_set_limits(host_t *h, const codec_limits_t *lim);
-void host_set_global_registry(host_t *h, int ref);
+/* The global name -> callable table, a registry ref; returns the ref it
+ * replaces (LUA_NOREF: none), for the caller to unref. */
+int host_set_global_registry(host_t *h, int ref);
 void host_set_max_hook_time(host_t *h, double seconds);
 /* Lua's own debug.sethook, kept for the replacement (lpseud_task.c). */
 void host_set_lua_sethook(host_t *h, lua_CFunction fn);
@@ -77,6 +79,18 @@ void host_serve(host_t *h, lua_State *L, double stop_timeout);
 
 /* Ask the loop to stop serving (stop()). */
 void host_stop(host_t *h);
+
+/* Hot reload. The Lua function on top of L (popped) re-runs the script
+ * into fresh registries and swaps them in: () -> ok, text (the line to
+ * log). While serving, the loop calls it between turns (never inside a
+ * handler) after a SIGHUP or host_ask_reload, logs the text (info, or a
+ * warning when it failed) and settles the futures of host_ask_reload. */
+void host_set_reloader(host_t *h, lua_State *L);
+/* pseud.reload(): ask for a reload between turns; the future on top of L
+ * (left there) settles with true, or with the failure's text. NULL; or the
+ * reason it cannot be asked now (not serving, a reload is running), with
+ * nothing kept. May raise (memory). */
+const char *host_ask_reload(host_t *h, lua_State *L);
 
 /* Let what scripts sent leave: run the loop until no endpoint holds a
  * message waiting for its peer, or `seconds` pass. With `warn`, first log

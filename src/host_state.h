@@ -33,6 +33,11 @@ struct host {
     int running;                  /* the loop is running (no re-entry) */
     int ran;                      /* the loop has run (start, :get(), sleep): for the exit warning */
     int stopping;                 /* a server's stop() or a signal asked to stop */
+    int serving;                  /* host_serve runs the loop: reloads run between its turns */
+    int reloading;                /* the reloader re-runs the script now */
+    int reload_asked;             /* pseud.reload() asked for one */
+    int reloader;                 /* ref: () -> ok, text that re-runs the script, or LUA_NOREF */
+    int reload_waiters;           /* ref: sequence of futures pseud.reload() waits on, or LUA_NOREF */
     lua_State *Lrun;              /* the thread running the loop, while it runs */
     int log_level;                /* lines above it are not written (PSEUD_LOG) */
     double log_window;            /* rate limit of per-call log lines: window start */

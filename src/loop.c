@@ -47,10 +47,16 @@ struct loop {
     size_t ntimers, captimers;
 };
 
-/* The one C global: set by the signal handler, read by the runner. */
+/* The C globals: the flags the signal handler sets and the runner reads.
+ * Two of them, not one: a SIGHUP must not end serving, and a SIGTERM that
+ * comes while a reload is asked must not be lost by clearing the reload. */
 static volatile sig_atomic_t s_signal = 0;
+static volatile sig_atomic_t s_reload = 0;
 
-static void s_on_signal(int sig) { s_signal = sig; }
+static void s_on_signal(int sig) {
+    if (sig == SIGHUP) s_reload = 1;
+    else s_signal = sig;
+}
 
 void loop_install_signal_handlers(void) {
     struct sigaction sa;
@@ -59,10 +65,17 @@ void loop_install_signal_handlers(void) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
 }
 
 int loop_signal_received(void) { return (int)s_signal; }
 void loop_clear_signal(void) { s_signal = 0; }
+
+int loop_take_reload(void) {
+    if (!s_reload) return 0;
+    s_reload = 0;
+    return 1;
+}
 
 double loop_now(void) {
     struct timespec ts;
@@ -269,6 +282,8 @@ int loop_run_once(loop_t *loop, double max_wait) {
         }
     }
     if (loop->removed) s_compact(loop);
+    /* a signal taken while handlers ran above: do not sleep on it */
+    if (s_signal || s_reload) timeout_ms = 0;
     /* always, even at 0 s: a socket that is not stale is seen only here */
     int rc = poll(loop->fds, (nfds_t)loop->nwatches, (int)timeout_ms);
     if (rc < 0 && errno == EINTR && s_signal) return -1;

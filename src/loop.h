@@ -3,8 +3,8 @@
  * one-shot timers on the monotonic clock, kept in a binary heap.
  *
  * The loop owns its timers and its poll set; it does not own the sockets.
- * A signal only sets a flag (loop_signal_received); the poll wakes with EINTR
- * and the runner decides what to do. No Lua here.
+ * A signal only sets a flag (loop_signal_received, loop_take_reload); the
+ * poll wakes with EINTR and the runner decides what to do. No Lua here.
  */
 #ifndef PSEUD_LOOP_H
 #define PSEUD_LOOP_H
@@ -50,9 +50,11 @@ int loop_run_once(loop_t *loop, double max_wait);
 /* Monotonic seconds. */
 double loop_now(void);
 
-/* Signals: SIGINT and SIGTERM set a flag and interrupt the poll. */
+/* Signals: SIGINT and SIGTERM set a flag and interrupt the poll; SIGHUP
+ * sets another (a reload is asked) and interrupts the poll too. */
 void loop_install_signal_handlers(void);
-int loop_signal_received(void);      /* the signal number, or 0 */
+int loop_signal_received(void);      /* SIGINT or SIGTERM's number, or 0 */
 void loop_clear_signal(void);
+int loop_take_reload(void);          /* 1 once after a SIGHUP (the flag is cleared), else 0 */
 
 #endif

@@ -401,6 +401,18 @@ static int l_endpoint_set_proxy(lua_State *L) {
     return 0;
 }
 
+/* ep:set_registry(t): its names, as the host looks them up, are t's from
+ * now on (the end of a reload); a closed endpoint has none to replace */
+static int l_endpoint_set_registry(lua_State *L) {
+    lendpoint_t *le = luaL_checkudata(L, 1, ENDPOINT_MT);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    if (!le->ep) return 0;
+    lua_settop(L, 2);
+    luaL_unref(L, LUA_REGISTRYINDEX, le->registry);
+    le->registry = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
 /* ep:start([stop_timeout]): run the loop until stop() or SIGINT/SIGTERM, let
  * in-flight handlers finish for up to stop_timeout seconds, close. */
 static int l_endpoint_start(lua_State *L) {
@@ -465,6 +477,7 @@ const luaL_Reg lpseud_endpoint_methods[] = {
     { "call", l_endpoint_call },
     { "close", l_endpoint_close },
     { "set_proxy", l_endpoint_set_proxy },
+    { "set_registry", l_endpoint_set_registry },
     { "set_heartbeat", l_endpoint_set_heartbeat },
     { "set_security", l_endpoint_set_security },
     { "set_auth_hooks", l_endpoint_set_auth_hooks },

@@ -8,7 +8,9 @@
  *                      configure), the module table, luaopen_pseud_core
  *   lpseud_endpoint.c  pseud.Endpoint
  *   lpseud_task.c      tasks seen from Lua (sleep, spawn, counts, flush,
- *                      hook_pcall) and the sealed coroutine.resume/wrap/
+ *                      hook_pcall, bounded_pcall), the reload's functions
+ *                      (script, set_reloader, reload, set_global_callables,
+ *                      log) and the sealed coroutine.resume/wrap/
  *                      close, xpcall and debug.sethook
  *   lpseud_keys.c      ZAP handler, CURVE keys, password hashes and checks,
  *                      key and credential files, the password prompt
@@ -41,7 +43,8 @@ extern const luaL_Reg lpseud_endpoint_methods[];
 extern const luaL_Reg lpseud_endpoint_meta[];
 extern const luaL_Reg lpseud_endpoint_functions[];
 
-/* lpseud_task.c: core.sleep, spawn, now, caller, counts, flush, hook_pcall. */
+/* lpseud_task.c: core.sleep, spawn, now, caller, counts, flush, hook_pcall,
+ * bounded_pcall, script, set_reloader, reload, set_global_callables, log. */
 extern const luaL_Reg lpseud_task_functions[];
 /* Put pseud's coroutine.resume, wrap and close, xpcall and debug.sethook in
  * the loaded libraries; `host` is the stack index of the host userdata. */

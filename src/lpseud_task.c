@@ -2,8 +2,9 @@
  * lpseud_task: tasks seen from Lua, one part of the Lua binding pseud.core
  * (see lpseud_internal.h): core.sleep (a task parks; the main chunk runs
  * the loop), core.spawn, core.now and core.caller, core.counts (leak
- * specs), core.flush (the end of a script) and core.hook_pcall (backend
- * hooks, bounded). The coroutine library's resume, wrap and close, xpcall
+ * specs), core.flush (the end of a script), core.hook_pcall (backend
+ * hooks, bounded) and bounded_pcall, and the reload's part (the script
+ * run, the reloader, core.reload, the global registry swap, core.log). The coroutine library's resume, wrap and close, xpcall
  * and debug.sethook are replaced (sealed) when the module loads (pseud-lua
  * loads it before the script), so the limits of a task follow it into
  * every coroutine it runs and a script cannot lift them (task.c).
@@ -13,6 +14,7 @@
 #include <lualib.h>
 
 #include "host.h"
+#include "lpseud.h"
 #include "lpseud_internal.h"
 
 /* --- tasks, sleep --- */
@@ -279,16 +281,16 @@ static int l_counts(lua_State *L) {
     return 1;
 }
 
-/* core.hook_pcall(fn, ...) -> true, results... | false, pseud.Error: fn
- * bounded by max_hook_time (predicates, backend hooks called from Lua) */
-static int l_hook_pcall(lua_State *L) {
+/* Call fn (at index 1) with the arguments above it, bounded by `seconds`:
+ * true, results... | false, pseud.Error. */
+static int s_bounded_pcall(lua_State *L, double seconds) {
     luaL_checkany(L, 1);
     luaL_checkstack(L, 8, "too many arguments");
     sched_t *s = host_sched(HOST(L));
     sched_error_t err;
     lua_pushcfunction(L, sched_msgh);
     lua_insert(L, 1);
-    if (sched_pcall(s, L, lua_gettop(L) - 2, LUA_MULTRET, s->max_hook_time, &err) == LUA_OK) {
+    if (sched_pcall(s, L, lua_gettop(L) - 2, LUA_MULTRET, seconds, &err) == LUA_OK) {
         lua_pushboolean(L, 1);
         lua_insert(L, 1);
         return lua_gettop(L);
@@ -296,6 +298,82 @@ static int l_hook_pcall(lua_State *L) {
     lua_pushboolean(L, 0);
     task_push_error(L, err.name, err.message, err.traceback);
     return 2;
+}
+
+/* core.hook_pcall(fn, ...) -> true, results... | false, pseud.Error: fn
+ * bounded by max_hook_time (predicates, backend hooks called from Lua) */
+static int l_hook_pcall(lua_State *L) {
+    return s_bounded_pcall(L, host_sched(HOST(L))->max_hook_time);
+}
+
+/* core.bounded_pcall(seconds, fn, ...): as hook_pcall, bounded by
+ * `seconds` (> 0) instead: the script's top level during a reload */
+static int l_bounded_pcall(lua_State *L) {
+    double seconds = luaL_checknumber(L, 1);
+    luaL_argcheck(L, seconds > 0, 1, "a bound in seconds, > 0");
+    lua_remove(L, 1);
+    return s_bounded_pcall(L, seconds);
+}
+
+/* --- reload (host.c runs it; lua/pseud/reload.lua is the reloader) --- */
+
+static const char s_script_key = 0;   /* registry: {path=, n=, args...} of the script run */
+
+void lpseud_set_script(lua_State *L, const char *path, int nargs, char **args) {
+    lua_createtable(L, nargs, 2);
+    lua_pushstring(L, path);
+    lua_setfield(L, -2, "path");
+    lua_pushinteger(L, nargs);
+    lua_setfield(L, -2, "n");
+    for (int i = 0; i < nargs; i++) {
+        lua_pushstring(L, args[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &s_script_key);
+}
+
+/* core.script() -> {path=, n=, args...} (a copy) | nil: the script file
+ * pseud-lua runs and its arguments (none for -e code or stdin) */
+static int l_script(lua_State *L) {
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &s_script_key) != LUA_TTABLE) return 0;
+    lua_newtable(L);
+    lua_pushnil(L);
+    while (lua_next(L, -3)) {
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_rawset(L, -4);
+    }
+    return 1;
+}
+
+/* core.set_reloader(fn): () -> ok, text, which the loop runs between turns
+ * after a SIGHUP or core.reload() */
+static int l_set_reloader(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    lua_settop(L, 1);
+    host_set_reloader(HOST(L), L);
+    return 0;
+}
+
+/* core.reload() -> future (settles with true or the failure's text) |
+ * nil, reason */
+static int l_reload(lua_State *L) {
+    lpseud_new_future(L);
+    const char *why = host_ask_reload(HOST(L), L);
+    if (!why) return 1;
+    lua_pushnil(L);
+    lua_pushstring(L, why);
+    return 2;
+}
+
+/* core.set_global_callables(t): pseud.register_rpc's names, as the host
+ * looks them up, are t's from now on (the end of a reload) */
+static int l_set_global_callables(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    int old = host_set_global_registry(HOST(L), luaL_ref(L, LUA_REGISTRYINDEX));
+    luaL_unref(L, LUA_REGISTRYINDEX, old);
+    return 0;
 }
 
 /* core.flush([seconds=1 [, quiet]]): let messages waiting for their peer
@@ -326,5 +404,10 @@ const luaL_Reg lpseud_task_functions[] = {
     { "counts", l_counts },
     { "flush", l_flush },
     { "hook_pcall", l_hook_pcall },
+    { "bounded_pcall", l_bounded_pcall },
+    { "script", l_script },
+    { "set_reloader", l_set_reloader },
+    { "reload", l_reload },
+    { "set_global_callables", l_set_global_callables },
     { NULL, NULL }
 };

@@ -39,7 +39,9 @@ static void s_usage(FILE *out) {
         "  --          stop handling options\n"
         "  -           run standard input\n"
         "Environment: PSEUD_LOG=LEVEL as --log-level; the host logs to stderr, one logfmt\n"
-        "line per event.\n",
+        "line per event.\n"
+        "Signals while start() serves: SIGINT, SIGTERM stop; SIGHUP runs the script\n"
+        "again and swaps in what it registers (README, Hot reload).\n",
         s_progname, s_progname, s_progname);
 }
 
@@ -230,6 +232,7 @@ static int s_pmain(lua_State *L) {
             int n = argc - script - 1;
             luaL_checkstack(L, n + 3, "too many arguments to script");
             for (int j = 1; j <= n; j++) lua_pushstring(L, argv[script + j]);
+            if (fname) lpseud_set_script(L, fname, n, argv + script + 1);   /* for a reload */
             st = s_docall(L, n, 0);
         }
         a->status = s_report(L, st);

@@ -493,6 +493,7 @@ void task_spawn(sched_t *s, lua_State *L, int nargs) {
     lua_xmove(L, t->co, nargs + 1);
     task_limits_t none = { 0, 0 }, hook = { s->max_hook_time, 0 };
     task_t *parent = s->current;
+    if (parent == &s->hook && s->main_chunk) parent = NULL;   /* a reload: the top level */
     task_start(s, t, nargs, parent == &s->hook ? &hook : parent ? &parent->limits : &none, 0);
     s_unqueue(s, t);
     if (!parent && s->hook_depth == 0)             /* (an endpoint callback runs in a hook) */

@@ -125,6 +125,8 @@ struct sched {
     int nanswering;               /* of those, tasks that owe a WORK an answer */
     int in_callback;              /* an endpoint callback is running Lua (sched_pcall) */
     double max_hook_time;         /* seconds a synchronous call may run; 0: unlimited */
+    int main_chunk;               /* the synchronous call is the script's top level (a reload):
+                                     what it spawns gets no limits, as in the first run */
     sched_ops_t ops;
 };
 

@@ -647,6 +647,55 @@ static void test_signals(void *ctx)
     loop_destroy(&loop);
 }
 
+/* SIGHUP asks for a reload: its own flag, taken once; it wakes the poll
+ * but does not end serving (loop_run_once goes on), and it never touches
+ * the SIGINT/SIGTERM flag. */
+static void test_reload_signal(void *ctx)
+{
+    loop_t *loop = loop_new();
+    void *in, *out;
+    s_pair(ctx, 201, &in, &out);
+    watch_t w = { .socket = in };
+    loop_add_socket(loop, in, s_on_readable, &w);
+    loop_install_signal_handlers();
+    loop_clear_signal();
+    while (loop_take_reload()) {}
+    CHECK(loop_take_reload() == 0, "no SIGHUP yet");
+
+    raise(SIGHUP);
+    CHECK(loop_signal_received() == 0, "SIGHUP is not a stop");
+    zmq_send(out, "h", 1, ZMQ_DONTWAIT);
+    int calls = w.calls;
+    double deadline = loop_now() + WAIT_LIMIT;
+    int n = 0;
+    while (w.calls == calls && loop_now() < deadline) n = loop_run_once(loop, 0.01);
+    CHECK(n >= 0 && w.calls == calls + 1, "a SIGHUP pending: the socket is still served (%d)", n);
+    CHECK(loop_take_reload() == 1, "SIGHUP seen once");
+    CHECK(loop_take_reload() == 0, "and then cleared");
+
+    /* during the poll: the wait ends early, loop_run_once does not say -1 */
+    timer_t timer;
+    CHECK(s_signal_after(0.03, SIGHUP, &timer) == 0, "timer_create: %s", strerror(errno));
+    double t0 = loop_now();
+    n = loop_run_once(loop, 1.5);
+    double took = loop_now() - t0;
+    CHECK(n >= 0, "SIGHUP during the poll: not -1 (got %d)", n);
+    CHECK(took < 1.0, "SIGHUP during the poll ends it early (%.3f s)", took);
+    CHECK(loop_take_reload() == 1, "SIGHUP during the poll recorded");
+    CHECK(loop_signal_received() == 0, "no stop recorded");
+    timer_delete(timer);
+
+    /* a SIGTERM and a SIGHUP together: each keeps its own flag */
+    raise(SIGHUP);
+    raise(SIGTERM);
+    CHECK(loop_run_once(loop, 0) == -1, "the SIGTERM stops");
+    CHECK(loop_take_reload() == 1 && loop_signal_received() == SIGTERM, "both recorded");
+    loop_clear_signal();
+    zmq_close(in);
+    zmq_close(out);
+    loop_destroy(&loop);
+}
+
 int main(void)
 {
     test_due_order();
@@ -660,6 +709,7 @@ int main(void)
     test_touch(ctx);
     test_remove_during_dispatch(ctx);
     test_signals(ctx);
+    test_reload_signal(ctx);
     zmq_ctx_term(ctx);
 
     printf("test_loop: %d checks, %d failed\n", g_checks, g_failed);

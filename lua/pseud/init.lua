@@ -8,6 +8,7 @@ local core = require 'pseud.core'
 local registry = require 'pseud.registry'
 local backends = require 'pseud.backends'
 local auth = require 'pseud.auth'
+local reload = require 'pseud.reload'
 
 local pseud = {
   _VERSION = 'pseud-lua 0.1.0',
@@ -17,7 +18,6 @@ local pseud = {
   RemoteError = core.error_mt,
   sleep = core.sleep,
   spawn = core.spawn,
-  configure = core.configure,
   now = core.now,
   caller = core.caller,
   log = core.log,
@@ -51,6 +51,35 @@ function pseud.gather(...)
   if first_error ~= nil then error(first_error, 0) end
   return table.unpack(results, 1, results.n)
 end
+
+--- Limits: the codec's (max_depth, max_string, max_elements, max_body) and
+-- max_reload_time (seconds the script may take to run again on a reload).
+function pseud.configure(t)
+  if type(t) == 'table' and t.max_reload_time ~= nil then
+    local v = t.max_reload_time
+    if type(v) ~= 'number' or not (v > 0 and v <= 3600) then
+      error(core.error('ValueError', 'max_reload_time must be a number of seconds, > 0 and <= 3600'), 2)
+    end
+    reload.max_time = v
+  end
+  return core.configure(t)
+end
+
+--- Run the script again and swap its registrations in (as SIGHUP does),
+-- between two turns of the loop: true, or nil and why it failed (the old
+-- registrations stay). Waits in a handler or task; refused when not serving.
+function pseud.reload()
+  local f, why = core.reload()
+  if not f then return nil, why end
+  local ok, v = pcall(f.get, f)
+  if not ok then return nil, tostring(v) end
+  if v == true then return true end
+  return nil, v
+end
+
+--- Is the script's top level running again for a reload? (Guard what must
+-- not run twice: a spawned loop, a line printed for a supervisor.)
+pseud.reloading = reload.active
 
 function pseud.create_local_registry(name)
   return registry.new(name)
@@ -183,9 +212,10 @@ local function new_rpc(kind, name, opts)
   end
   check_options(opts, backends.auth[opts.security_plugin or 'noop_auth_backend'],
     backends.heartbeat[opts.heartbeat_plugin or 'noop_heartbeat_backend'])
+  if reload.active() then return reload.claim(kind, name, opts) end
   local reg = opts.registry or registry.new(name)
   local self = { _kind = kind, name = name, options = opts, registry = reg,
-                 _proxies = setmetatable({}, { __mode = 'v' }) }
+                 _proxies = setmetatable({}, { __mode = 'v' }), _addresses = {} }
   local ep, err = core.endpoint(kind, name, opts, reg.callables,
     registry.resolver(function() return self._auth end))
   if not ep then error(core.error('RuntimeError', err), 3) end
@@ -199,15 +229,18 @@ local function new_rpc(kind, name, opts)
   backends.start_heartbeat(self._heartbeat, ep)
   backends.start_auth(self._auth, ep, kind)
   if opts.proxy_to then ep:set_proxy(opts.proxy_to._core) end
+  reload.track(self, opts)
   return self
 end
 
 -- bind and connect remember whether one worked and why the last one
 -- failed, so that start() can say why it would serve nothing.
 local function attach(self, how, address)
+  if reload.active() then return reload.attach(self, how, address) end
   local result, err, code = self._core[how](self._core, address)
   if result then
     rawset(self, '_attached', true)
+    rawget(self, '_addresses')[how .. ' ' .. tostring(address)] = table.pack(result, err, code)
   else
     rawset(self, '_attach_failure', err)
   end
@@ -254,12 +287,14 @@ function RPC:send_to(peer)
 end
 
 function RPC:start(stop_timeout)
+  if reload.active() then return reload.start() end    -- the end of a reload's run
   if not rawget(self, '_attached') then
     local why = rawget(self, '_attach_failure')
     error(core.error('RuntimeError', ("%s '%s': start() with nothing bound or connected: %s")
       :format(self._kind, self.name, why and 'the last bind or connect failed: ' .. why
                                        or 'call bind() or connect() first')), 2)
   end
+  reload.served()
   return self._core:start(stop_timeout or self.options.stop_timeout)
 end
 

@@ -30,6 +30,7 @@ end
 --- Register `fn` under the dotted `name`; `opts.domain` defaults to 'default'.
 -- Registering the same name and domain again replaces the callable.
 function Registry:register(name, fn, opts)
+  if registry.guard then registry.guard(self) end      -- a reload runs (pseud.reload)
   if type(name) ~= 'string' or name == '' then
     error(core.error('TypeError', 'register_rpc: name must be a non-empty string'), 3)
   end
@@ -62,6 +63,14 @@ function Registry:register(name, fn, opts)
 end
 
 local predicates = {}
+
+--- Make `t` the table of predicates (domain -> fn) and return the one it
+-- replaces: a reload registers into a fresh one and keeps the one that wins.
+function registry.swap_predicates(t)
+  local old = predicates
+  predicates = t
+  return old
+end
 
 --- pseud.register_predicate(domain, fn(ctx) -> boolean)
 function registry.register_predicate(domain, fn)
@@ -112,7 +121,15 @@ function registry.resolver(auth)
   end
 end
 
---- The process-wide registry, shared with the host.
+--- The process-wide registry, shared with the host. A reload replaces it
+-- (and tells the host: core.set_global_callables).
 registry.global = registry.new('global', core.global_callables)
+
+--- How many names `reg` holds (a route list counts once).
+function registry.count(reg)
+  local n = 0
+  for _ in pairs(reg.entries) do n = n + 1 end
+  return n
+end
 
 return registry
