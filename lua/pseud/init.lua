@@ -171,7 +171,7 @@ local function check_options(opts, auth_backend, heartbeat_backend)
   end
 end
 
-local DESCRIBE_DOC = 'the names you may call here, with their docs: [{name=, doc=}], sorted by name'
+local DESCRIBE_DOC = 'the names you may call here, with their docs'
 
 -- The host's own names for an endpoint: '_pseud.describe' lists what the
 -- caller may call, walking the registries as a call would (ep:registries(),
