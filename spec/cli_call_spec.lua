@@ -77,6 +77,7 @@ describe('pseud-lua call', function()
 
   it('exits 1 on a remote ERROR, with its class and message on stderr', function()
     local out, code, err = run { 'call', endpoint, 'service', 'fail' }
+    local _
     assert.equal(1, code)
     assert.equal('', out)
     assert.matches('ValueError: bad input', err)
@@ -111,6 +112,7 @@ describe('pseud-lua call', function()
 
   it('exits 2 naming the argument that is not JSON, and why', function()
     local out, code, err = run { 'call', endpoint, 'service', 'echo', '1', "'single'" }
+    local _
     assert.equal(2, code)
     assert.equal('', out)
     assert.matches("argument 2 %('single'%): not JSON: expected a JSON value at character 1", err)
@@ -182,7 +184,8 @@ describe('pseud-lua call with authentication', function()
 
   it('logs in with --plain USER and $PSEUD_PASSWORD, as that user', function()
     local _, endpoint = process.server('spec/servers/auth.lua', 'plain', dir .. '/creds')
-    local out, code, err = run { 'call', '--plain', 'alice', endpoint, 'service', 'whoami' }
+    local _, code, err = run { 'call', '--plain', 'alice', endpoint, 'service', 'whoami' }
+    local out
     assert.equal(2, code)                          -- no password anywhere (stdin is /dev/null)
     assert.matches('%-%-plain alice: no password', err)
     out, _, code = process.run { 'env', 'PSEUD_PASSWORD=wonderland',
@@ -225,7 +228,8 @@ describe('pseud-lua call with authentication', function()
     assert.equal(0, code, err)
     assert.equal('"alice"\n', out)
     local z85 = io.open(dir .. '/server.key'):read('l')
-    out, code = run { 'call', '--curve-server-key', z85, '--curve-key', dir .. '/alice.key', endpoint, 'service', 'whoami' }
+    out, code = run { 'call', '--curve-server-key', z85, '--curve-key', dir .. '/alice.key',
+      endpoint, 'service', 'whoami' }
     assert.equal(0, code)
     assert.equal('"alice"\n', out)
     -- a key not on the allow list: refused, no answer

@@ -179,7 +179,7 @@ local function remote_call(command, opts, endpoint, service, name, args)
   client:close()
   if got then return result end
   if not pseud.is_error(result) then quit(REMOTE, tostring(result)) end
-  if result.name == 'TimeoutError' or result.name == 'PeerLostError' then
+  if result.name == 'TimeoutError' or result.name == 'PeerLostError' or result.name == 'Interrupted' then
     local hint = copts.security_plugin and ' (or the server refused the login or key)' or ''
     quit(NO_ANSWER, ('%s: %s%s'):format(result.name, result.message, hint))
   end
