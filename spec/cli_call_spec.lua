@@ -28,13 +28,16 @@ describe('pseud-lua call', function()
   end)
   lazy_teardown(function() process.stop_all() end)
 
-  it("calls examples/hello_server.lua: prints \"Hello Charly\", exit 0", function()
+  it("calls examples/hello_server.lua: prints \"Hello Charly\", exit 0; ls shows hello's doc", function()
     local proc = process.start({ host, 'examples/hello_server.lua', 'tcp://127.0.0.1:*' }, { name = 'hello_server' })
     local ep = proc:wait_for('listening on (%S+)', 10, 10)
     local out, code, err = run { 'call', ep, 'service', 'hello', '"Charly"' }
+    local listed, lcode = run { 'ls', ep, 'service' }
     proc:stop()
     assert.equal(0, code, err)
     assert.equal('"Hello Charly"\n', out)
+    assert.equal(0, lcode)
+    assert.matches('\nhello            greets NAME\n$', listed)
   end)
 
   it('passes every JSON type through an echo handler byte for byte', function()
