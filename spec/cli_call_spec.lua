@@ -247,3 +247,55 @@ describe('pseud-lua call with authentication', function()
     assert.matches('%-%-curve%-server%-key: .*nothing%.key', err)
   end)
 end)
+
+describe('pseud.json (the JSON of call and ls)', function()
+  -- pseud.json needs pseud.core: it runs inside pseud-lua, one row a line.
+  local ROWS = {
+    { '42', 'integer 42' }, { '-0', 'integer 0' }, { '4.2', 'float 4.2' }, { '1E2', 'float 100.0' },
+    { '-0.0', 'float -0.0' }, { '9223372036854775807', 'integer 9223372036854775807' },
+    { '9223372036854775808', 'error integer 9223372036854775808 does not fit in 64 bits at character 1' },
+    { '1e400', 'error number 1e400 is too large for a float at character 1' },
+    { '01', 'error bad number at character 1' }, { '1.', 'error bad number at character 1' },
+    { '.5', 'error expected a JSON value at character 1' }, { '+1', 'error expected a JSON value at character 1' },
+    { '"\\ud83d\\ude00"', 'string "😀"' }, { '"\\ud800"', 'error lone surrogate in \\u escape at character 2' },
+    { '"\\udc00x"', 'error lone surrogate in \\u escape at character 2' },
+    { '"a\tb"', 'error control character in string (escape it) at character 3' },
+    { '"\\q"', 'error bad escape in string at character 2' },
+    { '"\255"', 'error string is not valid UTF-8 (bytes go as {"$base64": "..."}) at character 1' },
+    { '[1] 2', 'error text after the value at character 5' }, { '', 'error no value at character 1' },
+    { '{"a" 1}', "error expected ':' at character 6" }, { '{1:2}', 'error expected a string key at character 2' },
+    { 'True', 'error expected a JSON value at character 1' },
+    { ('['):rep(32) .. (']'):rep(32), 'table ' .. ('['):rep(32) .. (']'):rep(32) },
+    { ('['):rep(33) .. (']'):rep(33), 'error nested deeper than 32 levels at character 33' },
+    { '{"$base64":"AP8"}', 'error "$base64": base64 length is not a multiple of 4 at character 1' },
+    { '{"$base64":"A*8="}', 'error "$base64": its character 2 is not base64 at character 1' },
+    { '{"$base64":"aGk="}', 'string "hi"' }, { '{"$base64":""}', 'string ""' },
+    { '{"$base64":"aGk=","x":1}', 'table {"$base64":"aGk=","x":1}' },
+    { '{"$ext":200,"data":""}', 'error "$ext" needs an integer -128..127 at character 1' },
+    { '{"$float":"inf"}', 'float {"$float":"inf"}' }, { '{"$float":"Inf"}',
+      'error "$float" is "inf", "-inf" or "nan" at character 1' },
+    { '{"b":1,"a":2,"a":3}', 'table {"a":3,"b":1}' },
+  }
+
+  it('reads strictly, names the character, and prints what it read', function()
+    local code = { "local json = require 'pseud.json'",
+      'for line in io.lines(arg[1]) do',
+      '  local text = line:gsub("\\\\n", "\\n")',
+      '  local v, err = json.decode(text)',
+      '  if v == nil then print("error " .. err)',
+      '  else print((math.type(v) or type(v)) .. " " .. json.encode(v)) end',
+      'end', 'print("done")' }
+    local dir = process.tmpdir()
+    local f = assert(io.open(dir .. '/json-rows', 'wb'))
+    for _, row in ipairs(ROWS) do f:write((row[1]:gsub('\n', '\\n')), '\n') end
+    f:close()
+    local script = assert(io.open(dir .. '/json-rows.lua', 'w'))
+    script:write(table.concat(code, '\n'), '\n')
+    script:close()
+    local lines = process.run_lines { host, dir .. '/json-rows.lua', dir .. '/json-rows' }
+    for i, row in ipairs(ROWS) do
+      assert.equal(row[2], lines[i], 'row ' .. i .. ': ' .. row[1])
+    end
+    assert.equal(#ROWS, #lines)
+  end)
+end)

@@ -41,9 +41,12 @@ local function say(command, ...)
   io.stderr:write('\n')
 end
 
--- Raised (as a table) by the parsing code; main turns it into an exit status.
+-- Raised by the parsing and calling code: a pseud.error value named
+-- 'Exit' with the status in `code`; main turns it into that exit status.
 local function quit(code, message)
-  error({ quit = code, message = message }, 0)
+  local e = core.error('Exit', message or '')
+  e.code = code
+  error(e, 0)
 end
 
 local VALUED = { ['--kwargs'] = 'call', ['--timeout'] = true, ['--plain'] = true,
@@ -232,9 +235,9 @@ function cli.main(command, ...)
   if not fn then say(tostring(command), 'unknown command'); return USAGE end
   local ok, status = pcall(fn, { ... })
   if ok then return status end
-  if type(status) == 'table' and status.quit then
-    if status.message then say(command, status.message) end
-    return status.quit
+  if pseud.is_error(status) and status.name == 'Exit' then
+    if status.message ~= '' then say(command, status.message) end
+    return status.code
   end
   error(status, 0)
 end

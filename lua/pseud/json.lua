@@ -51,7 +51,7 @@ function json.base64_decode(s)
   local body = s:sub(1, #s - pad)
   if #s % 4 ~= 0 or pad > 2 then return nil, 'base64 length is not a multiple of 4' end
   local bad = body:find('[^A-Za-z0-9+/]')
-  if bad then return nil, ('not base64 at character %d'):format(bad) end
+  if bad then return nil, ('its character %d is not base64'):format(bad) end
   body = body .. ('A'):rep(pad)
   local out = {}
   for i = 1, #body, 4 do
