@@ -5,7 +5,8 @@
  * binary (PREFIX/share/lua/5.4) or, in a build tree, in the source tree.
  *
  * Errors are reported as lua.c does, through a message handler that adds a
- * traceback; the exit status is 0 on success, 1 on error.
+ * traceback; the exit status is 0 on success, 1 on error, except for call
+ * and ls, whose Lua main returns theirs (0-3, lua/pseud/cli.lua).
  */
 #include <limits.h>
 #include <malloc.h>

@@ -20,7 +20,7 @@ local registry = {}
 local Registry = {}
 Registry.__index = Registry
 
-local RESERVED = '_pseud.'
+local RESERVED = core.reserved_prefix            -- '_pseud.' (dispatch.h)
 
 -- callables table -> the Registry that fills it (for the docs of plain entries)
 local owners = setmetatable({}, { __mode = 'k' })
