@@ -108,29 +108,60 @@ static void s_route(lua_State *L, const lendpoint_t *le, const frame_message_t *
     lua_replace(L, routes);
 }
 
+int dispatch_walk_next(lua_State *L, host_t *h, dispatch_walk_t *w) {
+    if (w->done || w->count >= DISPATCH_MAX_REGISTRIES) return LUA_NOREF;
+    w->count++;
+    lendpoint_t *at = w->at;
+    int reg = at ? at->registry : h->global_registry;
+    if (reg == LUA_NOREF || !at) {                       /* that was the global one */
+        w->done = 1;
+        return reg;
+    }
+    if (at->proxy_to == LUA_NOREF) {
+        w->at = NULL;
+    } else {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, at->proxy_to);
+        lendpoint_t *next = luaL_testudata(L, -1, ENDPOINT_MT);
+        lua_pop(L, 1);
+        w->at = next && next->ep ? next : NULL;          /* closed: its registry is gone */
+    }
+    return reg;
+}
+
+int dispatch_is_reserved(const char *name, size_t len) {
+    size_t n = sizeof DISPATCH_RESERVED_PREFIX - 1;
+    return len >= n && memcmp(name, DISPATCH_RESERVED_PREFIX, n) == 0;
+}
+
 /* Look up `name` (on top of L) in the endpoint's registry, then in those of
  * the endpoints it proxies to, then the global one; route lists ask the
- * resolver. Replaces the name with the callable or nil. */
+ * resolver. A reserved name is looked up in the endpoint's own reserved
+ * table only. Replaces the name with the callable or nil. */
 static void s_lookup(lua_State *L, lendpoint_t *le, const frame_message_t *m, int user,
                      int args, int npos, int has_kwargs) {
     int name = lua_gettop(L);
-    host_t *h = le->host;
-    lendpoint_t *at = le;
-    for (int hops = 0; hops < 9; hops++) {
-        int reg = at ? at->registry : h->global_registry;
-        if (reg == LUA_NOREF) break;
+    size_t name_len;
+    const char *name_str = lua_tolstring(L, name, &name_len);
+    if (dispatch_is_reserved(name_str, name_len)) {
+        if (le->reserved == LUA_NOREF) lua_pushnil(L);
+        else {
+            lua_rawgeti(L, LUA_REGISTRYINDEX, le->reserved);
+            lua_pushvalue(L, name);
+            lua_rawget(L, -2);
+            lua_remove(L, -2);
+        }
+        lua_replace(L, name);
+        return;
+    }
+    dispatch_walk_t w = { le, 0, 0 };
+    int reg;
+    while ((reg = dispatch_walk_next(L, le->host, &w)) != LUA_NOREF) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, reg);
         lua_pushvalue(L, name);
         lua_rawget(L, -2);
         if (dispatch_is_marked(L, -1, ROUTES_MT)) s_route(L, le, m, user, name, args, npos, has_kwargs);
         if (!lua_isnil(L, -1)) { lua_replace(L, name); lua_pop(L, 1); return; }
         lua_pop(L, 2);
-        if (!at) break;                                  /* that was the global one */
-        if (at->proxy_to == LUA_NOREF) { at = NULL; continue; }
-        lua_rawgeti(L, LUA_REGISTRYINDEX, at->proxy_to);
-        at = luaL_testudata(L, -1, ENDPOINT_MT);
-        lua_pop(L, 1);
-        if (at && !at->ep) at = NULL;                    /* closed: its registry is gone */
     }
     lua_pushnil(L);
     lua_replace(L, name);

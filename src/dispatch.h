@@ -34,6 +34,7 @@ typedef struct lendpoint {
     int registry;                 /* ref: local name -> callable table */
     int proxy_to;                 /* ref: another endpoint's userdata, or LUA_NOREF */
     int resolver;                 /* ref: picks a callable from a route list, or LUA_NOREF */
+    int reserved;                 /* ref: its own '_pseud.*' names -> callable, or LUA_NOREF */
     int heartbeat_hook;           /* ref: fn(event, user_id, routing_id), or LUA_NOREF */
     int auth_gate;                /* ref: fn(user_id, routing_id, logged_in) -> ok, or LUA_NOREF */
     int hello_hook;               /* ref: fn(user_id, routing_id, login, password) -> ok, text */
@@ -64,6 +65,26 @@ int dispatch_is_marked(lua_State *L, int idx, const char *mt);
 
 /* Let go of a hold on `le` (a task or a password check is done with it). */
 void dispatch_unhold(lua_State *L, lendpoint_t *le);
+
+/* The registries a lookup from an endpoint visits, in order: its own, those
+ * of the endpoints it proxies to (a closed one ends the chain), the global
+ * one; at most DISPATCH_MAX_REGISTRIES (a proxy cycle ends there). Start
+ * with { le, 0, 0 }; each dispatch_walk_next gives a registry ref (a table of
+ * name -> callable or route list), LUA_NOREF at the end. Used by the lookup
+ * of every WORK and by introspection (ep:registries()), so both see the
+ * same chain. */
+#define DISPATCH_MAX_REGISTRIES 9
+typedef struct dispatch_walk {
+    lendpoint_t *at;              /* next endpoint, or NULL: the global registry is next */
+    int count;                    /* registries given so far */
+    int done;
+} dispatch_walk_t;
+int dispatch_walk_next(lua_State *L, host_t *h, dispatch_walk_t *w);
+
+/* Is `name` reserved for the host ('_pseud.' and more)? Such names are
+ * looked up only among the endpoint's own (`reserved`), never in a registry. */
+#define DISPATCH_RESERVED_PREFIX "_pseud."
+int dispatch_is_reserved(const char *name, size_t len);
 
 /* pseud.caller(): push the user id and routing id of the WORK the running
  * task answers; 2, or 0 outside a handler. */

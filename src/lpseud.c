@@ -392,6 +392,8 @@ int luaopen_pseud_core(lua_State *L) {
     lua_setfield(L, -2, "global_callables");
     lua_pushlightuserdata(L, NULL);
     lua_setfield(L, -2, "null");
+    lua_pushliteral(L, DISPATCH_RESERVED_PREFIX);  /* registry.lua refuses to register these */
+    lua_setfield(L, -2, "reserved_prefix");
     luaL_getmetatable(L, CODEC_MAP_MT);
     lua_setfield(L, -2, "map_mt");
     luaL_getmetatable(L, CODEC_KWARGS_MT);

@@ -78,7 +78,7 @@ static int l_endpoint_new(lua_State *L) {
     memset(le, 0, sizeof *le);                    /* born closed */
     le->host = h;
     le->self_ref = le->registry = le->proxy_to = le->resolver = le->heartbeat_hook = LUA_NOREF;
-    le->auth_gate = le->hello_hook = LUA_NOREF;
+    le->auth_gate = le->hello_hook = le->reserved = LUA_NOREF;
     le->timeout = timeout;
     le->limits.time = max_time;
     le->limits.memory = max_memory;
@@ -264,6 +264,7 @@ static void s_endpoint_finish_close(lua_State *L, lendpoint_t *le) {
     if (le->registry != LUA_NOREF) { luaL_unref(L, LUA_REGISTRYINDEX, le->registry); le->registry = LUA_NOREF; }
     if (le->proxy_to != LUA_NOREF) { luaL_unref(L, LUA_REGISTRYINDEX, le->proxy_to); le->proxy_to = LUA_NOREF; }
     if (le->resolver != LUA_NOREF) { luaL_unref(L, LUA_REGISTRYINDEX, le->resolver); le->resolver = LUA_NOREF; }
+    if (le->reserved != LUA_NOREF) { luaL_unref(L, LUA_REGISTRYINDEX, le->reserved); le->reserved = LUA_NOREF; }
     luaL_unref(L, LUA_REGISTRYINDEX, le->auth_gate);
     luaL_unref(L, LUA_REGISTRYINDEX, le->hello_hook);
     le->auth_gate = le->hello_hook = LUA_NOREF;
@@ -413,6 +414,31 @@ static int l_endpoint_set_registry(lua_State *L) {
     return 0;
 }
 
+/* ep:set_reserved(t|nil): the endpoint's own '_pseud.*' names (name ->
+ * callable; introspection); nil: none, they are unknown names */
+static int l_endpoint_set_reserved(lua_State *L) {
+    lendpoint_t *le = check_endpoint(L, 1);
+    if (!lua_isnil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
+    luaL_unref(L, LUA_REGISTRYINDEX, le->reserved);
+    lua_pushvalue(L, 2);
+    le->reserved = lua_isnil(L, 2) ? (lua_pop(L, 1), LUA_NOREF) : luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+/* ep:registries() -> { callables, ... }: the name -> callable tables a call
+ * to this endpoint looks in, in lookup order (dispatch_walk_next) */
+static int l_endpoint_registries(lua_State *L) {
+    lendpoint_t *le = check_endpoint(L, 1);
+    dispatch_walk_t w = { le, 0, 0 };
+    int reg, n = 0;
+    lua_createtable(L, DISPATCH_MAX_REGISTRIES, 0);          /* list */
+    while ((reg = dispatch_walk_next(L, le->host, &w)) != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, reg);              /* list callables */
+        lua_rawseti(L, -2, ++n);                             /* list */
+    }
+    return 1;
+}
+
 /* ep:start([stop_timeout]): run the loop until stop() or SIGINT/SIGTERM, let
  * in-flight handlers finish for up to stop_timeout seconds, close. */
 static int l_endpoint_start(lua_State *L) {
@@ -478,6 +504,8 @@ const luaL_Reg lpseud_endpoint_methods[] = {
     { "close", l_endpoint_close },
     { "set_proxy", l_endpoint_set_proxy },
     { "set_registry", l_endpoint_set_registry },
+    { "set_reserved", l_endpoint_set_reserved },
+    { "registries", l_endpoint_registries },
     { "set_heartbeat", l_endpoint_set_heartbeat },
     { "set_security", l_endpoint_set_security },
     { "set_auth_hooks", l_endpoint_set_auth_hooks },

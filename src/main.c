@@ -5,7 +5,8 @@
  * binary (PREFIX/share/lua/5.4) or, in a build tree, in the source tree.
  *
  * Errors are reported as lua.c does, through a message handler that adds a
- * traceback; the exit status is 0 on success, 1 on error.
+ * traceback; the exit status is 0 on success, 1 on error, except for call
+ * and ls, whose Lua main returns theirs (0-3, lua/pseud/cli.lua).
  */
 #include <limits.h>
 #include <malloc.h>
@@ -31,6 +32,11 @@ static void s_usage(FILE *out) {
         "       %s passwd FILE LOGIN\n"
         "              add or replace LOGIN's argon2 hash in FILE (0600); the password\n"
         "              is read from stdin, without echo on a terminal\n"
+        "       %s call [options] ENDPOINT SERVICE NAME [ARG...]\n"
+        "              call NAME on a pseud server; ARGs and the result are JSON\n"
+        "       %s ls [options] ENDPOINT SERVICE\n"
+        "              list the names this caller may call, with their docs\n"
+        "              (pseud-lua call --help: options, JSON forms, exit status)\n"
         "Run a Lua 5.4 script with the pseud RPC host (require 'pseud').\n"
         "  -e CODE     run CODE (may be given more than once)\n"
         "  --log-level LEVEL  error, warn, info (default), debug or quiet (sets PSEUD_LOG)\n"
@@ -42,7 +48,7 @@ static void s_usage(FILE *out) {
         "line per event.\n"
         "Signals while start() serves: SIGINT, SIGTERM stop; SIGHUP runs the script\n"
         "again and swaps in what it registers (README, Hot reload).\n",
-        s_progname, s_progname, s_progname);
+        s_progname, s_progname, s_progname, s_progname, s_progname);
 }
 
 /* Message handler: a traceback for strings and for error values, these
@@ -161,6 +167,7 @@ typedef struct run_args {
     int argc;
     char **argv;
     int status;
+    int exit_code;                /* what a helper command asked for (call, ls), else 0 */
 } run_args_t;
 
 /* Everything that may raise runs here, under lua_pcall from main. */
@@ -178,15 +185,23 @@ static int s_pmain(lua_State *L) {
     luaL_requiref(L, "pseud.core", luaopen_pseud_core, 0);
     lua_pop(L, 1);
     a->status = LUA_OK;
-    /* helper commands: pseud-lua keygen|passwd ... (lua/pseud/tools.lua) */
-    if (argc >= 2 && (strcmp(argv[1], "keygen") == 0 || strcmp(argv[1], "passwd") == 0)) {
+    /* helper commands: pseud-lua keygen|passwd ... (lua/pseud/tools.lua),
+     * call|ls ... (lua/pseud/cli.lua, which returns the exit status) */
+    const char *module = NULL;
+    if (argc >= 2) {
+        if (strcmp(argv[1], "keygen") == 0 || strcmp(argv[1], "passwd") == 0) module = "pseud.tools";
+        else if (strcmp(argv[1], "call") == 0 || strcmp(argv[1], "ls") == 0) module = "pseud.cli";
+    }
+    if (module) {
         lua_getglobal(L, "require");
-        lua_pushliteral(L, "pseud.tools");
+        lua_pushstring(L, module);
         int st = s_docall(L, 1, 1);
         if (st == LUA_OK) {
             lua_getfield(L, -1, "main");
+            luaL_checkstack(L, argc + 3, "too many arguments");
             for (i = 1; i < argc; i++) lua_pushstring(L, argv[i]);
-            st = s_docall(L, argc - 1, 0);
+            st = s_docall(L, argc - 1, 1);
+            if (st == LUA_OK && lua_isinteger(L, -1)) a->exit_code = (int)lua_tointeger(L, -1);
         }
         a->status = s_report(L, st);
         return 0;
@@ -271,7 +286,7 @@ int main(int argc, char **argv) {
         return EXIT_FAILURE;
     }
     memset(lua_getextraspace(L), 0, LUA_EXTRASPACE);   /* copied into every thread */
-    run_args_t a = { argc, argv, LUA_OK };
+    run_args_t a = { argc, argv, LUA_OK, 0 };
     lua_pushcfunction(L, s_pmain);
     lua_pushlightuserdata(L, &a);
     int status = lua_pcall(L, 1, 0, 0);
@@ -279,5 +294,6 @@ int main(int argc, char **argv) {
     s_flush(L, status != LUA_OK || a.status != LUA_OK);
     fflush(stdout);
     lua_close(L);                  /* closes endpoints: queued replies get their linger */
-    return (status == LUA_OK && a.status == LUA_OK) ? EXIT_SUCCESS : EXIT_FAILURE;
+    if (status != LUA_OK || a.status != LUA_OK) return EXIT_FAILURE;
+    return a.exit_code;
 }

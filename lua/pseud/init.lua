@@ -148,7 +148,7 @@ end
 -- The option names an RPC reads itself; its backends add theirs (their
 -- `option_names`).
 local CORE_OPTIONS = {
-  'heartbeat_plugin', 'identity', 'linger', 'max_handler_memory', 'max_handler_time',
+  'heartbeat_plugin', 'identity', 'introspection', 'linger', 'max_handler_memory', 'max_handler_time',
   'max_hook_time', 'max_message_size', 'max_peer_queue', 'max_peers', 'proxy_to', 'registry',
   'security_plugin', 'stop_timeout', 'timeout',
 }
@@ -202,6 +202,22 @@ local function check_options(opts, auth_backend, heartbeat_backend)
   end
 end
 
+local DESCRIBE_DOC = 'the names you may call here, with their docs'
+
+-- The host's own names for an endpoint: '_pseud.describe' lists what the
+-- caller may call, walking the registries as a call would (ep:registries(),
+-- the lookup order of dispatch.c) and routing names under domains with
+-- the endpoint's own resolver, so predicates see this caller.
+local function introspection(ep, resolve)
+  return {
+    ['_pseud.describe'] = function()
+      local user_id, routing_id = core.caller()
+      return registry.describe(ep:registries(), resolve, user_id, routing_id,
+        { { name = '_pseud.describe', doc = DESCRIBE_DOC } })
+    end,
+  }
+end
+
 local function new_rpc(kind, name, opts)
   if type(name) ~= 'string' then
     error(core.error('TypeError', kind .. ': the service name must be a string'), 3)
@@ -212,14 +228,18 @@ local function new_rpc(kind, name, opts)
   end
   check_options(opts, backends.auth[opts.security_plugin or 'noop_auth_backend'],
     backends.heartbeat[opts.heartbeat_plugin or 'noop_heartbeat_backend'])
+  if opts.introspection ~= nil and type(opts.introspection) ~= 'boolean' then
+    error(core.error('TypeError', kind .. ': introspection must be true or false'), 3)
+  end
   if reload.active() then return reload.claim(kind, name, opts) end
   local reg = opts.registry or registry.new(name)
   local self = { _kind = kind, name = name, options = opts, registry = reg,
                  _proxies = setmetatable({}, { __mode = 'v' }), _addresses = {} }
-  local ep, err = core.endpoint(kind, name, opts, reg.callables,
-    registry.resolver(function() return self._auth end))
+  local resolve = registry.resolver(function() return self._auth end)
+  local ep, err = core.endpoint(kind, name, opts, reg.callables, resolve)
   if not ep then error(core.error('RuntimeError', err), 3) end
   self._core = ep
+  if opts.introspection ~= false then ep:set_reserved(introspection(ep, resolve)) end
   setmetatable(self, { __index = rpc_index, __name = 'pseud.' .. kind })
   self._auth = backends.instance('auth', opts.security_plugin or 'noop_auth_backend', self, kind)
   self._heartbeat = backends.instance('heartbeat', opts.heartbeat_plugin or 'noop_heartbeat_backend',

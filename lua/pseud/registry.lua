@@ -9,12 +9,21 @@
 -- registered, then the default one; the RPC's resolver (registry.resolver)
 -- picks the first whose domain predicate accepts the call, or none, and the
 -- host goes on to the next registry.
+--
+-- Names that start with '_pseud.' are the host's (introspection:
+-- '_pseud.describe'); registering one raises. registry.describe lists what
+-- one caller may call, with the docs given at registration.
 local core = require 'pseud.core'
 
 local registry = {}
 
 local Registry = {}
 Registry.__index = Registry
+
+local RESERVED = core.reserved_prefix            -- '_pseud.' (dispatch.h)
+
+-- callables table -> the Registry that fills it (for the docs of plain entries)
+local owners = setmetatable({}, { __mode = 'k' })
 
 local function is_callable(f)
   if type(f) == 'function' then return true end
@@ -24,15 +33,22 @@ end
 
 --- A new registry. `callables` may be given to wrap an existing table.
 function registry.new(name, callables)
-  return setmetatable({ name = name or 'local', callables = callables or {}, entries = {} }, Registry)
+  local self = setmetatable({ name = name or 'local', callables = callables or {}, entries = {} }, Registry)
+  owners[self.callables] = self
+  return self
 end
 
---- Register `fn` under the dotted `name`; `opts.domain` defaults to 'default'.
+--- Register `fn` under the dotted `name`; `opts.domain` defaults to 'default';
+-- `opts.doc` is a text introspection shows beside the name.
 -- Registering the same name and domain again replaces the callable.
 function Registry:register(name, fn, opts)
   if registry.guard then registry.guard(self) end      -- a reload runs (pseud.reload)
   if type(name) ~= 'string' or name == '' then
     error(core.error('TypeError', 'register_rpc: name must be a non-empty string'), 3)
+  end
+  if name:sub(1, #RESERVED) == RESERVED then
+    error(core.error('ValueError', ("register_rpc: '%s': names starting with '%s' are reserved for the host")
+      :format(name, RESERVED)), 3)
   end
   if not is_callable(fn) then
     error(core.error('TypeError', "register_rpc: '" .. name .. "' needs a function or a callable"), 3)
@@ -41,12 +57,16 @@ function Registry:register(name, fn, opts)
   if type(domain) ~= 'string' then
     error(core.error('TypeError', 'register_rpc: domain must be a string'), 3)
   end
+  local doc = opts and opts.doc
+  if doc ~= nil and type(doc) ~= 'string' then
+    error(core.error('TypeError', 'register_rpc: doc must be a string'), 3)
+  end
   local list = self.entries[name] or {}
   self.entries[name] = list
   for i = #list, 1, -1 do
     if list[i].domain == domain then table.remove(list, i) end
   end
-  list[#list + 1] = { domain = domain, fn = fn }
+  list[#list + 1] = { domain = domain, fn = fn, doc = doc }
   if #list == 1 and domain == 'default' then
     self.callables[name] = fn
   else
@@ -99,7 +119,8 @@ end
 --- The resolver the host calls for route lists of an RPC whose auth backend
 -- instance is `auth()` (a function, as the backend may be set up later).
 -- ctx = auth:get_predicate_arguments(user_id) plus user_id, routing_id,
--- name, args (packed), kwargs.
+-- name, args (packed), kwargs. Returns the callable and its entry
+-- ({domain=, fn=, doc=}; the host reads the first only), or nil.
 function registry.resolver(auth)
   return function(routes, name, user_id, routing_id, kwargs, ...)
     local ctx = {}
@@ -115,10 +136,46 @@ function registry.resolver(auth)
     ctx.user_id, ctx.routing_id, ctx.name = user_id, routing_id, name
     ctx.args, ctx.kwargs = table.pack(...), kwargs
     for _, e in ipairs(routes) do
-      if accepts(e.domain, ctx) then return e.fn end
+      if accepts(e.domain, ctx) then return e.fn, e end
     end
     return nil
   end
+end
+
+--- What `user_id` (on `routing_id`) may call through the registries
+-- `tables` (callables tables in lookup order, as the host walks them:
+-- ep:registries()), routing each name registered under domains with
+-- `resolve` (the RPC's resolver) as a call of that name with no arguments
+-- would be routed. A name counts once, with the doc of the entry a call
+-- would reach; `extra` lists more {name=, doc=} (the host's own).
+-- Returns { {name=, doc=|pseud.null}, ... } sorted by name, each a map.
+function registry.describe(tables, resolve, user_id, routing_id, extra)
+  local seen, list = {}, {}
+  local function add(name, doc)
+    seen[name] = true
+    list[#list + 1] = setmetatable({ name = name, doc = doc or core.null }, core.map_mt)
+  end
+  for _, e in ipairs(extra or {}) do add(e.name, e.doc) end
+  for _, callables in ipairs(tables) do
+    local names = {}
+    for name in pairs(callables) do
+      if type(name) == 'string' and not seen[name] then names[#names + 1] = name end
+    end
+    table.sort(names)                         -- predicates run in a stable order
+    for _, name in ipairs(names) do
+      local v = callables[name]
+      if getmetatable(v) == core.routes_mt then
+        local fn, entry = resolve(v, name, user_id, routing_id, nil)
+        if fn ~= nil then add(name, entry and entry.doc) end
+      elseif v ~= nil then
+        local owner = owners[callables]
+        local entries = owner and owner.entries[name]
+        add(name, entries and entries[1] and entries[1].doc)
+      end
+    end
+  end
+  table.sort(list, function(a, b) return a.name < b.name end)
+  return list
 end
 
 --- The process-wide registry, shared with the host. A reload replaces it

@@ -1,0 +1,27 @@
+--[[
+spec/servers/cli.lua: the server of cli_call_spec.lua ('service', a free port).
+Prints `ready <endpoint>`.
+  hello(name)      'Hello ' .. name
+  echo(...)        its arguments back (several travel as an array)
+  kw(a, kwargs)    {a, kwargs}: the keyword arguments as the handler got them
+  fail()           ERROR ValueError 'bad input'
+  sleep(s)         answers after s seconds
+  nothing()        answers nil
+  bytes()          a string that is not UTF-8 (travels as bin)
+]]
+local pseud = require 'pseud'
+
+local server = pseud.Server('service')
+local endpoint = assert(server:bind('tcp://127.0.0.1:*'))
+
+server:register_rpc('hello', function(name) return 'Hello ' .. name end, { doc = 'greets NAME' })
+server:register_rpc('echo', function(...) return ... end, { doc = 'returns its arguments' })
+server:register_rpc('kw', function(a, kwargs) return { a, kwargs or pseud.null } end)
+server:register_rpc('fail', function() error(pseud.error('ValueError', 'bad input')) end)
+server:register_rpc('sleep', function(s) pseud.sleep(s); return 'slept' end)
+server:register_rpc('nothing', function() end)
+server:register_rpc('bytes', function() return '\0\255\1' end)
+
+io.stdout:write('ready ', endpoint, '\n')
+io.stdout:flush()
+server:start()
