@@ -47,8 +47,8 @@ describe('pseud-lua server and client', function()
   end)
 
   it('carries the Lua traceback of a remote error', function()
-    assert.same({ 'LuaError', 'spec/servers/e2e.lua:21: boom', 'has stack traceback', 'tostring ok' },
-      run_case('traceback'))
+    assert.same({ 'LuaError', 'spec/servers/e2e.lua:21: boom', 'has stack traceback', 'tostring ok',
+                  ("call 'fail' to 'service' at " .. endpoint) }, run_case('traceback'))
   end)
 
   it('times out a call that is not answered in time and drops the late reply', function()

@@ -394,6 +394,18 @@ typedef struct reply_job {
     const char *error_name, *message;
 } reply_job_t;
 
+/* Push "call 'NAME' to 'PEER' at ADDRESS": which call of future 2 ended. */
+static const char *s_push_call_context(lua_State *L, const reply_job_t *job) {
+    char who[64];
+    lua_getiuservalue(L, 2, 3);
+    const char *name = lua_tostring(L, -1);
+    const char *text = lua_pushfstring(L, "call '%s' to '%s'%s%s", name ? name : "?",
+        s_printable(who, sizeof who, job->call->peer, job->call->peer_len),
+        job->le->address[0] ? " at " : "", job->le->address);
+    lua_remove(L, -2);
+    return text;
+}
+
 static int s_reply_protected(lua_State *L) {
     reply_job_t *job = lua_touserdata(L, 1);
     sched_t *s = sched_of(L);
@@ -402,22 +414,21 @@ static int s_reply_protected(lua_State *L) {
     job->call->ref = LUA_NOREF;                   /* settled below, or by the fallback */
     const message_reply_t *r = &job->reply;
     if (job->error_name) {                        /* ended here: say which call, to whom, where */
-        char who[64];
-        lua_getiuservalue(L, 2, 3);
-        const char *name = lua_tostring(L, -1), *what = job->message;
+        const char *what = job->message;
         if (strcmp(job->error_name, "TimeoutError") == 0)
             what = lua_pushfstring(L, "no reply within %f s", job->le->timeout);
-        const char *message = lua_pushfstring(L, "%s (call '%s' to '%s'%s%s)", what, name ? name : "?",
-            s_printable(who, sizeof who, job->call->peer, job->call->peer_len),
-            job->le->address[0] ? " at " : "", job->le->address);
-        task_push_error(L, job->error_name, message, "");
+        const char *context = s_push_call_context(L, job);
+        task_push_error(L, job->error_name, lua_pushfstring(L, "%s (%s)", what, context), "");
     } else if (job->type == FRAME_OK) {
         codec_push_object(L, &r->value);
-    } else {
-        lua_createtable(L, 0, 3);
+    } else {                                      /* the peer's ERROR, as it sent it, and which call */
+        s_push_call_context(L, job);
+        lua_createtable(L, 0, 4);
         lua_pushlstring(L, r->name, r->name_len); lua_setfield(L, -2, "name");
         lua_pushlstring(L, r->message, r->message_len); lua_setfield(L, -2, "message");
         lua_pushlstring(L, r->traceback, r->traceback_len); lua_setfield(L, -2, "traceback");
+        lua_rotate(L, -2, 1);
+        lua_setfield(L, -2, "call");
         luaL_setmetatable(L, ERROR_MT);
     }
     future_settle(s, L, 2, job->error_name || job->type != FRAME_OK ? FUTURE_FAILED : FUTURE_OK);

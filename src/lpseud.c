@@ -141,11 +141,17 @@ static int l_error_tostring(lua_State *L) {
     lua_getfield(L, 1, "message");
     lua_getfield(L, 1, "traceback");
     lua_getfield(L, 1, "where");
-    const char *tb = lua_tostring(L, 4), *where = lua_tostring(L, 5);
-    if (where) lua_pushfstring(L, "%s: ", where);
-    else lua_pushliteral(L, "");
-    if (tb && tb[0]) lua_pushfstring(L, "%s%s: %s\n%s", lua_tostring(L, 6), lua_tostring(L, 2), lua_tostring(L, 3), tb);
-    else lua_pushfstring(L, "%s%s: %s", lua_tostring(L, 6), lua_tostring(L, 2), lua_tostring(L, 3));
+    lua_getfield(L, 1, "call");
+    const char *tb = lua_tostring(L, 4), *where = lua_tostring(L, 5), *call = lua_tostring(L, 6);
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    if (where) { luaL_addstring(&b, where); luaL_addstring(&b, ": "); }
+    luaL_addstring(&b, lua_tostring(L, 2) ? lua_tostring(L, 2) : "?");
+    luaL_addstring(&b, ": ");
+    luaL_addstring(&b, lua_tostring(L, 3) ? lua_tostring(L, 3) : "");
+    if (call) { luaL_addstring(&b, " ("); luaL_addstring(&b, call); luaL_addstring(&b, ")"); }
+    if (tb && tb[0]) { luaL_addchar(&b, '\n'); luaL_addstring(&b, tb); }
+    luaL_pushresult(&b);
     return 1;
 }
 

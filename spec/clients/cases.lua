@@ -64,7 +64,9 @@ function cases.traceback()
   -- where (the line that waited), then class and message, then the remote traceback
   local shown = tostring(e)
   out(shown:find('^spec/clients/cases%.lua:%d+: LuaError: ') and shown:find('stack traceback', 1, true)
-      and 'tostring ok' or shown)
+      and shown:find(e.call, 1, true) and 'tostring ok' or shown)
+  -- which call, to which service, where
+  out(e.call)
 end
 
 --- True once this process's stderr log ($PSEUD_SPEC_LOG, set by
