@@ -63,6 +63,8 @@ typedef struct task_work {
     size_t peer_len, user_len, name_len;
     uint64_t serial;              /* its sender's directory entry, for the budget */
     size_t charged;               /* the bytes its WORK holds against that budget */
+    void *metric;                 /* its name's metrics series (metrics_name_t), or NULL */
+    double started;               /* monotonic, when its WORK was taken (with metric) */
 } task_work_t;
 
 struct task {
@@ -127,6 +129,11 @@ struct sched {
     int in_callback;              /* an endpoint callback is running Lua (sched_pcall) */
     double max_hook_time;         /* seconds a synchronous call may run; 0: unlimited */
     sched_ops_t ops;
+    /* counts for metrics, ever */
+    uint64_t preemptions;         /* tasks that used up their slice and yielded */
+    uint64_t time_hits;           /* tasks stopped past their time limit */
+    uint64_t memory_hits;         /* allocations refused past a task's memory limit */
+    uint64_t hook_time_hits;      /* synchronous calls stopped past max_hook_time */
 };
 
 /* Set up `s` for main thread L; installs the counting allocator. 0 or -1. */
