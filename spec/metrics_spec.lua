@@ -19,8 +19,8 @@ local function start(args)
   argv[#argv + 1] = 'spec/servers/metrics.lua'
   argv[#argv + 1] = args.metrics or 'tcp://127.0.0.1:0'
   local proc = process.start(argv, { name = 'metrics-server' })
-  local svc, tight, auth = proc:wait_for('^ready (%S+) (%S+) (%S+)', 10, 10)
-  return proc, { svc = svc, tight = tight, auth = auth }, metrics_url(proc)
+  local svc, tight, auth, limited = proc:wait_for('^ready (%S+) (%S+) (%S+) (%S+)', 10, 10)
+  return proc, { svc = svc, tight = tight, auth = auth, limited = limited }, metrics_url(proc)
 end
 
 local function sh(cmd)
@@ -88,6 +88,18 @@ describe('metrics', function()
     assert.equal(0, value(text, 'pseud_preemptions_total'))
     assert.equal(0, value(text, 'pseud_limit_hits_total{limit="time"}'))
     assert.is_true(value(text, 'process_start_time_seconds') > 1.6e9)
+  end)
+
+  it('counts preemptions and limit hits', function()
+    local _, at, url = start {}
+    assert.same({ 'TimeoutError', 'MemoryError' }, client(at.limited, 'limited', 'limits'))
+    local text = scrape(url)
+    assert.equal(1, value(text, 'pseud_limit_hits_total{limit="time"}'))
+    assert.is_true(value(text, 'pseud_limit_hits_total{limit="memory"}') >= 1)
+    assert.equal(0, value(text, 'pseud_limit_hits_total{limit="hook_time"}'))
+    assert.is_true(value(text, 'pseud_preemptions_total') >= 1, 'spin ran 0.3 s without a preemption')
+    assert.equal(1, value(text, 'pseud_calls_total{name="spin",outcome="error"}'))
+    assert.equal(1, value(text, 'pseud_calls_total{name="hog",outcome="error"}'))
   end)
 
   it('passes promtool check metrics', function()

@@ -6,6 +6,7 @@ error's class name; then `done`.
   busy           slow and slow again at once: the second is refused (BusyError)
   unknown N      N distinct unknown names at once
   login USER PW  whoami over PLAIN (timeout 0.5 s)
+  limits         spin (stopped by its time limit), hog (by its memory limit)
 ]]
 local pseud = require 'pseud'
 
@@ -43,5 +44,8 @@ elseif case == 'unknown' then
   for k, n in pairs(counts) do print(k .. ' ' .. n) end
 elseif case == 'login' then
   show(client.whoami())
+elseif case == 'limits' then
+  show(client.spin())
+  show(client.hog())
 end
 print('done')

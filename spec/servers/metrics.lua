@@ -3,12 +3,13 @@ spec/servers/metrics.lua: the pseud-lua process metrics_spec.lua scrapes.
 
   pseud-lua [--metrics ADDRESS] spec/servers/metrics.lua METRICS|-
 
-Three servers in one process, all with `metrics = METRICS` (`-`: no
+Four servers in one process, all with `metrics = METRICS` (`-`: no
 option; --metrics on the command line then serves them): 'svc' (hello,
 fail, a name that needs escaping), 'tight' (max_peer_queue = 1: a second
-call while `slow` runs is refused BusyError) and 'auth' (PLAIN, alice's
-password is 'wonderland'). Prints `ready SVC TIGHT AUTH` (their endpoints),
-then serves until SIGTERM.
+call while `slow` runs is refused BusyError), 'auth' (PLAIN, alice's
+password is 'wonderland') and 'limited' (spin runs past max_handler_time
+0.3 s, hog past max_handler_memory 4 MB). Prints `ready SVC TIGHT AUTH
+LIMITED` (their endpoints), then serves until SIGTERM.
 ]]
 local pseud = require 'pseud'
 
@@ -29,6 +30,16 @@ local auth = pseud.Server('auth', { metrics = metrics, security_plugin = 'plain'
 local auth_at = assert(auth:bind('tcp://127.0.0.1:*'))
 auth:register_rpc('whoami', function() return (pseud.caller()) end)
 
-print(('ready %s %s %s'):format(svc_at, tight_at, auth_at))
+local limited = pseud.Server('limited', { metrics = metrics, max_handler_time = 0.3,
+  max_handler_memory = 4e6 })
+local limited_at = assert(limited:bind('tcp://127.0.0.1:*'))
+limited:register_rpc('spin', function() while true do end end)
+limited:register_rpc('hog', function()
+  local t = {}
+  for i = 1, 1e7 do t[i] = ('x'):rep(64) .. i end
+  return #t
+end)
+
+print(('ready %s %s %s %s'):format(svc_at, tight_at, auth_at, limited_at))
 io.stdout:flush()
 svc:start()
