@@ -14,7 +14,7 @@
 /* Everything the counters do not hold, as of now. */
 static void s_sample(host_t *h, metrics_sample_t *s) {
     memset(s, 0, sizeof *s);
-    metrics_process_sample(s);
+    metrics_process_sample(h->metrics, s);
     s->busy = h->busy_closed;
     size_t peers = 0, held = 0;
     for (int i = 0; i < h->nendpoints; i++) {
@@ -55,7 +55,6 @@ int host_serve_metrics(host_t *h, const char *address, char *err, size_t err_siz
     }
     h->metrics_http = metrics_http_new(h->loop, address, s_render, h, err, err_size);
     if (!h->metrics_http) return -1;
-    host_log(h, PSEUD_LOG_INFO, "serving metrics at %s (port %d): GET /metrics", address,
-             metrics_http_port(h->metrics_http));
+    host_log(h, PSEUD_LOG_INFO, "serving metrics at %s (%s)", metrics_http_url(h->metrics_http), address);
     return 0;
 }

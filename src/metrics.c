@@ -29,6 +29,7 @@ struct metrics {
     metrics_name_t *first, *last; /* every registered name, in order of first call */
     metrics_name_t *unknown;      /* "(unknown)": not in the table, nor in the list */
     uint64_t logins[METRICS_MECHANISMS][2];   /* [mechanism][ok] */
+    double start_time;            /* the process's, seconds since the epoch; < 0: unknown */
 };
 
 static uint64_t s_hash(const char *s, size_t len) {
@@ -45,9 +46,12 @@ static metrics_name_t *s_name_new(const char *name, size_t len) {
     return n;
 }
 
+static double s_start_time(void);
+
 metrics_t *metrics_new(void) {
     metrics_t *m = calloc(1, sizeof *m);
     if (!m) return NULL;
+    m->start_time = s_start_time();
     m->ntable = 64;
     m->table = calloc(m->ntable, sizeof *m->table);
     m->unknown = s_name_new(METRICS_UNKNOWN, sizeof METRICS_UNKNOWN - 1);
@@ -103,6 +107,10 @@ metrics_name_t *metrics_name(metrics_t *m, const char *name, size_t len) {
     return n;
 }
 
+void metrics_count(metrics_name_t *n, int outcome) {
+    n->calls[outcome]++;
+}
+
 void metrics_observe(metrics_name_t *n, double seconds) {
     int b = 0;
     while (b < METRICS_NBUCKETS && seconds > metrics_buckets[b]) b++;   /* le: upper bound included */
@@ -141,10 +149,8 @@ static double s_start_time(void) {
     return btime && hz > 0 ? (double)btime + (double)ticks / (double)hz : -1;
 }
 
-void metrics_process_sample(metrics_sample_t *s) {
-    static double start = 0;                      /* read once: it never changes */
-    if (start == 0) start = s_start_time();
-    s->start_time = start;
+void metrics_process_sample(const metrics_t *m, metrics_sample_t *s) {
+    s->start_time = m->start_time;
     struct rusage ru;
     s->cpu_seconds = getrusage(RUSAGE_SELF, &ru) == 0
         ? (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +

@@ -93,7 +93,7 @@ metrics_name_t *metrics_name(metrics_t *m, const char *name, size_t len);
 metrics_name_t *metrics_unknown(metrics_t *m);
 
 /* One call of `n` ended with `outcome`. */
-static inline void metrics_count(metrics_name_t *n, int outcome) { n->calls[outcome]++; }
+void metrics_count(metrics_name_t *n, int outcome);
 /* One handler of `n` ran `seconds` from its start to its answer. */
 void metrics_observe(metrics_name_t *n, double seconds);
 
@@ -104,8 +104,9 @@ void metrics_login(metrics_t *m, const char *mechanism, int ok);
 /* The histogram's upper bounds, seconds (METRICS_NBUCKETS of them). */
 extern const double metrics_buckets[METRICS_NBUCKETS];
 
-/* Process basics of this process into `s` (start time, CPU, memory, fds). */
-void metrics_process_sample(metrics_sample_t *s);
+/* Process basics of this process into `s` (start time, read once by
+ * metrics_new; CPU, memory, fds, read now). */
+void metrics_process_sample(const metrics_t *m, metrics_sample_t *s);
 
 /* Append the whole exposition to `out`. Returns 0, or -1 when out of memory. */
 int metrics_render(const metrics_t *m, const metrics_sample_t *s, metrics_buf_t *out);

@@ -31,7 +31,8 @@ struct metrics_http {
     metrics_http_render_fn render;
     void *ctx;
     int port;
-    char address[MAX_ADDRESS];
+    char address[MAX_ADDRESS];    /* as given */
+    char url[MAX_ADDRESS];        /* http://HOST:PORT/metrics, the port resolved */
 };
 
 /* --- the address --- */
@@ -40,19 +41,19 @@ struct metrics_http {
 static int s_parse(const char *address, struct sockaddr_storage *sa, socklen_t *len, const char **why) {
     char host[MAX_ADDRESS];
     if (strncmp(address, "tcp://", 6) != 0) { *why = "it must be tcp://HOST:PORT"; return -1; }
-    const char *rest = address + 6, *colon;
-    if (rest[0] == '[') {                          /* [IPv6]:PORT */
-        const char *close = strchr(rest, ']');
-        if (!close || close[1] != ':') { *why = "an IPv6 host is written [ADDRESS]:PORT"; return -1; }
-        colon = close + 1;
-        rest++;
+    const char *start = address + 6, *end_host, *colon;
+    if (start[0] == '[') {                         /* [IPv6]:PORT */
+        end_host = strchr(start, ']');
+        if (!end_host || end_host[1] != ':') { *why = "an IPv6 host is written [ADDRESS]:PORT"; return -1; }
+        start++;
+        colon = end_host + 1;
     } else {
-        colon = strrchr(rest, ':');
+        colon = end_host = strrchr(start, ':');
         if (!colon) { *why = "it has no port (tcp://HOST:PORT)"; return -1; }
     }
-    size_t hlen = (size_t)(colon - rest) - (rest[-1] == '[');
+    size_t hlen = (size_t)(end_host - start);
     if (hlen == 0 || hlen >= sizeof host) { *why = "its host is empty or too long"; return -1; }
-    memcpy(host, rest, hlen);
+    memcpy(host, start, hlen);
     host[hlen] = '\0';
     char *end;
     errno = 0;
@@ -81,8 +82,9 @@ static int s_parse(const char *address, struct sockaddr_storage *sa, socklen_t *
     return 0;
 }
 
-/* A non-blocking listening socket on `sa`; the fd, or -1 with errno. */
-static int s_listen(const struct sockaddr_storage *sa, socklen_t len, int *port) {
+/* A non-blocking listening socket on `sa`; the fd, or -1 with errno. The
+ * URL it serves (the port resolved) goes to `url`. */
+static int s_listen(const struct sockaddr_storage *sa, socklen_t len, int *port, char *url, size_t size) {
     int fd = socket(sa->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
     int on = 1;
@@ -97,8 +99,12 @@ static int s_listen(const struct sockaddr_storage *sa, socklen_t len, int *port)
         errno = e;
         return -1;
     }
-    *port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
-                                              : ((struct sockaddr_in *)&bound)->sin_port);
+    char host[INET6_ADDRSTRLEN] = "?";
+    int v6 = bound.ss_family == AF_INET6;
+    inet_ntop(bound.ss_family, v6 ? (void *)&((struct sockaddr_in6 *)&bound)->sin6_addr
+                                  : (void *)&((struct sockaddr_in *)&bound)->sin_addr, host, sizeof host);
+    *port = ntohs(v6 ? ((struct sockaddr_in6 *)&bound)->sin6_port : ((struct sockaddr_in *)&bound)->sin_port);
+    snprintf(url, size, v6 ? "http://[%s]:%d/metrics" : "http://%s:%d/metrics", host, *port);
     return fd;
 }
 
@@ -180,7 +186,7 @@ metrics_http_t *metrics_http_new(loop_t *loop, const char *address, metrics_http
     s->render = render;
     s->ctx = ctx;
     snprintf(s->address, sizeof s->address, "%s", address);
-    int fd = s_listen(&sa, len, &s->port);
+    int fd = s_listen(&sa, len, &s->port, s->url, sizeof s->url);
     if (fd < 0) {
         snprintf(err, err_size, "cannot serve metrics at '%s': %s", address, strerror(errno));
         free(s);
@@ -217,3 +223,4 @@ void metrics_http_destroy(metrics_http_t **p) {
 
 const char *metrics_http_address(const metrics_http_t *s) { return s->address; }
 int metrics_http_port(const metrics_http_t *s) { return s->port; }
+const char *metrics_http_url(const metrics_http_t *s) { return s->url; }

@@ -36,8 +36,10 @@ metrics_http_t *metrics_http_new(loop_t *loop, const char *address, metrics_http
 /* Close every connection and the listening socket; takes NULL, clears *p. */
 void metrics_http_destroy(metrics_http_t **p);
 
-/* The address as given, and the port listened on. */
+/* The address as given, the port listened on, and the URL to scrape
+ * (http://HOST:PORT/metrics, the port resolved). */
 const char *metrics_http_address(const metrics_http_t *s);
 int metrics_http_port(const metrics_http_t *s);
+const char *metrics_http_url(const metrics_http_t *s);
 
 #endif

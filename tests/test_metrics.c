@@ -2,7 +2,8 @@
  * test_metrics: the exposition (src/metrics.c): label escaping, the
  * "(unknown)" series, histogram buckets cumulative with +Inf, _sum and
  * _count, the name bound; and metrics_http.c on a real loop: 200 with the
- * content type, 404, 405, a bad address and a port in use named in the error.
+ * content type, 404, 405, a bad address and a port in use named in the error,
+ * an IPv6 address.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -170,6 +171,9 @@ static void test_http(void) {
     if (!s) { loop_destroy(&loop); return; }
     int port = metrics_http_port(s);
     CHECK(port > 0, "a port was picked");
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", port);
+    CHECK(strcmp(metrics_http_url(s), url) == 0, "the URL names the port: %s", metrics_http_url(s));
     char *r = http(loop, port, "GET /metrics HTTP/1.0\r\n\r\n");
     CHECK(r && strncmp(r, "HTTP/1.1 200", 12) == 0, "200: %.40s", r ? r : "(nothing)");
     CHECK(r && has(r, "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"), "content type");
@@ -196,6 +200,10 @@ static void test_http(void) {
         metrics_http_t *x = metrics_http_new(loop, bad[i], render_fixed, NULL, err, sizeof err);
         CHECK(!x && has(err, bad[i]) && has(err, "bad metrics address"), "refused '%s': %s", bad[i], err);
     }
+    metrics_http_t *v6 = metrics_http_new(loop, "tcp://[::1]:0", render_fixed, NULL, err, sizeof err);
+    CHECK(v6 && strncmp(metrics_http_url(v6), "http://[::1]:", 13) == 0, "IPv6 in brackets: %s",
+          v6 ? metrics_http_url(v6) : err);
+    metrics_http_destroy(&v6);
     metrics_http_destroy(&s);
     CHECK(s == NULL, "destroy clears");
     CHECK(loop_timer_count(loop) == 0, "no timer left on the loop");
