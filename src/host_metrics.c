@@ -49,12 +49,15 @@ int host_serve_metrics(host_t *h, const char *address, char *err, size_t err_siz
                  "already (one address a process)", address, metrics_http_address(h->metrics_http));
         return -1;
     }
-    if (!h->metrics && !(h->metrics = metrics_new())) {
+    if (!(h->metrics = metrics_new())) {
         snprintf(err, err_size, "cannot serve metrics at '%s': out of memory", address);
         return -1;
     }
     h->metrics_http = metrics_http_new(h->loop, address, s_render, h, err, err_size);
-    if (!h->metrics_http) return -1;
+    if (!h->metrics_http) {
+        metrics_destroy(&h->metrics);             /* nothing served: nothing counted */
+        return -1;
+    }
     host_log(h, PSEUD_LOG_INFO, "serving metrics at %s (%s)", metrics_http_url(h->metrics_http), address);
     return 0;
 }
