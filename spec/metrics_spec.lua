@@ -92,11 +92,13 @@ describe('metrics', function()
 
   it('counts preemptions and limit hits', function()
     local _, at, url = start {}
-    assert.same({ 'TimeoutError', 'MemoryError' }, client(at.limited, 'limited', 'limits'))
+    assert.same({ 'TimeoutError', 'MemoryError', 'ServiceNotFoundError' }, client(at.limited, 'limited', 'limits'))
     local text = scrape(url)
     assert.equal(1, value(text, 'pseud_limit_hits_total{limit="time"}'))
     assert.is_true(value(text, 'pseud_limit_hits_total{limit="memory"}') >= 1)
-    assert.equal(0, value(text, 'pseud_limit_hits_total{limit="hook_time"}'))
+    assert.equal(1, value(text, 'pseud_limit_hits_total{limit="hook_time"}'))
+    -- a predicate that fails says no: ServiceNotFoundError, not a refusal
+    assert.equal(1, value(text, 'pseud_calls_total{name="(unknown)",outcome="not_found"}'))
     assert.is_true(value(text, 'pseud_preemptions_total') >= 1, 'spin ran 0.3 s without a preemption')
     assert.equal(1, value(text, 'pseud_calls_total{name="spin",outcome="error"}'))
     assert.equal(1, value(text, 'pseud_calls_total{name="hog",outcome="error"}'))

@@ -6,7 +6,8 @@ error's class name; then `done`.
   busy           slow and slow again at once: the second is refused (BusyError)
   unknown N      N distinct unknown names at once
   login USER PW  whoami over PLAIN (timeout 0.5 s)
-  limits         spin (stopped by its time limit), hog (by its memory limit)
+  limits         spin (stopped by its time limit), hog (by its memory limit),
+                 guarded (its predicate stopped by max_hook_time)
 ]]
 local pseud = require 'pseud'
 
@@ -47,5 +48,6 @@ elseif case == 'login' then
 elseif case == 'limits' then
   show(client.spin())
   show(client.hog())
+  show(client.guarded())
 end
 print('done')

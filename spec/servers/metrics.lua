@@ -8,7 +8,8 @@ option; --metrics on the command line then serves them): 'svc' (hello,
 fail, a name that needs escaping), 'tight' (max_peer_queue = 1: a second
 call while `slow` runs is refused BusyError), 'auth' (PLAIN, alice's
 password is 'wonderland') and 'limited' (spin runs past max_handler_time
-0.3 s, hog past max_handler_memory 4 MB). Prints `ready SVC TIGHT AUTH
+0.3 s, hog past max_handler_memory 4 MB, guarded's predicate past
+max_hook_time 0.2 s). Prints `ready SVC TIGHT AUTH
 LIMITED` (their endpoints), then serves until SIGTERM.
 ]]
 local pseud = require 'pseud'
@@ -31,9 +32,11 @@ local auth_at = assert(auth:bind('tcp://127.0.0.1:*'))
 auth:register_rpc('whoami', function() return (pseud.caller()) end)
 
 local limited = pseud.Server('limited', { metrics = metrics, max_handler_time = 0.3,
-  max_handler_memory = 4e6 })
+  max_handler_memory = 4e6, max_hook_time = 0.2 })
 local limited_at = assert(limited:bind('tcp://127.0.0.1:*'))
 limited:register_rpc('spin', function() while true do end end)
+pseud.register_predicate('spinning', function() while true do end end)
+limited:register_rpc('guarded', function() return 'never' end, { domain = 'spinning' })
 limited:register_rpc('hog', function()
   local t = {}
   for i = 1, 1e7 do t[i] = ('x'):rep(64) .. i end
