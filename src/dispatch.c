@@ -167,6 +167,12 @@ static void s_lookup(lua_State *L, lendpoint_t *le, const frame_message_t *m, in
     lua_replace(L, name);
 }
 
+/* One call of no registered name ended with `outcome` (counted only while
+ * metrics are served). */
+static void s_count_unknown(host_t *h, int outcome) {
+    if (h->metrics) metrics_count(metrics_unknown(h->metrics), outcome);
+}
+
 static void s_work_refuse(lendpoint_t *le, const frame_message_t *m, const char *name,
                           const char *message, size_t len) {
     if (strcmp(name, "ProtocolError") == 0) {
@@ -208,6 +214,7 @@ static int s_work_protected(lua_State *L) {
         static const char text[] = "Authentication Required";
         endpoint_reply(le->ep, m->peer, m->peer_len, NULL, 0, m->uuid, FRAME_UNAUTHORIZED,
                        text, sizeof text - 1);
+        s_count_unknown(h, METRICS_UNAUTHORIZED);
         return 0;
     }
     /* arguments first: a name registered under domains is routed on them */
@@ -226,6 +233,7 @@ static int s_work_protected(lua_State *L) {
         char echo[MESSAGE_ECHO_SIZE];
         size_t n = message_echo(echo, w->name, w->name_len);
         s_work_refuse(le, m, "ServiceNotFoundError", echo, n);
+        s_count_unknown(h, METRICS_NOT_FOUND);
         return 0;
     }
     lua_insert(L, base + 1);                      /* callable below its arguments */
@@ -250,9 +258,12 @@ static int s_work_protected(lua_State *L) {
     memcpy(tw->ids, m->peer, m->peer_len);
     memcpy(tw->ids + m->peer_len, user_id, user_len);
     memcpy(tw->ids + m->peer_len + user_len, w->name, w->name_len);
-    tw->started = host_log_on(h, LOG_DEBUG) ? loop_now() : 0;
     tw->serial = m->serial;
     tw->charged = m->charged;
+    /* the registry resolved this name: it is a registered one (DESIGN.md 4:
+     * a peer's other names never become a label) */
+    tw->metric = h->metrics ? metrics_name(h->metrics, w->name, w->name_len) : NULL;
+    tw->started = tw->metric || host_log_on(h, LOG_DEBUG) ? loop_now() : 0;
     task_start(&h->sched, t, nargs, &le->limits, m->idle_sender);
     job->kept = 1;                                /* the task answers, and releases the budget */
     return 0;
@@ -266,6 +277,7 @@ static int s_on_work(void *ctx, endpoint_t *ep, const frame_message_t *m) {
     (void)ep;
     if (message_decode_work(m->body, m->body_len, &h->limits, &h->zone, &job.work, &why) < 0) {
         s_work_refuse(le, m, "ProtocolError", why.message, strlen(why.message));
+        s_count_unknown(h, METRICS_REFUSED);
         return 0;
     }
     sched_error_t err;
@@ -276,6 +288,7 @@ static int s_on_work(void *ctx, endpoint_t *ep, const frame_message_t *m) {
         endpoint_reply_error(le->ep, m->peer, m->peer_len, NULL, 0, m->uuid,
                              strcmp(err.name, "MemoryError") == 0 ? "MemoryError" : "LuaError",
                              err.message, strlen(err.message), "");
+        s_count_unknown(h, METRICS_REFUSED);
     }
     return job.kept;
 }
@@ -287,10 +300,18 @@ static int s_on_work(void *ctx, endpoint_t *ep, const frame_message_t *m) {
  * cheaper than copying this much). */
 #define ZERO_COPY_MIN (16u << 10)
 
+/* A handler's call ended with `outcome`: its name's counter and latency. */
+static void s_count_end(const task_t *t, int outcome) {
+    metrics_name_t *n = t->work.metric;
+    if (!n) return;
+    metrics_count(n, outcome);
+    metrics_observe(n, loop_now() - t->work.started);
+}
+
 static void s_answer_ok(void *ctx, task_t *t, lua_State *co, int first, int nres) {
     host_t *h = ctx;
     lendpoint_t *le = t->work.owner;
-    if (!le->ep) return;                          /* closed: nobody to answer */
+    if (!le->ep) { s_count_end(t, METRICS_OK); return; }   /* closed: nobody to answer */
     codec_error_t err = { "msgpack: out of memory" };
     msgpack_packer *pk = host_packer(h, le->max_message_size);
     int rc = 0;
@@ -309,9 +330,10 @@ static void s_answer_ok(void *ctx, task_t *t, lua_State *co, int first, int nres
     const task_work_t *w = &t->work;
     const char *peer = w->ids, *user = w->ids + w->peer_len;
     if (rc == 0) {
-        if (w->started > 0)
+        if (host_log_on(h, LOG_DEBUG))
             s_access(h, peer, w->peer_len, user, w->user_len, user + w->user_len, w->name_len, "OK",
                      w->started);
+        s_count_end(t, METRICS_OK);
         endpoint_release(le->ep, peer, w->peer_len, w->serial, w->charged);
         if (len >= ZERO_COPY_MIN) {               /* the packed bytes themselves leave */
             char *owned = host_packed_take(h, &len);
@@ -342,6 +364,7 @@ static void s_answer_error(void *ctx, task_t *t, const char *name, const char *m
     lendpoint_t *le = t->work.owner;
     const task_work_t *w = &t->work;
     const char *peer = w->ids, *user = peer + w->peer_len, *called = user + w->user_len;
+    s_count_end(t, METRICS_ERROR);
     /* the operator sees handler failures (PSEUD_LOG=error hides them): name,
      * class, message, where it was raised */
     const char *line = strstr(traceback, "\n\t");
@@ -352,7 +375,8 @@ static void s_answer_error(void *ctx, task_t *t, const char *name, const char *m
                      LOG_STR("error", name), LOG_STR("message", message),
                      LOG_BYTES("at", line ? line : "", s_cap(where, 200)),
                      LOG_BYTES("peer", peer, s_cap(w->peer_len, LOG_ID_MAX)));
-    if (w->started > 0) s_access(h, peer, w->peer_len, user, w->user_len, called, w->name_len, name, w->started);
+    if (host_log_on(h, LOG_DEBUG))
+        s_access(h, peer, w->peer_len, user, w->user_len, called, w->name_len, name, w->started);
     if (le->ep) {
         endpoint_release(le->ep, peer, w->peer_len, w->serial, w->charged);
         endpoint_reply_error(le->ep, peer, w->peer_len, user, w->user_len, w->uuid, name, message,

@@ -170,6 +170,12 @@ size_t endpoint_peer_used(endpoint_t *ep, const char *peer, size_t peer_len) {
     return p ? endpoint_out_used(p) : 0;
 }
 
+size_t endpoint_held_bytes(endpoint_t *ep) {
+    size_t sum = ep->unroutable_bytes;
+    for (const peer_t *p = peers_oldest(ep->peers); p; p = p->newer) sum += endpoint_out_used(p);
+    return sum;
+}
+
 /* ZeroMQ says the peer has no connection: it leaves the directory. */
 static void s_forget_peer(endpoint_t *ep, const char *peer, size_t peer_len) {
     peer_t *p = peers_find(ep->peers, peer, peer_len);

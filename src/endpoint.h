@@ -160,6 +160,9 @@ size_t endpoint_outbox_size(const endpoint_t *ep);
 /* Bytes held against `peer`'s budget (0 when unknown), and the counters. */
 size_t endpoint_peer_used(endpoint_t *ep, const char *peer, size_t peer_len);
 const endpoint_stats_t *endpoint_stats(const endpoint_t *ep);
+/* Bytes held against every peer's budget plus WORK waiting for a peer
+ * to appear: O(peers), for a metrics scrape. */
+size_t endpoint_held_bytes(endpoint_t *ep);
 
 /* Heartbeats: send HEARTBEAT every `interval` seconds (0: never) to every
  * peer in the directory, and to `default_peer` (a client's server) if given;

@@ -226,6 +226,8 @@ void host_close(host_t *h) {
     sched_close(&h->sched);
     passwd_destroy(&h->passwd);                   /* before zap: its answers go there */
     zap_destroy(&h->zap);
+    metrics_http_destroy(&h->metrics_http);      /* before the loop: it holds a timer there */
+    metrics_destroy(&h->metrics);
     loop_destroy(&h->loop);
     if (h->zmq) { zmq_ctx_term(h->zmq); h->zmq = NULL; }
     msgpack_sbuffer_destroy(&h->sbuf);
@@ -282,6 +284,7 @@ int host_add_endpoint(host_t *h, lendpoint_t *le) {
 }
 
 void host_remove_endpoint(host_t *h, lendpoint_t *le) {
+    if (le->ep) h->busy_closed += endpoint_stats(le->ep)->busy_refused;   /* counters never go down */
     for (int i = 0; i < h->nendpoints; i++)
         if (h->endpoints[i] == le) { h->endpoints[i] = h->endpoints[--h->nendpoints]; return; }
 }

@@ -110,6 +110,11 @@ int host_start_passwd(host_t *h, int threads, size_t max_pending);
 /* Stats of the password pool; 0, or -1 when it has not started. */
 int host_passwd_stats(host_t *h, passwd_stats_t *st);
 
+/* Serve GET /metrics at `address` (metrics_http.h) from now on, and start
+ * counting. Once per host: the same address again is a no-op, another one
+ * an error. 0, or -1 with a message naming the address in `err`. */
+int host_serve_metrics(host_t *h, const char *address, char *err, size_t err_size);
+
 /* Counts for tests: tasks alive, tasks owing an answer, idle tasks pooled,
  * calls pending on all endpoints, timers armed. */
 typedef struct host_counts {

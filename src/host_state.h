@@ -13,6 +13,8 @@
 #include "dispatch.h"
 #include "host.h"
 #include "loop.h"
+#include "metrics.h"
+#include "metrics_http.h"
 #include "passwd.h"
 #include "task.h"
 #include "zap.h"
@@ -50,6 +52,9 @@ struct host {
     int zap_handler;              /* ref: fn(request) -> user_id | nil, reason */
     passwd_t *passwd;             /* argon2 checks on worker threads, once started */
     lua_CFunction lua_sethook;    /* Lua's own debug.sethook (lpseud_task.c replaces it) */
+    metrics_t *metrics;           /* counters, once metrics are served; NULL: nothing counted */
+    metrics_http_t *metrics_http; /* GET /metrics, or NULL */
+    uint64_t busy_closed;         /* BusyError refusals of endpoints closed since */
 };
 
 /* The thread Lua runs on from a callback: the loop's, or the main one. */

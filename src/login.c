@@ -35,6 +35,11 @@ static int s_password_fields(lua_State *L, int idx, const char **hash, const cha
     return *pw ? 0 : -1;                          /* both stay on the stack */
 }
 
+/* One login judged (counted only while metrics are served). */
+static void s_count(host_t *h, const char *mechanism, int ok) {
+    if (h->metrics) metrics_login(h->metrics, mechanism, ok);
+}
+
 typedef struct zap_job {
     host_t *h;
     const zap_request_t *req;
@@ -54,6 +59,7 @@ typedef struct zap_check {        /* a ZAP request waiting for its password chec
 static void s_zap_checked(void *ctx, int verified) {
     zap_check_t *c = ctx;
     host_t *h = c->h;
+    s_count(h, c->mechanism, verified == 1);
     if (verified == 1) {
         zap_answer(h->zap, c->pending, ZAP_OK, c->user_id, "OK");
     } else if (verified == 0) {
@@ -143,8 +149,10 @@ static int s_zap_decide(void *ctx, const zap_request_t *req, zap_pending_t *pend
         HOST_LOG_LIMITED(h, LOG_WARN, "ZAP handler failed (refused, 500)", LOG_STR("error", err.name),
                          LOG_STR("message", err.message));
         snprintf(reason, ZAP_MAX_TEXT + 1, "internal error");
+        s_count(h, req->mechanism, 0);
         return ZAP_INTERNAL;
     }
+    if (job.status != ZAP_PENDING) s_count(h, req->mechanism, job.status == ZAP_OK);
     if (job.status == ZAP_REFUSED)
         HOST_LOG_LIMITED(h, LOG_WARN, "handshake refused", LOG_STR("mechanism", req->mechanism),
                          LOG_STR("domain", req->domain), LOG_STR("address", req->address),
@@ -185,6 +193,7 @@ static void s_hello_checked(void *ctx, int verified) {
     host_t *h = le->host;
     const char *peer = c->data, *user = peer + c->peer_len, *login = user + c->user_len;
     const char *text = login + c->login_len;
+    if (verified >= 0) s_count(h, "HELLO", verified == 1);
     if (verified >= 0 && le->ep) {
         endpoint_sync_peers(le->ep);              /* a disconnect read late must not pass */
         peers_t *d = endpoint_peers(le->ep);
@@ -216,6 +225,7 @@ static int s_hello_protected(lua_State *L) {
     if (message_decode_hello(m->body, m->body_len, &h->limits, &h->zone, &hello, &why) < 0) {
         HOST_LOG_LIMITED(h, LOG_WARN, "refused a HELLO", LOG_STR("reason", why));
         s_hello_answer(le, m, FRAME_UNAUTHORIZED, "Malformed HELLO");
+        s_count(h, "HELLO", 0);
         return 0;
     }
     lua_pushlstring(L, m->peer, m->peer_len);     /* 2: kept, the entry may change */
@@ -230,6 +240,7 @@ static int s_hello_protected(lua_State *L) {
     if (!deferred && !lua_toboolean(L, 4)) {
         s_hello_answer(le, m, FRAME_UNAUTHORIZED,
                        lua_type(L, 5) == LUA_TSTRING ? lua_tostring(L, 5) : "Invalid credentials");
+        s_count(h, "HELLO", 0);
         return 0;
     }
     size_t text_len, login_len;
@@ -242,6 +253,7 @@ static int s_hello_protected(lua_State *L) {
         HOST_LOG_LIMITED(h, LOG_WARN, "refused a HELLO: the backend's user id is refused",
                          LOG_STR("reason", bad));
         s_hello_answer(le, m, FRAME_UNAUTHORIZED, "Invalid credentials");
+        s_count(h, "HELLO", 0);
         return 0;
     }
     if (!deferred) {
@@ -251,6 +263,7 @@ static int s_hello_protected(lua_State *L) {
         if (peers_log_in(d, p, login, login_len) < 0) return luaL_error(L, "not enough memory");
         endpoint_reply(le->ep, m->peer, m->peer_len, NULL, 0, m->uuid, FRAME_AUTHENTICATED,
                        text, text_len);
+        s_count(h, "HELLO", 1);
         return 0;
     }
     const char *hash, *pw;
@@ -278,6 +291,7 @@ static int s_hello_protected(lua_State *L) {
                          LOG_STR("reason", busy ? "too many logins in progress" : "internal error"));
         s_hello_answer(le, m, FRAME_UNAUTHORIZED,
                        busy ? "Too many logins in progress: try again later" : "Authentication Required");
+        s_count(h, "HELLO", 0);
         return 0;
     }
     le->holds++;                                  /* the answer needs it */
@@ -298,5 +312,6 @@ void login_on_hello(void *ctx, endpoint_t *ep, const frame_message_t *m) {
         HOST_LOG_LIMITED(le->host, LOG_WARN, "refused a HELLO: the backend failed",
                          LOG_STR("error", err.name), LOG_STR("message", err.message));
         s_hello_answer(le, m, FRAME_UNAUTHORIZED, "Authentication Required");
+        s_count(le->host, "HELLO", 0);
     }
 }

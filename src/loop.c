@@ -9,6 +9,8 @@
  * one, whose signal a call on it may have taken without reading all it has
  * (its handler ran, or loop_touch: a send, bind or connect elsewhere). A
  * socket read until EAGAIN and not touched since will signal its fd again.
+ * Plain fds (an HTTP server's, metrics_http.c) are watched too: their poll
+ * says all, so they are never stale.
  * Removal during dispatch only marks a slot; compaction happens between rounds. Timers are a binary min-heap of pointers; each timer
  * knows its heap index so cancelling is O(log n).
  */
@@ -32,10 +34,12 @@ struct loop_timer {
 };
 
 typedef struct loop_watch {
-    void *socket;              /* NULL once removed */
-    loop_socket_fn fn;
+    void *socket;              /* NULL for a plain fd watch */
+    loop_socket_fn fn;         /* a socket's handler, or NULL */
+    loop_fd_fn fd_fn;          /* a plain fd's handler, or NULL */
     void *arg;
     int stale;                 /* its ZMQ_FD may not tell: read ZMQ_EVENTS before a poll */
+    int removed;               /* gone: compacted away between rounds */
 } loop_watch_t;
 
 struct loop {
@@ -98,7 +102,8 @@ void loop_destroy(loop_t **p) {
     *p = NULL;
 }
 
-int loop_add_socket(loop_t *loop, void *socket, loop_socket_fn fn, void *arg) {
+/* Room for one more watch: 0, or -1 when out of memory. */
+static int s_reserve(loop_t *loop) {
     if (loop->nwatches == loop->capwatches) {
         size_t cap = loop->capwatches ? loop->capwatches * 2 : 8;
         struct pollfd *fds = realloc(loop->fds, cap * sizeof *fds);
@@ -109,19 +114,40 @@ int loop_add_socket(loop_t *loop, void *socket, loop_socket_fn fn, void *arg) {
         loop->watches = watches;
         loop->capwatches = cap;
     }
+    return 0;
+}
+
+int loop_add_socket(loop_t *loop, void *socket, loop_socket_fn fn, void *arg) {
+    if (s_reserve(loop) < 0) return -1;
     int fd;
     size_t fdlen = sizeof fd;
     if (zmq_getsockopt(socket, ZMQ_FD, &fd, &fdlen) < 0) return -1;
     size_t i = loop->nwatches++;
-    loop->watches[i] = (loop_watch_t){ socket, fn, arg, 1 };
+    loop->watches[i] = (loop_watch_t){ .socket = socket, .fn = fn, .arg = arg, .stale = 1 };
     loop->fds[i] = (struct pollfd){ .fd = fd, .events = POLLIN, .revents = 0 };
     return 0;
 }
 
 void loop_remove_socket(loop_t *loop, void *socket) {
     for (size_t i = 0; i < loop->nwatches; i++)
-        if (loop->watches[i].socket == socket) {
-            loop->watches[i].socket = NULL;
+        if (loop->watches[i].socket == socket && !loop->watches[i].removed) {
+            loop->watches[i].removed = 1;
+            loop->removed = 1;
+        }
+}
+
+int loop_add_fd(loop_t *loop, int fd, loop_fd_fn fn, void *arg) {
+    if (s_reserve(loop) < 0) return -1;
+    size_t i = loop->nwatches++;
+    loop->watches[i] = (loop_watch_t){ .fd_fn = fn, .arg = arg };
+    loop->fds[i] = (struct pollfd){ .fd = fd, .events = POLLIN, .revents = 0 };
+    return 0;
+}
+
+void loop_remove_fd(loop_t *loop, int fd) {
+    for (size_t i = 0; i < loop->nwatches; i++)
+        if (!loop->watches[i].socket && loop->fds[i].fd == fd && !loop->watches[i].removed) {
+            loop->watches[i].removed = 1;
             loop->removed = 1;
         }
 }
@@ -129,7 +155,7 @@ void loop_remove_socket(loop_t *loop, void *socket) {
 static void s_compact(loop_t *loop) {
     size_t j = 0;
     for (size_t i = 0; i < loop->nwatches; i++) {
-        if (!loop->watches[i].socket) continue;
+        if (loop->watches[i].removed) continue;
         loop->watches[j] = loop->watches[i];
         loop->fds[j] = loop->fds[i];
         j++;
@@ -235,14 +261,18 @@ static int s_readable(void *socket) {
  * that could not be told: it is looked at again). */
 static int s_check(loop_t *loop, size_t i) {
     loop_watch_t w = loop->watches[i];
-    if (!w.socket) return 0;
+    if (w.removed) return 0;
+    if (!w.socket) {                   /* a plain fd: its poll said it all */
+        w.fd_fn(loop, loop->fds[i].fd, w.arg);
+        return 1;
+    }
     int readable = s_readable(w.socket);
     if (readable <= 0) {
         if (readable == 0) loop->watches[i].stale = 0;
         return 0;
     }
     w.fn(loop, w.socket, w.arg);
-    if (loop->watches[i].socket == w.socket) loop->watches[i].stale = 1;
+    if (!loop->watches[i].removed) loop->watches[i].stale = 1;
     return 1;
 }
 
@@ -252,14 +282,15 @@ static int s_dispatch(loop_t *loop, int polled) {
     int n = 0;
     size_t count = loop->nwatches;     /* watches added now wait a round */
     for (size_t i = 0; i < count; i++)
-        if (polled ? (loop->fds[i].revents & POLLIN) != 0 : loop->watches[i].stale)
+        if (polled ? (loop->fds[i].revents & (POLLIN | POLLERR | POLLHUP)) != 0
+                   : loop->watches[i].stale)
             n += s_check(loop, i);
     return n;
 }
 
 void loop_touch(loop_t *loop, void *socket) {
     for (size_t i = 0; i < loop->nwatches; i++)
-        if (loop->watches[i].socket == socket) loop->watches[i].stale = 1;
+        if (loop->watches[i].socket == socket && !loop->watches[i].removed) loop->watches[i].stale = 1;
 }
 
 int loop_run_once(loop_t *loop, double max_wait) {

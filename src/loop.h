@@ -15,6 +15,7 @@ typedef struct loop loop_t;
 typedef struct loop_timer loop_timer_t;
 
 typedef void (*loop_socket_fn)(loop_t *loop, void *socket, void *arg);
+typedef void (*loop_fd_fn)(loop_t *loop, int fd, void *arg);
 typedef void (*loop_timer_fn)(loop_t *loop, loop_timer_t *timer, void *arg);
 
 /* New loop, NULL on failure. */
@@ -31,6 +32,11 @@ void loop_remove_socket(loop_t *loop, void *socket);
  * (nothing is dispatched in between), or a message can wait unseen until
  * the next one arrives. */
 void loop_touch(loop_t *loop, void *socket);
+
+/* Call fn(loop, fd, arg) when plain file descriptor `fd` is readable (or
+ * in error). The loop does not own it. Returns 0 or -1. */
+int loop_add_fd(loop_t *loop, int fd, loop_fd_fn fn, void *arg);
+void loop_remove_fd(loop_t *loop, int fd);
 
 /* A one-shot timer `delay` seconds from now; NULL when out of memory. The
  * loop frees it after its callback returns (which must not cancel it) or

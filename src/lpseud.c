@@ -3,7 +3,8 @@
  * its parts lpseud_endpoint.c, lpseud_task.c and lpseud_keys.c (see
  * lpseud_internal.h): together the only files with functions a script can
  * call (module functions, methods, metamethods). This one holds the shared
- * helpers, pseud.Future, the values (pseud.Error, pseud.Ext, configure),
+ * helpers, pseud.Future, the values (pseud.Error, pseud.Ext, configure,
+ * metrics),
  * and luaopen_pseud_core, which makes every metatable (pseud.Endpoint,
  * pseud.Future, pseud.Ext, pseud.Error, pseud.Map, pseud.Kwargs,
  * pseud.Routes, pseud.PasswordCheck, pseud.Host) and the module table from
@@ -288,6 +289,20 @@ static int l_log_level(lua_State *L) {
     return 1;
 }
 
+/* core.metrics(address) -> true | nil, message: serve GET /metrics there
+ * (host_serve_metrics; the `metrics` option and --metrics). */
+static int l_metrics(lua_State *L) {
+    const char *address = luaL_checkstring(L, 1);
+    char err[512];
+    if (host_serve_metrics(HOST(L), address, err, sizeof err) < 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static int l_password_check_tostring(lua_State *L) {
     lua_pushliteral(L, "pseud.PasswordCheck");
     return 1;
@@ -318,6 +333,7 @@ static const luaL_Reg core_functions[] = {         /* this file's; the parts hav
     { "configure", l_configure },
     { "log", l_log },
     { "log_level", l_log_level },
+    { "metrics", l_metrics },
     { NULL, NULL }
 };
 

@@ -40,6 +40,8 @@ static void s_usage(FILE *out) {
         "Run a Lua 5.4 script with the pseud RPC host (require 'pseud').\n"
         "  -e CODE     run CODE (may be given more than once)\n"
         "  --log-level LEVEL  error, warn, info (default), debug or quiet (sets PSEUD_LOG)\n"
+        "  --metrics ADDRESS  serve Prometheus metrics at ADDRESS (tcp://HOST:PORT),\n"
+        "              GET /metrics, from the start\n"
         "  -v, --version  print the version\n"
         "  -h, --help  print this help\n"
         "  --          stop handling options\n"
@@ -153,6 +155,24 @@ static int s_log_level_option(int argc, char **argv) {
     return 0;
 }
 
+/* --metrics ADDRESS: the process serves its metrics from now on. */
+static int s_metrics(lua_State *L, const char *address) {
+    int top = lua_gettop(L);
+    lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_getfield(L, -1, "pseud.core");
+    lua_getfield(L, -1, "metrics");
+    lua_pushstring(L, address);
+    int st = s_docall(L, 1, 2);
+    if (st != LUA_OK) {
+        s_report(L, st);
+    } else if (lua_isnil(L, -2)) {
+        fprintf(stderr, "%s: --metrics: %s\n", s_progname, lua_tostring(L, -1));
+        st = LUA_ERRRUN;
+    }
+    lua_settop(L, top);
+    return st;
+}
+
 /* arg: script at 0, its arguments from 1, the interpreter and options below */
 static void s_create_arg(lua_State *L, char **argv, int argc, int script) {
     lua_createtable(L, argc - script, script + 1);
@@ -209,12 +229,14 @@ static int s_pmain(lua_State *L) {
     /* first pass: find the script */
     for (i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-e") == 0) { i++; continue; }
-        if (s_option_value(argc, argv, &i, "--log-level")) continue;
+        if (s_option_value(argc, argv, &i, "--log-level") || s_option_value(argc, argv, &i, "--metrics"))
+            continue;
         if (strcmp(argv[i], "--") == 0) { script = i + 1 < argc ? i + 1 : 0; break; }
         if (argv[i][0] != '-' || strcmp(argv[i], "-") == 0) { script = i; break; }
     }
     s_create_arg(L, argv, argc, script ? script : argc);
     int ran = 0;
+    const char *value;
     for (i = 1; i < argc && (script == 0 || i < script); i++) {
         if (strcmp(argv[i], "-e") == 0) {
             if (i + 1 >= argc) { s_usage(stderr); a->status = LUA_ERRRUN; return 0; }
@@ -223,6 +245,9 @@ static int s_pmain(lua_State *L) {
             if (st == LUA_OK) st = s_docall(L, 0, 0);
             if (s_report(L, st) != LUA_OK) { a->status = st; return 0; }
             ran = 1;
+        } else if ((value = s_option_value(argc, argv, &i, "--metrics"))) {
+            if (!*value) { s_usage(stderr); a->status = LUA_ERRRUN; return 0; }
+            if (s_metrics(L, value) != LUA_OK) { a->status = LUA_ERRRUN; return 0; }
         } else if (strcmp(argv[i], "-v") == 0 || strcmp(argv[i], "--version") == 0) {
             printf("pseud-lua %s (%s)\n", PSEUD_VERSION, LUA_RELEASE);
             ran = 1;

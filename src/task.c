@@ -161,6 +161,7 @@ task_t *task_new(sched_t *s, lua_State *L) {
 }
 
 void task_free(sched_t *s, lua_State *L, task_t *t) {
+    if (t->expired) s->time_hits++;               /* only its time limit sets it */
     s_unqueue(s, t);
     if (t->live_prev) t->live_prev->live_next = t->live_next; else s->live = t->live_next;
     if (t->live_next) t->live_next->live_prev = t->live_prev;
@@ -381,7 +382,11 @@ static int s_resume(sched_t *s, lua_State *L, task_t *t) {
     s->preempting = NULL;
     if (status == LUA_YIELD) {
         lua_pop(t->co, nres);
-        if (t->wait == TASK_PREEMPTED) { s_enqueue_on(s, t, 1); return 1; }   /* back of the line */
+        if (t->wait == TASK_PREEMPTED) {          /* back of the line */
+            s->preemptions++;
+            s_enqueue_on(s, t, 1);
+            return 1;
+        }
         if (t->wait != TASK_RUNNING) return 0;     /* parked on a future or a sleep */
         lua_pushliteral(t->co, "a handler yielded outside pseud "
                         "(use pseud.sleep or a future's :get(), not coroutine.yield)");

@@ -61,7 +61,8 @@ typedef struct task_work {
     size_t peer_len, user_len, name_len;
     uint64_t serial;              /* its sender's directory entry, for the budget */
     size_t charged;               /* the bytes its WORK holds against that budget */
-    double started;               /* loop_now() at its WORK, for the access line; 0: not kept */
+    void *metric;                 /* its name's metrics series (metrics_name_t), or NULL */
+    double started;               /* monotonic, when its WORK was taken (metrics, debug access line); 0: not kept */
 } task_work_t;
 
 struct task {
@@ -128,6 +129,11 @@ struct sched {
     int main_chunk;               /* the synchronous call is the script's top level (a reload):
                                      what it spawns gets no limits, as in the first run */
     sched_ops_t ops;
+    /* counts for metrics, ever */
+    uint64_t preemptions;         /* tasks that used up their slice and yielded */
+    uint64_t time_hits;           /* tasks stopped past their time limit */
+    uint64_t memory_hits;         /* allocations refused past a task's memory limit */
+    uint64_t hook_time_hits;      /* synchronous calls stopped past max_hook_time */
 };
 
 /* Set up `s` for main thread L; installs the counting allocator. 0 or -1. */

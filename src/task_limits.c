@@ -28,6 +28,7 @@ static void *s_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
         double was = ptr ? (double)osize : 0;     /* osize is a type tag when ptr is NULL */
         double delta = (double)nsize - was;
         if (delta > 0 && t->mem_net + delta > t->limits.memory) {
+            s->memory_hits++;
             /* each refusal costs Lua an emergency collection: a handler that
              * catches MemoryError in a loop could run far past its time
              * between two looks of the hook, so look now */
@@ -259,6 +260,7 @@ int sched_pcall(sched_t *s, lua_State *L, int nargs, int nres, double seconds,
     h->deadline_cap = saved_cap;
     int killed = h->expired;
     h->expired = saved_expired;
+    if (killed) s->hook_time_hits++;
     /* a hook inside a hook (a predicate the resolver calls) has its own
      * bound: the time it took is not the outer one's */
     if (outer == h && h->deadline > 0) h->deadline += loop_now() - start;

@@ -7,7 +7,8 @@
  * fire in non-decreasing due time. Sockets: inproc PAIRs wake the poll and
  * call their handler; removing (and closing) sockets during dispatch is safe
  * and the poll set stays paired with its handlers; an idle max_wait returns;
- * a signal taken outside a handler is made good by loop_touch.
+ * a signal taken outside a handler is made good by loop_touch; a plain fd
+ * watch calls its handler when readable, never once removed.
  * Signals: a raised or timer-sent SIGTERM/SIGINT makes loop_run_once return
  * -1 until cleared. Every wait is bounded by a deadline; nothing sleeps.
  *
@@ -24,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <zmq.h>
 
@@ -696,6 +698,38 @@ static void test_reload_signal(void *ctx)
     loop_destroy(&loop);
 }
 
+/* Plain fds (metrics_http.c's epoll fd): a readable pipe calls its
+ * handler, beside a socket; once removed, never again. */
+static int g_fd_calls;
+
+static void on_fd(loop_t *loop, int fd, void *arg) {
+    (void)loop; (void)arg;
+    char c;
+    if (read(fd, &c, 1) == 1) g_fd_calls++;
+}
+
+static void test_fd_watch(void *ctx)
+{
+    loop_t *loop = loop_new();
+    int p[2];
+    CHECK(pipe(p) == 0, "pipe");
+    void *a = zmq_socket(ctx, ZMQ_PAIR);
+    zmq_bind(a, "inproc://fdwatch");
+    CHECK(loop_add_socket(loop, a, NULL, NULL) == 0, "a socket beside it");
+    CHECK(loop_add_fd(loop, p[0], on_fd, NULL) == 0, "watch the read end");
+    CHECK(loop_run_once(loop, 0) == 0 && g_fd_calls == 0, "nothing to read: no call");
+    CHECK(write(p[1], "x", 1) == 1, "write");
+    CHECK(loop_run_once(loop, 1) == 1 && g_fd_calls == 1, "readable: one call (%d)", g_fd_calls);
+    loop_remove_fd(loop, p[0]);
+    CHECK(write(p[1], "y", 1) == 1, "write again");
+    CHECK(loop_run_once(loop, 0) == 0 && g_fd_calls == 1, "removed: no call");
+    loop_remove_socket(loop, a);
+    zmq_close(a);
+    close(p[0]);
+    close(p[1]);
+    loop_destroy(&loop);
+}
+
 int main(void)
 {
     test_due_order();
@@ -710,6 +744,7 @@ int main(void)
     test_remove_during_dispatch(ctx);
     test_signals(ctx);
     test_reload_signal(ctx);
+    test_fd_watch(ctx);
     zmq_ctx_term(ctx);
 
     printf("test_loop: %d checks, %d failed\n", g_checks, g_failed);

@@ -149,8 +149,8 @@ end
 -- `option_names`).
 local CORE_OPTIONS = {
   'heartbeat_plugin', 'identity', 'introspection', 'linger', 'max_handler_memory', 'max_handler_time',
-  'max_hook_time', 'max_message_size', 'max_peer_queue', 'max_peers', 'proxy_to', 'registry',
-  'security_plugin', 'stop_timeout', 'timeout',
+  'max_hook_time', 'max_message_size', 'max_peer_queue', 'max_peers', 'metrics', 'proxy_to',
+  'registry', 'security_plugin', 'stop_timeout', 'timeout',
 }
 
 -- " (... reads it)" when another registered backend reads `key` or a name
@@ -232,6 +232,13 @@ local function new_rpc(kind, name, opts)
     error(core.error('TypeError', kind .. ': introspection must be true or false'), 3)
   end
   if reload.active() then return reload.claim(kind, name, opts) end
+  if opts.metrics ~= nil then                 -- the process's metrics (README "Metrics")
+    if type(opts.metrics) ~= 'string' then
+      error(core.error('TypeError', "option 'metrics' must be an address, e.g. 'tcp://127.0.0.1:9101'"), 3)
+    end
+    local ok, err = core.metrics(opts.metrics)
+    if not ok then error(core.error('RuntimeError', err), 3) end
+  end
   local reg = opts.registry or registry.new(name)
   local self = { _kind = kind, name = name, options = opts, registry = reg,
                  _proxies = setmetatable({}, { __mode = 'v' }), _addresses = {} }
