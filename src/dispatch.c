@@ -108,7 +108,8 @@ static void s_route(lua_State *L, const lendpoint_t *le, const frame_message_t *
     lua_replace(L, routes);
 }
 
-int dispatch_walk_next(lua_State *L, host_t *h, dispatch_walk_t *w) {
+/* dispatch_walk_next, inlined into the lookup of every WORK */
+static inline int s_walk_next(lua_State *L, host_t *h, dispatch_walk_t *w) {
     if (w->done || w->count >= DISPATCH_MAX_REGISTRIES) return LUA_NOREF;
     w->count++;
     lendpoint_t *at = w->at;
@@ -128,7 +129,9 @@ int dispatch_walk_next(lua_State *L, host_t *h, dispatch_walk_t *w) {
     return reg;
 }
 
-int dispatch_is_reserved(const char *name, size_t len) {
+int dispatch_walk_next(lua_State *L, host_t *h, dispatch_walk_t *w) { return s_walk_next(L, h, w); }
+
+static inline int s_is_reserved(const char *name, size_t len) {
     size_t n = sizeof DISPATCH_RESERVED_PREFIX - 1;
     return len >= n && memcmp(name, DISPATCH_RESERVED_PREFIX, n) == 0;
 }
@@ -138,11 +141,9 @@ int dispatch_is_reserved(const char *name, size_t len) {
  * resolver. A reserved name is looked up in the endpoint's own reserved
  * table only. Replaces the name with the callable or nil. */
 static void s_lookup(lua_State *L, lendpoint_t *le, const frame_message_t *m, int user,
-                     int args, int npos, int has_kwargs) {
+                     int args, int npos, int has_kwargs, const char *name_str, size_t name_len) {
     int name = lua_gettop(L);
-    size_t name_len;
-    const char *name_str = lua_tolstring(L, name, &name_len);
-    if (dispatch_is_reserved(name_str, name_len)) {
+    if (s_is_reserved(name_str, name_len)) {
         if (le->reserved == LUA_NOREF) lua_pushnil(L);
         else {
             lua_rawgeti(L, LUA_REGISTRYINDEX, le->reserved);
@@ -155,7 +156,7 @@ static void s_lookup(lua_State *L, lendpoint_t *le, const frame_message_t *m, in
     }
     dispatch_walk_t w = { le, 0, 0 };
     int reg;
-    while ((reg = dispatch_walk_next(L, le->host, &w)) != LUA_NOREF) {
+    while ((reg = s_walk_next(L, le->host, &w)) != LUA_NOREF) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, reg);
         lua_pushvalue(L, name);
         lua_rawget(L, -2);
@@ -180,7 +181,7 @@ static void s_work_refuse(lendpoint_t *le, const frame_message_t *m, const char 
                          LOG_BYTES("peer", m->peer, s_cap(m->peer_len, LOG_ID_MAX)),
                          LOG_BYTES("reason", message, len));
     }
-    if (host_log_on(le->host, LOG_DEBUG))
+    if (HOST_LOG_ON(le->host, LOG_DEBUG))
         s_access(le->host, m->peer, m->peer_len, m->user, m->user_len, NULL, 0, name, 0);
     endpoint_reply_error(le->ep, m->peer, m->peer_len, NULL, 0, m->uuid, name, message, len, "");
 }
@@ -227,7 +228,7 @@ static int s_work_protected(lua_State *L) {
         luaL_setmetatable(L, CODEC_KWARGS_MT);
     }
     lua_pushlstring(L, w->name, w->name_len);
-    s_lookup(L, le, m, user, base + 1, npos, has_kwargs);
+    s_lookup(L, le, m, user, base + 1, npos, has_kwargs, w->name, w->name_len);
     if (lua_isnil(L, -1)) {
         /* the name is the peer's bytes: escaped, at most 1 KiB of it (DESIGN.md 4) */
         char echo[MESSAGE_ECHO_SIZE];
@@ -263,7 +264,7 @@ static int s_work_protected(lua_State *L) {
     /* the registry resolved this name: it is a registered one (DESIGN.md 4:
      * a peer's other names never become a label) */
     tw->metric = h->metrics ? metrics_name(h->metrics, w->name, w->name_len) : NULL;
-    tw->started = tw->metric || host_log_on(h, LOG_DEBUG) ? loop_now() : 0;
+    tw->started = tw->metric || HOST_LOG_ON(h, LOG_DEBUG) ? loop_now() : 0;
     task_start(&h->sched, t, nargs, &le->limits, m->idle_sender);
     job->kept = 1;                                /* the task answers, and releases the budget */
     return 0;
@@ -330,7 +331,7 @@ static void s_answer_ok(void *ctx, task_t *t, lua_State *co, int first, int nres
     const task_work_t *w = &t->work;
     const char *peer = w->ids, *user = w->ids + w->peer_len;
     if (rc == 0) {
-        if (host_log_on(h, LOG_DEBUG))
+        if (HOST_LOG_ON(h, LOG_DEBUG))
             s_access(h, peer, w->peer_len, user, w->user_len, user + w->user_len, w->name_len, "OK",
                      w->started);
         s_count_end(t, METRICS_OK);
@@ -375,7 +376,7 @@ static void s_answer_error(void *ctx, task_t *t, const char *name, const char *m
                      LOG_STR("error", name), LOG_STR("message", message),
                      LOG_BYTES("at", line ? line : "", s_cap(where, 200)),
                      LOG_BYTES("peer", peer, s_cap(w->peer_len, LOG_ID_MAX)));
-    if (host_log_on(h, LOG_DEBUG))
+    if (HOST_LOG_ON(h, LOG_DEBUG))
         s_access(h, peer, w->peer_len, user, w->user_len, called, w->name_len, name, w->started);
     if (le->ep) {
         endpoint_release(le->ep, peer, w->peer_len, w->serial, w->charged);

@@ -81,10 +81,9 @@ typedef struct dispatch_walk {
 } dispatch_walk_t;
 int dispatch_walk_next(lua_State *L, host_t *h, dispatch_walk_t *w);
 
-/* Is `name` reserved for the host ('_pseud.' and more)? Such names are
- * looked up only among the endpoint's own (`reserved`), never in a registry. */
+/* Names reserved for the host ('_pseud.' and more): looked up only among
+ * the endpoint's own (`reserved`), never in a registry. */
 #define DISPATCH_RESERVED_PREFIX "_pseud."
-int dispatch_is_reserved(const char *name, size_t len);
 
 /* pseud.caller(): push the user id and routing id of the WORK the running
  * task answers; 2, or 0 outside a handler. */
