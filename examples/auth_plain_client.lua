@@ -1,5 +1,6 @@
 -- The client side of auth_plain_server.lua. A wrong password never gets a
--- handshake: the call times out and the server logs the refusal.
+-- handshake: the call fails at once with UnauthorizedError "handshake
+-- refused by server" and the server logs the refusal.
 local pseud = require 'pseud'
 
 local client = pseud.Client('service', {

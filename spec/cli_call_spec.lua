@@ -133,6 +133,18 @@ describe('pseud-lua call', function()
     assert.matches('%-%-kwargs: must be a JSON object', err)
   end)
 
+  it("lists long names, and never passes a server's control bytes to the terminal", function()
+    local out, code, err = run { 'ls', endpoint, 'service' }
+    assert.equal(0, code, err)
+    assert.matches('\n' .. ('n'):rep(120) .. '  a long name\n', out, 1, true)
+    assert.matches('\nansi +colours \\x1b%[31mred\\x1b%[0m\n', out)
+    assert.is_nil(out:find('\27', 1, true))
+    out, code, err = run { 'call', endpoint, 'service', 'ansi' }
+    assert.equal(1, code)
+    assert.matches('ValueError: red \\x1b[31mtext', err, 1, true)
+    assert.is_nil(err:find('\27', 1, true))
+  end)
+
   it('exits 2 on a usage mistake', function()
     local _, code, err = run { 'call', '--frobnicate', endpoint, 'service', 'hello' }
     assert.equal(2, code)

@@ -48,7 +48,7 @@ describe('logs', function()
     assert.truthy(tonumber(ok.seconds) and tonumber(ok.seconds) >= 0, ok.seconds)
     assert.is_not_nil(ok.peer)
     logfmt.expect(log, { level = 'debug', msg = 'call', name = 'fail', outcome = 'LuaError' })
-    logfmt.expect(log, { level = 'debug', msg = 'call', outcome = 'ServiceNotFoundError' })
+    logfmt.expect(log, { level = 'debug', msg = 'call', name = 'no.such.name', outcome = 'ServiceNotFoundError' })
     local failed = logfmt.expect(log, { level = 'warn', msg = 'handler failed', name = 'fail',
       error = 'LuaError' })
     assert.matches('boom', failed.message)
@@ -100,6 +100,12 @@ describe('logs', function()
 
   it('refuses an unknown level, naming it', function()
     local out, ok, _, log = process.run({ process.host(), '--log-level', 'loud', '-e', 'print(1)' })
+    assert.is_false(ok)
+    assert.equal('', out)
+    assert.matches("--log-level 'loud'", io.open(log):read('a'), 1, true)
+    -- after another option's value too
+    out, ok, _, log = process.run({ process.host(), '--metrics', 'tcp://127.0.0.1:0', '--log-level', 'loud',
+      '-e', 'print(1)' })
     assert.is_false(ok)
     assert.equal('', out)
     assert.matches("--log-level 'loud'", io.open(log):read('a'), 1, true)

@@ -57,10 +57,8 @@ static void s_endpoint_log(void *ctx, int level, const char *msg, const log_fiel
     host_log(le->host, level, msg, fields);
 }
 
-#define LOG_ID_MAX   48           /* bytes of a routing or user id in a log line */
 #define LOG_NAME_MAX 128          /* bytes of a called name in a log line */
 
-static size_t s_cap(size_t len, size_t max) { return len < max ? len : max; }
 
 /* Printable form of up to 48 bytes of a peer's routing id, for an error
  * message (log lines escape their own values). */
@@ -75,9 +73,9 @@ static const char *s_printable(char *out, size_t cap, const char *in, size_t len
  * for a call that ran, how long it took. */
 static void s_access(host_t *h, const char *peer, size_t peer_len, const char *user, size_t user_len,
                      const char *name, size_t name_len, const char *outcome, double started) {
-    HOST_LOG(h, LOG_DEBUG, "call", LOG_BYTES("peer", peer, s_cap(peer_len, LOG_ID_MAX)),
-             LOG_BYTES("user", user, s_cap(user_len, LOG_ID_MAX)),
-             LOG_BYTES("name", name, s_cap(name_len, LOG_NAME_MAX)), LOG_STR("outcome", outcome),
+    HOST_LOG(h, LOG_DEBUG, "call", LOG_ID("peer", peer, peer_len),
+             LOG_ID("user", user, user_len),
+             LOG_CAP("name", name, name_len, LOG_NAME_MAX), LOG_STR("outcome", outcome),
              LOG_NUM("seconds", started > 0 ? loop_now() - started : 0));
 }
 
@@ -174,15 +172,17 @@ static void s_count_unknown(host_t *h, int outcome) {
     if (h->metrics) metrics_count(metrics_unknown(h->metrics), outcome);
 }
 
-static void s_work_refuse(lendpoint_t *le, const frame_message_t *m, const char *name,
-                          const char *message, size_t len) {
+/* Answer `m` ERROR `name`: `message` at once; `called` is the name it
+ * called (NULL when its body could not be read). */
+static void s_work_refuse(lendpoint_t *le, const frame_message_t *m, const char *called, size_t called_len,
+                          const char *name, const char *message, size_t len) {
     if (strcmp(name, "ProtocolError") == 0) {
         HOST_LOG_LIMITED(le->host, LOG_WARN, "refused WORK: answered ProtocolError",
-                         LOG_BYTES("peer", m->peer, s_cap(m->peer_len, LOG_ID_MAX)),
+                         LOG_ID("peer", m->peer, m->peer_len),
                          LOG_BYTES("reason", message, len));
     }
     if (HOST_LOG_ON(le->host, LOG_DEBUG))
-        s_access(le->host, m->peer, m->peer_len, m->user, m->user_len, NULL, 0, name, 0);
+        s_access(le->host, m->peer, m->peer_len, m->user, m->user_len, called ? called : "", called_len, name, 0);
     endpoint_reply_error(le->ep, m->peer, m->peer_len, NULL, 0, m->uuid, name, message, len, "");
 }
 
@@ -233,7 +233,7 @@ static int s_work_protected(lua_State *L) {
         /* the name is the peer's bytes: escaped, at most 1 KiB of it (DESIGN.md 4) */
         char echo[MESSAGE_ECHO_SIZE];
         size_t n = message_echo(echo, w->name, w->name_len);
-        s_work_refuse(le, m, "ServiceNotFoundError", echo, n);
+        s_work_refuse(le, m, w->name, w->name_len, "ServiceNotFoundError", echo, n);
         s_count_unknown(h, METRICS_NOT_FOUND);
         return 0;
     }
@@ -277,14 +277,14 @@ static int s_on_work(void *ctx, endpoint_t *ep, const frame_message_t *m) {
     codec_error_t why = { "msgpack: out of memory" };
     (void)ep;
     if (message_decode_work(m->body, m->body_len, &h->limits, &h->zone, &job.work, &why) < 0) {
-        s_work_refuse(le, m, "ProtocolError", why.message, strlen(why.message));
+        s_work_refuse(le, m, NULL, 0, "ProtocolError", why.message, strlen(why.message));
         s_count_unknown(h, METRICS_REFUSED);
         return 0;
     }
     sched_error_t err;
     if (dispatch_call(h, s_work_protected, &job, &err) < 0) {
         HOST_LOG_LIMITED(h, LOG_WARN, "WORK refused before its handler ran",
-                         LOG_BYTES("peer", m->peer, s_cap(m->peer_len, LOG_ID_MAX)),
+                         LOG_ID("peer", m->peer, m->peer_len),
                          LOG_STR("error", err.name), LOG_STR("message", err.message));
         endpoint_reply_error(le->ep, m->peer, m->peer_len, NULL, 0, m->uuid,
                              strcmp(err.name, "MemoryError") == 0 ? "MemoryError" : "LuaError",
@@ -372,10 +372,10 @@ static void s_answer_error(void *ctx, task_t *t, const char *name, const char *m
     size_t where = 0;
     while (line && strncmp(line + 2, "[C]:", 4) == 0) line = strstr(line + 2, "\n\t");
     if (line) { line += 2; where = strcspn(line, "\n"); }
-    HOST_LOG_LIMITED(h, LOG_WARN, "handler failed", LOG_BYTES("name", called, s_cap(w->name_len, LOG_NAME_MAX)),
+    HOST_LOG_LIMITED(h, LOG_WARN, "handler failed", LOG_CAP("name", called, w->name_len, LOG_NAME_MAX),
                      LOG_STR("error", name), LOG_STR("message", message),
-                     LOG_BYTES("at", line ? line : "", s_cap(where, 200)),
-                     LOG_BYTES("peer", peer, s_cap(w->peer_len, LOG_ID_MAX)));
+                     LOG_CAP("at", line ? line : "", where, 200),
+                     LOG_ID("peer", peer, w->peer_len));
     if (HOST_LOG_ON(h, LOG_DEBUG))
         s_access(h, peer, w->peer_len, user, w->user_len, called, w->name_len, name, w->started);
     if (le->ep) {

@@ -76,11 +76,9 @@ struct endpoint {
 void endpoint_log(endpoint_t *ep, int level, const char *msg, const log_field_t *fields);
 void endpoint_log_refusal(endpoint_t *ep, const char *msg, const log_field_t *fields);
 #define ENDPOINT_LOG(ep, level, msg, ...) \
-    endpoint_log((ep), (level), (msg), (const log_field_t[]){ __VA_ARGS__ __VA_OPT__(,) LOG_END })
+    endpoint_log((ep), (level), (msg), LOG_FIELDS(__VA_ARGS__))
 #define ENDPOINT_REFUSAL(ep, msg, ...) \
-    endpoint_log_refusal((ep), (msg), (const log_field_t[]){ __VA_ARGS__ __VA_OPT__(,) LOG_END })
-/* A routing or user id, at most 48 of its bytes. */
-#define LOG_ID(k, v, n) LOG_BYTES((k), (v), (n) < 48 ? (n) : 48)
+    endpoint_log_refusal((ep), (msg), LOG_FIELDS(__VA_ARGS__))
 const char *endpoint_peer_text(const char *peer, size_t len, char *buf, size_t size);
 void endpoint_enter(endpoint_t *ep);
 int endpoint_leave(endpoint_t *ep);            /* 1: the endpoint is gone, stop */

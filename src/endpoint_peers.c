@@ -72,6 +72,28 @@ static endpoint_connect_t *s_connect_of(endpoint_t *ep, const char *address) {
     return NULL;
 }
 
+/* End every pending call `match` says yes to with error `name`: `msg`.
+ * One at a time from the head: callbacks may end other calls; calls they
+ * make wait (the budget). Returns 1 when that destroyed the endpoint. */
+static int s_fail_calls(endpoint_t *ep, int (*match)(endpoint_t *, const endpoint_call_t *, const void *),
+                        const void *arg, const char *name, const char *msg) {
+    size_t budget = ep->ncalls;
+    endpoint_call_t *c = ep->first;
+    while (c && budget > 0) {
+        if (!match(ep, c, arg)) { c = c->next; continue; }
+        budget--;
+        if (endpoint_fail_call(ep, c, name, msg)) return 1;
+        c = ep->first;
+    }
+    return 0;
+}
+
+static int s_unconnected(endpoint_t *ep, const endpoint_call_t *c, const void *arg) {
+    (void)arg;
+    peer_t *p = peers_find(ep->peers, c->peer, c->peer_len);
+    return !p || p->closed;
+}
+
 /* Every handshake we started was refused: calls to peers we have no
  * connection to end with UnauthorizedError now rather than by their
  * timeout. One at a time from the head: callbacks may end calls. */
@@ -84,17 +106,7 @@ static void s_end_refused(loop_t *loop, loop_timer_t *t, void *arg) {
     char msg[160];
     snprintf(msg, sizeof msg, "handshake refused by server (ZAP status %u)%s", status,
              ep->nconnects > 1 ? " at every address connected to" : "");
-    endpoint_enter(ep);
-    size_t budget = ep->ncalls;                  /* calls made by the callbacks wait */
-    endpoint_call_t *c = ep->first;
-    while (c && budget > 0 && !ep->closing) {
-        peer_t *p = peers_find(ep->peers, c->peer, c->peer_len);
-        if (p && !p->closed) { c = c->next; continue; }
-        budget--;
-        if (endpoint_fail_call(ep, c, "UnauthorizedError", msg)) break;
-        c = ep->first;                           /* callbacks may have ended others */
-    }
-    endpoint_leave(ep);
+    s_fail_calls(ep, s_unconnected, NULL, "UnauthorizedError", msg);
 }
 
 void endpoint_arm_refusal(endpoint_t *ep) {
@@ -235,22 +247,17 @@ static void s_hb_send(loop_t *loop, loop_timer_t *t, void *arg) {
 
 /* End every pending call to `peer` with PeerLostError. Returns 1 when that
  * destroyed the endpoint. */
-static int s_fail_calls_to(endpoint_t *ep, const char *peer, size_t len, const char *why) {
-    endpoint_call_t *c = ep->first;
-    size_t budget = ep->ncalls;                  /* calls made by the callbacks wait */
-    while (c && budget > 0) {
-        endpoint_call_t *next = c->next;
-        if (c->peer_len == len && memcmp(c->peer, peer, len) == 0) {
-            char who[64], msg[160];
-            snprintf(msg, sizeof msg, "peer '%s' was declared gone (%s)",
-                     endpoint_peer_text(peer, len, who, sizeof who), why);
-            budget--;
-            if (endpoint_fail_call(ep, c, "PeerLostError", msg)) return 1;
-            next = ep->first;                    /* callbacks may have ended others: restart */
-        }
-        c = next;
-    }
-    return 0;
+static int s_to_peer(endpoint_t *ep, const endpoint_call_t *c, const void *arg) {
+    (void)ep;
+    const peer_t *p = arg;
+    return c->peer_len == p->routing_id_len && memcmp(c->peer, p->routing_id, c->peer_len) == 0;
+}
+
+static int s_fail_calls_to(endpoint_t *ep, const peer_t *p, const char *why) {
+    char who[64], msg[160];
+    snprintf(msg, sizeof msg, "peer '%s' was declared gone (%s)",
+             endpoint_peer_text(p->routing_id, p->routing_id_len, who, sizeof who), why);
+    return s_fail_calls(ep, s_to_peer, p, "PeerLostError", msg);
 }
 
 static void s_hb_sweep(loop_t *loop, loop_timer_t *t, void *arg) {
@@ -265,7 +272,7 @@ static void s_hb_sweep(loop_t *loop, loop_timer_t *t, void *arg) {
                      LOG_NUM("silent_seconds", now - p->last_seen));
         /* out of the directory first: callbacks see it gone */
         peers_detach(ep->peers, p);
-        if (s_fail_calls_to(ep, p->routing_id, p->routing_id_len, "heartbeat timeout")) {
+        if (s_fail_calls_to(ep, p, "heartbeat timeout")) {
             peers_free(ep->peers, p);
             break;
         }

@@ -34,6 +34,7 @@ loop_t *host_loop(host_t *h) { return h->loop; }
 sched_t *host_sched(host_t *h) { return &h->sched; }
 const codec_limits_t *host_limits(host_t *h) { return &h->limits; }
 void host_set_limits(host_t *h, const codec_limits_t *lim) { h->limits = *lim; }
+int host_global_registry(const host_t *h) { return h->global_registry; }
 int host_set_global_registry(host_t *h, int ref) {
     int old = h->global_registry;
     h->global_registry = ref;
@@ -357,13 +358,13 @@ static void s_reload_answer(host_t *h, lua_State *L, int ok, const char *text) {
  * here; answer pseud.reload(). The reloader logs its outcome; this logs
  * only what kept it from running. */
 static void s_reload(host_t *h, lua_State *L) {
-    char text[1200];             /* the log cuts its lines at 700 bytes anyway */
-    int ok = 0, logged = 0;
+    char text[1200];             /* pseud.reload()'s answer: the reloader's line, or why none ran */
+    int ok = 0;
     h->reload_asked = 0;
-    if (h->reloader == LUA_NOREF) {
-        snprintf(text, sizeof text, "reload asked: nothing to reload (no script was run by pseud-lua)");
-    } else if (!lua_checkstack(L, 4)) {
-        snprintf(text, sizeof text, "reload asked: not enough stack");
+    if (h->reloader == LUA_NOREF || !lua_checkstack(L, 4)) {
+        snprintf(text, sizeof text, "reload asked: %s", h->reloader == LUA_NOREF
+                 ? "nothing to reload (no script was run by pseud-lua)" : "not enough stack");
+        HOST_LOG(h, LOG_WARN, text);
     } else {
         sched_error_t err;
         int top = lua_gettop(L);
@@ -374,17 +375,17 @@ static void s_reload(host_t *h, lua_State *L) {
         int st = sched_pcall(&h->sched, L, 0, 2, 0, &err);
         h->sched.main_chunk = 0;
         h->reloading = 0;
-        if (st == LUA_OK) {
+        if (st == LUA_OK) {                       /* the reloader logged its outcome */
             ok = lua_toboolean(L, -2);
             const char *t = lua_tostring(L, -1);
             snprintf(text, sizeof text, "%s", t ? t : "reload: (no text)");
-            logged = 1;
         } else {
             snprintf(text, sizeof text, "reload failed, kept the old registries: %s: %s", err.name, err.message);
+            HOST_LOG(h, LOG_WARN, "reload failed, kept the old registries", LOG_STR("error", err.name),
+                     LOG_STR("message", err.message));
         }
         lua_settop(L, top);
     }
-    if (!logged) HOST_LOG(h, LOG_WARN, "reload failed, kept the old registries", LOG_STR("reason", text));
     s_reload_answer(h, L, ok, text);
 }
 
@@ -434,9 +435,10 @@ int host_run(host_t *h, lua_State *L, int f, double deadline) {
 
 void host_serve(host_t *h, lua_State *L, double stop_timeout) {
     h->serving = 1;
+    loop_watch_reload(1);
     host_run(h, L, 0, -1);
     h->serving = 0;
-    loop_take_reload();                           /* a SIGHUP now has nothing to reload */
+    loop_watch_reload(0);                         /* a SIGHUP now has nothing to reload */
     h->reload_asked = 0;
     s_reload_answer(h, L, 0, "the server is stopping");
     int sig = loop_signal_received();

@@ -43,6 +43,7 @@ void host_set_limits(host_t *h, const codec_limits_t *lim);
 /* The global name -> callable table, a registry ref; returns the ref it
  * replaces (LUA_NOREF: none), for the caller to unref. */
 int host_set_global_registry(host_t *h, int ref);
+int host_global_registry(const host_t *h);
 void host_set_max_hook_time(host_t *h, double seconds);
 /* Lua's own debug.sethook, kept for the replacement (lpseud_task.c). */
 void host_set_lua_sethook(host_t *h, lua_CFunction fn);
@@ -128,7 +129,12 @@ void host_get_counts(host_t *h, host_counts_t *c);
  * fields inline: HOST_LOG(h, LOG_WARN, "refused", LOG_STR("reason", why)). */
 void host_log(host_t *h, int level, const char *msg, const log_field_t *fields);
 #define HOST_LOG(h, level, msg, ...) \
-    host_log((h), (level), (msg), (const log_field_t[]){ __VA_ARGS__ __VA_OPT__(,) LOG_END })
+    host_log((h), (level), (msg), LOG_FIELDS(__VA_ARGS__))
+/* Like host_log, for lines a peer can cause per message: at most 20 a
+ * second, then one line saying how many were left out. */
+void host_log_limited(host_t *h, int level, const char *msg, const log_field_t *fields);
+#define HOST_LOG_LIMITED(h, level, msg, ...) \
+    host_log_limited((h), (level), (msg), LOG_FIELDS(__VA_ARGS__))
 /* Would a line of `level` be written? (Skip building a costly one.) */
 int host_log_on(const host_t *h, int level);
 /* The level lines are shown up to (LOG_QUIET .. LOG_DEBUG). */

@@ -60,13 +60,8 @@ struct host {
 /* The thread Lua runs on from a callback: the loop's, or the main one. */
 lua_State *host_thread(host_t *h);
 
-/* Like host_log, for lines a peer can cause per message: at most 20 a
- * second, then one line saying how many were left out. */
-void host_log_limited(host_t *h, int level, const char *msg, const log_field_t *fields);
 /* host_log_on, inline for the per-call paths */
 #define HOST_LOG_ON(h, level) ((level) <= (h)->log_level)
-#define HOST_LOG_LIMITED(h, level, msg, ...) \
-    host_log_limited((h), (level), (msg), (const log_field_t[]){ __VA_ARGS__ __VA_OPT__(,) LOG_END })
 
 /* Reset the pack buffer for one body of at most `max` bytes (0: unlimited). */
 void host_pack_reset(host_t *h, size_t max);

@@ -3,6 +3,7 @@
  */
 #include "log.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -49,6 +50,20 @@ static int s_needs_quotes(const char *s, size_t n) {
     return 0;
 }
 
+/* Write a key: letters, digits, '_', '.' and '-' as they are, any other
+ * byte as '_' (keys come from scripts too: pseud.log), so a key can
+ * neither end the line nor fake another field. */
+static void s_put_key(out_t *o, const char *key) {
+    char k[64];
+    size_t n = 0;
+    for (; key[n] && n < sizeof k; n++) {
+        unsigned char c = (unsigned char)key[n];
+        k[n] = (isalnum(c) && c < 0x80) || c == '_' || c == '.' || c == '-' ? (char)c : '_';
+    }
+    if (n == 0) k[n++] = '_';
+    s_put(o, k, n);
+}
+
 /* Write a value, quoted and escaped as needed. Room is kept for a closing
  * quote and " ...": a value cut short still closes its quotes, so the line
  * parses; then o->cut is set and nothing more is written. */
@@ -87,9 +102,9 @@ size_t log_format(char *buf, size_t size, int level, const char *msg, const log_
     s_put(&o, head, (size_t)n);
     s_put_value(&o, msg, strlen(msg));
     for (const log_field_t *f = fields; f && f->key; f++) {
-        if (o.cut || o.size - o.len < 40) { o.cut = 1; break; }
+        if (o.cut || o.size - o.len < 100) { o.cut = 1; break; }   /* key (<= 64) and a number fit */
         s_put(&o, " ", 1);
-        s_put(&o, f->key, strlen(f->key));
+        s_put_key(&o, f->key);
         s_put(&o, "=", 1);
         char num[40];
         switch (f->type) {

@@ -33,6 +33,12 @@ typedef struct log_field {
 #define LOG_INT(k, v)      { (k), LOG_T_INT, NULL, 0, (long long)(v), 0 }
 #define LOG_NUM(k, v)      { (k), LOG_T_NUM, NULL, 0, 0, (double)(v) }
 #define LOG_END            { NULL, 0, NULL, 0, 0, 0 }
+/* At most `max` of `n` bytes. */
+#define LOG_CAP(k, v, n, max) LOG_BYTES((k), (v), (n) < (max) ? (n) : (max))
+/* A routing or user id (a peer's bytes): at most 48 of them. */
+#define LOG_ID(k, v, n)    LOG_CAP((k), (v), (n), 48)
+/* The fields listed inline, ended: host_log(h, level, msg, LOG_FIELDS(...)). */
+#define LOG_FIELDS(...)    ((const log_field_t[]){ __VA_ARGS__ __VA_OPT__(,) LOG_END })
 
 /* The level a name gives ("error", "warn", "info", "debug", "quiet"), or
  * -1 for another name. */

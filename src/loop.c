@@ -69,7 +69,15 @@ void loop_install_signal_handlers(void) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+}
+
+void loop_watch_reload(int on) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on ? s_on_signal : SIG_DFL;
+    sigemptyset(&sa.sa_mask);
     sigaction(SIGHUP, &sa, NULL);
+    if (!on) s_reload = 0;                        /* nothing to reload any more */
 }
 
 int loop_signal_received(void) { return (int)s_signal; }

@@ -56,9 +56,12 @@ int loop_run_once(loop_t *loop, double max_wait);
 /* Monotonic seconds. */
 double loop_now(void);
 
-/* Signals: SIGINT and SIGTERM set a flag and interrupt the poll; SIGHUP
- * sets another (a reload is asked) and interrupts the poll too. */
+/* Signals: SIGINT and SIGTERM set a flag and interrupt the poll. While
+ * loop_watch_reload(1) (a server serving), SIGHUP sets another (a reload
+ * is asked) and interrupts the poll too; loop_watch_reload(0) gives SIGHUP
+ * back its default (it ends the process) and drops a reload not taken. */
 void loop_install_signal_handlers(void);
+void loop_watch_reload(int on);
 int loop_signal_received(void);      /* SIGINT or SIGTERM's number, or 0 */
 void loop_clear_signal(void);
 int loop_take_reload(void);          /* 1 once after a SIGHUP (the flag is cleared), else 0 */

@@ -64,8 +64,11 @@ static int s_is_pseud_source(const char *src) {
  * called into the library. Kept when it has one already. */
 static void s_set_where(lua_State *L, int idx) {
     idx = lua_absindex(L, idx);
-    if (!lua_istable(L, idx) || lua_getfield(L, idx, "where") != LUA_TNIL) { lua_pop(L, 1); return; }
+    if (!dispatch_is_marked(L, idx, ERROR_MT)) return;      /* pseud's error values only */
+    lua_pushliteral(L, "where");
+    int has = lua_rawget(L, idx) != LUA_TNIL;
     lua_pop(L, 1);
+    if (has) return;
     lua_Debug ar;
     for (int level = 1; level < 64 && lua_getstack(L, level, &ar); level++) {
         if (!lua_getinfo(L, "Sl", &ar) || ar.currentline <= 0 || s_is_pseud_source(ar.source)) continue;
@@ -217,13 +220,15 @@ static int s_cmp_field(const void *a, const void *b) {
  * string lives in that table, which lives in the fields table. */
 static void s_error_field(lua_State *L, log_field_t *x, const char *field) {
     x->type = LOG_T_BYTES;
-    if (lua_getfield(L, -1, field) == LUA_TSTRING) x->s = lua_tolstring(L, -1, &x->len);
+    lua_pushstring(L, field);
+    if (lua_rawget(L, -2) == LUA_TSTRING) x->s = lua_tolstring(L, -1, &x->len);   /* raw: no metamethod */
     else { x->s = "?"; x->len = 1; }
     lua_pop(L, 1);
 }
 
-/* core.log(level, msg [, fields]): one line of the host's log (log.h), if
- * its level is shown. Fields: string keys, sorted; strings, numbers and
+/* core.log(level, msg [, fields [, limited]]): one line of the host's log
+ * (log.h), if its level is shown; `limited`: a line a peer can cause per
+ * message, under the host's rate limit (20 a second). Fields: string keys, sorted; strings, numbers and
  * booleans as they are; an error value (pseud.Error) as its class, plus a
  * `message` field; other values by type name (no __tostring runs). */
 static int l_log(lua_State *L) {
@@ -232,6 +237,7 @@ static int l_log(lua_State *L) {
     int level = luaL_checkoption(L, 1, NULL, levels) + 1;
     const char *msg = luaL_checkstring(L, 2);
     if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
+    int limited = lua_toboolean(L, 4);
     if (!host_log_on(h, level)) return 0;
     log_field_t f[LOG_MAX_FIELDS + 1];
     int n = 0;
@@ -279,7 +285,8 @@ static int l_log(lua_State *L) {
         qsort(f, (size_t)n, sizeof f[0], s_cmp_field);
     }
     memset(&f[n], 0, sizeof f[n]);
-    host_log(h, level, msg, f);
+    if (limited) host_log_limited(h, level, msg, f);
+    else host_log(h, level, msg, f);
     return 0;
 }
 

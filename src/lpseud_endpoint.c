@@ -409,8 +409,10 @@ static int l_endpoint_set_registry(lua_State *L) {
     luaL_checktype(L, 2, LUA_TTABLE);
     if (!le->ep) return 0;
     lua_settop(L, 2);
-    luaL_unref(L, LUA_REGISTRYINDEX, le->registry);
-    le->registry = luaL_ref(L, LUA_REGISTRYINDEX);
+    /* into the old table's slot: setting a slot that exists allocates
+     * nothing, so a reload's swap cannot fail halfway */
+    if (le->registry != LUA_NOREF) lua_rawseti(L, LUA_REGISTRYINDEX, le->registry);
+    else le->registry = luaL_ref(L, LUA_REGISTRYINDEX);
     return 0;
 }
 

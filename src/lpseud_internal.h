@@ -5,12 +5,13 @@
  * The binding is one module made by one luaopen_pseud_core (lpseud.c), in
  * parts of readable size:
  *   lpseud.c           helpers, pseud.Future, values (error, ext,
- *                      configure), the module table, luaopen_pseud_core
+ *                      configure), the log (log, log_level), metrics, the
+ *                      module table, luaopen_pseud_core
  *   lpseud_endpoint.c  pseud.Endpoint
  *   lpseud_task.c      tasks seen from Lua (sleep, spawn, counts, flush,
  *                      hook_pcall, bounded_pcall), the reload's functions
- *                      (script, set_reloader, reload, set_global_callables,
- *                      log) and the sealed coroutine.resume/wrap/
+ *                      (script, set_reloader, reload, set_global_callables)
+ *                      and the sealed coroutine.resume/wrap/
  *                      close, xpcall and debug.sethook
  *   lpseud_keys.c      ZAP handler, CURVE keys, password hashes and checks,
  *                      key and credential files, the password prompt

@@ -4,7 +4,8 @@
  * the loop), core.spawn, core.now and core.caller, core.counts (leak
  * specs), core.flush (the end of a script), core.hook_pcall (backend
  * hooks, bounded) and bounded_pcall, and the reload's part (the script
- * run, the reloader, core.reload, the global registry swap, core.log). The coroutine library's resume, wrap and close, xpcall
+ * run, the reloader, core.reload, the global registry swap). The
+ * coroutine library's resume, wrap and close, xpcall
  * and debug.sethook are replaced (sealed) when the module loads (pseud-lua
  * loads it before the script), so the limits of a task follow it into
  * every coroutine it runs and a script cannot lift them (task.c).
@@ -367,12 +368,15 @@ static int l_reload(lua_State *L) {
 }
 
 /* core.set_global_callables(t): pseud.register_rpc's names, as the host
- * looks them up, are t's from now on (the end of a reload) */
+ * looks them up, are t's from now on (the end of a reload). The table
+ * takes the old one's registry slot: a slot that exists is set without
+ * allocating, so the swap of a reload cannot fail halfway. */
 static int l_set_global_callables(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
-    int old = host_set_global_registry(HOST(L), luaL_ref(L, LUA_REGISTRYINDEX));
-    luaL_unref(L, LUA_REGISTRYINDEX, old);
+    int ref = host_global_registry(HOST(L));
+    if (ref != LUA_NOREF) lua_rawseti(L, LUA_REGISTRYINDEX, ref);
+    else host_set_global_registry(HOST(L), luaL_ref(L, LUA_REGISTRYINDEX));
     return 0;
 }
 

@@ -142,6 +142,7 @@ static const char *s_option_value(int argc, char **argv, int *i, const char *nam
 static int s_log_level_option(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-e") == 0) { i++; continue; }
+        if (s_option_value(argc, argv, &i, "--metrics")) continue;   /* and its value */
         if (strcmp(argv[i], "--") == 0 || argv[i][0] != '-' || strcmp(argv[i], "-") == 0) break;
         const char *v = s_option_value(argc, argv, &i, "--log-level");
         if (!v) continue;

@@ -244,7 +244,7 @@ void metrics_buf_label(metrics_buf_t *b, const char *value, size_t len) {
 
 /* A value as the format writes it: integers exactly, "+Inf", Go-style floats. */
 static void s_value(metrics_buf_t *b, double v) {
-    if (v == (double)(int64_t)v && v > -9e15 && v < 9e15) s_printf(b, "%lld", (long long)v);
+    if (v > -9e15 && v < 9e15 && v == (double)(int64_t)v) s_printf(b, "%lld", (long long)v);   /* range first */
     else s_printf(b, "%.17g", v);
 }
 
@@ -300,7 +300,7 @@ int metrics_render(const metrics_t *m, const metrics_sample_t *s, metrics_buf_t 
     for (int o = METRICS_NOT_FOUND; o < METRICS_OUTCOMES; o++)
         s_calls(out, m->unknown, o, o == METRICS_BUSY ? s->busy : 0);
     s_help(out, "pseud_handler_duration_seconds", "histogram",
-           "Seconds from a handler's start to its answer, by registered name.");
+           "Seconds from a call's WORK taken (queue wait included) to its answer, by registered name.");
     for (const metrics_name_t *n = m->first; n; n = n->next) s_histogram(out, n);
     s_gauge(out, "pseud_calls_in_flight", "gauge", "Calls whose handler has not answered yet.", s->in_flight);
     s_gauge(out, "pseud_peers", "gauge", "Peers in the directories of the open servers and clients.", s->peers);

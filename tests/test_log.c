@@ -39,6 +39,12 @@ static void test_fields(void) {
                  "n=-42 seconds=0.25 reason=\"wrong login or password\"") == 0,
           "quoted when needed, every byte outside printable ASCII escaped: %s", line);
     CHECK(strchr(line, '\n') == NULL, "one line, whatever the bytes");
+    /* keys come from scripts too: none can break the line or fake a field */
+    log_field_t k[] = { LOG_INT("k\ntime=0 level=error msg=forged", 1), LOG_INT("", 2),
+                        LOG_INT("a.b-c_d", 3), LOG_END };
+    log_format(line, sizeof line, LOG_INFO, "x", k);
+    CHECK(strcmp(s_body(line), "level=info msg=x k_time_0_level_error_msg_forged=1 _=2 a.b-c_d=3") == 0,
+          "other bytes of a key become '_': %s", line);
 }
 
 static void test_levels(void) {

@@ -660,6 +660,7 @@ static void test_reload_signal(void *ctx)
     watch_t w = { .socket = in };
     loop_add_socket(loop, in, s_on_readable, &w);
     loop_install_signal_handlers();
+    loop_watch_reload(1);
     loop_clear_signal();
     while (loop_take_reload()) {}
     CHECK(loop_take_reload() == 0, "no SIGHUP yet");
@@ -693,6 +694,15 @@ static void test_reload_signal(void *ctx)
     CHECK(loop_run_once(loop, 0) == -1, "the SIGTERM stops");
     CHECK(loop_take_reload() == 1 && loop_signal_received() == SIGTERM, "both recorded");
     loop_clear_signal();
+
+    /* not serving: SIGHUP is back to its default, and a reload asked and
+     * not taken is dropped (the poll waits again) */
+    raise(SIGHUP);
+    loop_watch_reload(0);
+    CHECK(loop_take_reload() == 0, "dropped when the watch ends");
+    struct sigaction now;
+    sigaction(SIGHUP, NULL, &now);
+    CHECK(now.sa_handler == SIG_DFL, "SIGHUP has its default action again");
     zmq_close(in);
     zmq_close(out);
     loop_destroy(&loop);

@@ -70,7 +70,7 @@ local function password_checker(opts, kind)
     return function(login, password)
       local ok, yes = core.hook_pcall(opts.credentials, login, password)
       if not ok then
-        core.log('warn', 'credentials function failed (refused)', { backend = kind, error = yes })
+        core.log('warn', 'credentials function failed (refused)', { backend = kind, error = yes }, true)
       end
       return ok and yes == true
     end
@@ -143,7 +143,7 @@ backends.register_auth {
     if req.mechanism ~= 'CURVE' then return nil, 'CURVE required' end
     local ok, user = core.hook_pcall(self.allow, req.client_key)
     if not ok then
-      core.log('warn', 'allow function failed (refused)', { backend = 'trusted_curve', error = user })
+      core.log('warn', 'allow function failed (refused)', { backend = 'trusted_curve', error = user }, true)
       return nil, 'refused'
     end
     if type(user) == 'string' and user ~= '' then return user end

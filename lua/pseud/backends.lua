@@ -86,7 +86,7 @@ function backends.start_heartbeat(hb, ep)
     local ok, err = core.hook_pcall(hook, hb, user_id, routing_id)
     if not ok then
       core.log('warn', 'heartbeat backend hook failed', { hook = hooks[event], backend = tostring(hb.name),
-                                                          error = err })
+                                                          error = err }, true)
     end
   end, on_seen ~= nil)
 end
@@ -106,7 +106,7 @@ function backends.start_auth(a, ep, rpc_kind)
       local ok, yes = core.hook_pcall(a.is_authenticated, a, user_id, routing_id, logged_in)
       if not ok then
         core.log('warn', 'auth backend hook failed (refused)', { hook = 'is_authenticated',
-                                                                backend = tostring(a.name), error = yes })
+                                                                backend = tostring(a.name), error = yes }, true)
       end
       return ok and yes and true or false
     end
@@ -116,7 +116,7 @@ function backends.start_auth(a, ep, rpc_kind)
       local ok, yes, text, new_id = core.hook_pcall(a.handle_hello, a, user_id, routing_id, login, password)
       if not ok then
         core.log('warn', 'auth backend hook failed (refused)', { hook = 'handle_hello', backend = tostring(a.name),
-                                                                  error = yes })
+                                                                  error = yes }, true)
         return false, 'Authentication Required'
       end
       if getmetatable(yes) ~= core.password_check_mt then yes = yes and true or false end

@@ -36,9 +36,15 @@ JSON: integers stay integers, 1.0 is a float; bytes that are not UTF-8 are
 stderr), 2 usage, 3 no answer in time (unreachable, login refused, timeout).
 ]]
 
-local function say(command, ...)
-  io.stderr:write('pseud-lua ', command, ': ', ...)
-  io.stderr:write('\n')
+-- A server's text for the terminal: control bytes but tab and newline (an
+-- escape sequence in a doc or an error message) as \xNN, so a peer cannot
+-- drive the terminal.
+local function printable(text)
+  return (text:gsub('[%z\1-\8\11-\31\127]', function(c) return ('\\x%02x'):format(c:byte()) end))
+end
+
+local function say(command, message)
+  io.stderr:write('pseud-lua ', command, ': ', printable(message), '\n')
 end
 
 -- Raised by the parsing and calling code: a pseud.error value named
@@ -219,14 +225,16 @@ function cli.ls(argv)
     return OK
   end
   if type(list) ~= 'table' then quit(REMOTE, 'the answer is not a list: ' .. json.encode(list)) end
-  local width = 0
+  local width = 0                         -- the names' column, at most 40 wide
   for _, e in ipairs(list) do
-    if type(e) == 'table' and type(e.name) == 'string' then width = math.max(width, #e.name) end
+    if type(e) == 'table' and type(e.name) == 'string' then width = math.max(width, math.min(#e.name, 40)) end
   end
   for _, e in ipairs(list) do
     if type(e) == 'table' and type(e.name) == 'string' then
-      local doc = type(e.doc) == 'string' and e.doc:gsub('%s+', ' ') or ''
-      io.write(doc == '' and e.name or ('%-' .. width .. 's  %s'):format(e.name, doc), '\n')
+      local name = printable(e.name)
+      local doc = type(e.doc) == 'string' and printable((e.doc:gsub('%s+', ' '))) or ''
+      local pad = (' '):rep(math.max(width - #name, 0) + 2)
+      io.write(doc == '' and name or name .. pad .. doc, '\n')
     end
   end
   return OK

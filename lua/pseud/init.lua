@@ -307,7 +307,7 @@ function RPC:send_to(peer)
       hint = { routing_id = rid }
     elseif not ok then
       core.log('warn', 'auth backend hook failed (using the directory)',
-               { hook = 'get_routing_id', error = rid })
+               { hook = 'get_routing_id', error = rid }, true)
     end
   end
   return setmetatable({}, { __index = function(_, key) return proxy(self, peer, hint, key) end })

@@ -110,7 +110,7 @@ local function accepts(domain, ctx)
   if not p then return false end
   local ok, yes = core.hook_pcall(p, ctx)       -- bounded by max_hook_time
   if not ok then
-    core.log('warn', 'predicate failed (refused)', { domain = domain, error = yes })
+    core.log('warn', 'predicate failed (refused)', { domain = domain, error = yes }, true)
     return false
   end
   return yes and true or false
@@ -128,7 +128,7 @@ function registry.resolver(auth)
     if backend and backend.get_predicate_arguments then
       local ok, extra = core.hook_pcall(backend.get_predicate_arguments, backend, user_id)
       if not ok then
-        core.log('warn', 'auth backend hook failed', { hook = 'get_predicate_arguments', error = extra })
+        core.log('warn', 'auth backend hook failed', { hook = 'get_predicate_arguments', error = extra }, true)
       elseif type(extra) == 'table' then
         for k, v in pairs(extra) do ctx[k] = v end
       end

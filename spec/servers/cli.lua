@@ -8,6 +8,7 @@ Prints `ready <endpoint>`.
   sleep(s)         answers after s seconds
   nothing()        answers nil
   bytes()          a string that is not UTF-8 (travels as bin)
+  (a 120-byte name, and 'ansi' whose doc and error carry a terminal escape)
 ]]
 local pseud = require 'pseud'
 
@@ -21,6 +22,9 @@ server:register_rpc('fail', function() error(pseud.error('ValueError', 'bad inpu
 server:register_rpc('sleep', function(s) pseud.sleep(s); return 'slept' end)
 server:register_rpc('nothing', function() end)
 server:register_rpc('bytes', function() return '\0\255\1' end)
+server:register_rpc(('n'):rep(120), function() return 'long' end, { doc = 'a long name' })
+server:register_rpc('ansi', function() error(pseud.error('ValueError', 'red \27[31mtext')) end,
+                    { doc = 'colours \27[31mred\27[0m' })
 
 io.stdout:write('ready ', endpoint, '\n')
 io.stdout:flush()
