@@ -140,6 +140,7 @@ describe('pseud-lua call', function()
     assert.matches('\nansi +colours \\x1b%[31mred\\x1b%[0m\n', out)
     assert.is_nil(out:find('\27', 1, true))
     out, code, err = run { 'call', endpoint, 'service', 'ansi' }
+    assert.equal('', out)
     assert.equal(1, code)
     assert.matches('ValueError: red \\x1b[31mtext', err, 1, true)
     assert.is_nil(err:find('\27', 1, true))
