@@ -339,18 +339,37 @@ const char *host_ask_reload(host_t *h, lua_State *L) {
 }
 
 /* Settle every future pseud.reload() waits on: true, or the failure's text. */
-static void s_reload_answer(host_t *h, lua_State *L, int ok, const char *text) {
-    if (h->reload_waiters == LUA_NOREF) return;
+typedef struct reload_answer {
+    host_t *h;
+    int ok;
+    const char *text;
+} reload_answer_t;
+
+static int s_reload_answer_protected(lua_State *L) {
+    reload_answer_t *a = lua_touserdata(L, 1);
+    host_t *h = a->h;
     lua_rawgeti(L, LUA_REGISTRYINDEX, h->reload_waiters);
     luaL_unref(L, LUA_REGISTRYINDEX, h->reload_waiters);
     h->reload_waiters = LUA_NOREF;
     int t = lua_gettop(L);
     for (lua_Integer i = 1; lua_rawgeti(L, t, i) != LUA_TNIL; i++) {
-        if (ok) lua_pushboolean(L, 1); else lua_pushstring(L, text);
+        if (a->ok) lua_pushboolean(L, 1); else lua_pushstring(L, a->text);
         future_settle(&h->sched, L, -2, FUTURE_OK);
         lua_pop(L, 1);
     }
-    lua_settop(L, t - 1);
+    return 0;
+}
+
+/* Settle the futures of pseud.reload() callers: true, or the text. Under
+ * the protected path: out of memory here is logged, never raised into the
+ * loop. */
+static void s_reload_answer(host_t *h, int ok, const char *text) {
+    if (h->reload_waiters == LUA_NOREF) return;
+    reload_answer_t a = { h, ok, text };
+    sched_error_t err;
+    if (dispatch_call(h, s_reload_answer_protected, &a, &err) < 0)
+        HOST_LOG(h, LOG_ERROR, "pseud.reload() callers could not be answered", LOG_STR("error", err.name),
+                 LOG_STR("message", err.message));
 }
 
 /* Re-run the script (the reloader) on the loop's thread L, between turns:
@@ -386,7 +405,7 @@ static void s_reload(host_t *h, lua_State *L) {
         }
         lua_settop(L, top);
     }
-    s_reload_answer(h, L, ok, text);
+    s_reload_answer(h, ok, text);
 }
 
 /* --- running --- */
@@ -440,7 +459,7 @@ void host_serve(host_t *h, lua_State *L, double stop_timeout) {
     h->serving = 0;
     loop_watch_reload(0);                         /* a SIGHUP now has nothing to reload */
     h->reload_asked = 0;
-    s_reload_answer(h, L, 0, "the server is stopping");
+    s_reload_answer(h, 0, "the server is stopping");
     int sig = loop_signal_received();
     loop_clear_signal();
     if (sig)

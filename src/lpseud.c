@@ -52,11 +52,37 @@ lfuture_t *lpseud_new_future(lua_State *L) {
 }
 
 /* Is `src` (a chunk's source) one of pseud's own modules (.../pseud/NAME.lua)? */
-static int s_is_pseud_source(const char *src) {
+static const char s_library_key = 'l';         /* registry: "@DIR/" of pseud's Lua modules */
+
+/* Is `src` (a chunk's source) one of pseud's own modules? Those are the
+ * files in the folder init.lua told (core.set_library); before it has,
+ * any ".../pseud/NAME.lua". */
+static int s_is_pseud_source(lua_State *L, const char *src) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &s_library_key);
+    size_t n;
+    const char *dir = lua_tolstring(L, -1, &n);
+    int yes;
+    if (dir) {
+        yes = strncmp(src, dir, n) == 0 && !strchr(src + n, '/');
+    } else {
+        const char *slash = strrchr(src, '/');
+        size_t m = slash ? strlen(slash + 1) : 0;
+        yes = slash && slash - src >= 6 && strncmp(slash - 6, "/pseud", 6) == 0 &&
+              m > 4 && strcmp(slash + 1 + m - 4, ".lua") == 0;
+    }
+    lua_pop(L, 1);
+    return yes;
+}
+
+/* core.set_library(source): pseud's modules are the files beside `source`
+ * (init.lua's own chunk source, "@DIR/init.lua"), for error values' where */
+static int l_set_library(lua_State *L) {
+    const char *src = luaL_checkstring(L, 1);
     const char *slash = strrchr(src, '/');
-    if (!slash || slash - src < 6 || strncmp(slash - 6, "/pseud", 6) != 0) return 0;
-    size_t n = strlen(slash + 1);
-    return n > 4 && strcmp(slash + 1 + n - 4, ".lua") == 0;
+    if (!slash) return 0;
+    lua_pushlstring(L, src, (size_t)(slash - src) + 1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &s_library_key);
+    return 0;
 }
 
 /* Give the error value at `idx` a `where` field, "file:line" of the first
@@ -71,7 +97,7 @@ static void s_set_where(lua_State *L, int idx) {
     if (has) return;
     lua_Debug ar;
     for (int level = 1; level < 64 && lua_getstack(L, level, &ar); level++) {
-        if (!lua_getinfo(L, "Sl", &ar) || ar.currentline <= 0 || s_is_pseud_source(ar.source)) continue;
+        if (!lua_getinfo(L, "Sl", &ar) || ar.currentline <= 0 || s_is_pseud_source(L, ar.source)) continue;
         lua_pushfstring(L, "%s:%d", ar.short_src, ar.currentline);
         lua_setfield(L, idx, "where");
         return;
@@ -340,6 +366,7 @@ static const luaL_Reg core_functions[] = {         /* this file's; the parts hav
     { "configure", l_configure },
     { "log", l_log },
     { "log_level", l_log_level },
+    { "set_library", l_set_library },
     { "metrics", l_metrics },
     { NULL, NULL }
 };

@@ -10,6 +10,9 @@ local backends = require 'pseud.backends'
 local auth = require 'pseud.auth'
 local reload = require 'pseud.reload'
 
+-- error values point at the first line outside these files (their `where`)
+core.set_library(debug.getinfo(1, 'S').source)
+
 local pseud = {
   _VERSION = 'pseud-lua 0.1.0',
   null = core.null,
