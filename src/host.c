@@ -454,6 +454,8 @@ int host_run(host_t *h, lua_State *L, int f, double deadline) {
 
 void host_serve(host_t *h, lua_State *L, double stop_timeout) {
     h->serving = 1;
+    if (loop_wake_on_signals(h->loop) < 0)        /* then a signal may wait for the next event */
+        HOST_LOG(h, LOG_WARN, "no self-pipe for signals", LOG_STR("reason", strerror(errno)));
     loop_watch_reload(1);
     host_run(h, L, 0, -1);
     h->serving = 0;

@@ -14,15 +14,18 @@
  * Removal during dispatch only marks a slot; compaction happens between rounds. Timers are a binary min-heap of pointers; each timer
  * knows its heap index so cancelling is O(log n).
  */
+#define _GNU_SOURCE                    /* pipe2 */
 #include "loop.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <zmq.h>
 
@@ -49,17 +52,43 @@ struct loop {
     int removed;               /* a watch was removed during dispatch */
     loop_timer_t **heap;       /* min-heap on `due` */
     size_t ntimers, captimers;
+    int wakes_on_signals;      /* the self-pipe's read end is watched */
 };
 
 /* The C globals: the flags the signal handler sets and the runner reads.
  * Two of them, not one: a SIGHUP must not end serving, and a SIGTERM that
- * comes while a reload is asked must not be lost by clearing the reload. */
+ * comes while a reload is asked must not be lost by clearing the reload.
+ * And a self-pipe the handler writes a byte to: a signal caught between the
+ * runner's look at the flags and its poll() would otherwise wait for the
+ * next event (forever, on an idle server with no timer armed). */
 static volatile sig_atomic_t s_signal = 0;
 static volatile sig_atomic_t s_reload = 0;
+static int s_wake[2] = { -1, -1 };
 
 static void s_on_signal(int sig) {
     if (sig == SIGHUP) s_reload = 1;
     else s_signal = sig;
+    if (s_wake[1] >= 0) {
+        int e = errno;
+        ssize_t w = write(s_wake[1], "s", 1);   /* full pipe: a wake is pending anyway */
+        (void)w;
+        errno = e;
+    }
+}
+
+/* The self-pipe's read end is readable: empty it (the flags say why). */
+static void s_drain_wake(loop_t *loop, int fd, void *arg) {
+    (void)loop; (void)arg;
+    char buf[64];
+    while (read(fd, buf, sizeof buf) > 0) {}
+}
+
+int loop_wake_on_signals(loop_t *loop) {
+    if (loop->wakes_on_signals) return 0;
+    if (s_wake[0] < 0 && pipe2(s_wake, O_NONBLOCK | O_CLOEXEC) < 0) return -1;
+    if (loop_add_fd(loop, s_wake[0], s_drain_wake, NULL) < 0) return -1;
+    loop->wakes_on_signals = 1;
+    return 0;
 }
 
 void loop_install_signal_handlers(void) {

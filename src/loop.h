@@ -62,6 +62,9 @@ double loop_now(void);
  * back its default (it ends the process) and drops a reload not taken. */
 void loop_install_signal_handlers(void);
 void loop_watch_reload(int on);
+/* Make `loop`'s poll wake on every signal caught from now on, whenever it
+ * comes (a self-pipe; the handler writes it). 0, or -1 with errno. */
+int loop_wake_on_signals(loop_t *loop);
 int loop_signal_received(void);      /* SIGINT or SIGTERM's number, or 0 */
 void loop_clear_signal(void);
 int loop_take_reload(void);          /* 1 once after a SIGHUP (the flag is cleared), else 0 */

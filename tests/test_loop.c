@@ -695,6 +695,19 @@ static void test_reload_signal(void *ctx)
     CHECK(loop_take_reload() == 1 && loop_signal_received() == SIGTERM, "both recorded");
     loop_clear_signal();
 
+    /* the self-pipe: a signal whose flag was already looked at (here: taken)
+     * before the poll still wakes it, at once, not at the next event */
+    CHECK(loop_wake_on_signals(loop) == 0 && loop_wake_on_signals(loop) == 0, "self-pipe watched, once");
+    raise(SIGHUP);
+    CHECK(loop_take_reload() == 1, "the flag, taken before the poll");
+    t0 = loop_now();
+    n = loop_run_once(loop, 3.0);
+    took = loop_now() - t0;
+    CHECK(n >= 1 && took < 1.0, "the pipe woke the poll (%d watches ran, %.3f s)", n, took);
+    t0 = loop_now();
+    n = loop_run_once(loop, 0.05);
+    CHECK(n == 0 && loop_now() - t0 >= 0.04, "drained: the next poll waits again (%d)", n);
+
     /* not serving: SIGHUP is back to its default, and a reload asked and
      * not taken is dropped (the poll waits again) */
     raise(SIGHUP);
