@@ -9,12 +9,7 @@ local process = require 'spec.support.process'
 
 local quote = process.quote
 
-local function read(path)
-  local f = assert(io.open(path, 'rb'))
-  local text = f:read('a')
-  f:close()
-  return text
-end
+local read = process.read
 
 local function exists(path)
   local f = io.open(path, 'rb')

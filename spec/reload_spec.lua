@@ -12,18 +12,7 @@ local CLIENT = 'spec/clients/reload.lua'
 local OK = 0x01                             -- message type of a reply
 local runs = 0
 
-local function write(path, text)
-  local f = assert(io.open(path, 'w'))
-  f:write(text)
-  f:close()
-end
-
-local function read(path)
-  local f = assert(io.open(path))
-  local text = f:read('a')
-  f:close()
-  return text
-end
+local read, write = process.read, process.write
 
 -- A folder with a copy of the server script and version.txt = v0; the
 -- server started on it (its log lines come on its stdout, after its own).

@@ -57,6 +57,21 @@ local function read_file(path)
   return text
 end
 
+--- A file's bytes; raises when it cannot be read.
+function process.read(path)
+  local f = assert(io.open(path, 'rb'))
+  local text = f:read('a')
+  f:close()
+  return text
+end
+
+--- Write `text` to `path` (replacing it); raises when it cannot.
+function process.write(path, text)
+  local f = assert(io.open(path, 'wb'))
+  f:write(text)
+  f:close()
+end
+
 --- The run's temp dir (made on first use).
 function process.tmpdir()
   if not tmpdir then
