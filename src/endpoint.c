@@ -117,6 +117,23 @@ static endpoint_call_t *s_find(endpoint_t *ep, const uint8_t *uuid) {
 }
 
 static void s_expire(loop_t *loop, loop_timer_t *t, void *arg);
+static void s_arm_expiry(endpoint_t *ep);
+
+/* Enter `c` in the hash and, by deadline, in the list of pending calls. */
+static void s_insert(endpoint_t *ep, endpoint_call_t *c) {
+    size_t k = s_bucket(ep, c->uuid);
+    c->hash_next = ep->buckets[k];
+    ep->buckets[k] = c;
+    /* deadline order: walk back from the tail, usually zero steps */
+    endpoint_call_t *after = ep->last;
+    while (after && after->deadline > c->deadline) after = after->prev;
+    c->prev = after;
+    c->next = after ? after->next : ep->first;
+    if (c->next) c->next->prev = c; else ep->last = c;
+    if (after) after->next = c; else ep->first = c;
+    ep->ncalls++;
+    s_arm_expiry(ep);
+}
 
 static void s_arm_expiry(endpoint_t *ep) {
     if (!ep->first) return;
@@ -137,11 +154,18 @@ static void s_unlink(endpoint_t *ep, endpoint_call_t *c) {
     ep->ncalls--;
 }
 
+/* `c` got its OK or ERROR: to its relay, or on_reply. */
+static void s_answered(endpoint_t *ep, endpoint_call_t *c, int type, const char *body, size_t len) {
+    if (c->relay) c->relay->answered(c->relay, type, body, len);
+    else if (ep->ev.on_reply) ep->ev.on_reply(ep->ev.ctx, ep, c, type, body, len);
+}
+
 /* Ends `c` with on_call_failed. Returns 1 when that destroyed the endpoint. */
 int endpoint_fail_call(endpoint_t *ep, endpoint_call_t *c, const char *name, const char *msg) {
     s_unlink(ep, c);
     endpoint_enter(ep);
-    if (ep->ev.on_call_failed) ep->ev.on_call_failed(ep->ev.ctx, ep, c, name, msg);
+    if (c->relay) c->relay->failed(c->relay, name, msg);
+    else if (ep->ev.on_call_failed) ep->ev.on_call_failed(ep->ev.ctx, ep, c, name, msg);
     free(c);
     return endpoint_leave(ep);
 }
@@ -221,19 +245,35 @@ endpoint_call_t *endpoint_send_work(endpoint_t *ep, const char *peer, size_t pee
         errno = e;
         return NULL;
     }
-    size_t k = s_bucket(ep, c->uuid);
-    c->hash_next = ep->buckets[k];
-    ep->buckets[k] = c;
-    /* deadline order: walk back from the tail, usually zero steps */
-    endpoint_call_t *after = ep->last;
-    while (after && after->deadline > c->deadline) after = after->prev;
-    c->prev = after;
-    c->next = after ? after->next : ep->first;
-    if (c->next) c->next->prev = c; else ep->last = c;
-    if (after) after->next = c; else ep->first = c;
-    ep->ncalls++;
-    s_arm_expiry(ep);
+    s_insert(ep, c);
     return c;
+}
+
+endpoint_call_t *endpoint_track_call(endpoint_t *ep, const char *user, size_t user_len,
+                                     double timeout, int ref) {
+    if (ep->ncalls + 1 > ep->nbuckets && s_grow(ep) < 0) return NULL;
+    endpoint_call_t *c = calloc(1, sizeof *c + user_len);
+    if (!c) return NULL;
+    c->user = c->peer;                           /* no routing id: peer_len 0 */
+    c->user_len = user_len;
+    memcpy(c->peer, user, user_len);
+    frame_new_uuid(c->uuid);
+    c->ref = ref;
+    c->deadline = loop_now() + timeout;
+    s_insert(ep, c);
+    return c;
+}
+
+endpoint_call_t *endpoint_find_call(endpoint_t *ep, const uint8_t *uuid) {
+    return s_find(ep, uuid);
+}
+
+int endpoint_settle_call(endpoint_t *ep, endpoint_call_t *c, int type, const char *body, size_t len) {
+    s_unlink(ep, c);
+    endpoint_enter(ep);
+    s_answered(ep, c, type, body, len);
+    free(c);
+    return endpoint_leave(ep);
 }
 
 /* May a reply bound to `user` go to `p` (the entry of routing id `peer`)?
@@ -479,11 +519,11 @@ static void s_on_reply(endpoint_t *ep, const frame_message_t *m) {
     s_unlink(ep, c);
     endpoint_enter(ep);
     if (m->type == FRAME_UNAUTHORIZED) {
-        if (ep->ev.on_call_failed)
-            ep->ev.on_call_failed(ep->ev.ctx, ep, c, "UnauthorizedError",
-                                  m->body_len ? "peer requires authentication" : "unauthorized");
-    } else if (ep->ev.on_reply) {
-        ep->ev.on_reply(ep->ev.ctx, ep, c, m->type, m->body, m->body_len);
+        const char *why = m->body_len ? "peer requires authentication" : "unauthorized";
+        if (c->relay) c->relay->failed(c->relay, "UnauthorizedError", why);
+        else if (ep->ev.on_call_failed) ep->ev.on_call_failed(ep->ev.ctx, ep, c, "UnauthorizedError", why);
+    } else {
+        s_answered(ep, c, m->type, m->body, m->body_len);
     }
     free(c);
     endpoint_leave(ep);

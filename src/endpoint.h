@@ -28,6 +28,8 @@ struct endpoint_call {
     uint8_t uuid[FRAME_UUID_SIZE];
     double deadline;                 /* monotonic seconds */
     int ref;                         /* the caller's handle (a Lua registry ref) */
+    struct endpoint_relay *relay;    /* set by the caller of a call made for another
+                                        node: it gets the answer (NULL: on_reply) */
     /* private to endpoint.c */
     endpoint_call_t *hash_next;      /* bucket chain */
     endpoint_call_t *prev, *next;    /* deadline order */
@@ -40,6 +42,15 @@ struct endpoint_call {
     const char *user;                /* the identity its reply must come from */
     size_t user_len;
     char peer[];                     /* routing id, user id, kept body */
+};
+
+/* Where the answer to a call made on another node's behalf goes, instead
+ * of on_reply / on_call_failed: exactly one of the two runs, once, and may
+ * free the relay. */
+typedef struct endpoint_relay endpoint_relay_t;
+struct endpoint_relay {
+    void (*answered)(endpoint_relay_t *r, int type, const char *body, size_t len);
+    void (*failed)(endpoint_relay_t *r, const char *error_name, const char *message);
 };
 
 typedef struct endpoint_events {
@@ -113,6 +124,20 @@ endpoint_call_t *endpoint_send_work(endpoint_t *ep, const char *peer, size_t pee
                                     const char *user, size_t user_len,
                                     const void *body, size_t body_len,
                                     double timeout, int ref);
+
+/* A call whose WORK does not leave through this endpoint's socket (the
+ * cluster forwards it to the node where user `user` is connected): it joins
+ * the table of calls with its deadline, so it ends exactly once like any
+ * other, by endpoint_settle_call, endpoint_fail_call or its timeout. It has
+ * no routing id, so no peer's departure ends it. NULL when out of memory. */
+endpoint_call_t *endpoint_track_call(endpoint_t *ep, const char *user, size_t user_len,
+                                     double timeout, int ref);
+/* The pending call of `uuid`, or NULL (settled, timed out, never made). */
+endpoint_call_t *endpoint_find_call(endpoint_t *ep, const uint8_t *uuid);
+/* End `c` with the OK or ERROR body its answer brought (on_reply), or as
+ * failed (on_call_failed). Each returns 1 when that destroyed the endpoint. */
+int endpoint_settle_call(endpoint_t *ep, endpoint_call_t *c, int type, const char *body, size_t len);
+int endpoint_fail_call(endpoint_t *ep, endpoint_call_t *c, const char *name, const char *msg);
 
 /* Send a reply (OK, ERROR, UNAUTHORIZED, AUTHENTICATED) to `peer`. With
  * `user` (an answer given later, after a handler ran), it goes only while

@@ -82,7 +82,6 @@ void endpoint_log_refusal(endpoint_t *ep, const char *msg, const log_field_t *fi
 const char *endpoint_peer_text(const char *peer, size_t len, char *buf, size_t size);
 void endpoint_enter(endpoint_t *ep);
 int endpoint_leave(endpoint_t *ep);            /* 1: the endpoint is gone, stop */
-int endpoint_fail_call(endpoint_t *ep, endpoint_call_t *c, const char *name, const char *msg);
 
 /* endpoint_send.c */
 /* Send now, or queue behind what already waits for that peer. `p` is its

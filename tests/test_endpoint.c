@@ -10,7 +10,8 @@
  * pending; a late reply is logged and dropped; a WORK sent before the server
  * binds waits in the outbox; malformed input from a raw ROUTER peer is
  * answered with ProtocolError only when it could not be a reply; 1,000 calls
- * in flight; endpoint_destroy fails pending calls with PeerLostError.
+ * in flight; endpoint_destroy fails pending calls with PeerLostError; calls
+ * tracked for another transport (the cluster's) and relayed answers.
  * Every wait is loop_run_once in a loop bounded by a deadline.
  *
  * Each failed check prints one line (file:line: what was expected); the last
@@ -699,6 +700,81 @@ static void test_destroy_in_callback_KNOWN_BUG(void)
     }
 }
 
+
+/* A relay that records what ended its call. */
+typedef struct test_relay {
+    endpoint_relay_t base;
+    int answered, failed, type;
+    char body[64]; size_t body_len;
+    char name[64];
+} test_relay_t;
+
+static void s_relay_answered(endpoint_relay_t *r, int type, const char *body, size_t len)
+{
+    test_relay_t *t = (test_relay_t *)r;
+    t->answered++;
+    t->type = type;
+    s_copy(t->body, sizeof t->body, &t->body_len, body, len);
+}
+
+static void s_relay_failed(endpoint_relay_t *r, const char *name, const char *message)
+{
+    test_relay_t *t = (test_relay_t *)r;
+    (void)message;
+    t->failed++;
+    snprintf(t->name, sizeof t->name, "%s", name);
+}
+
+/* Calls whose WORK travels another way (endpoint_track_call) end exactly
+ * once: settled, failed or timed out; a relayed call's answer goes to its
+ * relay, not on_reply. */
+static void test_tracked_and_relayed(void *ctx)
+{
+    fixture_t f;
+    s_setup(&f, ctx, "tracked", 1);
+    endpoint_call_t *c = endpoint_track_call(f.server.ep, "al\0ice", 6, 5.0, 11);
+    CHECK(c && c->ref == 11 && c->peer_len == 0 && c->user_len == 6 &&
+          memcmp(c->user, "al\0ice", 6) == 0, "a tracked call keeps its user and no routing id");
+    uint8_t uuid[FRAME_UUID_SIZE];
+    memcpy(uuid, c->uuid, sizeof uuid);
+    CHECK(endpoint_find_call(f.server.ep, uuid) == c, "found by its uuid");
+    CHECK(endpoint_pending_calls(f.server.ep) == 1, "pending");
+    CHECK(endpoint_settle_call(f.server.ep, c, FRAME_OK, "\xa2hi", 3) == 0, "settled");
+    CHECK(f.server.replies == 1 && f.server.reply_ref == 11 && f.server.reply_type == FRAME_OK &&
+          f.server.reply_len == 3 && memcmp(f.server.reply, "\xa2hi", 3) == 0,
+          "on_reply got the body as given");
+    CHECK(endpoint_find_call(f.server.ep, uuid) == NULL && endpoint_pending_calls(f.server.ep) == 0,
+          "gone once settled");
+
+    c = endpoint_track_call(f.server.ep, "bob", 3, 0.05, 12);
+    RUN_UNTIL(f.loop, f.server.failed > 0);
+    CHECK(f.server.failed == 1 && f.server.failed_ref == 12 &&
+          strcmp(f.server.failed_name, "TimeoutError") == 0, "a tracked call times out (%s)",
+          f.server.failed_name);
+
+    /* a call made for another node: the answer goes to the relay */
+    f.server.mode = MODE_ECHO;
+    test_relay_t r = { .base = { s_relay_answered, s_relay_failed } };
+    c = endpoint_send_work(f.client.ep, "service", 7, NULL, 0, "fwd", 3, 5.0, -1);
+    CHECK(c != NULL, "send_work");
+    if (c) c->relay = &r.base;
+    RUN_UNTIL(f.loop, r.answered + r.failed > 0);
+    CHECK(r.answered == 1 && r.failed == 0 && r.type == FRAME_OK && r.body_len == 3 &&
+          memcmp(r.body, "fwd", 3) == 0, "the relay got the OK and its body");
+    CHECK(f.client.replies == 0 && f.client.failed == 0, "on_reply did not run for it");
+
+    f.server.mode = MODE_HOLD;
+    test_relay_t lost = { .base = { s_relay_answered, s_relay_failed } };
+    c = endpoint_send_work(f.client.ep, "service", 7, NULL, 0, "x", 1, 5.0, -1);
+    if (c) c->relay = &lost.base;
+    RUN_UNTIL(f.loop, f.server.works == 3);
+    endpoint_destroy(&f.client.ep);
+    CHECK(lost.failed == 1 && strcmp(lost.name, "PeerLostError") == 0 && lost.answered == 0,
+          "a relayed call still pending when its endpoint closes fails through its relay");
+    CHECK(f.client.failed == 0, "on_call_failed did not run for it");
+    s_teardown(&f);
+}
+
 int main(void)
 {
     void *ctx = zmq_ctx_new();
@@ -710,6 +786,7 @@ int main(void)
     test_invalid_input(ctx);
     test_many_calls(ctx);
     test_destroy_fails_pending(ctx);
+    test_tracked_and_relayed(ctx);
     zmq_ctx_term(ctx);
     test_destroy_in_callback_KNOWN_BUG();
 

@@ -3,7 +3,7 @@
 
     /usr/bin/python3 tests/fuzz/make_corpus.py      (Debian: python3-msgpack)
 
-Owns tests/fuzz/corpus/{frame,codec,zap,hello}/: it empties them
+Owns tests/fuzz/corpus/{frame,codec,zap,hello,forward}/: it empties them
 and writes every seed again, so the committed corpus is exactly what this
 file says. A crash the fuzzer finds is kept as a regression by adding its
 bytes to REGRESSIONS below (and a row to the C unit test that shows it), not
@@ -36,6 +36,7 @@ REGRESSIONS = {
         # views must be "" (test_message: "an empty name is \"\", not NULL")
         "empty-name": b"\x92\xa0\x80",
     },
+    "forward": {},
 }
 
 # ------------------------------------------------------------------- frame
@@ -272,6 +273,29 @@ def hello_seeds():
     }
 
 
+# ----------------------------------------------------------------- forward
+
+
+def forward_seeds():
+    """The envelopes nodes of a cluster exchange (src/forward.h)."""
+    def pk(v):
+        return msgpack.packb(v, use_bin_type=True)
+    uuid = bytes(range(16))
+    work = pk(["hello", ["Charly"], {}])
+    return {
+        "call": pk([1, "svc", "node-a", uuid, b"alice", 2.5, work]),
+        "call-int-timeout": pk([1, "svc", "node-a", uuid, b"al\x00ice", 5, work]),
+        "call-long-user": pk([1, "svc", "node-a", uuid, b"u" * 255, 1.0, b""]),
+        "call-nan": pk([1, "svc", "n", uuid, b"u", float("nan"), b""]),
+        "result-ok": pk([2, "svc", "node-b", uuid, 1, pk("Hello Charly")]),
+        "result-error": pk([2, "svc", "node-b", uuid, 16, pk(["E", "m", ""])]),
+        "result-bad-type": pk([2, "svc", "node-b", uuid, 3, b""]),
+        "short-uuid": pk([2, "svc", "node-b", uuid[:15], 1, b""]),
+        "nested": pk([2, ["svc"], "n", uuid, 1, b""]),
+        "empty": b"",
+    }
+
+
 # -------------------------------------------------------------------- main
 
 
@@ -294,6 +318,7 @@ def main():
     write("codec", codec_seeds())
     write("zap", zap_seeds())
     write("hello", hello_seeds())
+    write("forward", forward_seeds())
     return 0
 
 
