@@ -154,6 +154,11 @@ static void s_unlink(endpoint_t *ep, endpoint_call_t *c) {
     ep->ncalls--;
 }
 
+static void s_free_call(endpoint_call_t *c) {
+    free(c->via);
+    free(c);
+}
+
 /* `c` got its OK or ERROR: to its relay, or on_reply. */
 static void s_answered(endpoint_t *ep, endpoint_call_t *c, int type, const char *body, size_t len) {
     if (c->relay) c->relay->answered(c->relay, type, body, len);
@@ -166,7 +171,7 @@ int endpoint_fail_call(endpoint_t *ep, endpoint_call_t *c, const char *name, con
     endpoint_enter(ep);
     if (c->relay) c->relay->failed(c->relay, name, msg);
     else if (ep->ev.on_call_failed) ep->ev.on_call_failed(ep->ev.ctx, ep, c, name, msg);
-    free(c);
+    s_free_call(c);
     return endpoint_leave(ep);
 }
 
@@ -272,7 +277,7 @@ int endpoint_settle_call(endpoint_t *ep, endpoint_call_t *c, int type, const cha
     s_unlink(ep, c);
     endpoint_enter(ep);
     s_answered(ep, c, type, body, len);
-    free(c);
+    s_free_call(c);
     return endpoint_leave(ep);
 }
 
@@ -525,7 +530,7 @@ static void s_on_reply(endpoint_t *ep, const frame_message_t *m) {
     } else {
         s_answered(ep, c, m->type, m->body, m->body_len);
     }
-    free(c);
+    s_free_call(c);
     endpoint_leave(ep);
 }
 

@@ -30,6 +30,8 @@ struct endpoint_call {
     int ref;                         /* the caller's handle (a Lua registry ref) */
     struct endpoint_relay *relay;    /* set by the caller of a call made for another
                                         node: it gets the answer (NULL: on_reply) */
+    char *via;                       /* a tracked call: the node it went to, set by
+                                        its caller (malloc'd; freed with the call) */
     /* private to endpoint.c */
     endpoint_call_t *hash_next;      /* bucket chain */
     endpoint_call_t *prev, *next;    /* deadline order */

@@ -25,6 +25,7 @@ struct peers {
     peer_t *last;              /* the last one found: a reply's lookups follow its WORK's */
     int (*busy)(const peer_t *p);
     peers_free_fn on_free;
+    peers_identity_fn on_identity;
     void *ctx;
 };
 
@@ -65,6 +66,14 @@ peers_t *peers_new(peers_free_fn on_free, void *ctx) {
     d->on_free = on_free;
     d->ctx = ctx;
     return d;
+}
+
+void peers_set_identity_listener(peers_t *d, peers_identity_fn fn) { d->on_identity = fn; }
+
+/* `e`'s identity has just left its index: say so if no other entry has it. */
+static void s_identity_left(peers_t *d, const peer_t *e) {
+    if (d->on_identity && !peers_find_user(d, e->user_id, e->user_id_len))
+        d->on_identity(d->ctx, e->user_id, e->user_id_len, 0);
 }
 
 void peers_set_max(peers_t *d, size_t max, int (*busy)(const peer_t *p)) {
@@ -153,6 +162,7 @@ void peers_detach(peers_t *d, peer_t *e) {
     s_unlink_chain(FD_SLOT(d, e), e, offsetof(peer_t, fd_next));
     s_unlink_order(d, e);
     d->count--;
+    s_identity_left(d, e);
 }
 
 void peers_remove(peers_t *d, peer_t *e) {
@@ -180,6 +190,7 @@ int peers_log_in(peers_t *d, peer_t *e, const char *login, size_t len) {
     memcpy(copy, login, len);
     copy[len] = '\0';
     s_unlink_chain(USER_SLOT(d, e), e, offsetof(peer_t, user_next));
+    s_identity_left(d, e);
     free(e->login);
     e->login = copy;
     e->user_id = copy;
@@ -188,6 +199,7 @@ int peers_log_in(peers_t *d, peer_t *e, const char *login, size_t len) {
     peer_t **s = USER_SLOT(d, e);
     e->user_next = *s;
     *s = e;
+    if (d->on_identity) d->on_identity(d->ctx, e->user_id, e->user_id_len, 1);
     return 0;
 }
 
@@ -220,6 +232,7 @@ peer_t *peers_seen(peers_t *d, const char *rid, size_t rid_len,
         s_append_order(d, e);
         d->count++;
         *is_new = 1;
+        if (d->on_identity) d->on_identity(d->ctx, e->user_id, e->user_id_len, 1);
         if (d->count > d->nbuckets) s_grow(d);
         if (d->max && d->count > d->max) s_evict(d, e);
     } else if (d->newest != e) {

@@ -46,8 +46,19 @@ typedef struct peer {
  * it hung on it. */
 typedef void (*peers_free_fn)(void *ctx, peer_t *p);
 
+/* Told when an identity enters the directory (`present` 1: an entry now
+ * carries it, by a new entry or a login) and when it leaves it (0: the last
+ * entry carrying it was removed, replaced, evicted or logged in as another),
+ * so a cluster can publish where its users are. Not told by peers_destroy.
+ * The listener must not change the directory. */
+typedef void (*peers_identity_fn)(void *ctx, const char *user_id, size_t len, int present);
+
 /* New, empty directory; NULL when out of memory. */
 peers_t *peers_new(peers_free_fn on_free, void *ctx);
+
+/* Listen to identities coming and going (NULL: nobody does); `ctx` is
+ * peers_new's. */
+void peers_set_identity_listener(peers_t *d, peers_identity_fn fn);
 
 /* At most `max` entries (0: no bound): past it, the least recently heard
  * entries that `busy` says are idle are evicted, oldest first (a few are

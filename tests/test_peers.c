@@ -1,7 +1,7 @@
 /*
  * test_peers: the peer directory (src/peers.c): insert, touch, order by last
  * contact, user-id lookup, removal, growth past the first bucket array, and
- * a routing id taken over by another user id.
+ * a routing id taken over by another user id, the identity listener.
  */
 #include <stdio.h>
 #include <string.h>
@@ -160,9 +160,46 @@ static void test_bound_past_busy(void) {
     peers_destroy(&d);
 }
 
+
+/* What the identity listener heard, as "+alice -bob ..." */
+static char g_heard[256];
+
+static void s_heard(void *ctx, const char *uid, size_t len, int present) {
+    (void)ctx;
+    size_t n = strlen(g_heard);
+    snprintf(g_heard + n, sizeof g_heard - n, "%s%c%.*s", n ? " " : "", present ? '+' : '-', (int)len, uid);
+}
+
+static void test_identity_listener(void) {
+    peers_t *d = peers_new(NULL, NULL);
+    peers_set_identity_listener(d, s_heard);
+    int is_new;
+    g_heard[0] = '\0';
+    peer_t *a = seen_on(d, "r1", "alice", 5, 1.0, &is_new);
+    seen_on(d, "r1", "alice", 5, 2.0, &is_new);               /* heard again: nothing */
+    peer_t *a2 = seen_on(d, "r2", "alice", 6, 3.0, &is_new);  /* a second connection */
+    CHECK(strcmp(g_heard, "+alice +alice") == 0, "each new entry says so: '%s'", g_heard);
+    g_heard[0] = '\0';
+    peers_remove(d, a);
+    CHECK(g_heard[0] == '\0', "alice still has an entry: nothing said, got '%s'", g_heard);
+    peers_remove(d, a2);
+    CHECK(strcmp(g_heard, "-alice") == 0, "her last entry gone: '%s'", g_heard);
+    g_heard[0] = '\0';
+    peer_t *b = seen_on(d, "r3", NULL, 7, 4.0, &is_new);
+    CHECK(peers_log_in(d, b, "bob", 3) == 0, "log in");
+    CHECK(strcmp(g_heard, "+r3 -r3 +bob") == 0, "a login moves the identity: '%s'", g_heard);
+    g_heard[0] = '\0';
+    seen_on(d, "r3", NULL, 8, 5.0, &is_new);                  /* another connection on r3 */
+    CHECK(strcmp(g_heard, "-bob +r3") == 0, "a replaced entry leaves, the new one comes: '%s'", g_heard);
+    g_heard[0] = '\0';
+    peers_destroy(&d);
+    CHECK(g_heard[0] == '\0', "destroy says nothing: '%s'", g_heard);
+}
+
 int main(void) {
     test_basics();
     test_identity();
+    test_identity_listener();
     test_many();
     test_bound();
     test_bound_past_busy();
