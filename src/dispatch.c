@@ -13,6 +13,7 @@
 
 #include <lauxlib.h>
 
+#include "cluster_calls.h"
 #include "host.h"
 #include "host_state.h"
 #include "login.h"
@@ -544,6 +545,13 @@ static void s_on_peer_gone(void *ctx, endpoint_t *ep, const peer_t *p) {
     s_peer_event(ctx, "timeout", p);
 }
 
+/* The directory gained or lost an identity: its cluster publishes it. */
+static void s_on_identity(void *ctx, endpoint_t *ep, const char *user, size_t len, int present) {
+    lendpoint_t *le = ctx;
+    (void)ep;
+    if (le->cluster) cluster_calls_identity(le->cluster, user, len, present);
+}
+
 void dispatch_events(lendpoint_t *le, endpoint_events_t *ev) {
     ev->ctx = le;
     ev->on_work = s_on_work;
@@ -552,5 +560,6 @@ void dispatch_events(lendpoint_t *le, endpoint_events_t *ev) {
     ev->on_hello = login_on_hello;
     ev->on_peer_seen = s_on_peer_seen;
     ev->on_peer_gone = s_on_peer_gone;
+    ev->on_identity = s_on_identity;
     ev->log = s_endpoint_log;
 }

@@ -48,6 +48,9 @@ typedef struct lendpoint {
     char address[256];            /* the last address bound or connected, for messages */
     size_t default_peer_len;      /* where calls go without send_to (a client's server) */
     char default_peer[FRAME_MAX_ID + 1];
+    size_t name_len;              /* a server's name (its routing id), or 0 */
+    char name[FRAME_MAX_ID + 1];
+    struct cluster_link *cluster; /* its cluster (cluster_calls.c), or NULL */
 } lendpoint_t;
 
 /* Fill `ev` with dispatch's handlers for `le`. */

@@ -254,15 +254,16 @@ endpoint_call_t *endpoint_send_work(endpoint_t *ep, const char *peer, size_t pee
     return c;
 }
 
-endpoint_call_t *endpoint_track_call(endpoint_t *ep, const char *user, size_t user_len,
-                                     double timeout, int ref) {
+endpoint_call_t *endpoint_track_call(endpoint_t *ep, const uint8_t *uuid,
+                                     const char *user, size_t user_len, double timeout, int ref) {
     if (ep->ncalls + 1 > ep->nbuckets && s_grow(ep) < 0) return NULL;
     endpoint_call_t *c = calloc(1, sizeof *c + user_len);
     if (!c) return NULL;
     c->user = c->peer;                           /* no routing id: peer_len 0 */
     c->user_len = user_len;
     memcpy(c->peer, user, user_len);
-    frame_new_uuid(c->uuid);
+    if (uuid) memcpy(c->uuid, uuid, FRAME_UUID_SIZE);
+    else frame_new_uuid(c->uuid);
     c->ref = ref;
     c->deadline = loop_now() + timeout;
     s_insert(ep, c);
@@ -641,6 +642,11 @@ static void s_on_readable(loop_t *loop, void *socket, void *arg) {
 
 static void s_on_peer_free(void *ctx, peer_t *p) { endpoint_out_forget(ctx, p); }
 
+static void s_on_identity(void *ctx, const char *user, size_t len, int present) {
+    endpoint_t *ep = ctx;
+    ep->ev.on_identity(ep->ev.ctx, ep, user, len, present);
+}
+
 /* An entry LRU eviction must pass over: something is held for it. */
 static int s_peer_busy(const peer_t *p) { return p->inflight || p->out_head || endpoint_out_used(p); }
 
@@ -654,6 +660,7 @@ endpoint_t *endpoint_new(void *zmq_context, loop_t *loop, const endpoint_options
     ep->opt.routing_id = NULL;                  /* not kept: the caller owns it */
     ep->peers = peers_new(s_on_peer_free, ep);
     if (ep->peers) peers_set_max(ep->peers, o->max_peers, s_peer_busy);
+    if (ep->peers && ev->on_identity) peers_set_identity_listener(ep->peers, s_on_identity);
     ep->socket = ep->peers ? zmq_socket(zmq_context, ZMQ_ROUTER) : NULL;
     if (!ep->socket) { peers_destroy(&ep->peers); free(ep); return NULL; }
     int one = 1, linger = o->linger_ms;

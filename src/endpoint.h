@@ -77,6 +77,9 @@ typedef struct endpoint_events {
     /* A HELLO arrived (a server's backend judges it); NULL: answered
      * AUTHENTICATED. Answer with endpoint_reply. `m` is valid during the call. */
     void (*on_hello)(void *ctx, endpoint_t *ep, const frame_message_t *m);
+    /* An identity entered the directory (present 1) or its last entry left
+     * it (0): see peers_identity_fn. NULL: not told. */
+    void (*on_identity)(void *ctx, endpoint_t *ep, const char *user, size_t len, int present);
     /* `p` left the directory: silent past the heartbeat timeout, or its
      * connection closed; a server's calls to it have failed with
      * PeerLostError. `p` is valid during the call. */
@@ -131,9 +134,11 @@ endpoint_call_t *endpoint_send_work(endpoint_t *ep, const char *peer, size_t pee
  * cluster forwards it to the node where user `user` is connected): it joins
  * the table of calls with its deadline, so it ends exactly once like any
  * other, by endpoint_settle_call, endpoint_fail_call or its timeout. It has
- * no routing id, so no peer's departure ends it. NULL when out of memory. */
-endpoint_call_t *endpoint_track_call(endpoint_t *ep, const char *user, size_t user_len,
-                                     double timeout, int ref);
+ * no routing id, so no peer's departure ends it. `uuid`: its id, made by
+ * the caller (who must keep ids unique), or NULL for a new one. NULL when
+ * out of memory. */
+endpoint_call_t *endpoint_track_call(endpoint_t *ep, const uint8_t *uuid,
+                                     const char *user, size_t user_len, double timeout, int ref);
 /* The pending call of `uuid`, or NULL (settled, timed out, never made). */
 endpoint_call_t *endpoint_find_call(endpoint_t *ep, const uint8_t *uuid);
 /* End `c` with the OK or ERROR body its answer brought (on_reply), or as

@@ -237,6 +237,8 @@ void host_close(host_t *h) {
     free(h->endpoints);
     h->endpoints = NULL;
     h->nendpoints = h->endpoints_cap = 0;
+    free(h->cluster_default);
+    h->cluster_default = NULL;
 }
 
 int host_start_passwd(host_t *h, int threads, size_t max_pending) {
@@ -271,6 +273,18 @@ void host_get_counts(host_t *h, host_counts_t *c) {
 }
 
 /* --- endpoints --- */
+
+lendpoint_t *host_clustered(const host_t *h) { return h->clustered; }
+void host_set_clustered(host_t *h, lendpoint_t *le) { h->clustered = le; }
+const char *host_cluster_default(const host_t *h) { return h->cluster_default; }
+
+int host_set_cluster_default(host_t *h, const char *url) {
+    char *copy = url ? strdup(url) : NULL;
+    if (url && !copy) return -1;
+    free(h->cluster_default);
+    h->cluster_default = copy;
+    return 0;
+}
 
 int host_add_endpoint(host_t *h, lendpoint_t *le) {
     if (h->nendpoints == h->endpoints_cap) {

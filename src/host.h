@@ -58,6 +58,13 @@ const char *host_packed(host_t *h, size_t *len, int *over);
  * buffer starts anew): a large reply leaves without a copy. */
 char *host_packed_take(host_t *h, size_t *len);
 
+/* The cluster: the server that joined it (one a process), or NULL; the
+ * URL pseud-lua --cluster gave servers without a `cluster` option, or NULL. */
+lendpoint_t *host_clustered(const host_t *h);
+void host_set_clustered(host_t *h, lendpoint_t *le);
+const char *host_cluster_default(const host_t *h);
+int host_set_cluster_default(host_t *h, const char *url);   /* 0, or -1: out of memory */
+
 /* Keep `le` in the list of open endpoints (flushed at exit); or drop it. */
 int host_add_endpoint(host_t *h, lendpoint_t *le);
 void host_remove_endpoint(host_t *h, lendpoint_t *le);

@@ -55,6 +55,8 @@ struct host {
     metrics_t *metrics;           /* counters, once metrics are served; NULL: nothing counted */
     metrics_http_t *metrics_http; /* GET /metrics, or NULL */
     uint64_t busy_closed;         /* BusyError refusals of endpoints closed since */
+    lendpoint_t *clustered;       /* the server in a cluster, or NULL */
+    char *cluster_default;        /* pseud-lua --cluster URL (malloc'd), or NULL */
 };
 
 /* The thread Lua runs on from a callback: the loop's, or the main one. */

@@ -336,6 +336,15 @@ static int l_metrics(lua_State *L) {
     return 1;
 }
 
+/* core.cluster(url) -> true: servers made from now on without a `cluster`
+ * option join the cluster at url (pseud-lua --cluster). */
+static int l_cluster(lua_State *L) {
+    const char *url = luaL_checkstring(L, 1);
+    if (host_set_cluster_default(HOST(L), url) < 0) return luaL_error(L, "not enough memory");
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static int l_password_check_tostring(lua_State *L) {
     lua_pushliteral(L, "pseud.PasswordCheck");
     return 1;
@@ -368,6 +377,7 @@ static const luaL_Reg core_functions[] = {         /* this file's; the parts hav
     { "log_level", l_log_level },
     { "set_library", l_set_library },
     { "metrics", l_metrics },
+    { "cluster", l_cluster },
     { NULL, NULL }
 };
 

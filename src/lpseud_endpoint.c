@@ -12,6 +12,7 @@
 #include <lua.h>
 #include <zmq.h>
 
+#include "cluster_calls.h"
 #include "codec.h"
 #include "host.h"
 #include "lpseud_internal.h"
@@ -88,6 +89,22 @@ static int l_endpoint_new(lua_State *L) {
     if (client) {
         memcpy(le->default_peer, name, name_len);
         le->default_peer_len = name_len;
+    } else {
+        memcpy(le->name, name, name_len);
+        le->name_len = name_len;
+    }
+    const char *cluster = NULL;
+    if (lua_getfield(L, 3, "cluster") != LUA_TNIL) {
+        cluster = luaL_checkstring(L, -1);
+        luaL_argcheck(L, !client, 3, "cluster is a server's option");
+    } else if (!client) {
+        cluster = host_cluster_default(h);        /* pseud-lua --cluster URL */
+    }
+    if (cluster && host_clustered(h)) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "server '%s': only one server of a process joins a cluster "
+                        "(server '%s' has)", name, host_clustered(h)->name);
+        return 2;
     }
     endpoint_events_t ev;
     dispatch_events(le, &ev);
@@ -96,6 +113,18 @@ static int l_endpoint_new(lua_State *L) {
     if (host_add_endpoint(h, le) < 0) {
         endpoint_destroy(&le->ep);
         return luaL_error(L, "not enough memory");
+    }
+    if (cluster) {
+        char why[256];
+        le->cluster = cluster_calls_join(le, cluster, why, sizeof why);
+        if (!le->cluster) {
+            host_remove_endpoint(h, le);
+            endpoint_destroy(&le->ep);
+            lua_pushnil(L);
+            lua_pushfstring(L, "server '%s': cluster: %s", name, why);
+            return 2;
+        }
+        host_set_clustered(h, le);
     }
     lua_pushvalue(L, 4);
     le->registry = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -229,10 +258,14 @@ static int l_endpoint_call(lua_State *L) {
     const char *peer, *who;
     size_t peer_len, who_len;
     int unknown = !s_resolve(le, user, user_len, rid, rid_len, &peer, &peer_len, &who, &who_len);
-    fu->call = unknown ? NULL : endpoint_send_work(le->ep, peer, peer_len, who, who_len,
-                                                   body, body_len, le->timeout, ref);
+    const char *why = NULL;
+    if (unknown && le->cluster)                   /* on another node, maybe */
+        fu->call = cluster_calls_send(le->cluster, user, user_len, body, body_len, le->timeout, ref, &why);
+    else
+        fu->call = unknown ? NULL : endpoint_send_work(le->ep, peer, peer_len, who, who_len,
+                                                       body, body_len, le->timeout, ref);
     if (!fu->call) {
-        int e = unknown ? EHOSTUNREACH : errno;
+        int e = why ? EHOSTUNREACH : unknown ? EHOSTUNREACH : errno;
         luaL_unref(L, LUA_REGISTRYINDEX, ref);
         if (e != EHOSTUNREACH && e != ENOBUFS)
             return lpseud_raise_error(L, "RuntimeError", lua_pushfstring(L, "cannot send: %s", zmq_strerror(e)));
@@ -245,6 +278,9 @@ static int l_endpoint_call(lua_State *L) {
         if (e == ENOBUFS)
             task_push_error(L, "BusyError", lua_pushfstring(L, "too much is queued for peer '%s' "
                             "(max_peer_queue): wait for its replies, then try again", lua_tostring(L, -1)), "");
+        else if (why)
+            task_push_error(L, "PeerLostError", lua_pushfstring(L, "no connected peer '%s' here, "
+                            "and the cluster cannot look for it: %s", lua_tostring(L, -1), why), "");
         else
             task_push_error(L, "PeerLostError",
                             lua_pushfstring(L, "no connected peer '%s'", lua_tostring(L, -1)), "");
@@ -259,7 +295,11 @@ static int l_endpoint_call(lua_State *L) {
 static void s_endpoint_finish_close(lua_State *L, lendpoint_t *le) {
     if (le->ep) {
         host_remove_endpoint(le->host, le);
-        endpoint_destroy(&le->ep);
+        endpoint_destroy(&le->ep);                /* relayed calls answer through the cluster */
+    }
+    if (le->cluster) {
+        cluster_calls_leave(&le->cluster);
+        host_set_clustered(le->host, NULL);
     }
     if (le->registry != LUA_NOREF) { luaL_unref(L, LUA_REGISTRYINDEX, le->registry); le->registry = LUA_NOREF; }
     if (le->proxy_to != LUA_NOREF) { luaL_unref(L, LUA_REGISTRYINDEX, le->proxy_to); le->proxy_to = LUA_NOREF; }
@@ -493,6 +533,20 @@ static int l_endpoint_peers(lua_State *L) {
     return 1;
 }
 
+/* ep:cluster() -> {node = id, up = bool} | nil: its place in a cluster. */
+static int l_endpoint_cluster(lua_State *L) {
+    lendpoint_t *le = check_endpoint(L, 1);
+    if (!le->cluster) return 0;
+    int up;
+    const char *node = cluster_calls_node(le->cluster, &up);
+    lua_createtable(L, 0, 2);
+    lua_pushstring(L, node);
+    lua_setfield(L, -2, "node");
+    lua_pushboolean(L, up);
+    lua_setfield(L, -2, "up");
+    return 1;
+}
+
 static int l_endpoint_tostring(lua_State *L) {
     lendpoint_t *le = luaL_checkudata(L, 1, ENDPOINT_MT);
     lua_pushfstring(L, "pseud.Endpoint (%s%p)", le->ep ? "" : "closed, ", (void *)le);
@@ -516,6 +570,7 @@ const luaL_Reg lpseud_endpoint_methods[] = {
     { "stop", l_endpoint_stop },
     { "pending", l_endpoint_pending },
     { "peers", l_endpoint_peers },
+    { "cluster", l_endpoint_cluster },
     { NULL, NULL }
 };
 

@@ -42,6 +42,9 @@ static void s_usage(FILE *out) {
         "  --log-level LEVEL  error, warn, info (default), debug or quiet (sets PSEUD_LOG)\n"
         "  --metrics ADDRESS  serve Prometheus metrics at ADDRESS (tcp://HOST:PORT),\n"
         "              GET /metrics, from the start\n"
+        "  --cluster URL  servers join the cluster whose Redis is at URL\n"
+        "              (redis://[[USER]:PASSWORD@]HOST:PORT[/DB]) unless their\n"
+        "              options say otherwise (docs/cluster.md)\n"
         "  -v, --version  print the version\n"
         "  -h, --help  print this help\n"
         "  --          stop handling options\n"
@@ -142,7 +145,8 @@ static const char *s_option_value(int argc, char **argv, int *i, const char *nam
 static int s_log_level_option(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-e") == 0) { i++; continue; }
-        if (s_option_value(argc, argv, &i, "--metrics")) continue;   /* and its value */
+        if (s_option_value(argc, argv, &i, "--metrics") || s_option_value(argc, argv, &i, "--cluster"))
+            continue;                                                 /* and its value */
         if (strcmp(argv[i], "--") == 0 || argv[i][0] != '-' || strcmp(argv[i], "-") == 0) break;
         const char *v = s_option_value(argc, argv, &i, "--log-level");
         if (!v) continue;
@@ -156,18 +160,19 @@ static int s_log_level_option(int argc, char **argv) {
     return 0;
 }
 
-/* --metrics ADDRESS: the process serves its metrics from now on. */
-static int s_metrics(lua_State *L, const char *address) {
+/* --metrics ADDRESS, --cluster URL: core.<fn>(value) -> true | nil, message
+ * (the metrics served from now on; the cluster servers join). */
+static int s_core_option(lua_State *L, const char *fn, const char *option, const char *value) {
     int top = lua_gettop(L);
     lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
     lua_getfield(L, -1, "pseud.core");
-    lua_getfield(L, -1, "metrics");
-    lua_pushstring(L, address);
+    lua_getfield(L, -1, fn);
+    lua_pushstring(L, value);
     int st = s_docall(L, 1, 2);
     if (st != LUA_OK) {
         s_report(L, st);
     } else if (lua_isnil(L, -2)) {
-        fprintf(stderr, "%s: --metrics: %s\n", s_progname, lua_tostring(L, -1));
+        fprintf(stderr, "%s: %s: %s\n", s_progname, option, lua_tostring(L, -1));
         st = LUA_ERRRUN;
     }
     lua_settop(L, top);
@@ -230,7 +235,8 @@ static int s_pmain(lua_State *L) {
     /* first pass: find the script */
     for (i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-e") == 0) { i++; continue; }
-        if (s_option_value(argc, argv, &i, "--log-level") || s_option_value(argc, argv, &i, "--metrics"))
+        if (s_option_value(argc, argv, &i, "--log-level") || s_option_value(argc, argv, &i, "--metrics") ||
+            s_option_value(argc, argv, &i, "--cluster"))
             continue;
         if (strcmp(argv[i], "--") == 0) { script = i + 1 < argc ? i + 1 : 0; break; }
         if (argv[i][0] != '-' || strcmp(argv[i], "-") == 0) { script = i; break; }
@@ -248,7 +254,10 @@ static int s_pmain(lua_State *L) {
             ran = 1;
         } else if ((value = s_option_value(argc, argv, &i, "--metrics"))) {
             if (!*value) { s_usage(stderr); a->status = LUA_ERRRUN; return 0; }
-            if (s_metrics(L, value) != LUA_OK) { a->status = LUA_ERRRUN; return 0; }
+            if (s_core_option(L, "metrics", "--metrics", value) != LUA_OK) { a->status = LUA_ERRRUN; return 0; }
+        } else if ((value = s_option_value(argc, argv, &i, "--cluster"))) {
+            if (!*value) { s_usage(stderr); a->status = LUA_ERRRUN; return 0; }
+            if (s_core_option(L, "cluster", "--cluster", value) != LUA_OK) { a->status = LUA_ERRRUN; return 0; }
         } else if (strcmp(argv[i], "-v") == 0 || strcmp(argv[i], "--version") == 0) {
             printf("pseud-lua %s (%s)\n", PSEUD_VERSION, LUA_RELEASE);
             ran = 1;

@@ -732,7 +732,7 @@ static void test_tracked_and_relayed(void *ctx)
 {
     fixture_t f;
     s_setup(&f, ctx, "tracked", 1);
-    endpoint_call_t *c = endpoint_track_call(f.server.ep, "al\0ice", 6, 5.0, 11);
+    endpoint_call_t *c = endpoint_track_call(f.server.ep, NULL, "al\0ice", 6, 5.0, 11);
     CHECK(c && c->ref == 11 && c->peer_len == 0 && c->user_len == 6 &&
           memcmp(c->user, "al\0ice", 6) == 0, "a tracked call keeps its user and no routing id");
     uint8_t uuid[FRAME_UUID_SIZE];
@@ -746,7 +746,8 @@ static void test_tracked_and_relayed(void *ctx)
     CHECK(endpoint_find_call(f.server.ep, uuid) == NULL && endpoint_pending_calls(f.server.ep) == 0,
           "gone once settled");
 
-    c = endpoint_track_call(f.server.ep, "bob", 3, 0.05, 12);
+    c = endpoint_track_call(f.server.ep, uuid, "bob", 3, 0.05, 12);
+    CHECK(c && memcmp(c->uuid, uuid, sizeof uuid) == 0, "a tracked call can take the caller's uuid");
     RUN_UNTIL(f.loop, f.server.failed > 0);
     CHECK(f.server.failed == 1 && f.server.failed_ref == 12 &&
           strcmp(f.server.failed_name, "TimeoutError") == 0, "a tracked call times out (%s)",

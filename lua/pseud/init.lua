@@ -151,7 +151,7 @@ end
 -- The option names an RPC reads itself; its backends add theirs (their
 -- `option_names`).
 local CORE_OPTIONS = {
-  'heartbeat_plugin', 'identity', 'introspection', 'linger', 'max_handler_memory', 'max_handler_time',
+  'cluster', 'heartbeat_plugin', 'identity', 'introspection', 'linger', 'max_handler_memory', 'max_handler_time',
   'max_hook_time', 'max_message_size', 'max_peer_queue', 'max_peers', 'metrics', 'proxy_to',
   'registry', 'security_plugin', 'stop_timeout', 'timeout',
 }
@@ -241,6 +241,9 @@ local function new_rpc(kind, name, opts)
     end
     local ok, err = core.metrics(opts.metrics)
     if not ok then error(core.error('RuntimeError', err), 3) end
+  end
+  if opts.cluster ~= nil and type(opts.cluster) ~= 'string' then   -- docs/cluster.md
+    error(core.error('TypeError', "option 'cluster' must be a Redis URL, e.g. 'redis://127.0.0.1:6379'"), 3)
   end
   local reg = opts.registry or registry.new(name)
   local self = { _kind = kind, name = name, options = opts, registry = reg,
@@ -346,6 +349,12 @@ end
 -- least recently heard first; last_seen in seconds since the epoch.
 function RPC:peers()
   return self._core:peers()
+end
+
+--- Its place in a cluster (docs/cluster.md): { node = id, up = bool }, or
+-- nil for a server without the `cluster` option.
+function RPC:cluster()
+  return self._core:cluster()
 end
 
 function pseud.Server(name, opts)

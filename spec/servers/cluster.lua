@@ -1,0 +1,49 @@
+--[[
+spec/servers/cluster.lua [ENDPOINT]: one node of cluster_spec.lua, serving
+'service' in the cluster whose Redis is at $PSEUD_SPEC_REDIS. Prints
+`ready <endpoint> <node id>` once bound and in the cluster.
+  call(user, name, args...)  send_to(user)[name](args...) ->
+                             {ok = true, value = v} or {ok = false, error = class,
+                             message = text, seconds = time taken}
+  peers()                    the sorted user ids of rpc:peers()
+  node()                     this node's id now (a new one after each re-link)
+  hold(seconds)              'held' after `seconds`, or sooner once release() is called
+  release()
+]]
+local pseud = require 'pseud'
+
+local server = pseud.Server('service', { timeout = tonumber(os.getenv('PSEUD_SPEC_TIMEOUT')) or 3,
+                                         cluster = assert(os.getenv('PSEUD_SPEC_REDIS')) })
+local endpoint = assert(server:bind(arg[1] or 'tcp://127.0.0.1:*'))
+
+server:register_rpc('call', function(user, name, ...)
+  local t0 = pseud.now()
+  local ok, v = pcall(function(...) return server:send_to(user)[name](...):get() end, ...)
+  if ok then return { ok = true, value = v } end
+  return { ok = false, error = v.name, message = v.message, seconds = pseud.now() - t0 }
+end)
+
+server:register_rpc('peers', function()
+  local ids = {}
+  for _, p in ipairs(server:peers()) do ids[#ids + 1] = p.user_id end
+  table.sort(ids)
+  return ids
+end)
+
+server:register_rpc('node', function() return server:cluster().node end)
+
+local released = false
+server:register_rpc('hold', function(seconds)
+  local deadline = pseud.now() + seconds
+  while not released and pseud.now() < deadline do pseud.sleep(0.02) end
+  return 'held'
+end)
+server:register_rpc('release', function() released = true; return true end)
+
+-- in the cluster before saying ready: a spec's first cross-node call must
+-- not meet a link still being made (bounded: the spec's own timeout reads)
+local deadline = pseud.now() + 10
+while not server:cluster().up and pseud.now() < deadline do pseud.sleep(0.01) end
+io.stdout:write('ready ', endpoint, ' ', server:cluster().node, '\n')
+io.stdout:flush()
+server:start()
