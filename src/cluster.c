@@ -32,78 +32,13 @@
 
 #include <uuid/uuid.h>
 
+#include "cluster_scripts.h"
 #include "idset.h"
 #include "redis.h"
 
 #define PREFIX "pseud:"
-#define COLLECT_BATCH "1000"          /* a dead node's entries collected per script run */
-#define SWEEP_NODES "3"               /* nodes a sweep looks at */
 #define SYNC_BATCH 256                /* user ids per registering script run */
 #define CMD_REPLY_MAX 65536           /* the largest reply a command gets (a sha, a node id) */
-
-/* ------------------------------------------------------------ the scripts */
-
-/* Collect up to `batch` of a dead node's users: delete each entry only if
- * it still points at that node (a user that moved keeps its new entry);
- * forget the node once its set is empty. */
-#define LUA_COLLECT                                                              \
-    "redis.replicate_commands()\n"                                               \
-    "local function collect(node, batch)\n"                                      \
-    "  local set = 'pseud:users:' .. node\n"                                     \
-    "  for _, uid in ipairs(redis.call('SPOP', set, batch)) do\n"                \
-    "    local key = 'pseud:user:' .. uid\n"                                     \
-    "    if redis.call('GET', key) == node then redis.call('DEL', key) end\n"    \
-    "  end\n"                                                                    \
-    "  if redis.call('SCARD', set) == 0 then redis.call('SREM', 'pseud:nodes', node) end\n" \
-    "  return 1\n"                                                               \
-    "end\n"
-
-enum { SCRIPT_REGISTER, SCRIPT_ADD, SCRIPT_REMOVE, SCRIPT_LOOKUP, SCRIPT_SWEEP, NSCRIPTS };
-
-static const char *const s_scripts[NSCRIPTS] = {
-    /* register(node, ttl_ms, info, previous): a new incarnation is alive */
-    "redis.call('SET', 'pseud:node:' .. ARGV[1], ARGV[3], 'PX', ARGV[2])\n"
-    "redis.call('SADD', 'pseud:nodes', ARGV[1])\n"
-    "if ARGV[4] ~= '' then redis.call('DEL', 'pseud:node:' .. ARGV[4]) end\n"
-    "return 1\n",
-    /* add(node, uid...): the users are on node; 0 (nothing written) when
-     * node's liveness key is gone: it was taken for dead */
-    "local node = ARGV[1]\n"
-    "if redis.call('EXISTS', 'pseud:node:' .. node) == 0 then return 0 end\n"
-    "for i = 2, #ARGV do\n"
-    "  local key = 'pseud:user:' .. ARGV[i]\n"
-    "  local old = redis.call('GET', key)\n"
-    "  redis.call('SET', key, node)\n"
-    "  redis.call('SADD', 'pseud:users:' .. node, ARGV[i])\n"
-    "  if old and old ~= node then redis.call('SREM', 'pseud:users:' .. old, ARGV[i]) end\n"
-    "end\n"
-    "return 1\n",
-    /* remove(node, uid...): compare and delete */
-    "local node = ARGV[1]\n"
-    "for i = 2, #ARGV do\n"
-    "  local key = 'pseud:user:' .. ARGV[i]\n"
-    "  if redis.call('GET', key) == node then redis.call('DEL', key) end\n"
-    "  redis.call('SREM', 'pseud:users:' .. node, ARGV[i])\n"
-    "end\n"
-    "return 1\n",
-    /* lookup(uid): its node if alive, else nil and the dead node collected */
-    LUA_COLLECT
-    "local key = 'pseud:user:' .. ARGV[1]\n"
-    "local node = redis.call('GET', key)\n"
-    "if not node then return false end\n"
-    "if redis.call('EXISTS', 'pseud:node:' .. node) == 1 then return node end\n"
-    "redis.call('DEL', key)\n"
-    "redis.call('SREM', 'pseud:users:' .. node, ARGV[1])\n"
-    "collect(node, " COLLECT_BATCH ")\n"
-    "return false\n",
-    /* sweep(): collect from a few known nodes whose liveness key is gone,
-     * so a dead node's entries go even when nobody looks them up */
-    LUA_COLLECT
-    "for _, node in ipairs(redis.call('SRANDMEMBER', 'pseud:nodes', " SWEEP_NODES ")) do\n"
-    "  if redis.call('EXISTS', 'pseud:node:' .. node) == 0 then collect(node, " COLLECT_BATCH ") end\n"
-    "end\n"
-    "return 1\n",
-};
 
 /* ------------------------------------------------------------ state */
 
@@ -428,8 +363,8 @@ static void s_connect(cluster_t *c) {
                                      err, sizeof err) : NULL;
     if (!c->cmd || !c->sub) { s_link_lost(c, err, 0); return; }
     for (int i = 0; i < NSCRIPTS && c->state == LINK_CONNECTING; i++) {
-        const char *argv[3] = { "SCRIPT", "LOAD", s_scripts[i] };
-        size_t lens[3] = { 6, 4, strlen(s_scripts[i]) };
+        const char *argv[3] = { "SCRIPT", "LOAD", cluster_scripts[i] };
+        size_t lens[3] = { 6, 4, strlen(cluster_scripts[i]) };
         cluster_req_t *q = s_req(c, REQ_LOAD);
         if (q) q->index = i;
         if (!q || s_send(c, c->cmd, q, 3, argv, lens) < 0) { free(q); s_link_lost(c, "cannot send SCRIPT LOAD", 0); return; }
