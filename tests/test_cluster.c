@@ -6,8 +6,8 @@
  * the server dies with the test: PR_SET_PDEATHSIG). Several cluster_t
  * "nodes" share one loop. The whole suite runs twice: against an open
  * Redis, and as an ACL user limited to ~pseud:* &pseud:* and the commands
- * docs/cluster.md lists (on a Redis with requirepass for everyone else),
- * which proves that list complete. What it shows:
+ * docs/cluster.md lists, in db 1 (on a Redis with requirepass for everyone
+ * else), which proves that list complete. What it shows:
  *
  *  - URLs: bad ones refused with the reason and never the password; good
  *    ones parsed (user, password with %XX, IPv6, db, unix:); bad options.
@@ -159,8 +159,10 @@ static redisContext *s_admin(const server_t *s) {
     redisContext *r = redisConnectWithTimeout("127.0.0.1", s->port, tv);
     if (!r || r->err) return NULL;
     redisSetTimeout(r, tv);
-    if (s->acl) {
+    if (s->acl) {                                        /* and the db the ACL run's URL selects */
         redisReply *a = redisCommand(r, "AUTH adminpw");
+        if (a) freeReplyObject(a);
+        a = redisCommand(r, "SELECT 1");
         if (a) freeReplyObject(a);
     }
     return r;
@@ -853,7 +855,7 @@ int main(void) {
             break;
         }
         char url[128];
-        if (acl) snprintf(url, sizeof url, "redis://pseud:secret@127.0.0.1:%d", srv.port);
+        if (acl) snprintf(url, sizeof url, "redis://pseud:secret@127.0.0.1:%d/1", srv.port);
         else snprintf(url, sizeof url, "redis://127.0.0.1:%d", srv.port);
         suite_t s = { .loop = loop, .server = &srv, .url = url, .label = acl ? "acl" : "open" };
         s_readmin(&s);
