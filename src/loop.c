@@ -9,8 +9,11 @@
  * one, whose signal a call on it may have taken without reading all it has
  * (its handler ran, or loop_touch: a send, bind or connect elsewhere). A
  * socket read until EAGAIN and not touched since will signal its fd again.
- * Plain fds (an HTTP server's, metrics_http.c) are watched too: their poll
- * says all, so they are never stale.
+ * Plain fds (an HTTP server's, metrics_http.c; a Redis connection's,
+ * redis.c) are watched too, for reading and, when asked, writing: their poll
+ * says all, so they are never stale. A plain fd waiting for nothing sits in
+ * the poll set as -1 (poll skips it), so a hang-up it is not asked about
+ * cannot spin the loop.
  * Removal during dispatch only marks a slot; compaction happens between rounds. Timers are a binary min-heap of pointers; each timer
  * knows its heap index so cancelling is O(log n).
  */
@@ -39,7 +42,10 @@ struct loop_timer {
 typedef struct loop_watch {
     void *socket;              /* NULL for a plain fd watch */
     loop_socket_fn fn;         /* a socket's handler, or NULL */
-    loop_fd_fn fd_fn;          /* a plain fd's handler, or NULL */
+    loop_fd_fn fd_fn;          /* a plain fd's read handler (loop_add_fd), or NULL */
+    loop_io_fn io_fn;          /* a plain fd's handler (loop_add_fd_events), or NULL */
+    int fd;                    /* a plain fd's, also while it waits for nothing */
+    int events;                /* a plain fd's LOOP_READABLE | LOOP_WRITABLE */
     void *arg;
     int stale;                 /* its ZMQ_FD may not tell: read ZMQ_EVENTS before a poll */
     int removed;               /* gone: compacted away between rounds */
@@ -173,17 +179,45 @@ void loop_remove_socket(loop_t *loop, void *socket) {
         }
 }
 
-int loop_add_fd(loop_t *loop, int fd, loop_fd_fn fn, void *arg) {
+/* The poll entry of a plain fd waiting for `events`. */
+static struct pollfd s_pollfd(int fd, int events) {
+    short ev = (short)(((events & LOOP_READABLE) ? POLLIN : 0) | ((events & LOOP_WRITABLE) ? POLLOUT : 0));
+    return (struct pollfd){ .fd = ev ? fd : -1, .events = ev, .revents = 0 };
+}
+
+static int s_add_plain(loop_t *loop, int fd, int events, loop_fd_fn fd_fn, loop_io_fn io_fn, void *arg) {
     if (s_reserve(loop) < 0) return -1;
     size_t i = loop->nwatches++;
-    loop->watches[i] = (loop_watch_t){ .fd_fn = fn, .arg = arg };
-    loop->fds[i] = (struct pollfd){ .fd = fd, .events = POLLIN, .revents = 0 };
+    loop->watches[i] = (loop_watch_t){ .fd_fn = fd_fn, .io_fn = io_fn, .fd = fd, .events = events, .arg = arg };
+    loop->fds[i] = s_pollfd(fd, events);
     return 0;
+}
+
+int loop_add_fd(loop_t *loop, int fd, loop_fd_fn fn, void *arg) {
+    return s_add_plain(loop, fd, LOOP_READABLE, fn, NULL, arg);
+}
+
+int loop_add_fd_events(loop_t *loop, int fd, int events, loop_io_fn fn, void *arg) {
+    return s_add_plain(loop, fd, events & (LOOP_READABLE | LOOP_WRITABLE), NULL, fn, arg);
+}
+
+int loop_set_fd_events(loop_t *loop, int fd, int events) {
+    events &= LOOP_READABLE | LOOP_WRITABLE;
+    for (size_t i = 0; i < loop->nwatches; i++) {
+        loop_watch_t *w = &loop->watches[i];
+        if (w->socket || w->removed || w->fd != fd) continue;
+        w->events = events;
+        short revents = loop->fds[i].revents;      /* a round being dispatched keeps what it saw */
+        loop->fds[i] = s_pollfd(fd, events);
+        loop->fds[i].revents = revents;
+        return 0;
+    }
+    return -1;
 }
 
 void loop_remove_fd(loop_t *loop, int fd) {
     for (size_t i = 0; i < loop->nwatches; i++)
-        if (!loop->watches[i].socket && loop->fds[i].fd == fd && !loop->watches[i].removed) {
+        if (!loop->watches[i].socket && loop->watches[i].fd == fd && !loop->watches[i].removed) {
             loop->watches[i].removed = 1;
             loop->removed = 1;
         }
@@ -300,7 +334,13 @@ static int s_check(loop_t *loop, size_t i) {
     loop_watch_t w = loop->watches[i];
     if (w.removed) return 0;
     if (!w.socket) {                   /* a plain fd: its poll said it all */
-        w.fd_fn(loop, loop->fds[i].fd, w.arg);
+        short rev = loop->fds[i].revents;
+        int ready = ((rev & POLLIN) ? LOOP_READABLE : 0) | ((rev & POLLOUT) ? LOOP_WRITABLE : 0);
+        if (rev & (POLLERR | POLLHUP)) ready = LOOP_READABLE | LOOP_WRITABLE;
+        ready &= w.events;             /* as asked now: an earlier handler may have changed it */
+        if (!ready) return 0;
+        if (w.io_fn) w.io_fn(loop, w.fd, ready, w.arg);
+        else w.fd_fn(loop, w.fd, w.arg);
         return 1;
     }
     int readable = s_readable(w.socket);
@@ -319,7 +359,7 @@ static int s_dispatch(loop_t *loop, int polled) {
     int n = 0;
     size_t count = loop->nwatches;     /* watches added now wait a round */
     for (size_t i = 0; i < count; i++)
-        if (polled ? (loop->fds[i].revents & (POLLIN | POLLERR | POLLHUP)) != 0
+        if (polled ? (loop->fds[i].revents & (POLLIN | POLLOUT | POLLERR | POLLHUP)) != 0
                    : loop->watches[i].stale)
             n += s_check(loop, i);
     return n;

@@ -36,7 +36,22 @@ void loop_touch(loop_t *loop, void *socket);
 /* Call fn(loop, fd, arg) when plain file descriptor `fd` is readable (or
  * in error). The loop does not own it. Returns 0 or -1. */
 int loop_add_fd(loop_t *loop, int fd, loop_fd_fn fn, void *arg);
+/* Stop watching `fd` (either kind of watch); safe from any handler. */
 void loop_remove_fd(loop_t *loop, int fd);
+
+/* A plain fd watched for reading, writing or both: a foreign client's socket
+ * (hiredis, redis.c) wants to hear when it may write only while it has
+ * something to write, and says so as it goes. */
+enum { LOOP_READABLE = 1, LOOP_WRITABLE = 2 };
+typedef void (*loop_io_fn)(loop_t *loop, int fd, int events, void *arg);
+/* Call fn(loop, fd, ready, arg) when `fd` is ready for one of `events`
+ * (LOOP_READABLE | LOOP_WRITABLE; 0: nothing until loop_set_fd_events).
+ * `ready` holds only events asked for; an error or hang-up reports all of
+ * them (the next read or write says what happened). Returns 0 or -1. */
+int loop_add_fd_events(loop_t *loop, int fd, int events, loop_io_fn fn, void *arg);
+/* What the watch on `fd` waits for from now on, also for the rest of the
+ * round being dispatched. 0, or -1 when no watch has that fd. */
+int loop_set_fd_events(loop_t *loop, int fd, int events);
 
 /* A one-shot timer `delay` seconds from now; NULL when out of memory. The
  * loop frees it after its callback returns (which must not cancel it) or

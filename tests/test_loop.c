@@ -8,7 +8,8 @@
  * call their handler; removing (and closing) sockets during dispatch is safe
  * and the poll set stays paired with its handlers; an idle max_wait returns;
  * a signal taken outside a handler is made good by loop_touch; a plain fd
- * watch calls its handler when readable, never once removed.
+ * watch calls its handler when readable, never once removed; one watched
+ * for writing too says which event is ready and follows interest changes.
  * Signals: a raised or timer-sent SIGTERM/SIGINT makes loop_run_once return
  * -1 until cleared. Every wait is bounded by a deadline; nothing sleeps.
  *
@@ -26,6 +27,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/socket.h>
 
 #include <zmq.h>
 
@@ -753,6 +755,95 @@ static void test_fd_watch(void *ctx)
     loop_destroy(&loop);
 }
 
+/* Plain fds watched for writing too (redis.c's hiredis connections): a
+ * socketpair end is writable at once, readable only once the other end
+ * writes; interest changes take effect at once, also from a handler in the
+ * same round; 0 watches nothing (not even a hang-up); a hang-up reports
+ * every event asked for; a full send buffer is not writable until drained. */
+typedef struct io_rec {
+    int calls, last, fd;
+    int other_fd;                  /* a watch this handler turns off, or -1 */
+} io_rec_t;
+
+static void on_io(loop_t *loop, int fd, int ready, void *arg) {
+    io_rec_t *r = arg;
+    r->calls++;
+    r->last = ready;
+    r->fd = fd;
+    if (r->other_fd >= 0) loop_set_fd_events(loop, r->other_fd, 0);
+}
+
+static void test_fd_events(void)
+{
+    loop_t *loop = loop_new();
+    int sv[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0, "socketpair");
+    io_rec_t r = { .other_fd = -1 };
+    CHECK(loop_add_fd_events(loop, sv[0], LOOP_WRITABLE, on_io, &r) == 0, "watch for writing");
+    CHECK(loop_run_once(loop, 1) == 1 && r.calls == 1 && r.last == LOOP_WRITABLE && r.fd == sv[0],
+          "writable at once: one call saying WRITABLE (%d calls, ready %d)", r.calls, r.last);
+    CHECK(loop_set_fd_events(loop, sv[0], LOOP_READABLE) == 0, "now reading only");
+    CHECK(loop_run_once(loop, 0.02) == 0 && r.calls == 1, "nothing to read: no call (%d)", r.calls);
+    CHECK(write(sv[1], "x", 1) == 1, "the other end writes");
+    CHECK(loop_run_once(loop, 1) == 1 && r.calls == 2 && r.last == LOOP_READABLE,
+          "readable: one call saying READABLE only (ready %d)", r.last);
+    CHECK(loop_set_fd_events(loop, sv[0], LOOP_READABLE | LOOP_WRITABLE) == 0, "both");
+    CHECK(loop_run_once(loop, 1) == 1 && r.last == (LOOP_READABLE | LOOP_WRITABLE),
+          "both ready: one call saying both (ready %d)", r.last);
+    CHECK(loop_set_fd_events(loop, sv[0], 0) == 0, "nothing");
+    CHECK(loop_run_once(loop, 0.02) == 0 && r.calls == 3, "waits for nothing: no call (%d)", r.calls);
+    CHECK(loop_set_fd_events(loop, 12345, LOOP_READABLE) == -1, "no watch on that fd: -1");
+    char c;
+    CHECK(read(sv[0], &c, 1) == 1, "drained");
+
+    /* a full send buffer: not writable until the other end reads */
+    char block[4096];
+    memset(block, 'b', sizeof block);
+    size_t sent = 0;
+    while (write(sv[0], block, sizeof block) > 0) sent += sizeof block;
+    CHECK(errno == EAGAIN && sent > 0, "send buffer filled (%zu bytes)", sent);
+    CHECK(loop_set_fd_events(loop, sv[0], LOOP_WRITABLE) == 0, "writing");
+    CHECK(loop_run_once(loop, 0.02) == 0 && r.calls == 3, "full: not writable (%d)", r.calls);
+    size_t got = 0;
+    ssize_t n;
+    while ((n = read(sv[1], block, sizeof block)) > 0) got += (size_t)n;
+    CHECK(got == sent, "the other end read it all (%zu of %zu)", got, sent);
+    double t0 = loop_now();
+    while (r.calls == 3 && loop_now() - t0 < WAIT_LIMIT) loop_run_once(loop, 0.1);
+    CHECK(r.calls == 4 && r.last == LOOP_WRITABLE, "drained: writable again (%d calls)", r.calls);
+
+    /* a handler turning another watch off: it is not called in that round */
+    int p[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, p) == 0, "second socketpair");
+    io_rec_t first = { .other_fd = p[0] }, second = { .other_fd = -1 };
+    loop_remove_fd(loop, sv[0]);
+    CHECK(loop_add_fd_events(loop, sv[0], LOOP_WRITABLE, on_io, &first) == 0, "re-added");
+    CHECK(loop_add_fd_events(loop, p[0], LOOP_WRITABLE, on_io, &second) == 0, "another");
+    CHECK(loop_run_once(loop, 1) == 1 && first.calls == 1 && second.calls == 0,
+          "both were writable; the first turned the second off: only one call (%d, %d)",
+          first.calls, second.calls);
+    CHECK(loop_run_once(loop, 0) == 1 && second.calls == 0, "and it stays off");
+    first.other_fd = -1;
+    loop_set_fd_events(loop, sv[0], 0);
+
+    /* the old API beside it: a read watch; a hang-up reports what was asked */
+    int fd_calls_before = g_fd_calls;
+    CHECK(loop_add_fd(loop, sv[1], on_fd, NULL) == 0, "a plain read watch");
+    CHECK(loop_set_fd_events(loop, p[0], LOOP_READABLE) == 0, "the other reads");
+    close(p[1]);
+    CHECK(loop_run_once(loop, 1) == 1 && second.calls == 1 && (second.last & LOOP_READABLE),
+          "hang-up: a call saying READABLE (ready %d)", second.last);
+    CHECK(g_fd_calls == fd_calls_before, "the read watch with nothing to read: no call");
+    loop_remove_fd(loop, p[0]);
+    loop_remove_fd(loop, sv[0]);
+    loop_remove_fd(loop, sv[1]);
+    CHECK(loop_run_once(loop, 0) == 0, "all removed");
+    close(p[0]);
+    close(sv[0]);
+    close(sv[1]);
+    loop_destroy(&loop);
+}
+
 int main(void)
 {
     test_due_order();
@@ -768,6 +859,7 @@ int main(void)
     test_signals(ctx);
     test_reload_signal(ctx);
     test_fd_watch(ctx);
+    test_fd_events();
     zmq_ctx_term(ctx);
 
     printf("test_loop: %d checks, %d failed\n", g_checks, g_failed);

@@ -1,0 +1,20 @@
+/*
+ * cluster_scripts: the Lua scripts of the cluster directory, loaded with
+ * SCRIPT LOAD on every link and run with EVALSHA (docs/cluster.md lists
+ * what each reads and writes). Text only: no Redis, no I/O.
+ */
+#ifndef PSEUD_CLUSTER_SCRIPTS_H
+#define PSEUD_CLUSTER_SCRIPTS_H
+
+enum {
+    SCRIPT_REGISTER,   /* (node, ttl_ms, info, previous) -> 1 */
+    SCRIPT_ADD,        /* (node, uid...) -> 1, or 0 when node's liveness key is gone */
+    SCRIPT_REMOVE,     /* (node, uid...) -> 1: compare and delete */
+    SCRIPT_LOOKUP,     /* (uid) -> live node id, or nil (a dead node collected) */
+    SCRIPT_SWEEP,      /* () -> 1: collect a few dead nodes */
+    NSCRIPTS
+};
+
+extern const char *const cluster_scripts[NSCRIPTS];
+
+#endif
