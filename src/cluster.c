@@ -30,6 +30,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sodium.h>
 #include <uuid/uuid.h>
 
 #include "cluster_scripts.h"
@@ -327,7 +328,8 @@ static void s_link_lost(cluster_t *c, const char *why, int at_once) {
     loop_cancel_timer(c->loop, c->refresh_timer);
     loop_cancel_timer(c->loop, c->watchdog);
     c->refresh_timer = c->watchdog = NULL;
-    double delay = at_once ? 0 : c->backoff * (0.5 + 0.5 * ((double)rand() / RAND_MAX));
+    /* jitter from libsodium, not rand(): every node seeded alike would come back in step */
+    double delay = at_once ? 0 : c->backoff * (0.5 + 0.5 * (double)randombytes_uniform(1001) / 1000.0);
     if (!at_once) c->backoff = fmin(c->backoff * 2, c->opt.backoff_max);
     c->reconnect_timer = loop_add_timer(c->loop, delay, s_on_reconnect, c);
     s_log(c, was_up ? LOG_WARN : LOG_INFO, was_up ? "cluster link lost" : "cluster link not up",
