@@ -284,7 +284,8 @@ static void s_log(void *ctx, int level, const char *msg, const log_field_t *fiel
     host_log(l->le->host, level, msg, fields);
 }
 
-cluster_link_t *cluster_calls_join(lendpoint_t *le, const char *url, char *err, size_t err_len) {
+cluster_link_t *cluster_calls_join(lendpoint_t *le, const char *url, const cluster_options_t *opt,
+                                   char *err, size_t err_len) {
     cluster_link_t *l = calloc(1, sizeof *l);
     if (!l) { snprintf(err, err_len, "not enough memory"); return NULL; }
     l->le = le;
@@ -294,7 +295,7 @@ cluster_link_t *cluster_calls_join(lendpoint_t *le, const char *url, char *err, 
     msgpack_packer_init(&l->body_pk, &l->body, msgpack_sbuffer_write);
     msgpack_zone_init(&l->zone, 1024);
     cluster_events_t ev = { .ctx = l, .on_message = s_on_message, .on_link = s_on_link, .log = s_log };
-    l->cluster = cluster_new(host_loop(le->host), url, NULL, &ev, err, err_len);
+    l->cluster = cluster_new(host_loop(le->host), url, opt, &ev, err, err_len);
     if (!l->cluster) { l->closing = 1; cluster_calls_leave(&l); return NULL; }
     return l;
 }

@@ -15,10 +15,11 @@
 
 typedef struct cluster_link cluster_link_t;
 
-/* Join the cluster at `url` for server `le` (its name names its keys and
- * channel); NULL with a sentence in err (a bad URL; never a password). The
- * link is made from the loop: until it is up, cross-node calls fail fast. */
-cluster_link_t *cluster_calls_join(lendpoint_t *le, const char *url, char *err, size_t err_len);
+/* Join the cluster at `url` for server `le` (`opt` NULL: defaults); NULL
+ * with a sentence in err (a bad URL or option; never a password). The link
+ * is made from the loop: until it is up, cross-node calls fail fast. */
+cluster_link_t *cluster_calls_join(lendpoint_t *le, const char *url, const cluster_options_t *opt,
+                                   char *err, size_t err_len);
 /* Leave: this node's entries are dropped, lookups and publishes in flight
  * end (their calls fail: the endpoint is closing). Takes NULL, clears *p. */
 void cluster_calls_leave(cluster_link_t **p);

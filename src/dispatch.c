@@ -425,9 +425,16 @@ static const char *s_push_call_context(lua_State *L, const reply_job_t *job) {
     char who[64];
     lua_getiuservalue(L, 2, 3);
     const char *name = lua_tostring(L, -1);
-    const char *text = lua_pushfstring(L, "call '%s' to '%s'%s%s", name ? name : "?",
-        s_printable(who, sizeof who, job->call->peer, job->call->peer_len),
-        job->le->address[0] ? " at " : "", job->le->address);
+    const endpoint_call_t *c = job->call;
+    const char *text;
+    if (c->peer_len == 0)                         /* forwarded through the cluster */
+        text = lua_pushfstring(L, "call '%s' to '%s' %s%s", name ? name : "?",
+            s_printable(who, sizeof who, c->user, c->user_len),
+            c->via ? "on node " : "in the cluster", c->via ? c->via : "");
+    else
+        text = lua_pushfstring(L, "call '%s' to '%s'%s%s", name ? name : "?",
+            s_printable(who, sizeof who, c->peer, c->peer_len),
+            job->le->address[0] ? " at " : "", job->le->address);
     lua_remove(L, -2);
     return text;
 }

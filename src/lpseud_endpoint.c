@@ -93,13 +93,27 @@ static int l_endpoint_new(lua_State *L) {
         memcpy(le->name, name, name_len);
         le->name_len = name_len;
     }
-    const char *cluster = NULL;
-    if (lua_getfield(L, 3, "cluster") != LUA_TNIL) {
-        cluster = luaL_checkstring(L, -1);
+    const char *cluster = NULL;                   /* the options table keeps the string */
+    cluster_options_t copt;
+    cluster_options_default(&copt);
+    int ctype = lua_getfield(L, 3, "cluster");
+    if (ctype != LUA_TNIL) {
         luaL_argcheck(L, !client, 3, "cluster is a server's option");
+        if (ctype == LUA_TTABLE) {                /* { redis = URL, ttl =, refresh_interval =, timeout = } */
+            int t = lua_gettop(L);
+            copt.ttl = lpseud_opt_number(L, t, "ttl", copt.ttl);
+            copt.refresh_interval = lpseud_opt_number(L, t, "refresh_interval", copt.refresh_interval);
+            copt.timeout = lpseud_opt_number(L, t, "timeout", copt.timeout);
+            lua_getfield(L, t, "redis");
+            lua_replace(L, t);                    /* the URL; the table stays in the options */
+        }
+        luaL_argcheck(L, lua_type(L, -1) == LUA_TSTRING, 3, "cluster must be a Redis URL or "
+                      "{ redis = URL, ttl = s, refresh_interval = s, timeout = s }");
+        cluster = lua_tostring(L, -1);
     } else if (!client) {
         cluster = host_cluster_default(h);        /* pseud-lua --cluster URL */
     }
+    lua_pop(L, 1);                                /* the endpoint on top again */
     if (cluster && host_clustered(h)) {
         lua_pushnil(L);
         lua_pushfstring(L, "server '%s': only one server of a process joins a cluster "
@@ -116,7 +130,7 @@ static int l_endpoint_new(lua_State *L) {
     }
     if (cluster) {
         char why[256];
-        le->cluster = cluster_calls_join(le, cluster, why, sizeof why);
+        le->cluster = cluster_calls_join(le, cluster, &copt, why, sizeof why);
         if (!le->cluster) {
             host_remove_endpoint(h, le);
             endpoint_destroy(&le->ep);

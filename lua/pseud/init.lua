@@ -242,8 +242,11 @@ local function new_rpc(kind, name, opts)
     local ok, err = core.metrics(opts.metrics)
     if not ok then error(core.error('RuntimeError', err), 3) end
   end
-  if opts.cluster ~= nil and type(opts.cluster) ~= 'string' then   -- docs/cluster.md
-    error(core.error('TypeError', "option 'cluster' must be a Redis URL, e.g. 'redis://127.0.0.1:6379'"), 3)
+  local cluster = opts.cluster                 -- docs/cluster.md
+  if cluster ~= nil and type(cluster) ~= 'string' and
+     not (type(cluster) == 'table' and type(cluster.redis) == 'string') then
+    error(core.error('TypeError', "option 'cluster' must be a Redis URL, e.g. 'redis://127.0.0.1:6379', "
+      .. "or { redis = URL, ttl = seconds, refresh_interval = seconds, timeout = seconds }"), 3)
   end
   local reg = opts.registry or registry.new(name)
   local self = { _kind = kind, name = name, options = opts, registry = reg,

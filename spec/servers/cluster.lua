@@ -12,8 +12,11 @@ spec/servers/cluster.lua [ENDPOINT]: one node of cluster_spec.lua, serving
 ]]
 local pseud = require 'pseud'
 
-local server = pseud.Server('service', { timeout = tonumber(os.getenv('PSEUD_SPEC_TIMEOUT')) or 3,
-                                         cluster = assert(os.getenv('PSEUD_SPEC_REDIS')) })
+-- a short liveness TTL, so the spec sees a dead or paused node collected soon
+local server = pseud.Server('service', {
+  timeout = tonumber(os.getenv('PSEUD_SPEC_TIMEOUT')) or 3,
+  cluster = { redis = assert(os.getenv('PSEUD_SPEC_REDIS')), ttl = 1, refresh_interval = 0.25, timeout = 0.75 },
+})
 local endpoint = assert(server:bind(arg[1] or 'tcp://127.0.0.1:*'))
 
 server:register_rpc('call', function(user, name, ...)
@@ -34,6 +37,7 @@ server:register_rpc('node', function() return server:cluster().node end)
 
 local released = false
 server:register_rpc('hold', function(seconds)
+  released = false
   local deadline = pseud.now() + seconds
   while not released and pseud.now() < deadline do pseud.sleep(0.02) end
   return 'held'

@@ -546,7 +546,8 @@ def cmd_callee(args):
             ok = (frames[0] == service and frames[1] == b'' and frames[2] == VERSION
                   and len(frames[3]) == 16)
             name, cargs, _ = unpack(frames[5])
-            served.append({'name': name, 'args': jsonable(cargs), 'frames_ok': ok})
+            served.append({'name': name, 'args': jsonable(cargs), 'frames_ok': ok,
+                           'body': frames[5].hex()})
             rtype, value = serve_work(frames[5])
             sock.send_multipart([frames[0], b'', VERSION, frames[3], bytes([rtype]), pack(value)])
         elif len(frames) == 6 and frames[3] == u:

@@ -1,0 +1,218 @@
+-- The cluster (docs/cluster.md): pseud-lua nodes that share one Redis, and a
+-- send_to that reaches a peer connected to another node, end to end with
+-- real processes: redis-server on a free loopback port, two or three nodes
+-- (spec/servers/cluster.lua), Lua and Python pseud peers.
+local process = require 'spec.support.process'
+local json = require 'dkjson'
+
+local PYTHON = '/usr/bin/python3'
+
+local function free_port()
+  local out = process.run({ PYTHON, '-c', 'import socket; s = socket.socket(); '
+    .. "s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])" })
+  return assert(tonumber(out), 'no free port: ' .. out)
+end
+
+-- redis-server on `port`, nothing saved; returns its process once it serves.
+local function start_redis(port)
+  local p = process.start({ 'redis-server', '--port', port, '--bind', '127.0.0.1', '--save', '',
+                            '--appendonly', 'no', '--loglevel', 'notice' }, { name = 'redis-' .. port })
+  p:wait_for('Ready to accept connections', 200, 10)
+  return p
+end
+
+local function redis(port, ...)
+  local out, ok = process.run({ 'redis-cli', '-p', port, '--raw', ... }, { name = 'redis-cli' })
+  assert(ok, 'redis-cli failed: ' .. out)
+  return (out:gsub('\n$', ''))
+end
+
+-- Poll Redis (bounded) until `fn(port)` holds; returns what it last gave.
+local function eventually(what, fn, seconds)
+  local deadline = os.time() + (seconds or 10)
+  local got
+  repeat
+    got = fn()
+    if got then return got end
+    process.run({ 'sleep', '0.02' })
+  until os.time() > deadline
+  error('never happened: ' .. what, 2)
+end
+
+local function start_node(url, timeout)
+  local p = process.start({ 'env', 'PSEUD_SPEC_REDIS=' .. url, 'PSEUD_SPEC_TIMEOUT=' .. (timeout or 3),
+                            process.host(), 'spec/servers/cluster.lua' }, { name = 'node' })
+  local endpoint, node = p:wait_for('^ready (%S+) (%S+)', 100, 15)
+  return { proc = p, endpoint = endpoint, node = node }
+end
+
+local function start_peer(node, identity)
+  local p = process.start({ process.host(), 'spec/clients/cluster_peer.lua', node.endpoint, identity },
+                          { name = 'peer-' .. identity })
+  assert.equal('registered', p:read_line(), p:report())
+  return p
+end
+
+-- call(node's endpoint, name, args...) -> the decoded result
+local function call(node, name, ...)
+  local argv = { process.host(), 'spec/clients/cluster_call.lua', node.endpoint, name }
+  for _, a in ipairs({ ... }) do argv[#argv + 1] = json.encode(a) end
+  local out, ok, code, log = process.run(argv, { name = 'call-' .. name, timeout = 20 })
+  assert(ok, ('call %s exited %s:\n%s\n%s'):format(name, tostring(code), out, process.read(log)))
+  return json.decode(out)
+end
+
+-- Where Redis says `user` is ('' when nowhere).
+local function directory(port, user) return redis(port, 'GET', 'pseud:user:' .. user) end
+
+describe('a cluster of nodes on Redis', function()
+  local port, url, rds, a, b
+
+  lazy_setup(function()
+    port = free_port()
+    url = 'redis://127.0.0.1:' .. port
+    rds = start_redis(port)
+    a, b = start_node(url), start_node(url)
+  end)
+  lazy_teardown(function() process.stop_all() end)
+
+  it('send_to reaches a peer connected to another node, and fails fast for nobody', function()
+    local alice = start_peer(b, 'alice')
+    eventually('alice in the directory', function() return directory(port, 'alice') == b.node end)
+    assert.same({ ok = true, value = 'I am alice' }, call(a, 'call', 'alice', 'whoami'))
+    assert.same({ ok = true, value = { 1, 'two', { three = 3 } } },
+                call(a, 'call', 'alice', 'echo', { 1, 'two', { three = 3 } }))
+    local r = call(a, 'call', 'nobody', 'whoami')
+    assert.is_false(r.ok)
+    assert.equal('PeerLostError', r.error)
+    assert.matches("no connected peer 'nobody' on any node of the cluster", r.message, 1, true)
+    assert.is_true(r.seconds < 1, r.seconds)
+    call(b, 'call', 'alice', 'stop')
+    alice:wait(10)
+    eventually('alice gone from the directory', function() return directory(port, 'alice') == '' end)
+  end)
+
+  it('a forwarded call reaches a Python pseud peer byte for byte as a local one does', function()
+    local py = process.start({ PYTHON, '-u', 'spec/support/pypeer.py', 'callee', b.endpoint, 'service',
+                               'hold', '[10]', '--identity', 'py-alice', '--timeout', '15' },
+                             { name = 'py-alice' })
+    eventually('py-alice in the directory', function() return directory(port, 'py-alice') == b.node end)
+    local remote = call(a, 'call', 'py-alice', 'types')
+    local here = call(b, 'call', 'py-alice', 'types')
+    assert.is_true(remote.ok, json.encode(remote))
+    assert.same(here, remote)
+    call(b, 'release')
+    local out = json.decode(py:read_line())
+    py:wait(10)
+    assert.equal(2, #out.served)
+    assert.equal('types', out.served[1].name)
+    assert.is_true(out.served[1].frames_ok and out.served[2].frames_ok)
+    assert.equal(out.served[2].body, out.served[1].body)   -- the WORK body, as B itself sends it
+  end)
+
+  it('a user moving between nodes: the directory follows, in either order', function()
+    -- connects to A before leaving B: B's removal must not erase A's entry
+    local on_b = start_peer(b, 'mover')
+    eventually('mover on B', function() return directory(port, 'mover') == b.node end)
+    local on_a = start_peer(a, 'mover')
+    eventually('mover on A', function() return directory(port, 'mover') == a.node end)
+    call(b, 'call', 'mover', 'stop')
+    on_b:wait(10)
+    for _, user in ipairs(call(b, 'peers')) do assert.not_equal('mover', user) end  -- B let it go...
+    assert.equal(a.node, directory(port, 'mover'))          -- ...and A keeps it
+    assert.same({ ok = true, value = 'I am mover' }, call(b, 'call', 'mover', 'whoami'))
+    -- leaves A, then connects to B
+    call(a, 'call', 'mover', 'stop')
+    on_a:wait(10)
+    eventually('mover gone', function() return directory(port, 'mover') == '' end)
+    on_b = start_peer(b, 'mover')
+    eventually('mover on B again', function() return directory(port, 'mover') == b.node end)
+    assert.same({ ok = true, value = 'I am mover' }, call(a, 'call', 'mover', 'whoami'))
+    call(b, 'call', 'mover', 'stop')
+    on_b:wait(10)
+  end)
+
+  it('Redis killed and started again empty: local calls go on, cross-node ones fail fast, then work again', function()
+    local carol = start_peer(b, 'carol')
+    eventually('carol in the directory', function() return directory(port, 'carol') == b.node end)
+    rds:kill('KILL')
+    rds:wait(10)
+    assert.same({ ok = true, value = 'I am carol' }, call(b, 'call', 'carol', 'whoami'))
+    local r = call(a, 'call', 'carol', 'whoami')
+    assert.is_false(r.ok)
+    assert.equal('PeerLostError', r.error)
+    assert.matches('cluster', r.message)
+    assert.is_true(r.seconds < 1, r.seconds)
+    rds = start_redis(port)
+    eventually('carol registered again', function() return directory(port, 'carol') ~= '' end, 15)
+    local node_b = call(b, 'node')
+    assert.equal(node_b, directory(port, 'carol'))
+    assert.same({ ok = true, value = 'I am carol' }, call(a, 'call', 'carol', 'whoami'))
+    b.node = node_b
+    a.node = call(a, 'node')
+    call(b, 'call', 'carol', 'stop')
+    carol:wait(10)
+  end)
+
+  it('a node paused (SIGSTOP) is taken for dead, then comes back under a new id with its users', function()
+    local dave = start_peer(b, 'dave')
+    eventually('dave in the directory', function() return directory(port, 'dave') == b.node end)
+    local old = b.node
+    b.proc:kill('STOP')
+    local r = eventually('a call to dave fails fast once B lapsed', function()
+      local got = call(a, 'call', 'dave', 'whoami')
+      return not got.ok and got.seconds < 1 and got or nil
+    end, 15)
+    assert.equal('PeerLostError', r.error)
+    assert.equal('0', redis(port, 'EXISTS', 'pseud:node:' .. old))
+    b.proc:kill('CONT')
+    local new = eventually('B re-registered', function()
+      local node = directory(port, 'dave')
+      return node ~= '' and node ~= old and node or nil
+    end, 15)
+    assert.equal(new, call(b, 'node'))
+    b.node = new
+    assert.equal('0', redis(port, 'EXISTS', 'pseud:users:' .. old))
+    assert.same({ ok = true, value = 'I am dave' }, call(a, 'call', 'dave', 'whoami'))
+    call(b, 'call', 'dave', 'stop')
+    dave:wait(10)
+  end)
+
+  it('a node killed (SIGKILL) with calls to its users in flight: each ends once, new ones fail fast', function()
+    local c = start_node(url, 3)
+    local erin = start_peer(c, 'erin')
+    eventually('erin in the directory', function() return directory(port, 'erin') == c.node end)
+    local caller = process.start({ process.host(), 'spec/clients/cluster_call.lua', a.endpoint, 'call',
+                                   '"erin"', '"stall"' }, { name = 'in-flight' })
+    assert.equal('stalling', erin:read_line(), erin:report())
+    c.proc:kill('KILL')
+    c.proc:wait(10)
+    local lines = {}
+    for line in function() return caller:read_line() end do lines[#lines + 1] = line end
+    caller:wait(10)
+    assert.equal(1, #lines, table.concat(lines, '\n'))
+    local ended = json.decode(lines[1])
+    assert.is_false(ended.ok)
+    assert.equal('TimeoutError', ended.error)
+    local r = call(a, 'call', 'erin', 'whoami')
+    assert.is_false(r.ok)
+    assert.equal('PeerLostError', r.error)
+    assert.is_true(r.seconds < 1, r.seconds)
+    erin:stop()
+  end)
+
+  it('5,000 peers churned across two nodes leave Redis as they found it', function()
+    local function users(node) return tonumber(redis(port, 'SCARD', 'pseud:users:' .. node.node)) end
+    eventually('no users left from the tests before', function() return users(a) + users(b) == 0 end)
+    local keys0 = tonumber(redis(port, 'DBSIZE'))
+    for _, node in ipairs({ a, b }) do
+      local out, ok = process.run({ PYTHON, 'bench/churn.py', node.endpoint, 'service', '--peers', '2500',
+                                    '--deadline', '60' }, { name = 'churn', timeout = 90 })
+      assert(ok, out)
+      assert.equal(2500, json.decode(out).peers)
+    end
+    eventually('Redis back to its keys', function()
+      return tonumber(redis(port, 'DBSIZE')) == keys0 and users(a) + users(b) == 0
+    end, 20)
+  end)
+end)
