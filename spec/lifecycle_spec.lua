@@ -23,6 +23,15 @@ end
 describe('lifecycle', function()
   after_each(function() process.stop_all() end)
 
+  it('exits on SIGTERM with spawned tasks still spinning, and frees them', function()
+    local server = process.start({ process.host(), 'spec/servers/spin_exit.lua' }, { name = 'spin-exit' })
+    server:wait_for('^ready$', 5, 10)
+    server:kill('TERM')
+    local ok = server:wait(10)        -- the sanitizer run checks its log for leaks here
+    assert.is_true(ok, server:report())
+    assert.equal('stopped', server.lines[#server.lines])
+  end)
+
   it('answers calls still running after stop_timeout with PeerLostError and exits', function()
     local server, endpoint = start_server()
     local client = process.start({ process.host(), CLIENT, endpoint, 'stop' }, { name = 'stop-client' })

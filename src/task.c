@@ -57,6 +57,16 @@ void sched_close(sched_t *s) {
     s->npool = 0;
     free(s->pool);
     s->pool = NULL;
+    /* tasks still running when the state closes (a spawned task that spins
+     * past the end, its limit not yet reached): their threads are the GC's,
+     * their records ours */
+    for (task_t *t = s->live, *next; t; t = next) {
+        next = t->live_next;
+        free(t->work.ids);
+        free(t);
+    }
+    s->live = NULL;
+    s->ntasks = 0;
 }
 
 /* --- the run queue --- */
