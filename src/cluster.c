@@ -85,6 +85,7 @@ struct cluster {
     loop_timer_t *reconnect_timer, *refresh_timer, *watchdog, *doom_timer;
     int refresh_inflight;
     double backoff;                   /* the next reconnect delay */
+    double progress;                  /* when Redis last answered anything */
     char error[160];                  /* cluster_error */
     cluster_stats_t stats;
 };
@@ -157,19 +158,28 @@ static void s_doom(cluster_t *c, cluster_req_t *q) {
 
 static void s_link_lost(cluster_t *c, const char *why, int at_once);
 
+/* Since when Redis owes an answer: the oldest request in flight, or the
+ * last answer if one came after it was sent. A burst queued in our own
+ * buffer is not Redis being silent: while answers keep coming, the link
+ * holds; only `timeout` without any answer loses it. */
+static double s_owed_since(const cluster_t *c) {
+    double sent = c->inflight.head->sent_at;
+    return c->progress > sent ? c->progress : sent;
+}
+
 static void s_on_watchdog(loop_t *loop, loop_timer_t *t, void *arg) {
     (void)loop; (void)t;
     cluster_t *c = arg;
     c->watchdog = NULL;
     cluster_req_t *oldest = c->inflight.head;
     if (!oldest) return;
-    double late = loop_now() - oldest->sent_at;
+    double late = loop_now() - s_owed_since(c);
     if (late >= c->opt.timeout * 0.999) {
         char why[160];
         /* hiredis 0.14 drops an error answering SUBSCRIBE: a refusal looks like silence */
         snprintf(why, sizeof why, oldest->kind == REQ_SUBSCRIBE
                  ? "Redis did not confirm the SUBSCRIBE within %.3g s (an ACL without &pseud:*?)"
-                 : "Redis did not answer within %.3g s", c->opt.timeout);
+                 : "Redis answered nothing for %.3g s", c->opt.timeout);
         s_link_lost(c, why, 0);
         return;
     }
@@ -178,7 +188,7 @@ static void s_on_watchdog(loop_t *loop, loop_timer_t *t, void *arg) {
 
 static void s_watch(cluster_t *c) {
     if (!c->watchdog && c->inflight.head && c->state != LINK_CLOSING)
-        c->watchdog = loop_add_timer(c->loop, c->inflight.head->sent_at + c->opt.timeout - loop_now(),
+        c->watchdog = loop_add_timer(c->loop, s_owed_since(c) + c->opt.timeout - loop_now(),
                                      s_on_watchdog, c);
 }
 
@@ -421,6 +431,7 @@ static void s_on_reply(redisAsyncContext *ac, void *reply, void *privdata) {
     cluster_req_t *q = privdata;
     cluster_t *c = q->c;
     const redisReply *r = reply;
+    if (r) c->progress = loop_now();
     if (q->kind == REQ_SUBSCRIBE) { s_on_subscription(c, ac, r); return; }
     s_unlink(&c->inflight, q);
     if (!r) {                                        /* the connection went first */

@@ -247,6 +247,19 @@ static cluster_options_t s_fast(void) {
     return o;
 }
 
+/* Nodes A and B of a suite live through all of it, bursts of 10,000 users
+ * and a loaded machine included: a liveness TTL long enough that a slow
+ * moment never has them taken for dead (s_fast is for the nodes whose lapse
+ * is the point). */
+#define STEADY_TIMEOUT 0.5
+static cluster_options_t s_steady(void) {
+    cluster_options_t o = s_fast();
+    o.refresh_interval = 0.2;
+    o.ttl = 2;
+    o.timeout = STEADY_TIMEOUT;
+    return o;
+}
+
 static int s_node_new(node_t *n, loop_t *loop, const char *url, const cluster_options_t *o) {
     memset(n, 0, sizeof *n);
     cluster_events_t ev = { .ctx = n, .on_message = on_message, .on_link = on_link, .log = on_log };
@@ -757,12 +770,12 @@ static void test_redis_stalled(suite_t *s, node_t *a, node_t *b) {
     for (int i = 0; i < N; i++) CHECK(s_lookup(a, "bob", 3, &look[i]) == 0, "lookup %d taken", i);
     WAIT_FOR(s->loop, !a->up, WAIT);
     double took = loop_now() - t0;
-    CHECK(!a->up && a->downs == downs + 1 && took >= 0.2 && took < 1.0,
-          "[%s] Redis silent: link lost after about timeout (0.25 s): %.3f s", s->label, took);
+    CHECK(!a->up && a->downs == downs + 1 && took >= STEADY_TIMEOUT * 0.8 && took < STEADY_TIMEOUT + 1.0,
+          "[%s] Redis silent: link lost after about timeout (%g s): %.3f s", s->label, STEADY_TIMEOUT, took);
     int once = 0;
     for (int i = 0; i < N; i++) once += look[i].calls == 1 && look[i].status == CLUSTER_DOWN;
     CHECK(once == N, "[%s] each pending lookup answered once, DOWN (%d of %d)", s->label, once, N);
-    CHECK(strstr(a->reason, "did not answer within"), "the log says why: %s", a->reason);
+    CHECK(strstr(a->reason, "answered nothing for"), "the log says why: %s", a->reason);
     kill(s->server->pid, SIGCONT);
     WAIT_FOR(s->loop, a->up && b->up, WAIT);
     CHECK(a->up && a->ups == ups + 1 && b->up, "[%s] resumed: up again", s->label);
@@ -783,7 +796,7 @@ static void test_reentrancy_and_destroy(suite_t *s, node_t *a) {
 
 static void run_suite(suite_t *s) {
     node_t a, b;
-    cluster_options_t o = s_fast();
+    cluster_options_t o = s_steady();
     CHECK(s_node_new(&a, s->loop, s->url, &o) == 0 && s_node_new(&b, s->loop, s->url, &o) == 0, "[%s] nodes A, B", s->label);
     if (!a.c || !b.c) return;
     WAIT_FOR(s->loop, a.up && b.up, WAIT);
