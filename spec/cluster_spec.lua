@@ -39,16 +39,17 @@ local function eventually(what, fn, seconds)
   error('never happened: ' .. what, 2)
 end
 
-local function start_node(url, timeout)
+local function start_node(url, timeout, service)
   local p = process.start({ 'env', 'PSEUD_SPEC_REDIS=' .. url, 'PSEUD_SPEC_TIMEOUT=' .. (timeout or 3),
+                            'PSEUD_SPEC_SERVICE=' .. (service or 'service'),
                             process.host(), 'spec/servers/cluster.lua' }, { name = 'node' })
   local endpoint, node = p:wait_for('^ready (%S+) (%S+)', 100, 15)
   return { proc = p, endpoint = endpoint, node = node }
 end
 
-local function start_peer(node, identity)
-  local p = process.start({ process.host(), 'spec/clients/cluster_peer.lua', node.endpoint, identity },
-                          { name = 'peer-' .. identity })
+local function start_peer(node, identity, service)
+  local p = process.start({ process.host(), 'spec/clients/cluster_peer.lua', node.endpoint, identity,
+                            service or 'service' }, { name = 'peer-' .. identity })
   assert.equal('registered', p:read_line(), p:report())
   return p
 end
@@ -62,8 +63,10 @@ local function call(node, name, ...)
   return json.decode(out)
 end
 
--- Where Redis says `user` is ('' when nowhere).
-local function directory(port, user) return redis(port, 'GET', 'pseud:user:' .. user) end
+-- Where Redis says `user` of service 'service' is last ('' when nowhere).
+local function directory(port, user)
+  return redis(port, 'ZREVRANGE', 'pseud:user:7:service:' .. user, '0', '0')
+end
 
 describe('a cluster of nodes on Redis', function()
   local port, url, rds, a, b
@@ -130,6 +133,68 @@ describe('a cluster of nodes on Redis', function()
     assert.same({ ok = true, value = 'I am mover' }, call(a, 'call', 'mover', 'whoami'))
     call(b, 'call', 'mover', 'stop')
     on_b:wait(10)
+  end)
+
+  it('a user on two nodes at once stays found while either holds it', function()
+    local on_a = start_peer(a, 'twice')
+    eventually('twice on A', function() return directory(port, 'twice') == a.node end)
+    local on_b = start_peer(b, 'twice')
+    eventually('twice on B too', function() return directory(port, 'twice') == b.node end)
+    call(b, 'call', 'twice', 'stop')                        -- leaves B, still on A
+    on_b:wait(10)
+    eventually('B let it go', function() return directory(port, 'twice') == a.node end)
+    assert.same({ ok = true, value = 'I am twice' }, call(b, 'call', 'twice', 'whoami'))
+    call(a, 'call', 'twice', 'stop')
+    on_a:wait(10)
+    eventually('twice gone', function() return directory(port, 'twice') == '' end)
+  end)
+
+  it('another service on the same Redis keeps its users apart', function()
+    local other = start_node(url, 3, 'other')
+    local mine = start_peer(b, 'shared')
+    local theirs = start_peer(other, 'shared', 'other')
+    eventually('shared on B', function() return directory(port, 'shared') == b.node end)
+    assert.same({ ok = true, value = 'I am shared' }, call(a, 'call', 'shared', 'whoami'))
+    call(b, 'call', 'shared', 'stop')
+    mine:wait(10)
+    local r = call(a, 'call', 'shared', 'whoami')         -- theirs is not ours
+    assert.is_false(r.ok)
+    assert.equal('PeerLostError', r.error)
+    assert.is_true(r.seconds < 1, r.seconds)
+    theirs:stop()
+    other.proc:stop()
+  end)
+
+  it('crafted messages on a node channel: refused, no peer sees them, the node keeps serving', function()
+    local frank = start_peer(b, 'frank')
+    eventually('frank on B', function() return directory(port, 'frank') == b.node end)
+    -- each crafted with Python's msgpack (not our packer) and PUBLISHed as raw bytes
+    local crafted = {
+      "b'\\xc1garbage'",                                                      -- not msgpack
+      "packb([2, 'service', 'no-such-node', b'0123456789abcdef', 1, packb('forged')])",  -- a forged result
+      "packb([1, 'service', '" .. a.node .. "', b'0123456789abcdef', b'frank', 1.0, b'\\xc1junk'])",  -- junk WORK
+      "packb([1, 'other', '" .. a.node .. "', b'0123456789abcdef', b'frank', 1.0, packb(['whoami', [], {}])])",
+      "packb([1, 'service', '" .. a.node .. "', b'0123456789abcde', b'frank', 1.0, b''])",  -- short uuid
+    }
+    for i, expr in ipairs(crafted) do
+      local file = process.tmpdir() .. '/crafted-' .. i
+      local out, ok = process.run({ PYTHON, '-c', 'import sys; from msgpack import packb; '
+        .. 'open(sys.argv[1], "wb").write(' .. expr .. ')', file })
+      assert(ok, out)
+      out, ok = process.run({ 'sh', '-c', ('redis-cli -p %d -x PUBLISH %s < %s'):format(
+        port, process.quote('pseud:chan:' .. b.node), process.quote(file)) })
+      assert(ok, out)
+      assert.equal('1', (out:gsub('%s+$', '')))          -- B took each
+    end
+    assert.same({ ok = true, value = 'I am frank' }, call(a, 'call', 'frank', 'whoami'))
+    assert.same({ ok = true, value = 'I am frank' }, call(b, 'call', 'frank', 'whoami'))
+    local log = b.proc:log_text()
+    assert.matches('refused a message on this node', log, 1, true)
+    assert.matches('refused a message for another server', log, 1, true)
+    assert.matches('dropped a result for no call forwarded there', log, 1, true)
+    call(b, 'call', 'frank', 'stop')
+    frank:wait(10)
+    assert.is_nil(frank:log_text():find('ProtocolError', 1, true), frank:log_text())  -- no junk reached it
   end)
 
   it('Redis killed and started again empty: local calls go on, cross-node ones fail fast, then work again', function()
@@ -202,16 +267,22 @@ describe('a cluster of nodes on Redis', function()
   end)
 
   it('5,000 peers churned across two nodes leave Redis as they found it', function()
+    a.node, b.node = call(a, 'node'), call(b, 'node')      -- as they are now
     local function users(node) return tonumber(redis(port, 'SCARD', 'pseud:users:' .. node.node)) end
+    local function scripts_run()
+      return tonumber(redis(port, 'INFO', 'commandstats'):match('cmdstat_evalsha:calls=(%d+)'))
+    end
     eventually('no users left from the tests before', function() return users(a) + users(b) == 0 end)
     local function memory() return tonumber(redis(port, 'INFO', 'memory'):match('used_memory:(%d+)')) end
-    local keys0, memory0 = tonumber(redis(port, 'DBSIZE')), memory()
+    local keys0, memory0, runs0 = tonumber(redis(port, 'DBSIZE')), memory(), scripts_run()
     for _, node in ipairs({ a, b }) do
       local out, ok = process.run({ PYTHON, 'bench/churn.py', node.endpoint, 'service', '--peers', '2500',
                                     '--deadline', '60' }, { name = 'churn', timeout = 90 })
       assert(ok, out)
       assert.equal(2500, json.decode(out).peers)
     end
+    -- every churned peer was written and taken out again (an add and a remove each)
+    assert.is_true(scripts_run() - runs0 >= 2 * 5000, 'script runs: ' .. (scripts_run() - runs0))
     eventually('Redis back to its keys', function()
       return tonumber(redis(port, 'DBSIZE')) == keys0 and users(a) + users(b) == 0
     end, 20)

@@ -39,6 +39,8 @@
 
 #define PREFIX "pseud:"
 #define SYNC_BATCH 256                /* user ids per registering script run */
+#define USER_PREFIX_MAX (16 + 255 + 2)  /* pseud:user:<len>:<service>: */
+#define USER_KEY_MAX (USER_PREFIX_MAX + CLUSTER_MAX_USER)
 #define CMD_REPLY_MAX 65536           /* the largest reply a command gets (a sha, a node id) */
 
 /* ------------------------------------------------------------ state */
@@ -76,6 +78,8 @@ struct cluster {
     char channel[64];                 /* pseud:chan:<id> */
     char info[128];                   /* the liveness key's value: who this is */
     char sha[NSCRIPTS][41];           /* from SCRIPT LOAD, per link */
+    char key_prefix[USER_PREFIX_MAX]; /* pseud:user:[<len>:<service>:] */
+    size_t key_prefix_len;
     int loads_pending;
     int subscribed;
     cluster_req_t sub_req;            /* the SUBSCRIBE, in flight until confirmed */
@@ -247,18 +251,22 @@ static void s_link_up(cluster_t *c) {
     if (c->ev.on_link) c->ev.on_link(c->ev.ctx, 1);
 }
 
+static size_t s_user_key(const cluster_t *c, char *key, const char *uid, size_t len);
+
 typedef struct sync_batch {
     cluster_t *c;
     const char *args[SYNC_BATCH + 1];
     size_t lens[SYNC_BATCH + 1];
     int n;                            /* args[0] is the node id */
     size_t left;                      /* users not yet in a batch */
+    char *keys;                       /* SYNC_BATCH keys of USER_KEY_MAX bytes */
 } sync_batch_t;
 
 static int s_sync_one(void *arg, const char *uid, size_t len) {
     sync_batch_t *b = arg;
-    b->args[b->n] = uid;
-    b->lens[b->n++] = len;
+    char *key = b->keys + (size_t)(b->n - 1) * USER_KEY_MAX;
+    b->args[b->n] = key;
+    b->lens[b->n++] = s_user_key(b->c, key, uid, len);
     b->left--;
     if (b->n == SYNC_BATCH + 1 || b->left == 0) {
         s_script(b->c, SCRIPT_ADD, REQ_ADD, b->left == 0, b->args, b->lens, b->n);
@@ -281,10 +289,12 @@ static void s_register(cluster_t *c) {
     if (c->state != LINK_SYNCING) return;
     memcpy(c->registered, c->id, sizeof c->registered);
     if (users) {
-        sync_batch_t b = { .c = c, .n = 1, .left = users };
+        sync_batch_t b = { .c = c, .n = 1, .left = users, .keys = malloc((size_t)SYNC_BATCH * USER_KEY_MAX) };
+        if (!b.keys) { s_link_lost(c, "out of memory", 0); return; }
         b.args[0] = c->id;
         b.lens[0] = CLUSTER_NODE_ID_LEN;
         idset_each(c->users, s_sync_one, &b);
+        free(b.keys);
         if (c->state != LINK_SYNCING) return;
     }
     c->refresh_timer = loop_add_timer(c->loop, c->opt.refresh_interval, s_on_refresh, c);
@@ -524,6 +534,19 @@ cluster_t *cluster_new(loop_t *loop, const char *url, const cluster_options_t *o
     if (opt) c->opt = *opt; else cluster_options_default(&c->opt);
     const char *bad = s_check_options(&c->opt);
     if (bad) { snprintf(err, err_len, "bad cluster option: %s", bad); free(c); return NULL; }
+    size_t service_len = c->opt.service ? strlen(c->opt.service) : 0;
+    if (c->opt.service && (service_len == 0 || service_len > 255)) {
+        snprintf(err, err_len, "bad cluster option: service must be 1 to 255 bytes");
+        free(c);
+        return NULL;
+    }
+    /* the service's length first: no two services' keys can meet,
+     * whatever bytes their names or user ids hold */
+    int kn = c->opt.service
+        ? snprintf(c->key_prefix, sizeof c->key_prefix, PREFIX "user:%zu:%s:", service_len, c->opt.service)
+        : snprintf(c->key_prefix, sizeof c->key_prefix, PREFIX "user:");
+    c->key_prefix_len = (size_t)kn;
+    c->opt.service = NULL;                       /* not kept: the prefix is */
     if (redis_address_parse(url, &c->address, err, err_len) < 0) { free(c); return NULL; }
     if (redis_lib_load(&c->lib, err, err_len) < 0) { free(c); return NULL; }
     c->users = idset_new();
@@ -580,12 +603,20 @@ static int s_check_user(cluster_t *c, size_t len) {
     return 0;
 }
 
+/* The key of user `uid` (USER_KEY_MAX bytes of room): its length. */
+static size_t s_user_key(const cluster_t *c, char *key, const char *uid, size_t len) {
+    memcpy(key, c->key_prefix, c->key_prefix_len);
+    memcpy(key + c->key_prefix_len, uid, len);
+    return c->key_prefix_len + len;
+}
+
 int cluster_user_add(cluster_t *c, const char *uid, size_t len) {
     if (s_check_user(c, len) < 0) return -1;
     if (idset_add(c->users, uid, len) < 0) return s_refuse(c, ENOMEM, "cluster: out of memory");
     if (s_writes(c)) {                /* again when already there: it may have moved and come back */
-        const char *args[2] = { c->id, uid };
-        size_t lens[2] = { CLUSTER_NODE_ID_LEN, len };
+        char key[USER_KEY_MAX];
+        const char *args[2] = { c->id, key };
+        size_t lens[2] = { CLUSTER_NODE_ID_LEN, s_user_key(c, key, uid, len) };
         s_script(c, SCRIPT_ADD, REQ_ADD, 0, args, lens, 2);
     }
     return 0;
@@ -594,8 +625,9 @@ int cluster_user_add(cluster_t *c, const char *uid, size_t len) {
 int cluster_user_remove(cluster_t *c, const char *uid, size_t len) {
     if (s_check_user(c, len) < 0) return -1;
     if (idset_remove(c->users, uid, len) == 1 && s_writes(c)) {
-        const char *args[2] = { c->id, uid };
-        size_t lens[2] = { CLUSTER_NODE_ID_LEN, len };
+        char key[USER_KEY_MAX];
+        const char *args[2] = { c->id, key };
+        size_t lens[2] = { CLUSTER_NODE_ID_LEN, s_user_key(c, key, uid, len) };
         s_script(c, SCRIPT_REMOVE, REQ_REMOVE, 0, args, lens, 2);
     }
     return 0;
@@ -626,8 +658,9 @@ int cluster_lookup(cluster_t *c, const char *uid, size_t len, cluster_lookup_fn 
     q->lookup = cb;
     q->arg = arg;
     c->stats.lookups++;
-    const char *argv[4] = { "EVALSHA", c->sha[SCRIPT_LOOKUP], "0", uid };
-    size_t lens[4] = { 7, 40, 1, len };
+    char key[USER_KEY_MAX];
+    const char *argv[4] = { "EVALSHA", c->sha[SCRIPT_LOOKUP], "0", key };
+    size_t lens[4] = { 7, 40, 1, s_user_key(c, key, uid, len) };
     return s_user_request(c, q, 4, argv, lens);
 }
 

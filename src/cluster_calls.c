@@ -49,9 +49,20 @@ typedef struct relay {
     endpoint_relay_t base;
     cluster_link_t *link;
     uint8_t uuid[FRAME_UUID_SIZE];/* the origin's call */
+    char self[CLUSTER_NODE_ID_LEN + 1];   /* the node id the call came to: the
+                                             answer names it, even after a re-link */
     size_t origin_len;
     char origin[];
 } relay_t;
+
+/* A buffer that held one large envelope lets its memory go (the next one
+ * is small, most likely): a link does not keep 16 MiB for good. */
+static void s_trim(msgpack_sbuffer *sb) {
+    if (sb->alloc > (1u << 20)) {
+        msgpack_sbuffer_destroy(sb);
+        msgpack_sbuffer_init(sb);
+    }
+}
 
 static const char *s_node(const cluster_link_t *l, size_t *len) {
     const char *id = cluster_node_id(l->cluster);
@@ -126,6 +137,7 @@ static void s_on_lookup(void *arg, int status, const char *node, size_t node_len
             s_fail(l, c, "peer '%s': not enough memory to forward the call%s", user, "");
         } else if (cluster_publish(l->cluster, node, node_len, l->sb.data, l->sb.size,
                                    s_on_published, op) == 0) {
+            s_trim(&l->sb);
             return;                               /* s_on_published frees op */
         } else {
             s_fail(l, c, "peer '%s': the cluster would not take the call: %s", user,
@@ -164,61 +176,83 @@ endpoint_call_t *cluster_calls_send(cluster_link_t *l, const char *user, size_t 
 
 static void s_ignore_published(void *arg, long long receivers) { (void)arg; (void)receivers; }
 
-static void s_publish_result(cluster_link_t *l, const char *origin, size_t origin_len,
+static void s_publish_result(cluster_link_t *l, const char *self, const char *origin, size_t origin_len,
                              const uint8_t *uuid, int type, const char *body, size_t len) {
-    size_t self_len;
-    forward_msg_t m = { .kind = FORWARD_RESULT, .type = type, .body = body, .body_len = len };
-    m.node = s_node(l, &self_len);
-    m.node_len = self_len;
+    forward_msg_t m = { .kind = FORWARD_RESULT, .type = type, .body = body, .body_len = len,
+                        .node = self, .node_len = strlen(self) };
     s_name(l, &m.server, &m.server_len);
     memcpy(m.uuid, uuid, FRAME_UUID_SIZE);
     msgpack_sbuffer_clear(&l->sb);
-    /* not taken (the origin is gone, the link is down): the origin's own
-     * timeout ends its call */
-    if (forward_pack(&l->pk, &m) == 0)
-        cluster_publish(l->cluster, origin, origin_len, l->sb.data, l->sb.size, s_ignore_published, NULL);
+    int rc = forward_pack(&l->pk, &m) == 0 ? cluster_publish(l->cluster, origin, origin_len, l->sb.data,
+                                                             l->sb.size, s_ignore_published, NULL) : -1;
+    s_trim(&l->sb);
+    if (rc < 0 && type == FRAME_OK) {
+        /* too big for the cluster (max_message), or too many in flight:
+         * the origin gets a short ERROR rather than its whole timeout */
+        char msg[300];
+        snprintf(msg, sizeof msg, "the answer could not be sent back through the cluster: %s",
+                 cluster_error(l->cluster));
+        msgpack_sbuffer_clear(&l->body);
+        if (message_pack_error(&l->body_pk, "MemoryError", 11, msg, strlen(msg), "", 0) == 0)
+            s_publish_result(l, self, origin, origin_len, uuid, FRAME_ERROR, l->body.data, l->body.size);
+        return;
+    }
+    /* not taken after all (the origin is gone, the link is down): the
+     * origin's own timeout ends its call; say so here */
+    if (rc < 0)
+        HOST_LOG_LIMITED(l->le->host, LOG_WARN, "cluster: a forwarded call's answer was not sent back",
+                         LOG_STR("error", cluster_error(l->cluster)));
 }
 
-static void s_publish_error(cluster_link_t *l, const char *origin, size_t origin_len,
+static void s_publish_error(cluster_link_t *l, const char *self, const char *origin, size_t origin_len,
                             const uint8_t *uuid, const char *name, const char *message) {
     msgpack_sbuffer_clear(&l->body);
     if (message_pack_error(&l->body_pk, name, strlen(name), message, strlen(message), "", 0) == 0)
-        s_publish_result(l, origin, origin_len, uuid, FRAME_ERROR, l->body.data, l->body.size);
+        s_publish_result(l, self, origin, origin_len, uuid, FRAME_ERROR, l->body.data, l->body.size);
 }
 
 static void s_relay_answered(endpoint_relay_t *base, int type, const char *body, size_t len) {
     relay_t *r = (relay_t *)base;
-    if (!r->link->closing) s_publish_result(r->link, r->origin, r->origin_len, r->uuid, type, body, len);
+    if (!r->link->closing) s_publish_result(r->link, r->self, r->origin, r->origin_len, r->uuid, type, body, len);
     free(r);
 }
 
 static void s_relay_failed(endpoint_relay_t *base, const char *name, const char *message) {
     relay_t *r = (relay_t *)base;
-    if (!r->link->closing) s_publish_error(r->link, r->origin, r->origin_len, r->uuid, name, message);
+    if (!r->link->closing) s_publish_error(r->link, r->self, r->origin, r->origin_len, r->uuid, name, message);
     free(r);
 }
 
 static void s_on_call(cluster_link_t *l, const forward_msg_t *m) {
     endpoint_t *ep = l->le->ep;
-    peer_t *p = peers_find_user(endpoint_peers(ep), m->user, m->user_len);
-    char user[80], msg[200];
+    size_t self_len;
+    const char *self = s_node(l, &self_len);
+    char user[80], msg[300];
     s_printable(user, sizeof user, m->user, m->user_len);
+    /* a WORK body is checked as one from a peer would be before a peer of
+     * ours gets it: whoever can publish is not trusted with our peers */
+    message_work_t w;
+    codec_error_t err = { "msgpack: out of memory" };
+    if (message_decode_work(m->body, m->body_len, host_limits(l->le->host), &l->zone, &w, &err) < 0) {
+        s_publish_error(l, self, m->node, m->node_len, m->uuid, "ProtocolError", err.message);
+        return;
+    }
+    peer_t *p = peers_find_user(endpoint_peers(ep), m->user, m->user_len);
     if (!p || p->closed) {                        /* it left since Redis said so */
-        size_t self_len;
-        const char *self = s_node(l, &self_len);
         snprintf(msg, sizeof msg, "no connected peer '%s' on node %s", user, self);
-        s_publish_error(l, m->node, m->node_len, m->uuid, "PeerLostError", msg);
+        s_publish_error(l, self, m->node, m->node_len, m->uuid, "PeerLostError", msg);
         return;
     }
     relay_t *r = malloc(sizeof *r + m->node_len);
     if (!r) {
-        s_publish_error(l, m->node, m->node_len, m->uuid, "MemoryError", "not enough memory to relay the call");
+        s_publish_error(l, self, m->node, m->node_len, m->uuid, "MemoryError", "not enough memory to relay the call");
         return;
     }
     r->base.answered = s_relay_answered;
     r->base.failed = s_relay_failed;
     r->link = l;
     memcpy(r->uuid, m->uuid, FRAME_UUID_SIZE);
+    memcpy(r->self, self, self_len + 1);
     r->origin_len = m->node_len;
     memcpy(r->origin, m->node, m->node_len);
     endpoint_call_t *c = endpoint_send_work(ep, p->routing_id, p->routing_id_len, p->user_id,
@@ -227,7 +261,7 @@ static void s_on_call(cluster_link_t *l, const forward_msg_t *m) {
     int busy = errno == ENOBUFS;
     snprintf(msg, sizeof msg, busy ? "too much is queued for peer '%s' (max_peer_queue): wait for "
              "its replies, then try again" : "no connected peer '%s'", user);
-    s_publish_error(l, m->node, m->node_len, m->uuid, busy ? "BusyError" : "PeerLostError", msg);
+    s_publish_error(l, self, m->node, m->node_len, m->uuid, busy ? "BusyError" : "PeerLostError", msg);
     free(r);
 }
 
@@ -261,6 +295,12 @@ static void s_on_message(void *ctx, const char *data, size_t len) {
     if (m.server_len != name_len || memcmp(m.server, name, name_len) != 0) {
         HOST_LOG_LIMITED(l->le->host, LOG_WARN, "cluster: refused a message for another server",
                          LOG_ID("server", m.server, m.server_len));
+        if (m.kind == FORWARD_CALL) {             /* its origin learns now, not at its timeout */
+            size_t self_len;
+            const char *self = s_node(l, &self_len);
+            s_publish_error(l, self, m.node, m.node_len, m.uuid, "PeerLostError",
+                            "that node serves another server");
+        }
         return;
     }
     if (m.kind == FORWARD_CALL) s_on_call(l, &m);
@@ -269,12 +309,11 @@ static void s_on_message(void *ctx, const char *data, size_t len) {
 
 static void s_on_link(void *ctx, int up) {
     cluster_link_t *l = ctx;
-    if (l->closing) return;
-    size_t n;
-    const char *self = s_node(l, &n);
-    HOST_LOG(l->le->host, up ? LOG_INFO : LOG_WARN,
-             up ? "cluster: joined (this node's users registered)" : "cluster: Redis link lost: "
-             "cross-node send_to fails fast until it is back", LOG_STR("node", self));
+    if (l->closing || up || !l->le->ep) return;
+    /* results come back on this node's channel, and the next link has
+     * another: calls already forwarded cannot be answered any more */
+    endpoint_fail_forwarded(l->le->ep, "PeerLostError", "the cluster link was lost before "
+                            "the answer came (Redis unreachable)");
 }
 
 /* --- the link --- */
@@ -295,8 +334,16 @@ cluster_link_t *cluster_calls_join(lendpoint_t *le, const char *url, const clust
     msgpack_packer_init(&l->body_pk, &l->body, msgpack_sbuffer_write);
     msgpack_zone_init(&l->zone, 1024);
     cluster_events_t ev = { .ctx = l, .on_message = s_on_message, .on_link = s_on_link, .log = s_log };
-    l->cluster = cluster_new(host_loop(le->host), url, opt, &ev, err, err_len);
-    if (!l->cluster) { l->closing = 1; cluster_calls_leave(&l); return NULL; }
+    cluster_options_t o;
+    if (opt) o = *opt; else cluster_options_default(&o);
+    if (memchr(le->name, '\0', le->name_len)) {
+        snprintf(err, err_len, "a server whose name holds a NUL byte cannot join a cluster");
+        cluster_calls_leave(&l);
+        return NULL;
+    }
+    o.service = le->name;                         /* its users' keys are its own */
+    l->cluster = cluster_new(host_loop(le->host), url, &o, &ev, err, err_len);
+    if (!l->cluster) { cluster_calls_leave(&l); return NULL; }
     return l;
 }
 

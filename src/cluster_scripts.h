@@ -8,9 +8,9 @@
 
 enum {
     SCRIPT_REGISTER,   /* (node, ttl_ms, info, previous) -> 1 */
-    SCRIPT_ADD,        /* (node, uid...) -> 1, or 0 when node's liveness key is gone */
-    SCRIPT_REMOVE,     /* (node, uid...) -> 1: compare and delete */
-    SCRIPT_LOOKUP,     /* (uid) -> live node id, or nil (a dead node collected) */
+    SCRIPT_ADD,        /* (node, user key...) -> 1, or 0 when node's liveness key is gone */
+    SCRIPT_REMOVE,     /* (node, user key...) -> 1: this node out of each */
+    SCRIPT_LOOKUP,     /* (user key) -> latest live node id, or nil (dead ones collected) */
     SCRIPT_SWEEP,      /* () -> 1: collect a few dead nodes */
     NSCRIPTS
 };

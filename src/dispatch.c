@@ -427,10 +427,12 @@ static const char *s_push_call_context(lua_State *L, const reply_job_t *job) {
     const char *name = lua_tostring(L, -1);
     const endpoint_call_t *c = job->call;
     const char *text;
+    char via[64];
     if (c->peer_len == 0)                         /* forwarded through the cluster */
         text = lua_pushfstring(L, "call '%s' to '%s' %s%s", name ? name : "?",
             s_printable(who, sizeof who, c->user, c->user_len),
-            c->via ? "on node " : "in the cluster", c->via ? c->via : "");
+            c->via ? "on node " : "in the cluster",
+            c->via ? s_printable(via, sizeof via, c->via, strlen(c->via)) : "");
     else
         text = lua_pushfstring(L, "call '%s' to '%s'%s%s", name ? name : "?",
             s_printable(who, sizeof who, c->peer, c->peer_len),

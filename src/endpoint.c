@@ -270,6 +270,25 @@ endpoint_call_t *endpoint_track_call(endpoint_t *ep, const uint8_t *uuid,
     return c;
 }
 
+int endpoint_fail_forwarded(endpoint_t *ep, const char *name, const char *msg) {
+    /* by uuid, from a list made first: ending one runs its caller's code,
+     * which may end or make others */
+    size_t n = 0, k = 0;
+    for (endpoint_call_t *c = ep->first; c; c = c->next) n += c->peer_len == 0 && c->via;
+    if (n == 0) return 0;
+    uint8_t (*ids)[FRAME_UUID_SIZE] = malloc(n * FRAME_UUID_SIZE);
+    if (!ids) return 0;                          /* they end by their timeout */
+    for (endpoint_call_t *c = ep->first; c && k < n; c = c->next)
+        if (c->peer_len == 0 && c->via) memcpy(ids[k++], c->uuid, FRAME_UUID_SIZE);
+    int gone = 0;
+    for (size_t i = 0; i < k && !gone; i++) {
+        endpoint_call_t *c = s_find(ep, ids[i]);
+        if (c && c->peer_len == 0 && c->via) gone = endpoint_fail_call(ep, c, name, msg);
+    }
+    free(ids);
+    return gone;
+}
+
 endpoint_call_t *endpoint_find_call(endpoint_t *ep, const uint8_t *uuid) {
     return s_find(ep, uuid);
 }

@@ -90,6 +90,7 @@ static int s_fail_calls(endpoint_t *ep, int (*match)(endpoint_t *, const endpoin
 
 static int s_unconnected(endpoint_t *ep, const endpoint_call_t *c, const void *arg) {
     (void)arg;
+    if (c->peer_len == 0) return 0;              /* tracked: its WORK went another way */
     peer_t *p = peers_find(ep->peers, c->peer, c->peer_len);
     return !p || p->closed;
 }

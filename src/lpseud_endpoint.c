@@ -97,7 +97,9 @@ static int l_endpoint_new(lua_State *L) {
     cluster_options_t copt;
     cluster_options_default(&copt);
     int ctype = lua_getfield(L, 3, "cluster");
-    if (ctype != LUA_TNIL) {
+    if (ctype == LUA_TBOOLEAN) {
+        luaL_argcheck(L, !lua_toboolean(L, -1), 3, "cluster = true: give a Redis URL");
+    } else if (ctype != LUA_TNIL) {                 /* false: this server stays out */
         luaL_argcheck(L, !client, 3, "cluster is a server's option");
         if (ctype == LUA_TTABLE) {                /* { redis = URL, ttl =, refresh_interval =, timeout = } */
             int t = lua_gettop(L);
@@ -110,8 +112,8 @@ static int l_endpoint_new(lua_State *L) {
         luaL_argcheck(L, lua_type(L, -1) == LUA_TSTRING, 3, "cluster must be a Redis URL or "
                       "{ redis = URL, ttl = s, refresh_interval = s, timeout = s }");
         cluster = lua_tostring(L, -1);
-    } else if (!client) {
-        cluster = host_cluster_default(h);        /* pseud-lua --cluster URL */
+    } else if (!client && !host_clustered(h)) {
+        cluster = host_cluster_default(h);        /* pseud-lua --cluster URL: the first server */
     }
     lua_pop(L, 1);                                /* the endpoint on top again */
     if (cluster && host_clustered(h)) {

@@ -42,14 +42,15 @@ static void s_usage(FILE *out) {
         "  --log-level LEVEL  error, warn, info (default), debug or quiet (sets PSEUD_LOG)\n"
         "  --metrics ADDRESS  serve Prometheus metrics at ADDRESS (tcp://HOST:PORT),\n"
         "              GET /metrics, from the start\n"
-        "  --cluster URL  servers join the cluster whose Redis is at URL\n"
-        "              (redis://[[USER]:PASSWORD@]HOST:PORT[/DB]) unless their\n"
-        "              options say otherwise (docs/cluster.md)\n"
+        "  --cluster URL  the first server without a cluster option joins the\n"
+        "              cluster whose Redis is at URL (redis://[[USER]:PASSWORD@]HOST:PORT[/DB];\n"
+        "              docs/cluster.md)\n"
         "  -v, --version  print the version\n"
         "  -h, --help  print this help\n"
         "  --          stop handling options\n"
         "  -           run standard input\n"
-        "Environment: PSEUD_LOG=LEVEL as --log-level; the host logs to stderr, one logfmt\n"
+        "Environment: PSEUD_LOG=LEVEL as --log-level, PSEUD_CLUSTER=URL as --cluster (out of\n"
+        "`ps`); the host logs to stderr, one logfmt\n"
         "line per event.\n"
         "Signals while start() serves: SIGINT, SIGTERM stop; SIGHUP runs the script\n"
         "again and swaps in what it registers (README, Hot reload).\n",
@@ -242,6 +243,13 @@ static int s_pmain(lua_State *L) {
         if (argv[i][0] != '-' || strcmp(argv[i], "-") == 0) { script = i; break; }
     }
     s_create_arg(L, argv, argc, script ? script : argc);
+    /* PSEUD_CLUSTER=URL as --cluster URL (which, given too, wins): a
+     * password in the environment is not in everybody's `ps` */
+    const char *cluster_env = getenv("PSEUD_CLUSTER");
+    if (cluster_env && *cluster_env && s_core_option(L, "cluster", "PSEUD_CLUSTER", cluster_env) != LUA_OK) {
+        a->status = LUA_ERRRUN;
+        return 0;
+    }
     int ran = 0;
     const char *value;
     for (i = 1; i < argc && (script == 0 || i < script); i++) {

@@ -62,7 +62,8 @@ static int g_checks, g_failed;
 
 #define WAIT 5.0                       /* seconds: the bound on every wait for an event */
 #define ACL_COMMANDS "-@all", "+evalsha", "+script|load", "+publish", "+subscribe", "+select", \
-    "+get", "+set", "+del", "+exists", "+sadd", "+srem", "+spop", "+scard", "+srandmember"
+    "+set", "+del", "+exists", "+sadd", "+srem", "+spop", "+scard", "+srandmember", "+zadd", \
+    "+zrem", "+zrevrange", "+time"
 
 /* ------------------------------------------------------------ redis-server */
 
@@ -489,6 +490,48 @@ static void test_directory(suite_t *s, node_t *a, node_t *b) {
     CHECK(s_lookup_wait(s->loop, b, "carol", 5, node) == CLUSTER_FOUND && !strcmp(node, a->id), "carol back on A");
     s_remove(s->loop, a, "carol", 5);
     CHECK(s_lookup_wait(s->loop, b, "carol", 5, NULL) == CLUSTER_ABSENT, "carol gone");
+
+    /* on two nodes at once (two connections of one user): found while either
+     * holds her, the latest first, whichever leaves first */
+    s_add(s->loop, a, "twice", 5);
+    s_add(s->loop, b, "twice", 5);
+    CHECK(s_lookup_wait(s->loop, a, "twice", 5, node) == CLUSTER_FOUND && !strcmp(node, b->id), "the latest: B");
+    s_remove(s->loop, b, "twice", 5);
+    CHECK(s_lookup_wait(s->loop, b, "twice", 5, node) == CLUSTER_FOUND && !strcmp(node, a->id),
+          "[%s] left B, still on A: found there (%s)", s->label, node);
+    s_add(s->loop, b, "twice", 5);
+    s_remove(s->loop, a, "twice", 5);
+    CHECK(s_lookup_wait(s->loop, a, "twice", 5, node) == CLUSTER_FOUND && !strcmp(node, b->id),
+          "[%s] left A, still on B", s->label);
+    s_remove(s->loop, b, "twice", 5);
+    CHECK(s_lookup_wait(s->loop, a, "twice", 5, NULL) == CLUSTER_ABSENT, "twice gone from both");
+}
+
+/* Two services on one Redis: each sees its own users only. */
+static void test_services(suite_t *s) {
+    node_t x, y;
+    cluster_options_t o = s_steady();
+    o.service = "svc:x";
+    CHECK(s_node_new(&x, s->loop, s->url, &o) == 0, "a node of service svc:x");
+    o.service = "svc";                                  /* a prefix of the other's name */
+    CHECK(s_node_new(&y, s->loop, s->url, &o) == 0, "a node of service svc");
+    if (!x.c || !y.c) return;
+    WAIT_FOR(s->loop, x.up && y.up, WAIT);
+    char node[CLUSTER_NODE_ID_LEN + 1];
+    s_add(s->loop, &x, "x:dana", 6);
+    s_add(s->loop, &y, "dana", 4);
+    CHECK(s_lookup_wait(s->loop, &y, "x:dana", 6, NULL) == CLUSTER_ABSENT,
+          "[%s] svc does not see svc:x's user, whatever the bytes", s->label);
+    CHECK(s_lookup_wait(s->loop, &x, "dana", 4, NULL) == CLUSTER_ABSENT, "nor svc:x svc's");
+    CHECK(s_lookup_wait(s->loop, &x, "x:dana", 6, node) == CLUSTER_FOUND && !strcmp(node, x.id), "each its own");
+    s_remove(s->loop, &x, "x:dana", 6);
+    s_remove(s->loop, &y, "dana", 4);
+    o.service = "";
+    char err[160] = "";
+    CHECK(cluster_new(s->loop, s->url, &o, NULL, err, sizeof err) == NULL && strstr(err, "service"),
+          "an empty service name is refused: %s", err);
+    s_node_free(&x);
+    s_node_free(&y);
 }
 
 static void test_publish(suite_t *s, node_t *a, node_t *b) {
@@ -804,6 +847,7 @@ static void run_suite(suite_t *s) {
     CHECK(strlen(a.id) == CLUSTER_NODE_ID_LEN && strcmp(a.id, b.id) != 0, "two incarnations");
     CHECK(s_dbsize(s) == 3, "[%s] baseline: 2 liveness keys and pseud:nodes (%lld)", s->label, s_dbsize(s));
     test_directory(s, &a, &b);
+    test_services(s);
     test_publish(s, &a, &b);
     test_churn(s, &a, &b);
     test_timing(s, &a, &b);

@@ -243,10 +243,10 @@ local function new_rpc(kind, name, opts)
     if not ok then error(core.error('RuntimeError', err), 3) end
   end
   local cluster = opts.cluster                 -- docs/cluster.md
-  if cluster ~= nil and type(cluster) ~= 'string' and
+  if cluster ~= nil and cluster ~= false and type(cluster) ~= 'string' and
      not (type(cluster) == 'table' and type(cluster.redis) == 'string') then
     error(core.error('TypeError', "option 'cluster' must be a Redis URL, e.g. 'redis://127.0.0.1:6379', "
-      .. "or { redis = URL, ttl = seconds, refresh_interval = seconds, timeout = seconds }"), 3)
+      .. "{ redis = URL, ttl = seconds, refresh_interval = seconds, timeout = seconds }, or false"), 3)
   end
   local reg = opts.registry or registry.new(name)
   local self = { _kind = kind, name = name, options = opts, registry = reg,
@@ -265,6 +265,12 @@ local function new_rpc(kind, name, opts)
   backends.start_heartbeat(self._heartbeat, ep)
   backends.start_auth(self._auth, ep, kind)
   if opts.proxy_to then ep:set_proxy(opts.proxy_to._core) end
+  if ep:cluster() and (opts.security_plugin or 'noop_auth_backend') == 'noop_auth_backend' then
+    -- without authentication a peer's user id is the routing id it picks:
+    -- across nodes nothing stops two peers picking the same (docs/cluster.md)
+    core.log('warn', 'cluster without authentication: any peer on any node can claim any user id',
+             { server = name })
+  end
   reload.track(self, opts)
   return self
 end

@@ -1,5 +1,5 @@
 --[[
-spec/clients/cluster_peer.lua ENDPOINT IDENTITY: a peer of one node of
+spec/clients/cluster_peer.lua ENDPOINT IDENTITY [SERVICE]: a peer of one node of
 cluster_spec.lua. Prints `registered` once the node has heard from it, then
 serves until stop() is called:
   whoami()   'I am IDENTITY'
@@ -10,7 +10,7 @@ serves until stop() is called:
 local pseud = require 'pseud'
 
 local endpoint, identity = arg[1], arg[2]
-local client = pseud.Client('service', { identity = identity, timeout = 5 })
+local client = pseud.Client(arg[3] or 'service', { identity = identity, timeout = 5 })
 assert(client:connect(endpoint))
 client:register_rpc('whoami', function() return 'I am ' .. identity end)
 client:register_rpc('echo', function(x) return x end)

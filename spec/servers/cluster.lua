@@ -1,6 +1,6 @@
 --[[
 spec/servers/cluster.lua [ENDPOINT]: one node of cluster_spec.lua, serving
-'service' in the cluster whose Redis is at $PSEUD_SPEC_REDIS. Prints
+'service' ($PSEUD_SPEC_SERVICE if set) in the cluster whose Redis is at $PSEUD_SPEC_REDIS. Prints
 `ready <endpoint> <node id>` once bound and in the cluster.
   call(user, name, args...)  send_to(user)[name](args...) ->
                              {ok = true, value = v} or {ok = false, error = class,
@@ -13,7 +13,7 @@ spec/servers/cluster.lua [ENDPOINT]: one node of cluster_spec.lua, serving
 local pseud = require 'pseud'
 
 -- a short liveness TTL, so the spec sees a dead or paused node collected soon
-local server = pseud.Server('service', {
+local server = pseud.Server(os.getenv('PSEUD_SPEC_SERVICE') or 'service', {
   timeout = tonumber(os.getenv('PSEUD_SPEC_TIMEOUT')) or 3,
   cluster = { redis = assert(os.getenv('PSEUD_SPEC_REDIS')), ttl = 1, refresh_interval = 0.25, timeout = 0.75 },
 })
