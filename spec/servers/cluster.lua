@@ -7,6 +7,7 @@ spec/servers/cluster.lua [ENDPOINT]: one node of cluster_spec.lua, serving
                              message = text, seconds = time taken}
   peers()                    the sorted user ids of rpc:peers()
   node()                     this node's id now (a new one after each re-link)
+  up()                       whether its link to Redis is up
   hold(seconds)              'held' after `seconds`, or sooner once release() is called
   release()
 ]]
@@ -34,6 +35,7 @@ server:register_rpc('peers', function()
 end)
 
 server:register_rpc('node', function() return server:cluster().node end)
+server:register_rpc('up', function() return server:cluster().up end)
 
 local released = false
 server:register_rpc('hold', function(seconds)
