@@ -17,6 +17,7 @@ server:register_rpc('whoami', function()
 end)
 
 server:register_rpc('echo', function(x) return x end)
+server:register_rpc('whoami_echo', function(x) return { worker = pseud.worker_id(), echo = x } end)
 server:register_rpc('hello', function(name) return 'Hello ' .. name end)
 
 -- Busy for `seconds` without yielding (a preempted handler: the count hook
@@ -39,8 +40,7 @@ server:register_rpc('peers', function()
   return { worker = pseud.worker_id(), peers = ids }
 end)
 
-if pseud.role() == 'control' then
-  io.stdout:write('ready ', tostring(endpoint), '\n')
-  io.stdout:flush()
-end
+io.stdout:write(('role %s %d\n'):format(pseud.role(), pseud.worker_id()))
+if pseud.role() == 'control' then io.stdout:write('ready ', tostring(endpoint), '\n') end
+io.stdout:flush()
 server:start()

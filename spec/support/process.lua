@@ -272,10 +272,21 @@ function process.host()
   return process.abspath(os.getenv('PSEUD_LUA') or 'build/pseud-lua')
 end
 
+--- `--workers N` when $PSEUD_SPEC_WORKERS asks for N > 1 (the whole suite
+-- run with workers, docs/workers.md), else nothing: words to put before
+-- the script in a pseud-lua command line.
+function process.workers_args()
+  local n = tonumber(os.getenv('PSEUD_SPEC_WORKERS') or '')
+  if n and n > 1 then return { '--workers', tostring(math.floor(n)) } end
+  return {}
+end
+
 --- Start `pseud-lua script args...`; wait for `ready <endpoint>`.
 -- Returns proc, endpoint.
 function process.server(script, ...)
-  local argv = { process.host(), script, ... }
+  local argv = { process.host() }
+  for _, w in ipairs(process.workers_args()) do argv[#argv + 1] = w end
+  for _, w in ipairs({ script, ... }) do argv[#argv + 1] = w end
   local proc = process.start(argv, { name = script:match('[^/]+$') })
   local endpoint = proc:wait_for('^ready (%S+)', 100, 10)
   return proc, endpoint
