@@ -91,6 +91,17 @@ describe('pseud-lua --workers 2', function()
   end)
 end)
 
+describe('pseud-lua --workers 2 whose script raises in a worker', function()
+  it('logs it with worker=N, stops serving and exits 1', function()
+    local out, ok, _, log = process.run({ process.host(), '--workers', '2', 'spec/servers/workers_fail.lua' },
+                                        { timeout = 20 })
+    assert.is_false(ok, out)
+    local text = process.read(log)
+    assert.matches('level=error msg="worker\'s script failed: stopping" worker=2 error="[^"]*boom in worker two', text)
+    assert.matches("RuntimeError: worker 2's script failed", text)
+  end)
+end)
+
 describe("pseud-lua --workers 2 with worker_by = 'user'", function()
   lazy_teardown(function()
     process.stop_all()

@@ -247,6 +247,13 @@ void host_set_script(host_t *h, const char *path, int nargs, char **args) {
     h->script_args = args;
 }
 int host_worker_id(const host_t *h) { return h->worker_id; }
+const char *host_worker_failure(const host_t *h) { return h->worker_failure[0] ? h->worker_failure : NULL; }
+void host_worker_failed(host_t *h, int id, const char *text, size_t len) {
+    if (!h->worker_failure[0])
+        snprintf(h->worker_failure, sizeof h->worker_failure, "worker %d's script failed: %.*s", id,
+                 (int)(len > 400 ? 400 : len), text);
+    h->stopping = 1;
+}
 int host_attach_worker(host_t *h, struct workers_slot *slot) { return workers_attach(h, slot); }
 
 void host_close(host_t *h) {

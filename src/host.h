@@ -133,6 +133,10 @@ void host_set_workers(host_t *h, int n);
 int host_workers_asked(const host_t *h);
 void host_set_worker_main(host_t *h, void (*fn)(struct workers_slot *slot));
 void host_set_script(host_t *h, const char *path, int nargs, char **args);
+/* The control: why a worker's script failed (it stopped serving then), or
+ * NULL; host_worker_failed records it. */
+const char *host_worker_failure(const host_t *h);
+void host_worker_failed(host_t *h, int id, const char *text, size_t len);
 /* 0 in the control (or without workers), 1..N in worker N. */
 int host_worker_id(const host_t *h);
 /* Mark `h` as worker `slot`'s host (workers_attach). 0, or -1. */

@@ -67,6 +67,7 @@ struct host {
     workers_t *workers;           /* the control's workers, while they run */
     workers_slot_t *slot;         /* a worker's host: its link, or NULL */
     int worker_id;                /* 0: the control (or no workers); 1..N: a worker */
+    char worker_failure[512];     /* the control: why a worker's script failed, or "" */
 };
 
 /* The thread Lua runs on from a callback: the loop's, or the main one. */

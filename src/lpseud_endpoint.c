@@ -499,6 +499,8 @@ static int l_endpoint_start(lua_State *L) {
     if (!host_worker_id(h)) loop_install_signal_handlers();   /* the control's */
     host_serve(h, L, drain);
     s_endpoint_close(L, le, 0);
+    if (host_worker_failure(h))                   /* the process ends in error: say why */
+        return lpseud_raise_error(L, "RuntimeError", host_worker_failure(h));
     lua_pushboolean(L, 1);
     return 1;
 }

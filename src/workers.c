@@ -313,7 +313,7 @@ static void s_control_on_message(loop_t *loop, void *socket, void *arg) {
         else if (kind == 'E' && count == 2) {
             HOST_LOG(h, LOG_ERROR, "worker's script failed: stopping", LOG_INT("worker", s->id),
                      LOG_BYTES("error", P(1), PL(1) > 2000 ? 2000 : PL(1)));
-            host_stop(h);
+            host_worker_failed(h, s->id, P(1), PL(1));
         } else if (kind == 'D') {
             s->done = 1;
             HOST_LOG(h, LOG_DEBUG, "worker done", LOG_INT("worker", s->id));
