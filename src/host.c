@@ -430,7 +430,11 @@ static void s_reload(host_t *h, lua_State *L) {
     char text[1200];             /* pseud.reload()'s answer: the reloader's line, or why none ran */
     int ok = 0;
     h->reload_asked = 0;
-    if (h->reloader == LUA_NOREF || !lua_checkstack(L, 4)) {
+    if (h->workers) {                             /* docs/workers.md: not yet */
+        snprintf(text, sizeof text, "reload asked: not supported with --workers yet (the handlers "
+                 "run in the workers, which would keep the old script); restart instead");
+        HOST_LOG(h, LOG_WARN, text);
+    } else if (h->reloader == LUA_NOREF || !lua_checkstack(L, 4)) {
         snprintf(text, sizeof text, "reload asked: %s", h->reloader == LUA_NOREF
                  ? "nothing to reload (no script was run by pseud-lua)" : "not enough stack");
         HOST_LOG(h, LOG_WARN, text);
