@@ -63,10 +63,11 @@ describe('pseud-lua --workers 2', function()
     assert.is_true(ms < 250, 'a call waited ' .. ms .. ' ms while the other worker spun')
   end)
 
-  it('lets a worker handler send_to a connected client and list peers()', function()
+  it("lets a worker handler send_to a connected client, call through the control's client and list peers()", function()
     local lines = run(endpoint, 'callback')
     assert.matches('^callback [12] 42$', lines[1])
-    assert.matches('^peers [12] .*cb%-client', lines[2])
+    assert.matches('^via_client [12] Hello Charly$', lines[2])
+    assert.matches('^peers [12] .*cb%-client', lines[3])
   end)
 
   it('serves a Python pseud peer byte for byte', function()
@@ -117,5 +118,7 @@ describe("pseud-lua --workers 2 with worker_by = 'user'", function()
       assert.is_not_nil(w, 'calls of one user went to several workers: ' .. line)
       used[w] = true
     end
+    -- the user ids hash onto both workers (FNV-1a of 'user-1'..'user-6')
+    assert.same({ ['1'] = true, ['2'] = true }, used)
   end)
 end)

@@ -630,6 +630,7 @@ int workers_attach(host_t *h, workers_slot_t *slot) {
     slot->host = h;
     h->slot = slot;
     h->worker_id = slot->id;
+    loop_ignore_signals(host_loop(h));
     return loop_add_socket(host_loop(h), slot->worker_pair, s_worker_on_message, slot);
 }
 

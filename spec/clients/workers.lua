@@ -7,7 +7,9 @@ Cases:
   spin          spin(3) in one worker while 20 calls go one after the
                 other: `spin_error NAME`, `others W...`, `max_ms MS`
   callback      send_to from a worker's handler back to this client, and
-                peers() from a worker: `callback W ANSWER`, `peers W IDS`
+                a worker's client calling through the control's, and
+                peers() from a worker: `callback W ANSWER`,
+                `via_client W ANSWER`, `peers W IDS`
   many N K      K clients, N calls each, all in flight at once: `ok O`,
                 `wrong X`, `failed F`, `workers W...`
   byuser K N    K clients with their own user ids, N calls each in flight:
@@ -39,7 +41,6 @@ if case == 'whoami' then
 elseif case == 'spin' then
   local c = client()
   local spinning = c.spin(3)                   -- max_handler_time = 1 stops it
-  local spin_worker = nil
   local others, max = {}, 0
   for _ = 1, 20 do
     local t0 = pseud.now()
@@ -52,12 +53,13 @@ elseif case == 'spin' then
   print('spin_error ' .. (ok and 'none' or tostring(err.name)))
   print('others ' .. sorted_keys(others))
   print(('max_ms %d'):format(math.ceil(max * 1000)))
-  _ = spin_worker
 elseif case == 'callback' then
   local c = client('cb-client')
   c:register_rpc('double', function(x) return 2 * x end)
   local r = c.call_back('cb-client', 21):get()
   print(('callback %d %s'):format(r.worker, tostring(r.answer)))
+  local v = c.via_client('Charly'):get()
+  print(('via_client %d %s'):format(v.worker, v.answer))
   local p = c:call('peers'):get()
   print(('peers %d %s'):format(p.worker, table.concat(p.peers, ',')))
 elseif case == 'many' then

@@ -33,6 +33,14 @@ server:register_rpc('call_back', function(user, x)
   return { worker = pseud.worker_id(), answer = server:send_to(user).double(x):get() }
 end)
 
+-- A client of this very server: in a worker it is a proxy, and its calls
+-- go through the control's client of the same name.
+local loopback = pseud.Client('service', { identity = 'loopback-client' })
+assert(loopback:connect(endpoint))
+server:register_rpc('via_client', function(name)
+  return { worker = pseud.worker_id(), answer = loopback.hello(name):get() }
+end)
+
 server:register_rpc('peers', function()
   local ids = {}
   for _, p in ipairs(server:peers()) do ids[#ids + 1] = p.user_id end
