@@ -509,6 +509,13 @@ int host_run(host_t *h, lua_State *L, int f, double deadline) {
 /* Start the workers asked for, once, before serving (docs/workers.md). */
 static void s_start_workers(host_t *h) {
     if (h->slot || h->workers || h->workers_asked <= 1) return;
+    int servers = 0;                              /* only a server's WORK goes to workers */
+    for (int i = 0; i < h->nendpoints; i++) servers += h->endpoints[i]->ep && h->endpoints[i]->name_len;
+    if (!servers) {
+        HOST_LOG(h, LOG_DEBUG, "workers asked, but no server serves here: none started",
+                 LOG_INT("workers", h->workers_asked));
+        return;
+    }
     if (!h->script || !h->worker_main) {
         HOST_LOG(h, LOG_WARN, "workers asked, but the script was not run from a file by pseud-lua: "
                  "serving without workers", LOG_INT("workers", h->workers_asked));
@@ -541,7 +548,7 @@ void host_serve(host_t *h, lua_State *L, double stop_timeout) {
     if (!h->slot) loop_clear_signal();
     if (sig)
         HOST_LOG(h, LOG_INFO, "signal: finishing the calls in flight", LOG_INT("signal", sig),
-                 LOG_INT("calls", h->sched.nanswering));
+                 LOG_INT("calls", (size_t)h->sched.nanswering + workers_inflight(h->workers)));
     workers_stop(h->workers);                     /* they finish theirs too */
     double end = loop_now() + stop_timeout;
     h->running = 1;
@@ -554,9 +561,12 @@ void host_serve(host_t *h, lua_State *L, double stop_timeout) {
         s_turn(h, L, wait);
     }
     int left = sched_abandon(&h->sched, L, "PeerLostError", "server stopping");
-    if (left)
+    if (h->slot) {                                /* the control logs the process's sum */
+        if (left) workers_slot_abandoned(h->slot, (size_t)left);
+    } else if (left || workers_abandoned(h->workers)) {
         HOST_LOG(h, LOG_WARN, "stopped with calls still running: answered PeerLostError",
-                 LOG_INT("calls", left));
+                 LOG_INT("calls", (size_t)left + workers_abandoned(h->workers)));
+    }
     if (h->workers) {
         if (workers_busy(h->workers))
             HOST_LOG(h, LOG_WARN, "workers still busy at the stop: waiting for their threads to end",

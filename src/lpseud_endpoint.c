@@ -583,9 +583,18 @@ static int l_endpoint_peers(lua_State *L) {
 /* ep:cluster() -> {node = id, up = bool} | nil: its place in a cluster. */
 static int l_endpoint_cluster(lua_State *L) {
     lendpoint_t *le = check_endpoint(L, 1);
-    if (!le->cluster) return 0;
-    int up;
-    const char *node = cluster_calls_node(le->cluster, &up);
+    int up = 0;
+    const char *node;
+    char buf[256], err[200];
+    if (endpoint_is_proxy(le->ep)) {              /* a worker's: the control's server's */
+        if (workers_query_cluster(le, buf, sizeof buf, &up, err, sizeof err) < 0)
+            return lpseud_raise_error(L, "RuntimeError", lua_pushfstring(L, "cluster(): %s", err));
+        if (!buf[0]) return 0;
+        node = buf;
+    } else {
+        if (!le->cluster) return 0;
+        node = cluster_calls_node(le->cluster, &up);
+    }
     lua_createtable(L, 0, 2);
     lua_pushstring(L, node);
     lua_setfield(L, -2, "node");

@@ -22,6 +22,7 @@
 
 #include "host.h"
 #include "host_state.h"
+#include "cluster_calls.h"
 #include "message.h"
 
 #define MAX_PARTS      9          /* the longest message of the link */
@@ -60,6 +61,7 @@ struct workers {
     int nargs;
     char **args;
     int relays;                   /* calls relayed for a worker, not yet answered */
+    size_t abandoned;             /* calls the workers answered PeerLostError at their stop */
     int destroyed;                /* freed when relays reach 0 */
     workers_slot_t slots[];
 };
@@ -299,6 +301,25 @@ static void s_on_peers(workers_slot_t *s, zmq_msg_t *parts, int count) {
     loop_touch(host_loop(h), s->control_pair);
 }
 
+/* CLUSTER [kind, epkind, name] -> 'k' [kind, node, up] or ['k'] (none) */
+static void s_on_cluster(workers_slot_t *s, zmq_msg_t *parts, int count) {
+    host_t *h = s->w->h;
+    lendpoint_t *le = count == 3 && PL(1) == 1 && PL(2) > 0 && PL(2) <= FRAME_MAX_ID
+                    ? s_find(h, P(1)[0], P(2), PL(2)) : NULL;
+    if (count != 3) s_bad(h, s, "CLUSTER", count);
+    if (le && le->cluster) {
+        int up;
+        const char *node = cluster_calls_node(le->cluster, &up);
+        uint8_t u = (uint8_t)(up != 0);
+        const void *d[] = { "k", node, &u };
+        size_t l[] = { 1, strlen(node), 1 };
+        s_sendv(s->control_pair, 3, d, l);
+    } else {
+        zmq_send(s->control_pair, "k", 1, ZMQ_DONTWAIT);
+    }
+    loop_touch(host_loop(h), s->control_pair);
+}
+
 static void s_control_on_message(loop_t *loop, void *socket, void *arg) {
     workers_slot_t *s = arg;
     host_t *h = s->w->h;
@@ -310,10 +331,13 @@ static void s_control_on_message(loop_t *loop, void *socket, void *arg) {
         if (kind == 'R') s_on_reply(s, parts, count);
         else if (kind == 'C') s_on_call(s, parts, count);
         else if (kind == 'P') s_on_peers(s, parts, count);
+        else if (kind == 'K') s_on_cluster(s, parts, count);
         else if (kind == 'E' && count == 2) {
             HOST_LOG(h, LOG_ERROR, "worker's script failed: stopping", LOG_INT("worker", s->id),
                      LOG_BYTES("error", P(1), PL(1) > 2000 ? 2000 : PL(1)));
             host_worker_failed(h, s->id, P(1), PL(1));
+        } else if (kind == 'A' && count == 2 && PL(1) == 8) {
+            s->w->abandoned += (size_t)s_u64(&parts[1]);
         } else if (kind == 'D') {
             s->done = 1;
             HOST_LOG(h, LOG_DEBUG, "worker done", LOG_INT("worker", s->id));
@@ -410,6 +434,22 @@ void workers_stop(workers_t *w) {
 int workers_alive(const workers_t *w) {
     int n = 0;
     for (int i = 0; w && i < w->n; i++) n += w->slots[i].started && !w->slots[i].done;
+    return n;
+}
+
+size_t workers_abandoned(const workers_t *w) { return w ? w->abandoned : 0; }
+
+void workers_slot_abandoned(workers_slot_t *slot, size_t calls) {
+    if (!slot->worker_pair) return;
+    uint64_t n = calls;
+    const void *d[] = { "A", &n };
+    size_t l[] = { 1, 8 };
+    s_sendv(slot->worker_pair, 2, d, l);
+}
+
+size_t workers_inflight(const workers_t *w) {
+    size_t n = 0;
+    for (int i = 0; w && i < w->n; i++) n += w->slots[i].inflight;
     return n;
 }
 
@@ -589,7 +629,7 @@ static void s_worker_message(workers_slot_t *s, zmq_msg_t *parts, int count) {
     else if (kind == 'S') s_on_answer(s, parts, count, 0);
     else if (kind == 'F') s_on_answer(s, parts, count, 1);
     else if (kind == 'X') host_stop(s->host);
-    else if (kind == 'p') {}                      /* an answer nobody waits for any more */
+    else if (kind == 'p' || kind == 'k') {}       /* an answer nobody waits for any more */
     else s_bad(s->host, s, "unknown kind", count);
 }
 
@@ -687,13 +727,17 @@ static int s_stash(workers_slot_t *s, zmq_msg_t *parts, int kept, int count) {
     return 0;
 }
 
-int workers_query_peers(lendpoint_t *le, workers_peer_fn each, void *ctx, char *err, size_t err_size) {
+/* Ask the control (`kind` [kind, epkind, name] for `le`) and wait, bounded,
+ * for the answer whose first frame is `answer`: 0 with that frame in
+ * *first (its other frames still to read), or -1 with a reason in `err`.
+ * Other messages that come meanwhile are kept for the loop. */
+static int s_ask(lendpoint_t *le, char kind, char answer, zmq_msg_t *first, char *err, size_t err_size) {
     workers_slot_t *s = le->host->slot;
     if (!s || !s->worker_pair) { snprintf(err, err_size, "no link to the control"); return -1; }
     size_t name_len;
     const char *name = s_name(le, &name_len);
-    char kind = s_kind(le);
-    const void *d[] = { "P", &kind, name };
+    char epkind = s_kind(le);
+    const void *d[] = { &kind, &epkind, name };
     size_t l[] = { 1, 1, name_len };
     if (s_sendv(s->worker_pair, 3, d, l) < 0) {
         snprintf(err, err_size, "cannot ask the control: %s", zmq_strerror(errno));
@@ -708,40 +752,15 @@ int workers_query_peers(lendpoint_t *le, workers_peer_fn each, void *ctx, char *
         zmq_pollitem_t item = { s->worker_pair, 0, ZMQ_POLLIN, 0 };
         if (zmq_poll(&item, 1, (long)(left * 1000) + 1) < 0 && errno != EINTR) break;
         if (!(item.revents & ZMQ_POLLIN)) continue;
-        zmq_msg_t first;
-        zmq_msg_init(&first);
-        if (zmq_msg_recv(&first, s->worker_pair, ZMQ_DONTWAIT) < 0) { zmq_msg_close(&first); continue; }
-        if (zmq_msg_size(&first) == 1 && *(char *)zmq_msg_data(&first) == 'p') {
-            /* the answer: (user, routing id, last_seen) triples */
-            int more = zmq_msg_more(&first), ok = 1;
-            zmq_msg_close(&first);
-            while (more) {
-                zmq_msg_t t[3];
-                int got = 0;
-                for (; got < 3 && more; got++) {
-                    zmq_msg_init(&t[got]);
-                    zmq_msg_recv(&t[got], s->worker_pair, 0);
-                    more = zmq_msg_more(&t[got]);
-                }
-                if (got == 3 && ok && zmq_msg_size(&t[2]) == sizeof(double) &&
-                    zmq_msg_size(&t[0]) <= FRAME_MAX_ID && zmq_msg_size(&t[1]) <= FRAME_MAX_ID) {
-                    double seen;
-                    memcpy(&seen, zmq_msg_data(&t[2]), sizeof seen);
-                    each(ctx, zmq_msg_data(&t[0]), zmq_msg_size(&t[0]), zmq_msg_data(&t[1]),
-                         zmq_msg_size(&t[1]), seen);
-                } else ok = 0;
-                for (int i = 0; i < got; i++) zmq_msg_close(&t[i]);
-            }
-            rc = ok ? 0 : -1;
-            if (!ok) snprintf(err, err_size, "the control's answer was malformed");
-            break;
-        }
+        zmq_msg_init(first);
+        if (zmq_msg_recv(first, s->worker_pair, ZMQ_DONTWAIT) < 0) { zmq_msg_close(first); continue; }
+        if (zmq_msg_size(first) == 1 && *(char *)zmq_msg_data(first) == answer) { rc = 0; break; }
         /* another message: kept for the loop */
         zmq_msg_t parts[MAX_PARTS];
-        int kept = 1, count = 1, more = zmq_msg_more(&first);
+        int kept = 1, count = 1, more = zmq_msg_more(first);
         zmq_msg_init(&parts[0]);
-        zmq_msg_move(&parts[0], &first);
-        zmq_msg_close(&first);
+        zmq_msg_move(&parts[0], first);
+        zmq_msg_close(first);
         while (more) {
             zmq_msg_t tmp, *m = kept < MAX_PARTS ? &parts[kept] : &tmp;
             zmq_msg_init(m);
@@ -751,9 +770,69 @@ int workers_query_peers(lendpoint_t *le, workers_peer_fn each, void *ctx, char *
             count++;
         }
         if (s_stash(s, parts, kept, count) < 0)
-            HOST_LOG(le->host, LOG_ERROR, "workers: a message was lost while waiting for peers()");
+            HOST_LOG(le->host, LOG_ERROR, "workers: a message was lost while waiting for the control");
     }
     loop_touch(host_loop(le->host), s->worker_pair);
     if (s->stash && !s->drain) s->drain = loop_add_timer(host_loop(le->host), 0, s_drain_timer, s);
     return rc;
+}
+
+/* The rest of a message whose first frame was read: up to `max` frames in
+ * `parts` (*got of them), the others dropped; 0, or -1 when it had more. */
+static int s_rest(void *sock, zmq_msg_t *first, zmq_msg_t *parts, int max, int *got) {
+    int more = zmq_msg_more(first), extra = 0;
+    zmq_msg_close(first);
+    *got = 0;
+    while (more) {
+        zmq_msg_t tmp, *m = *got < max ? &parts[*got] : &tmp;
+        zmq_msg_init(m);
+        zmq_msg_recv(m, sock, 0);
+        more = zmq_msg_more(m);
+        if (m == &tmp) { zmq_msg_close(m); extra = 1; } else ++*got;
+    }
+    return extra ? -1 : 0;
+}
+
+int workers_query_cluster(lendpoint_t *le, char *node, size_t node_size, int *up, char *err, size_t err_size) {
+    zmq_msg_t first, parts[2];
+    if (s_ask(le, 'K', 'k', &first, err, err_size) < 0) return -1;
+    int got, rc = s_rest(le->host->slot->worker_pair, &first, parts, 2, &got);
+    if (rc == 0 && got == 0) rc = 0, node[0] = '\0';          /* no cluster */
+    else if (rc == 0 && got == 2 && zmq_msg_size(&parts[0]) < node_size && zmq_msg_size(&parts[1]) == 1) {
+        memcpy(node, zmq_msg_data(&parts[0]), zmq_msg_size(&parts[0]));
+        node[zmq_msg_size(&parts[0])] = '\0';
+        *up = *(uint8_t *)zmq_msg_data(&parts[1]) != 0;
+    } else {
+        rc = -1;
+        snprintf(err, err_size, "the control's answer was malformed");
+    }
+    s_close_parts(parts, got);
+    return rc;
+}
+
+int workers_query_peers(lendpoint_t *le, workers_peer_fn each, void *ctx, char *err, size_t err_size) {
+    zmq_msg_t first;
+    if (s_ask(le, 'P', 'p', &first, err, err_size) < 0) return -1;
+    void *sock = le->host->slot->worker_pair;
+    int more = zmq_msg_more(&first), ok = 1;
+    zmq_msg_close(&first);
+    while (more) {                                /* (user, routing id, last_seen) triples */
+        zmq_msg_t t[3];
+        int got = 0;
+        for (; got < 3 && more; got++) {
+            zmq_msg_init(&t[got]);
+            zmq_msg_recv(&t[got], sock, 0);
+            more = zmq_msg_more(&t[got]);
+        }
+        if (got == 3 && ok && zmq_msg_size(&t[2]) == sizeof(double) &&
+            zmq_msg_size(&t[0]) <= FRAME_MAX_ID && zmq_msg_size(&t[1]) <= FRAME_MAX_ID) {
+            double seen;
+            memcpy(&seen, zmq_msg_data(&t[2]), sizeof seen);
+            each(ctx, zmq_msg_data(&t[0]), zmq_msg_size(&t[0]), zmq_msg_data(&t[1]),
+                 zmq_msg_size(&t[1]), seen);
+        } else ok = 0;
+        for (int i = 0; i < got; i++) zmq_msg_close(&t[i]);
+    }
+    if (!ok) snprintf(err, err_size, "the control's answer was malformed");
+    return ok ? 0 : -1;
 }

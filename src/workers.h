@@ -13,11 +13,14 @@
  *                      'S' RESULT  [kind, epkind, name, call id, type, body]
  *                      'F' FAILED  [kind, epkind, name, call id, error name, message]
  *                      'p' PEERS answer [kind, (user, routing id, last_seen)*]
+ *                      'k' CLUSTER answer [kind, node, up] or [kind]: no cluster
  *                      'X' STOP    [kind]
  *   worker -> control  'R' REPLY   [kind, name, peer, user, uuid, type, body, serial, charged]
  *                      'C' CALL    [kind, epkind, name, user, routing-id hint, body, timeout, call id]
  *                      'P' PEERS   [kind, epkind, name] (the worker waits for the answer)
+ *                      'K' CLUSTER [kind, epkind, name] (waits for 'k' [kind, node, up] or ['k'])
  *                      'E' FAILED SCRIPT [kind, text]
+ *                      'A' ABANDONED [kind, calls] (answered PeerLostError at its stop)
  *                      'D' DONE    [kind] (its thread ends)
  *
  * epkind is 's' (a server, named by its name) or 'c' (a client, named by
@@ -57,6 +60,10 @@ workers_t *workers_start(host_t *h, int n, workers_main_fn main, const char *scr
 void workers_stop(workers_t *w);
 /* Are calls still with the workers, or workers not done? */
 int workers_busy(const workers_t *w);
+/* Calls handed to workers and not answered yet (0 for NULL). */
+size_t workers_inflight(const workers_t *w);
+/* Calls the workers said they answered PeerLostError at their stop. */
+size_t workers_abandoned(const workers_t *w);
 /* How many workers run (not done). */
 int workers_alive(const workers_t *w);
 /* Join every thread, close the PAIRs; free once no relayed call points at
@@ -75,6 +82,8 @@ void *workers_slot_zmq(const workers_slot_t *slot);
 const char *workers_slot_script(const workers_slot_t *slot, int *nargs, char ***args);
 /* The worker's script raised (at top level): the control logs `text` and stops. */
 void workers_slot_failed(workers_slot_t *slot, const char *text);
+/* The worker's stop answered `calls` PeerLostError (the control logs the sum). */
+void workers_slot_abandoned(workers_slot_t *slot, size_t calls);
 /* The worker's host `h` (pseud.core loaded in the slot's state): watch its
  * PAIR in h's loop. 0, or -1. */
 int workers_attach(host_t *h, workers_slot_t *slot);
@@ -94,5 +103,9 @@ endpoint_call_t *workers_send_call(lendpoint_t *le, const char *user, size_t use
 typedef void (*workers_peer_fn)(void *ctx, const char *user, size_t user_len,
                                 const char *rid, size_t rid_len, double last_seen);
 int workers_query_peers(lendpoint_t *le, workers_peer_fn each, void *ctx, char *err, size_t err_size);
+
+/* cluster() of proxy `le`: the control's server of that name in its
+ * cluster. 0 with `node` ("" when it has none) and *up, or -1 with `err`. */
+int workers_query_cluster(lendpoint_t *le, char *node, size_t node_size, int *up, char *err, size_t err_size);
 
 #endif
