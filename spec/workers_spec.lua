@@ -11,9 +11,14 @@ local HELLO_CHARLY_HEX = 'ac48656c6c6f20436861726c79'   -- msgpack str 'Hello Ch
 
 --- Start the workers server with --workers 2; wait for the control's
 -- `ready` and both workers' `role worker N`. Returns proc, endpoint.
-local function start(worker_by)
-  local argv = { process.host(), '--workers', '2', 'spec/servers/workers.lua', 'tcp://127.0.0.1:*' }
-  if worker_by then argv[#argv + 1] = worker_by end
+local function start(worker_by, option)
+  local argv = { process.host(), '--workers', '2', 'spec/servers/workers.lua', 'tcp://127.0.0.1:*',
+                 worker_by or '' }
+  if option then                              -- the server's `workers` option instead of the flag
+    table.remove(argv, 3)
+    table.remove(argv, 2)
+    argv[#argv + 1] = option
+  end
   local proc = process.start(argv, { name = 'workers-server' })
   assert.same({ 'control', '0' }, { proc:wait_for('^role (%S+) (%d+)', 5, 10) })
   local endpoint = proc:wait_for('^ready (%S+)', 5, 10)
@@ -100,6 +105,19 @@ describe('pseud-lua --workers 2 whose script raises in a worker', function()
     local text = process.read(log)
     assert.matches('level=error msg="worker\'s script failed: stopping" worker=2 error="[^"]*boom in worker two', text)
     assert.matches("RuntimeError: worker 2's script failed", text)
+  end)
+end)
+
+describe("a server's workers = 2 option", function()
+  lazy_teardown(function()
+    process.stop_all()
+  end)
+
+  it('starts two workers as --workers 2 does', function()
+    local _, endpoint = start(nil, '2')
+    for _, line in ipairs(run(endpoint, 'whoami', '2')) do
+      assert.matches('^role worker worker [12]$', line)
+    end
   end)
 end)
 

@@ -1,7 +1,9 @@
 --[==[
 spec/servers/workers.lua: the server workers_spec.lua drives.
 
-  pseud-lua --workers N spec/servers/workers.lua [ENDPOINT [WORKER_BY]]
+  pseud-lua --workers N spec/servers/workers.lua [ENDPOINT [WORKER_BY [WORKERS]]]
+
+WORKERS, when given, is the server's `workers` option (instead of --workers).
 
 Prints `ready <endpoint>` (from the control only) once it can be called,
 then serves as service 'service' until SIGTERM. Every handler says which
@@ -9,7 +11,8 @@ state ran it, so a spec can see where a call went.
 ]==]
 local pseud = require 'pseud'
 
-local server = pseud.Server('service', { max_handler_time = 1, worker_by = arg[2] })
+local server = pseud.Server('service', { max_handler_time = 1,
+  worker_by = arg[2] ~= '' and arg[2] or nil, workers = tonumber(arg[3]) })
 local endpoint = assert(server:bind(arg[1] or 'tcp://127.0.0.1:*'))
 
 server:register_rpc('whoami', function()
