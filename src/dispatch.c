@@ -173,6 +173,7 @@ static void s_lookup(lua_State *L, lendpoint_t *le, const frame_message_t *m, in
  * metrics are served). */
 static void s_count_unknown(host_t *h, int outcome) {
     if (h->metrics) metrics_count(metrics_unknown(h->metrics), outcome);
+    else if (h->ship_metrics) workers_ship_metric(h, NULL, 0, outcome, 0);   /* the control counts */
 }
 
 /* Answer `m` ERROR `name`: `message` at once; `called` is the name it
@@ -267,7 +268,8 @@ static int s_work_protected(lua_State *L) {
     /* the registry resolved this name: it is a registered one (DESIGN.md 4:
      * a peer's other names never become a label) */
     tw->metric = h->metrics ? metrics_name(h->metrics, w->name, w->name_len) : NULL;
-    tw->started = tw->metric || HOST_LOG_ON(h, LOG_DEBUG) ? loop_now() : 0;
+    tw->ship_metric = h->ship_metrics;
+    tw->started = tw->metric || tw->ship_metric || HOST_LOG_ON(h, LOG_DEBUG) ? loop_now() : 0;
     task_start(&h->sched, t, nargs, &le->limits, m->idle_sender);
     job->kept = 1;                                /* the task answers, and releases the budget */
     return 0;
@@ -319,7 +321,7 @@ static int s_on_work(void *ctx, endpoint_t *ep, const frame_message_t *m) {
     work_job_t job = { .le = le, .m = m, .kept = 0 };
     codec_error_t why = { "msgpack: out of memory" };
     (void)ep;
-    if (h->workers && le->name_len) {
+    if (h->workers && le->name_len) {              /* docs/workers.md */
         int kept = s_to_worker(le, m);
         if (kept >= 0) return kept;
     }
@@ -351,6 +353,12 @@ static int s_on_work(void *ctx, endpoint_t *ep, const frame_message_t *m) {
 /* A handler's call ended with `outcome`: its name's counter and latency. */
 static void s_count_end(const task_t *t, int outcome) {
     metrics_name_t *n = t->work.metric;
+    if (!n && t->work.ship_metric) {              /* a worker's: the control counts it */
+        const task_work_t *w = &t->work;
+        workers_ship_metric(((lendpoint_t *)w->owner)->host, w->ids + w->peer_len + w->user_len, w->name_len, outcome,
+                            loop_now() - w->started);
+        return;
+    }
     if (!n) return;
     metrics_count(n, outcome);
     metrics_observe(n, loop_now() - t->work.started);

@@ -67,6 +67,7 @@ struct host {
     workers_t *workers;           /* the control's workers, while they run */
     workers_slot_t *slot;         /* a worker's host: its link, or NULL */
     int worker_id;                /* 0: the control (or no workers); 1..N: a worker */
+    int ship_metrics;             /* a worker whose control counts metrics: outcomes go there */
     char worker_failure[512];     /* the control: why a worker's script failed, or "" */
 };
 

@@ -44,6 +44,7 @@ struct workers_slot {
     pthread_t thread;
     int started;                  /* the thread runs (join it) */
     size_t inflight;              /* WORK sent, not answered yet */
+    uint64_t sched[4];            /* its preemptions, time, memory and hook-time hits, as it last said */
     int done;                     /* DONE came: its thread is ending */
     /* worker side */
     host_t *host;                 /* the worker's host, while its state is open */
@@ -301,6 +302,43 @@ static void s_on_peers(workers_slot_t *s, zmq_msg_t *parts, int count) {
     loop_touch(host_loop(h), s->control_pair);
 }
 
+/* METRIC [kind, name or empty (unknown), outcome, seconds, sched counters]:
+ * a call a worker ended, counted here (the control serves /metrics). */
+static void s_on_metric(workers_slot_t *s, zmq_msg_t *parts, int count) {
+    host_t *h = s->w->h;
+    if (count != 5 || PL(1) > 65536 || PL(2) != 1 || PL(3) != sizeof(double) ||
+        PL(4) != sizeof s->sched || (uint8_t)P(2)[0] >= METRICS_OUTCOMES) {
+        s_bad(h, s, "METRIC", count);
+        return;
+    }
+    memcpy(s->sched, P(4), sizeof s->sched);
+    if (!h->metrics) return;
+    metrics_name_t *n = PL(1) ? metrics_name(h->metrics, P(1), PL(1)) : metrics_unknown(h->metrics);
+    metrics_count(n, (uint8_t)P(2)[0]);
+    if (PL(1)) {
+        double seconds;
+        memcpy(&seconds, P(3), sizeof seconds);
+        metrics_observe(n, seconds);
+    }
+}
+
+void workers_sched_totals(const workers_t *w, uint64_t totals[4]) {
+    for (int i = 0; w && i < w->n; i++)
+        for (int j = 0; j < 4; j++) totals[j] += w->slots[i].sched[j];
+}
+
+void workers_ship_metric(host_t *h, const char *name, size_t len, int outcome, double seconds) {
+    workers_slot_t *s = h->slot;
+    if (!s || !s->worker_pair) return;
+    uint8_t o = (uint8_t)outcome;
+    uint64_t sched[4] = { h->sched.preemptions, h->sched.time_hits, h->sched.memory_hits,
+                          h->sched.hook_time_hits };
+    const void *d[] = { "M", name ? name : "", &o, &seconds, sched };
+    size_t l[] = { 1, name ? len : 0, 1, sizeof seconds, sizeof sched };
+    s_sendv(s->worker_pair, 5, d, l);
+    loop_touch(host_loop(h), s->worker_pair);
+}
+
 /* CLUSTER [kind, epkind, name] -> 'k' [kind, node, up] or ['k'] (none) */
 static void s_on_cluster(workers_slot_t *s, zmq_msg_t *parts, int count) {
     host_t *h = s->w->h;
@@ -336,6 +374,8 @@ static void s_control_on_message(loop_t *loop, void *socket, void *arg) {
             HOST_LOG(h, LOG_ERROR, "worker's script failed: stopping", LOG_INT("worker", s->id),
                      LOG_BYTES("error", P(1), PL(1) > 2000 ? 2000 : PL(1)));
             host_worker_failed(h, s->id, P(1), PL(1));
+        } else if (kind == 'M') {
+            s_on_metric(s, parts, count);
         } else if (kind == 'A' && count == 2 && PL(1) == 8) {
             s->w->abandoned += (size_t)s_u64(&parts[1]);
         } else if (kind == 'D') {
@@ -506,7 +546,8 @@ int workers_send_work(workers_t *w, lendpoint_t *le, const frame_message_t *m) {
     }
     if (!best) return -1;
     uint64_t serial = m->serial, charged = m->charged;
-    uint8_t flags = (uint8_t)((m->logged_in ? 1 : 0) | (m->idle_sender ? 2 : 0));
+    uint8_t flags = (uint8_t)((m->logged_in ? 1 : 0) | (m->idle_sender ? 2 : 0) |
+                              (w->h->metrics ? 4 : 0));   /* 4: ship outcomes ('M') */
     const void *d[] = { "W", le->name, m->peer, m->user, m->uuid, m->body, &serial, &charged, &flags };
     size_t l[] = { 1, le->name_len, m->peer_len, m->user_len, FRAME_UUID_SIZE, m->body_len, 8, 8, 1 };
     int rc = s_sendv(best->control_pair, 9, d, l);
@@ -594,6 +635,7 @@ static void s_on_work(workers_slot_t *s, zmq_msg_t *parts, int count) {
     m.charged = (size_t)s_u64(&parts[7]);
     m.logged_in = (P(8)[0] & 1) != 0;
     m.idle_sender = (P(8)[0] & 2) != 0;
+    if (P(8)[0] & 4) h->ship_metrics = 1;         /* metrics, once served, stay on */
     endpoint_events_t ev;
     dispatch_events(le, &ev);
     endpoint_proxy_arm(le->ep, m.serial, m.charged);   /* for a refusal given now */

@@ -20,6 +20,7 @@
  *                      'P' PEERS   [kind, epkind, name] (the worker waits for the answer)
  *                      'K' CLUSTER [kind, epkind, name] (waits for 'k' [kind, node, up] or ['k'])
  *                      'E' FAILED SCRIPT [kind, text]
+ *                      'M' METRIC  [kind, name or empty, outcome, seconds, 4 sched counters]
  *                      'A' ABANDONED [kind, calls] (answered PeerLostError at its stop)
  *                      'D' DONE    [kind] (its thread ends)
  *
@@ -64,6 +65,9 @@ int workers_busy(const workers_t *w);
 size_t workers_inflight(const workers_t *w);
 /* Calls the workers said they answered PeerLostError at their stop. */
 size_t workers_abandoned(const workers_t *w);
+/* The workers' preemptions, time, memory and hook-time limit hits, as
+ * they last said, added to `totals` (for a scrape). */
+void workers_sched_totals(const workers_t *w, uint64_t totals[4]);
 /* How many workers run (not done). */
 int workers_alive(const workers_t *w);
 /* Join every thread, close the PAIRs; free once no relayed call points at
@@ -82,6 +86,10 @@ void *workers_slot_zmq(const workers_slot_t *slot);
 const char *workers_slot_script(const workers_slot_t *slot, int *nargs, char ***args);
 /* The worker's script raised (at top level): the control logs `text` and stops. */
 void workers_slot_failed(workers_slot_t *slot, const char *text);
+/* In a worker whose control counts metrics: one call ended with `outcome`
+ * (metrics.h) after `seconds`; `name` a registered name, or NULL (unknown).
+ * Sent as 'M' with the worker's scheduler counters. */
+void workers_ship_metric(host_t *h, const char *name, size_t len, int outcome, double seconds);
 /* The worker's stop answered `calls` PeerLostError (the control logs the sum). */
 void workers_slot_abandoned(workers_slot_t *slot, size_t calls);
 /* The worker's host `h` (pseud.core loaded in the slot's state): watch its
