@@ -293,6 +293,7 @@ int host_start_passwd(host_t *h, int threads, size_t max_pending) {
 }
 
 int host_passwd_stats(host_t *h, passwd_stats_t *st) {
+    if (!h->passwd && h->slot) return workers_query_passwd(h, st);   /* the pool is the control's */
     if (!h->passwd) return -1;
     passwd_get_stats(h->passwd, st);
     return 0;

@@ -370,6 +370,15 @@ static void s_control_on_message(loop_t *loop, void *socket, void *arg) {
         else if (kind == 'C') s_on_call(s, parts, count);
         else if (kind == 'P') s_on_peers(s, parts, count);
         else if (kind == 'K') s_on_cluster(s, parts, count);
+        else if (kind == 'Y') {                   /* the password pool's counters */
+            passwd_stats_t st;
+            if (count == 1 && host_passwd_stats(h, &st) == 0) {
+                const void *d[] = { "y", &st };
+                size_t l[] = { 1, sizeof st };
+                s_sendv(s->control_pair, 2, d, l);
+            } else zmq_send(s->control_pair, "y", 1, ZMQ_DONTWAIT);
+            loop_touch(host_loop(h), s->control_pair);
+        }
         else if (kind == 'E' && count == 2) {
             HOST_LOG(h, LOG_ERROR, "worker's script failed: stopping", LOG_INT("worker", s->id),
                      LOG_BYTES("error", P(1), PL(1) > 2000 ? 2000 : PL(1)));
@@ -671,7 +680,7 @@ static void s_worker_message(workers_slot_t *s, zmq_msg_t *parts, int count) {
     else if (kind == 'S') s_on_answer(s, parts, count, 0);
     else if (kind == 'F') s_on_answer(s, parts, count, 1);
     else if (kind == 'X') host_stop(s->host);
-    else if (kind == 'p' || kind == 'k') {}       /* an answer nobody waits for any more */
+    else if (kind == 'p' || kind == 'k' || kind == 'y') {}       /* an answer nobody waits for any more */
     else s_bad(s->host, s, "unknown kind", count);
 }
 
@@ -773,15 +782,24 @@ static int s_stash(workers_slot_t *s, zmq_msg_t *parts, int kept, int count) {
  * for the answer whose first frame is `answer`: 0 with that frame in
  * *first (its other frames still to read), or -1 with a reason in `err`.
  * Other messages that come meanwhile are kept for the loop. */
+static int s_ask_frames(host_t *h, int n, const void *const *d, const size_t *l, char answer,
+                        zmq_msg_t *first, char *err, size_t err_size);
+
 static int s_ask(lendpoint_t *le, char kind, char answer, zmq_msg_t *first, char *err, size_t err_size) {
-    workers_slot_t *s = le->host->slot;
-    if (!s || !s->worker_pair) { snprintf(err, err_size, "no link to the control"); return -1; }
     size_t name_len;
     const char *name = s_name(le, &name_len);
     char epkind = s_kind(le);
     const void *d[] = { &kind, &epkind, name };
     size_t l[] = { 1, 1, name_len };
-    if (s_sendv(s->worker_pair, 3, d, l) < 0) {
+    return s_ask_frames(le->host, 3, d, l, answer, first, err, err_size);
+}
+
+/* s_ask with the request's frames given. */
+static int s_ask_frames(host_t *h, int n, const void *const *d, const size_t *l, char answer,
+                        zmq_msg_t *first, char *err, size_t err_size) {
+    workers_slot_t *s = h->slot;
+    if (!s || !s->worker_pair) { snprintf(err, err_size, "no link to the control"); return -1; }
+    if (s_sendv(s->worker_pair, n, d, l) < 0) {
         snprintf(err, err_size, "cannot ask the control: %s", zmq_strerror(errno));
         return -1;
     }
@@ -812,10 +830,10 @@ static int s_ask(lendpoint_t *le, char kind, char answer, zmq_msg_t *first, char
             count++;
         }
         if (s_stash(s, parts, kept, count) < 0)
-            HOST_LOG(le->host, LOG_ERROR, "workers: a message was lost while waiting for the control");
+            HOST_LOG(h, LOG_ERROR, "workers: a message was lost while waiting for the control");
     }
-    loop_touch(host_loop(le->host), s->worker_pair);
-    if (s->stash && !s->drain) s->drain = loop_add_timer(host_loop(le->host), 0, s_drain_timer, s);
+    loop_touch(host_loop(h), s->worker_pair);
+    if (s->stash && !s->drain) s->drain = loop_add_timer(host_loop(h), 0, s_drain_timer, s);
     return rc;
 }
 
@@ -877,4 +895,18 @@ int workers_query_peers(lendpoint_t *le, workers_peer_fn each, void *ctx, char *
     }
     if (!ok) snprintf(err, err_size, "the control's answer was malformed");
     return ok ? 0 : -1;
+}
+
+int workers_query_passwd(host_t *h, passwd_stats_t *st) {
+    zmq_msg_t first, parts[1];
+    char err[120];
+    const void *d[] = { "Y" };
+    size_t l[] = { 1 };
+    if (s_ask_frames(h, 1, d, l, 'y', &first, err, sizeof err) < 0) return -1;
+    int got, rc = s_rest(h->slot->worker_pair, &first, parts, 1, &got);
+    if (rc == 0 && got == 1 && zmq_msg_size(&parts[0]) == sizeof *st)
+        memcpy(st, zmq_msg_data(&parts[0]), sizeof *st);
+    else rc = -1;                                 /* no pool in the control, or malformed */
+    s_close_parts(parts, got);
+    return rc;
 }

@@ -20,6 +20,7 @@
  *                      'P' PEERS   [kind, epkind, name] (the worker waits for the answer)
  *                      'K' CLUSTER [kind, epkind, name] (waits for 'k' [kind, node, up] or ['k'])
  *                      'E' FAILED SCRIPT [kind, text]
+ *                      'Y' PASSWORD POOL [kind] (waits for 'y' [kind, passwd_stats_t] or ['y'])
  *                      'M' METRIC  [kind, name or empty, outcome, seconds, 4 sched counters]
  *                      'A' ABANDONED [kind, calls] (answered PeerLostError at its stop)
  *                      'D' DONE    [kind] (its thread ends)
@@ -38,6 +39,7 @@
 #include "dispatch.h"
 #include "endpoint.h"
 #include "frame.h"
+#include "passwd.h"
 
 typedef struct host host_t;
 typedef struct workers workers_t;
@@ -115,5 +117,9 @@ int workers_query_peers(lendpoint_t *le, workers_peer_fn each, void *ctx, char *
 /* cluster() of proxy `le`: the control's server of that name in its
  * cluster. 0 with `node` ("" when it has none) and *up, or -1 with `err`. */
 int workers_query_cluster(lendpoint_t *le, char *node, size_t node_size, int *up, char *err, size_t err_size);
+
+/* The control's password-pool counters (a worker has no pool). 0, or -1
+ * (none started, or no answer). */
+int workers_query_passwd(host_t *h, passwd_stats_t *st);
 
 #endif
