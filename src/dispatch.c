@@ -8,6 +8,7 @@
  */
 #include "dispatch.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -18,6 +19,7 @@
 #include "host_state.h"
 #include "login.h"
 #include "message.h"
+#include "workers.h"
 
 
 int dispatch_call(host_t *h, lua_CFunction fn, void *job, sched_error_t *err) {
@@ -171,6 +173,7 @@ static void s_lookup(lua_State *L, lendpoint_t *le, const frame_message_t *m, in
  * metrics are served). */
 static void s_count_unknown(host_t *h, int outcome) {
     if (h->metrics) metrics_count(metrics_unknown(h->metrics), outcome);
+    else if (h->ship_metrics) workers_ship_metric(h, NULL, 0, outcome, 0);   /* the control counts */
 }
 
 /* Answer `m` ERROR `name`: `message` at once; `called` is the name it
@@ -265,10 +268,51 @@ static int s_work_protected(lua_State *L) {
     /* the registry resolved this name: it is a registered one (DESIGN.md 4:
      * a peer's other names never become a label) */
     tw->metric = h->metrics ? metrics_name(h->metrics, w->name, w->name_len) : NULL;
-    tw->started = tw->metric || HOST_LOG_ON(h, LOG_DEBUG) ? loop_now() : 0;
+    tw->ship_metric = h->ship_metrics;
+    tw->started = tw->metric || tw->ship_metric || HOST_LOG_ON(h, LOG_DEBUG) ? loop_now() : 0;
     task_start(&h->sched, t, nargs, &le->limits, m->idle_sender);
     job->kept = 1;                                /* the task answers, and releases the budget */
     return 0;
+}
+
+typedef struct gate_job {
+    lendpoint_t *le;
+    const frame_message_t *m;
+    int ok;
+} gate_job_t;
+
+static int s_gate_protected(lua_State *L) {
+    gate_job_t *job = lua_touserdata(L, 1);
+    lua_pushlstring(L, job->m->user, job->m->user_len);
+    job->ok = s_gate(L, job->le, job->m, lua_gettop(L));
+    return 0;
+}
+
+/* With workers running, a server's WORK passes the auth gate here and runs
+ * in a worker (docs/workers.md). 1: kept (a worker answers), 0: answered
+ * here, -1: no worker took it (it runs here). */
+static int s_to_worker(lendpoint_t *le, const frame_message_t *m) {
+    host_t *h = le->host;
+    if (le->auth_gate != LUA_NOREF) {
+        gate_job_t g = { le, m, 0 };
+        sched_error_t err;
+        if (dispatch_call(h, s_gate_protected, &g, &err) < 0) {
+            HOST_LOG_LIMITED(h, LOG_WARN, "WORK refused before its handler ran",
+                             LOG_ID("peer", m->peer, m->peer_len),
+                             LOG_STR("error", err.name), LOG_STR("message", err.message));
+            endpoint_reply_error(le->ep, m->peer, m->peer_len, NULL, 0, m->uuid, "LuaError",
+                                 err.message, strlen(err.message), "");
+            return 0;
+        }
+        if (!g.ok) {
+            static const char text[] = "Authentication Required";
+            endpoint_reply(le->ep, m->peer, m->peer_len, NULL, 0, m->uuid, FRAME_UNAUTHORIZED,
+                           text, sizeof text - 1);
+            s_count_unknown(h, METRICS_UNAUTHORIZED);
+            return 0;
+        }
+    }
+    return workers_send_work(h->workers, le, m) == 0 ? 1 : -1;
 }
 
 static int s_on_work(void *ctx, endpoint_t *ep, const frame_message_t *m) {
@@ -277,6 +321,10 @@ static int s_on_work(void *ctx, endpoint_t *ep, const frame_message_t *m) {
     work_job_t job = { .le = le, .m = m, .kept = 0 };
     codec_error_t why = { "msgpack: out of memory" };
     (void)ep;
+    if (h->workers && le->name_len) {              /* docs/workers.md */
+        int kept = s_to_worker(le, m);
+        if (kept >= 0) return kept;
+    }
     if (message_decode_work(m->body, m->body_len, &h->limits, &h->zone, &job.work, &why) < 0) {
         s_work_refuse(le, m, NULL, 0, "ProtocolError", why.message, strlen(why.message));
         s_count_unknown(h, METRICS_REFUSED);
@@ -305,6 +353,12 @@ static int s_on_work(void *ctx, endpoint_t *ep, const frame_message_t *m) {
 /* A handler's call ended with `outcome`: its name's counter and latency. */
 static void s_count_end(const task_t *t, int outcome) {
     metrics_name_t *n = t->work.metric;
+    if (!n && t->work.ship_metric) {              /* a worker's: the control counts it */
+        const task_work_t *w = &t->work;
+        workers_ship_metric(((lendpoint_t *)w->owner)->host, w->ids + w->peer_len + w->user_len, w->name_len, outcome,
+                            loop_now() - w->started);
+        return;
+    }
     if (!n) return;
     metrics_count(n, outcome);
     metrics_observe(n, loop_now() - t->work.started);
@@ -428,7 +482,10 @@ static const char *s_push_call_context(lua_State *L, const reply_job_t *job) {
     const endpoint_call_t *c = job->call;
     const char *text;
     char via[64];
-    if (c->peer_len == 0)                         /* forwarded through the cluster */
+    if (c->peer_len == 0 && job->le->ep && endpoint_is_proxy(job->le->ep))   /* a worker's, made by the control */
+        text = lua_pushfstring(L, "call '%s' to '%s'", name ? name : "?",
+            s_printable(who, sizeof who, c->user, c->user_len));
+    else if (c->peer_len == 0)                    /* forwarded through the cluster */
         text = lua_pushfstring(L, "call '%s' to '%s' %s%s", name ? name : "?",
             s_printable(who, sizeof who, c->user, c->user_len),
             c->via ? "on node " : "in the cluster",
@@ -514,6 +571,56 @@ static void s_on_call_failed(void *ctx, endpoint_t *ep, endpoint_call_t *call,
     if (le->in_gc) return;                        /* lua_close: no Lua runs for it */
     reply_job_t job = { .le = le, .call = call, .error_name = error_name, .message = message };
     s_settle(le, &job);
+}
+
+/* Where a call to user id `user` (NULL: the default peer) goes: its
+ * routing id and the identity its reply must carry. Directory pointers:
+ * valid until the directory changes, so call it right before sending. */
+static int s_resolve(lendpoint_t *le, const char *user, size_t user_len,
+                     const char *rid, size_t rid_len,
+                     const char **peer, size_t *peer_len, const char **who, size_t *who_len) {
+    *peer = le->default_peer; *peer_len = le->default_peer_len;
+    *who = NULL; *who_len = 0;
+    if (!user) return 1;
+    /* A server's peers come to it, so one it has not heard from (or has
+     * declared gone) is lost; a client's user ids are its servers. */
+    peers_t *d = endpoint_peers(le->ep);
+    endpoint_sync_peers(le->ep);
+    int strict = endpoint_strict(le->ep);
+    peer_t *p = peers_find_user(d, user, user_len);
+    *who = user; *who_len = user_len;
+    peer_t *q = rid ? peers_find(d, rid, rid_len) : NULL;   /* get_routing_id's hint */
+    /* with authentication only a routing id carrying that very user id will
+     * do; without it the routing id is the identity */
+    if (q && (!strict || (q->user_id_len == user_len && memcmp(q->user_id, user, user_len) == 0))) {
+        p = q;
+        *who = q->user_id; *who_len = q->user_id_len;
+    }
+    if (p && p->closed && strict) p = NULL;        /* its connection is gone */
+    if (p) { *peer = p->routing_id; *peer_len = p->routing_id_len; return 1; }
+    *peer = user; *peer_len = user_len;
+    if (le->default_peer_len == 0) return 0;       /* unknown */
+    *who = NULL; *who_len = 0;                     /* a client naming its server */
+    return 1;
+}
+
+endpoint_call_t *dispatch_send_call(lendpoint_t *le, const char *user, size_t user_len,
+                                    const char *rid, size_t rid_len, const char *body, size_t body_len,
+                                    double timeout, int ref, int *e, const char **why) {
+    const char *peer, *who;
+    size_t peer_len, who_len;
+    *why = NULL;
+    if (endpoint_is_proxy(le->ep))                /* a worker's: the control makes it */
+        return workers_send_call(le, user, user_len, rid, rid_len, body, body_len, timeout, ref, e);
+    int unknown = !s_resolve(le, user, user_len, rid, rid_len, &peer, &peer_len, &who, &who_len);
+    endpoint_call_t *c;
+    if (unknown && le->cluster)                   /* on another node, maybe */
+        c = cluster_calls_send(le->cluster, user, user_len, body, body_len, timeout, ref, why);
+    else
+        c = unknown ? NULL : endpoint_send_work(le->ep, peer, peer_len, who, who_len,
+                                                body, body_len, timeout, ref);
+    if (!c) *e = *why || unknown ? EHOSTUNREACH : errno;
+    return c;
 }
 
 /* --- heartbeat hooks --- */

@@ -51,6 +51,7 @@ typedef struct lendpoint {
     size_t name_len;              /* a server's name (its routing id), or 0 */
     char name[FRAME_MAX_ID + 1];
     struct cluster_link *cluster; /* its cluster (cluster_calls.c), or NULL */
+    int worker_by_user;           /* workers: a user's calls go to one worker (worker_by = 'user') */
 } lendpoint_t;
 
 /* Fill `ev` with dispatch's handlers for `le`. */
@@ -87,6 +88,17 @@ int dispatch_walk_next(lua_State *L, host_t *h, dispatch_walk_t *w);
 /* Names reserved for the host ('_pseud.' and more): looked up only among
  * the endpoint's own (`reserved`), never in a registry. */
 #define DISPATCH_RESERVED_PREFIX "_pseud."
+
+/* Send WORK `body` from `le` to user id `user` (NULL: its default peer),
+ * resolved by identity (DESIGN.md 4.1) with routing id hint `rid` (may be
+ * NULL), through the cluster when the user is not here and `le` joined
+ * one, through the control when `le` is a worker's proxy. The call, or
+ * NULL with *e: EHOSTUNREACH (no such peer here; *why says why the cluster
+ * could not look, or NULL), ENOBUFS (the peer is over its budget), another
+ * errno. l_endpoint_call and the control's answer to a worker's CALL. */
+endpoint_call_t *dispatch_send_call(lendpoint_t *le, const char *user, size_t user_len,
+                                    const char *rid, size_t rid_len, const char *body, size_t body_len,
+                                    double timeout, int ref, int *e, const char **why);
 
 /* pseud.caller(): push the user id and routing id of the WORK the running
  * task answers; 2, or 0 outside a handler. */

@@ -332,9 +332,30 @@ static void s_reply_failed(endpoint_t *ep, peer_t *p, const char *peer, size_t p
     }
 }
 
+/* A proxy's reply: to the control, with the release armed for it. */
+static int s_proxy_reply(endpoint_t *ep, const char *peer, size_t peer_len, const char *user,
+                         size_t user_len, const uint8_t *uuid, int type, const void *body,
+                         size_t body_len, int owned) {
+    int rc = ep->proxy.reply(ep->proxy.ctx, peer, peer_len, user, user_len, uuid, type, body,
+                             body_len, ep->proxy_serial, ep->proxy_charged);
+    ep->proxy_serial = 0;
+    ep->proxy_charged = 0;
+    if (owned) free((void *)body);
+    return rc;
+}
+
+void endpoint_set_proxy(endpoint_t *ep, const endpoint_proxy_t *px) { ep->proxy = *px; }
+int endpoint_is_proxy(const endpoint_t *ep) { return ep->proxy.reply != NULL; }
+void endpoint_proxy_arm(endpoint_t *ep, uint64_t serial, size_t charged) {
+    ep->proxy_serial = serial;
+    ep->proxy_charged = charged;
+}
+
 static int s_reply(endpoint_t *ep, const char *peer, size_t peer_len, const char *user,
                    size_t user_len, const uint8_t *uuid, int type, const void *body,
                    size_t body_len, int owned) {
+    if (ep->proxy.reply)
+        return s_proxy_reply(ep, peer, peer_len, user, user_len, uuid, type, body, body_len, owned);
     int check = user && ep->strict;
     if (check) endpoint_drain_monitor(ep);      /* a disconnect read late must not pass */
     peer_t *p = peers_find(ep->peers, peer, peer_len);
@@ -365,6 +386,7 @@ int endpoint_reply_owned(endpoint_t *ep, const char *peer, size_t peer_len,
 
 void endpoint_release(endpoint_t *ep, const char *peer, size_t peer_len,
                       uint64_t serial, size_t charged) {
+    if (ep->proxy.reply) { endpoint_proxy_arm(ep, serial, charged); return; }
     if (!serial) return;
     peer_t *p = peers_find(ep->peers, peer, peer_len);
     if (!p || p->serial != serial) return;       /* another connection now: its own account */

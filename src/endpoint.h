@@ -219,6 +219,21 @@ int endpoint_set_login(endpoint_t *ep, const char *login, size_t login_len,
 /* The directory of peers heard from (every message counts). */
 peers_t *endpoint_peers(endpoint_t *ep);
 
+/* A worker's proxy endpoint (workers.c): its replies and the releases
+ * before them leave through `reply` instead of its socket, which is never
+ * bound. endpoint_release arms the (serial, charged) the next reply
+ * carries back to the control; endpoint_proxy_arm sets them for the
+ * replies given while one WORK is being taken (refusals). */
+typedef struct endpoint_proxy {
+    void *ctx;
+    int (*reply)(void *ctx, const char *peer, size_t peer_len, const char *user, size_t user_len,
+                 const uint8_t *uuid, int type, const void *body, size_t body_len,
+                 uint64_t serial, size_t charged);
+} endpoint_proxy_t;
+void endpoint_set_proxy(endpoint_t *ep, const endpoint_proxy_t *px);
+int endpoint_is_proxy(const endpoint_t *ep);
+void endpoint_proxy_arm(endpoint_t *ep, uint64_t serial, size_t charged);
+
 /* The raw socket, for options the binding sets (auth, later issues). */
 void *endpoint_socket(endpoint_t *ep);
 

@@ -28,6 +28,9 @@ typedef struct endpoint_queue {      /* a FIFO of endpoint_out_t */
 
 struct endpoint {
     void *socket;
+    endpoint_proxy_t proxy;          /* a worker's proxy: replies go there (reply != NULL) */
+    uint64_t proxy_serial;           /* armed by endpoint_release for the next proxied reply */
+    size_t proxy_charged;
     loop_t *loop;
     endpoint_events_t ev;
     endpoint_options_t opt;

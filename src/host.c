@@ -26,6 +26,7 @@
 #include <zmq.h>
 
 #define SBUF_KEEP     (1u << 20)  /* a pack buffer larger than this is freed after use */
+#define WORKER_LOG_FIELDS 32      /* fields of a worker's line kept */
 #define LOG_PER_SEC   20          /* per-call lines (host_log_limited) a second */
 
 size_t host_size(void) { return sizeof(host_t); }
@@ -65,9 +66,20 @@ static int s_log_level(host_t *h) {
 int host_log_on(const host_t *h, int level) { return level <= h->log_level; }
 int host_log_level(const host_t *h) { return h->log_level; }
 
+/* A worker's lines carry worker=N (first, so a cut line keeps it). */
+static void s_write_line(host_t *h, int level, const char *msg, const log_field_t *fields) {
+    if (!h->worker_id) { log_write(stderr, level, msg, fields); return; }
+    log_field_t f[WORKER_LOG_FIELDS + 2];
+    int n = 0;
+    f[n++] = (log_field_t)LOG_INT("worker", h->worker_id);
+    for (int i = 0; fields && fields[i].key && i < WORKER_LOG_FIELDS; i++) f[n++] = fields[i];
+    f[n] = (log_field_t)LOG_END;
+    log_write(stderr, level, msg, f);
+}
+
 void host_log(host_t *h, int level, const char *msg, const log_field_t *fields) {
     if (level > h->log_level) return;
-    log_write(stderr, level, msg, fields);
+    s_write_line(h, level, msg, fields);
 }
 
 void host_log_limited(host_t *h, int level, const char *msg, const log_field_t *fields) {
@@ -80,7 +92,7 @@ void host_log_limited(host_t *h, int level, const char *msg, const log_field_t *
         h->log_count = 0;
     }
     if (++h->log_count > LOG_PER_SEC) return;
-    log_write(stderr, level, msg, fields);
+    s_write_line(h, level, msg, fields);
 }
 
 /* --- packing, bounded --- */
@@ -199,7 +211,9 @@ static void s_lower_io_threads(host_t *h) {
                  LOG_STR("value", env));
 }
 
-int host_init(host_t *h, lua_State *L) {
+int host_init(host_t *h, lua_State *L) { return host_init_shared(h, L, NULL); }
+
+int host_init_shared(host_t *h, lua_State *L, void *zmq) {
     memset(h, 0, sizeof *h);
     h->L = L;
     h->global_registry = LUA_NOREF;
@@ -211,7 +225,8 @@ int host_init(host_t *h, lua_State *L) {
     msgpack_packer_init(&h->pk, h, s_write);
     if (!msgpack_zone_init(&h->zone, 4096)) return -1;
     h->loop = loop_new();
-    h->zmq = zmq_ctx_new();
+    h->zmq = zmq ? zmq : zmq_ctx_new();
+    h->zmq_owned = zmq == NULL;
     sched_ops_t ops;
     dispatch_task_ops(h, &ops);
     if (!h->loop || !h->zmq || sched_init(&h->sched, L, h->loop, &ops) < 0) {
@@ -219,18 +234,39 @@ int host_init(host_t *h, lua_State *L) {
         errno = ENOMEM;
         return -1;
     }
-    s_lower_io_threads(h);
+    if (h->zmq_owned) s_lower_io_threads(h);
     return 0;
 }
 
+void host_set_workers(host_t *h, int n) { h->workers_asked = n; }
+int host_workers_asked(const host_t *h) { return h->workers_asked; }
+void host_set_worker_main(host_t *h, void (*fn)(struct workers_slot *slot)) { h->worker_main = fn; }
+void host_set_script(host_t *h, const char *path, int nargs, char **args) {
+    h->script = path;
+    h->script_nargs = nargs;
+    h->script_args = args;
+}
+int host_worker_id(const host_t *h) { return h->worker_id; }
+const char *host_worker_failure(const host_t *h) { return h->worker_failure[0] ? h->worker_failure : NULL; }
+void host_worker_failed(host_t *h, int id, const char *text, size_t len) {
+    if (!h->worker_failure[0])
+        snprintf(h->worker_failure, sizeof h->worker_failure, "worker %d's script failed: %.*s", id,
+                 (int)(len > 400 ? 400 : len), text);
+    h->stopping = 1;
+}
+int host_attach_worker(host_t *h, struct workers_slot *slot) { return workers_attach(h, slot); }
+
 void host_close(host_t *h) {
+    workers_destroy(&h->workers);                 /* joined before the context ends */
+    if (h->slot) workers_detach(h->slot);
     sched_close(&h->sched);
     passwd_destroy(&h->passwd);                   /* before zap: its answers go there */
     zap_destroy(&h->zap);
     metrics_http_destroy(&h->metrics_http);      /* before the loop: it holds a timer there */
     metrics_destroy(&h->metrics);
     loop_destroy(&h->loop);
-    if (h->zmq) { zmq_ctx_term(h->zmq); h->zmq = NULL; }
+    if (h->zmq && h->zmq_owned) zmq_ctx_term(h->zmq);
+    h->zmq = NULL;
     msgpack_sbuffer_destroy(&h->sbuf);
     msgpack_sbuffer_init(&h->sbuf);
     if (h->zone.chunk_list.head) { msgpack_zone_destroy(&h->zone); memset(&h->zone, 0, sizeof h->zone); }
@@ -257,6 +293,7 @@ int host_start_passwd(host_t *h, int threads, size_t max_pending) {
 }
 
 int host_passwd_stats(host_t *h, passwd_stats_t *st) {
+    if (!h->passwd && h->slot) return workers_query_passwd(h, st);   /* the pool is the control's */
     if (!h->passwd) return -1;
     passwd_get_stats(h->passwd, st);
     return 0;
@@ -394,7 +431,11 @@ static void s_reload(host_t *h, lua_State *L) {
     char text[1200];             /* pseud.reload()'s answer: the reloader's line, or why none ran */
     int ok = 0;
     h->reload_asked = 0;
-    if (h->reloader == LUA_NOREF || !lua_checkstack(L, 4)) {
+    if (h->workers) {                             /* docs/workers.md: not yet */
+        snprintf(text, sizeof text, "reload asked: not supported with --workers yet (the handlers "
+                 "run in the workers, which would keep the old script); restart instead");
+        HOST_LOG(h, LOG_WARN, text);
+    } else if (h->reloader == LUA_NOREF || !lua_checkstack(L, 4)) {
         snprintf(text, sizeof text, "reload asked: %s", h->reloader == LUA_NOREF
                  ? "nothing to reload (no script was run by pseud-lua)" : "not enough stack");
         HOST_LOG(h, LOG_WARN, text);
@@ -453,7 +494,7 @@ int host_run(host_t *h, lua_State *L, int f, double deadline) {
         }
         if (f && ((lfuture_t *)lua_touserdata(L, f))->state != FUTURE_PENDING) break;
         if (!f && deadline < 0 && h->stopping) { rc = -1; break; }   /* serving: stop() */
-        if (loop_signal_received()) { rc = -1; break; }
+        if (!h->slot && loop_signal_received()) { rc = -1; break; }   /* a worker waits for STOP */
         double wait = -1;
         if (deadline >= 0) {
             wait = deadline - loop_now();
@@ -466,37 +507,77 @@ int host_run(host_t *h, lua_State *L, int f, double deadline) {
     return rc;
 }
 
+/* Start the workers asked for, once, before serving (docs/workers.md). */
+static void s_start_workers(host_t *h) {
+    if (h->slot || h->workers || h->workers_asked <= 1) return;
+    int servers = 0;                              /* only a server's WORK goes to workers */
+    for (int i = 0; i < h->nendpoints; i++) servers += h->endpoints[i]->ep && h->endpoints[i]->name_len;
+    if (!servers) {
+        HOST_LOG(h, LOG_DEBUG, "workers asked, but no server serves here: none started",
+                 LOG_INT("workers", h->workers_asked));
+        return;
+    }
+    if (!h->script || !h->worker_main) {
+        HOST_LOG(h, LOG_WARN, "workers asked, but the script was not run from a file by pseud-lua: "
+                 "serving without workers", LOG_INT("workers", h->workers_asked));
+        return;
+    }
+    char err[200];
+    int n = h->workers_asked > WORKERS_MAX ? WORKERS_MAX : h->workers_asked;
+    h->workers = workers_start(h, n, h->worker_main, h->script, h->script_nargs, h->script_args,
+                               err, sizeof err);
+    if (!h->workers)
+        HOST_LOG(h, LOG_ERROR, "workers could not start: serving without them", LOG_STR("reason", err));
+    else
+        HOST_LOG(h, LOG_INFO, "workers started", LOG_INT("workers", n));
+}
+
 void host_serve(host_t *h, lua_State *L, double stop_timeout) {
     h->serving = 1;
-    if (loop_wake_on_signals(h->loop) < 0)        /* then a signal may wait for the next event */
-        HOST_LOG(h, LOG_WARN, "no self-pipe for signals", LOG_STR("reason", strerror(errno)));
-    loop_watch_reload(1);
+    if (!h->slot) {                               /* signals are the control's */
+        if (loop_wake_on_signals(h->loop) < 0)    /* then a signal may wait for the next event */
+            HOST_LOG(h, LOG_WARN, "no self-pipe for signals", LOG_STR("reason", strerror(errno)));
+        loop_watch_reload(1);
+        s_start_workers(h);
+    }
     host_run(h, L, 0, -1);
     h->serving = 0;
-    loop_watch_reload(0);                         /* a SIGHUP now has nothing to reload */
+    if (!h->slot) loop_watch_reload(0);           /* a SIGHUP now has nothing to reload */
     h->reload_asked = 0;
     s_reload_answer(h, 0, "the server is stopping");
-    int sig = loop_signal_received();
-    loop_clear_signal();
+    int sig = h->slot ? 0 : loop_signal_received();
+    if (!h->slot) loop_clear_signal();
     if (sig)
         HOST_LOG(h, LOG_INFO, "signal: finishing the calls in flight", LOG_INT("signal", sig),
-                 LOG_INT("calls", h->sched.nanswering));
+                 LOG_INT("calls", (size_t)h->sched.nanswering + workers_inflight(h->workers)));
+    workers_stop(h->workers);                     /* they finish theirs too */
     double end = loop_now() + stop_timeout;
     h->running = 1;
     h->Lrun = L;
-    while (h->sched.nanswering > 0 && !loop_signal_received()) {
-        double wait = end - loop_now();
+    while ((h->sched.nanswering > 0 || workers_busy(h->workers)) &&
+           (h->slot || !loop_signal_received())) {
+        /* workers get a second more than their own stop_timeout to say they are done */
+        double wait = end + (h->sched.nanswering > 0 ? 0 : 1) - loop_now();
         if (wait <= 0) break;
         s_turn(h, L, wait);
     }
     int left = sched_abandon(&h->sched, L, "PeerLostError", "server stopping");
-    if (left)
+    if (h->slot) {                                /* the control logs the process's sum */
+        if (left) workers_slot_abandoned(h->slot, (size_t)left);
+    } else if (left || workers_abandoned(h->workers)) {
         HOST_LOG(h, LOG_WARN, "stopped with calls still running: answered PeerLostError",
-                 LOG_INT("calls", left));
+                 LOG_INT("calls", (size_t)left + workers_abandoned(h->workers)));
+    }
+    if (h->workers) {
+        if (workers_busy(h->workers))
+            HOST_LOG(h, LOG_WARN, "workers still busy at the stop: waiting for their threads to end",
+                     LOG_INT("workers", workers_alive(h->workers)));
+        workers_destroy(&h->workers);
+    }
     h->running = 0;
     h->Lrun = NULL;
     h->stopping = 0;
-    loop_clear_signal();
+    if (!h->slot) loop_clear_signal();
 }
 
 /* Is the table at registry ref `ref` non-empty? */

@@ -25,6 +25,7 @@
 #define HOST_MT "pseud.Host"
 
 typedef struct host host_t;
+struct workers_slot;
 
 /* Bytes of a host_t (the binding makes it a userdata). */
 size_t host_size(void);
@@ -32,6 +33,9 @@ size_t host_size(void);
 /* Set up `h` for main thread L (zmq context, loop, scheduler, buffers);
  * installs the counting allocator. 0, or -1 with errno. */
 int host_init(host_t *h, lua_State *L);
+/* host_init for a worker's state: ZeroMQ context `zmq` is its control's
+ * (inproc needs one context), not owned. */
+int host_init_shared(host_t *h, lua_State *L, void *zmq);
 /* Close what host_init opened; safe twice. */
 void host_close(host_t *h);
 
@@ -122,6 +126,21 @@ int host_passwd_stats(host_t *h, passwd_stats_t *st);
  * counting. Once per host: the same address again is a no-op, another one
  * an error. 0, or -1 with a message naming the address in `err`. */
 int host_serve_metrics(host_t *h, const char *address, char *err, size_t err_size);
+
+/* Workers (docs/workers.md): how many start() starts (<= 1: none), the
+ * body of their threads and the script they run (main's argv, kept). */
+void host_set_workers(host_t *h, int n);
+int host_workers_asked(const host_t *h);
+void host_set_worker_main(host_t *h, void (*fn)(struct workers_slot *slot));
+void host_set_script(host_t *h, const char *path, int nargs, char **args);
+/* The control: why a worker's script failed (it stopped serving then), or
+ * NULL; host_worker_failed records it. */
+const char *host_worker_failure(const host_t *h);
+void host_worker_failed(host_t *h, int id, const char *text, size_t len);
+/* 0 in the control (or without workers), 1..N in worker N. */
+int host_worker_id(const host_t *h);
+/* Mark `h` as worker `slot`'s host (workers_attach). 0, or -1. */
+int host_attach_worker(host_t *h, struct workers_slot *slot);
 
 /* Counts for tests: tasks alive, tasks owing an answer, idle tasks pooled,
  * calls pending on all endpoints, timers armed. */

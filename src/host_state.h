@@ -17,6 +17,7 @@
 #include "metrics_http.h"
 #include "passwd.h"
 #include "task.h"
+#include "workers.h"
 #include "zap.h"
 
 struct host {
@@ -57,6 +58,17 @@ struct host {
     uint64_t busy_closed;         /* BusyError refusals of endpoints closed since */
     lendpoint_t *clustered;       /* the server in a cluster, or NULL */
     char *cluster_default;        /* pseud-lua --cluster URL (malloc'd), or NULL */
+    int zmq_owned;                /* zmq is this host's (a worker's is its control's) */
+    int workers_asked;            /* worker threads start() starts (--workers, option workers); <= 1: none */
+    workers_main_fn worker_main;  /* main.c's body of a worker thread, or NULL */
+    const char *script;           /* the script file pseud-lua runs (main's argv), or NULL */
+    int script_nargs;
+    char **script_args;
+    workers_t *workers;           /* the control's workers, while they run */
+    workers_slot_t *slot;         /* a worker's host: its link, or NULL */
+    int worker_id;                /* 0: the control (or no workers); 1..N: a worker */
+    int ship_metrics;             /* a worker whose control counts metrics: outcomes go there */
+    char worker_failure[512];     /* the control: why a worker's script failed, or "" */
 };
 
 /* The thread Lua runs on from a callback: the loop's, or the main one. */

@@ -59,6 +59,7 @@ struct loop {
     loop_timer_t **heap;       /* min-heap on `due` */
     size_t ntimers, captimers;
     int wakes_on_signals;      /* the self-pipe's read end is watched */
+    int deaf;                  /* a worker's loop: the signal flags are the control's */
 };
 
 /* The C globals: the flags the signal handler sets and the runner reads.
@@ -114,6 +115,8 @@ void loop_watch_reload(int on) {
     sigaction(SIGHUP, &sa, NULL);
     if (!on) s_reload = 0;                        /* nothing to reload any more */
 }
+
+void loop_ignore_signals(loop_t *loop) { loop->deaf = 1; }
 
 int loop_signal_received(void) { return (int)s_signal; }
 void loop_clear_signal(void) { s_signal = 0; }
@@ -372,7 +375,8 @@ void loop_touch(loop_t *loop, void *socket) {
 
 int loop_run_once(loop_t *loop, double max_wait) {
     if (loop->removed) s_compact(loop);
-    if (s_signal) return -1;
+    int signalled = s_signal && !loop->deaf;
+    if (signalled) return -1;
     int n = s_dispatch(loop, 0);
     long timeout_ms = -1;
     if (n > 0) {
@@ -391,10 +395,10 @@ int loop_run_once(loop_t *loop, double max_wait) {
     }
     if (loop->removed) s_compact(loop);
     /* a signal taken while handlers ran above: do not sleep on it */
-    if (s_signal || s_reload) timeout_ms = 0;
+    if (!loop->deaf && (s_signal || s_reload)) timeout_ms = 0;
     /* always, even at 0 s: a socket that is not stale is seen only here */
     int rc = poll(loop->fds, (nfds_t)loop->nwatches, (int)timeout_ms);
-    if (rc < 0 && errno == EINTR && s_signal) return -1;
+    if (rc < 0 && errno == EINTR && s_signal && !loop->deaf) return -1;
     if (rc > 0) n += s_dispatch(loop, 1);
     n += s_run_timers(loop);
     return n;

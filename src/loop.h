@@ -80,6 +80,9 @@ void loop_watch_reload(int on);
 /* Make `loop`'s poll wake on every signal caught from now on, whenever it
  * comes (a self-pipe; the handler writes it). 0, or -1 with errno. */
 int loop_wake_on_signals(loop_t *loop);
+/* A worker's loop (workers.c): the flags are the control's to act on; its
+ * poll neither ends early nor skips waiting because of them. */
+void loop_ignore_signals(loop_t *loop);
 int loop_signal_received(void);      /* SIGINT or SIGTERM's number, or 0 */
 void loop_clear_signal(void);
 int loop_take_reload(void);          /* 1 once after a SIGHUP (the flag is cleared), else 0 */

@@ -25,6 +25,7 @@
 #include "host.h"
 #include "lpseud.h"
 #include "lpseud_internal.h"
+#include "workers.h"
 
 /* --- helpers --- */
 
@@ -345,6 +346,47 @@ static int l_cluster(lua_State *L) {
     return 1;
 }
 
+/* core.workers(n) -> true: start() starts n worker threads (pseud-lua
+ * --workers; 1: none). */
+static int l_workers(lua_State *L) {
+    lua_Integer n = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, n >= 1 && n <= WORKERS_MAX, 1, "workers must be 1 to 64");
+    host_set_workers(HOST(L), (int)n);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* core.role() -> 'control' | 'worker'; core.worker_id() -> 0 | 1..N */
+static int l_role(lua_State *L) {
+    if (host_worker_id(HOST(L))) lua_pushliteral(L, "worker");
+    else lua_pushliteral(L, "control");
+    return 1;
+}
+
+static int l_worker_id(lua_State *L) {
+    lua_pushinteger(L, host_worker_id(HOST(L)));
+    return 1;
+}
+
+static const char s_worker_key = 0;   /* registry: the workers_slot_t of a worker's state */
+
+void lpseud_mark_worker(lua_State *L, struct workers_slot *slot) {
+    lua_pushlightuserdata(L, slot);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &s_worker_key);
+}
+
+host_t *lpseud_host(lua_State *L) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, (void *)&luaopen_pseud_core);
+    host_t *h = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return h;
+}
+
+void lpseud_set_worker_main(lua_State *L, void (*fn)(struct workers_slot *slot)) {
+    host_t *h = lpseud_host(L);
+    if (h) host_set_worker_main(h, fn);
+}
+
 static int l_password_check_tostring(lua_State *L) {
     lua_pushliteral(L, "pseud.PasswordCheck");
     return 1;
@@ -378,6 +420,9 @@ static const luaL_Reg core_functions[] = {         /* this file's; the parts hav
     { "set_library", l_set_library },
     { "metrics", l_metrics },
     { "cluster", l_cluster },
+    { "workers", l_workers },
+    { "role", l_role },
+    { "worker_id", l_worker_id },
     { NULL, NULL }
 };
 
@@ -407,9 +452,13 @@ int luaopen_pseud_core(lua_State *L) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
     *(task_t **)lua_getextraspace(lua_tothread(L, -1)) = NULL;
     lua_pop(L, 1);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &s_worker_key);
+    struct workers_slot *slot = lua_touserdata(L, -1);       /* a worker's state: its link */
+    lua_pop(L, 1);
     host_t *h = lua_newuserdatauv(L, host_size(), 0);        /* host */
     int host = lua_gettop(L);
-    if (host_init(h, L) < 0) return luaL_error(L, "pseud: cannot start the host: %s", strerror(errno));
+    if (host_init_shared(h, L, slot ? workers_slot_zmq(slot) : NULL) < 0)
+        return luaL_error(L, "pseud: cannot start the host: %s", strerror(errno));
     luaL_newmetatable(L, HOST_MT);
     lua_pushcfunction(L, l_host_gc);
     lua_setfield(L, -2, "__gc");
@@ -418,6 +467,8 @@ int luaopen_pseud_core(lua_State *L) {
     lua_setmetatable(L, host);
     lua_pushvalue(L, host);
     lua_rawsetp(L, LUA_REGISTRYINDEX, (void *)&luaopen_pseud_core);   /* lives as long as L */
+    if (slot && host_attach_worker(h, slot) < 0)
+        return luaL_error(L, "pseud: worker %d cannot watch its link", workers_slot_id(slot));
     lpseud_task_seal(L, host);                    /* coroutine, xpcall, debug.sethook */
 
     s_new_class(L, host, ENDPOINT_MT, lpseud_endpoint_meta, lpseud_endpoint_methods);

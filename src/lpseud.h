@@ -10,4 +10,11 @@ int luaopen_pseud_core(lua_State *L);
  * for a reload to run it again (core.script). May raise (memory). */
 void lpseud_set_script(lua_State *L, const char *path, int nargs, char **args);
 
+/* Workers (docs/workers.md). pseud-lua's body of a worker thread, for
+ * start() to run N of them; and, in that thread, before pseud.core loads:
+ * this state is worker `slot`'s. */
+struct workers_slot;
+void lpseud_set_worker_main(lua_State *L, void (*fn)(struct workers_slot *slot));
+void lpseud_mark_worker(lua_State *L, struct workers_slot *slot);
+
 #endif

@@ -17,6 +17,7 @@
 #include "host.h"
 #include "lpseud_internal.h"
 #include "message.h"
+#include "workers.h"
 
 static lendpoint_t *check_endpoint(lua_State *L, int i) {
     lendpoint_t *le = luaL_checkudata(L, i, ENDPOINT_MT);
@@ -85,6 +86,23 @@ static int l_endpoint_new(lua_State *L) {
     le->limits.memory = max_memory;
     le->max_message_size = o.max_message_size > 0 ? (size_t)o.max_message_size : 0;
     if (!client) host_set_max_hook_time(h, max_hook);   /* hooks are a server's: ZAP's too */
+    int worker = host_worker_id(h) != 0;
+    if (lua_getfield(L, 3, "workers") != LUA_TNIL) {   /* docs/workers.md */
+        luaL_argcheck(L, !client, 3, "workers is a server's option");
+        lua_Integer n = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : 0;
+        luaL_argcheck(L, n >= 1 && n <= WORKERS_MAX, 3, "workers must be a whole number from 1 to 64");
+        if (!worker) host_set_workers(h, (int)n);
+    }
+    lua_pop(L, 1);
+    int by_user = 0;
+    if (lua_getfield(L, 3, "worker_by") != LUA_TNIL) {
+        const char *by = lua_tostring(L, -1);
+        luaL_argcheck(L, by && (strcmp(by, "user") == 0 || strcmp(by, "load") == 0), 3,
+                      "worker_by must be 'load' (the default) or 'user'");
+        by_user = strcmp(by, "user") == 0;
+    }
+    lua_pop(L, 1);
+    le->worker_by_user = by_user;
     luaL_setmetatable(L, ENDPOINT_MT);
     if (client) {
         memcpy(le->default_peer, name, name_len);
@@ -116,6 +134,7 @@ static int l_endpoint_new(lua_State *L) {
         cluster = host_cluster_default(h);        /* pseud-lua --cluster URL: the first server */
     }
     lua_pop(L, 1);                                /* the endpoint on top again */
+    if (worker) cluster = NULL;                   /* the control's, not a worker's */
     if (cluster && host_clustered(h)) {
         lua_pushnil(L);
         lua_pushfstring(L, "server '%s': only one server of a process joins a cluster "
@@ -130,6 +149,7 @@ static int l_endpoint_new(lua_State *L) {
         endpoint_destroy(&le->ep);
         return luaL_error(L, "not enough memory");
     }
+    if (worker) workers_proxy_endpoint(le);       /* no socket of its own in use: the control's */
     if (cluster) {
         char why[256];
         le->cluster = cluster_calls_join(le, cluster, &copt, why, sizeof why);
@@ -164,6 +184,10 @@ static void s_remember_address(lendpoint_t *le, const char *address) {
 static int l_endpoint_bind(lua_State *L) {
     lendpoint_t *le = check_endpoint(L, 1);
     const char *address = luaL_checkstring(L, 2);
+    if (endpoint_is_proxy(le->ep)) {              /* a worker's: the control binds */
+        lua_pushvalue(L, 2);
+        return 1;
+    }
     char actual[512];
     if (endpoint_bind(le->ep, address, actual, sizeof actual) < 0)
         return s_fail(L, lua_pushfstring(L, "cannot bind '%s'", address));
@@ -175,41 +199,14 @@ static int l_endpoint_bind(lua_State *L) {
 static int l_endpoint_connect(lua_State *L) {
     lendpoint_t *le = check_endpoint(L, 1);
     const char *address = luaL_checkstring(L, 2);
+    if (endpoint_is_proxy(le->ep)) {              /* a worker's: the control connects */
+        lua_pushboolean(L, 1);
+        return 1;
+    }
     if (endpoint_connect(le->ep, address) < 0)
         return s_fail(L, lua_pushfstring(L, "cannot connect '%s'", address));
     s_remember_address(le, address);
     lua_pushboolean(L, 1);
-    return 1;
-}
-
-/* Where a call to user id `user` (NULL: the default peer) goes: its
- * routing id and the identity its reply must carry. Directory pointers:
- * valid until the directory changes, so call it right before sending. */
-static int s_resolve(lendpoint_t *le, const char *user, size_t user_len,
-                     const char *rid, size_t rid_len,
-                     const char **peer, size_t *peer_len, const char **who, size_t *who_len) {
-    *peer = le->default_peer; *peer_len = le->default_peer_len;
-    *who = NULL; *who_len = 0;
-    if (!user) return 1;
-    /* A server's peers come to it, so one it has not heard from (or has
-     * declared gone) is lost; a client's user ids are its servers. */
-    peers_t *d = endpoint_peers(le->ep);
-    endpoint_sync_peers(le->ep);
-    int strict = endpoint_strict(le->ep);
-    peer_t *p = peers_find_user(d, user, user_len);
-    *who = user; *who_len = user_len;
-    peer_t *q = rid ? peers_find(d, rid, rid_len) : NULL;   /* get_routing_id's hint */
-    /* with authentication only a routing id carrying that very user id will
-     * do; without it the routing id is the identity */
-    if (q && (!strict || (q->user_id_len == user_len && memcmp(q->user_id, user, user_len) == 0))) {
-        p = q;
-        *who = q->user_id; *who_len = q->user_id_len;
-    }
-    if (p && p->closed && strict) p = NULL;        /* its connection is gone */
-    if (p) { *peer = p->routing_id; *peer_len = p->routing_id_len; return 1; }
-    *peer = user; *peer_len = user_len;
-    if (le->default_peer_len == 0) return 0;       /* unknown */
-    *who = NULL; *who_len = 0;                     /* a client naming its server */
     return 1;
 }
 
@@ -271,17 +268,11 @@ static int l_endpoint_call(lua_State *L) {
     lua_setiuservalue(L, -2, 3);
     lua_pushvalue(L, -1);
     int ref = luaL_ref(L, LUA_REGISTRYINDEX);      /* pinned until settled */
-    const char *peer, *who;
-    size_t peer_len, who_len;
-    int unknown = !s_resolve(le, user, user_len, rid, rid_len, &peer, &peer_len, &who, &who_len);
+    int e = 0;
     const char *why = NULL;
-    if (unknown && le->cluster)                   /* on another node, maybe */
-        fu->call = cluster_calls_send(le->cluster, user, user_len, body, body_len, le->timeout, ref, &why);
-    else
-        fu->call = unknown ? NULL : endpoint_send_work(le->ep, peer, peer_len, who, who_len,
-                                                       body, body_len, le->timeout, ref);
+    fu->call = dispatch_send_call(le, user, user_len, rid, rid_len, body, body_len, le->timeout, ref,
+                                  &e, &why);
     if (!fu->call) {
-        int e = why ? EHOSTUNREACH : unknown ? EHOSTUNREACH : errno;
         luaL_unref(L, LUA_REGISTRYINDEX, ref);
         if (e != EHOSTUNREACH && e != ENOBUFS)
             return lpseud_raise_error(L, "RuntimeError", lua_pushfstring(L, "cannot send: %s", zmq_strerror(e)));
@@ -507,9 +498,11 @@ static int l_endpoint_start(lua_State *L) {
         return luaL_error(L, "start() runs the loop: call it from the main chunk");
     /* a stop() asked before (by a handler run while the main chunk waited
      * for a reply) counts: start() then only drains and closes */
-    loop_install_signal_handlers();
+    if (!host_worker_id(h)) loop_install_signal_handlers();   /* the control's */
     host_serve(h, L, drain);
     s_endpoint_close(L, le, 0);
+    if (host_worker_failure(h))                   /* the process ends in error: say why */
+        return lpseud_raise_error(L, "RuntimeError", host_worker_failure(h));
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -528,8 +521,48 @@ static int l_endpoint_pending(lua_State *L) {
 
 /* ep:peers() -> { {user_id=, routing_id=, last_seen=epoch seconds}, ... }
  * oldest contact first */
+typedef struct peers_push {
+    lua_State *L;
+    int n;
+} peers_push_t;
+
+static void s_push_peer(void *ctx, const char *user, size_t user_len, const char *rid, size_t rid_len,
+                        double last_seen) {
+    peers_push_t *pp = ctx;
+    lua_State *L = pp->L;
+    luaL_checkstack(L, 4, "peers");
+    lua_createtable(L, 0, 3);
+    lua_pushlstring(L, user, user_len);
+    lua_setfield(L, -2, "user_id");
+    lua_pushlstring(L, rid, rid_len);
+    lua_setfield(L, -2, "routing_id");
+    lua_pushnumber(L, last_seen);
+    lua_setfield(L, -2, "last_seen");
+    lua_rawseti(L, -2, ++pp->n);
+}
+
+/* peers() in a worker: the control's directory, asked for and waited for.
+ * Runs under lua_pcall (a push may raise: the link's frames stay below). */
+static int s_peers_protected(lua_State *L) {
+    lendpoint_t *le = lua_touserdata(L, 1);
+    char *err = lua_touserdata(L, 2);
+    lua_newtable(L);
+    peers_push_t pp = { L, 0 };
+    if (workers_query_peers(le, s_push_peer, &pp, err, 200) < 0) return 0;
+    return 1;
+}
+
 static int l_endpoint_peers(lua_State *L) {
     lendpoint_t *le = check_endpoint(L, 1);
+    if (endpoint_is_proxy(le->ep)) {
+        char err[200] = "";
+        lua_pushcfunction(L, s_peers_protected);
+        lua_pushlightuserdata(L, le);
+        lua_pushlightuserdata(L, err);
+        if (lua_pcall(L, 2, 1, 0) != LUA_OK) return lua_error(L);
+        if (lua_isnil(L, -1)) return lpseud_raise_error(L, "RuntimeError", lua_pushfstring(L, "peers(): %s", err));
+        return 1;
+    }
     peers_t *d = endpoint_peers(le->ep);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -552,9 +585,18 @@ static int l_endpoint_peers(lua_State *L) {
 /* ep:cluster() -> {node = id, up = bool} | nil: its place in a cluster. */
 static int l_endpoint_cluster(lua_State *L) {
     lendpoint_t *le = check_endpoint(L, 1);
-    if (!le->cluster) return 0;
-    int up;
-    const char *node = cluster_calls_node(le->cluster, &up);
+    int up = 0;
+    const char *node;
+    char buf[256], err[200];
+    if (endpoint_is_proxy(le->ep)) {              /* a worker's: the control's server's */
+        if (workers_query_cluster(le, buf, sizeof buf, &up, err, sizeof err) < 0)
+            return lpseud_raise_error(L, "RuntimeError", lua_pushfstring(L, "cluster(): %s", err));
+        if (!buf[0]) return 0;
+        node = buf;
+    } else {
+        if (!le->cluster) return 0;
+        node = cluster_calls_node(le->cluster, &up);
+    }
     lua_createtable(L, 0, 2);
     lua_pushstring(L, node);
     lua_setfield(L, -2, "node");

@@ -31,6 +31,8 @@
 /* The host_t, upvalue 1 of every function of the module. */
 #define HOST(L) ((host_t *)lua_touserdata(L, lua_upvalueindex(1)))
 
+/* The host of state L (pseud.core loaded), or NULL. */
+host_t *lpseud_host(lua_State *L);
 /* Number field `k` of the table at t, or def; raises if not a number. */
 double lpseud_opt_number(lua_State *L, int t, const char *k, double def);
 /* Push a new pending pseud.Future. May raise (memory). */

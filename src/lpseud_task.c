@@ -321,6 +321,8 @@ static int l_bounded_pcall(lua_State *L) {
 static const char s_script_key = 0;   /* registry: {path=, n=, args...} of the script run */
 
 void lpseud_set_script(lua_State *L, const char *path, int nargs, char **args) {
+    host_t *h = lpseud_host(L);
+    if (h) host_set_script(h, path, nargs, args);   /* for workers: main's argv lives on */
     lua_createtable(L, nargs, 2);
     lua_pushstring(L, path);
     lua_setfield(L, -2, "path");

@@ -20,6 +20,7 @@
 #include <lualib.h>
 
 #include "lpseud.h"
+#include "workers.h"
 
 static const char *s_progname = "pseud-lua";
 
@@ -42,6 +43,8 @@ static void s_usage(FILE *out) {
         "  --log-level LEVEL  error, warn, info (default), debug or quiet (sets PSEUD_LOG)\n"
         "  --metrics ADDRESS  serve Prometheus metrics at ADDRESS (tcp://HOST:PORT),\n"
         "              GET /metrics, from the start\n"
+        "  --workers N  run handlers in N worker threads, each with its own Lua state\n"
+        "              running the same script (1, the default: none; docs/workers.md)\n"
         "  --cluster URL  the first server without a cluster option joins the\n"
         "              cluster whose Redis is at URL (redis://[[USER]:PASSWORD@]HOST:PORT[/DB];\n"
         "              docs/cluster.md)\n"
@@ -146,7 +149,8 @@ static const char *s_option_value(int argc, char **argv, int *i, const char *nam
 static int s_log_level_option(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-e") == 0) { i++; continue; }
-        if (s_option_value(argc, argv, &i, "--metrics") || s_option_value(argc, argv, &i, "--cluster"))
+        if (s_option_value(argc, argv, &i, "--metrics") || s_option_value(argc, argv, &i, "--cluster") ||
+            s_option_value(argc, argv, &i, "--workers"))
             continue;                                                 /* and its value */
         if (strcmp(argv[i], "--") == 0 || argv[i][0] != '-' || strcmp(argv[i], "-") == 0) break;
         const char *v = s_option_value(argc, argv, &i, "--log-level");
@@ -197,6 +201,64 @@ typedef struct run_args {
     int exit_code;                /* what a helper command asked for (call, ls), else 0 */
 } run_args_t;
 
+/* --- a worker thread (docs/workers.md) --- */
+
+static void s_flush(lua_State *L, int failed);
+
+/* A worker's state: the libraries, the paths, marked as the worker's, then
+ * the script with its arguments. Under lua_pcall. */
+static int s_worker_pmain(lua_State *L) {
+    struct workers_slot *slot = lua_touserdata(L, 1);
+    luaL_openlibs(L);
+    s_setup_paths(L);
+    lpseud_mark_worker(L, slot);
+    luaL_requiref(L, "pseud.core", luaopen_pseud_core, 0);
+    lua_pop(L, 1);
+    int nargs;
+    char **args;
+    const char *path = workers_slot_script(slot, &nargs, &args);
+    lua_createtable(L, nargs, 1);
+    lua_pushstring(L, s_progname);
+    lua_rawseti(L, -2, -1);
+    lua_pushstring(L, path);
+    lua_rawseti(L, -2, 0);
+    for (int i = 0; i < nargs; i++) {
+        lua_pushstring(L, args[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setglobal(L, "arg");
+    int st = luaL_loadfile(L, path);
+    if (st == LUA_OK) {
+        luaL_checkstack(L, nargs + 3, "too many arguments to script");
+        for (int i = 0; i < nargs; i++) lua_pushstring(L, args[i]);
+        lpseud_set_script(L, path, nargs, args);
+        st = s_docall(L, nargs, 0);
+    }
+    if (st != LUA_OK) return lua_error(L);
+    return 0;
+}
+
+static void s_worker_main(struct workers_slot *slot) {
+    lua_State *L = luaL_newstate();
+    if (!L) {
+        workers_slot_failed(slot, "cannot create Lua state: not enough memory");
+        return;
+    }
+    memset(lua_getextraspace(L), 0, LUA_EXTRASPACE);
+    lua_pushcfunction(L, s_worker_pmain);
+    lua_pushlightuserdata(L, slot);
+    int status = lua_pcall(L, 1, 0, 0);
+    if (status != LUA_OK) {
+        const char *msg = lua_tostring(L, -1);
+        fprintf(stderr, "%s: worker %d: %s\n", s_progname, workers_slot_id(slot), msg ? msg : "(error)");
+        fflush(stderr);
+        workers_slot_failed(slot, msg ? msg : "(error)");
+        lua_pop(L, 1);
+    }
+    s_flush(L, status != LUA_OK);
+    lua_close(L);
+}
+
 /* Everything that may raise runs here, under lua_pcall from main. */
 static int s_pmain(lua_State *L) {
     run_args_t *a = lua_touserdata(L, 1);
@@ -211,6 +273,7 @@ static int s_pmain(lua_State *L) {
      * (they would let a handler switch its limits off) */
     luaL_requiref(L, "pseud.core", luaopen_pseud_core, 0);
     lua_pop(L, 1);
+    lpseud_set_worker_main(L, s_worker_main);
     a->status = LUA_OK;
     /* helper commands: pseud-lua keygen|passwd ... (lua/pseud/tools.lua),
      * call|ls ... (lua/pseud/cli.lua, which returns the exit status) */
@@ -237,7 +300,7 @@ static int s_pmain(lua_State *L) {
     for (i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-e") == 0) { i++; continue; }
         if (s_option_value(argc, argv, &i, "--log-level") || s_option_value(argc, argv, &i, "--metrics") ||
-            s_option_value(argc, argv, &i, "--cluster"))
+            s_option_value(argc, argv, &i, "--cluster") || s_option_value(argc, argv, &i, "--workers"))
             continue;
         if (strcmp(argv[i], "--") == 0) { script = i + 1 < argc ? i + 1 : 0; break; }
         if (argv[i][0] != '-' || strcmp(argv[i], "-") == 0) { script = i; break; }
@@ -263,6 +326,21 @@ static int s_pmain(lua_State *L) {
         } else if ((value = s_option_value(argc, argv, &i, "--metrics"))) {
             if (!*value) { s_usage(stderr); a->status = LUA_ERRRUN; return 0; }
             if (s_core_option(L, "metrics", "--metrics", value) != LUA_OK) { a->status = LUA_ERRRUN; return 0; }
+        } else if ((value = s_option_value(argc, argv, &i, "--workers"))) {
+            char *end;
+            long n = strtol(value, &end, 10);
+            if (!*value || *end || n < 1 || n > WORKERS_MAX) {
+                fprintf(stderr, "%s: --workers '%s': use a whole number from 1 to %d\n", s_progname, value,
+                        WORKERS_MAX);
+                a->status = LUA_ERRRUN;
+                return 0;
+            }
+            lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+            lua_getfield(L, -1, "pseud.core");
+            lua_getfield(L, -1, "workers");
+            lua_pushinteger(L, n);
+            lua_call(L, 1, 0);
+            lua_pop(L, 2);
         } else if ((value = s_option_value(argc, argv, &i, "--cluster"))) {
             if (!*value) { s_usage(stderr); a->status = LUA_ERRRUN; return 0; }
             if (s_core_option(L, "cluster", "--cluster", value) != LUA_OK) { a->status = LUA_ERRRUN; return 0; }

@@ -62,6 +62,7 @@ typedef struct task_work {
     uint64_t serial;              /* its sender's directory entry, for the budget */
     size_t charged;               /* the bytes its WORK holds against that budget */
     void *metric;                 /* its name's metrics series (metrics_name_t), or NULL */
+    int ship_metric;              /* a worker's: its outcome goes to the control's metrics */
     double started;               /* monotonic, when its WORK was taken (metrics, debug access line); 0: not kept */
 } task_work_t;
 

@@ -25,6 +25,8 @@ local pseud = {
   caller = core.caller,
   log = core.log,
   log_level = core.log_level,
+  role = core.role,             -- 'control' or 'worker' (docs/workers.md)
+  worker_id = core.worker_id,   -- 0 in the control, 1..N in worker N
 }
 
 --- Mark `t` as keyword arguments: the last argument of a call.
@@ -153,7 +155,7 @@ end
 local CORE_OPTIONS = {
   'cluster', 'heartbeat_plugin', 'identity', 'introspection', 'linger', 'max_handler_memory', 'max_handler_time',
   'max_hook_time', 'max_message_size', 'max_peer_queue', 'max_peers', 'metrics', 'proxy_to',
-  'registry', 'security_plugin', 'stop_timeout', 'timeout',
+  'registry', 'security_plugin', 'stop_timeout', 'timeout', 'worker_by', 'workers',
 }
 
 -- " (... reads it)" when another registered backend reads `key` or a name
@@ -235,7 +237,11 @@ local function new_rpc(kind, name, opts)
     error(core.error('TypeError', kind .. ': introspection must be true or false'), 3)
   end
   if reload.active() then return reload.claim(kind, name, opts) end
-  if opts.metrics ~= nil then                 -- the process's metrics (README "Metrics")
+  -- In a worker (docs/workers.md) an RPC is a proxy of the control's of the
+  -- same name: the control owns the socket, security, heartbeats, metrics
+  -- and the cluster; handlers and predicates run here.
+  local worker = core.role() == 'worker'
+  if opts.metrics ~= nil and not worker then  -- the process's metrics (README "Metrics")
     if type(opts.metrics) ~= 'string' then
       error(core.error('TypeError', "option 'metrics' must be an address, e.g. 'tcp://127.0.0.1:9101'"), 3)
     end
@@ -260,10 +266,12 @@ local function new_rpc(kind, name, opts)
   self._auth = backends.instance('auth', opts.security_plugin or 'noop_auth_backend', self, kind)
   self._heartbeat = backends.instance('heartbeat', opts.heartbeat_plugin or 'noop_heartbeat_backend',
     self, kind)
-  if self._auth.configure then self._auth:configure(self) end
-  if self._heartbeat.configure then self._heartbeat:configure(self) end
-  backends.start_heartbeat(self._heartbeat, ep)
-  backends.start_auth(self._auth, ep, kind)
+  if not worker then
+    if self._auth.configure then self._auth:configure(self) end
+    if self._heartbeat.configure then self._heartbeat:configure(self) end
+    backends.start_heartbeat(self._heartbeat, ep)
+    backends.start_auth(self._auth, ep, kind)
+  end
   if opts.proxy_to then ep:set_proxy(opts.proxy_to._core) end
   if ep:cluster() and (opts.security_plugin or 'noop_auth_backend') == 'noop_auth_backend' then
     -- without authentication a peer's user id is the routing id it picks:

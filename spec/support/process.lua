@@ -127,6 +127,32 @@ local function check_sanitizers(log, what)
 end
 process.check_sanitizers = check_sanitizers
 
+--- `--workers N` when $PSEUD_SPEC_WORKERS asks for N > 1 (the whole suite
+-- run with workers, docs/workers.md), else nothing: words to put before
+-- the script in a pseud-lua command line.
+function process.workers_args()
+  local n = tonumber(os.getenv('PSEUD_SPEC_WORKERS') or '')
+  if n and n > 1 then return { '--workers', tostring(math.floor(n)) } end
+  return {}
+end
+
+local HELPERS = { call = true, ls = true, keygen = true, passwd = true }
+
+--- argv with `--workers N` after the host when $PSEUD_SPEC_WORKERS asks
+-- for it and argv runs a script file with pseud-lua (not a helper command,
+-- not -e code, not one that chose its own --workers). Workers start only
+-- when a script serves, so clients are unchanged.
+local function with_workers(argv)
+  local extra = process.workers_args()
+  if #extra == 0 or type(argv) ~= 'table' or argv[1] ~= process.host() then return argv end
+  local first = argv[2]
+  if type(first) ~= 'string' or HELPERS[first] or first:sub(1, 1) == '-' then return argv end
+  local out = { argv[1] }
+  for _, w in ipairs(extra) do out[#out + 1] = w end
+  for i = 2, #argv do out[#out + 1] = argv[i] end
+  return out
+end
+
 local Proc = {}
 Proc.__index = Proc
 
@@ -136,7 +162,7 @@ function process.start(cmd, opts)
   counter = counter + 1
   local log = ('%s/%d-%s.log'):format(process.tmpdir(), counter,
     (opts.name or 'proc'):gsub('[^%w_.-]', '_'))
-  local line = command_line(cmd)
+  local line = command_line(with_workers(cmd))
   local sh = ('sh -c %s'):format(
     quote(('PSEUD_SPEC_LOG=%s setsid %s 2>%s </dev/null & echo $!; wait $!'):format(
       quote(log), line, quote(log))))
@@ -298,7 +324,7 @@ function process.run(argv, opts)
   local log = ('%s/%d-%s.log'):format(process.tmpdir(), counter,
     (opts.name or 'run'):gsub('[^%w_.-]', '_'))
   local cmd = ('PSEUD_SPEC_LOG=%s timeout -k 2 %s %s 2>%s </dev/null'):format(
-    quote(log), opts.timeout or RUN_TIMEOUT, command_line(argv), quote(log))
+    quote(log), opts.timeout or RUN_TIMEOUT, command_line(with_workers(argv)), quote(log))
   local h = assert(io.popen(cmd, 'r'))
   local out = h:read('a')
   local ok, _, code = h:close()

@@ -1,0 +1,99 @@
+--[==[
+spec/clients/workers.lua ENDPOINT CASE [ARG]: what workers_spec.lua asks
+of a server started with --workers 2 (spec/servers/workers.lua). Prints
+result lines, then `done`.
+Cases:
+  whoami N      N calls one after the other: `role R worker W` each
+  spin          spin(3) in one worker while 20 calls go one after the
+                other: `spin_error NAME`, `others W...`, `max_ms MS`
+  callback      send_to from a worker's handler back to this client, and
+                a worker's client calling through the control's, and
+                peers() from a worker: `callback W ANSWER`,
+                `via_client W ANSWER`, `peers W IDS`
+  many N K      K clients, N calls each, all in flight at once: `ok O`,
+                `wrong X`, `failed F`, `workers W...`
+  byuser K N    K clients with their own user ids, N calls each in flight:
+                one line `user U workers W...` per client
+]==]
+local pseud = require 'pseud'
+
+local endpoint, case = arg[1], arg[2]
+
+local function client(identity)
+  local c = pseud.Client('service', { identity = identity, timeout = 10 })
+  assert(c:connect(endpoint))
+  return c
+end
+
+local function sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  table.sort(keys)
+  return table.concat(keys, ' ')
+end
+
+if case == 'whoami' then
+  local c = client()
+  for _ = 1, tonumber(arg[3]) do
+    local r = c.whoami():get()
+    print(('role %s worker %d'):format(r.role, r.worker))
+  end
+elseif case == 'spin' then
+  local c = client()
+  local spinning = c.spin(3)                   -- max_handler_time = 1 stops it
+  local others, max = {}, 0
+  for _ = 1, 20 do
+    local t0 = pseud.now()
+    local r = c.whoami():get()
+    local dt = pseud.now() - t0
+    if dt > max then max = dt end
+    others[r.worker] = true
+  end
+  local ok, err = pcall(spinning.get, spinning)
+  print('spin_error ' .. (ok and 'none' or tostring(err.name)))
+  print('others ' .. sorted_keys(others))
+  print(('max_ms %d'):format(math.ceil(max * 1000)))
+elseif case == 'callback' then
+  local c = client('cb-client')
+  c:register_rpc('double', function(x) return 2 * x end)
+  local r = c.call_back('cb-client', 21):get()
+  print(('callback %d %s'):format(r.worker, tostring(r.answer)))
+  local v = c.via_client('Charly'):get()
+  print(('via_client %d %s'):format(v.worker, v.answer))
+  local p = c:call('peers'):get()
+  print(('peers %d %s'):format(p.worker, table.concat(p.peers, ',')))
+elseif case == 'many' then
+  local n, k = tonumber(arg[3]), tonumber(arg[4])
+  local clients, futures = {}, {}
+  for i = 1, k do clients[i] = client('many-' .. i) end
+  for j = 1, n do
+    for i = 1, k do futures[#futures + 1] = { i * 100000 + j, clients[i].whoami_echo(i * 100000 + j) } end
+  end
+  local ok, wrong, failed, workers = 0, 0, 0, {}
+  for _, f in ipairs(futures) do
+    local good, r = pcall(f[2].get, f[2])
+    if not good then failed = failed + 1
+    elseif r.echo ~= f[1] then wrong = wrong + 1
+    else ok = ok + 1; workers[r.worker] = true end
+  end
+  print('ok ' .. ok)
+  print('wrong ' .. wrong)
+  print('failed ' .. failed)
+  print('workers ' .. sorted_keys(workers))
+elseif case == 'byuser' then
+  local k, n = tonumber(arg[3]), tonumber(arg[4])
+  local per = {}
+  for i = 1, k do
+    local c = client('user-' .. i)
+    per[i] = {}
+    for _ = 1, n do per[i][#per[i] + 1] = c.whoami() end
+  end
+  for i = 1, k do
+    local seen = {}
+    for _, f in ipairs(per[i]) do seen[f:get().worker] = true end
+    print(('user user-%d workers %s'):format(i, sorted_keys(seen)))
+  end
+else
+  error('unknown case ' .. tostring(case))
+end
+print('done')

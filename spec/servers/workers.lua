@@ -1,0 +1,57 @@
+--[==[
+spec/servers/workers.lua: the server workers_spec.lua drives.
+
+  pseud-lua --workers N spec/servers/workers.lua [ENDPOINT [WORKER_BY [WORKERS]]]
+
+WORKERS, when given, is the server's `workers` option (instead of --workers).
+
+Prints `ready <endpoint>` (from the control only) once it can be called,
+then serves as service 'service' until SIGTERM. Every handler says which
+state ran it, so a spec can see where a call went.
+]==]
+local pseud = require 'pseud'
+
+local server = pseud.Server('service', { max_handler_time = 1,
+  worker_by = arg[2] ~= '' and arg[2] or nil, workers = tonumber(arg[3]) })
+local endpoint = assert(server:bind(arg[1] or 'tcp://127.0.0.1:*'))
+
+server:register_rpc('whoami', function()
+  return { role = pseud.role(), worker = pseud.worker_id() }
+end)
+
+server:register_rpc('echo', function(x) return x end)
+server:register_rpc('whoami_echo', function(x) return { worker = pseud.worker_id(), echo = x } end)
+server:register_rpc('hello', function(name) return 'Hello ' .. name end)
+
+-- Busy for `seconds` without yielding (a preempted handler: the count hook
+-- slices it, max_handler_time stops it).
+server:register_rpc('spin', function(seconds)
+  local t0 = pseud.now()
+  while pseud.now() - t0 < seconds do end
+  return pseud.worker_id()
+end)
+
+-- A call back to a connected client, from whatever state runs this.
+server:register_rpc('call_back', function(user, x)
+  return { worker = pseud.worker_id(), answer = server:send_to(user).double(x):get() }
+end)
+
+-- A client of this very server: in a worker it is a proxy, and its calls
+-- go through the control's client of the same name.
+local loopback = pseud.Client('service', { identity = 'loopback-client' })
+assert(loopback:connect(endpoint))
+server:register_rpc('via_client', function(name)
+  return { worker = pseud.worker_id(), answer = loopback.hello(name):get() }
+end)
+
+server:register_rpc('peers', function()
+  local ids = {}
+  for _, p in ipairs(server:peers()) do ids[#ids + 1] = p.user_id end
+  table.sort(ids)
+  return { worker = pseud.worker_id(), peers = ids }
+end)
+
+io.stdout:write(('role %s %d\n'):format(pseud.role(), pseud.worker_id()))
+if pseud.role() == 'control' then io.stdout:write('ready ', tostring(endpoint), '\n') end
+io.stdout:flush()
+server:start()

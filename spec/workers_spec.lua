@@ -1,0 +1,142 @@
+--[[
+workers_spec: pseud-lua --workers 2 (docs/workers.md), with real processes:
+the control keeps the socket and hands WORK to two worker threads, each with
+its own Lua state running the same script (spec/servers/workers.lua); the
+callers are pseud-lua clients (spec/clients/workers.lua) and the Python peer.
+]]
+local process = require 'spec.support.process'
+
+local SERVICE_HEX = '73657276696365'
+local HELLO_CHARLY_HEX = 'ac48656c6c6f20436861726c79'   -- msgpack str 'Hello Charly'
+
+--- Start the workers server with --workers 2; wait for the control's
+-- `ready` and both workers' `role worker N`. Returns proc, endpoint.
+local function start(worker_by, option)
+  local argv = { process.host(), '--workers', '2', 'spec/servers/workers.lua', 'tcp://127.0.0.1:*',
+                 worker_by or '' }
+  if option then                              -- the server's `workers` option instead of the flag
+    table.remove(argv, 3)
+    table.remove(argv, 2)
+    argv[#argv + 1] = option
+  end
+  local proc = process.start(argv, { name = 'workers-server' })
+  assert.same({ 'control', '0' }, { proc:wait_for('^role (%S+) (%d+)', 5, 10) })
+  local endpoint = proc:wait_for('^ready (%S+)', 5, 10)
+  local seen = {}
+  for _ = 1, 2 do
+    local role, id = proc:wait_for('^role (%S+) (%d+)', 5, 10)
+    assert.equal('worker', role)
+    seen[#seen + 1] = tonumber(id)
+  end
+  table.sort(seen)
+  assert.same({ 1, 2 }, seen)
+  return proc, endpoint
+end
+
+local function run(endpoint, ...)
+  return process.run_lines({ process.host(), 'spec/clients/workers.lua', endpoint, ... }, { timeout = 60 })
+end
+
+describe('pseud-lua --workers 2', function()
+  local server, endpoint
+
+  lazy_setup(function()
+    server, endpoint = start()
+  end)
+
+  lazy_teardown(function()
+    process.stop_all()
+  end)
+
+  after_each(function()
+    assert(server:alive(), 'the server died:\n' .. server:report())
+  end)
+
+  it('runs the script in the control (role control, id 0) and in each worker (role worker, ids 1 and 2)', function()
+    -- start() checked the lines each state printed; handlers run in workers
+    for _, line in ipairs(run(endpoint, 'whoami', '3')) do
+      assert.matches('^role worker worker [12]$', line)
+    end
+  end)
+
+  it('keeps answering from the other worker while a handler spins in one until max_handler_time', function()
+    local lines = run(endpoint, 'spin')
+    assert.equal('spin_error TimeoutError', lines[1])
+    local other = lines[2]:match('^others (%d)$')
+    assert.is_not_nil(other, lines[2])
+    local ms = tonumber(lines[3]:match('^max_ms (%d+)$'))
+    assert.is_true(ms < 250, 'a call waited ' .. ms .. ' ms while the other worker spun')
+  end)
+
+  it("lets a worker handler send_to a connected client, call through the control's client and list peers()", function()
+    local lines = run(endpoint, 'callback')
+    assert.matches('^callback [12] 42$', lines[1])
+    assert.matches('^via_client [12] Hello Charly$', lines[2])
+    assert.matches('^peers [12] .*cb%-client', lines[3])
+  end)
+
+  it('serves a Python pseud peer byte for byte', function()
+    local r, ok, raw = process.pypeer({ 'call', endpoint, 'service', 'hello', '["Charly"]' })
+    assert(ok, raw)
+    assert.same({}, r.problems)
+    assert.is_true(r.uuid_matches)
+    assert.same({ SERVICE_HEX, '', '7631', r.sent_uuid_hex, '01', HELLO_CHARLY_HEX }, r.frames_hex)
+  end)
+
+  it('ends each of 2,000 calls from 4 clients exactly once, on both workers', function()
+    local lines = run(endpoint, 'many', '500', '4')
+    assert.same({ 'ok 2000', 'wrong 0', 'failed 0', 'workers 1 2' }, lines)
+    assert.is_nil(server:log_text():find('dropped', 1, true), server:log_text())
+  end)
+
+  it('leaves nothing in flight: the control stops the workers and exits 0 on SIGTERM', function()
+    local proc, ep = start()
+    assert.same({ 'role worker worker 1' }, run(ep, 'whoami', '1'))
+    local ok, how, code = proc:stop()
+    assert.is_true(ok, ('%s %s\n%s'):format(how, code, proc:log_text()))
+  end)
+end)
+
+describe('pseud-lua --workers 2 whose script raises in a worker', function()
+  it('logs it with worker=N, stops serving and exits 1', function()
+    local out, ok, _, log = process.run({ process.host(), '--workers', '2', 'spec/servers/workers_fail.lua' },
+                                        { timeout = 20 })
+    assert.is_false(ok, out)
+    local text = process.read(log)
+    assert.matches('level=error msg="worker\'s script failed: stopping" worker=2 error="[^"]*boom in worker two', text)
+    assert.matches("RuntimeError: worker 2's script failed", text)
+  end)
+end)
+
+describe("a server's workers = 2 option", function()
+  lazy_teardown(function()
+    process.stop_all()
+  end)
+
+  it('starts two workers as --workers 2 does', function()
+    local _, endpoint = start(nil, '2')
+    for _, line in ipairs(run(endpoint, 'whoami', '2')) do
+      assert.matches('^role worker worker [12]$', line)
+    end
+  end)
+end)
+
+describe("pseud-lua --workers 2 with worker_by = 'user'", function()
+  lazy_teardown(function()
+    process.stop_all()
+  end)
+
+  it("keeps each user's calls on one worker", function()
+    local _, endpoint = start('user')
+    local lines = run(endpoint, 'byuser', '6', '20')
+    assert.equal(6, #lines)
+    local used = {}
+    for _, line in ipairs(lines) do
+      local w = line:match('^user user%-%d workers (%d)$')
+      assert.is_not_nil(w, 'calls of one user went to several workers: ' .. line)
+      used[w] = true
+    end
+    -- the user ids hash onto both workers (FNV-1a of 'user-1'..'user-6')
+    assert.same({ ['1'] = true, ['2'] = true }, used)
+  end)
+end)
