@@ -1,13 +1,16 @@
 /*
  * workers: the control <-> N worker states over inproc (see workers.h and
- * docs/workers.md).
+ * docs/workers.md). This file: the link's frames and the control's side
+ * (threads, WORK out, REPLY/CALL/questions in); workers_worker.c: a
+ * worker's side.
  *
  * The control never blocks on a worker: its sends are non-blocking to
  * PAIRs without a high-water mark, and it answers a worker's PEERS query
- * from its loop. A worker blocks only in workers_query_peers, bounded, and
+ * from its loop. A worker blocks only while it asks (peers, cluster, the
+ * password pool), bounded, and
  * keeps the messages that arrive meanwhile for its loop.
  */
-#include "workers.h"
+#include "workers_internal.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -25,52 +28,10 @@
 #include "cluster_calls.h"
 #include "message.h"
 
-#define MAX_PARTS      9          /* the longest message of the link */
-#define PEERS_WAIT_MS  5000       /* a worker waits this long for the control's peers */
-#define STASH_MAX      100000     /* messages a worker keeps while it waits */
-
-typedef struct stashed {
-    struct stashed *next;
-    int count;
-    zmq_msg_t parts[MAX_PARTS];
-} stashed_t;
-
-struct workers_slot {
-    workers_t *w;
-    int id;                       /* 1..N */
-    char address[64];             /* inproc://... */
-    void *control_pair;           /* the control's end (bound), NULL once closed */
-    void *worker_pair;            /* the worker's end: its thread makes and closes it */
-    pthread_t thread;
-    int started;                  /* the thread runs (join it) */
-    size_t inflight;              /* WORK sent, not answered yet */
-    uint64_t sched[4];            /* its preemptions, time, memory and hook-time hits, as it last said */
-    int done;                     /* DONE came: its thread is ending */
-    /* worker side */
-    host_t *host;                 /* the worker's host, while its state is open */
-    stashed_t *stash, *stash_tail;/* kept while waiting for PEERS */
-    size_t nstash;
-    loop_timer_t *drain;          /* runs the stash from the loop */
-};
-
-struct workers {
-    host_t *h;                    /* the control's host */
-    void *zmq;
-    int n;
-    workers_main_fn main;
-    const char *script;
-    int nargs;
-    char **args;
-    int relays;                   /* calls relayed for a worker, not yet answered */
-    size_t abandoned;             /* calls the workers answered PeerLostError at their stop */
-    int destroyed;                /* freed when relays reach 0 */
-    workers_slot_t slots[];
-};
-
 /* --- frames --- */
 
 /* Send `n` frames without blocking. 0, or -1 with errno. */
-static int s_sendv(void *sock, int n, const void *const *data, const size_t *len) {
+int workers_sendv(void *sock, int n, const void *const *data, const size_t *len) {
     for (int i = 0; i < n; i++)
         if (zmq_send(sock, data[i], len[i], ZMQ_DONTWAIT | (i + 1 < n ? ZMQ_SNDMORE : 0)) < 0)
             return -1;
@@ -80,7 +41,7 @@ static int s_sendv(void *sock, int n, const void *const *data, const size_t *len
 /* Receive one whole message: the first MAX_PARTS parts are kept in
  * `parts` (*kept of them), the rest dropped; *count says how many it had.
  * 0, or -1 with errno (EAGAIN: nothing). */
-static int s_recv(void *sock, zmq_msg_t *parts, int *kept, int *count, int flags) {
+int workers_recv(void *sock, zmq_msg_t *parts, int *kept, int *count, int flags) {
     int more = 1;
     *kept = *count = 0;
     while (more) {
@@ -101,14 +62,12 @@ static int s_recv(void *sock, zmq_msg_t *parts, int *kept, int *count, int flags
     return 0;
 }
 
-static void s_close_parts(zmq_msg_t *parts, int kept) {
+void workers_close_parts(zmq_msg_t *parts, int kept) {
     for (int i = 0; i < kept; i++) zmq_msg_close(&parts[i]);
 }
 
-#define P(i)  ((const char *)zmq_msg_data(&parts[i]))
-#define PL(i) zmq_msg_size(&parts[i])
 
-static uint64_t s_u64(const zmq_msg_t *m) {
+uint64_t workers_u64(const zmq_msg_t *m) {
     uint64_t v;
     memcpy(&v, zmq_msg_data((zmq_msg_t *)m), sizeof v);
     return v;
@@ -116,7 +75,7 @@ static uint64_t s_u64(const zmq_msg_t *m) {
 
 /* The open endpoint of host `h` of that kind ('s' server, 'c' client) and
  * name, or NULL. */
-static lendpoint_t *s_find(host_t *h, char kind, const char *name, size_t len) {
+lendpoint_t *workers_find(host_t *h, char kind, const char *name, size_t len) {
     for (int i = 0; i < h->nendpoints; i++) {
         lendpoint_t *le = h->endpoints[i];
         if (!le->ep) continue;
@@ -128,18 +87,19 @@ static lendpoint_t *s_find(host_t *h, char kind, const char *name, size_t len) {
     return NULL;
 }
 
-static char s_kind(const lendpoint_t *le) { return le->name_len ? 's' : 'c'; }
-static const char *s_name(const lendpoint_t *le, size_t *len) {
+char workers_kind(const lendpoint_t *le) { return le->name_len ? 's' : 'c'; }
+const char *workers_name(const lendpoint_t *le, size_t *len) {
     *len = le->name_len ? le->name_len : le->default_peer_len;
     return le->name_len ? le->name : le->default_peer;
 }
 
-/* ================= the control ================= */
-
-static void s_bad(host_t *h, const workers_slot_t *s, const char *what, int count) {
+void workers_bad(host_t *h, const workers_slot_t *s, const char *what, int count) {
     HOST_LOG_LIMITED(h, LOG_WARN, "workers: malformed message dropped", LOG_INT("worker", s->id),
                      LOG_STR("what", what), LOG_INT("frames", count));
 }
+
+/* ================= the control ================= */
+
 
 /* A relayed call's answer goes back to the worker that made it. */
 typedef struct relay {
@@ -169,7 +129,7 @@ static void s_relay_answered(endpoint_relay_t *base, int type, const char *body,
         uint8_t t = (uint8_t)type;
         const void *d[] = { "S", &r->kind, r->name, r->call_id, &t, body };
         size_t l[] = { 1, 1, r->name_len, FRAME_UUID_SIZE, 1, len };
-        s_sendv(pair, 6, d, l);
+        workers_sendv(pair, 6, d, l);
         loop_touch(host_loop(r->w->h), pair);
     }
     s_relay_free(r);
@@ -180,7 +140,7 @@ static void s_send_failed(workers_slot_t *s, char kind, const char *name, size_t
     if (!s->control_pair) return;
     const void *d[] = { "F", &kind, name, call_id, error_name, message };
     size_t l[] = { 1, 1, name_len, FRAME_UUID_SIZE, strlen(error_name), strlen(message) };
-    s_sendv(s->control_pair, 6, d, l);
+    workers_sendv(s->control_pair, 6, d, l);
     loop_touch(host_loop(s->w->h), s->control_pair);
 }
 
@@ -197,12 +157,12 @@ static void s_on_call(workers_slot_t *s, zmq_msg_t *parts, int count) {
     host_t *h = s->w->h;
     if (count != 8 || PL(1) != 1 || PL(2) == 0 || PL(2) > FRAME_MAX_ID || PL(3) > FRAME_MAX_ID ||
         PL(4) > FRAME_MAX_ID || PL(6) != sizeof(double) || PL(7) != FRAME_UUID_SIZE) {
-        s_bad(h, s, "CALL", count);
+        workers_bad(h, s, "CALL", count);
         return;
     }
     char kind = P(1)[0];
     const uint8_t *call_id = (const uint8_t *)P(7);
-    lendpoint_t *le = s_find(h, kind, P(2), PL(2));
+    lendpoint_t *le = workers_find(h, kind, P(2), PL(2));
     if (!le) {
         char text[320];
         snprintf(text, sizeof text, "the control has no %s '%.*s' to make this call",
@@ -262,18 +222,18 @@ static void s_on_reply(workers_slot_t *s, zmq_msg_t *parts, int count) {
     host_t *h = s->w->h;
     if (count != 9 || PL(1) == 0 || PL(1) > FRAME_MAX_ID || PL(2) == 0 || PL(2) > FRAME_MAX_ID ||
         PL(3) > FRAME_MAX_ID || PL(4) != FRAME_UUID_SIZE || PL(5) != 1 || PL(7) != 8 || PL(8) != 8) {
-        s_bad(h, s, "REPLY", count);
+        workers_bad(h, s, "REPLY", count);
         return;
     }
     if (s->inflight) s->inflight--;
-    lendpoint_t *le = s_find(h, 's', P(1), PL(1));
+    lendpoint_t *le = workers_find(h, 's', P(1), PL(1));
     if (!le) return;                              /* closed: nobody to answer */
     int type = (uint8_t)P(5)[0];
     if (type != FRAME_OK && type != FRAME_ERROR && type != FRAME_UNAUTHORIZED) {
-        s_bad(h, s, "REPLY type", count);
+        workers_bad(h, s, "REPLY type", count);
         return;
     }
-    endpoint_release(le->ep, P(2), PL(2), s_u64(&parts[7]), (size_t)s_u64(&parts[8]));
+    endpoint_release(le->ep, P(2), PL(2), workers_u64(&parts[7]), (size_t)workers_u64(&parts[8]));
     endpoint_reply(le->ep, P(2), PL(2), PL(3) ? P(3) : NULL, PL(3), (const uint8_t *)P(4), type,
                    P(6), PL(6));
 }
@@ -281,13 +241,13 @@ static void s_on_reply(workers_slot_t *s, zmq_msg_t *parts, int count) {
 static void s_on_peers(workers_slot_t *s, zmq_msg_t *parts, int count) {
     host_t *h = s->w->h;
     if (count != 3 || PL(1) != 1 || PL(2) == 0 || PL(2) > FRAME_MAX_ID) {
-        s_bad(h, s, "PEERS", count);
+        workers_bad(h, s, "PEERS", count);
         const void *d[] = { "p" };              /* an empty answer: the worker must not wait */
         size_t l[] = { 1 };
-        s_sendv(s->control_pair, 1, d, l);
+        workers_sendv(s->control_pair, 1, d, l);
         return;
     }
-    lendpoint_t *le = s_find(h, P(1)[0], P(2), PL(2));
+    lendpoint_t *le = workers_find(h, P(1)[0], P(2), PL(2));
     peers_t *dir = le ? endpoint_peers(le->ep) : NULL;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -308,7 +268,7 @@ static void s_on_metric(workers_slot_t *s, zmq_msg_t *parts, int count) {
     host_t *h = s->w->h;
     if (count != 5 || PL(1) > 65536 || PL(2) != 1 || PL(3) != sizeof(double) ||
         PL(4) != sizeof s->sched || (uint8_t)P(2)[0] >= METRICS_OUTCOMES) {
-        s_bad(h, s, "METRIC", count);
+        workers_bad(h, s, "METRIC", count);
         return;
     }
     memcpy(s->sched, P(4), sizeof s->sched);
@@ -327,31 +287,20 @@ void workers_sched_totals(const workers_t *w, uint64_t totals[4]) {
         for (int j = 0; j < 4; j++) totals[j] += w->slots[i].sched[j];
 }
 
-void workers_ship_metric(host_t *h, const char *name, size_t len, int outcome, double seconds) {
-    workers_slot_t *s = h->slot;
-    if (!s || !s->worker_pair) return;
-    uint8_t o = (uint8_t)outcome;
-    uint64_t sched[4] = { h->sched.preemptions, h->sched.time_hits, h->sched.memory_hits,
-                          h->sched.hook_time_hits };
-    const void *d[] = { "M", name ? name : "", &o, &seconds, sched };
-    size_t l[] = { 1, name ? len : 0, 1, sizeof seconds, sizeof sched };
-    s_sendv(s->worker_pair, 5, d, l);
-    loop_touch(host_loop(h), s->worker_pair);
-}
 
 /* CLUSTER [kind, epkind, name] -> 'k' [kind, node, up] or ['k'] (none) */
 static void s_on_cluster(workers_slot_t *s, zmq_msg_t *parts, int count) {
     host_t *h = s->w->h;
     lendpoint_t *le = count == 3 && PL(1) == 1 && PL(2) > 0 && PL(2) <= FRAME_MAX_ID
-                    ? s_find(h, P(1)[0], P(2), PL(2)) : NULL;
-    if (count != 3) s_bad(h, s, "CLUSTER", count);
+                    ? workers_find(h, P(1)[0], P(2), PL(2)) : NULL;
+    if (count != 3) workers_bad(h, s, "CLUSTER", count);
     if (le && le->cluster) {
         int up;
         const char *node = cluster_calls_node(le->cluster, &up);
         uint8_t u = (uint8_t)(up != 0);
         const void *d[] = { "k", node, &u };
         size_t l[] = { 1, strlen(node), 1 };
-        s_sendv(s->control_pair, 3, d, l);
+        workers_sendv(s->control_pair, 3, d, l);
     } else {
         zmq_send(s->control_pair, "k", 1, ZMQ_DONTWAIT);
     }
@@ -364,7 +313,7 @@ static void s_control_on_message(loop_t *loop, void *socket, void *arg) {
     zmq_msg_t parts[MAX_PARTS];
     int kept, count;
     (void)loop;
-    while (s->control_pair && s_recv(socket, parts, &kept, &count, ZMQ_DONTWAIT) == 0) {
+    while (s->control_pair && workers_recv(socket, parts, &kept, &count, ZMQ_DONTWAIT) == 0) {
         char kind = PL(0) == 1 ? P(0)[0] : 0;
         if (kind == 'R') s_on_reply(s, parts, count);
         else if (kind == 'C') s_on_call(s, parts, count);
@@ -375,7 +324,7 @@ static void s_control_on_message(loop_t *loop, void *socket, void *arg) {
             if (count == 1 && host_passwd_stats(h, &st) == 0) {
                 const void *d[] = { "y", &st };
                 size_t l[] = { 1, sizeof st };
-                s_sendv(s->control_pair, 2, d, l);
+                workers_sendv(s->control_pair, 2, d, l);
             } else zmq_send(s->control_pair, "y", 1, ZMQ_DONTWAIT);
             loop_touch(host_loop(h), s->control_pair);
         }
@@ -386,12 +335,12 @@ static void s_control_on_message(loop_t *loop, void *socket, void *arg) {
         } else if (kind == 'M') {
             s_on_metric(s, parts, count);
         } else if (kind == 'A' && count == 2 && PL(1) == 8) {
-            s->w->abandoned += (size_t)s_u64(&parts[1]);
+            s->w->abandoned += (size_t)workers_u64(&parts[1]);
         } else if (kind == 'D') {
             s->done = 1;
             HOST_LOG(h, LOG_DEBUG, "worker done", LOG_INT("worker", s->id));
-        } else s_bad(h, s, "unknown kind", count);
-        s_close_parts(parts, kept);
+        } else workers_bad(h, s, "unknown kind", count);
+        workers_close_parts(parts, kept);
     }
 }
 
@@ -493,7 +442,7 @@ void workers_slot_abandoned(workers_slot_t *slot, size_t calls) {
     uint64_t n = calls;
     const void *d[] = { "A", &n };
     size_t l[] = { 1, 8 };
-    s_sendv(slot->worker_pair, 2, d, l);
+    workers_sendv(slot->worker_pair, 2, d, l);
 }
 
 size_t workers_inflight(const workers_t *w) {
@@ -559,354 +508,9 @@ int workers_send_work(workers_t *w, lendpoint_t *le, const frame_message_t *m) {
                               (w->h->metrics ? 4 : 0));   /* 4: ship outcomes ('M') */
     const void *d[] = { "W", le->name, m->peer, m->user, m->uuid, m->body, &serial, &charged, &flags };
     size_t l[] = { 1, le->name_len, m->peer_len, m->user_len, FRAME_UUID_SIZE, m->body_len, 8, 8, 1 };
-    int rc = s_sendv(best->control_pair, 9, d, l);
+    int rc = workers_sendv(best->control_pair, 9, d, l);
     loop_touch(host_loop(w->h), best->control_pair);
     if (rc < 0) return -1;
     best->inflight++;
     return 0;
-}
-
-/* ================= a worker ================= */
-
-int workers_slot_id(const workers_slot_t *slot) { return slot->id; }
-void *workers_slot_zmq(const workers_slot_t *slot) { return slot->w->zmq; }
-const char *workers_slot_script(const workers_slot_t *slot, int *nargs, char ***args) {
-    *nargs = slot->w->nargs;
-    *args = slot->w->args;
-    return slot->w->script;
-}
-
-void workers_slot_failed(workers_slot_t *slot, const char *text) {
-    if (!slot->worker_pair) return;
-    const void *d[] = { "E", text };
-    size_t l[] = { 1, strlen(text) };
-    s_sendv(slot->worker_pair, 2, d, l);
-}
-
-/* A proxy's reply: REPLY to the control. */
-static int s_proxy_reply(void *ctx, const char *peer, size_t peer_len, const char *user, size_t user_len,
-                         const uint8_t *uuid, int type, const void *body, size_t body_len,
-                         uint64_t serial, size_t charged) {
-    lendpoint_t *le = ctx;
-    workers_slot_t *s = le->host->slot;
-    if (!s || !s->worker_pair) return -1;
-    uint8_t t = (uint8_t)type;
-    uint64_t c = charged;
-    const void *d[] = { "R", le->name, peer, user ? user : "", uuid, &t, body, &serial, &c };
-    size_t l[] = { 1, le->name_len, peer_len, user ? user_len : 0, FRAME_UUID_SIZE, 1, body_len, 8, 8 };
-    int rc = s_sendv(s->worker_pair, 9, d, l);
-    loop_touch(host_loop(le->host), s->worker_pair);
-    return rc;
-}
-
-void workers_proxy_endpoint(lendpoint_t *le) {
-    endpoint_proxy_t px = { le, s_proxy_reply };
-    endpoint_set_proxy(le->ep, &px);
-}
-
-/* A WORK for a server this worker has not made (its script made another
- * set): ServiceNotFoundError, through the control. */
-static void s_no_server(workers_slot_t *s, zmq_msg_t *parts) {
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    static const char text[] = "this worker serves no such server";
-    if (message_pack_error(&pk, "ServiceNotFoundError", 20, text, sizeof text - 1, "", 0) == 0) {
-        uint8_t t = FRAME_ERROR;
-        const void *d[] = { "R", P(1), P(2), P(3), P(4), &t, sb.data, P(6), P(7) };
-        size_t l[] = { 1, PL(1), PL(2), PL(3), FRAME_UUID_SIZE, 1, sb.size, 8, 8 };
-        s_sendv(s->worker_pair, 9, d, l);
-    }
-    msgpack_sbuffer_destroy(&sb);
-}
-
-/* WORK [kind, name, peer, user, uuid, body, serial, charged, flags]: the
- * same on_work a socket's WORK takes (dispatch.c). */
-static void s_on_work(workers_slot_t *s, zmq_msg_t *parts, int count) {
-    host_t *h = s->host;
-    if (count != 9 || PL(1) == 0 || PL(1) > FRAME_MAX_ID || PL(2) == 0 || PL(2) > FRAME_MAX_ID ||
-        PL(3) > FRAME_MAX_ID || PL(4) != FRAME_UUID_SIZE || PL(6) != 8 || PL(7) != 8 || PL(8) != 1) {
-        s_bad(h, s, "WORK", count);
-        return;
-    }
-    lendpoint_t *le = s_find(h, 's', P(1), PL(1));
-    if (!le) { s_no_server(s, parts); return; }
-    frame_message_t m;
-    memset(&m, 0, sizeof m);
-    m.type = FRAME_WORK;
-    m.fd = -1;
-    m.peer = P(2); m.peer_len = PL(2);
-    m.user = P(3); m.user_len = PL(3);
-    m.uuid = (const uint8_t *)P(4); m.uuid_len = FRAME_UUID_SIZE;
-    m.body = P(5); m.body_len = PL(5);
-    m.serial = s_u64(&parts[6]);
-    m.charged = (size_t)s_u64(&parts[7]);
-    m.logged_in = (P(8)[0] & 1) != 0;
-    m.idle_sender = (P(8)[0] & 2) != 0;
-    if (P(8)[0] & 4) h->ship_metrics = 1;         /* metrics, once served, stay on */
-    endpoint_events_t ev;
-    dispatch_events(le, &ev);
-    endpoint_proxy_arm(le->ep, m.serial, m.charged);   /* for a refusal given now */
-    ev.on_work(ev.ctx, le->ep, &m);
-    if (le->ep) endpoint_proxy_arm(le->ep, 0, 0);
-}
-
-/* RESULT / FAILED [kind, epkind, name, call id, ...] of a call this worker made */
-static void s_on_answer(workers_slot_t *s, zmq_msg_t *parts, int count, int failed) {
-    host_t *h = s->host;
-    if (count != 6 || PL(1) != 1 || PL(2) == 0 || PL(2) > FRAME_MAX_ID || PL(3) != FRAME_UUID_SIZE ||
-        (!failed && PL(4) != 1) || (failed && (PL(4) == 0 || PL(4) > 64))) {
-        s_bad(h, s, failed ? "FAILED" : "RESULT", count);
-        return;
-    }
-    lendpoint_t *le = s_find(h, P(1)[0], P(2), PL(2));
-    endpoint_call_t *c = le ? endpoint_find_call(le->ep, (const uint8_t *)P(3)) : NULL;
-    if (!c) return;                               /* timed out here already */
-    if (!failed) {
-        int type = (uint8_t)P(4)[0];
-        endpoint_settle_call(le->ep, c, type == FRAME_OK ? FRAME_OK : FRAME_ERROR, P(5), PL(5));
-        return;
-    }
-    char name[65], message[1024];
-    snprintf(name, sizeof name, "%.*s", (int)PL(4), P(4));
-    snprintf(message, sizeof message, "%.*s", (int)(PL(5) > 1000 ? 1000 : PL(5)), P(5));
-    endpoint_fail_call(le->ep, c, name, message);
-}
-
-static void s_worker_message(workers_slot_t *s, zmq_msg_t *parts, int count) {
-    char kind = PL(0) == 1 ? P(0)[0] : 0;
-    if (kind == 'W') s_on_work(s, parts, count);
-    else if (kind == 'S') s_on_answer(s, parts, count, 0);
-    else if (kind == 'F') s_on_answer(s, parts, count, 1);
-    else if (kind == 'X') host_stop(s->host);
-    else if (kind == 'p' || kind == 'k' || kind == 'y') {}       /* an answer nobody waits for any more */
-    else s_bad(s->host, s, "unknown kind", count);
-}
-
-/* Run what was kept while waiting, then what the socket has. */
-static void s_worker_drain(workers_slot_t *s) {
-    while (s->stash && s->host) {
-        stashed_t *m = s->stash;
-        s->stash = m->next;
-        if (!s->stash) s->stash_tail = NULL;
-        s->nstash--;
-        int kept = m->count < MAX_PARTS ? m->count : MAX_PARTS;
-        s_worker_message(s, m->parts, m->count);
-        s_close_parts(m->parts, kept);
-        free(m);
-    }
-    zmq_msg_t parts[MAX_PARTS];
-    int kept, count;
-    while (s->host && s->worker_pair && !s->stash &&
-           s_recv(s->worker_pair, parts, &kept, &count, ZMQ_DONTWAIT) == 0) {
-        s_worker_message(s, parts, count);
-        s_close_parts(parts, kept);
-    }
-}
-
-static void s_worker_on_message(loop_t *loop, void *socket, void *arg) {
-    (void)loop; (void)socket;
-    s_worker_drain(arg);
-}
-
-static void s_drain_timer(loop_t *loop, loop_timer_t *t, void *arg) {
-    workers_slot_t *s = arg;
-    (void)loop; (void)t;
-    s->drain = NULL;
-    s_worker_drain(s);
-}
-
-int workers_attach(host_t *h, workers_slot_t *slot) {
-    slot->host = h;
-    h->slot = slot;
-    h->worker_id = slot->id;
-    loop_ignore_signals(host_loop(h));
-    return loop_add_socket(host_loop(h), slot->worker_pair, s_worker_on_message, slot);
-}
-
-void workers_detach(workers_slot_t *slot) {
-    if (!slot->host) return;
-    if (slot->drain) loop_cancel_timer(host_loop(slot->host), slot->drain);
-    slot->drain = NULL;
-    loop_remove_socket(host_loop(slot->host), slot->worker_pair);
-    while (slot->stash) {
-        stashed_t *m = slot->stash;
-        slot->stash = m->next;
-        s_close_parts(m->parts, m->count < MAX_PARTS ? m->count : MAX_PARTS);
-        free(m);
-    }
-    slot->stash_tail = NULL;
-    slot->nstash = 0;
-    slot->host = NULL;
-}
-
-endpoint_call_t *workers_send_call(lendpoint_t *le, const char *user, size_t user_len,
-                                   const char *rid, size_t rid_len, const char *body, size_t body_len,
-                                   double timeout, int ref, int *e) {
-    workers_slot_t *s = le->host->slot;
-    if (!s || !s->worker_pair) { *e = EHOSTUNREACH; return NULL; }
-    size_t name_len;
-    const char *name = s_name(le, &name_len);
-    const char *who = user ? user : name;
-    size_t who_len = user ? user_len : name_len;
-    uint8_t call_id[FRAME_UUID_SIZE];
-    frame_new_uuid(call_id);
-    char kind = s_kind(le);
-    const void *d[] = { "C", &kind, name, user ? user : "", rid ? rid : "", body, &timeout, call_id };
-    size_t l[] = { 1, 1, name_len, user ? user_len : 0, rid ? rid_len : 0, body_len, sizeof timeout,
-                   FRAME_UUID_SIZE };
-    if (s_sendv(s->worker_pair, 8, d, l) < 0) { *e = errno; return NULL; }
-    /* its answer comes from the loop, after this returns */
-    endpoint_call_t *c = endpoint_track_call(le->ep, call_id, who, who_len, timeout, ref);
-    if (!c) *e = ENOMEM;
-    loop_touch(host_loop(le->host), s->worker_pair);
-    return c;
-}
-
-/* Keep a message that came while waiting for PEERS' answer. */
-static int s_stash(workers_slot_t *s, zmq_msg_t *parts, int kept, int count) {
-    stashed_t *m = s->nstash < STASH_MAX ? malloc(sizeof *m) : NULL;
-    if (!m) { s_close_parts(parts, kept); return -1; }
-    m->next = NULL;
-    m->count = count;
-    for (int i = 0; i < kept; i++) { zmq_msg_init(&m->parts[i]); zmq_msg_move(&m->parts[i], &parts[i]); }
-    s_close_parts(parts, kept);
-    if (s->stash_tail) s->stash_tail->next = m; else s->stash = m;
-    s->stash_tail = m;
-    s->nstash++;
-    return 0;
-}
-
-/* Ask the control (`kind` [kind, epkind, name] for `le`) and wait, bounded,
- * for the answer whose first frame is `answer`: 0 with that frame in
- * *first (its other frames still to read), or -1 with a reason in `err`.
- * Other messages that come meanwhile are kept for the loop. */
-static int s_ask_frames(host_t *h, int n, const void *const *d, const size_t *l, char answer,
-                        zmq_msg_t *first, char *err, size_t err_size);
-
-static int s_ask(lendpoint_t *le, char kind, char answer, zmq_msg_t *first, char *err, size_t err_size) {
-    size_t name_len;
-    const char *name = s_name(le, &name_len);
-    char epkind = s_kind(le);
-    const void *d[] = { &kind, &epkind, name };
-    size_t l[] = { 1, 1, name_len };
-    return s_ask_frames(le->host, 3, d, l, answer, first, err, err_size);
-}
-
-/* s_ask with the request's frames given. */
-static int s_ask_frames(host_t *h, int n, const void *const *d, const size_t *l, char answer,
-                        zmq_msg_t *first, char *err, size_t err_size) {
-    workers_slot_t *s = h->slot;
-    if (!s || !s->worker_pair) { snprintf(err, err_size, "no link to the control"); return -1; }
-    if (s_sendv(s->worker_pair, n, d, l) < 0) {
-        snprintf(err, err_size, "cannot ask the control: %s", zmq_strerror(errno));
-        return -1;
-    }
-    double end = loop_now() + PEERS_WAIT_MS / 1000.0;
-    int rc = -1;
-    snprintf(err, err_size, "the control did not answer within %d ms", PEERS_WAIT_MS);
-    for (;;) {
-        double left = end - loop_now();
-        if (left <= 0) break;
-        zmq_pollitem_t item = { s->worker_pair, 0, ZMQ_POLLIN, 0 };
-        if (zmq_poll(&item, 1, (long)(left * 1000) + 1) < 0 && errno != EINTR) break;
-        if (!(item.revents & ZMQ_POLLIN)) continue;
-        zmq_msg_init(first);
-        if (zmq_msg_recv(first, s->worker_pair, ZMQ_DONTWAIT) < 0) { zmq_msg_close(first); continue; }
-        if (zmq_msg_size(first) == 1 && *(char *)zmq_msg_data(first) == answer) { rc = 0; break; }
-        /* another message: kept for the loop */
-        zmq_msg_t parts[MAX_PARTS];
-        int kept = 1, count = 1, more = zmq_msg_more(first);
-        zmq_msg_init(&parts[0]);
-        zmq_msg_move(&parts[0], first);
-        zmq_msg_close(first);
-        while (more) {
-            zmq_msg_t tmp, *m = kept < MAX_PARTS ? &parts[kept] : &tmp;
-            zmq_msg_init(m);
-            zmq_msg_recv(m, s->worker_pair, 0);
-            more = zmq_msg_more(m);
-            if (m == &tmp) zmq_msg_close(m); else kept++;
-            count++;
-        }
-        if (s_stash(s, parts, kept, count) < 0)
-            HOST_LOG(h, LOG_ERROR, "workers: a message was lost while waiting for the control");
-    }
-    loop_touch(host_loop(h), s->worker_pair);
-    if (s->stash && !s->drain) s->drain = loop_add_timer(host_loop(h), 0, s_drain_timer, s);
-    return rc;
-}
-
-/* The rest of a message whose first frame was read: up to `max` frames in
- * `parts` (*got of them), the others dropped; 0, or -1 when it had more. */
-static int s_rest(void *sock, zmq_msg_t *first, zmq_msg_t *parts, int max, int *got) {
-    int more = zmq_msg_more(first), extra = 0;
-    zmq_msg_close(first);
-    *got = 0;
-    while (more) {
-        zmq_msg_t tmp, *m = *got < max ? &parts[*got] : &tmp;
-        zmq_msg_init(m);
-        zmq_msg_recv(m, sock, 0);
-        more = zmq_msg_more(m);
-        if (m == &tmp) { zmq_msg_close(m); extra = 1; } else ++*got;
-    }
-    return extra ? -1 : 0;
-}
-
-int workers_query_cluster(lendpoint_t *le, char *node, size_t node_size, int *up, char *err, size_t err_size) {
-    zmq_msg_t first, parts[2];
-    if (s_ask(le, 'K', 'k', &first, err, err_size) < 0) return -1;
-    int got, rc = s_rest(le->host->slot->worker_pair, &first, parts, 2, &got);
-    if (rc == 0 && got == 0) rc = 0, node[0] = '\0';          /* no cluster */
-    else if (rc == 0 && got == 2 && zmq_msg_size(&parts[0]) < node_size && zmq_msg_size(&parts[1]) == 1) {
-        memcpy(node, zmq_msg_data(&parts[0]), zmq_msg_size(&parts[0]));
-        node[zmq_msg_size(&parts[0])] = '\0';
-        *up = *(uint8_t *)zmq_msg_data(&parts[1]) != 0;
-    } else {
-        rc = -1;
-        snprintf(err, err_size, "the control's answer was malformed");
-    }
-    s_close_parts(parts, got);
-    return rc;
-}
-
-int workers_query_peers(lendpoint_t *le, workers_peer_fn each, void *ctx, char *err, size_t err_size) {
-    zmq_msg_t first;
-    if (s_ask(le, 'P', 'p', &first, err, err_size) < 0) return -1;
-    void *sock = le->host->slot->worker_pair;
-    int more = zmq_msg_more(&first), ok = 1;
-    zmq_msg_close(&first);
-    while (more) {                                /* (user, routing id, last_seen) triples */
-        zmq_msg_t t[3];
-        int got = 0;
-        for (; got < 3 && more; got++) {
-            zmq_msg_init(&t[got]);
-            zmq_msg_recv(&t[got], sock, 0);
-            more = zmq_msg_more(&t[got]);
-        }
-        if (got == 3 && ok && zmq_msg_size(&t[2]) == sizeof(double) &&
-            zmq_msg_size(&t[0]) <= FRAME_MAX_ID && zmq_msg_size(&t[1]) <= FRAME_MAX_ID) {
-            double seen;
-            memcpy(&seen, zmq_msg_data(&t[2]), sizeof seen);
-            each(ctx, zmq_msg_data(&t[0]), zmq_msg_size(&t[0]), zmq_msg_data(&t[1]),
-                 zmq_msg_size(&t[1]), seen);
-        } else ok = 0;
-        for (int i = 0; i < got; i++) zmq_msg_close(&t[i]);
-    }
-    if (!ok) snprintf(err, err_size, "the control's answer was malformed");
-    return ok ? 0 : -1;
-}
-
-int workers_query_passwd(host_t *h, passwd_stats_t *st) {
-    zmq_msg_t first, parts[1];
-    char err[120];
-    const void *d[] = { "Y" };
-    size_t l[] = { 1 };
-    if (s_ask_frames(h, 1, d, l, 'y', &first, err, sizeof err) < 0) return -1;
-    int got, rc = s_rest(h->slot->worker_pair, &first, parts, 1, &got);
-    if (rc == 0 && got == 1 && zmq_msg_size(&parts[0]) == sizeof *st)
-        memcpy(st, zmq_msg_data(&parts[0]), sizeof *st);
-    else rc = -1;                                 /* no pool in the control, or malformed */
-    s_close_parts(parts, got);
-    return rc;
 }
