@@ -11,9 +11,13 @@ Prints `ready <endpoint>`, serves 'service' until SIGTERM.
 ]]
 local pseud = require 'pseud'
 
+-- workers = 1 even under pseud-lua --workers N: hold() and release() share
+-- `generation` across peers, and module-level state is per worker
+-- (docs/workers.md); a script like this one keeps its handlers together
 local server = pseud.Server('service', {
   max_peer_queue = tonumber(arg[2]),
   max_peers = arg[3] and tonumber(arg[3]) or nil,
+  workers = 1,
 })
 local endpoint = assert(server:bind(arg[1] or 'tcp://127.0.0.1:*'))
 
