@@ -133,6 +133,7 @@ int main(int argc, char **argv) {
    * heap rather than trimming and re-faulting it on every large message, so
    * the 64 KiB echo compares like with like. */
   mallopt(M_TRIM_THRESHOLD, 8 << 20);
+  mallopt(M_MMAP_THRESHOLD, 4 << 20);
   if (bench_install_signal_handlers() < 0) {
     perror("bench_echo_c: sigaction");
     return 1;

@@ -82,6 +82,29 @@ describe('a slow or silent peer', function()
   end)
 end)
 
+describe('after a flood', function()
+  local server, endpoint
+  lazy_setup(function()   -- the default budget, 16 MiB: the flood grows the heap by tens of MiB
+    server, endpoint = process.server('spec/servers/backpressure.lua', 'tcp://127.0.0.1:*', tostring(16 << 20))
+  end)
+  lazy_teardown(function() process.stop_all() end)
+
+  it('gives the free heap back to the system once its peers are quiet', function()
+    local r = peer({ 'slow', endpoint, tostring(server.pid), '2000', '65536' })
+    assert.equal(0, r.missing)
+    if SANITIZED then return end
+    -- the flood grew the process, or this case proves nothing
+    assert.is_true(r.rss_peak_kib - r.rss_start_kib > 32 * 1024,
+      ('RSS only grew from %d to %d KiB'):format(r.rss_start_kib, r.rss_peak_kib))
+    -- three quiet seconds, then malloc_trim (src/host.c): awaited for 10 s at most
+    local target = r.rss_start_kib + 16 * 1024
+    local s = peer({ 'settle', tostring(server.pid), tostring(target), '10' })
+    assert.is_true(s.rss_kib <= target,
+      ('RSS still %d KiB 10 s after the flood (started at %d, peak %d)'):format(
+        s.rss_kib, r.rss_start_kib, r.rss_peak_kib))
+  end)
+end)
+
 describe('a peer that floods what costs more than it sends', function()
   -- a server of its own for each: VmHWM is the process's peak since it started
   local server, endpoint

@@ -18,6 +18,7 @@
 #include "cluster_calls.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,9 +78,14 @@ static void s_name(const cluster_link_t *l, const char **name, size_t *len) {
 
 /* --- the origin: a send_to to a user on another node --- */
 
-static void s_fail(cluster_link_t *l, endpoint_call_t *c, const char *fmt, const char *a, const char *b) {
+static void s_fail(cluster_link_t *l, endpoint_call_t *c, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void s_fail(cluster_link_t *l, endpoint_call_t *c, const char *fmt, ...) {
     char msg[600];
-    snprintf(msg, sizeof msg, fmt, a, b);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
     endpoint_fail_call(l->le->ep, c, "PeerLostError", msg);
 }
 
@@ -134,7 +140,7 @@ static void s_on_lookup(void *arg, int status, const char *node, size_t node_len
         memcpy(m.uuid, op->uuid, FRAME_UUID_SIZE);
         msgpack_sbuffer_clear(&l->sb);
         if (!c->via || forward_pack(&l->pk, &m) < 0) {
-            s_fail(l, c, "peer '%s': not enough memory to forward the call%s", user, "");
+            s_fail(l, c, "peer '%s': not enough memory to forward the call", user);
         } else if (cluster_publish(l->cluster, node, node_len, l->sb.data, l->sb.size,
                                    s_on_published, op) == 0) {
             s_trim(&l->sb);
@@ -145,9 +151,9 @@ static void s_on_lookup(void *arg, int status, const char *node, size_t node_len
         }
     } else if (status == CLUSTER_DOWN) {
         s_fail(l, c, "no connected peer '%s' here, and the cluster is unreachable "
-               "(Redis link down)%s", user, "");
+               "(Redis link down)", user);
     } else {
-        s_fail(l, c, "no connected peer '%s' on any node of the cluster%s", user, "");
+        s_fail(l, c, "no connected peer '%s' on any node of the cluster", user);
     }
     free(op);
 }

@@ -69,6 +69,9 @@ struct host {
     int worker_id;                /* 0: the control (or no workers); 1..N: a worker */
     int ship_metrics;             /* a worker whose control counts metrics: outcomes go there */
     char worker_failure[512];     /* the control: why a worker's script failed, or "" */
+    loop_timer_t *trim_timer;     /* the control, serving: gives idle heap back (host.c) */
+    uint64_t trim_bytes_in;       /* bytes read by the endpoints at its last tick */
+    int trim_quiet;               /* its quiet ticks in a row; -1: looked, none since */
 };
 
 /* The thread Lua runs on from a callback: the loop's, or the main one. */

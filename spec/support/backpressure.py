@@ -23,6 +23,9 @@ every wait is bounded by a deadline.
            hello: HELLO; bad: a WORK with a bad version, answered
            ProtocolError) from a peer that never reads; then a hello
            from another peer, and the server's RSS.
+  settle   PID KIB SECONDS          the server's RSS, looked at every 0.1 s
+           until it is at most KIB or SECONDS passed: the last figure and
+           when it was read.
 """
 
 import json
@@ -311,6 +314,15 @@ def cmd_nowork(endpoint, pid, count, kind):
     return emit({'sent': sent, 'hello': served[1], 'rss_start_kib': rss0, 'rss_peak_kib': peak})
 
 
+def cmd_settle(pid, kib, seconds):
+    start = time.monotonic()
+    rss = rss_kib(pid, 'VmRSS')
+    while rss > kib and time.monotonic() - start < seconds:
+        time.sleep(0.1)
+        rss = rss_kib(pid, 'VmRSS')
+    return emit({'rss_kib': rss, 'seconds': round(time.monotonic() - start, 1)})
+
+
 def main(argv):
     cmd, rest = argv[1], argv[2:]
     if cmd == 'budget':
@@ -325,6 +337,8 @@ def main(argv):
         return cmd_tiny(rest[0], int(rest[1]), int(rest[2]))
     if cmd == 'nowork':
         return cmd_nowork(rest[0], int(rest[1]), int(rest[2]), rest[3])
+    if cmd == 'settle':
+        return cmd_settle(int(rest[0]), int(rest[1]), float(rest[2]))
     if cmd == 'crowd':
         return cmd_crowd(rest[0], int(rest[1]))
     sys.stderr.write(__doc__)
