@@ -30,7 +30,7 @@
 #define TRIM_EVERY    1.0         /* seconds between two looks at the heap's free bytes */
 #define TRIM_HELD     (16u << 20) /* free heap bytes held past this go back to the kernel */
 #define TRIM_QUIET    (1u << 20)  /* ... once the endpoints read less than this a second */
-#define TRIM_QUIET_TICKS 3        /* ... for this many seconds in a row */
+#define TRIM_QUIET_TICKS 10       /* ... for this many seconds in a row */
 #define WORKER_LOG_FIELDS 32      /* fields of a worker's line kept */
 #define LOG_PER_SEC   20          /* per-call lines (host_log_limited) a second */
 
@@ -546,7 +546,8 @@ static void s_start_workers(host_t *h) {
  * back (every arena's: the I/O thread's too). Never while traffic flows:
  * the trim and the re-faults after it cost a busy loop milliseconds (a
  * probe's p99 beside a flood went from 4 to 20 ms when it trimmed every
- * second), and a burst that comes back within seconds finds its pages. */
+ * second), and a burst that comes back within 10 s finds its pages (a trimmed
+ * heap faults them in again: 10 ms of a probe's p99 on this VM). */
 static void s_trim_heap(loop_t *loop, loop_timer_t *t, void *arg) {
     (void)t;
     host_t *h = arg;
