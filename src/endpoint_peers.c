@@ -153,7 +153,7 @@ void endpoint_drain_monitor(endpoint_t *ep) {
         char address[256] = "";
         while (more) {                           /* the endpoint address: for handshakes */
             zmq_msg_init(&addr);
-            if (zmq_msg_recv(&addr, ep->monitor, 0) < 0) { zmq_msg_close(&addr); break; }
+            if (frame_recv_part(&addr, ep->monitor, 0) < 0) { zmq_msg_close(&addr); break; }
             if (!address[0]) {
                 size_t n = zmq_msg_size(&addr) < sizeof address - 1 ? zmq_msg_size(&addr) : sizeof address - 1;
                 memcpy(address, zmq_msg_data(&addr), n);

@@ -13,6 +13,24 @@
 
 #include <uuid/uuid.h>
 
+/* A signal (SIGHUP, SIGTERM) can fail any zmq_msg_recv or zmq_send with
+ * EINTR, the later parts of a message too: giving up there cut the message
+ * (a lost call or reply, and the rest read as a message of its own). Later
+ * parts are there already (a message arrives whole) and queue at once
+ * (the first part decided), so they are retried; so is a first part, which
+ * is all or nothing. */
+int frame_send_part(void *socket, const void *data, size_t len, int flags) {
+    int rc;
+    while ((rc = zmq_send(socket, data, len, flags)) < 0 && errno == EINTR) {}
+    return rc;
+}
+
+int frame_recv_part(zmq_msg_t *part, void *socket, int flags) {
+    int rc;
+    while ((rc = zmq_msg_recv(part, socket, flags)) < 0 && errno == EINTR) {}
+    return rc;
+}
+
 int frame_recv(void *socket, frame_message_t *m) {
     int more = 1;
     m->kept = 0;
@@ -21,11 +39,11 @@ int frame_recv(void *socket, frame_message_t *m) {
         zmq_msg_t scratch, *part = m->kept < FRAME_MAX_PARTS ? &m->parts[m->kept] : &scratch;
         zmq_msg_init(part);
         /* later parts of a message arrive at once: only the first may be EAGAIN */
-        if (zmq_msg_recv(part, socket, m->count == 0 ? ZMQ_DONTWAIT : 0) < 0) {
+        if (frame_recv_part(part, socket, m->count == 0 ? ZMQ_DONTWAIT : 0) < 0) {
             int e = errno;
             zmq_msg_close(part);
             if (m->count == 0) { errno = e; return -1; }
-            break;                     /* interrupted mid-message: keep what came */
+            break;                     /* the socket failed mid-message (ETERM): keep what came */
         }
         more = zmq_msg_more(part);
         m->count++;
@@ -133,11 +151,11 @@ enum frame_kind frame_decode(frame_message_t *m) { return frame_decode_from(m, 1
 static int s_send_head(void *socket, const char *peer, size_t peer_len,
                        const uint8_t *uuid, size_t uuid_len, int type) {
     unsigned char t = (unsigned char)type;
-    if (zmq_send(socket, peer, peer_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) return -1;
-    zmq_send(socket, "", 0, ZMQ_SNDMORE);
-    zmq_send(socket, FRAME_VERSION, 2, ZMQ_SNDMORE);
-    zmq_send(socket, uuid_len ? (const void *)uuid : "", uuid_len, ZMQ_SNDMORE);
-    zmq_send(socket, &t, 1, ZMQ_SNDMORE);
+    if (frame_send_part(socket, peer, peer_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) return -1;
+    frame_send_part(socket, "", 0, ZMQ_SNDMORE);
+    frame_send_part(socket, FRAME_VERSION, 2, ZMQ_SNDMORE);
+    frame_send_part(socket, uuid_len ? (const void *)uuid : "", uuid_len, ZMQ_SNDMORE);
+    frame_send_part(socket, &t, 1, ZMQ_SNDMORE);
     return 0;
 }
 
@@ -145,14 +163,16 @@ int frame_send(void *socket, const char *peer, size_t peer_len,
                const uint8_t *uuid, size_t uuid_len, int type,
                const void *body, size_t body_len) {
     if (s_send_head(socket, peer, peer_len, uuid, uuid_len, type) < 0) return -1;
-    zmq_send(socket, body_len ? body : "", body_len, 0);
+    frame_send_part(socket, body_len ? body : "", body_len, 0);
     return 0;
 }
 
 int frame_send_msg(void *socket, const char *peer, size_t peer_len,
                    const uint8_t *uuid, size_t uuid_len, int type, zmq_msg_t *body) {
     if (s_send_head(socket, peer, peer_len, uuid, uuid_len, type) < 0) return -1;
-    if (zmq_msg_send(body, socket, 0) < 0) zmq_msg_close(body);
+    int rc;
+    while ((rc = zmq_msg_send(body, socket, 0)) < 0 && errno == EINTR) {}
+    if (rc < 0) zmq_msg_close(body);
     return 0;
 }
 

@@ -86,6 +86,14 @@ int frame_send(void *socket, const char *peer, size_t peer_len,
 int frame_send_msg(void *socket, const char *peer, size_t peer_len,
                    const uint8_t *uuid, size_t uuid_len, int type, zmq_msg_t *body);
 
+/* One part of any multipart message (ZAP, the monitor, the worker link
+ * too), retried while a signal interrupts it (EINTR): a part given up
+ * halfway through a message cuts it, and the rest reads as a message of
+ * its own. zmq_send / zmq_msg_recv otherwise; for a first part with
+ * ZMQ_DONTWAIT they fail as those do (EAGAIN, EHOSTUNREACH). */
+int frame_send_part(void *socket, const void *data, size_t len, int flags);
+int frame_recv_part(zmq_msg_t *part, void *socket, int flags);
+
 /* Write a fresh random uuid4 (libuuid) to out. */
 void frame_new_uuid(uint8_t out[FRAME_UUID_SIZE]);
 

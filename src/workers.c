@@ -33,7 +33,7 @@
 /* Send `n` frames without blocking. 0, or -1 with errno. */
 int workers_sendv(void *sock, int n, const void *const *data, const size_t *len) {
     for (int i = 0; i < n; i++)
-        if (zmq_send(sock, data[i], len[i], ZMQ_DONTWAIT | (i + 1 < n ? ZMQ_SNDMORE : 0)) < 0)
+        if (frame_send_part(sock, data[i], len[i], ZMQ_DONTWAIT | (i + 1 < n ? ZMQ_SNDMORE : 0)) < 0)
             return -1;
     return 0;
 }
@@ -47,7 +47,7 @@ int workers_recv(void *sock, zmq_msg_t *parts, int *kept, int *count, int flags)
     while (more) {
         zmq_msg_t tmp, *m = *kept < MAX_PARTS ? &parts[*kept] : &tmp;
         zmq_msg_init(m);
-        if (zmq_msg_recv(m, sock, *count ? 0 : flags) < 0) {
+        if (frame_recv_part(m, sock, *count ? 0 : flags) < 0) {
             int e = errno;
             zmq_msg_close(m);
             for (int i = 0; i < *kept; i++) zmq_msg_close(&parts[i]);
@@ -252,12 +252,12 @@ static void s_on_peers(workers_slot_t *s, zmq_msg_t *parts, int count) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     double wall = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9, mono = loop_now();
-    int rc = zmq_send(s->control_pair, "p", 1, ZMQ_DONTWAIT | (dir && peers_oldest(dir) ? ZMQ_SNDMORE : 0));
+    int rc = frame_send_part(s->control_pair, "p", 1, ZMQ_DONTWAIT | (dir && peers_oldest(dir) ? ZMQ_SNDMORE : 0));
     for (peer_t *p = dir ? peers_oldest(dir) : NULL; p && rc >= 0; p = p->newer) {
         double seen = wall - (mono - p->last_seen);
-        zmq_send(s->control_pair, p->user_id, p->user_id_len, ZMQ_DONTWAIT | ZMQ_SNDMORE);
-        zmq_send(s->control_pair, p->routing_id, p->routing_id_len, ZMQ_DONTWAIT | ZMQ_SNDMORE);
-        rc = zmq_send(s->control_pair, &seen, sizeof seen, ZMQ_DONTWAIT | (p->newer ? ZMQ_SNDMORE : 0));
+        frame_send_part(s->control_pair, p->user_id, p->user_id_len, ZMQ_DONTWAIT | ZMQ_SNDMORE);
+        frame_send_part(s->control_pair, p->routing_id, p->routing_id_len, ZMQ_DONTWAIT | ZMQ_SNDMORE);
+        rc = frame_send_part(s->control_pair, &seen, sizeof seen, ZMQ_DONTWAIT | (p->newer ? ZMQ_SNDMORE : 0));
     }
     loop_touch(host_loop(h), s->control_pair);
 }

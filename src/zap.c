@@ -16,6 +16,8 @@
 
 #include <zmq.h>
 
+#include "frame.h"
+
 #define ZAP_ENDPOINT  "inproc://zeromq.zap.01"
 #define ZAP_ENVELOPE  2          /* pipe id, empty delimiter */
 
@@ -90,14 +92,14 @@ static void s_send(zap_t *z, const void *envelope, size_t envelope_len,
     loop_touch(z->loop, socket);                 /* it may be answered outside its handler */
     size_t tl = strnlen(text, ZAP_MAX_TEXT), ul = status == ZAP_OK ? strnlen(user_id, ZAP_MAX_TEXT) : 0;
     /* a pipe that is gone takes nothing: ROUTER drops it */
-    zmq_send(socket, envelope, envelope_len, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-    zmq_send(socket, "", 0, ZMQ_SNDMORE);
-    zmq_send(socket, "1.0", 3, ZMQ_SNDMORE);
-    zmq_send(socket, request_id, request_id_len, ZMQ_SNDMORE);
-    zmq_send(socket, code, 3, ZMQ_SNDMORE);
-    zmq_send(socket, text, tl, ZMQ_SNDMORE);
-    zmq_send(socket, user_id, ul, ZMQ_SNDMORE);
-    zmq_send(socket, "", 0, 0);                  /* metadata: none */
+    frame_send_part(socket, envelope, envelope_len, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    frame_send_part(socket, "", 0, ZMQ_SNDMORE);
+    frame_send_part(socket, "1.0", 3, ZMQ_SNDMORE);
+    frame_send_part(socket, request_id, request_id_len, ZMQ_SNDMORE);
+    frame_send_part(socket, code, 3, ZMQ_SNDMORE);
+    frame_send_part(socket, text, tl, ZMQ_SNDMORE);
+    frame_send_part(socket, user_id, ul, ZMQ_SNDMORE);
+    frame_send_part(socket, "", 0, 0);                  /* metadata: none */
 }
 
 static void s_handle(zap_t *z) {
@@ -106,7 +108,7 @@ static void s_handle(zap_t *z) {
     while (more) {
         zmq_msg_t scratch, *part = n < ZAP_ENVELOPE + ZAP_MAX_PARTS ? &parts[n] : &scratch;
         zmq_msg_init(part);
-        if (zmq_msg_recv(part, z->socket, n == 0 ? ZMQ_DONTWAIT : 0) < 0) {
+        if (frame_recv_part(part, z->socket, n == 0 ? ZMQ_DONTWAIT : 0) < 0) {
             zmq_msg_close(part);
             if (n == 0) return;
             break;

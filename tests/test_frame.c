@@ -17,9 +17,12 @@
 #include "frame.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+
+#include <sys/time.h>
 
 static int g_checks, g_failed;
 
@@ -357,6 +360,99 @@ static void test_many_parts(void *client, void *service)
     }
 }
 
+/* A signal in the middle of a message (SIGHUP for a reload, SIGTERM) must
+ * not cut it: zmq_msg_recv or zmq_send of a later part can fail with EINTR,
+ * and a message short of a part is a lost call or a lost reply (the rest
+ * was even read as a message of its own). SIGALRM without SA_RESTART every
+ * 20 us while 20,000 six-part messages cross each way: frame_recv under
+ * the signals with the sender shielded, then frame_send under them with
+ * the receiver shielded. Each must come whole, in order. */
+static volatile sig_atomic_t g_alarms;
+static void s_on_alarm(int sig) { (void)sig; g_alarms++; }
+
+static void s_shield(int on, sigset_t *was)
+{
+    sigset_t alarm;
+    sigemptyset(&alarm);
+    sigaddset(&alarm, SIGALRM);
+    if (on) sigprocmask(SIG_BLOCK, &alarm, was);
+    else sigprocmask(SIG_SETMASK, was, NULL);
+}
+
+/* 20,000 messages from `from` to `to`, the side not under test shielded.
+ * Returns how many came whole and in order; *first_bad the first that did not. */
+static int s_cross_under_signals(void *from, void *to, int test_send, int *first_bad)
+{
+    enum { TOTAL = 20000, BATCH = 200 };
+    int whole = 0;
+    sigset_t was;
+    *first_bad = -1;
+    for (int sent = 0; sent < TOTAL && *first_bad < 0; sent += BATCH) {
+        if (!test_send) s_shield(1, &was);
+        for (int i = sent; i < sent + BATCH; i++) {
+            char body[16];
+            int n = snprintf(body, sizeof body, "%d", i), rc;
+            if (test_send) {
+                double deadline = s_now() + WAIT_LIMIT;
+                while ((rc = frame_send(from, "client", 6, UUID, 16, FRAME_OK, body, (size_t)n)) < 0 &&
+                       (errno == EAGAIN || errno == EINTR) && s_now() < deadline) {}
+            } else {
+                part_t msg[] = { S("service"), S(""), S("v1"), U16, WORK, { body, (size_t)n } };
+                rc = s_send_parts(from, msg, 6);
+            }
+            if (rc < 0) { *first_bad = i; break; }
+        }
+        if (!test_send) s_shield(0, &was);
+        if (test_send) s_shield(1, &was);
+        for (int i = sent; i < sent + BATCH && *first_bad < 0; i++) {
+            frame_message_t m;
+            int rc;
+            double deadline = s_now() + WAIT_LIMIT;
+            memset(&m, 0, sizeof m);
+            while ((rc = frame_recv(to, &m)) < 0 && (errno == EAGAIN || errno == EINTR) &&
+                   s_now() < deadline) {
+                zmq_pollitem_t item = { to, 0, ZMQ_POLLIN, 0 };
+                zmq_poll(&item, 1, 10);
+            }
+            char want[16];
+            snprintf(want, sizeof want, "%d", i);
+            if (rc == 0 && frame_decode(&m) == FRAME_KIND_MESSAGE && m.count == 6 &&
+                s_is(m.body, m.body_len, want))
+                whole++;
+            else
+                *first_bad = i;
+            if (rc == 0) frame_close(&m);
+        }
+        if (test_send) s_shield(0, &was);
+    }
+    while (!s_quiet(to)) {                       /* what a cut left, so the next test starts clean */
+        frame_message_t m;
+        if (frame_recv(to, &m) == 0) frame_close(&m);
+    }
+    return whole;
+}
+
+static void test_signals(void *client, void *service)
+{
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = s_on_alarm;                  /* no SA_RESTART: calls see EINTR */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGALRM, &sa, &old);
+    struct itimerval every = { { 0, 20 }, { 0, 20 } }, off = { { 0, 0 }, { 0, 0 } };
+    setitimer(ITIMER_REAL, &every, NULL);
+    int bad_in, bad_out;
+    int in = s_cross_under_signals(client, service, 0, &bad_in);
+    int received_alarms = (int)g_alarms;
+    int out = s_cross_under_signals(service, client, 1, &bad_out);
+    setitimer(ITIMER_REAL, &off, NULL);
+    sigaction(SIGALRM, &old, NULL);
+    CHECK(in == 20000, "frame_recv under %d signals: %d of 20000 messages whole, the first cut at #%d",
+          received_alarms, in, bad_in);
+    CHECK(out == 20000, "frame_send under %d signals: %d of 20000 messages whole, the first cut at #%d",
+          (int)g_alarms - received_alarms, out, bad_out);
+}
+
 /* frame_send from the service: to an unknown peer nothing leaves, then a
  * message to the client arrives whole. */
 static void test_send(void *client, void *service)
@@ -591,6 +687,7 @@ int main(void)
     test_well_formed(client, service);
     test_invalid(client, service);
     test_many_parts(client, service);
+    test_signals(client, service);
     test_send(client, service);
     test_req_peer(ctx, service);
     test_long_routing_id(ctx, service);
