@@ -105,6 +105,7 @@ typedef struct endpoint_stats {
     uint64_t replies_dropped;        /* replies to peers that were gone */
     uint64_t peers_evicted;          /* entries dropped past max_peers */
     uint64_t bytes_in;               /* body bytes of every message read */
+    uint64_t bytes_out;              /* body bytes of large messages sent (1 KiB and up) */
 } endpoint_stats_t;
 
 void endpoint_options_init(endpoint_options_t *o);

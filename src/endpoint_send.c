@@ -91,6 +91,7 @@ static int s_send(endpoint_t *ep, peer_t *p, const char *peer, size_t peer_len,
     b->len = len;
     memcpy(b->data, body, len);
     s_meter_charge(p->meter, len);
+    ep->stats.bytes_out += len;
     zmq_msg_t msg;
     if (zmq_msg_init_data(&msg, b->data, len, s_meter_release, NULL) < 0) {
         s_meter_release(b->data, NULL);
@@ -274,6 +275,7 @@ int endpoint_out_send_owned(endpoint_t *ep, peer_t *p, const char *peer, size_t 
     hint->meter = p->meter;
     hint->len = body_len;
     s_meter_charge(p->meter, body_len);
+    ep->stats.bytes_out += body_len;
     zmq_msg_t msg;
     if (zmq_msg_init_data(&msg, body, body_len, s_owned_release, hint) < 0) {
         s_owned_release(body, hint);

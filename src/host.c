@@ -13,8 +13,8 @@
 #include "host.h"
 
 #include <dirent.h>
-#include <malloc.h>
 #include <errno.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +29,7 @@
 #define SBUF_KEEP     (1u << 20)  /* a pack buffer larger than this is freed after use */
 #define TRIM_EVERY    1.0         /* seconds between two looks at the heap's free bytes */
 #define TRIM_HELD     (16u << 20) /* free heap bytes held past this go back to the kernel */
-#define TRIM_QUIET    (1u << 20)  /* ... once the endpoints read less than this a second */
+#define TRIM_QUIET    (1u << 20)  /* ... once the endpoints move less than this a second */
 #define TRIM_QUIET_TICKS 10       /* ... for this many seconds in a row */
 #define WORKER_LOG_FIELDS 32      /* fields of a worker's line kept */
 #define LOG_PER_SEC   20          /* per-call lines (host_log_limited) a second */
@@ -541,21 +541,25 @@ static void s_start_workers(host_t *h) {
  * from the heap, so large bodies do not re-fault their pages on every call.
  * After a burst (a flood of 64 KiB calls) the heap can then hold tens of
  * MiB free below its top, which trimming the top never returns. Once the
- * endpoints have read less than TRIM_QUIET a second for TRIM_QUIET_TICKS
- * seconds, and more than TRIM_HELD is free, malloc_trim hands those pages
- * back (every arena's: the I/O thread's too). Never while traffic flows:
- * the trim and the re-faults after it cost a busy loop milliseconds (a
- * probe's p99 beside a flood went from 4 to 20 ms when it trimmed every
- * second), and a burst that comes back within 10 s finds its pages (a trimmed
- * heap faults them in again: 10 ms of a probe's p99 on this VM). */
+ * endpoints have read and sent less than TRIM_QUIET a second for
+ * TRIM_QUIET_TICKS seconds, and more than TRIM_HELD is free, malloc_trim
+ * hands those pages back (every arena's: the I/O thread's too). Never while
+ * traffic flows: the trim and the re-faults after it cost a busy loop
+ * milliseconds (a probe's p99 beside a flood went from 4 to 20 ms when it
+ * trimmed every second), and a burst that comes back within 10 s finds its
+ * pages (a trimmed heap faults them in again: 10 ms of a probe's p99 on
+ * this VM). */
 static void s_trim_heap(loop_t *loop, loop_timer_t *t, void *arg) {
     (void)t;
     host_t *h = arg;
-    uint64_t in = 0;
-    for (int i = 0; i < h->nendpoints; i++)
-        if (h->endpoints[i]->ep) in += endpoint_stats(h->endpoints[i]->ep)->bytes_in;
-    int quiet = in >= h->trim_bytes_in && in - h->trim_bytes_in < TRIM_QUIET;
-    h->trim_bytes_in = in;
+    uint64_t moved = 0;
+    for (int i = 0; i < h->nendpoints; i++) {
+        if (!h->endpoints[i]->ep) continue;
+        const endpoint_stats_t *st = endpoint_stats(h->endpoints[i]->ep);
+        moved += st->bytes_in + st->bytes_out;
+    }
+    int quiet = moved >= h->trim_moved && moved - h->trim_moved < TRIM_QUIET;
+    h->trim_moved = moved;
     if (!quiet)
         h->trim_quiet = 0;
     else if (h->trim_quiet >= 0 && ++h->trim_quiet >= TRIM_QUIET_TICKS) {

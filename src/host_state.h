@@ -70,7 +70,7 @@ struct host {
     int ship_metrics;             /* a worker whose control counts metrics: outcomes go there */
     char worker_failure[512];     /* the control: why a worker's script failed, or "" */
     loop_timer_t *trim_timer;     /* the control, serving: gives idle heap back (host.c) */
-    uint64_t trim_bytes_in;       /* bytes read by the endpoints at its last tick */
+    uint64_t trim_moved;          /* bytes the endpoints read and sent, at its last tick */
     int trim_quiet;               /* its quiet ticks in a row; -1: looked, none since */
 };
 
