@@ -617,7 +617,7 @@ static void s_on_readable(loop_t *loop, void *socket, void *arg) {
         if (frame_recv(socket, &m) < 0) break;
         got = 1;
         enum frame_kind kind = frame_decode_from(&m, with_user_id);
-        ep->stats.bytes_in += m.body_len;
+        ep->stats.bytes_in += m.body_len + STATS_MSG_BYTES;
         if (kind == FRAME_KIND_BAD_ID) {
             ENDPOINT_REFUSAL(ep, "refused a message: its routing id is too long: dropped",
                              LOG_INT("id_bytes", m.peer_len), LOG_INT("max", FRAME_MAX_ID),

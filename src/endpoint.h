@@ -99,13 +99,17 @@ typedef struct endpoint_options {
     size_t max_peers;                /* directory entries, at most (0: no bound) */
 } endpoint_options_t;
 
+/* What a message counts for in bytes_in / bytes_out beside its body, so
+ * that a flood of small or malformed messages counts as traffic too. */
+#define STATS_MSG_BYTES 64
+
 typedef struct endpoint_stats {
     uint64_t busy_refused;           /* WORK answered BusyError: its peer was over budget */
     uint64_t busy_unanswered;        /* ... and not even that could be queued */
     uint64_t replies_dropped;        /* replies to peers that were gone */
     uint64_t peers_evicted;          /* entries dropped past max_peers */
-    uint64_t bytes_in;               /* body bytes of every message read */
-    uint64_t bytes_out;              /* body bytes of large messages sent (1 KiB and up) */
+    uint64_t bytes_in;               /* messages read: their bodies, plus STATS_MSG_BYTES each */
+    uint64_t bytes_out;              /* calls and replies sent: the same */
 } endpoint_stats_t;
 
 void endpoint_options_init(endpoint_options_t *o);

@@ -141,7 +141,7 @@ void endpoint_drain_monitor(endpoint_t *ep) {
     for (;;) {                                   /* to the end: a stale entry must not pass */
         zmq_msg_t ev, addr;
         zmq_msg_init(&ev);
-        if (zmq_msg_recv(&ev, ep->monitor, ZMQ_DONTWAIT) < 0) { zmq_msg_close(&ev); break; }
+        if (frame_recv_part(&ev, ep->monitor, ZMQ_DONTWAIT) < 0) { zmq_msg_close(&ev); break; }
         uint16_t event = 0;
         uint32_t value = 0;
         if (zmq_msg_size(&ev) >= 6) {

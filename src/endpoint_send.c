@@ -80,8 +80,8 @@ static int s_meter(peer_t *p) {
 }
 
 /* frame_send, metered for `p` when the body is large enough to matter. */
-static int s_send(endpoint_t *ep, peer_t *p, const char *peer, size_t peer_len,
-                  const uint8_t *uuid, size_t uuid_len, int type, const void *body, size_t len) {
+static int s_send_metered(endpoint_t *ep, peer_t *p, const char *peer, size_t peer_len,
+                          const uint8_t *uuid, size_t uuid_len, int type, const void *body, size_t len) {
     loop_touch(ep->loop, ep->socket);
     if (!p || len < TRACK_MIN || s_meter(p) < 0)
         return frame_send(ep->socket, peer, peer_len, uuid, uuid_len, type, body, len);
@@ -91,7 +91,6 @@ static int s_send(endpoint_t *ep, peer_t *p, const char *peer, size_t peer_len,
     b->len = len;
     memcpy(b->data, body, len);
     s_meter_charge(p->meter, len);
-    ep->stats.bytes_out += len;
     zmq_msg_t msg;
     if (zmq_msg_init_data(&msg, b->data, len, s_meter_release, NULL) < 0) {
         s_meter_release(b->data, NULL);
@@ -105,6 +104,14 @@ static int s_send(endpoint_t *ep, peer_t *p, const char *peer, size_t peer_len,
         return -1;
     }
     return 0;
+}
+
+/* ... counted in the stats once it left (a send refused is tried again) */
+static int s_send(endpoint_t *ep, peer_t *p, const char *peer, size_t peer_len,
+                  const uint8_t *uuid, size_t uuid_len, int type, const void *body, size_t len) {
+    int rc = s_send_metered(ep, p, peer, peer_len, uuid, uuid_len, type, body, len);
+    if (rc == 0) ep->stats.bytes_out += len + STATS_MSG_BYTES;
+    return rc;
 }
 
 /* A body handed over by the caller (malloc'd) and sent without a copy:
@@ -275,14 +282,16 @@ int endpoint_out_send_owned(endpoint_t *ep, peer_t *p, const char *peer, size_t 
     hint->meter = p->meter;
     hint->len = body_len;
     s_meter_charge(p->meter, body_len);
-    ep->stats.bytes_out += body_len;
     zmq_msg_t msg;
     if (zmq_msg_init_data(&msg, body, body_len, s_owned_release, hint) < 0) {
         s_owned_release(body, hint);
         errno = ENOMEM;
         return -1;
     }
-    if (frame_send_msg(ep->socket, peer, peer_len, uuid, FRAME_UUID_SIZE, type, &msg) == 0) return 0;
+    if (frame_send_msg(ep->socket, peer, peer_len, uuid, FRAME_UUID_SIZE, type, &msg) == 0) {
+        ep->stats.bytes_out += body_len + STATS_MSG_BYTES;
+        return 0;
+    }
     int rc = -1, e = errno;
     if (e == EAGAIN) {                           /* its pipe is full: a copy waits in its FIFO */
         endpoint_out_t *o = s_out_new(NULL, peer, peer_len, user, user_len, uuid, FRAME_UUID_SIZE,

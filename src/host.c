@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <sys/resource.h>
 
@@ -28,7 +29,7 @@
 
 #define SBUF_KEEP     (1u << 20)  /* a pack buffer larger than this is freed after use */
 #define TRIM_EVERY    1.0         /* seconds between two looks at the heap's free bytes */
-#define TRIM_HELD     (16u << 20) /* free heap bytes held past this go back to the kernel */
+#define TRIM_HELD     (16u << 20) /* free heap and RSS growth past this go back to the kernel */
 #define TRIM_QUIET    (1u << 20)  /* ... once the endpoints move less than this a second */
 #define TRIM_QUIET_TICKS 10       /* ... for this many seconds in a row */
 #define WORKER_LOG_FIELDS 32      /* fields of a worker's line kept */
@@ -341,7 +342,11 @@ int host_add_endpoint(host_t *h, lendpoint_t *le) {
 }
 
 void host_remove_endpoint(host_t *h, lendpoint_t *le) {
-    if (le->ep) h->busy_closed += endpoint_stats(le->ep)->busy_refused;   /* counters never go down */
+    if (le->ep) {                                 /* counters never go down */
+        const endpoint_stats_t *st = endpoint_stats(le->ep);
+        h->busy_closed += st->busy_refused;
+        h->moved_closed += st->bytes_in + st->bytes_out;
+    }
     for (int i = 0; i < h->nendpoints; i++)
         if (h->endpoints[i] == le) { h->endpoints[i] = h->endpoints[--h->nendpoints]; return; }
 }
@@ -537,22 +542,35 @@ static void s_start_workers(host_t *h) {
         HOST_LOG(h, LOG_INFO, "workers started", LOG_INT("workers", n));
 }
 
+/* Resident bytes of the process (/proc/self/statm), or 0. */
+static size_t s_resident(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long size, resident = 0;
+    if (!f) return 0;
+    if (fscanf(f, "%lu %lu", &size, &resident) != 2) resident = 0;
+    fclose(f);
+    return (size_t)resident * (size_t)sysconf(_SC_PAGESIZE);
+}
+
 /* main.c keeps 8 MiB of free heap at the top and serves blocks up to 4 MiB
  * from the heap, so large bodies do not re-fault their pages on every call.
  * After a burst (a flood of 64 KiB calls) the heap can then hold tens of
  * MiB free below its top, which trimming the top never returns. Once the
- * endpoints have read and sent less than TRIM_QUIET a second for
- * TRIM_QUIET_TICKS seconds, and more than TRIM_HELD is free, malloc_trim
- * hands those pages back (every arena's: the I/O thread's too). Never while
- * traffic flows: the trim and the re-faults after it cost a busy loop
- * milliseconds (a probe's p99 beside a flood went from 4 to 20 ms when it
- * trimmed every second), and a burst that comes back within 10 s finds its
+ * endpoints have moved less than TRIM_QUIET a second for TRIM_QUIET_TICKS
+ * seconds, with more than TRIM_HELD of heap free and RSS more than
+ * TRIM_HELD above where the last trim (or the start) left it, malloc_trim
+ * hands those pages back (every arena's: the I/O thread's too); free chunks
+ * stay free chunks once their pages are gone, so the free count alone
+ * would trim again after every burst. Never while traffic flows: the trim
+ * and the re-faults after it cost a busy loop milliseconds (docs/bench.md:
+ * a trim every second took a probe's p99 beside a flood to 11-21 ms, the
+ * bare echo's 4-6), and a burst that comes back within 10 s finds its
  * pages (a trimmed heap faults them in again: 10 ms of a probe's p99 on
  * this VM). */
 static void s_trim_heap(loop_t *loop, loop_timer_t *t, void *arg) {
     (void)t;
     host_t *h = arg;
-    uint64_t moved = 0;
+    uint64_t moved = h->moved_closed;
     for (int i = 0; i < h->nendpoints; i++) {
         if (!h->endpoints[i]->ep) continue;
         const endpoint_stats_t *st = endpoint_stats(h->endpoints[i]->ep);
@@ -563,14 +581,14 @@ static void s_trim_heap(loop_t *loop, loop_timer_t *t, void *arg) {
     if (!quiet)
         h->trim_quiet = 0;
     else if (h->trim_quiet >= 0 && ++h->trim_quiet >= TRIM_QUIET_TICKS) {
-        /* free chunks stay free chunks once their pages are gone, so the
-         * count says nothing new until traffic comes back: -1 till then */
-        struct mallinfo2 mi = mallinfo2();
-        if (mi.fordblks > TRIM_HELD) {
+        h->trim_quiet = -1;                       /* looked: again after some traffic */
+        size_t before = s_resident();
+        if (before > h->trim_resident + TRIM_HELD && mallinfo2().fordblks > TRIM_HELD) {
             malloc_trim(0);
-            HOST_LOG(h, LOG_DEBUG, "free heap given back", LOG_INT("bytes", mi.fordblks));
+            h->trim_resident = s_resident();
+            HOST_LOG(h, LOG_DEBUG, "free heap given back", LOG_INT("rss_before", before),
+                     LOG_INT("rss_after", h->trim_resident));
         }
-        h->trim_quiet = -1;
     }
     h->trim_timer = loop_add_timer(loop, TRIM_EVERY, s_trim_heap, h);
 }
@@ -578,6 +596,7 @@ static void s_trim_heap(loop_t *loop, loop_timer_t *t, void *arg) {
 void host_serve(host_t *h, lua_State *L, double stop_timeout) {
     h->serving = 1;
     if (!h->slot) {                               /* signals are the control's */
+        h->trim_resident = s_resident();
         h->trim_timer = loop_add_timer(h->loop, TRIM_EVERY, s_trim_heap, h);
         if (loop_wake_on_signals(h->loop) < 0)    /* then a signal may wait for the next event */
             HOST_LOG(h, LOG_WARN, "no self-pipe for signals", LOG_STR("reason", strerror(errno)));

@@ -71,7 +71,9 @@ struct host {
     char worker_failure[512];     /* the control: why a worker's script failed, or "" */
     loop_timer_t *trim_timer;     /* the control, serving: gives idle heap back (host.c) */
     uint64_t trim_moved;          /* bytes the endpoints read and sent, at its last tick */
+    uint64_t moved_closed;        /* ... and those of endpoints closed since */
     int trim_quiet;               /* its quiet ticks in a row; -1: looked, none since */
+    size_t trim_resident;         /* RSS after the last trim (or at the start), bytes */
 };
 
 /* The thread Lua runs on from a callback: the loop's, or the main one. */

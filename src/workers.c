@@ -302,7 +302,7 @@ static void s_on_cluster(workers_slot_t *s, zmq_msg_t *parts, int count) {
         size_t l[] = { 1, strlen(node), 1 };
         workers_sendv(s->control_pair, 3, d, l);
     } else {
-        zmq_send(s->control_pair, "k", 1, ZMQ_DONTWAIT);
+        frame_send_part(s->control_pair, "k", 1, ZMQ_DONTWAIT);
     }
     loop_touch(host_loop(h), s->control_pair);
 }
@@ -325,7 +325,7 @@ static void s_control_on_message(loop_t *loop, void *socket, void *arg) {
                 const void *d[] = { "y", &st };
                 size_t l[] = { 1, sizeof st };
                 workers_sendv(s->control_pair, 2, d, l);
-            } else zmq_send(s->control_pair, "y", 1, ZMQ_DONTWAIT);
+            } else frame_send_part(s->control_pair, "y", 1, ZMQ_DONTWAIT);
             loop_touch(host_loop(h), s->control_pair);
         }
         else if (kind == 'E' && count == 2) {
@@ -377,11 +377,8 @@ workers_t *workers_start(host_t *h, int n, workers_main_fn main, const char *scr
     w->script = script;
     w->nargs = nargs;
     w->args = args;
-    sigset_t block, old;
-    sigemptyset(&block);
-    sigaddset(&block, SIGINT);
-    sigaddset(&block, SIGTERM);
-    sigaddset(&block, SIGHUP);
+    sigset_t block, old;                          /* workers take no signal: the control's */
+    sigfillset(&block);
     for (int i = 0; i < n; i++) {
         workers_slot_t *s = &w->slots[i];
         s->w = w;
@@ -424,7 +421,7 @@ void workers_stop(workers_t *w) {
     for (int i = 0; w && i < w->n; i++) {
         workers_slot_t *s = &w->slots[i];
         if (!s->control_pair || s->done) continue;
-        zmq_send(s->control_pair, "X", 1, ZMQ_DONTWAIT);
+        frame_send_part(s->control_pair, "X", 1, ZMQ_DONTWAIT);
         loop_touch(host_loop(w->h), s->control_pair);
     }
 }
@@ -466,7 +463,7 @@ void workers_destroy(workers_t **p) {
     for (int i = 0; i < w->n; i++) {
         workers_slot_t *s = &w->slots[i];
         if (s->started) {
-            if (!s->done && s->control_pair) zmq_send(s->control_pair, "X", 1, ZMQ_DONTWAIT);
+            if (!s->done && s->control_pair) frame_send_part(s->control_pair, "X", 1, ZMQ_DONTWAIT);
             pthread_join(s->thread, NULL);
             s->started = 0;
         }

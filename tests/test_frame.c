@@ -17,6 +17,7 @@
 #include "frame.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -366,7 +367,10 @@ static void test_many_parts(void *client, void *service)
  * was even read as a message of its own). SIGALRM without SA_RESTART every
  * 20 us while 20,000 six-part messages cross each way: frame_recv under
  * the signals with the sender shielded, then frame_send under them with
- * the receiver shielded. Each must come whole, in order. */
+ * the receiver shielded. Each must come whole, in order. Receiving fails
+ * without the retry in every run (within 400 messages); sending less often
+ * (libzmq looks at its mailbox on a send about once a millisecond, the
+ * only place EINTR comes from there), 1 run in 3 here. */
 static volatile sig_atomic_t g_alarms;
 static void s_on_alarm(int sig) { (void)sig; g_alarms++; }
 
@@ -375,8 +379,8 @@ static void s_shield(int on, sigset_t *was)
     sigset_t alarm;
     sigemptyset(&alarm);
     sigaddset(&alarm, SIGALRM);
-    if (on) sigprocmask(SIG_BLOCK, &alarm, was);
-    else sigprocmask(SIG_SETMASK, was, NULL);
+    if (on) pthread_sigmask(SIG_BLOCK, &alarm, was);
+    else pthread_sigmask(SIG_SETMASK, was, NULL);
 }
 
 /* 20,000 messages from `from` to `to`, the side not under test shielded.
