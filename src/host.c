@@ -20,7 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <sys/resource.h>
 
@@ -542,14 +541,10 @@ static void s_start_workers(host_t *h) {
         HOST_LOG(h, LOG_INFO, "workers started", LOG_INT("workers", n));
 }
 
-/* Resident bytes of the process (/proc/self/statm), or 0. */
+/* Resident bytes of the process, or 0 when /proc cannot say. */
 static size_t s_resident(void) {
-    FILE *f = fopen("/proc/self/statm", "r");
-    unsigned long size, resident = 0;
-    if (!f) return 0;
-    if (fscanf(f, "%lu %lu", &size, &resident) != 2) resident = 0;
-    fclose(f);
-    return (size_t)resident * (size_t)sysconf(_SC_PAGESIZE);
+    double bytes = metrics_resident_bytes();
+    return bytes > 0 ? (size_t)bytes : 0;
 }
 
 /* main.c keeps 8 MiB of free heap at the top and serves blocks up to 4 MiB

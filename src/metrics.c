@@ -149,18 +149,23 @@ static double s_start_time(void) {
     return btime && hz > 0 ? (double)btime + (double)ticks / (double)hz : -1;
 }
 
+double metrics_resident_bytes(void) {
+    double bytes = -1;
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long long size, resident;
+    if (f && fscanf(f, "%llu %llu", &size, &resident) == 2)
+        bytes = (double)resident * (double)sysconf(_SC_PAGESIZE);
+    if (f) fclose(f);
+    return bytes;
+}
+
 void metrics_process_sample(const metrics_t *m, metrics_sample_t *s) {
     s->start_time = m->start_time;
     struct rusage ru;
     s->cpu_seconds = getrusage(RUSAGE_SELF, &ru) == 0
         ? (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
           ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) * 1e-6 : -1;
-    s->resident_bytes = -1;
-    FILE *f = fopen("/proc/self/statm", "r");
-    unsigned long long size, resident;
-    if (f && fscanf(f, "%llu %llu", &size, &resident) == 2)
-        s->resident_bytes = (double)resident * (double)sysconf(_SC_PAGESIZE);
-    if (f) fclose(f);
+    s->resident_bytes = metrics_resident_bytes();
     DIR *d = opendir("/proc/self/fd");
     s->open_fds = -1;
     if (d) {

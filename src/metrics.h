@@ -107,6 +107,8 @@ extern const double metrics_buckets[METRICS_NBUCKETS];
 /* Process basics of this process into `s` (start time, read once by
  * metrics_new; CPU, memory, fds, read now). */
 void metrics_process_sample(const metrics_t *m, metrics_sample_t *s);
+/* The process's resident bytes (/proc/self/statm), or -1. */
+double metrics_resident_bytes(void);
 
 /* Append the whole exposition to `out`. Returns 0, or -1 when out of memory. */
 int metrics_render(const metrics_t *m, const metrics_sample_t *s, metrics_buf_t *out);
