@@ -39,9 +39,9 @@ local function eventually(what, fn, seconds)
   error('never happened: ' .. what, 2)
 end
 
-local function start_node(url, timeout, service)
+local function start_node(url, timeout, service, ttl)
   local p = process.start({ 'env', 'PSEUD_SPEC_REDIS=' .. url, 'PSEUD_SPEC_TIMEOUT=' .. (timeout or 3),
-                            'PSEUD_SPEC_SERVICE=' .. (service or 'service'),
+                            'PSEUD_SPEC_SERVICE=' .. (service or 'service'), 'PSEUD_SPEC_TTL=' .. (ttl or 1),
                             process.host(), 'spec/servers/cluster.lua' }, { name = 'node' })
   local endpoint, node = p:wait_for('^ready (%S+) (%S+)', 100, 15)
   return { proc = p, endpoint = endpoint, node = node }
@@ -264,6 +264,29 @@ describe('a cluster of nodes on Redis', function()
     assert.equal('PeerLostError', r.error)
     assert.is_true(r.seconds < 1, r.seconds)
     erin:stop()
+  end)
+
+  it('a node stopped cleanly (SIGTERM) leaves at once: its key and entries go, calls to its users fail fast', function()
+    local d = start_node(url, 3, nil, 60)          -- a TTL that cannot be what takes it out
+    local gina = start_peer(d, 'gina')
+    eventually('gina in the directory', function() return directory(port, 'gina') == d.node end)
+    assert.equal('1', redis(port, 'EXISTS', 'pseud:node:' .. d.node))
+    d.proc:kill('TERM')
+    local ok, how, code = d.proc:wait(10)
+    assert(ok, ('the node ended %s %s:\n%s'):format(how, code, d.proc:report()))
+    -- written before it exited; Redis may still be running it when we ask
+    eventually('its liveness key gone, well before its TTL', function()
+      return redis(port, 'EXISTS', 'pseud:node:' .. d.node) == '0'
+    end, 5)
+    eventually('its entries collected', function()
+      return directory(port, 'gina') == '' and redis(port, 'EXISTS', 'pseud:users:' .. d.node) == '0'
+        and redis(port, 'SISMEMBER', 'pseud:nodes', d.node) == '0'
+    end, 5)
+    local r = call(a, 'call', 'gina', 'whoami')
+    assert.is_false(r.ok)
+    assert.equal('PeerLostError', r.error)
+    assert.is_true(r.seconds < 1, r.seconds)
+    gina:stop()
   end)
 
   it('5,000 peers churned across two nodes leave Redis as they found it', function()

@@ -46,7 +46,7 @@
 /* ------------------------------------------------------------ state */
 
 typedef enum { REQ_LOOKUP, REQ_PUBLISH, REQ_LOAD, REQ_REGISTER, REQ_ADD, REQ_REMOVE,
-               REQ_REFRESH, REQ_SWEEP, REQ_SUBSCRIBE } req_kind_t;
+               REQ_REFRESH, REQ_SWEEP, REQ_LEAVE, REQ_SUBSCRIBE } req_kind_t;
 
 typedef struct cluster_req {
     struct cluster_req *prev, *next;  /* in c->inflight (oldest first) or c->doomed */
@@ -496,6 +496,8 @@ static void s_on_reply(redisAsyncContext *ac, void *reply, void *privdata) {
     case REQ_SWEEP:
         s_error_reply(c, r, q->kind == REQ_REMOVE ? "remove user" : "sweep");
         break;
+    case REQ_LEAVE:                                  /* answered after its connection closed */
+        break;
     case REQ_SUBSCRIBE:
         break;
     }
@@ -564,7 +566,19 @@ cluster_t *cluster_new(loop_t *loop, const char *url, const cluster_options_t *o
 void cluster_destroy(cluster_t **p) {
     if (!p || !*p) return;
     cluster_t *c = *p;
-    c->state = LINK_CLOSING;
+    int registered = c->state == LINK_UP || c->state == LINK_SYNCING;
+    c->state = LINK_CLOSING;                          /* s_link_lost does nothing from here */
+    if (registered) {
+        /* Say goodbye: this incarnation's key goes (lookups of its users say
+         * ABSENT at once, not after ttl) with a batch of its entries. One
+         * non-blocking write, no answer awaited: what does not go out
+         * lapses with the key, as after a crash. */
+        const char *argv[4] = { "EVALSHA", c->sha[SCRIPT_LEAVE], "0", c->id };
+        size_t lens[4] = { 7, 40, 1, CLUSTER_NODE_ID_LEN };
+        cluster_req_t *q = s_req(c, REQ_LEAVE);
+        if (q && s_send(c, c->cmd, q, 4, argv, lens) < 0) free(q);
+        redis_conn_flush(c->cmd);
+    }
     loop_cancel_timer(c->loop, c->reconnect_timer);
     loop_cancel_timer(c->loop, c->refresh_timer);
     loop_cancel_timer(c->loop, c->watchdog);

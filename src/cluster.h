@@ -94,9 +94,11 @@ void cluster_options_default(cluster_options_t *opt);
 cluster_t *cluster_new(loop_t *loop, const char *url, const cluster_options_t *opt,
                        const cluster_events_t *ev, char *err, size_t err_len);
 /* Leave: every pending callback is called (DOWN / -1) before it returns;
- * calls made from them are refused. Nothing is written to Redis: this
- * node's entries lapse with its liveness key (ttl). Not from inside one of
- * its own callbacks. Takes NULL, clears *p. */
+ * calls made from them are refused. A registered node writes one last
+ * script, without waiting for its answer: its liveness key goes and a
+ * batch of its entries with it (docs/cluster.md, "Leaving"); if that does
+ * not reach Redis, its entries lapse with the key (ttl). Not from inside
+ * one of its own callbacks. Takes NULL, clears *p. */
 void cluster_destroy(cluster_t **p);
 
 /* This incarnation's id (CLUSTER_NODE_ID_LEN chars, NUL-terminated): fresh

@@ -70,4 +70,11 @@ const char *const cluster_scripts[NSCRIPTS] = {
     "  if redis.call('EXISTS', 'pseud:node:' .. node) == 0 then collect(node, " COLLECT_BATCH ") end\n"
     "end\n"
     "return 1\n",
+    /* leave(node): a node stopping cleanly takes itself out at once: no
+     * lookup finds it from here on, and what one batch leaves of its
+     * entries the sweeps collect */
+    LUA_COLLECT
+    "redis.call('DEL', 'pseud:node:' .. ARGV[1])\n"
+    "collect(ARGV[1], " COLLECT_BATCH ")\n"
+    "return 1\n",
 };

@@ -12,6 +12,7 @@ enum {
     SCRIPT_REMOVE,     /* (node, user key...) -> 1: this node out of each */
     SCRIPT_LOOKUP,     /* (user key) -> latest live node id, or nil (dead ones collected) */
     SCRIPT_SWEEP,      /* () -> 1: collect a few dead nodes */
+    SCRIPT_LEAVE,      /* (node) -> 1: node is gone (a clean stop): its key, a batch of its entries */
     NSCRIPTS
 };
 

@@ -192,6 +192,27 @@ static long long s_used_memory(redisContext *r) {
     return v;
 }
 
+/* The highest client id Redis has given (ids only grow): the connections
+ * a node opens after this are its own. */
+static long long s_top_client(redisContext *r) {
+    redisReply *x = redisCommand(r, "CLIENT LIST");
+    long long top = -1;
+    for (const char *p = x && x->type == REDIS_REPLY_STRING ? x->str : ""; (p = strstr(p, "id=")); p += 3) {
+        long long id = atoll(p + 3);
+        if (id > top) top = id;
+    }
+    if (x) freeReplyObject(x);
+    return top;
+}
+
+/* Close, from Redis's side, the connections with ids in (after, upto]. */
+static void s_kill_clients(redisContext *r, long long after, long long upto) {
+    for (long long id = after + 1; id <= upto; id++) {
+        redisReply *x = redisCommand(r, "CLIENT KILL ID %lld", id);
+        if (x) freeReplyObject(x);
+    }
+}
+
 /* ------------------------------------------------------------ nodes */
 
 static int g_in_call;                  /* inside a cluster_* call: callbacks must not run */
@@ -682,13 +703,20 @@ static void test_timing(suite_t *s, node_t *a, node_t *b) {
     s_remove(s->loop, b, "timed", 5);
 }
 
-/* Dead nodes: destroyed without removing their users. */
+/* Dead nodes: gone without a word (their connections cut from Redis's
+ * side first, so the goodbye cluster_destroy writes reaches nobody, as
+ * after a SIGKILL), their users never removed. */
 static void test_dead_node(suite_t *s, node_t *a) {
     long long base = s_settle(s);
     cluster_options_t o = s_fast();
     node_t d, e;
-    CHECK(s_node_new(&d, s->loop, s->url, &o) == 0 && s_node_new(&e, s->loop, s->url, &o) == 0, "nodes D, E");
-    WAIT_FOR(s->loop, d.up && e.up, WAIT);
+    long long before_d = s_top_client(s->admin);
+    CHECK(s_node_new(&d, s->loop, s->url, &o) == 0, "node D");
+    WAIT_FOR(s->loop, d.up, WAIT);
+    long long before_e = s_top_client(s->admin);
+    CHECK(s_node_new(&e, s->loop, s->url, &o) == 0, "node E");
+    WAIT_FOR(s->loop, e.up, WAIT);
+    long long after_e = s_top_client(s->admin);
     char dkey[80], ekey[80];
     snprintf(dkey, sizeof dkey, "pseud:node:%s", d.id);
     snprintf(ekey, sizeof ekey, "pseud:node:%s", e.id);
@@ -701,6 +729,7 @@ static void test_dead_node(suite_t *s, node_t *a) {
           s_lookup_wait(s->loop, &e, "e1", 2, NULL) == CLUSTER_FOUND, "their users are in");
     CHECK(s_dbsize(s) == base + 2 + 2 + 4, "[%s] 2 liveness keys, 2 sets, 4 users (%lld over %lld)", s->label,
           s_dbsize(s), base);
+    s_kill_clients(s->admin, before_d, before_e);
     s_node_free(&d);                       /* as a SIGKILL: nothing removed */
     answer_t ans;
     CHECK(s_lookup(a, "d1", 2, &ans) == 0, "lookup while D's key lives");
@@ -718,6 +747,7 @@ static void test_dead_node(suite_t *s, node_t *a) {
     CHECK(s_lookup_wait(s->loop, a, "d2", 2, NULL) == CLUSTER_ABSENT, "d2 too");
 
     /* E: nobody looks its user up; the sweeps collect it */
+    s_kill_clients(s->admin, before_e, after_e);
     s_node_free(&e);
     WAIT_FOR(s->loop, s_dbsize(s) == base, WAIT);
     CHECK(s_dbsize(s) == base, "[%s] the sweep collects E's keys unasked (%lld, baseline %lld)", s->label,
@@ -746,6 +776,28 @@ static void test_dead_node(suite_t *s, node_t *a) {
     s_node_free(&f);
     WAIT_FOR(s->loop, s_dbsize(s) == base, 3 * WAIT);
     CHECK(s_dbsize(s) == base, "[%s] baseline once F lapses too (%lld)", s->label, s_dbsize(s));
+}
+
+/* A node destroyed cleanly says goodbye: its liveness key and entries go
+ * at once, not after its TTL (a minute here, far past every wait). */
+static void test_leave(suite_t *s, node_t *a) {
+    long long base = s_settle(s);
+    cluster_options_t o = s_fast();
+    o.ttl = 60;
+    node_t g;
+    CHECK(s_node_new(&g, s->loop, s->url, &o) == 0, "node G");
+    WAIT_FOR(s->loop, g.up, WAIT);
+    s_add(s->loop, &g, "g1", 2);
+    s_add(s->loop, &g, "g2", 2);
+    CHECK(s_lookup_wait(s->loop, a, "g1", 2, NULL) == CLUSTER_FOUND, "G's users in");
+    CHECK(s_dbsize(s) == base + 4, "[%s] G: a liveness key, a set, 2 users (%lld over %lld)", s->label,
+          s_dbsize(s), base);
+    s_node_free(&g);
+    WAIT_FOR(s->loop, s_dbsize(s) == base, WAIT);
+    CHECK(s_dbsize(s) == base, "[%s] a node destroyed cleanly takes its keys with it (%lld, baseline %lld)",
+          s->label, s_dbsize(s), base);
+    CHECK(s_lookup_wait(s->loop, a, "g2", 2, NULL) == CLUSTER_ABSENT, "[%s] its users are ABSENT at once",
+          s->label);
 }
 
 /* redis-server SIGKILLed with calls in flight, then restarted empty. */
@@ -852,6 +904,7 @@ static void run_suite(suite_t *s) {
     test_churn(s, &a, &b);
     test_timing(s, &a, &b);
     test_dead_node(s, &a);
+    test_leave(s, &a);
     test_reentrancy_and_destroy(s, &a);
     test_redis_stalled(s, &a, &b);
     test_redis_lost(s, &a, &b);

@@ -13,10 +13,12 @@ spec/servers/cluster.lua [ENDPOINT]: one node of cluster_spec.lua, serving
 ]]
 local pseud = require 'pseud'
 
--- a short liveness TTL, so the spec sees a dead or paused node collected soon
+-- a short liveness TTL ($PSEUD_SPEC_TTL if set), so the spec sees a dead or
+-- paused node collected soon
 local server = pseud.Server(os.getenv('PSEUD_SPEC_SERVICE') or 'service', {
   timeout = tonumber(os.getenv('PSEUD_SPEC_TIMEOUT')) or 3,
-  cluster = { redis = assert(os.getenv('PSEUD_SPEC_REDIS')), ttl = 1, refresh_interval = 0.25, timeout = 0.75 },
+  cluster = { redis = assert(os.getenv('PSEUD_SPEC_REDIS')), ttl = tonumber(os.getenv('PSEUD_SPEC_TTL')) or 1,
+              refresh_interval = 0.25, timeout = 0.75 },
 })
 local endpoint = assert(server:bind(arg[1] or 'tcp://127.0.0.1:*'))
 
