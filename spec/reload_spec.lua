@@ -59,7 +59,7 @@ describe('hot reload', function()
       write(dir .. '/version.txt', 'v' .. i .. '\n')
       local gone, names, path = hup(server, 'level=info msg=reloaded gone="([^"]*)" names=(%d+) script=(%S+)$')
       assert.equal(script, path)
-      assert.equal('8', names)                 -- 7 of the server's, 1 global
+      assert.equal('9', names)                 -- 8 of the server's, 1 global
       assert.equal(('after_v%d, only_v%d'):format(i - 1, i - 1), gone)
       assert.equal('v' .. i, load:wait_for('^seen (%S+)$', 5, 10))
     end
@@ -101,6 +101,22 @@ describe('hot reload', function()
     py_slow:wait(10)
     local py = json.decode(table.concat(py_slow.lines, '\n'))
     assert.same({ OK, 'v0' }, { py.type, py.body })
+  end)
+
+  it('does not cut a system call a handler is blocked in (SIGHUP restarts it)', function()
+    local server, endpoint = start_server()
+    local caller = process.start({ process.host(), CLIENT, endpoint, 'calls', 'blocking_read' },
+                                 { name = 'blocking-read' })
+    assert.equal('v0', server:wait_for('^reading (%S+)$', 10, 10))
+    -- the handler sits in read() for about a second: every one lands there;
+    -- to the server alone, as `kill -HUP PID` (its group holds the pipe's shell)
+    for _ = 1, 3 do
+      assert(os.execute(('kill -HUP %d'):format(server.pid)))
+      process.run({ 'sleep', '0.05' })
+    end
+    caller:wait(10)
+    assert.same({ 'blocking_read\tok\tpiped', 'done' }, caller.lines)
+    server:wait_for('level=info msg=reloaded ', 10, 10)
   end)
 
   it('keeps the old registries when the script no longer compiles, and says where', function()
@@ -145,7 +161,7 @@ describe('hot reload', function()
       .. 'restart to apply"$', 50, 10)
     server:wait_for("level=warn msg=\"bind 'inproc://reload%-spec%-new' of server 'service' not done during a reload: "
       .. 'restart to add an address"$', 50, 10)
-    server:wait_for('level=info msg=reloaded gone="after_v0, only_v0" names=8 script=', 50, 10)
+    server:wait_for('level=info msg=reloaded gone="after_v0, only_v0" names=9 script=', 50, 10)
     assert.same({ 'version\tok\tv1' }, calls(endpoint, 'version'))
     -- a server or client the first run did not make fails the reload
     write(dir .. '/version.txt', 'v2\n')

@@ -111,6 +111,11 @@ void loop_watch_reload(int on) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on ? s_on_signal : SIG_DFL;
+    /* A reload waits for the loop: a handler's read() or waitpid() goes on
+     * instead of failing with EINTR. poll() is never restarted, and the
+     * self-pipe wakes the loop anyway. SIGINT and SIGTERM stay without it,
+     * so a handler blocked in a system call lets a stop through. */
+    sa.sa_flags = SA_RESTART;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGHUP, &sa, NULL);
     if (!on) s_reload = 0;                        /* nothing to reload any more */

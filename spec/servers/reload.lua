@@ -43,6 +43,17 @@ server:register_rpc('slow', function(seconds)
   io.stdout:flush()
   return version
 end)
+-- a handler blocked in a system call (a read on a pipe) when a SIGHUP
+-- comes: says `reading` once it is, returns what it read or why it could not
+server:register_rpc('blocking_read', function()
+  local pipe = assert(io.popen('echo started; sleep 1; echo piped'))
+  assert(pipe:read('l') == 'started')
+  io.stdout:write('reading ', version, '\n')
+  io.stdout:flush()
+  local line, err = pipe:read('l')
+  pipe:close()
+  return line or ('failed: ' .. tostring(err))
+end)
 -- pseud.reload() from a handler: {true} or {false, why}
 server:register_rpc('reload', function()
   local ok, why = pseud.reload()
