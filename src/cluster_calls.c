@@ -27,10 +27,18 @@
 #include "host_state.h"
 #include "message.h"
 
+/* While calls are in flight to other nodes, each of those nodes is asked
+ * every PROBE_INTERVAL whether it still listens: an empty PUBLISH on its
+ * channel that reaches nobody means it is gone (killed, or re-linked under
+ * a new id), and so is the way back of its calls. */
+#define PROBE_INTERVAL 0.5        /* seconds */
+#define PROBE_NODES 32            /* nodes asked per round, at most */
+
 struct cluster_link {
     cluster_t *cluster;
     lendpoint_t *le;              /* the server it belongs to */
     int closing;                  /* being freed: callbacks only let go */
+    loop_timer_t *probe_timer;    /* armed while calls are in flight elsewhere */
     msgpack_sbuffer sb, body;     /* an envelope; an ERROR body inside one */
     msgpack_packer pk, body_pk;
     msgpack_zone zone;            /* decoding envelopes */
@@ -103,8 +111,67 @@ static void s_printable(char *out, size_t size, const char *s, size_t n) {
     out[i] = '\0';
 }
 
+/* --- the origin: is the node a call went to still there? --- */
+
+typedef struct probe {
+    cluster_link_t *link;
+    char node[FORWARD_MAX_NAME + 1];
+} probe_t;
+
+typedef struct probe_round {
+    size_t n;
+    char nodes[PROBE_NODES][FORWARD_MAX_NAME + 1];
+} probe_round_t;
+
+static void s_arm_probe(cluster_link_t *l);
+
+static void s_on_probed(void *arg, long long receivers) {
+    probe_t *p = arg;
+    cluster_link_t *l = p->link;
+    if (receivers == 0 && !l->closing && l->le->ep) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "the peer was on node %s of the cluster, which left it with the call "
+                 "in flight (stopped, or cut off from Redis)", p->node);
+        endpoint_fail_forwarded(l->le->ep, p->node, "PeerLostError", msg);
+    }
+    free(p);
+}
+
+static void s_note_node(void *arg, const char *via) {
+    probe_round_t *r = arg;
+    for (size_t i = 0; i < r->n; i++)
+        if (strcmp(r->nodes[i], via) == 0) return;
+    if (r->n < PROBE_NODES) snprintf(r->nodes[r->n++], sizeof r->nodes[0], "%s", via);
+}
+
+static void s_on_probe_timer(loop_t *loop, loop_timer_t *t, void *arg) {
+    (void)loop; (void)t;
+    cluster_link_t *l = arg;
+    l->probe_timer = NULL;
+    if (l->closing || !l->le->ep) return;
+    probe_round_t *r = malloc(sizeof *r);
+    if (!r) { s_arm_probe(l); return; }
+    r->n = 0;
+    endpoint_each_forwarded(l->le->ep, s_note_node, r);
+    for (size_t i = 0; i < r->n; i++) {
+        probe_t *p = malloc(sizeof *p);
+        if (!p) break;
+        p->link = l;
+        memcpy(p->node, r->nodes[i], sizeof p->node);
+        if (cluster_publish(l->cluster, p->node, strlen(p->node), "", 0, s_on_probed, p) < 0) free(p);
+    }
+    if (r->n > 0) s_arm_probe(l);                 /* none left in flight: the next publish arms it */
+    free(r);
+}
+
+static void s_arm_probe(cluster_link_t *l) {
+    if (!l->probe_timer && !l->closing)
+        l->probe_timer = loop_add_timer(host_loop(l->le->host), PROBE_INTERVAL, s_on_probe_timer, l);
+}
+
 static void s_on_published(void *arg, long long receivers) {
     lookup_op_t *op = arg;
+    if (receivers > 0 && !op->link->closing) s_arm_probe(op->link);   /* on its way: watch its node */
     endpoint_call_t *c = receivers > 0 ? NULL : s_pending(op);
     if (c) {
         char user[80], node[80];
@@ -288,6 +355,7 @@ static void s_on_result(cluster_link_t *l, const forward_msg_t *m) {
 static void s_on_message(void *ctx, const char *data, size_t len) {
     cluster_link_t *l = ctx;
     if (l->closing || !l->le->ep) return;
+    if (len == 0) return;                         /* a probe: another node asking if we listen */
     forward_msg_t m;
     codec_error_t err = { "msgpack: out of memory" };
     const char *name;
@@ -318,7 +386,7 @@ static void s_on_link(void *ctx, int up) {
     if (l->closing || up || !l->le->ep) return;
     /* results come back on this node's channel, and the next link has
      * another: calls already forwarded cannot be answered any more */
-    endpoint_fail_forwarded(l->le->ep, "PeerLostError", "the cluster link was lost before "
+    endpoint_fail_forwarded(l->le->ep, NULL, "PeerLostError", "the cluster link was lost before "
                             "the answer came (Redis unreachable)");
 }
 
@@ -369,6 +437,8 @@ void cluster_calls_leave(cluster_link_t **p) {
     cluster_link_t *l = *p;
     *p = NULL;
     l->closing = 1;                               /* callbacks from here on only free */
+    if (l->probe_timer) loop_cancel_timer(host_loop(l->le->host), l->probe_timer);
+    l->probe_timer = NULL;
     cluster_destroy(&l->cluster);
     msgpack_sbuffer_destroy(&l->sb);
     msgpack_sbuffer_destroy(&l->body);

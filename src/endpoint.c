@@ -270,23 +270,33 @@ endpoint_call_t *endpoint_track_call(endpoint_t *ep, const uint8_t *uuid,
     return c;
 }
 
-int endpoint_fail_forwarded(endpoint_t *ep, const char *name, const char *msg) {
+/* A tracked call on its way to `via` (NULL: to any node). */
+static int s_forwarded(const endpoint_call_t *c, const char *via) {
+    return c->peer_len == 0 && c->via && (!via || strcmp(c->via, via) == 0);
+}
+
+int endpoint_fail_forwarded(endpoint_t *ep, const char *via, const char *name, const char *msg) {
     /* by uuid, from a list made first: ending one runs its caller's code,
      * which may end or make others */
     size_t n = 0, k = 0;
-    for (endpoint_call_t *c = ep->first; c; c = c->next) n += c->peer_len == 0 && c->via;
+    for (endpoint_call_t *c = ep->first; c; c = c->next) n += s_forwarded(c, via);
     if (n == 0) return 0;
     uint8_t (*ids)[FRAME_UUID_SIZE] = malloc(n * FRAME_UUID_SIZE);
     if (!ids) return 0;                          /* they end by their timeout */
     for (endpoint_call_t *c = ep->first; c && k < n; c = c->next)
-        if (c->peer_len == 0 && c->via) memcpy(ids[k++], c->uuid, FRAME_UUID_SIZE);
+        if (s_forwarded(c, via)) memcpy(ids[k++], c->uuid, FRAME_UUID_SIZE);
     int gone = 0;
     for (size_t i = 0; i < k && !gone; i++) {
         endpoint_call_t *c = s_find(ep, ids[i]);
-        if (c && c->peer_len == 0 && c->via) gone = endpoint_fail_call(ep, c, name, msg);
+        if (c && s_forwarded(c, via)) gone = endpoint_fail_call(ep, c, name, msg);
     }
     free(ids);
     return gone;
+}
+
+void endpoint_each_forwarded(endpoint_t *ep, void (*fn)(void *arg, const char *via), void *arg) {
+    for (endpoint_call_t *c = ep->first; c; c = c->next)
+        if (s_forwarded(c, NULL)) fn(arg, c->via);
 }
 
 endpoint_call_t *endpoint_find_call(endpoint_t *ep, const uint8_t *uuid) {

@@ -145,9 +145,13 @@ endpoint_call_t *endpoint_send_work(endpoint_t *ep, const char *peer, size_t pee
  * out of memory. */
 endpoint_call_t *endpoint_track_call(endpoint_t *ep, const uint8_t *uuid,
                                      const char *user, size_t user_len, double timeout, int ref);
-/* Fail every tracked call already sent on its way (`via` set): the way
- * back is lost. 1 when that destroyed the endpoint. */
-int endpoint_fail_forwarded(endpoint_t *ep, const char *name, const char *msg);
+/* Fail every tracked call already sent on its way (`via` set), or only
+ * those sent to node `via` (NULL: all): the way back is lost. 1 when that
+ * destroyed the endpoint. */
+int endpoint_fail_forwarded(endpoint_t *ep, const char *via, const char *name, const char *msg);
+/* fn(arg, node) for each tracked call sent on its way, with the node it
+ * went to (once per call, not per node). fn must not end or make calls. */
+void endpoint_each_forwarded(endpoint_t *ep, void (*fn)(void *arg, const char *via), void *arg);
 /* The pending call of `uuid`, or NULL (settled, timed out, never made). */
 endpoint_call_t *endpoint_find_call(endpoint_t *ep, const uint8_t *uuid);
 /* End `c` with the OK or ERROR body its answer brought (on_reply), or as

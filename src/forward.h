@@ -13,7 +13,9 @@
  * ERROR body, as it travels on the wire (bin). Bodies pass through as bytes,
  * never decoded and packed again, so a forwarded call is byte-exact.
  *
- * Every field is checked: a node's bytes are a peer's bytes.
+ * Every field is checked: a node's bytes are a peer's bytes. An empty
+ * message is no envelope: it is a probe (cluster_calls.c) whose PUBLISH
+ * counts the node's listeners, and the node drops it unread.
  */
 #ifndef PSEUD_FORWARD_H
 #define PSEUD_FORWARD_H
