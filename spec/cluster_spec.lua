@@ -243,7 +243,7 @@ describe('a cluster of nodes on Redis', function()
     dave:wait(10)
   end)
 
-  it('a node killed (SIGKILL) with calls to its users in flight: each ends once and soon, new ones fail fast', function()
+  it('a node killed (SIGKILL) with calls to its users in flight: each ends once, soon; new ones fail fast', function()
     local c = start_node(url, 3)
     local erin = start_peer(c, 'erin')
     eventually('erin in the directory', function() return directory(port, 'erin') == c.node end)
