@@ -154,7 +154,8 @@ describe('the peer directory', function()
   end)
 end)
 
--- /proc/PID/task/TID/stat: the thread's name and its nice value (field 19).
+-- /proc/PID/task/TID/stat: the thread's name, its nice value (field 19) and
+-- its scheduling policy (field 41: 0 SCHED_OTHER, 3 SCHED_BATCH).
 local function thread_nices(pid)
   local nices = {}
   local ls = assert(io.popen('ls /proc/' .. pid .. '/task'))
@@ -166,7 +167,8 @@ local function thread_nices(pid)
       local name, rest = stat:match('^%d+ %((.*)%) (.*)$')
       local fields = {}
       for field in rest:gmatch('%S+') do fields[#fields + 1] = field end
-      nices[#nices + 1] = { name = name, nice = tonumber(fields[17]), main = tid == tostring(pid) }
+      nices[#nices + 1] = { name = name, nice = tonumber(fields[17]), policy = tonumber(fields[39]),
+                            main = tid == tostring(pid) }
     end
   end
   ls:close()
@@ -209,5 +211,57 @@ describe('PSEUD_IO_NICE', function()
     f:close()
     logfmt.expect(text, { level = 'warn', msg = 'PSEUD_IO_NICE ignored: not a whole number from 0 to 19',
       value = 20 })
+  end)
+end)
+
+describe('PSEUD_IO_BATCH', function()
+  local SCHED_OTHER, SCHED_BATCH = 0, 3
+  lazy_teardown(function() process.stop_all() end)
+
+  -- the policy of the server's threads, started with `prefix` (env, taskset)
+  local function policies(prefix)
+    local argv = {}
+    for _, a in ipairs(prefix) do argv[#argv + 1] = a end
+    for _, a in ipairs({ process.host(), 'spec/servers/basic.lua', 'tcp://127.0.0.1:*' }) do argv[#argv + 1] = a end
+    local server = process.start(argv, { name = 'io-batch' })
+    assert.truthy(server:wait_for('^ready (%S+)', 100, 10))
+    local zmq, others = {}, {}
+    for _, t in ipairs(thread_nices(server.pid)) do
+      if t.name:match('^ZMQbg/') then zmq[#zmq + 1] = t.policy else others[#others + 1] = t.policy end
+    end
+    server:stop()
+    assert.is_true(#zmq >= 2 and #others >= 1, 'threads: ' .. #zmq .. ' of libzmq, ' .. #others .. ' others')
+    local function all(list, policy)
+      for _, p in ipairs(list) do if p ~= policy then return false end end
+      return true
+    end
+    return all(zmq, SCHED_BATCH) and 'batch' or all(zmq, SCHED_OTHER) and 'other' or 'mixed',
+           all(others, SCHED_OTHER)
+  end
+
+  it("runs libzmq's threads, and only those, SCHED_BATCH on one CPU unless told not to", function()
+    local zmq, others_plain = policies({ 'taskset', '-c', '0' })
+    assert.equal('batch', zmq)
+    assert.is_true(others_plain)
+    assert.equal('other', (policies({ 'env', 'PSEUD_IO_BATCH=0', 'taskset', '-c', '0' })))
+  end)
+
+  it('is ignored with a warning naming the value when it is not 0 or 1', function()
+    local out, ok, _, log = process.run({ 'env', 'PSEUD_IO_BATCH=yes', process.host(), '-e', 'print("ran")' })
+    assert.is_true(ok)
+    assert.equal('ran\n', out)
+    local f = assert(io.open(log))
+    local text = f:read('a')
+    f:close()
+    logfmt.expect(text, { level = 'warn', msg = 'PSEUD_IO_BATCH ignored: not 0 or 1', value = 'yes' })
+  end)
+
+  it('leaves them alone with more than one CPU unless told to', function()
+    local cpus = tonumber((process.run({ 'nproc' })))
+    assert(cpus and cpus > 1, 'this machine has one CPU: nothing to tell apart')
+    assert.equal('other', (policies({ 'taskset', '-c', '0,1' })))
+    local zmq, others_plain = policies({ 'env', 'PSEUD_IO_BATCH=1', 'taskset', '-c', '0,1' })
+    assert.equal('batch', zmq)
+    assert.is_true(others_plain)
   end)
 end)

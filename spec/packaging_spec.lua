@@ -140,7 +140,7 @@ describe('the man page', function()
       assert.truthy(text:find(option, 1, true), option .. ' (from --help) is not in the man page')
     end
     for _, word in ipairs { 'keygen', 'passwd', 'call', 'ls', '--metrics', '--log-level', 'SIGHUP',
-                            'SIGTERM', 'PSEUD_LOG', 'PSEUD_PASSWORD', 'PSEUD_IO_NICE',
+                            'SIGTERM', 'PSEUD_LOG', 'PSEUD_PASSWORD', 'PSEUD_IO_NICE', 'PSEUD_IO_BATCH',
                             'EXIT STATUS', 'FILES', 'SEE ALSO' } do
       assert.truthy(text:find(word, 1, true), word)
     end
