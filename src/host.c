@@ -170,7 +170,7 @@ static size_t s_threads(pid_t *tids, size_t cap) {
  * one core and a peer floods large messages, an I/O thread at a higher
  * nice value gives the core to the loop as soon as it wakes instead of
  * finishing its slice. Off by default: on one core it also costs
- * throughput where the I/O thread is the busier one (docs/bench.md).
+ * throughput where the I/O thread is the busier one (docs/bench-history.md).
  *
  * PSEUD_IO_BATCH=1|0, by default 1 exactly when the process may run on one
  * CPU only (taskset, CPUAffinity=): they run SCHED_BATCH. Woken, they wait
@@ -599,7 +599,7 @@ static size_t s_resident(void) {
  * hands those pages back (every arena's: the I/O thread's too); free chunks
  * stay free chunks once their pages are gone, so the free count alone
  * would trim again after every burst. Never while traffic flows: the trim
- * and the re-faults after it cost a busy loop milliseconds (docs/bench.md:
+ * and the re-faults after it cost a busy loop milliseconds (docs/bench-history.md:
  * a trim every second took a probe's p99 beside a flood to 11-21 ms, the
  * bare echo's 4-6), and a burst that comes back within 10 s finds its
  * pages (a trimmed heap faults them in again: 10 ms of a probe's p99 on
