@@ -24,6 +24,8 @@
 
 #include <errno.h>
 #include <netdb.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -335,6 +337,26 @@ static void s_bound(redis_conn_t *c) {
     }
 }
 
+/* hiredis 0.14 writes with write(2): to a socket whose peer has gone that
+ * raises SIGPIPE, whose default ends the process (a Redis restarted, a
+ * unix socket closed, the goodbye a stopping node writes). The host does
+ * not ignore SIGPIPE for the whole process (children it starts would
+ * inherit that), so the signal is blocked around the write and, if it
+ * came, taken: the write fails with EPIPE and hiredis closes the link. */
+static void s_handle_write(redis_conn_t *c) {
+    sigset_t pipe, old, pending;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    int was_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe, &old);
+    c->lib->handle_write(c->ac);
+    if (!was_pending && sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE)) {
+        struct timespec now = { 0, 0 };
+        while (sigtimedwait(&pipe, NULL, &now) < 0 && errno == EINTR) {}
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
 static void s_on_io(loop_t *loop, int fd, int ready, void *arg) {
     (void)loop; (void)fd;
     redis_conn_t *c = arg;
@@ -346,7 +368,7 @@ static void s_on_io(loop_t *loop, int fd, int ready, void *arg) {
             if (c->ac) s_bound(c);
         }
     }
-    if ((ready & LOOP_WRITABLE) && c->ac) c->lib->handle_write(c->ac);
+    if ((ready & LOOP_WRITABLE) && c->ac) s_handle_write(c);
 }
 
 /* AUTH's or SELECT's answer: an error closes the connection, saying it. */
@@ -428,7 +450,7 @@ int redis_conn_is_open(const redis_conn_t *c) {
 }
 
 void redis_conn_flush(redis_conn_t *c) {
-    if (redis_conn_is_open(c) && (c->ac->c.flags & REDIS_CONNECTED)) c->lib->handle_write(c->ac);
+    if (redis_conn_is_open(c) && (c->ac->c.flags & REDIS_CONNECTED)) s_handle_write(c);
 }
 
 void redis_conn_close(redis_conn_t *c, const char *why) {

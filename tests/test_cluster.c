@@ -52,6 +52,7 @@
 #include <netinet/in.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 
 #include <hiredis/hiredis.h>
@@ -945,8 +946,58 @@ static void test_logins(loop_t *loop, server_t *srv) {
     s_node_free(&n);
 }
 
+static void s_ignore_reply(redisAsyncContext *ac, void *reply, void *arg) { (void)ac; (void)reply; (void)arg; }
+static void s_ignore_closed(void *arg, redis_conn_t *c, const char *why) { (void)arg; (void)c; (void)why; }
+
+/* A write to a Redis that has gone ends no process: SIGPIPE at its default
+ * (the host does not ignore it), on a unix socket whose peer closed before
+ * the write (a write there fails at once, EPIPE). In a child, so that the
+ * signal, if it came, would end only the child. */
+static void test_write_to_gone_redis(void) {
+    char dir[] = "/tmp/pseud-test-cluster-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL, "a folder for the socket");
+    char path[96], url[128];
+    snprintf(path, sizeof path, "%s/redis.sock", dir);
+    snprintf(url, sizeof url, "unix://%s", path);
+    pid_t pid = fork();
+    if (pid == 0) {
+        signal(SIGPIPE, SIG_DFL);
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+        int lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+        if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(lfd, 4) < 0) _exit(3);
+        redis_lib_t lib;
+        redis_address_t a;
+        char err[256];
+        if (redis_lib_load(&lib, err, sizeof err) < 0 || redis_address_parse(url, &a, err, sizeof err) < 0) _exit(4);
+        loop_t *loop = loop_new();
+        redis_conn_t *c = redis_conn_new(loop, &lib, &a, 0, 1 << 20, 0, s_ignore_closed, NULL, err, sizeof err);
+        int afd = c ? accept(lfd, NULL, NULL) : -1;
+        if (afd < 0) _exit(5);
+        for (int i = 0; i < 3; i++) loop_run_once(loop, 0.01);   /* connected */
+        close(afd);                                      /* Redis goes, unseen yet */
+        const char *argv[1] = { "PING" };
+        size_t lens[1] = { 4 };
+        if (redis_conn_command(c, s_ignore_reply, NULL, 1, argv, lens) < 0) _exit(6);
+        redis_conn_flush(c);                             /* as a stopping node's goodbye */
+        for (int i = 0; i < 3; i++) loop_run_once(loop, 0.01);
+        redis_conn_destroy(&c);
+        loop_destroy(&loop);
+        redis_lib_unload(&lib);
+        _exit(0);
+    }
+    int status = 0;
+    CHECK(pid > 0 && waitpid(pid, &status, 0) == pid, "the child ran");
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+          "a write to a Redis that has gone ends no process (exit %d, signal %d)",
+          WIFEXITED(status) ? WEXITSTATUS(status) : -1, WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
+    test_write_to_gone_redis();                          /* before SIGPIPE is ignored below */
     signal(SIGPIPE, SIG_IGN);
     test_urls();
     if (system("command -v redis-server >/dev/null 2>&1") != 0) {
