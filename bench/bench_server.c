@@ -1,8 +1,10 @@
 /*  bench_server: see bench_server.h. */
 
+#define _GNU_SOURCE                    /* sched_getaffinity, CPU_COUNT */
 #include "bench_server.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <signal.h>
@@ -14,6 +16,19 @@ static volatile sig_atomic_t s_stop_requested = 0;
 static void s_on_signal(int signo) {
   (void)signo;
   s_stop_requested = 1;
+}
+
+void *bench_context_new(void) {
+  void *context = zmq_ctx_new();
+  const char *env = getenv("PSEUD_IO_BATCH");
+  cpu_set_t cpus;
+  int batch = env && (strcmp(env, "0") == 0 || strcmp(env, "1") == 0)
+                  ? env[0] == '1'
+                  : sched_getaffinity(0, sizeof cpus, &cpus) == 0 && CPU_COUNT(&cpus) == 1;
+  /* libzmq's own option (it aborts if the kernel refuses: fine for a
+     benchmark; the host sets the policy itself and logs a refusal) */
+  if (context && batch) zmq_ctx_set(context, ZMQ_THREAD_SCHED_POLICY, SCHED_BATCH);
+  return context;
 }
 
 int bench_install_signal_handlers(void) {

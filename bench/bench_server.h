@@ -11,6 +11,12 @@
 #define BENCH_SERVICE_NAME "bench"
 #define BENCH_POLL_MS 250      /* how often a blocked receive looks at the stop flag */
 
+/* A new context whose threads run as pseud-lua's do (src/io_threads.c):
+   SCHED_BATCH when PSEUD_IO_BATCH is 1, or when it is not 0 or 1 and the
+   process may run on one CPU only. So the ceiling and the C echo get what
+   the server they are set beside gets. NULL when out of memory. */
+void *bench_context_new(void);
+
 /* SIGTERM and SIGINT set the stop flag (no SA_RESTART: a blocked receive
    returns EINTR). Returns 0 or -1. */
 int bench_install_signal_handlers(void);

@@ -19,10 +19,8 @@
     trusted_curve.
 */
 
-#define _GNU_SOURCE                    /* sched_getaffinity, CPU_COUNT */
 #include <errno.h>
 #include <malloc.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -140,17 +138,7 @@ int main(int argc, char **argv) {
     perror("bench_echo_c: sigaction");
     return 1;
   }
-  void *context = zmq_ctx_new();
-  /* And its scheduling of libzmq's threads (src/host.c, s_tune_io_threads):
-   * on one CPU, or with PSEUD_IO_BATCH=1, they run SCHED_BATCH, so replies
-   * leave in batches. Through libzmq's own option here, which aborts if the
-   * kernel refuses: the host sets it itself, and logs a refusal. */
-  cpu_set_t cpus;
-  const char *batch = getenv("PSEUD_IO_BATCH");
-  int on = batch && (batch[0] == '0' || batch[0] == '1')
-               ? batch[0] == '1'
-               : sched_getaffinity(0, sizeof cpus, &cpus) == 0 && CPU_COUNT(&cpus) == 1;
-  if (on) zmq_ctx_set(context, ZMQ_THREAD_SCHED_POLICY, SCHED_BATCH);
+  void *context = bench_context_new();         /* and pseud-lua's thread scheduling */
   char endpoint[256];
   void *socket = bench_server_socket(context, argv[1], endpoint, sizeof endpoint);
   if (!socket) {

@@ -122,7 +122,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "bench_null: out of memory\n");
     return 1;
   }
-  void *context = zmq_ctx_new();
+  void *context = bench_context_new();         /* pseud-lua's thread scheduling */
   char endpoint[256];
   void *socket = bench_server_socket(context, bind_to, endpoint, sizeof endpoint);
   if (!socket) {

@@ -165,6 +165,18 @@ describe('a cluster of nodes on Redis', function()
     other.proc:stop()
   end)
 
+  it('a forwarded call that outlasts three probe rounds ends with its answer; the probes go unsaid', function()
+    local hank = start_peer(b, 'hank')
+    eventually('hank on B', function() return directory(port, 'hank') == b.node end)
+    local before = #b.proc:log_text()
+    -- A probes B's channel every 0.5 s while this call is in flight there
+    assert.same({ ok = true, value = 'slept 1.6' }, call(a, 'call', 'hank', 'slow', 1.6))
+    local said = b.proc:log_text():sub(before + 1)
+    assert.is_nil(said:find('refused a message', 1, true), said)
+    call(b, 'call', 'hank', 'stop')
+    hank:wait(10)
+  end)
+
   it('crafted messages on a node channel: refused, no peer sees them, the node keeps serving', function()
     local frank = start_peer(b, 'frank')
     eventually('frank on B', function() return directory(port, 'frank') == b.node end)

@@ -496,7 +496,7 @@ static void s_on_reply(redisAsyncContext *ac, void *reply, void *privdata) {
     case REQ_SWEEP:
         s_error_reply(c, r, q->kind == REQ_REMOVE ? "remove user" : "sweep");
         break;
-    case REQ_LEAVE:                                  /* answered after its connection closed */
+    case REQ_LEAVE:                                  /* never: its connection closes first */
         break;
     case REQ_SUBSCRIBE:
         break;
@@ -573,10 +573,9 @@ void cluster_destroy(cluster_t **p) {
          * ABSENT at once, not after ttl) with a batch of its entries. One
          * non-blocking write, no answer awaited: what does not go out
          * lapses with the key, as after a crash. */
-        const char *argv[4] = { "EVALSHA", c->sha[SCRIPT_LEAVE], "0", c->id };
-        size_t lens[4] = { 7, 40, 1, CLUSTER_NODE_ID_LEN };
-        cluster_req_t *q = s_req(c, REQ_LEAVE);
-        if (q && s_send(c, c->cmd, q, 4, argv, lens) < 0) free(q);
+        const char *args[1] = { c->id };
+        size_t lens[1] = { CLUSTER_NODE_ID_LEN };
+        s_script(c, SCRIPT_LEAVE, REQ_LEAVE, 0, args, lens, 1);   /* a failure: s_link_lost, a no-op now */
         redis_conn_flush(c->cmd);
     }
     loop_cancel_timer(c->loop, c->reconnect_timer);

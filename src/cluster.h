@@ -96,7 +96,7 @@ cluster_t *cluster_new(loop_t *loop, const char *url, const cluster_options_t *o
 /* Leave: every pending callback is called (DOWN / -1) before it returns;
  * calls made from them are refused. A registered node writes one last
  * script, without waiting for its answer: its liveness key goes and a
- * batch of its entries with it (docs/cluster.md, "Leaving"); if that does
+ * batch of its entries with it (docs/cluster.md, the leave script); if that does
  * not reach Redis, its entries lapse with the key (ttl). Not from inside
  * one of its own callbacks. Takes NULL, clears *p. */
 void cluster_destroy(cluster_t **p);

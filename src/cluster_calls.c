@@ -32,13 +32,15 @@
  * channel that reaches nobody means it is gone (killed, or re-linked under
  * a new id), and so is the way back of its calls. */
 #define PROBE_INTERVAL 0.5        /* seconds */
-#define PROBE_NODES 32            /* nodes asked per round, at most */
+#define PROBE_NODES 32            /* nodes asked per round, at most, taking turns */
+#define PROBE_SEEN 256            /* nodes told apart per round, at most */
 
 struct cluster_link {
     cluster_t *cluster;
     lendpoint_t *le;              /* the server it belongs to */
     int closing;                  /* being freed: callbacks only let go */
     loop_timer_t *probe_timer;    /* armed while calls are in flight elsewhere */
+    size_t probe_turn;            /* where the next round's PROBE_NODES start */
     msgpack_sbuffer sb, body;     /* an envelope; an ERROR body inside one */
     msgpack_packer pk, body_pk;
     msgpack_zone zone;            /* decoding envelopes */
@@ -120,7 +122,7 @@ typedef struct probe {
 
 typedef struct probe_round {
     size_t n;
-    char nodes[PROBE_NODES][FORWARD_MAX_NAME + 1];
+    char nodes[PROBE_SEEN][FORWARD_MAX_NAME + 1];
 } probe_round_t;
 
 static void s_arm_probe(cluster_link_t *l);
@@ -141,7 +143,7 @@ static void s_note_node(void *arg, const char *via) {
     probe_round_t *r = arg;
     for (size_t i = 0; i < r->n; i++)
         if (strcmp(r->nodes[i], via) == 0) return;
-    if (r->n < PROBE_NODES) snprintf(r->nodes[r->n++], sizeof r->nodes[0], "%s", via);
+    if (r->n < PROBE_SEEN) snprintf(r->nodes[r->n++], sizeof r->nodes[0], "%s", via);
 }
 
 static void s_on_probe_timer(loop_t *loop, loop_timer_t *t, void *arg) {
@@ -153,11 +155,13 @@ static void s_on_probe_timer(loop_t *loop, loop_timer_t *t, void *arg) {
     if (!r) { s_arm_probe(l); return; }
     r->n = 0;
     endpoint_each_forwarded(l->le->ep, s_note_node, r);
-    for (size_t i = 0; i < r->n; i++) {
+    size_t first = r->n > PROBE_NODES ? l->probe_turn % r->n : 0;
+    l->probe_turn += PROBE_NODES;
+    for (size_t k = 0; k < r->n && k < PROBE_NODES; k++) {
         probe_t *p = malloc(sizeof *p);
         if (!p) break;
         p->link = l;
-        memcpy(p->node, r->nodes[i], sizeof p->node);
+        memcpy(p->node, r->nodes[(first + k) % r->n], sizeof p->node);
         if (cluster_publish(l->cluster, p->node, strlen(p->node), "", 0, s_on_probed, p) < 0) free(p);
     }
     if (r->n > 0) s_arm_probe(l);                 /* none left in flight: the next publish arms it */

@@ -776,7 +776,7 @@ static void test_dead_node(suite_t *s, node_t *a) {
     CHECK(s_lookup_wait(s->loop, a, "f2", 2, NULL) == CLUSTER_ABSENT, "f2, gone meanwhile, stays gone");
     s_node_free(&f);
     WAIT_FOR(s->loop, s_dbsize(s) == base, 3 * WAIT);
-    CHECK(s_dbsize(s) == base, "[%s] baseline once F lapses too (%lld)", s->label, s_dbsize(s));
+    CHECK(s_dbsize(s) == base, "[%s] baseline once F is gone too (%lld)", s->label, s_dbsize(s));
 }
 
 /* A node destroyed cleanly says goodbye: its liveness key and entries go

@@ -776,6 +776,43 @@ static void test_tracked_and_relayed(void *ctx)
     s_teardown(&f);
 }
 
+static void s_count_via(void *arg, const char *via)
+{
+    int *counts = arg;
+    counts[strcmp(via, "node-a") == 0 ? 0 : strcmp(via, "node-b") == 0 ? 1 : 2]++;
+}
+
+/* Forwarded calls, by the node they went to: listed once per call, and
+ * failed for one node without touching another's or the unsent ones. */
+static void test_forwarded_by_node(void *ctx)
+{
+    fixture_t f;
+    s_setup(&f, ctx, "forwarded", 1);
+    const char *vias[4] = { "node-a", "node-b", "node-a", NULL };   /* the last not sent yet */
+    uint8_t ids[4][FRAME_UUID_SIZE];
+    for (int i = 0; i < 4; i++) {
+        endpoint_call_t *c = endpoint_track_call(f.server.ep, NULL, "u", 1, 5.0, 20 + i);
+        CHECK(c != NULL, "tracked call %d", i);
+        if (!c) { s_teardown(&f); return; }
+        memcpy(ids[i], c->uuid, FRAME_UUID_SIZE);
+        if (vias[i]) c->via = strdup(vias[i]);
+    }
+    int counts[3] = { 0, 0, 0 };
+    endpoint_each_forwarded(f.server.ep, s_count_via, counts);
+    CHECK(counts[0] == 2 && counts[1] == 1 && counts[2] == 0, "each forwarded call listed once with its node "
+          "(%d, %d, %d)", counts[0], counts[1], counts[2]);
+    CHECK(endpoint_fail_forwarded(f.server.ep, "node-a", "PeerLostError", "gone") == 0, "node-a's failed");
+    CHECK(f.server.failed == 2 && strcmp(f.server.failed_name, "PeerLostError") == 0, "both of node-a's calls "
+          "ended (%d)", f.server.failed);
+    CHECK(!endpoint_find_call(f.server.ep, ids[0]) && !endpoint_find_call(f.server.ep, ids[2]) &&
+          endpoint_find_call(f.server.ep, ids[1]) && endpoint_find_call(f.server.ep, ids[3]),
+          "node-b's call and the one not sent yet are still pending");
+    CHECK(endpoint_fail_forwarded(f.server.ep, NULL, "PeerLostError", "link lost") == 0 &&
+          f.server.failed == 3 && endpoint_find_call(f.server.ep, ids[3]), "NULL: every forwarded call, "
+          "never an unsent one");
+    s_teardown(&f);
+}
+
 int main(void)
 {
     void *ctx = zmq_ctx_new();
@@ -788,6 +825,7 @@ int main(void)
     test_many_calls(ctx);
     test_destroy_fails_pending(ctx);
     test_tracked_and_relayed(ctx);
+    test_forwarded_by_node(ctx);
     zmq_ctx_term(ctx);
     test_destroy_in_callback_KNOWN_BUG();
 

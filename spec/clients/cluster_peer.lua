@@ -5,6 +5,7 @@ serves until stop() is called:
   whoami()   'I am IDENTITY'
   echo(x)    x
   stall()    prints `stalling`, then sleeps 60 s (a call that stays in flight)
+  slow(s)    'slept S' after s seconds
   stop()     stops this client
 ]]
 local pseud = require 'pseud'
@@ -18,6 +19,10 @@ client:register_rpc('stall', function()
   io.stdout:write('stalling\n')
   io.stdout:flush()
   pseud.sleep(60)
+end)
+client:register_rpc('slow', function(seconds)
+  pseud.sleep(seconds)
+  return 'slept ' .. seconds
 end)
 client:register_rpc('stop', function() client:stop(); return identity .. ' stopping' end)
 
