@@ -1301,6 +1301,24 @@ static void test_utf8(void)
         }
         CHECK(bad == 0, "%d code points misjudged", bad);
     }
+    /* long ASCII runs (read 32 bytes, then 8, at a time) with one other
+     * byte at every position around those strides: a valid 2-byte
+     * sequence, a stray continuation byte, a sequence cut by the end */
+    {
+        char b[160];
+        int bad = 0;
+        for (size_t at = 0; at + 2 <= sizeof b; at++) {
+            memset(b, 'a', sizeof b);
+            b[at] = (char)0xc3; b[at + 1] = (char)0xa9;              /* é */
+            bad += codec_is_utf8(b, sizeof b) != 1;
+            b[at] = (char)0x80; b[at + 1] = 'a';                     /* stray continuation */
+            bad += codec_is_utf8(b, sizeof b) != 0;
+            memset(b, 'a', sizeof b);
+            b[at + 1] = (char)0xc3;                                  /* cut: the last byte of the string */
+            bad += codec_is_utf8(b, at + 2) != 0;
+        }
+        CHECK(bad == 0, "%d long ASCII strings misjudged", bad);
+    }
 }
 
 int main(void)
