@@ -268,11 +268,16 @@ int host_add_endpoint(host_t *h, lendpoint_t *le) {
     return 0;
 }
 
+/* Bytes an endpoint has read and sent, what the heap trim calls traffic. */
+static uint64_t s_moved(const endpoint_t *ep) {
+    const endpoint_stats_t *st = endpoint_stats(ep);
+    return st->bytes_in + st->bytes_out;
+}
+
 void host_remove_endpoint(host_t *h, lendpoint_t *le) {
     if (le->ep) {                                 /* counters never go down */
-        const endpoint_stats_t *st = endpoint_stats(le->ep);
-        h->busy_closed += st->busy_refused;
-        h->moved_closed += st->bytes_in + st->bytes_out;
+        h->busy_closed += endpoint_stats(le->ep)->busy_refused;
+        h->moved_closed += s_moved(le->ep);
     }
     for (int i = 0; i < h->nendpoints; i++)
         if (h->endpoints[i] == le) { h->endpoints[i] = h->endpoints[--h->nendpoints]; return; }
@@ -494,11 +499,8 @@ static void s_trim_heap(loop_t *loop, loop_timer_t *t, void *arg) {
     (void)t;
     host_t *h = arg;
     uint64_t moved = h->moved_closed;
-    for (int i = 0; i < h->nendpoints; i++) {
-        if (!h->endpoints[i]->ep) continue;
-        const endpoint_stats_t *st = endpoint_stats(h->endpoints[i]->ep);
-        moved += st->bytes_in + st->bytes_out;
-    }
+    for (int i = 0; i < h->nendpoints; i++)
+        if (h->endpoints[i]->ep) moved += s_moved(h->endpoints[i]->ep);
     int quiet = moved >= h->trim_moved && moved - h->trim_moved < TRIM_QUIET;
     h->trim_moved = moved;
     if (!quiet)
