@@ -179,6 +179,38 @@ describe('a cluster of nodes on Redis', function()
     hank:wait(10)
   end)
 
+  it('with calls in flight to more nodes than a probe round asks (32), every node takes its turn', function()
+    -- 40 nodes that Redis lists and a redis-cli listens for (they never answer);
+    -- the 40th, the last that A's calls list, is the one that goes
+    local nodes, users = {}, {}
+    for i = 1, 40 do
+      nodes[i], users[i] = ('fake-node-%02d'):format(i), ('fake-user-%02d'):format(i)
+      redis(port, 'SET', 'pseud:node:' .. nodes[i], 'spec', 'EX', '60')
+      redis(port, 'ZADD', 'pseud:user:7:service:' .. users[i], '1', nodes[i])
+    end
+    local function listener(from, to)
+      local argv = { 'redis-cli', '-p', port, 'SUBSCRIBE' }
+      for i = from, to do argv[#argv + 1] = 'pseud:chan:' .. nodes[i] end
+      local p = process.start(argv, { name = 'listener' })
+      p:wait_for('^' .. ('pseud:chan:' .. nodes[to]):gsub('%p', '%%%0') .. '$', 200, 10)
+      return p
+    end
+    local most, last = listener(1, 39), listener(40, 40)
+    local caller = process.start({ process.host(), 'spec/clients/cluster_call.lua', a.endpoint, 'call_each',
+                                   json.encode(users), '"whoami"', '40' }, { name = 'call-each' })
+    -- A has published all 40 once the last node's listener took its call
+    last:wait_for('whoami', 200, 10)
+    last:stop()                                   -- node 40 goes: its channel has nobody
+    caller:wait(20)
+    local r = json.decode(table.concat(caller.lines, '\n'))
+    assert.equal('PeerLostError', r.first.error, r.first.message)
+    assert.matches('left it with the call in flight', r.first.message, 1, true)
+    assert.is_true(r.first.seconds < 2.5, r.first.seconds)   -- not its 3 s timeout
+    assert.same({ ok = 0, failed = 39 }, r.rest)               -- the others: their timeout
+    most:stop()
+    for i = 1, 40 do redis(port, 'DEL', 'pseud:node:' .. nodes[i], 'pseud:user:7:service:' .. users[i]) end
+  end)
+
   it('crafted messages on a node channel: refused, no peer sees them, the node keeps serving', function()
     local frank = start_peer(b, 'frank')
     eventually('frank on B', function() return directory(port, 'frank') == b.node end)

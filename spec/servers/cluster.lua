@@ -6,6 +6,10 @@ spec/servers/cluster.lua [ENDPOINT]: one node of cluster_spec.lua, serving
                              {ok = true, value = v} or {ok = false, error = class,
                              message = text, seconds = time taken}
   peers()                    the sorted user ids of rpc:peers()
+  call_each(users, name, k)  send_to(u)[name]() for every user in turn, all in
+                             flight at once; the k-th awaited first: its outcome
+                             as call() gives it, then the others', counted
+                             {ok = n, failed = n}
   node()                     this node's id now (a new one after each re-link)
   up()                       whether its link to Redis is up
   hold(seconds)              'held' after `seconds`, or sooner once release() is called
@@ -27,6 +31,24 @@ server:register_rpc('call', function(user, name, ...)
   local ok, v = pcall(function(...) return server:send_to(user)[name](...):get() end, ...)
   if ok then return { ok = true, value = v } end
   return { ok = false, error = v.name, message = v.message, seconds = pseud.now() - t0 }
+end)
+
+server:register_rpc('call_each', function(users, name, k)
+  local t0, futures = pseud.now(), {}
+  for i, user in ipairs(users) do futures[i] = server:send_to(user)[name]() end
+  local function outcome(f)
+    local ok, v = pcall(f.get, f)
+    if ok then return { ok = true, value = v } end
+    return { ok = false, error = v.name, message = v.message, seconds = pseud.now() - t0 }
+  end
+  local first, rest = outcome(futures[k]), { ok = 0, failed = 0 }
+  for i, f in ipairs(futures) do
+    if i ~= k then
+      local o = outcome(f)
+      rest[o.ok and 'ok' or 'failed'] = rest[o.ok and 'ok' or 'failed'] + 1
+    end
+  end
+  return { first = first, rest = rest }
 end)
 
 server:register_rpc('peers', function()
