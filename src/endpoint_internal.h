@@ -69,6 +69,8 @@ struct endpoint {
     int strict;                      /* identities are authenticated: check before replying */
     double log_window;               /* start of the current second of refusal lines */
     int log_lines, log_suppressed;
+    unsigned wake_batch;             /* messages read since the poll last woke for it */
+    unsigned last_wake_batch;        /* the same, for the wake before (s_on_readable) */
     int busy;                        /* inside a callback: destroy must not free yet */
     int closing;                     /* destroyed while busy: freed when it unwinds */
 };

@@ -60,6 +60,8 @@ struct loop {
     size_t ntimers, captimers;
     int wakes_on_signals;      /* the self-pipe's read end is watched */
     int deaf;                  /* a worker's loop: the signal flags are the control's */
+    size_t polled;             /* while a poll's results are dispatched: how many
+                                * watches it covered; else 0 (loop_quiet) */
 };
 
 /* The C globals: the flags the signal handler sets and the runner reads.
@@ -378,6 +380,17 @@ void loop_touch(loop_t *loop, void *socket) {
         if (loop->watches[i].socket == socket && !loop->watches[i].removed) loop->watches[i].stale = 1;
 }
 
+int loop_quiet(const loop_t *loop, void *socket) {
+    for (size_t i = 0; i < loop->polled; i++) {
+        const loop_watch_t *w = &loop->watches[i];
+        if (w->socket == socket && !w->removed)
+            return !w->stale && loop->fds[i].revents == 0;
+    }
+    return 0;
+}
+
+int loop_woken(const loop_t *loop) { return loop->polled > 0; }
+
 int loop_run_once(loop_t *loop, double max_wait) {
     if (loop->removed) s_compact(loop);
     int signalled = s_signal && !loop->deaf;
@@ -404,7 +417,11 @@ int loop_run_once(loop_t *loop, double max_wait) {
     /* always, even at 0 s: a socket that is not stale is seen only here */
     int rc = poll(loop->fds, (nfds_t)loop->nwatches, (int)timeout_ms);
     if (rc < 0 && errno == EINTR && s_signal && !loop->deaf) return -1;
-    if (rc > 0) n += s_dispatch(loop, 1);
+    if (rc > 0) {
+        loop->polled = loop->nwatches;
+        n += s_dispatch(loop, 1);
+        loop->polled = 0;
+    }
     n += s_run_timers(loop);
     return n;
 }

@@ -573,6 +573,32 @@ static void test_many_calls(void *ctx)
     free(f.client.ref_failed);
 }
 
+/* Sparse traffic (one message a wake) makes the server read one message
+ * and stop; a burst that follows must still be read at once, through the
+ * loop's look at the socket before it sleeps, not at the next wake (which
+ * would never come: the client waits for its replies). */
+static void test_sparse_then_burst(void *ctx)
+{
+    enum { SPARSE = 4, BURST = 50 };
+    fixture_t f;
+    s_setup(&f, ctx, "sparse", 1);
+    f.server.mode = MODE_ECHO;
+    for (int i = 0; i < SPARSE; i++) {
+        endpoint_send_work(f.client.ep, "service", 7, NULL, 0, "one", 3, 5.0, i);
+        RUN_UNTIL(f.loop, f.client.replies + f.client.failed > i);
+    }
+    CHECK(f.client.replies == SPARSE, "one call at a time: %d replies of %d", f.client.replies, SPARSE);
+    for (int i = 0; i < BURST; i++)
+        endpoint_send_work(f.client.ep, "service", 7, NULL, 0, "many", 4, 5.0, SPARSE + i);
+    double t0 = loop_now();
+    RUN_UNTIL(f.loop, f.client.replies + f.client.failed >= SPARSE + BURST);
+    CHECK(f.server.works == SPARSE + BURST && f.client.replies == SPARSE + BURST && f.client.failed == 0,
+          "the burst after sparse calls: every call served and answered (works %d, replies %d, failed %d)",
+          f.server.works, f.client.replies, f.client.failed);
+    CHECK(loop_now() - t0 < 1.0, "at once, not after a timer or a timeout (%.3f s)", loop_now() - t0);
+    s_teardown(&f);
+}
+
 static void test_destroy_fails_pending(void *ctx)
 {
     fixture_t f;
@@ -823,6 +849,7 @@ int main(void)
     test_unroutable_fails(ctx);
     test_invalid_input(ctx);
     test_many_calls(ctx);
+    test_sparse_then_burst(ctx);
     test_destroy_fails_pending(ctx);
     test_tracked_and_relayed(ctx);
     test_forwarded_by_node(ctx);
