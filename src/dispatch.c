@@ -84,11 +84,15 @@ static void s_access(host_t *h, const char *peer, size_t peer_len, const char *u
 
 /* --- WORK --- */
 
+/* A user id up to this long is copied, not pushed, until a hook needs it. */
+#define USER_COPY_MAX 256
+
 typedef struct work_job {
     lendpoint_t *le;
     const frame_message_t *m;
     message_work_t work;          /* the decoded body (views into m and the zone) */
     int kept;                     /* a task took it: it answers later */
+    char user[USER_COPY_MAX];     /* the sender's user id while no Lua string holds it */
 } work_job_t;
 
 /* The route list on top becomes the callable the endpoint's resolver picks
@@ -141,8 +145,10 @@ static inline int s_is_reserved(const char *name, size_t len) {
  * the endpoints it proxies to, then the global one; route lists ask the
  * resolver. A reserved name is looked up in the endpoint's own reserved
  * table only. Replaces the name with the callable or nil. */
-static void s_lookup(lua_State *L, lendpoint_t *le, const frame_message_t *m, int user,
+static void s_lookup(lua_State *L, const work_job_t *job, int user,
                      int args, int npos, int has_kwargs, const char *name_str, size_t name_len) {
+    lendpoint_t *le = job->le;
+    const frame_message_t *m = job->m;
     int name = lua_gettop(L);
     if (s_is_reserved(name_str, name_len)) {
         if (le->reserved == LUA_NOREF) lua_pushnil(L);
@@ -161,7 +167,13 @@ static void s_lookup(lua_State *L, lendpoint_t *le, const frame_message_t *m, in
         lua_rawgeti(L, LUA_REGISTRYINDEX, reg);
         lua_pushvalue(L, name);
         lua_rawget(L, -2);
-        if (dispatch_is_marked(L, -1, ROUTES_MT)) s_route(L, le, m, user, name, args, npos, has_kwargs);
+        if (dispatch_is_marked(L, -1, ROUTES_MT)) {
+            if (lua_isnil(L, user)) {             /* first needed now */
+                lua_pushlstring(L, job->user, m->user_len);
+                lua_replace(L, user);
+            }
+            s_route(L, le, m, user, name, args, npos, has_kwargs);
+        }
         if (!lua_isnil(L, -1)) { lua_replace(L, name); lua_pop(L, 1); return; }
         lua_pop(L, 2);
     }
@@ -211,11 +223,19 @@ static int s_work_protected(lua_State *L) {
     host_t *h = le->host;
     const frame_message_t *m = job->m;
     const message_work_t *w = &job->work;
-    /* the sender's identity, kept on the stack: hooks run below may change
-     * the directory entry m->user points into */
-    lua_pushlstring(L, m->user, m->user_len);
+    /* The sender's identity, copied before anything runs: a hook (the
+     * gate, a predicate, a finalizer any allocation may run) may change the
+     * directory entry m->user points into. A Lua string only once a hook
+     * needs it (the gate now, a predicate in s_lookup); till then nil. */
+    int gated = le->auth_gate != LUA_NOREF, copied = !gated && m->user_len <= USER_COPY_MAX;
+    if (copied) {
+        memcpy(job->user, m->user, m->user_len);
+        lua_pushnil(L);
+    } else {
+        lua_pushlstring(L, m->user, m->user_len);
+    }
     int user = lua_gettop(L);
-    if (le->auth_gate != LUA_NOREF && !s_gate(L, le, m, user)) {
+    if (gated && !s_gate(L, le, m, user)) {
         static const char text[] = "Authentication Required";
         endpoint_reply(le->ep, m->peer, m->peer_len, NULL, 0, m->uuid, FRAME_UNAUTHORIZED,
                        text, sizeof text - 1);
@@ -232,7 +252,7 @@ static int s_work_protected(lua_State *L) {
         luaL_setmetatable(L, CODEC_KWARGS_MT);
     }
     lua_pushlstring(L, w->name, w->name_len);
-    s_lookup(L, le, m, user, base + 1, npos, has_kwargs, w->name, w->name_len);
+    s_lookup(L, job, user, base + 1, npos, has_kwargs, w->name, w->name_len);
     if (lua_isnil(L, -1)) {
         /* the name is the peer's bytes: escaped, at most 1 KiB of it (DESIGN.md 4) */
         char echo[MESSAGE_ECHO_SIZE];
@@ -242,8 +262,8 @@ static int s_work_protected(lua_State *L) {
         return 0;
     }
     lua_insert(L, base + 1);                      /* callable below its arguments */
-    size_t user_len;
-    const char *user_id = lua_tolstring(L, user, &user_len);
+    size_t user_len = m->user_len;
+    const char *user_id = lua_isnil(L, user) ? job->user : lua_tolstring(L, user, &user_len);
     size_t need = m->peer_len + user_len + w->name_len;
     task_t *t = task_new(&h->sched, L);
     task_work_t *tw = &t->work;
@@ -318,7 +338,10 @@ static int s_to_worker(lendpoint_t *le, const frame_message_t *m) {
 static int s_on_work(void *ctx, endpoint_t *ep, const frame_message_t *m) {
     lendpoint_t *le = ctx;
     host_t *h = le->host;
-    work_job_t job = { .le = le, .m = m, .kept = 0 };
+    work_job_t job;                               /* not zeroed: job.user is 256 bytes */
+    job.le = le;
+    job.m = m;
+    job.kept = 0;
     codec_error_t why = { "msgpack: out of memory" };
     (void)ep;
     if (h->workers && le->name_len) {              /* docs/workers.md */
