@@ -626,8 +626,9 @@ static void s_on_readable(loop_t *loop, void *socket, void *arg) {
      * Each drain ends on EAGAIN, so a monitor the poll that woke us found
      * silent holds no event from before that poll: then the drain (a poll
      * and a getpid inside libzmq, a microsecond each here) is skipped, and
-     * what came since is no newer than what a drain here could miss. */
-    if (!loop_quiet(ep->loop, ep->monitor)) endpoint_drain_monitor(ep);
+     * what came since is no newer than what a drain here could miss. In
+     * the look before a poll, one poll(2) of its fd tells the same. */
+    endpoint_catch_up_monitor(ep);
     int with_user_id = s_secured(ep);
     /* Sparse traffic (the last wake brought one message): read one and
      * stop. The loop looks at this socket again before it sleeps (a

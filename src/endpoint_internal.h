@@ -60,6 +60,7 @@ struct endpoint {
     char *hello_peer;                /* the server our HELLO went to (routing id = user id) */
     size_t hello_peer_len;
     void *monitor;                   /* PAIR: the socket's connection events */
+    int monitor_fd;                  /* its ZMQ_FD: readable once an event follows a drain */
     struct endpoint_connect *connects;  /* addresses it connected to, for handshake refusals */
     int nconnects, nrefused;         /* how many; how many refused, none succeeded since */
     int connects_untracked;          /* more than ENDPOINT_MAX_CONNECTS: refusals not judged */
@@ -136,6 +137,9 @@ void endpoint_connects_free(endpoint_t *ep);
 int endpoint_monitor_start(endpoint_t *ep, void *zmq_context);
 void endpoint_monitor_stop(endpoint_t *ep);
 void endpoint_drain_monitor(endpoint_t *ep);
+/* The same, unless the monitor can hold no event: the loop's poll just
+ * found it silent, or its fd is (one poll(2), not libzmq's two calls). */
+void endpoint_catch_up_monitor(endpoint_t *ep);
 int endpoint_fd_closed(const endpoint_t *ep, int fd);
 /* Forget `p` now if nothing keeps it: its connection closed and no
  * heartbeat sweep will report it. Returns 1 when it was removed. */

@@ -11,15 +11,20 @@
  * binds waits in the outbox; malformed input from a raw ROUTER peer is
  * answered with ProtocolError only when it could not be a reply; 1,000 calls
  * in flight; endpoint_destroy fails pending calls with PeerLostError; calls
- * tracked for another transport (the cluster's) and relayed answers.
+ * tracked for another transport (the cluster's) and relayed answers; a burst
+ * after sparse calls; a disconnect read before the WORK of a peer that took
+ * the routing id and fd number over, in the look at stale sockets (TCP, the
+ * peers in a child process).
  * Every wait is loop_run_once in a loop bounded by a deadline.
  *
  * Each failed check prints one line (file:line: what was expected); the last
  * line is a summary and the exit status is non-zero when any check failed.
  */
 #include "endpoint.h"
+#include "endpoint_internal.h"   /* the monitor's fd: test_disconnect_first */
 
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -599,6 +604,140 @@ static void test_sparse_then_burst(void *ctx)
     s_teardown(&f);
 }
 
+/* "Disconnects first" (DESIGN.md 4.1): a peer that reconnects on the
+ * routing id of one that just left, and gets the same fd number, is a new
+ * directory entry, not the old one, even when its message is read in the
+ * look at stale sockets before a poll, where no poll saw the monitor. */
+typedef struct order {
+    char seen[16][24];             /* "I+ X", "I- X", "W fd" in order */
+    int n, works, last_fd;
+} order_t;
+
+static void s_order_note(order_t *o, const char *what)
+{
+    if (o->n < 16) snprintf(o->seen[o->n++], sizeof o->seen[0], "%s", what);
+}
+
+static int s_order_work(void *ctx, endpoint_t *ep, const frame_message_t *m)
+{
+    (void)ep;
+    order_t *o = ctx;
+    o->works++;
+    o->last_fd = m->fd;
+    s_order_note(o, "W");
+    return 1;                                   /* held: never answered */
+}
+
+static void s_order_identity(void *ctx, endpoint_t *ep, const char *user, size_t len, int present)
+{
+    (void)ep;
+    char what[24];
+    snprintf(what, sizeof what, "I%c %.*s", present ? '+' : '-', (int)(len < 16 ? len : 16), user);
+    s_order_note(ctx, what);
+}
+
+static void *s_raw_peer(void *ctx, const char *endpoint, const char *routing_id)
+{
+    void *s = zmq_socket(ctx, ZMQ_DEALER);
+    int zero = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(s, ZMQ_ROUTING_ID, routing_id, strlen(routing_id));
+    zmq_connect(s, endpoint);
+    uint8_t uuid[FRAME_UUID_SIZE];
+    frame_new_uuid(uuid);
+    unsigned char type = FRAME_WORK;
+    zmq_send(s, "", 0, ZMQ_SNDMORE);
+    zmq_send(s, FRAME_VERSION, 2, ZMQ_SNDMORE);
+    zmq_send(s, uuid, sizeof uuid, ZMQ_SNDMORE);
+    zmq_send(s, &type, 1, ZMQ_SNDMORE);
+    zmq_send(s, "\x93\xa1x\x90\x80", 5, 0);     /* ["x", [], {}] */
+    return s;
+}
+
+/* The peers a and b, in a child process (so the server's fds are the only
+ * ones here, and b's connection gets a's freed number): each step waits for
+ * the parent's byte on `go`. */
+static void s_peers_child(int go, const char *endpoint)
+{
+    void *ctx = zmq_ctx_new();
+    char step;
+    void *a = s_raw_peer(ctx, endpoint, "X");
+    if (read(go, &step, 1) != 1) _exit(1);      /* a's WORK was read */
+    zmq_close(a);
+    if (read(go, &step, 1) != 1) _exit(1);      /* a's disconnect was seen */
+    void *b = s_raw_peer(ctx, endpoint, "X");
+    if (read(go, &step, 1) < 0) _exit(1);       /* done (or EOF) */
+    zmq_close(b);
+    zmq_ctx_term(ctx);
+    _exit(0);
+}
+
+/* One try: 1 if b came on a's fd number (the case that matters), 0 if
+ * not (another fd was freed meanwhile: the caller tries again), -1 on a
+ * failed check. */
+static int s_disconnect_first_once(void *ctx)
+{
+    order_t o = { .n = 0 };
+    loop_t *loop = loop_new();
+    endpoint_options_t opt;
+    endpoint_options_init(&opt);
+    opt.linger_ms = 0;
+    endpoint_events_t ev = { .ctx = &o, .on_work = s_order_work, .on_identity = s_order_identity };
+    endpoint_t *ep = endpoint_new(ctx, loop, &opt, &ev);
+    char actual[256];
+    int failed = g_failed;
+    CHECK(ep && endpoint_bind(ep, "tcp://127.0.0.1:*", actual, sizeof actual) == 0, "bind tcp");
+    int go[2];
+    CHECK(pipe(go) == 0, "pipe");
+    fflush(stdout);
+    pid_t child = fork();
+    if (child == 0) { close(go[1]); s_peers_child(go[0], actual); }
+    close(go[0]);
+
+    RUN_UNTIL(loop, o.works == 1);
+    int fd_a = o.last_fd;
+    CHECK(o.works == 1 && o.n == 2 && strcmp(o.seen[0], "I+ X") == 0,
+          "a's WORK read, X entered the directory (works %d, events %d)", o.works, o.n);
+    /* a's handler ran: the server socket is stale now, and the loop does
+     * not run again until b's WORK is there to read */
+    CHECK(write(go[1], "1", 1) == 1, "a goes");
+    struct pollfd pm = { .fd = ep->monitor_fd, .events = POLLIN };
+    CHECK(poll(&pm, 1, (int)(WAIT_LIMIT * 1000)) == 1, "the disconnect waits in the monitor");
+    CHECK(write(go[1], "2", 1) == 1, "b comes");
+    int events = 0;
+    size_t len = sizeof events;
+    double t0 = loop_now();
+    do {                                        /* b's WORK is there (what the stale look does) */
+        zmq_getsockopt(endpoint_socket(ep), ZMQ_EVENTS, &events, &len);
+    } while (!(events & ZMQ_POLLIN) && loop_now() - t0 < WAIT_LIMIT);
+    CHECK(events & ZMQ_POLLIN, "b's WORK is there");
+    loop_run_once(loop, 0);
+    CHECK(o.works == 2, "b's WORK read in that turn (works %d)", o.works);
+    /* with another fd number, the directory tells the connections apart
+     * anyway; with a's, only the disconnect read first does */
+    CHECK(o.n == 5 && strcmp(o.seen[2], "I- X") == 0 && strcmp(o.seen[3], "I+ X") == 0 &&
+          strcmp(o.seen[4], "W") == 0,
+          "a's disconnect is known before b's WORK: X left and entered again, then the WORK "
+          "(fd %d then %d; events %d: %s, %s, %s)", fd_a, o.last_fd, o.n, o.n > 2 ? o.seen[2] : "",
+          o.n > 3 ? o.seen[3] : "", o.n > 4 ? o.seen[4] : "");
+    int reused = o.works == 2 && o.last_fd == fd_a;
+    close(go[1]);
+    int status = 0;
+    waitpid(child, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the peers' process ended well");
+    endpoint_destroy(&ep);
+    loop_run_once(loop, 0);
+    loop_destroy(&loop);
+    return g_failed != failed ? -1 : reused;
+}
+
+static void test_disconnect_first(void *ctx)
+{
+    int tries = 0, rc = 0;
+    while (rc == 0 && tries++ < 10) rc = s_disconnect_first_once(ctx);
+    CHECK(rc != 0, "in 10 tries b never came on a's fd number: the case was not tried");
+}
+
 static void test_destroy_fails_pending(void *ctx)
 {
     fixture_t f;
@@ -850,6 +989,7 @@ int main(void)
     test_invalid_input(ctx);
     test_many_calls(ctx);
     test_sparse_then_burst(ctx);
+    test_disconnect_first(ctx);
     test_destroy_fails_pending(ctx);
     test_tracked_and_relayed(ctx);
     test_forwarded_by_node(ctx);
