@@ -630,11 +630,11 @@ static void s_on_readable(loop_t *loop, void *socket, void *arg) {
      * the look before a poll, one poll(2) of its fd tells the same. */
     endpoint_catch_up_monitor(ep);
     int with_user_id = s_secured(ep);
-    /* Sparse traffic (the last wake brought one message): read one and
-     * stop. The loop looks at this socket again before it sleeps (a
-     * handler leaves it stale), after the tasks ran and sent, and that look
-     * replaces the EAGAIN a full read ends on: two system calls a call
-     * fewer at window 1. More than one, and reads go on to EAGAIN. */
+    /* Sparse traffic (each of the last two wakes brought one message):
+     * read one and stop. The loop looks at this socket again before it
+     * sleeps (a handler leaves it stale), after the tasks ran and sent,
+     * and that look replaces the EAGAIN a full read ends on: two system
+     * calls a call fewer at window 1. Otherwise reads go on to EAGAIN. */
     int budget = RECV_BUDGET;
     if (loop_woken(ep->loop)) {
         if (ep->last_wake_batch == 1 && ep->wake_batch == 1) budget = 1;
