@@ -622,12 +622,8 @@ static void s_on_readable(loop_t *loop, void *socket, void *arg) {
     int got = 0, is_new;
     double now = loop_now();
     endpoint_enter(ep);
-    /* disconnects first: a routing id freed by one is not its old owner's.
-     * Each drain ends on EAGAIN, so a monitor the poll that woke us found
-     * silent holds no event from before that poll: then the drain (a poll
-     * and a getpid inside libzmq, a microsecond each here) is skipped, and
-     * what came since is no newer than what a drain here could miss. In
-     * the look before a poll, one poll(2) of its fd tells the same. */
+    /* disconnects first: a routing id freed by one is not its old owner's
+     * (the drain only when the monitor's fd says there is an event) */
     endpoint_catch_up_monitor(ep);
     int with_user_id = s_secured(ep);
     /* Sparse traffic (each of the last two wakes brought one message):

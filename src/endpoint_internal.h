@@ -137,8 +137,8 @@ void endpoint_connects_free(endpoint_t *ep);
 int endpoint_monitor_start(endpoint_t *ep, void *zmq_context);
 void endpoint_monitor_stop(endpoint_t *ep);
 void endpoint_drain_monitor(endpoint_t *ep);
-/* The same, unless the monitor can hold no event: the loop's poll just
- * found it silent, or its fd is (one poll(2), not libzmq's two calls). */
+/* The same, unless the monitor's fd says it holds no event (one poll(2),
+ * not libzmq's getpid and poll). */
 void endpoint_catch_up_monitor(endpoint_t *ep);
 int endpoint_fd_closed(const endpoint_t *ep, int fd);
 /* Forget `p` now if nothing keeps it: its connection closed and no

@@ -60,8 +60,7 @@ struct loop {
     size_t ntimers, captimers;
     int wakes_on_signals;      /* the self-pipe's read end is watched */
     int deaf;                  /* a worker's loop: the signal flags are the control's */
-    size_t polled;             /* while a poll's results are dispatched: how many
-                                * watches it covered; else 0 (loop_quiet) */
+    int woken;                 /* a poll's results are being dispatched (loop_woken) */
 };
 
 /* The C globals: the flags the signal handler sets and the runner reads.
@@ -380,18 +379,10 @@ void loop_touch(loop_t *loop, void *socket) {
         if (loop->watches[i].socket == socket && !loop->watches[i].removed) loop->watches[i].stale = 1;
 }
 
-int loop_quiet(const loop_t *loop, void *socket) {
-    for (size_t i = 0; i < loop->polled; i++) {
-        const loop_watch_t *w = &loop->watches[i];
-        if (w->socket == socket && !w->removed)
-            return !w->stale && loop->fds[i].revents == 0;
-    }
-    return 0;
-}
-
-int loop_woken(const loop_t *loop) { return loop->polled > 0; }
+int loop_woken(const loop_t *loop) { return loop->woken; }
 
 int loop_run_once(loop_t *loop, double max_wait) {
+    loop->woken = 0;                   /* even if a handler left by a longjmp */
     if (loop->removed) s_compact(loop);
     int signalled = s_signal && !loop->deaf;
     if (signalled) return -1;
@@ -418,9 +409,9 @@ int loop_run_once(loop_t *loop, double max_wait) {
     int rc = poll(loop->fds, (nfds_t)loop->nwatches, (int)timeout_ms);
     if (rc < 0 && errno == EINTR && s_signal && !loop->deaf) return -1;
     if (rc > 0) {
-        loop->polled = loop->nwatches;
+        loop->woken = 1;
         n += s_dispatch(loop, 1);
-        loop->polled = 0;
+        loop->woken = 0;
     }
     n += s_run_timers(loop);
     return n;

@@ -32,13 +32,6 @@ void loop_remove_socket(loop_t *loop, void *socket);
  * (nothing is dispatched in between), or a message can wait unseen until
  * the next one arrives. */
 void loop_touch(loop_t *loop, void *socket);
-/* 1 while the loop runs the handlers of a poll that has just returned, for
- * a watched socket that poll found silent and that is not stale: it was
- * read to EAGAIN before (or its ZMQ_EVENTS said nothing), so nothing sent
- * to it before the poll waits in it. A caller that would read it only to
- * learn of such messages may skip that read (two system calls inside
- * libzmq). 0 anywhere else, and for a socket the loop does not watch. */
-int loop_quiet(const loop_t *loop, void *socket);
 /* 1 while the loop runs the handlers of a poll that has just returned (a
  * socket's fd woke it), 0 in the look at stale sockets before a poll. */
 int loop_woken(const loop_t *loop);
