@@ -88,6 +88,20 @@ describe('identity under hostile peers', function()
     end)
   end)
 
+  describe('with a HELLO login and no gate', function()
+    it('gives handlers and predicates the whole user id up to 255 bytes; a longer login is refused', function()
+      local _, endpoint = process.server('spec/servers/identity.lua', 'hello')
+      local r = attack { 'long', endpoint }
+      for _, n in ipairs { 1, 254, 255 } do
+        local login, got = ('u'):rep(n), r[tostring(n)]
+        assert.equal(4, got.hello, n .. ': AUTHENTICATED')      -- 0x04
+        assert.equal(login, got.whoami, n .. ': whoami')
+        assert.equal(login, got.routed, n .. ': routed (the predicate saw it whole)')
+      end
+      assert.equal(17, r['256'].hello)                            -- 0x11 UNAUTHORIZED
+    end)
+  end)
+
   describe('under untrusted_curve', function()
     it("send_to(login) reaches an independent Python peer that logged in by HELLO", function()
       local _, endpoint = process.server('spec/servers/identity.lua', 'untrusted_curve',

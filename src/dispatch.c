@@ -84,15 +84,13 @@ static void s_access(host_t *h, const char *peer, size_t peer_len, const char *u
 
 /* --- WORK --- */
 
-/* A user id up to this long is copied, not pushed, until a hook needs it. */
-#define USER_COPY_MAX 256
-
 typedef struct work_job {
     lendpoint_t *le;
     const frame_message_t *m;
     message_work_t work;          /* the decoded body (views into m and the zone) */
     int kept;                     /* a task took it: it answers later */
-    char user[USER_COPY_MAX];     /* the sender's user id while no Lua string holds it */
+    char user[FRAME_MAX_ID];      /* the sender's user id while no Lua string holds it
+                                   * (every user id is at most 255 bytes: DESIGN.md 4.1) */
 } work_job_t;
 
 /* The route list on top becomes the callable the endpoint's resolver picks
@@ -227,7 +225,7 @@ static int s_work_protected(lua_State *L) {
      * gate, a predicate, a finalizer any allocation may run) may change the
      * directory entry m->user points into. A Lua string only once a hook
      * needs it (the gate now, a predicate in s_lookup); till then nil. */
-    int gated = le->auth_gate != LUA_NOREF, copied = !gated && m->user_len <= USER_COPY_MAX;
+    int gated = le->auth_gate != LUA_NOREF, copied = !gated && m->user_len <= sizeof job->user;
     if (copied) {
         memcpy(job->user, m->user, m->user_len);
         lua_pushnil(L);

@@ -18,6 +18,10 @@ thread, prints one JSON object and exits 0; every wait has a deadline.
                            passwords for S seconds while a logged-in peer
                            calls whoami in a loop: its latencies (p50, p99,
                            max) and call count
+  long      ENDPOINT       backend 'hello': peers log in by HELLO as 'u' * N
+                           (N up to the 255-byte limit of a user id, and past
+                           it) and call whoami and routed (a predicate reads
+                           the id)
   curve     ENDPOINT SERVERKEY  untrusted_curve: alice logs in by HELLO and
                            serves whoami; bob asks the server to send_to('alice')
 Passwords (see identity_spec.lua): alice/wonderland, bob/builder,
@@ -303,6 +307,28 @@ def scenario_curve(ctx, ep, keys):
     return out
 
 
+def scenario_long(ctx, ep):
+    out = {}
+    for n in (1, 254, 255, 256):
+        login = 'u' * n
+        s = peer(ctx, ep)
+        u = send(s, HELLO, pack([login, 'pw']))
+        deadline = time.monotonic() + 5
+        got = None
+        while got is None and time.monotonic() < deadline and \
+                s.poll(int((deadline - time.monotonic()) * 1000) + 1):
+            f = s.recv_multipart()
+            if len(f) == 6 and f[3] == u:
+                got = f[4][0]
+        res = {'hello': got}
+        for name in ('whoami', 'routed'):
+            t, v = call(s, name, [])
+            res[name] = v if t == OK else [t, v if not isinstance(v, bytes) else v.hex()]
+        out[str(n)] = json.loads(json.dumps(res, default=lambda b: b.hex()))
+        s.close()
+    return out
+
+
 def main(argv):
     ctx = zmq.Context.instance()
     what, ep = argv[1], argv[2]
@@ -318,6 +344,8 @@ def main(argv):
         out = scenario_flood(ctx, ep, int(argv[3]), float(argv[4]))
     elif what == 'flood-only':
         out = {'made': flood_logins(ctx, ep, int(argv[3]), float(argv[4]))}
+    elif what == 'long':
+        out = scenario_long(ctx, ep)
     elif what == 'curve':
         keys = json.loads(argv[3])
         out = scenario_curve(ctx, ep, keys)
