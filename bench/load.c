@@ -48,17 +48,20 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <msgpack.h>
 #include <zmq.h>
 
+#include "wire.h"
 #include "workload.h"
 
 #define LOAD_FRAMES_MAX 8            /* a v1 reply has 6; more is read and dropped */
 #define LOAD_BATCH 256               /* replies read from one client before its window is refilled */
 #define LOAD_WINDOW_MAX (1L << 24)   /* slot indexes travel in 4 uuid bytes; this is plenty */
+#define LOAD_HANDSHAKE_MS 10000     /* --wire raw: a connection's greeting and READY */
 #define LOAD_RETRY_MS 5              /* wait between sends to a not-yet-handshaken server */
 #define LOAD_POLL_MS 100             /* longest poll, so the deadline is seen */
 #define LOAD_ERRORS_SHOWN 5          /* errors described on stderr; the rest only counted */
@@ -78,6 +81,7 @@ typedef struct {
   double deadline_s;                 /* the whole run, warm-up included */
   uint64_t interval_ns;              /* least time between two sends of a client; 0: none */
   const char *curve_server_key;      /* Z85: the clients speak CURVE to this server key; NULL: no */
+  int wire_raw;                      /* --wire raw: bench/wire.c's connections, not libzmq's */
 } options_t;
 
 typedef struct {
@@ -96,8 +100,9 @@ typedef struct {
 } call_t;
 
 typedef struct {
-  void *socket;                      /* ROUTER connected to the server */
-  int fd;                            /* its ZMQ_FD */
+  void *socket;                      /* ROUTER connected to the server (--wire zmq) */
+  wire_t *wire;                      /* or the raw connection (--wire raw) */
+  int fd;                            /* its ZMQ_FD, or the raw connection's socket */
   int armed;                         /* the last operation on the socket was a receive
                                         that found nothing: its ZMQ_FD will signal */
   call_t *slots;                     /* `window` slots */
@@ -179,9 +184,11 @@ static int s_parse_options(int argc, char **argv, options_t *options) {
       options->interval_ns = (uint64_t)n * 1000000u;
     else if (!strcmp(arg, "--curve-server-key") && strlen(value) == 40)
       options->curve_server_key = value;
+    else if (!strcmp(arg, "--wire") && (!strcmp(value, "zmq") || !strcmp(value, "raw")))
+      options->wire_raw = !strcmp(value, "raw");
     else return -1;
   }
-  if (positional != 2)
+  if (positional != 2 || (options->wire_raw && options->curve_server_key))
     return -1;
   options->service_size = strlen(options->service);
   return 0;
@@ -252,30 +259,51 @@ static uint32_t s_id_slot(const unsigned char *uuid) {
 
 /* ---- sending ---------------------------------------------------------- */
 
-/* Sends one WORK call on `client` from a free slot. Returns 0 when sent, 1
-   when the server is not handshaken yet (nothing was sent), -1 on any
-   other failure. */
+/* One WORK through libzmq: 0 sent, 1 the server is not handshaken yet, -1
+   failed. */
+static int s_send_zmq(void *socket, const options_t *options, const unsigned char *uuid,
+                      const workload_t *workload) {
+  static const unsigned char work_type = TYPE_WORK;
+  if (zmq_send(socket, options->service, options->service_size, ZMQ_SNDMORE) < 0)
+    return errno == EHOSTUNREACH ? 1 : -1;
+
+  /* The body is sent zero-copy: it lives until after zmq_ctx_term. */
+  zmq_msg_t body;
+  zmq_msg_init_data(&body, workload->body, workload->body_size, NULL, NULL);
+  if (zmq_send(socket, "", 0, ZMQ_SNDMORE) < 0
+      || zmq_send(socket, "v1", 2, ZMQ_SNDMORE) < 0
+      || zmq_send(socket, uuid, LOAD_UUID_SIZE, ZMQ_SNDMORE) < 0
+      || zmq_send(socket, &work_type, 1, ZMQ_SNDMORE) < 0
+      || zmq_msg_send(&body, socket, 0) < 0) {
+    zmq_msg_close(&body);
+    return -1;
+  }
+  return 0;
+}
+
+/* Sends one WORK call on `client` from a free slot (a raw connection only
+   queues it: s_run_phase flushes the window). Returns 0 when sent, 1 when
+   the server is not handshaken yet (nothing was sent), -1 on any other
+   failure. */
 static int s_send_call(load_t *load, client_t *client) {
   static const unsigned char work_type = TYPE_WORK;
   const options_t *options = &load->options;
   uint32_t slot = client->free_slots[client->free_count - 1];
   call_t *call = &client->slots[slot];
   s_id_make(&load->id_state, slot, call->uuid);
-  client->armed = 0;                 /* a send processes the socket's commands */
   call->sent_ns = s_now_ns();
-  if (zmq_send(client->socket, options->service, options->service_size, ZMQ_SNDMORE) < 0)
-    return errno == EHOSTUNREACH ? 1 : -1;
-
-  /* The body is sent zero-copy: it lives until after zmq_ctx_term. */
-  zmq_msg_t body;
-  zmq_msg_init_data(&body, load->workload.body, load->workload.body_size, NULL, NULL);
-  if (zmq_send(client->socket, "", 0, ZMQ_SNDMORE) < 0
-      || zmq_send(client->socket, "v1", 2, ZMQ_SNDMORE) < 0
-      || zmq_send(client->socket, call->uuid, LOAD_UUID_SIZE, ZMQ_SNDMORE) < 0
-      || zmq_send(client->socket, &work_type, 1, ZMQ_SNDMORE) < 0
-      || zmq_msg_send(&body, client->socket, 0) < 0) {
-    zmq_msg_close(&body);
-    return -1;
+  if (client->wire) {
+    const struct iovec frames[] = {
+      { "", 0 }, { "v1", 2 }, { call->uuid, LOAD_UUID_SIZE }, { (void *)&work_type, 1 },
+      { load->workload.body, load->workload.body_size },
+    };
+    if (wire_queue(client->wire, frames, 5) < 0)
+      return -1;
+  } else {
+    client->armed = 0;               /* a send processes the socket's commands */
+    int sent = s_send_zmq(client->socket, options, call->uuid, &load->workload);
+    if (sent != 0)
+      return sent;
   }
   call->busy = 1;
   client->free_count--;
@@ -351,34 +379,32 @@ static uint64_t s_take_call(client_t *client, long window, const unsigned char *
   return call->sent_ns;
 }
 
-/* Handles one received message (frames[0..count)). */
-static void s_handle_reply(load_t *load, client_t *client, zmq_msg_t *frames, int count) {
+/* Handles one received message: its frames after the routing id a libzmq
+   ROUTER puts first ("", "v1", uuid, type, body), as views; `count` may be
+   more than WIRE_FRAMES_MAX (only that many are kept). */
+static void s_handle_reply(load_t *load, client_t *client, const wire_frame_t *frames, int count) {
   const options_t *options = &load->options;
   const workload_t *workload = &load->workload;
   tally_t *tally = &load->tally;
-  /* a server's HEARTBEAT ([service, "", "v1", "", 0x06, ...]) is not a reply */
-  if (count == 6 && zmq_msg_size(&frames[3]) == 0 && zmq_msg_size(&frames[4]) == 1
-      && *(unsigned char *)zmq_msg_data(&frames[4]) == TYPE_HEARTBEAT)
+  /* a server's HEARTBEAT ("", "v1", "", 0x06, ...) is not a reply */
+  if (count == 5 && frames[2].size == 0 && frames[3].size == 1 && frames[3].data[0] == TYPE_HEARTBEAT)
     return;
-  if (count != 6 || zmq_msg_size(&frames[0]) != options->service_size
-      || memcmp(zmq_msg_data(&frames[0]), options->service, options->service_size)
-      || zmq_msg_size(&frames[1]) != 0 || zmq_msg_size(&frames[2]) != 2
-      || memcmp(zmq_msg_data(&frames[2]), "v1", 2)
-      || zmq_msg_size(&frames[3]) != LOAD_UUID_SIZE || zmq_msg_size(&frames[4]) != 1) {
+  if (count != 5 || frames[0].size != 0 || frames[1].size != 2 || memcmp(frames[1].data, "v1", 2)
+      || frames[2].size != LOAD_UUID_SIZE || frames[3].size != 1) {
     char detail[64];
-    snprintf(detail, sizeof detail, "%d frames", count);
-    s_report_error(tally, "a message that is not a v1 reply from the service", detail);
+    snprintf(detail, sizeof detail, "%d frames after the routing id", count);
+    s_report_error(tally, "a message that is not a v1 reply", detail);
     return;
   }
-  uint64_t sent_ns = s_take_call(client, options->window, zmq_msg_data(&frames[3]));
+  uint64_t sent_ns = s_take_call(client, options->window, frames[2].data);
   if (!sent_ns) {
     s_report_error(tally, "a reply whose uuid matches no call in flight", NULL);
     return;
   }
   uint64_t latency_ns = s_now_ns() - sent_ns;
-  unsigned char type = *(unsigned char *)zmq_msg_data(&frames[4]);
-  const char *body = zmq_msg_data(&frames[5]);
-  size_t size = zmq_msg_size(&frames[5]);
+  unsigned char type = frames[3].data[0];
+  const char *body = (const char *)frames[4].data;
+  size_t size = frames[4].size;
   char why[256];
   if (!(type == TYPE_OK && size == workload->answer_size
         && memcmp(body, workload->answer, size) == 0)
@@ -387,6 +413,21 @@ static void s_handle_reply(load_t *load, client_t *client, zmq_msg_t *frames, in
   if (tally->measuring)
     tally->latencies_ns[tally->replies] = latency_ns;
   tally->replies++;
+}
+
+/* A message a libzmq client received: the routing id must be the
+   service's; the rest is checked as a reply. */
+static void s_handle_zmq_reply(load_t *load, client_t *client, zmq_msg_t *frames, int count) {
+  const options_t *options = &load->options;
+  if (zmq_msg_size(&frames[0]) != options->service_size
+      || memcmp(zmq_msg_data(&frames[0]), options->service, options->service_size)) {
+    s_report_error(&load->tally, "a message from another routing id than the service's", NULL);
+    return;
+  }
+  wire_frame_t views[LOAD_FRAMES_MAX];
+  for (int i = 1; i < count && i < LOAD_FRAMES_MAX; i++)
+    views[i - 1] = (wire_frame_t){ zmq_msg_data(&frames[i]), zmq_msg_size(&frames[i]) };
+  s_handle_reply(load, client, views, count - 1);
 }
 
 /* Receives one whole message without waiting for it; returns its frame
@@ -415,12 +456,44 @@ static int s_receive_message(void *socket, zmq_msg_t *frames) {
   return count;
 }
 
+/* A raw connection's replies: what is buffered, then one read at a time
+   until a read leaves the socket drained or no call is left in flight.
+   The client is then armed: a plain socket's poll is level-triggered, so
+   it says at once when bytes are waiting, and the next call's reply is
+   waited for in poll rather than by a read that finds nothing. -1 when the
+   connection failed or the server broke the protocol. */
+static int s_drain_wire(load_t *load, client_t *client) {
+  int drained = 0;
+  for (;;) {
+    wire_frame_t frames[WIRE_FRAMES_MAX];
+    int count, got;
+    char why[128];
+    while ((got = wire_next(client->wire, frames, &count, why, sizeof why)) == 1)
+      s_handle_reply(load, client, frames, count);
+    if (got < 0) {
+      s_report_error(&load->tally, "the server broke ZMTP", why);
+      errno = EPROTO;
+      return -1;
+    }
+    if (drained || client->in_flight_count == 0) {
+      client->armed = 1;
+      return 0;
+    }
+    int more = wire_read(client->wire);
+    if (more < 0)
+      return -1;
+    drained = !more;
+  }
+}
+
 /* Reads what has arrived for `client`: up to LOAD_BATCH messages, until a
    receive finds nothing (the socket is then armed) or no call is left in
    flight (with window 1 the next call then goes out at once, without a
    receive that would find nothing first). Returns -1 when the socket
    failed, else 0. */
 static int s_drain(load_t *load, client_t *client) {
+  if (client->wire)
+    return s_drain_wire(load, client);
   for (int got = 0; got < LOAD_BATCH && client->in_flight_count > 0; got++) {
     zmq_msg_t frames[LOAD_FRAMES_MAX];
     int count = s_receive_message(client->socket, frames);
@@ -431,7 +504,7 @@ static int s_drain(load_t *load, client_t *client) {
     if (count < 0)
       return -1;
     client->armed = 0;
-    s_handle_reply(load, client, frames, count);
+    s_handle_zmq_reply(load, client, frames, count);
     for (int i = 0; i < count && i < LOAD_FRAMES_MAX; i++)
       zmq_msg_close(&frames[i]);
   }
@@ -482,11 +555,20 @@ static int s_run_phase(load_t *load, uint64_t deadline_ns, int handshaking) {
         s_report_error(tally, "send failed", zmq_strerror(errno));
         goto abandon;
       }
+      int out_blocked = 0;           /* a raw connection's socket is full */
+      if (client->wire && wire_pending(client->wire)) {
+        out_blocked = wire_flush(client->wire);
+        if (out_blocked < 0) {
+          s_report_error(tally, "send failed", strerror(errno));
+          goto abandon;
+        }
+      }
       if (client->unsent > 0 || client->in_flight_count > 0)
         finished = 0;
       if (client->in_flight_count > 0 && !client->armed)
         must_read = 1;
-      load->pollfds[c].fd = client->armed ? client->fd : -1;
+      load->pollfds[c].fd = client->armed || out_blocked ? client->fd : -1;
+      load->pollfds[c].events = (short)(POLLIN | (out_blocked ? POLLOUT : 0));
     }
     if (finished)
       return 0;
@@ -538,17 +620,26 @@ static double s_percentile_us(const uint64_t *sorted, long count, double fractio
   return (double)sorted[rank - 1] / 1000.0;
 }
 
+/* CPU time of the whole process (every thread) so far, in seconds. */
+static double s_cpu_s(void) {
+  struct rusage usage;
+  getrusage(RUSAGE_SELF, &usage);
+  return (double)(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec)
+       + (double)(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+}
+
 static void s_print_results(const tally_t *tally, const workload_t *workload,
-                            double seconds) {
+                            double seconds, double cpu_s) {
   qsort(tally->latencies_ns, (size_t)tally->replies, sizeof *tally->latencies_ns,
         s_compare_u64);
   double rate = seconds > 0 ? (double)tally->replies / seconds : 0;
   printf("calls=%ld seconds=%.3f calls_per_s=%.0f p50_us=%.1f p99_us=%.1f "
-         "mb_per_s=%.2f errors=%ld\n",
+         "mb_per_s=%.2f errors=%ld load_cpu=%.2f\n",
          tally->replies, seconds, rate,
          s_percentile_us(tally->latencies_ns, tally->replies, 0.50),
          s_percentile_us(tally->latencies_ns, tally->replies, 0.99),
-         rate * (double)workload->payload_size / 1e6, tally->errors);
+         rate * (double)workload->payload_size / 1e6, tally->errors,
+         seconds > 0 ? cpu_s / seconds : 0);
   fflush(stdout);
 }
 
@@ -566,6 +657,18 @@ static int s_open_client(void *context, client_t *client, const options_t *optio
   for (long i = 0; i < options->window; i++)      /* slot 0 on top */
     client->free_slots[i] = (uint32_t)(options->window - 1 - i);
   client->free_count = options->window;
+  if (options->wire_raw) {
+    char why[256];
+    client->wire = wire_connect(options->endpoint, options->service, LOAD_HANDSHAKE_MS,
+                                why, sizeof why);
+    if (!client->wire) {
+      fprintf(stderr, "bench_load: %s\n", why);
+      errno = ECONNREFUSED;
+      return -1;
+    }
+    client->fd = wire_fd(client->wire);
+    return 0;
+  }
   client->socket = zmq_socket(context, ZMQ_ROUTER);
   /* No high-water mark: the window already bounds what is queued. */
   if (!client->socket
@@ -603,6 +706,7 @@ static void s_close_clients(client_t *clients, long count) {
   for (long c = 0; c < count; c++) {
     if (clients[c].socket)
       zmq_close(clients[c].socket);
+    wire_close(clients[c].wire);
     free(clients[c].slots);
     free(clients[c].free_slots);
   }
@@ -611,7 +715,7 @@ static void s_close_clients(client_t *clients, long count) {
 static const char s_usage[] =
   "usage: bench_load ENDPOINT SERVICE_NAME [--calls N] [--window W] [--clients C]\n"
   "                  [--payload BYTES] [--deadline SECONDS] [--interval MS]\n"
-  "                  [--curve-server-key Z85]\n"
+  "                  [--curve-server-key Z85 | --wire zmq|raw]\n"
   "  --calls     measured calls, all clients together (default 10000)\n"
   "  --window    calls in flight per client (default 1, at most 16777216)\n"
   "  --clients   client sockets, driven by one thread (default 1)\n"
@@ -620,7 +724,10 @@ static const char s_usage[] =
   "  --interval  least milliseconds between two sends of a client (a paced\n"
   "              probe; default 0: as fast as replies come)\n"
   "  --curve-server-key  speak CURVE to a server with this public key (each\n"
-  "              client makes its own key pair)\n";
+  "              client makes its own key pair)\n"
+  "  --wire      zmq (default): libzmq ROUTER clients; raw: connections of its\n"
+  "              own speaking ZMTP 3.0 over TCP (NULL mechanism only), a\n"
+  "              fraction of libzmq's cost per call (bench/wire.h)\n";
 
 int main(int argc, char **argv) {
   load_t load = { 0 };
@@ -651,7 +758,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "bench_load: warm-up did not complete (is the server at %s, "
                     "routing id '%s'?)\n", options->endpoint, options->service);
     load.tally.replies = 0;
-    s_print_results(&load.tally, &load.workload, 0);
+    s_print_results(&load.tally, &load.workload, 0, 0);
     goto done;
   }
 
@@ -661,9 +768,10 @@ int main(int argc, char **argv) {
   load.tally.replies = 0;
   load.tally.measuring = 1;
   uint64_t start_ns = s_now_ns();
+  double start_cpu_s = s_cpu_s();
   int phase = s_run_phase(&load, deadline_ns, 0);
   double seconds = (double)(s_now_ns() - start_ns) / 1e9;
-  s_print_results(&load.tally, &load.workload, seconds);
+  s_print_results(&load.tally, &load.workload, seconds, s_cpu_s() - start_cpu_s);
   status = phase == 0 && load.tally.errors == 0 ? 0 : 1;
 
 done:

@@ -1,0 +1,62 @@
+-- bench_load's own ZMTP client (--wire raw, bench/wire.c) against the
+-- benchmark's pseud-lua server: scripts/bench's figures rest on it, and it
+-- is one more independent peer of the host's wire (greeting, READY, frames
+-- cut anywhere across reads). bench_load checks every reply itself (uuid,
+-- type, body byte for byte) and counts what is wrong in errors=.
+local process = require 'spec.support.process'
+
+local function bench_load()
+  return (process.host():gsub('[^/]+$', 'bench/bench_load'))
+end
+
+local endpoint
+
+local function load(args, name)
+  local argv = { bench_load(), endpoint, 'bench', '--wire', 'raw', '--deadline', '20' }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  local out, ok, code, log = process.run(argv, { name = name, timeout = 30 })
+  return out, ok, code, process.read(log)
+end
+
+local function assert_all_answered(calls, args, name)
+  local out, ok, code, err = load(args, name)
+  assert(ok, ('bench_load exited %s:\n%s\n%s'):format(tostring(code), out, err))
+  assert.equal(tostring(calls), out:match('calls=(%d+)'))
+  assert.equal('0', out:match('errors=(%d+)'))
+end
+
+describe('bench_load --wire raw', function()
+  lazy_setup(function()
+    local _
+    _, endpoint = process.server('bench/echo_server.lua')
+  end)
+  lazy_teardown(function() process.stop_all() end)
+
+  it('has every hello answered and checked at window 1 and window 100', function()
+    assert_all_answered(300, { '--calls', '300', '--window', '1' }, 'w1')
+    assert_all_answered(5000, { '--calls', '5000', '--window', '100' }, 'w100')
+  end)
+
+  it('echoes 64 KiB bins whole, their frames cut across reads', function()
+    assert_all_answered(40, { '--calls', '40', '--window', '4', '--payload', '65536' }, 'echo')
+  end)
+
+  it('drives many connections from one thread', function()
+    assert_all_answered(400, { '--calls', '400', '--clients', '20' }, 'fan')
+  end)
+
+  it('refuses a server whose routing id is not the one named', function()
+    local argv = { bench_load(), endpoint, 'not-bench', '--wire', 'raw', '--calls', '1' }
+    local out, ok, _, log = process.run(argv, { name = 'wrong-id', timeout = 30 })
+    assert.is_false(ok)
+    assert.equal('', out)                -- no figures: it never started
+    assert.matches("routing id is not 'not%-bench'", process.read(log))
+  end)
+
+  it('is refused with CURVE, which only libzmq clients speak', function()
+    local argv = { bench_load(), endpoint, 'bench', '--wire', 'raw', '--curve-server-key', ('x'):rep(40) }
+    local _, ok, code = process.run(argv, { name = 'raw-curve', timeout = 30 })
+    assert.is_false(ok)
+    assert.equal(2, code)
+  end)
+end)
