@@ -72,10 +72,12 @@ function process.write(path, text)
   f:close()
 end
 
---- The run's temp dir (made on first use).
+--- The spec file's temp dir (made on first use): under scripts/test's run
+-- dir ($PSEUD_SPEC_TMPDIR, removed when everything passed), else in $TMPDIR.
 function process.tmpdir()
   if not tmpdir then
-    local h = assert(io.popen('mktemp -d "${TMPDIR:-/tmp}/pseud-spec.XXXXXX"', 'r'))
+    local h = assert(io.popen('if [ -n "${PSEUD_SPEC_TMPDIR:-}" ]; then mktemp -d "$PSEUD_SPEC_TMPDIR/XXXXXX"; '
+      .. 'else mktemp -d "${TMPDIR:-/tmp}/pseud-spec.XXXXXX"; fi', 'r'))
     tmpdir = h:read('l')
     h:close()
     assert(tmpdir and tmpdir ~= '', 'mktemp -d failed')
