@@ -70,7 +70,8 @@
 #define LOAD_FRAMES_MAX 8            /* a v1 reply has 6; more is read and dropped */
 #define LOAD_BATCH 256               /* replies read from one client before its window is refilled */
 #define LOAD_WINDOW_MAX (1L << 24)   /* slot indexes travel in 4 uuid bytes; this is plenty */
-#define LOAD_HANDSHAKE_MS 10000     /* --wire raw: a connection's greeting and READY */
+#define LOAD_HANDSHAKE_MS 10000     /* --wire raw: a connection's set-up, at most */
+#define LOAD_WIRE_READS 64           /* --wire raw: reads in a row before the deadline is looked at */
 #define LOAD_RETRY_MS 5              /* wait between sends to a not-yet-handshaken server */
 #define LOAD_POLL_MS 100             /* longest poll, so the deadline is seen */
 #define LOAD_ERRORS_SHOWN 5          /* errors described on stderr; the rest only counted */
@@ -465,15 +466,18 @@ static int s_receive_message(void *socket, zmq_msg_t *frames) {
   return count;
 }
 
-/* A raw connection's replies: what is buffered, then one read at a time
-   until a read leaves the socket drained or no call is left in flight.
-   The client is then armed: a plain socket's poll is level-triggered, so
-   it says at once when bytes are waiting, and the next call's reply is
-   waited for in poll rather than by a read that finds nothing. -1 when the
-   connection failed or the server broke the protocol. */
+/* A raw connection's replies: what is buffered, then reads until one
+   leaves the socket drained, at least one each time (poll says the socket
+   is readable: unread bytes, a PING, a HEARTBEAT or the end would make it
+   say so again at once) and at most LOAD_WIRE_READS, so the deadline is
+   looked at. The client is then armed: a plain socket's poll is level-
+   triggered, so it says at once when bytes are waiting, and the next
+   call's reply is waited for in poll rather than by a read that finds
+   nothing. -1 when the connection failed, or (errno EPROTO, already
+   reported) the server broke the protocol. */
 static int s_drain_wire(load_t *load, client_t *client) {
   int drained = 0;
-  for (;;) {
+  for (int reads = 0;; reads++) {
     wire_frame_t frames[WIRE_FRAMES_MAX];
     int count, got;
     char why[128];
@@ -484,10 +488,12 @@ static int s_drain_wire(load_t *load, client_t *client) {
       errno = EPROTO;
       return -1;
     }
-    if (drained || client->in_flight_count == 0) {
+    if (drained || (reads > 0 && client->in_flight_count == 0)) {
       client->armed = 1;
       return 0;
     }
+    if (reads == LOAD_WIRE_READS)
+      return 0;                      /* not armed: read again after the deadline's look */
     int more = wire_read(client->wire);
     if (more < 0)
       return -1;
@@ -554,7 +560,8 @@ static int s_run_phase(load_t *load, uint64_t deadline_ns, int handshaking) {
       client_t *client = &load->clients[c];
       /* An armed socket whose ZMQ_FD has not signalled has nothing new. */
       if (!client->armed && s_drain(load, client) < 0) {
-        s_report_error(tally, "receive failed", zmq_strerror(errno));
+        if (errno != EPROTO)           /* a broken protocol is reported where it was found */
+          s_report_error(tally, "receive failed", zmq_strerror(errno));
         goto abandon;
       }
       int sent = s_fill_window(load, client);
@@ -643,7 +650,7 @@ static void s_print_results(const tally_t *tally, const workload_t *workload,
         s_compare_u64);
   double rate = seconds > 0 ? (double)tally->replies / seconds : 0;
   printf("calls=%ld seconds=%.3f calls_per_s=%.0f p50_us=%.1f p99_us=%.1f "
-         "mb_per_s=%.2f errors=%ld load_cpu=%.2f\n",
+         "mb_per_s=%.2f errors=%ld load_cpu=%.3f\n",
          tally->replies, seconds, rate,
          s_percentile_us(tally->latencies_ns, tally->replies, 0.50),
          s_percentile_us(tally->latencies_ns, tally->replies, 0.99),
@@ -654,7 +661,8 @@ static void s_print_results(const tally_t *tally, const workload_t *workload,
 
 /* ---- main ------------------------------------------------------------- */
 
-static int s_open_client(void *context, client_t *client, const options_t *options) {
+static int s_open_client(void *context, client_t *client, const options_t *options,
+                         int timeout_ms) {
   int on = 1, linger_ms = 0, unlimited = 0;
   size_t fd_size = sizeof client->fd;
   client->slots = calloc((size_t)options->window, sizeof *client->slots);
@@ -668,11 +676,11 @@ static int s_open_client(void *context, client_t *client, const options_t *optio
   client->free_count = options->window;
   if (options->wire_raw) {
     char why[256];
-    client->wire = wire_connect(options->endpoint, options->service, LOAD_HANDSHAKE_MS,
+    client->wire = wire_connect(options->endpoint, options->service, timeout_ms,
                                 why, sizeof why);
     if (!client->wire) {
       fprintf(stderr, "bench_load: %s\n", why);
-      errno = ECONNREFUSED;
+      errno = 0;                     /* said: s_open_clients adds nothing */
       return -1;
     }
     client->fd = wire_fd(client->wire);
@@ -699,11 +707,14 @@ static int s_open_client(void *context, client_t *client, const options_t *optio
   return zmq_connect(client->socket, options->endpoint);
 }
 
-static int s_open_clients(void *context, load_t *load) {
+static int s_open_clients(void *context, load_t *load, uint64_t deadline_ns) {
   for (long c = 0; c < load->options.clients; c++) {
-    if (s_open_client(context, &load->clients[c], &load->options) < 0) {
-      fprintf(stderr, "bench_load: client %ld: %s: %s\n", c, load->options.endpoint,
-              zmq_strerror(errno));
+    uint64_t now_ns = s_now_ns(), left_ms = now_ns < deadline_ns ? (deadline_ns - now_ns) / 1000000 : 0;
+    int timeout_ms = left_ms < LOAD_HANDSHAKE_MS ? (int)left_ms : LOAD_HANDSHAKE_MS;
+    if (s_open_client(context, &load->clients[c], &load->options, timeout_ms) < 0) {
+      if (errno)
+        fprintf(stderr, "bench_load: client %ld: %s: %s\n", c, load->options.endpoint,
+                zmq_strerror(errno));
       return -1;
     }
     load->pollfds[c] = (struct pollfd){ .fd = -1, .events = POLLIN };
@@ -758,7 +769,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   int status = 1;
-  if (s_open_clients(context, &load) < 0)
+  if (s_open_clients(context, &load, deadline_ns) < 0)
     goto done;
 
   /* Warm-up: one unmeasured call per client, resent until the handshake is done. */

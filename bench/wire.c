@@ -9,7 +9,6 @@
 #include "wire.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -28,7 +27,8 @@
 #define WIRE_COMMAND 0x04
 #define WIRE_GREETING_SIZE 64
 #define WIRE_COPY_MAX 256            /* frames up to this size are copied when queued */
-#define WIRE_FRAME_MAX (256u << 20)  /* a larger frame from the server is malformed */
+#define WIRE_MESSAGE_MAX (64u << 20) /* a larger message from the server is malformed */
+#define WIRE_MESSAGE_FRAMES 64       /* and so is one of more frames */
 #define WIRE_READ_ROOM (256u << 10)  /* free bytes offered to each read */
 #define WIRE_IOV_MAX 64              /* iovecs per writev */
 
@@ -182,7 +182,11 @@ static int s_command(wire_t *w, const unsigned char *body, size_t size, char *wh
     snprintf(why, why_size, "a malformed command");
     return -1;
   }
-  if (name_size == 4 && memcmp(body + 1, "PING", 4) == 0 && size >= 7) {
+  if (name_size == 4 && memcmp(body + 1, "PING", 4) == 0) {
+    if (size < 7) {
+      snprintf(why, why_size, "a PING without its TTL");
+      return -1;
+    }
     unsigned char pong[1 + 4 + 16];  /* PONG + the ping's context (at most 16 bytes) */
     size_t context = size - 7 > 16 ? 16 : size - 7;
     pong[0] = 4;
@@ -211,10 +215,13 @@ int wire_next(wire_t *w, wire_frame_t *frames, int *count, char *why, size_t why
       if (have < 9) { w->in_want = at + 9 - w->in_off; return 0; }
       size = s_be64(w->in + at + 1);
       header = 9;
-      if (size > WIRE_FRAME_MAX) {
-        snprintf(why, why_size, "a frame of %llu bytes", (unsigned long long)size);
-        return -1;
-      }
+    }
+    /* bounded before any room is made for it: the message so far, this frame */
+    size_t so_far = at - w->in_off;
+    if (so_far > WIRE_MESSAGE_MAX || size > WIRE_MESSAGE_MAX - so_far || n >= WIRE_MESSAGE_FRAMES) {
+      snprintf(why, why_size, "a message over %u bytes or %d frames", WIRE_MESSAGE_MAX,
+               WIRE_MESSAGE_FRAMES);
+      return -1;
     }
     if (have - header < size) { w->in_want = at + header + (size_t)size - w->in_off; return 0; }
     const unsigned char *data = w->in + at + header;
@@ -318,14 +325,13 @@ static const unsigned char *s_property(const unsigned char *body, size_t size, c
 }
 
 /* Greeting and READY, both ways; the probe a PROBE_ROUTER client sends. */
-static int s_handshake(wire_t *w, const char *service, int timeout_ms, char *why, size_t why_size) {
-  struct timespec start;
-  clock_gettime(CLOCK_MONOTONIC, &start);
+static int s_handshake(wire_t *w, const char *service, const struct timespec *start,
+                       int timeout_ms, char *why, size_t why_size) {
   unsigned char greeting[WIRE_GREETING_SIZE] = { 0xff, [9] = 0x7f, [10] = 3, [11] = 0,
                                                  [12] = 'N', 'U', 'L', 'L' };
   unsigned char theirs[WIRE_GREETING_SIZE];
-  if (s_transfer(w->fd, greeting, sizeof greeting, 1, &start, timeout_ms) < 0
-      || s_transfer(w->fd, theirs, sizeof theirs, 0, &start, timeout_ms) < 0) {
+  if (s_transfer(w->fd, greeting, sizeof greeting, 1, start, timeout_ms) < 0
+      || s_transfer(w->fd, theirs, sizeof theirs, 0, start, timeout_ms) < 0) {
     snprintf(why, why_size, "greeting: %s", strerror(errno));
     return -1;
   }
@@ -343,14 +349,14 @@ static int s_handshake(wire_t *w, const char *service, int timeout_ms, char *why
     0, 0                             /* then the probe: one empty frame */
   };
   unsigned char header[9], body[512];
-  if (s_transfer(w->fd, (void *)ready, sizeof ready, 1, &start, timeout_ms) < 0
-      || s_transfer(w->fd, header, 2, 0, &start, timeout_ms) < 0) {
+  if (s_transfer(w->fd, (void *)ready, sizeof ready, 1, start, timeout_ms) < 0
+      || s_transfer(w->fd, header, 2, 0, start, timeout_ms) < 0) {
     snprintf(why, why_size, "READY: %s", strerror(errno));
     return -1;
   }
   size_t size = header[1];
   if (header[0] == (WIRE_COMMAND | WIRE_LONG)) {
-    if (s_transfer(w->fd, header + 2, 7, 0, &start, timeout_ms) < 0) {
+    if (s_transfer(w->fd, header + 2, 7, 0, start, timeout_ms) < 0) {
       snprintf(why, why_size, "READY: %s", strerror(errno));
       return -1;
     }
@@ -359,7 +365,7 @@ static int s_handshake(wire_t *w, const char *service, int timeout_ms, char *why
     snprintf(why, why_size, "the server's first frame is not a command");
     return -1;
   }
-  if (size > sizeof body || s_transfer(w->fd, body, size, 0, &start, timeout_ms) < 0) {
+  if (size > sizeof body || s_transfer(w->fd, body, size, 0, start, timeout_ms) < 0) {
     snprintf(why, why_size, "READY: %s", size > sizeof body ? "too long" : strerror(errno));
     return -1;
   }
@@ -379,6 +385,29 @@ static int s_handshake(wire_t *w, const char *service, int timeout_ms, char *why
     return -1;
   }
   return 0;
+}
+
+/* A connected TCP socket (non-blocking) to one of `found`'s addresses, as
+   libzmq tries them: in order, each within what is left of the time. */
+static int s_connect(const struct addrinfo *found, const struct timespec *start, int timeout_ms,
+                     int *error) {
+  for (const struct addrinfo *a = found; a; a = a->ai_next) {
+    int fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) { *error = errno; continue; }
+    int rc = connect(fd, a->ai_addr, a->ai_addrlen), left = timeout_ms - s_elapsed_ms(start);
+    if (rc < 0 && errno == EINPROGRESS && left > 0) {
+      struct pollfd p = { fd, POLLOUT, 0 };
+      socklen_t size = sizeof *error;
+      rc = poll(&p, 1, left) == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, error, &size) == 0
+           && *error == 0 ? 0 : -1;
+      if (rc < 0 && !*error) *error = ETIMEDOUT;
+    } else if (rc < 0) {
+      *error = errno == EINPROGRESS ? ETIMEDOUT : errno;
+    }
+    if (rc == 0) return fd;
+    close(fd);
+  }
+  return -1;
 }
 
 wire_t *wire_connect(const char *endpoint, const char *service, int timeout_ms,
@@ -401,18 +430,17 @@ wire_t *wire_connect(const char *endpoint, const char *service, int timeout_ms,
     snprintf(why, why_size, "out of memory");
     return NULL;
   }
-  w->fd = socket(found->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  int on = 1;
-  if (w->fd < 0 || connect(w->fd, found->ai_addr, found->ai_addrlen) < 0
-      || setsockopt(w->fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on) < 0
-      || fcntl(w->fd, F_SETFL, fcntl(w->fd, F_GETFL) | O_NONBLOCK) < 0) {
-    snprintf(why, why_size, "%s: %s", endpoint, strerror(errno));
-    freeaddrinfo(found);
+  struct timespec start;
+  clock_gettime(CLOCK_MONOTONIC, &start);
+  int error = 0, on = 1;
+  w->fd = s_connect(found, &start, timeout_ms, &error);
+  freeaddrinfo(found);
+  if (w->fd < 0 || setsockopt(w->fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on) < 0) {
+    snprintf(why, why_size, "%s: %s", endpoint, strerror(w->fd < 0 ? error : errno));
     wire_close(w);
     return NULL;
   }
-  freeaddrinfo(found);
-  if (s_handshake(w, service, timeout_ms, why, why_size) < 0) {
+  if (s_handshake(w, service, &start, timeout_ms, why, why_size) < 0) {
     wire_close(w);
     return NULL;
   }

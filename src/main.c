@@ -238,21 +238,8 @@ static int s_worker_pmain(lua_State *L) {
     return 0;
 }
 
-/* A host's Lua state. Its collector is generational: a handler's garbage
- * (its arguments, its result, the tables it builds) nearly all dies before
- * the next call, and an incremental cycle would mark and sweep every live
- * object (the modules, the registries) again and again to free it. On a
- * 64 KiB echo that was 26,000 instructions a call, 16% of the loop's; on a
- * hello it changes nothing. A script may still choose
- * collectgarbage('incremental'). */
-static lua_State *s_new_state(void) {
-    lua_State *L = luaL_newstate();
-    if (L) lua_gc(L, LUA_GCGEN, 0, 0);
-    return L;
-}
-
 static void s_worker_main(struct workers_slot *slot) {
-    lua_State *L = s_new_state();
+    lua_State *L = luaL_newstate();
     if (!L) {
         workers_slot_failed(slot, "cannot create Lua state: not enough memory");
         return;
@@ -419,7 +406,7 @@ int main(int argc, char **argv) {
      * from the heap, as the sliding threshold would have let them. */
     mallopt(M_TRIM_THRESHOLD, 8 << 20);
     mallopt(M_MMAP_THRESHOLD, 4 << 20);
-    lua_State *L = s_new_state();
+    lua_State *L = luaL_newstate();
     if (!L) {
         fprintf(stderr, "%s: cannot create Lua state: not enough memory\n", s_progname);
         return EXIT_FAILURE;

@@ -76,7 +76,7 @@ end
 -- dir ($PSEUD_SPEC_TMPDIR, removed when everything passed), else in $TMPDIR.
 function process.tmpdir()
   if not tmpdir then
-    local h = assert(io.popen('if [ -n "${PSEUD_SPEC_TMPDIR:-}" ]; then mktemp -d "$PSEUD_SPEC_TMPDIR/XXXXXX"; '
+    local h = assert(io.popen('if [ -d "${PSEUD_SPEC_TMPDIR:-}" ]; then mktemp -d "$PSEUD_SPEC_TMPDIR/XXX"; '
       .. 'else mktemp -d "${TMPDIR:-/tmp}/pseud-spec.XXXXXX"; fi', 'r'))
     tmpdir = h:read('l')
     h:close()
