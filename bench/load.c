@@ -79,6 +79,7 @@
 #define LOAD_SLOT_AT 12              /* uuid bytes 12..15: the slot index, big-endian */
 
 enum { TYPE_OK = 0x01, TYPE_WORK = 0x03, TYPE_HEARTBEAT = 0x06, TYPE_ERROR = 0x10 };
+static const unsigned char s_work_type = TYPE_WORK;   /* the WORK type frame's byte */
 
 typedef struct {
   const char *endpoint;              /* where the server is bound */
@@ -198,7 +199,11 @@ static int s_parse_options(int argc, char **argv, options_t *options) {
       options->wire_raw = !strcmp(value, "raw");
     else return -1;
   }
-  if (positional != 2 || (options->wire_raw && options->curve_server_key))
+  if (options->wire_raw && options->curve_server_key) {
+    fputs("bench_load: --wire raw speaks no CURVE (use --wire zmq)\n", stderr);
+    return -1;
+  }
+  if (positional != 2)
     return -1;
   options->service_size = strlen(options->service);
   return 0;
@@ -273,7 +278,6 @@ static uint32_t s_id_slot(const unsigned char *uuid) {
    failed. */
 static int s_send_zmq(void *socket, const options_t *options, const unsigned char *uuid,
                       const workload_t *workload) {
-  static const unsigned char work_type = TYPE_WORK;
   if (zmq_send(socket, options->service, options->service_size, ZMQ_SNDMORE) < 0)
     return errno == EHOSTUNREACH ? 1 : -1;
 
@@ -283,7 +287,7 @@ static int s_send_zmq(void *socket, const options_t *options, const unsigned cha
   if (zmq_send(socket, "", 0, ZMQ_SNDMORE) < 0
       || zmq_send(socket, "v1", 2, ZMQ_SNDMORE) < 0
       || zmq_send(socket, uuid, LOAD_UUID_SIZE, ZMQ_SNDMORE) < 0
-      || zmq_send(socket, &work_type, 1, ZMQ_SNDMORE) < 0
+      || zmq_send(socket, &s_work_type, 1, ZMQ_SNDMORE) < 0
       || zmq_msg_send(&body, socket, 0) < 0) {
     zmq_msg_close(&body);
     return -1;
@@ -296,7 +300,6 @@ static int s_send_zmq(void *socket, const options_t *options, const unsigned cha
    the server is not handshaken yet (nothing was sent), -1 on any other
    failure. */
 static int s_send_call(load_t *load, client_t *client) {
-  static const unsigned char work_type = TYPE_WORK;
   const options_t *options = &load->options;
   uint32_t slot = client->free_slots[client->free_count - 1];
   call_t *call = &client->slots[slot];
@@ -304,7 +307,7 @@ static int s_send_call(load_t *load, client_t *client) {
   call->sent_ns = s_now_ns();
   if (client->wire) {
     const struct iovec frames[] = {
-      { "", 0 }, { "v1", 2 }, { call->uuid, LOAD_UUID_SIZE }, { (void *)&work_type, 1 },
+      { "", 0 }, { "v1", 2 }, { call->uuid, LOAD_UUID_SIZE }, { (void *)&s_work_type, 1 },
       { load->workload.body, load->workload.body_size },
     };
     if (wire_queue(client->wire, frames, 5) < 0)

@@ -53,10 +53,11 @@ describe('bench_load --wire raw', function()
     assert.matches("routing id is not 'not%-bench'", process.read(log))
   end)
 
-  it('is refused with CURVE, which only libzmq clients speak', function()
+  it('is refused with CURVE, which only libzmq clients speak, and says so', function()
     local argv = { bench_load(), endpoint, 'bench', '--wire', 'raw', '--curve-server-key', ('x'):rep(40) }
-    local _, ok, code = process.run(argv, { name = 'raw-curve', timeout = 30 })
+    local _, ok, code, log = process.run(argv, { name = 'raw-curve', timeout = 30 })
     assert.is_false(ok)
     assert.equal(2, code)
+    assert.matches('%-%-wire raw speaks no CURVE', process.read(log))
   end)
 end)
