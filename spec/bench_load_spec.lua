@@ -53,6 +53,45 @@ describe('bench_load --wire raw', function()
     assert.matches("routing id is not 'not%-bench'", process.read(log))
   end)
 
+  -- Against spec/support/zmtpserver.py, a server that misbehaves on purpose.
+  local function against(mode, args)
+    local server = process.start({ '/usr/bin/python3', '-u', 'spec/support/zmtpserver.py', mode },
+                                 { name = 'zmtp-' .. mode })
+    local at = server:wait_for('^ready (%S+)', 100, 10)
+    local argv = { bench_load(), at, 'bench', '--wire', 'raw', '--deadline', '20' }
+    for _, a in ipairs(args) do argv[#argv + 1] = a end
+    local out, ok, _, log = process.run(argv, { name = 'load-' .. mode, timeout = 30 })
+    server:stop()
+    return out, ok, process.read(log), server:log_text()
+  end
+
+  it("answers a server's PING with a PONG that carries its context", function()
+    -- the server answers each call only once the PONG came back
+    local out, ok, err, server_log = against('ping', { '--calls', '20' })
+    assert(ok, out .. err)
+    assert.equal('0', out:match('errors=(%d+)'))
+    local _, pongs = server_log:gsub('pong\n', '')
+    assert.equal(21, pongs)                      -- the warm-up call, then 20
+  end)
+
+  it('takes a message of 64 frames as a message, and refuses one of 65', function()
+    local out, _, err = against('frames:64', { '--calls', '5' })
+    assert.equal('5', out:match('calls=(%d+)'))
+    assert.matches('not a v1 reply: 64 frames', err)
+    out, _, err = against('frames:65', { '--calls', '5' })
+    assert.equal('0', out:match('calls=(%d+)'))
+    assert.matches('the server broke ZMTP: a message over %d+ bytes or 64 frames', err)
+  end)
+
+  it('takes a 64 MiB message, and refuses one of a byte more', function()
+    local out, _, err = against('size:' .. (64 << 20), { '--calls', '5' })
+    assert.equal('5', out:match('calls=(%d+)'))
+    assert.matches('not a v1 reply: 1 frames', err)
+    out, _, err = against('size:' .. ((64 << 20) + 1), { '--calls', '5' })
+    assert.equal('0', out:match('calls=(%d+)'))
+    assert.matches('the server broke ZMTP: a message over 67108864 bytes', err)
+  end)
+
   it('is refused with CURVE, which only libzmq clients speak, and says so', function()
     local argv = { bench_load(), endpoint, 'bench', '--wire', 'raw', '--curve-server-key', ('x'):rep(40) }
     local _, ok, code, log = process.run(argv, { name = 'raw-curve', timeout = 30 })
