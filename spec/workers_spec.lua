@@ -59,6 +59,17 @@ describe('pseud-lua --workers 2', function()
     end
   end)
 
+  it('names its worker threads pseud-worker-1 and pseud-worker-2 (top -H, perf, /proc)', function()
+    local names = {}
+    local h = assert(io.popen(('cat /proc/%d/task/*/comm'):format(server.pid)))
+    for line in h:lines() do
+      if line:match('^pseud%-worker%-') then names[#names + 1] = line end
+    end
+    h:close()
+    table.sort(names)
+    assert.same({ 'pseud-worker-1', 'pseud-worker-2' }, names)
+  end)
+
   it('keeps answering from the other worker while a handler spins in one until max_handler_time', function()
     local lines = run(endpoint, 'spin')
     assert.equal('spin_error TimeoutError', lines[1])

@@ -10,6 +10,7 @@
  * password pool), bounded, and
  * keeps the messages that arrive meanwhile for its loop.
  */
+#define _GNU_SOURCE                    /* pthread_setname_np */
 #include "workers_internal.h"
 
 #include <errno.h>
@@ -347,6 +348,9 @@ static void s_control_on_message(loop_t *loop, void *socket, void *arg) {
 /* The body of a worker thread. */
 static void *s_thread(void *arg) {
     workers_slot_t *s = arg;
+    char name[16];                                /* top -H, perf and /proc name it */
+    snprintf(name, sizeof name, "pseud-worker-%d", s->id);
+    pthread_setname_np(pthread_self(), name);
     void *pair = zmq_socket(s->w->zmq, ZMQ_PAIR);
     int zero = 0, linger = 1000;
     if (pair) {
