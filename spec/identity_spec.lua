@@ -117,4 +117,28 @@ describe('identity under hostile peers', function()
       assert.equal('python alice', r.ask_alice)
     end)
   end)
+
+  describe('under noop_auth_backend, where an anonymous peer gets an automatic routing id', function()
+    -- libzmq 4.3 gives a ROUTER's anonymous peers the ids 00 + a counter
+    -- started from rand() and never checks a peer's own id against them: a
+    -- collision aborts the process (router.cpp, add_out_pipe). Unseeded, the
+    -- first is always 00 6b 8b 45 67. The host seeds rand() at start.
+    it('survives a silent peer holding the first id unseeded libzmq would give, and starts from an unguessable one', function()
+      local ids = {}
+      for run = 1, 2 do
+        local server, endpoint = process.server('spec/servers/identity.lua', 'noop_auth_backend')
+        local r = attack { 'autoid', endpoint }
+        assert.is_true(r.mallory_handshake, 'the squatter connected')
+        assert.is_true(r.anon_handshake, 'the anonymous peer connected')
+        assert(server:alive(), 'the server died:\n' .. server:report())
+        assert.equal('OK', r.reply, 'the anonymous peer is answered')
+        assert.equal(10, #r.anon_id)
+        assert.matches('^00', r.anon_id)                        -- libzmq's automatic form
+        assert.are_not.equal('006b8b4567', r.anon_id)
+        ids[run] = r.anon_id
+        process.stop_all()
+      end
+      assert.are_not.equal(ids[1], ids[2], 'two starts, the same first automatic id')
+    end)
+  end)
 end)

@@ -19,7 +19,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 
 #include <lauxlib.h>
@@ -146,8 +148,24 @@ char *host_packed_take(host_t *h, size_t *len) {
 
 int host_init(host_t *h, lua_State *L) { return host_init_shared(h, L, NULL); }
 
+/* libzmq 4.3 numbers a ROUTER's anonymous peers 00 + a counter started from
+ * rand(), which it never seeds, and does not check a peer's own routing id
+ * against the numbers it gives: a peer holding the next one makes the next
+ * anonymous connection abort the process (router.cpp, add_out_pipe). The
+ * first number unseeded is always 00 6b 8b 45 67; seeded from the kernel, a
+ * peer must learn the counter before it can take the next one (README,
+ * Hostile input). Done before the host makes any socket; rand() is libzmq's
+ * alone here (the host's randomness is libsodium's, Lua's its own). */
+static void s_seed_libzmq_counter(void) {
+    unsigned seed;
+    if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) != (ssize_t)sizeof seed)
+        seed = (unsigned)time(NULL) ^ ((unsigned)getpid() << 16) ^ (unsigned)clock();
+    srand(seed);
+}
+
 int host_init_shared(host_t *h, lua_State *L, void *zmq) {
     memset(h, 0, sizeof *h);
+    s_seed_libzmq_counter();
     h->L = L;
     h->global_registry = LUA_NOREF;
     h->zap_handler = LUA_NOREF;

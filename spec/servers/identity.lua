@@ -3,6 +3,7 @@ spec/servers/identity.lua BACKEND ARGS...: the server of identity_spec.lua.
   plain FILE                 credentials_file FILE
   hello                      a HELLO login is the user id, WORK is not gated
   untrusted_curve KEY FILE   keypair KEY, credentials_file FILE
+  noop_auth_backend          everyone, user id = routing id (the default)
 Prints `ready <endpoint>`.
   ask(user)     send_to(user).whoami(): what that peer answered, or the error name
   slow(s)       sleeps s seconds, returns the caller's user id
@@ -26,7 +27,7 @@ if backend == 'hello' then
   pseud.register_predicate('same', function(ctx) return ctx.user_id == ('u'):rep(#ctx.user_id) end)
 elseif backend == 'plain' then
   opts.credentials_file = arg[2]
-else
+elseif backend == 'untrusted_curve' then
   opts.public_key, opts.secret_key = pseud.load_keypair(arg[2])
   opts.credentials_file = arg[3]
 end

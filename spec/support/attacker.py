@@ -24,6 +24,11 @@ thread, prints one JSON object and exits 0; every wait has a deadline.
                            the id)
   curve     ENDPOINT SERVERKEY  untrusted_curve: alice logs in by HELLO and
                            serves whoami; bob asks the server to send_to('alice')
+  autoid    ENDPOINT       mallory claims 00 6b 8b 45 67, the routing id an
+                           unseeded libzmq 4.3 ROUTER gives its first anonymous
+                           peer, and stays silent; then an anonymous DEALER
+                           connects (libzmq asserts if its automatic id is
+                           taken) and calls whoami: its reply and routing id
 Passwords (see identity_spec.lua): alice/wonderland, bob/builder,
 mallory/evil.
 """
@@ -329,6 +334,49 @@ def scenario_long(ctx, ep):
     return out
 
 
+def handshaken(sock):
+    """A monitor on `sock` that its handshake completed (bounded wait)."""
+    mon = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+    ok = mon.poll(5000) != 0
+    if ok:
+        mon.recv_multipart()
+    sock.disable_monitor()
+    mon.close(0)
+    return ok
+
+
+def scenario_autoid(ctx, ep):
+    mallory = ctx.socket(zmq.DEALER)
+    mallory.setsockopt(zmq.LINGER, 0)
+    mallory.setsockopt(zmq.ROUTING_ID, bytes.fromhex('006b8b4567'))
+    mon = mallory.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+    mallory.connect(ep)
+    out = {'mallory_handshake': mon.poll(5000) != 0}
+    mallory.disable_monitor()
+    mon.close(0)
+    anon = ctx.socket(zmq.DEALER)               # no routing id: the ROUTER picks one
+    anon.setsockopt(zmq.LINGER, 0)
+    mon = anon.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+    anon.connect(ep)
+    out['anon_handshake'] = mon.poll(5000) != 0
+    anon.disable_monitor()
+    mon.close(0)
+    u = uuid.uuid4().bytes
+    anon.send_multipart([b'', VERSION, u, bytes([WORK]), pack(['whoami', [], {}])])
+    out['reply'] = None
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and anon.poll(int((deadline - time.monotonic()) * 1000) + 1):
+        f = anon.recv_multipart()
+        if len(f) == 5 and f[2] == u and f[3] == bytes([OK]):
+            v = unpack(f[4])
+            out['reply'] = 'OK'
+            out['anon_id'] = v.hex() if isinstance(v, bytes) else v.encode('latin-1').hex()
+            break
+    mallory.close(0)
+    anon.close(0)
+    return out
+
+
 def main(argv):
     ctx = zmq.Context.instance()
     what, ep = argv[1], argv[2]
@@ -346,6 +394,8 @@ def main(argv):
         out = {'made': flood_logins(ctx, ep, int(argv[3]), float(argv[4]))}
     elif what == 'long':
         out = scenario_long(ctx, ep)
+    elif what == 'autoid':
+        out = scenario_autoid(ctx, ep)
     elif what == 'curve':
         keys = json.loads(argv[3])
         out = scenario_curve(ctx, ep, keys)
