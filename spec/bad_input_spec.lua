@@ -241,6 +241,24 @@ describe('a pseud-lua server given hostile input', function()
     work_body_refused('93a568656c6c6f+8100*100000+c080')
   end)
 
+  -- Well-formed msgpack that has no Lua value: refused as the peer's fault,
+  -- not reported as the host's (LuaError).
+  it('refuses an argument that is a uint64 past 2^63-1 with ProtocolError', function()
+    work_body_refused('93a4656368' .. '6f91cfffffffffffffffff80')     -- echo(2^64-1)
+  end)
+
+  it('refuses a uint64 of 2^63 in the kwargs with ProtocolError (2^63-1 is served)', function()
+    work_body_refused('93a46563686f90' .. '81a178cf8000000000000000')   -- echo(x=2^63)
+    local r, ok, raw = process.pypeer({ 'call', endpoint, SERVICE, 'echo', '[9223372036854775807]' })
+    assert(ok, raw)
+    assert.equal(OK, r.type)
+  end)
+
+  it('refuses a map key that is NaN with ProtocolError (float64 and float32)', function()
+    work_body_refused('93a4656368' .. '6f9181cb7ff8000000000000' .. '0180')   -- echo({NaN: 1})
+    work_body_refused('93a4656368' .. '6f9181ca7fc00000' .. '0180')           -- float32 NaN
+  end)
+
   it('refuses a body declaring a 4 GiB string with ProtocolError', function()
     work_body_refused('dbffffffff414141')
   end)

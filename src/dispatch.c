@@ -89,6 +89,7 @@ typedef struct work_job {
     const frame_message_t *m;
     message_work_t work;          /* the decoded body (views into m and the zone) */
     int kept;                     /* a task took it: it answers later */
+    int pushing_args;             /* a raise now is the body's: no Lua value (ProtocolError) */
     char user[FRAME_MAX_ID];      /* the sender's user id while no Lua string holds it
                                    * (every user id is at most 255 bytes: DESIGN.md 4.1) */
 } work_job_t;
@@ -244,11 +245,11 @@ static int s_work_protected(lua_State *L) {
     int npos = (int)w->args->size, has_kwargs = w->kwargs != NULL;
     int nargs = npos + has_kwargs, base = lua_gettop(L);
     luaL_checkstack(L, nargs + 4, "too many arguments");
+    job->pushing_args = 1;        /* a uint64 past 2^63-1, a NaN map key (codec.h) */
     for (int i = 0; i < npos; i++) codec_push_object(L, &w->args->ptr[i]);
-    if (has_kwargs) {
-        codec_push_object(L, w->kwargs);
-        luaL_setmetatable(L, CODEC_KWARGS_MT);
-    }
+    if (has_kwargs) codec_push_object(L, w->kwargs);
+    job->pushing_args = 0;
+    if (has_kwargs) luaL_setmetatable(L, CODEC_KWARGS_MT);
     lua_pushlstring(L, w->name, w->name_len);
     s_lookup(L, job, user, base + 1, npos, has_kwargs, w->name, w->name_len);
     if (lua_isnil(L, -1)) {
@@ -340,6 +341,7 @@ static int s_on_work(void *ctx, endpoint_t *ep, const frame_message_t *m) {
     job.le = le;
     job.m = m;
     job.kept = 0;
+    job.pushing_args = 0;
     codec_error_t why = { "msgpack: out of memory" };
     (void)ep;
     if (h->workers && le->name_len) {              /* docs/workers.md */
@@ -353,6 +355,11 @@ static int s_on_work(void *ctx, endpoint_t *ep, const frame_message_t *m) {
     }
     sched_error_t err;
     if (dispatch_call(h, s_work_protected, &job, &err) < 0) {
+        if (job.pushing_args && strcmp(err.name, "MemoryError") != 0) {
+            s_work_refuse(le, m, NULL, 0, "ProtocolError", err.message, strlen(err.message));
+            s_count_unknown(h, METRICS_REFUSED);
+            return 0;
+        }
         HOST_LOG_LIMITED(h, LOG_WARN, "WORK refused before its handler ran",
                          LOG_ID("peer", m->peer, m->peer_len),
                          LOG_STR("error", err.name), LOG_STR("message", err.message));
