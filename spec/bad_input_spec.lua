@@ -215,6 +215,18 @@ describe('a pseud-lua server given hostile input', function()
 
   -- msgpack bodies.
 
+  it('answers a malformed HELLO UNAUTHORIZED under the default backend (a well-formed one is welcomed)', function()
+    -- not msgpack, three items, not an array, a login over 1 KiB
+    for _, body in ipairs { 'c1', '93010203', '2a', '92da0401' .. ('61'):rep(1025) .. 'a0' } do
+      local r = send({ '', VERSION, new_uuid(), '02', body }, 'reply')
+      assert.equal(1, #r.replies, body)
+      assert.equal(0x11, r.replies[1].type, body)
+      assert.equal('Malformed HELLO', r.replies[1].body_text, body)
+    end
+    local r = send({ '', VERSION, new_uuid(), '02', '92a161a162' }, 'reply', 'quiet')
+    assert.equal(0x04, r.replies[1].type)                    -- AUTHENTICATED
+  end)
+
   it('refuses an empty WORK body with ProtocolError', function()
     work_body_refused('')
   end)

@@ -301,6 +301,16 @@ static int s_hello_protected(lua_State *L) {
 void login_on_hello(void *ctx, endpoint_t *ep, const frame_message_t *m) {
     lendpoint_t *le = ctx;
     if (le->hello_hook == LUA_NOREF) {
+        /* no backend asks: any well-formed HELLO is welcome, as with one */
+        message_hello_t hello;
+        const char *why;
+        if (message_decode_hello(m->body, m->body_len, &le->host->limits, &le->host->zone,
+                                 &hello, &why) < 0) {
+            HOST_LOG_LIMITED(le->host, LOG_WARN, "refused a HELLO", LOG_STR("reason", why));
+            s_hello_answer(le, m, FRAME_UNAUTHORIZED, "Malformed HELLO");
+            s_count(le->host, "HELLO", 0);
+            return;
+        }
         static const char text[] = "Welcome";
         endpoint_reply(ep, m->peer, m->peer_len, NULL, 0, m->uuid, FRAME_AUTHENTICATED,
                        text, sizeof text - 1);
