@@ -21,6 +21,12 @@
 #include "message.h"
 
 #define RECV_BUDGET      256      /* messages per readiness, so timers still run */
+/* Bytes per readiness (routing ids and bodies): libzmq copies a message's
+ * routing id on every receive, and a peer may announce one of megabytes
+ * (refused, but only once read): ~20 ms a message at 8 MiB, so 256 of them
+ * held every task for 5 s. A batch ends once this much was read; the tasks
+ * it admitted run before the next. */
+#define RECV_BYTES_BUDGET (4u << 20)
 #define LOG_BURST        20       /* lines about one kind of refusal per second, then a count */
 #define BUSY_SLACK       (1u << 20)  /* BusyErrors queued past a budget before they go unsent */
 #define WORK_COST        1024     /* what an admitted call holds beside its body (task, coroutine), bytes */
@@ -637,11 +643,13 @@ static void s_on_readable(loop_t *loop, void *socket, void *arg) {
         ep->last_wake_batch = ep->wake_batch;
         ep->wake_batch = 0;
     }
-    for (; budget > 0 && !ep->closing; budget--) {
+    size_t batch_bytes = 0;
+    for (; budget > 0 && !ep->closing && batch_bytes < RECV_BYTES_BUDGET; budget--) {
         if (frame_recv(socket, &m) < 0) break;
         got = 1;
         ep->wake_batch++;
         enum frame_kind kind = frame_decode_from(&m, with_user_id);
+        batch_bytes += m.peer_len + m.body_len;
         ep->stats.bytes_in += m.body_len + STATS_MSG_BYTES;
         if (kind == FRAME_KIND_BAD_ID) {
             ENDPOINT_REFUSAL(ep, "refused a message: its routing id is too long: dropped",

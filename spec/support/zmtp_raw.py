@@ -36,6 +36,14 @@ ROUTER with ZMQ_PROBE_ROUTER also sends one empty message first: --probe.)
      close the connection, or refuse the handshake); --expect any (default):
      the handshake completed. 1 otherwise, 2 usage.
 
+  flood HOST PORT --id-len N --count K [--timeout S]
+     handshake with an id of N bytes 'A', send K WORK hello in one write
+     (each costs the server's ROUTER a copy of the id), then, from a second
+     connection with a 5-byte id, call hello once and time its reply: a
+     good peer's latency behind the flood. One JSON line {"sent": K,
+     "probe_reply": bool, "probe_seconds": s}; exit 0 when the probe was
+     answered within --timeout.
+
 It is also a library (wirefuzz.py): ZmtpPeer. Every wait has a deadline
 (time.monotonic() seconds); nothing blocks past it.
 """
@@ -392,6 +400,40 @@ def cmd_call(args):
     return 0 if ok else 1
 
 
+def cmd_flood(args):
+    out = {'sent': 0, 'probe_reply': False, 'probe_seconds': None, 'error': None}
+    deadline = time.monotonic() + args.timeout
+    flooder = ZmtpPeer(args.host, args.port, b'A' * args.id_len)
+    probe = ZmtpPeer(args.host, args.port, b'probe')
+    try:
+        flooder.connect(deadline)
+        probe.connect(deadline)
+        body = msgpack.packb(['hello', ['x'], {}], use_bin_type=True)
+        one = b''.join(frame(part, more=i < 4) for i, part in
+                       enumerate([b'', VERSION, b'u' * 16, bytes([WORK]), body]))
+        flooder._sendall(one * args.count, deadline)
+        out['sent'] = args.count
+        u = uuid.uuid4().bytes
+        started = time.monotonic()
+        probe.send([b'', VERSION, u, bytes([WORK]), msgpack.packb(['hello', ['probe'], {}])], deadline)
+        while True:
+            msg = probe.recv(deadline)
+            if msg is None:
+                break
+            if len(msg) == 5 and msg[2] == u:
+                out['probe_reply'] = msg[3] == bytes([OK])
+                out['probe_seconds'] = round(time.monotonic() - started, 4)
+                break
+    except ZmtpError as exc:
+        out['error'] = str(exc)
+    finally:
+        flooder.close()
+        probe.close()
+    sys.stdout.write(json.dumps(out, sort_keys=True) + '\n')
+    sys.stdout.flush()
+    return 0 if out['probe_reply'] else 1
+
+
 def main(argv):
     parser = argparse.ArgumentParser(prog='zmtp_raw', description=__doc__.split('\n')[0])
     sub = parser.add_subparsers(dest='command', required=True)
@@ -410,6 +452,13 @@ def main(argv):
     p.add_argument('--settle', type=float, default=0.1,
                    help='after the K-th reply, wait this long for more')
     p.set_defaults(func=cmd_call)
+    f = sub.add_parser('flood')
+    f.add_argument('host')
+    f.add_argument('port', type=int)
+    f.add_argument('--id-len', type=int, required=True)
+    f.add_argument('--count', type=int, default=1)
+    f.add_argument('--timeout', type=float, default=30.0)
+    f.set_defaults(func=cmd_flood, id_byte='41')
     args = parser.parse_args(argv)
     if args.id_len < 0 or len(bytes.fromhex(args.id_byte)) != 1:
         parser.error('--id-len must be >= 0 and --id-byte one hex byte')
