@@ -68,4 +68,8 @@ describe('handler limits', function()
   it('serves other callers within a slice while 200 spawned tasks spin', function()
     assert.same({ 'spawned', 'probes\ttrue' }, run('fairness'))
   end)
+
+  it("serves a new caller within a slice or two behind another peer's 300 calls of 9 ms each", function()
+    assert.same({ 'Hello probe\ttrue\t300' }, run('queue'))
+  end)
 end)

@@ -126,6 +126,10 @@ struct sched {
     int ntasks;                   /* tasks alive */
     int nanswering;               /* of those, tasks that owe a WORK an answer */
     int in_callback;              /* an endpoint callback is running Lua (sched_pcall) */
+    double pass_end;              /* monotonic: sched_run's pass ends after the task past it
+                                     (set by the hook's first look in the pass); 0: not yet,
+                                     -1: not in sched_run */
+    int pass_over;                /* the hook saw pass_end go by */
     double max_hook_time;         /* seconds a synchronous call may run; 0: unlimited */
     int main_chunk;               /* the synchronous call is the script's top level (a reload):
                                      what it spawns gets no limits, as in the first run */

@@ -184,6 +184,10 @@ void sched_hook(lua_State *L, lua_Debug *ar) {
         t->limits.memory = cap;
         lua_error(L);
     }
+    if (t != &s->hook && s->pass_end >= 0) {     /* in sched_run: the pass's time */
+        if (s->pass_end == 0) s->pass_end = now + TASK_SLICE;
+        else if (now > s->pass_end) s->pass_over = 1;
+    }
     if (now > t->slice_end && t != &s->hook && lua_isyieldable(L)) {
         if (L == t->co) {
             t->wait = TASK_PREEMPTED;
