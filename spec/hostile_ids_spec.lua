@@ -125,7 +125,7 @@ describe('routing ids of any length', function()
     end)
   end
 
-  it('keeps serving others beside 250 messages under an 8 MiB routing id (each one costs libzmq a copy of it)', function()
+  it('keeps serving others beside 250 messages under an 8 MiB routing id (each costs libzmq a copy)', function()
     -- libzmq copies a message's routing id into a frame of its own on every
     -- receive: about 20 ms for 8 MiB here. A read batch of 256 of them held
     -- every other call 5 s; the batch now ends after a few MiB read.

@@ -123,7 +123,7 @@ describe('identity under hostile peers', function()
     -- started from rand() and never checks a peer's own id against them: a
     -- collision aborts the process (router.cpp, add_out_pipe). Unseeded, the
     -- first is always 00 6b 8b 45 67. The host seeds rand() at start.
-    it('survives a silent peer holding the first id unseeded libzmq would give, and starts from an unguessable one', function()
+    it('survives a silent peer on the first id unseeded libzmq would give; starts from an unguessable one', function()
       local ids = {}
       for run = 1, 2 do
         local server, endpoint = process.server('spec/servers/identity.lua', 'noop_auth_backend')
