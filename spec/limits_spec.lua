@@ -72,4 +72,8 @@ describe('handler limits', function()
   it("serves a new caller within a slice or two behind another peer's 300 calls of 9 ms each", function()
     assert.same({ 'Hello probe\ttrue\t300' }, run('queue'))
   end)
+
+  it('still runs woken handlers and busy peers\' calls while twelve peers keep a call each in flight', function()
+    assert.same({ 'crowd\ttrue' }, run('crowd'))
+  end)
 end)

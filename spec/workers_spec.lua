@@ -70,14 +70,6 @@ describe('pseud-lua --workers 2', function()
     assert.same({ 'pseud-worker-1', 'pseud-worker-2' }, names)
   end)
 
-  it("serves a new caller within a slice or two behind another peer's 1,000 calls of 9 ms each", function()
-    -- the control hands them to the workers as they come; each worker's
-    -- loop still reads between passes of about a slice (spec/clients/limits.lua)
-    local lines = process.run_lines({ process.host(), 'spec/clients/limits.lua', endpoint, 'queue', '1000' },
-      { timeout = 60 })
-    assert.same({ 'Hello probe\ttrue\t1000' }, lines)
-  end)
-
   it('keeps answering from the other worker while a handler spins in one until max_handler_time', function()
     local lines = run(endpoint, 'spin')
     assert.equal('spin_error TimeoutError', lines[1])

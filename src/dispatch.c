@@ -355,7 +355,9 @@ static int s_on_work(void *ctx, endpoint_t *ep, const frame_message_t *m) {
     }
     sched_error_t err;
     if (dispatch_call(h, s_work_protected, &job, &err) < 0) {
-        if (job.pushing_args && strcmp(err.name, "MemoryError") != 0) {
+        /* the codec's own refusals only (codec.h): a stack that could not
+         * grow while pushing is memory, not the body */
+        if (job.pushing_args && strncmp(err.message, "msgpack: ", 9) == 0) {
             s_work_refuse(le, m, NULL, 0, "ProtocolError", err.message, strlen(err.message));
             s_count_unknown(h, METRICS_REFUSED);
             return 0;

@@ -156,21 +156,26 @@ int host_init(host_t *h, lua_State *L) { return host_init_shared(h, L, NULL); }
  * peer must learn the counter before it can take the next one (README,
  * Hostile input). Done before the host makes any socket; rand() is libzmq's
  * alone here (the host's randomness is libsodium's, Lua's its own). */
-static void s_seed_libzmq_counter(void) {
+static void s_seed_libzmq_counter(host_t *h) {
     unsigned seed;
-    if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) != (ssize_t)sizeof seed)
+    ssize_t got;
+    while ((got = getrandom(&seed, sizeof seed, 0)) < 0 && errno == EINTR) {}
+    if (got != (ssize_t)sizeof seed) {
         seed = (unsigned)time(NULL) ^ ((unsigned)getpid() << 16) ^ (unsigned)clock();
+        HOST_LOG(h, LOG_WARN, "no kernel randomness: libzmq's automatic routing ids are guessable",
+                 LOG_STR("reason", strerror(errno)));
+    }
     srand(seed);
 }
 
 int host_init_shared(host_t *h, lua_State *L, void *zmq) {
     memset(h, 0, sizeof *h);
-    s_seed_libzmq_counter();
     h->L = L;
     h->global_registry = LUA_NOREF;
     h->zap_handler = LUA_NOREF;
     h->reloader = h->reload_waiters = LUA_NOREF;
     h->log_level = s_log_level(h);
+    s_seed_libzmq_counter(h);                     /* before any socket */
     codec_limits_init(&h->limits);
     msgpack_sbuffer_init(&h->sbuf);
     msgpack_packer_init(&h->pk, h, s_write);
@@ -427,7 +432,8 @@ static void s_reload(host_t *h, lua_State *L) {
 
 /* One turn: woken tasks, then I/O and timers (waiting at most `wait`). */
 static void s_turn(host_t *h, lua_State *L, double wait) {
-    sched_run(&h->sched, L);
+    if (h->sched.pass_over) h->sched.pass_over = 0;  /* the last pass ended on its time: I/O first */
+    else sched_run(&h->sched, L);
     s_close_asked(h, L);
     if (sched_ready(&h->sched)) wait = 0;         /* preempted tasks wait for I/O only */
     loop_run_once(h->loop, wait);

@@ -414,14 +414,21 @@ int sched_run(sched_t *s, lua_State *L) {
     /* A pass ends after one slice of all its tasks' time, as after one
      * task's: calls of 9 ms each are never preempted, and 256 of them held
      * the loop 2.3 s before it read the next caller. The clock is read by
-     * the hook (every TASK_HOOK_COUNT instructions), not per task. */
+     * the hook (every TASK_HOOK_COUNT instructions), not per task. But not
+     * before it ran one task from behind the front segment: each turn's new
+     * WORK from idle peers goes ahead of the rest again, and a pass that
+     * stopped among those would leave woken handlers and busy peers' calls
+     * behind them for good. */
     s->pass_end = 0;
     s->pass_over = 0;
-    while (s->head[0] && !sliced && !s->pass_over) {
+    int ran_rest = 0;
+    while (s->head[0] && !sliced && !(s->pass_over && ran_rest)) {
+        int in_front = s->front != NULL;   /* front tasks lead q0 */
         task_t *t = s_dequeue(s, 0);
         int was_last = t == last;
         sliced = s_resume(s, L, t);   /* it ran a whole slice: the rest after I/O */
         n++;
+        if (!in_front) ran_rest = 1;
         if (was_last) break;
     }
     s->pass_end = -1;              /* outside a pass: the hook leaves it alone */

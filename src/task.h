@@ -162,8 +162,10 @@ void task_start(sched_t *s, task_t *t, int nargs, const task_limits_t *limits, i
  * answered first by the caller if it owes an answer. */
 void task_free(sched_t *s, lua_State *L, task_t *t);
 
-/* Resume the tasks queued now, from the top of the loop on thread L.
- * Returns how many ran. */
+/* Resume the tasks queued now, from the top of the loop on thread L, until
+ * they took a slice between them (and one from behind the front ran), then
+ * one slice of a preempted task. Returns how many ran; s->pass_over says the
+ * pass ended on its time, with tasks left for after I/O. */
 int sched_run(sched_t *s, lua_State *L);
 /* Is a task waiting on the run queue? */
 int sched_ready(const sched_t *s);

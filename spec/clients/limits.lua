@@ -153,5 +153,40 @@ function cases.queue()
   print(reply, took < 0.25 or ('%.3f s'):format(took), ok)
 end
 
+-- Twelve peers call spin(0.004) in closed loops, each always with one call
+-- in flight (so each call goes ahead of the queue's rest, as a probe's
+-- does); meanwhile a handler that sleeps 10 ms (woken: behind them) and a
+-- peer with two calls in flight (its second behind them) must still be
+-- answered: a pass ended early must not leave its tail behind for good.
+function cases.crowd()
+  local running, started, loops = true, 0, {}
+  for i = 1, 12 do
+    local c = pseud.Client('service', { timeout = 10 })
+    assert(c:connect(arg[1]))
+    c.hello('w'):get()
+    loops[i] = pseud.spawn(function()
+      local n = 0
+      while running do
+        c.spin(0.004):get()
+        n = n + 1
+        if n == 1 then started = started + 1 end
+      end
+      return n
+    end)
+  end
+  while started < 12 do pseud.sleep(0.01) end      -- polls a count, bounded by the client's timeout
+  local worst = 0
+  for _ = 1, 3 do
+    local t0 = pseud.now()
+    assert(client.slow(0.01):get() == 'late')
+    local a, b = client.hello('a'), client.hello('b')
+    assert(a:get() == 'Hello a' and b:get() == 'Hello b')
+    worst = math.max(worst, pseud.now() - t0)
+  end
+  running = false
+  for i = 1, 12 do loops[i]:get() end
+  print('crowd', worst < 1 or ('%.3f s'):format(worst))
+end
+
 cases[arg[2]]()
 print('done')
