@@ -48,20 +48,25 @@ void endpoint_log(endpoint_t *ep, int level, const char *msg, const log_field_t 
     if (ep->ev.log) ep->ev.log(ep->ev.ctx, level, msg, fields);
 }
 
-/* A refusal line, at most LOG_BURST a second: a flood of bad messages must
- * not become a flood of log lines. */
-void endpoint_log_refusal(endpoint_t *ep, const char *msg, const log_field_t *fields) {
+/* A line a peer can cause, at most LOG_BURST a second with the others: a
+ * flood of bad messages, or of connections that come and go, must not
+ * become a flood of log lines. */
+void endpoint_log_limited(endpoint_t *ep, int level, const char *msg, const log_field_t *fields) {
     if (!ep->ev.log) return;
     double now = loop_now();
     if (now - ep->log_window >= 1.0) {
         if (ep->log_suppressed > 0)
-            ENDPOINT_LOG(ep, LOG_WARN, "refusals not logged", LOG_INT("count", ep->log_suppressed));
+            ENDPOINT_LOG(ep, LOG_WARN, "similar lines left out", LOG_INT("count", ep->log_suppressed));
         ep->log_window = now;
         ep->log_lines = ep->log_suppressed = 0;
     }
     if (ep->log_lines >= LOG_BURST) { ep->log_suppressed++; return; }
     ep->log_lines++;
-    ep->ev.log(ep->ev.ctx, LOG_WARN, msg, fields);
+    ep->ev.log(ep->ev.ctx, level, msg, fields);
+}
+
+void endpoint_log_refusal(endpoint_t *ep, const char *msg, const log_field_t *fields) {
+    endpoint_log_limited(ep, LOG_WARN, msg, fields);
 }
 
 /* Printable peer id for logs: routing ids are bytes. */

@@ -81,6 +81,9 @@ struct endpoint {
  * macros list the fields inline, ending the list themselves. */
 void endpoint_log(endpoint_t *ep, int level, const char *msg, const log_field_t *fields);
 void endpoint_log_refusal(endpoint_t *ep, const char *msg, const log_field_t *fields);
+void endpoint_log_limited(endpoint_t *ep, int level, const char *msg, const log_field_t *fields);
+#define ENDPOINT_LOG_LIMITED(ep, level, msg, ...) \
+    endpoint_log_limited((ep), (level), (msg), LOG_FIELDS(__VA_ARGS__))
 #define ENDPOINT_LOG(ep, level, msg, ...) \
     endpoint_log((ep), (level), (msg), LOG_FIELDS(__VA_ARGS__))
 #define ENDPOINT_REFUSAL(ep, msg, ...) \

@@ -284,7 +284,8 @@ static void s_hb_sweep(loop_t *loop, loop_timer_t *t, void *arg) {
     endpoint_enter(ep);
     peer_t *p;
     while (!ep->closing && (p = peers_oldest(ep->peers)) && now - p->last_seen > ep->hb_timeout) {
-        ENDPOINT_LOG(ep, LOG_INFO, "peer silent: gone", LOG_ID("user", p->user_id, p->user_id_len),
+        /* a peer can cause it per connection: limited */
+        ENDPOINT_LOG_LIMITED(ep, LOG_INFO, "peer silent: gone", LOG_ID("user", p->user_id, p->user_id_len),
                      LOG_NUM("silent_seconds", now - p->last_seen));
         /* out of the directory first: callbacks see it gone */
         peers_detach(ep->peers, p);

@@ -201,7 +201,7 @@ static void s_hello_checked(void *ctx, int verified) {
         int same = p && !p->closed && p->fd == c->fd && p->user_id_len == c->user_len &&
                    memcmp(p->user_id, user, c->user_len) == 0;
         if (!same) {
-            HOST_LOG(h, LOG_WARN, "answer to a HELLO dropped: that peer's connection is gone");
+            HOST_LOG_LIMITED(h, LOG_WARN, "answer to a HELLO dropped: that peer's connection is gone");
         } else if (verified && peers_log_in(d, p, login, c->login_len) == 0) {
             endpoint_reply(le->ep, peer, c->peer_len, NULL, 0, c->uuid, FRAME_AUTHENTICATED,
                            text, c->text_len);

@@ -24,6 +24,9 @@ thread, prints one JSON object and exits 0; every wait has a deadline.
                            the id)
   curve     ENDPOINT SERVERKEY  untrusted_curve: alice logs in by HELLO and
                            serves whoami; bob asks the server to send_to('alice')
+  churn     ENDPOINT N     N DEALERs, routing ids c0..cN-1, each send one
+                           HEARTBEAT and close (any server): the connections
+                           a peer can make come and go
   autoid    ENDPOINT       mallory claims 00 6b 8b 45 67, the routing id an
                            unseeded libzmq 4.3 ROUTER gives its first anonymous
                            peer, and stays silent; then an anonymous DEALER
@@ -42,6 +45,7 @@ import zmq
 
 VERSION = b'v1'
 OK, HELLO, WORK, AUTHENTICATED, ERROR, UNAUTHORIZED = 0x01, 0x02, 0x03, 0x04, 0x10, 0x11
+HEARTBEAT = 0x06
 SERVICE = b'service'
 
 
@@ -377,6 +381,20 @@ def scenario_autoid(ctx, ep):
     return out
 
 
+def scenario_churn(ctx, ep, n):
+    socks = []
+    for i in range(n):
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 2000)           # the HEARTBEAT leaves before the close
+        s.setsockopt(zmq.ROUTING_ID, b'c%d' % i)
+        s.connect(ep)
+        s.send_multipart([b'', VERSION, b'', bytes([HEARTBEAT]), b''])
+        socks.append(s)
+    for s in socks:
+        s.close()
+    return {'sent': n}
+
+
 def main(argv):
     ctx = zmq.Context.instance()
     what, ep = argv[1], argv[2]
@@ -394,6 +412,8 @@ def main(argv):
         out = {'made': flood_logins(ctx, ep, int(argv[3]), float(argv[4]))}
     elif what == 'long':
         out = scenario_long(ctx, ep)
+    elif what == 'churn':
+        out = scenario_churn(ctx, ep, int(argv[3]))
     elif what == 'autoid':
         out = scenario_autoid(ctx, ep)
     elif what == 'curve':
