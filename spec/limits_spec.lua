@@ -76,4 +76,30 @@ describe('handler limits', function()
   it('still runs woken handlers and busy peers\' calls while twelve peers keep a call each in flight', function()
     assert.same({ 'crowd\ttrue' }, run('crowd'))
   end)
+
+  it("runs a woken handler of a peer with no other call ahead of another peer's 300 calls of 20 ms", function()
+    assert.same({ 'ok\ttrue' }, run('woken'))            -- answered within 0.5 s
+  end)
+
+  it("ends woken handlers at max_handler_time even when they wait their turn behind those calls", function()
+    local lines = run('deadline')                          -- a second call in flight: behind the flood
+    assert.equal(1, #lines)
+    assert.matches('^%a+\ttrue$', lines[1])              -- ok or TimeoutError, by 1.5 s
+  end)
+end)
+
+describe('the run queue under a stream of new peers', function()
+  after_each(function() process.stop_all() end)
+
+  it("still runs a busy peer's woken handler while new connections' calls each use up a slice", function()
+    -- every new connection's call goes ahead of the queue and runs a whole
+    -- slice; a pass must still give the rest one task (it starved for the
+    -- whole attack, answered TimeoutError at 3.6 s of a 4 s stream)
+    local _, endpoint = process.server('spec/servers/limits.lua')
+    local out, ok, _, log = process.python('spec/support/attacker.py', { 'frontflood', endpoint, '100', '4' })
+    local r = require('dkjson').decode(out)
+    assert(ok and type(r) == 'table', out .. io.open(log):read('a'))
+    assert.equal(1, r.first_type, out)                    -- OK
+    assert(r.first_seconds < 1, out)
+  end)
 end)

@@ -475,11 +475,18 @@ static void s_release(void *ctx, lua_State *L, task_t *t) {
     dispatch_unhold(L, t->work.owner);
 }
 
+static int s_alone(void *ctx, const task_t *t) {
+    (void)ctx;
+    const lendpoint_t *le = t->work.owner;
+    return le->ep && endpoint_peer_alone(le->ep, t->work.ids, t->work.peer_len, t->work.serial);
+}
+
 void dispatch_task_ops(host_t *h, sched_ops_t *ops) {
     ops->ctx = h;
     ops->answer_ok = s_answer_ok;
     ops->answer_error = s_answer_error;
     ops->release = s_release;
+    ops->alone = s_alone;
 }
 
 int dispatch_push_caller(lua_State *L) {

@@ -415,6 +415,12 @@ void endpoint_release(endpoint_t *ep, const char *peer, size_t peer_len,
     if (p->inflight) p->inflight--;
 }
 
+int endpoint_peer_alone(endpoint_t *ep, const char *peer, size_t peer_len, uint64_t serial) {
+    if (ep->proxy.reply || !serial) return 0;    /* a worker's: the control knows, not us */
+    peer_t *p = peers_find(ep->peers, peer, peer_len);
+    return p && p->serial == serial && p->inflight <= 1;
+}
+
 int endpoint_reply_error(endpoint_t *ep, const char *peer, size_t peer_len,
                          const char *user, size_t user_len,
                          const uint8_t *uuid, const char *name, const char *message,

@@ -181,6 +181,9 @@ int endpoint_reply_owned(endpoint_t *ep, const char *peer, size_t peer_len,
  * the one for `peer`). Call once per kept WORK, before endpoint_reply. */
 void endpoint_release(endpoint_t *ep, const char *peer, size_t peer_len,
                       uint64_t serial, size_t charged);
+/* Is this the only call in progress of the peer `serial` names? (a call
+ * it admitted and has not yet released; 0 when unknown, as in a worker) */
+int endpoint_peer_alone(endpoint_t *ep, const char *peer, size_t peer_len, uint64_t serial);
 
 /* Send ERROR [name, message, traceback] (msgpack, each valid UTF-8) to
  * `peer`, bound to `user` as endpoint_reply. */

@@ -104,11 +104,28 @@ static void s_enqueue_front(sched_t *s, task_t *t) {
     s->front = t;
 }
 
+/* A task woken from a wait: ahead of the queue when its call is its peer's
+ * only one in progress, as that peer's new call would be; else at its back
+ * (a peer with many calls waits its turn behind the others). */
+static void s_enqueue_woken(sched_t *s, task_t *t) {
+    if (t->work.owner && s->ops.alone && s->ops.alone(s->ops.ctx, t)) s_enqueue_front(s, t);
+    else s_enqueue(s, t);
+}
+
 static task_t *s_dequeue(sched_t *s, int q) {
     task_t *t = s->head[q];
     s->head[q] = t->run_next;
     if (!s->head[q]) s->tail[q] = NULL;
     if (s->front == t) s->front = NULL;       /* the front ones are all taken */
+    t->queued = 0;
+    return t;
+}
+
+/* The first task behind the front ones (s->front is set and has one). */
+static task_t *s_dequeue_after_front(sched_t *s) {
+    task_t *f = s->front, *t = f->run_next;
+    f->run_next = t->run_next;
+    if (s->tail[0] == t) s->tail[0] = f;
     t->queued = 0;
     return t;
 }
@@ -222,13 +239,18 @@ static void s_on_deadline(loop_t *loop, loop_timer_t *timer, void *arg) {
     task_t *t = arg;
     t->deadline_timer = NULL;
     t->expired = 1;
-    if (t->wait == TASK_WAIT_SLEEP || t->wait == TASK_WAIT_FUTURE) {
+    int waits = t->wait == TASK_WAIT_SLEEP || t->wait == TASK_WAIT_FUTURE;
+    if (waits) {
         /* it waits: wake it so its wait raises TimeoutError (wall-clock limit) */
         if (t->timer) { loop_cancel_timer(t->sched->loop, t->timer); t->timer = NULL; }
         t->future = NULL;
         t->wait = TASK_RUNNING;
-        s_enqueue(t->sched, t);
     }
+    if (t->queued) s_unqueue(t->sched, t);   /* woken or preempted: behind others' work */
+    else if (!waits) return;                 /* running: the hook sees `expired` */
+    /* ahead of the rest: it dies at its first instruction, so its TimeoutError
+     * leaves at its deadline, not when a long queue would reach it */
+    s_enqueue_front(t->sched, t);
 }
 
 void task_start(sched_t *s, task_t *t, int nargs, const task_limits_t *limits, int first) {
@@ -414,27 +436,42 @@ int sched_run(sched_t *s, lua_State *L) {
     /* A pass ends after one slice of all its tasks' time, as after one
      * task's: calls of 9 ms each are never preempted, and 256 of them held
      * the loop 2.3 s before it read the next caller. The clock is read by
-     * the hook (every TASK_HOOK_COUNT instructions), not per task. But not
-     * before it ran one task from behind the front segment: each turn's new
-     * WORK from idle peers goes ahead of the rest again, and a pass that
-     * stopped among those would leave woken handlers and busy peers' calls
-     * behind them for good. */
+     * the hook (every TASK_HOOK_COUNT instructions), not per task. Before it
+     * ends, the first task behind the front segment gets its turn: each
+     * turn's calls from idle peers go ahead of the rest again, and a pass
+     * that stopped among those would leave busy peers' calls (and woken
+     * handlers of busy peers) behind them for good. */
     s->pass_end = 0;
     s->pass_over = 0;
     int ran_rest = 0;
-    while (s->head[0] && !sliced && !(s->pass_over && ran_rest)) {
-        int in_front = s->front != NULL;   /* front tasks lead q0 */
-        task_t *t = s_dequeue(s, 0);
+    while (s->head[0]) {
+        task_t *t;
+        int in_front;
+        if (sliced || s->pass_over) {          /* time is up (one task's slice, or all of theirs) */
+            /* ... but the rest (behind the front) gets one task each pass */
+            if (ran_rest || (s->front && !s->front->run_next)) break;
+            in_front = 0;
+            t = s->front ? s_dequeue_after_front(s) : s_dequeue(s, 0);
+        } else {
+            in_front = s->front != NULL;       /* front tasks lead q0 */
+            t = s_dequeue(s, 0);
+        }
         int was_last = t == last;
-        sliced = s_resume(s, L, t);   /* it ran a whole slice: the rest after I/O */
+        sliced |= s_resume(s, L, t);  /* it ran a whole slice: the rest after I/O */
         n++;
         if (!in_front) ran_rest = 1;
         if (was_last) break;
     }
     s->pass_end = -1;              /* outside a pass: the hook leaves it alone */
-    if (s->head[1] && !sliced) {   /* then one slice of one task, then I/O */
+    if (sliced) s->pass_over = 1;  /* one pass on its time, then I/O (host.c) */
+    /* then one slice of a preempted or spawned task, then I/O; after a pass
+     * that sliced, every other time: delayed, never starved */
+    if (s->head[1] && (!sliced || s->q1_skipped)) {
+        s->q1_skipped = 0;
         s_resume(s, L, s_dequeue(s, 1));
         n++;
+    } else if (s->head[1]) {
+        s->q1_skipped = 1;
     }
     return n;
 }
@@ -487,7 +524,7 @@ static void s_on_sleep_done(loop_t *loop, loop_timer_t *timer, void *arg) {
     (void)loop; (void)timer;
     task_t *t = arg;
     t->timer = NULL;
-    if (t->wait == TASK_WAIT_SLEEP) s_enqueue(t->sched, t);
+    if (t->wait == TASK_WAIT_SLEEP) s_enqueue_woken(t->sched, t);
 }
 
 int task_sleep(lua_State *L, double seconds, lua_KFunction k) {
@@ -554,7 +591,7 @@ void future_settle(sched_t *s, lua_State *L, int f, int state) {
          * task moved on, or was reused from the pool) wakes nothing */
         if (t && t->wait == TASK_WAIT_FUTURE && t->future == fu) {
             t->future = NULL;
-            s_enqueue(s, t);
+            s_enqueue_woken(s, t);
         }
     }
     lua_pop(L, 1);

@@ -98,6 +98,9 @@ typedef struct sched_ops {
                          const char *traceback);
     /* the task lets go of work.owner */
     void (*release)(void *ctx, lua_State *L, task_t *t);
+    /* woken from a wait: is its call its peer's only one in progress? (then
+     * it goes ahead of the queue, as that peer's new call would); may be NULL */
+    int (*alone)(void *ctx, const task_t *t);
 } sched_ops_t;
 
 /* An error from sched_pcall or a task, described (cut to fit). */
@@ -130,6 +133,7 @@ struct sched {
                                      (set by the hook's first look in the pass); 0: not yet,
                                      -1: not in sched_run */
     int pass_over;                /* the hook saw pass_end go by */
+    int q1_skipped;               /* the last pass left the preempted queue waiting */
     double max_hook_time;         /* seconds a synchronous call may run; 0: unlimited */
     int main_chunk;               /* the synchronous call is the script's top level (a reload):
                                      what it spawns gets no limits, as in the first run */

@@ -188,5 +188,36 @@ function cases.crowd()
   print('crowd', worst < 1 or ('%.3f s'):format(worst))
 end
 
+-- Another peer queues 300 calls of 20 ms (each preempted once, 6 s in
+-- all); then this peer's handler sleeps 10 ms and wakes behind them.
+-- 'woken': its call is the peer's only one, so it goes ahead: answered at
+-- once. 'deadline': a second call keeps the peer busy, so the woken one
+-- waits its turn; its max_handler_time (1 s) must still end it at about
+-- 1 s, not when the queue reaches it (6 s).
+local function behind_flood(busy)
+  local flood = pseud.Client('service', { timeout = 60 })
+  assert(flood:connect(arg[1]))
+  flood.hello('warm-up'):get()
+  local calls = {}
+  for i = 1, 300 do calls[i] = flood.spin(0.02) end
+  calls[1]:get()
+  local mine = client.slow(0.01)
+  local other = busy and client.slow(5)                  -- in flight (or queued) throughout
+  local name, took = outcome(mine)
+  if other then outcome(other) end
+  for i = 1, 300 do outcome(calls[i]) end
+  return name, took
+end
+
+function cases.woken()
+  local name, took = behind_flood(false)
+  print(name, took < 0.5 or ('%.3f s'):format(took))
+end
+
+function cases.deadline()
+  local name, took = behind_flood(true)
+  print(name, took < 1.5 or ('%.3f s'):format(took))
+end
+
 cases[arg[2]]()
 print('done')

@@ -27,6 +27,13 @@ thread, prints one JSON object and exits 0; every wait has a deadline.
   churn     ENDPOINT N     N DEALERs, routing ids c0..cN-1, each send one
                            HEARTBEAT and close (any server): the connections
                            a peer can make come and go
+  frontflood ENDPOINT RATE SECONDS
+                           new connections at RATE a second for SECONDS, each
+                           calling spin(0.02) once (every call a new idle
+                           peer's: ahead of the queue, and each uses up a
+                           slice); meanwhile a peer with two slow(0.01) calls
+                           in flight (its woken handlers wait their turn):
+                           when its first is answered
   autoid    ENDPOINT       mallory claims 00 6b 8b 45 67, the routing id an
                            unseeded libzmq 4.3 ROUTER gives its first anonymous
                            peer, and stays silent; then an anonymous DEALER
@@ -349,6 +356,38 @@ def handshaken(sock):
     return ok
 
 
+def scenario_frontflood(ctx, ep, rate, seconds):
+    victim = peer(ctx, ep, identity='victim')
+    registered(victim)                          # connected and answered once
+    conns, made, start = [], 0, time.monotonic()
+    sent_at, first, types = None, None, {}
+    body = pack(['spin', [0.02], {}])
+    while time.monotonic() - start < seconds + 10 and first is None:
+        now = time.monotonic() - start
+        while now < seconds and made < rate * now:
+            s = ctx.socket(zmq.DEALER)
+            s.setsockopt(zmq.LINGER, 0)
+            s.connect(ep)
+            s.send_multipart([b'', VERSION, uuid.uuid4().bytes, bytes([WORK]), body])
+            conns.append((time.monotonic(), s))
+            made += 1
+        while conns and time.monotonic() - conns[0][0] > 1.0:
+            conns.pop(0)[1].close(0)
+        if sent_at is None and now > 0.5:
+            us = [send(victim, WORK, pack(['slow', [0.01], {}])) for _ in range(2)]
+            sent_at = time.monotonic()
+        if sent_at is not None and victim.poll(10):
+            f = victim.recv_multipart()
+            if len(f) == 6 and f[3] in us:
+                first = time.monotonic() - sent_at
+                types['first'] = f[4][0]
+    for _, s in conns:
+        s.close(0)
+    victim.close(0)
+    return {'connections': made, 'first_seconds': first, 'first_type': types.get('first'),
+            'attack_seconds': seconds}
+
+
 def scenario_autoid(ctx, ep):
     mallory = ctx.socket(zmq.DEALER)
     mallory.setsockopt(zmq.LINGER, 0)
@@ -414,6 +453,8 @@ def main(argv):
         out = scenario_long(ctx, ep)
     elif what == 'churn':
         out = scenario_churn(ctx, ep, int(argv[3]))
+    elif what == 'frontflood':
+        out = scenario_frontflood(ctx, ep, float(argv[3]), float(argv[4]))
     elif what == 'autoid':
         out = scenario_autoid(ctx, ep)
     elif what == 'curve':
