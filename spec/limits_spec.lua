@@ -102,4 +102,15 @@ describe('the run queue under a stream of new peers', function()
     assert.equal(1, r.first_type, out)                    -- OK
     assert(r.first_seconds < 1, out)
   end)
+
+  it("stops a waiting handler at its deadline even while new connections' calls keep coming", function()
+    -- its deadline moves it to the very head of the queue (the end of the
+    -- front segment kept it 2-7 s late under such a stream)
+    local _, endpoint = process.server('spec/servers/limits.lua')
+    local out, ok, _, log = process.python('spec/support/attacker.py', { 'deadline', endpoint, '200' })
+    local r = require('dkjson').decode(out)
+    assert(ok and type(r) == 'table', out .. io.open(log):read('a'))
+    assert.is_truthy(r.first_type == 0x10 or r.first_type == 1, out)   -- TimeoutError (or OK)
+    assert(r.first_seconds < 1.6, out)                                   -- max_handler_time is 1 s
+  end)
 end)

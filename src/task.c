@@ -104,6 +104,17 @@ static void s_enqueue_front(sched_t *s, task_t *t) {
     s->front = t;
 }
 
+/* At the very head of q0 (part of the front segment): an expired task,
+ * which dies at its first instruction. */
+static void s_enqueue_head(sched_t *s, task_t *t) {
+    if (t->queued) return;
+    t->queued = 1;
+    t->run_next = s->head[0];
+    s->head[0] = t;
+    if (!s->tail[0]) s->tail[0] = t;
+    if (!s->front) s->front = t;
+}
+
 /* A task woken from a wait: ahead of the queue when its call is its peer's
  * only one in progress, as that peer's new call would be; else at its back
  * (a peer with many calls waits its turn behind the others). */
@@ -250,7 +261,7 @@ static void s_on_deadline(loop_t *loop, loop_timer_t *timer, void *arg) {
     else if (!waits) return;                 /* running: the hook sees `expired` */
     /* ahead of the rest: it dies at its first instruction, so its TimeoutError
      * leaves at its deadline, not when a long queue would reach it */
-    s_enqueue_front(t->sched, t);
+    s_enqueue_head(t->sched, t);
 }
 
 void task_start(sched_t *s, task_t *t, int nargs, const task_limits_t *limits, int first) {
@@ -447,7 +458,10 @@ int sched_run(sched_t *s, lua_State *L) {
     while (s->head[0]) {
         task_t *t;
         int in_front;
-        if (sliced || s->pass_over) {          /* time is up (one task's slice, or all of theirs) */
+        if ((sliced || s->pass_over) && s->head[0]->expired) {   /* costs one instruction */
+            in_front = 1;
+            t = s_dequeue(s, 0);
+        } else if (sliced || s->pass_over) {          /* time is up (one task's slice, or all of theirs) */
             /* ... but the rest (behind the front) gets one task each pass */
             if (ran_rest || (s->front && !s->front->run_next)) break;
             in_front = 0;

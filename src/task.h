@@ -124,7 +124,8 @@ struct sched {
     task_t **pool;                /* idle tasks */
     int npool;
     task_t *head[2], *tail[2];    /* run queues: woken and new tasks, then preempted ones */
-    task_t *front;                /* the last task queued ahead in q0 (task_start first), or NULL */
+    task_t *front;                /* the last task queued ahead in q0 (a call from, or a woken
+                                     handler of, a peer with no other call; an expired task), or NULL */
     task_t *live;                 /* every task alive */
     int ntasks;                   /* tasks alive */
     int nanswering;               /* of those, tasks that owe a WORK an answer */
@@ -167,9 +168,11 @@ void task_start(sched_t *s, task_t *t, int nargs, const task_limits_t *limits, i
 void task_free(sched_t *s, lua_State *L, task_t *t);
 
 /* Resume the tasks queued now, from the top of the loop on thread L, until
- * they took a slice between them (and one from behind the front ran), then
- * one slice of a preempted task. Returns how many ran; s->pass_over says the
- * pass ended on its time, with tasks left for after I/O. */
+ * they took a slice between them (then the first task behind the front, if
+ * none of those ran yet, and any expired ones at the head), then one slice of
+ * a preempted or spawned task (after a pass that sliced, every other time).
+ * Returns how many ran; s->pass_over says the pass ended on its time, with
+ * tasks left for after I/O. */
 int sched_run(sched_t *s, lua_State *L);
 /* Is a task waiting on the run queue? */
 int sched_ready(const sched_t *s);

@@ -34,6 +34,11 @@ thread, prints one JSON object and exits 0; every wait has a deadline.
                            slice); meanwhile a peer with two slow(0.01) calls
                            in flight (its woken handlers wait their turn):
                            when its first is answered
+  deadline  ENDPOINT RATE  a busy peer queues 300 spin(0.02); a victim sends
+                           slow(0.01) and slow(5) (its woken handler waits its
+                           turn behind them); then new connections at RATE a
+                           second, each calling spin(0.02) once, until the
+                           victim's first call ends: when, and how
   autoid    ENDPOINT       mallory claims 00 6b 8b 45 67, the routing id an
                            unseeded libzmq 4.3 ROUTER gives its first anonymous
                            peer, and stays silent; then an anonymous DEALER
@@ -388,6 +393,37 @@ def scenario_frontflood(ctx, ep, rate, seconds):
             'attack_seconds': seconds}
 
 
+def scenario_deadline(ctx, ep, rate):
+    victim = peer(ctx, ep, identity='victim')
+    registered(victim)
+    busy = peer(ctx, ep, identity='busy')
+    registered(busy)
+    spin = pack(['spin', [0.02], {}])
+    for _ in range(300):
+        send(busy, WORK, spin)
+    registered(victim)                          # the 300 are read (in order, before this)
+    us = [send(victim, WORK, pack(['slow', [t], {}])) for t in (0.01, 5)]
+    sent, first, kind, conns, made = time.monotonic(), None, None, [], 0
+    while first is None and time.monotonic() - sent < 15:
+        now = time.monotonic() - sent
+        while now < 8 and made < rate * now:
+            s = ctx.socket(zmq.DEALER)
+            s.setsockopt(zmq.LINGER, 0)
+            s.connect(ep)
+            s.send_multipart([b'', VERSION, uuid.uuid4().bytes, bytes([WORK]), spin])
+            conns.append((time.monotonic(), s))
+            made += 1
+        while conns and time.monotonic() - conns[0][0] > 1.0:
+            conns.pop(0)[1].close(0)
+        if victim.poll(10):
+            f = victim.recv_multipart()
+            if len(f) == 6 and f[3] == us[0]:
+                first, kind = time.monotonic() - sent, f[4][0]
+    for _, s in conns:
+        s.close(0)
+    return {'connections': made, 'first_seconds': first, 'first_type': kind}
+
+
 def scenario_autoid(ctx, ep):
     mallory = ctx.socket(zmq.DEALER)
     mallory.setsockopt(zmq.LINGER, 0)
@@ -455,6 +491,8 @@ def main(argv):
         out = scenario_churn(ctx, ep, int(argv[3]))
     elif what == 'frontflood':
         out = scenario_frontflood(ctx, ep, float(argv[3]), float(argv[4]))
+    elif what == 'deadline':
+        out = scenario_deadline(ctx, ep, float(argv[3]))
     elif what == 'autoid':
         out = scenario_autoid(ctx, ep)
     elif what == 'curve':
