@@ -361,35 +361,49 @@ def handshaken(sock):
     return ok
 
 
+class NewPeers:
+    """A stream of newcomers: a new connection every 1/rate seconds, each
+    sending one WORK `body` and closed a second later."""
+
+    def __init__(self, ctx, ep, rate, body):
+        self.ctx, self.ep, self.rate, self.body = ctx, ep, rate, body
+        self.made, self.open = 0, []
+
+    def step(self, elapsed, opening=True):
+        while opening and self.made < self.rate * elapsed:
+            s = self.ctx.socket(zmq.DEALER)
+            s.setsockopt(zmq.LINGER, 0)
+            s.connect(self.ep)
+            s.send_multipart([b'', VERSION, uuid.uuid4().bytes, bytes([WORK]), self.body])
+            self.open.append((time.monotonic(), s))
+            self.made += 1
+        while self.open and time.monotonic() - self.open[0][0] > 1.0:
+            self.open.pop(0)[1].close(0)
+
+    def close(self):
+        for _, s in self.open:
+            s.close(0)
+        self.open = []
+
+
 def scenario_frontflood(ctx, ep, rate, seconds):
     victim = peer(ctx, ep, identity='victim')
     registered(victim)                          # connected and answered once
-    conns, made, start = [], 0, time.monotonic()
-    sent_at, first, types = None, None, {}
-    body = pack(['spin', [0.02], {}])
+    stream = NewPeers(ctx, ep, rate, pack(['spin', [0.02], {}]))
+    start, sent_at, first, kind = time.monotonic(), None, None, None
     while time.monotonic() - start < seconds + 10 and first is None:
         now = time.monotonic() - start
-        while now < seconds and made < rate * now:
-            s = ctx.socket(zmq.DEALER)
-            s.setsockopt(zmq.LINGER, 0)
-            s.connect(ep)
-            s.send_multipart([b'', VERSION, uuid.uuid4().bytes, bytes([WORK]), body])
-            conns.append((time.monotonic(), s))
-            made += 1
-        while conns and time.monotonic() - conns[0][0] > 1.0:
-            conns.pop(0)[1].close(0)
+        stream.step(now, now < seconds)
         if sent_at is None and now > 0.5:
             us = [send(victim, WORK, pack(['slow', [0.01], {}])) for _ in range(2)]
             sent_at = time.monotonic()
         if sent_at is not None and victim.poll(10):
             f = victim.recv_multipart()
             if len(f) == 6 and f[3] in us:
-                first = time.monotonic() - sent_at
-                types['first'] = f[4][0]
-    for _, s in conns:
-        s.close(0)
+                first, kind = time.monotonic() - sent_at, f[4][0]
+    stream.close()
     victim.close(0)
-    return {'connections': made, 'first_seconds': first, 'first_type': types.get('first'),
+    return {'connections': stream.made, 'first_seconds': first, 'first_type': kind,
             'attack_seconds': seconds}
 
 
@@ -403,25 +417,17 @@ def scenario_deadline(ctx, ep, rate):
         send(busy, WORK, spin)
     registered(victim)                          # the 300 are read (in order, before this)
     us = [send(victim, WORK, pack(['slow', [t], {}])) for t in (0.01, 5)]
-    sent, first, kind, conns, made = time.monotonic(), None, None, [], 0
+    stream = NewPeers(ctx, ep, rate, spin)
+    sent, first, kind = time.monotonic(), None, None
     while first is None and time.monotonic() - sent < 15:
         now = time.monotonic() - sent
-        while now < 8 and made < rate * now:
-            s = ctx.socket(zmq.DEALER)
-            s.setsockopt(zmq.LINGER, 0)
-            s.connect(ep)
-            s.send_multipart([b'', VERSION, uuid.uuid4().bytes, bytes([WORK]), spin])
-            conns.append((time.monotonic(), s))
-            made += 1
-        while conns and time.monotonic() - conns[0][0] > 1.0:
-            conns.pop(0)[1].close(0)
+        stream.step(now, now < 8)
         if victim.poll(10):
             f = victim.recv_multipart()
             if len(f) == 6 and f[3] == us[0]:
                 first, kind = time.monotonic() - sent, f[4][0]
-    for _, s in conns:
-        s.close(0)
-    return {'connections': made, 'first_seconds': first, 'first_type': kind}
+    stream.close()
+    return {'connections': stream.made, 'first_seconds': first, 'first_type': kind}
 
 
 def scenario_autoid(ctx, ep):
