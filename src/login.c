@@ -173,6 +173,7 @@ int host_start_zap(host_t *h, lua_State *L) {
 typedef struct hello_job {
     lendpoint_t *le;
     const frame_message_t *m;
+    message_hello_t hello;        /* its body, decoded (views into m and the zone) */
 } hello_job_t;
 
 typedef struct hello_check {      /* a HELLO waiting for its password check */
@@ -220,14 +221,7 @@ static int s_hello_protected(lua_State *L) {
     lendpoint_t *le = job->le;
     host_t *h = le->host;
     const frame_message_t *m = job->m;
-    message_hello_t hello;
-    const char *why;
-    if (message_decode_hello(m->body, m->body_len, &h->limits, &h->zone, &hello, &why) < 0) {
-        HOST_LOG_LIMITED(h, LOG_WARN, "refused a HELLO", LOG_STR("reason", why));
-        s_hello_answer(le, m, FRAME_UNAUTHORIZED, "Malformed HELLO");
-        s_count(h, "HELLO", 0);
-        return 0;
-    }
+    const message_hello_t hello = job->hello;
     lua_pushlstring(L, m->peer, m->peer_len);     /* 2: kept, the entry may change */
     lua_pushlstring(L, m->user, m->user_len);     /* 3 */
     lua_rawgeti(L, LUA_REGISTRYINDEX, le->hello_hook);
@@ -300,23 +294,21 @@ static int s_hello_protected(lua_State *L) {
 
 void login_on_hello(void *ctx, endpoint_t *ep, const frame_message_t *m) {
     lendpoint_t *le = ctx;
-    if (le->hello_hook == LUA_NOREF) {
-        /* no backend asks: any well-formed HELLO is welcome, as with one */
-        message_hello_t hello;
-        const char *why;
-        if (message_decode_hello(m->body, m->body_len, &le->host->limits, &le->host->zone,
-                                 &hello, &why) < 0) {
-            HOST_LOG_LIMITED(le->host, LOG_WARN, "refused a HELLO", LOG_STR("reason", why));
-            s_hello_answer(le, m, FRAME_UNAUTHORIZED, "Malformed HELLO");
-            s_count(le->host, "HELLO", 0);
-            return;
-        }
+    hello_job_t job = { le, m, { 0 } };
+    const char *why;
+    if (message_decode_hello(m->body, m->body_len, &le->host->limits, &le->host->zone,
+                             &job.hello, &why) < 0) {     /* under every backend, none too */
+        HOST_LOG_LIMITED(le->host, LOG_WARN, "refused a HELLO", LOG_STR("reason", why));
+        s_hello_answer(le, m, FRAME_UNAUTHORIZED, "Malformed HELLO");
+        s_count(le->host, "HELLO", 0);
+        return;
+    }
+    if (le->hello_hook == LUA_NOREF) {            /* no backend asks: welcome */
         static const char text[] = "Welcome";
         endpoint_reply(ep, m->peer, m->peer_len, NULL, 0, m->uuid, FRAME_AUTHENTICATED,
                        text, sizeof text - 1);
         return;
     }
-    hello_job_t job = { le, m };
     sched_error_t err;
     if (dispatch_call(le->host, s_hello_protected, &job, &err) < 0) {
         HOST_LOG_LIMITED(le->host, LOG_WARN, "refused a HELLO: the backend failed",

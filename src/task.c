@@ -458,11 +458,10 @@ int sched_run(sched_t *s, lua_State *L) {
     while (s->head[0]) {
         task_t *t;
         int in_front;
-        if ((sliced || s->pass_over) && s->head[0]->expired) {   /* costs one instruction */
-            in_front = 1;
-            t = s_dequeue(s, 0);
-        } else if (sliced || s->pass_over) {          /* time is up (one task's slice, or all of theirs) */
-            /* ... but the rest (behind the front) gets one task each pass */
+        /* time is up (one task's slice, or all of theirs): the rest (behind
+         * the front) still gets one task each pass; an expired task at the
+         * head costs one instruction and goes first regardless */
+        if ((sliced || s->pass_over) && !s->head[0]->expired) {
             if (ran_rest || (s->front && !s->front->run_next)) break;
             in_front = 0;
             t = s->front ? s_dequeue_after_front(s) : s_dequeue(s, 0);
