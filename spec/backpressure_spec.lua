@@ -82,6 +82,58 @@ describe('a slow or silent peer', function()
   end)
 end)
 
+-- Replies do not exist when their calls are admitted: a peer that sends
+-- many small calls for large replies and never reads must not make the
+-- host make them all (max_peer_calls, and room in its budget for them).
+local function metrics_url(proc)
+  local url = proc:log_text():match('msg="serving metrics" url=(http://%S+/metrics)')
+  assert(url, 'no metrics URL in the log:\n' .. proc:report())
+  return url
+end
+
+for _, workers in ipairs({ 1, 2 }) do
+  describe(('a silent peer asking for large replies (%d worker%s)'):format(workers, workers > 1 and 's' or ''),
+    function()
+    local server, endpoint
+    lazy_setup(function()
+      server, endpoint = process.server('spec/servers/backpressure.lua', 'tcp://127.0.0.1:*',
+        tostring(1 << 20), '-', '16', tostring(workers), 'tcp://127.0.0.1:0')
+    end)
+    lazy_teardown(function() process.stop_all() end)
+
+    it('makes the host hold its budget and a few replies, not all it asked for', function()
+      -- 300 calls of a few bytes each for 1 MB replies (300 MB asked), 1 MiB budget
+      local r = peer({ 'fat', endpoint, tostring(server.pid), metrics_url(server), '300', '1000000' })
+      assert.is_true(r.settled, 'calls neither answered nor waiting: ' .. json.encode(r))
+      -- max_peer_calls (16) ran, the rest wait their turn
+      assert.is_true(r.ok <= 17, json.encode(r))
+      assert.is_true(r.waiting > 0, json.encode(r))
+      assert.equal('Hello after', r.hello)
+      assert_rss_bound(r, 48 * 1024)
+    end)
+  end)
+end
+
+describe('max_peer_calls', function()
+  local server, endpoint, url
+  lazy_setup(function()
+    server, endpoint = process.server('spec/servers/backpressure.lua', 'tcp://127.0.0.1:*',
+      tostring(1 << 20), '-', '2', '1', 'tcp://127.0.0.1:0')
+    url = metrics_url(server)
+  end)
+  lazy_teardown(function() process.stop_all() end)
+
+  it('runs that many calls of one peer at once', function()
+    local r = peer({ 'turns', endpoint, url, '2' })
+    assert.same({ steps = { { holding = 2, waiting = 0 } }, answered = 2 }, r)
+  end)
+
+  it('keeps one more waiting, in order, until one of them ends, then runs it', function()
+    local r = peer({ 'turns', endpoint, url, '3' })
+    assert.same({ steps = { { holding = 2, waiting = 1 }, { holding = 1, waiting = 0 } }, answered = 3 }, r)
+  end)
+end)
+
 describe('after a flood', function()
   local server, endpoint
   lazy_setup(function()   -- the default budget, 16 MiB: the flood grows the heap by tens of MiB

@@ -94,10 +94,10 @@ describe('pseud-lua server and client', function()
     end
   end)
 
-  it('runs 200 sleeping handlers concurrently', function()
+  it("runs one client's sleeping handlers max_peer_calls (100) at a time: 200 of 0.2 s in two rounds", function()
     local lines = run_case('concurrent_sleep')
     local elapsed = tonumber(lines[1]:match('elapsed (%S+)'))
-    assert.is_true(elapsed < 1.5, lines[1])
+    assert.is_true(elapsed >= 0.4 and elapsed < 1.5, lines[1])
   end)
 end)
 

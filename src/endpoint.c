@@ -90,6 +90,7 @@ void endpoint_options_init(endpoint_options_t *o) {
     o->max_outbox_bytes = 256u << 20;
     o->queue_unroutable = 1;
     o->max_peer_queue = 16u << 20;
+    o->max_peer_calls = 100;
     o->max_peers = 100000;
 }
 
@@ -384,6 +385,7 @@ static int s_reply(endpoint_t *ep, const char *peer, size_t peer_len, const char
         if (owned) free((void *)body);
         return -1;
     }
+    if (p && body_len > p->reply_max) p->reply_max = body_len;   /* endpoint_may_start */
     if ((owned ? endpoint_out_send_owned(ep, p, peer, peer_len, user, user_len, uuid, type,
                                          (char *)body, body_len)
                : endpoint_out_send(ep, p, NULL, peer, peer_len, user, user_len, uuid,
@@ -413,6 +415,7 @@ void endpoint_release(endpoint_t *ep, const char *peer, size_t peer_len,
     if (!p || p->serial != serial) return;       /* another connection now: its own account */
     p->work_bytes -= charged < p->work_bytes ? charged : p->work_bytes;
     if (p->inflight) p->inflight--;
+    if (p->park_head) endpoint_park_wake(ep, 0);
 }
 
 int endpoint_peer_alone(endpoint_t *ep, const char *peer, size_t peer_len, uint64_t serial) {
@@ -481,8 +484,14 @@ static void s_refuse_busy(endpoint_t *ep, const frame_message_t *m, peer_t *p, s
 }
 
 
+void endpoint_deliver_work(endpoint_t *ep, const frame_message_t *m) {
+    if (!ep->ev.on_work || !ep->ev.on_work(ep->ev.ctx, ep, m))
+        endpoint_release(ep, m->peer, m->peer_len, m->serial, m->charged);
+}
+
 /* WORK: admitted within its sender's budget (one message always fits a
- * peer that holds nothing), then handed on. It is charged its body plus
+ * peer that holds nothing), then handed on, or kept until its sender may
+ * start another call (endpoint_park.c). It is charged its body plus
  * WORK_COST: a call's task and coroutine outweigh a tiny body many times. */
 static void s_on_work(endpoint_t *ep, frame_message_t *m, peer_t *p) {
     m->serial = 0;
@@ -495,12 +504,17 @@ static void s_on_work(endpoint_t *ep, frame_message_t *m, peer_t *p) {
             return;
         }
         p->work_bytes += cost;
-        p->inflight++;
         m->serial = p->serial;
         m->charged = cost;
+        if (__builtin_expect(p->park_head || !endpoint_may_start(ep, p), 0)) {
+            if (endpoint_park(ep, p, m) == 0) return;
+            p->work_bytes -= cost;                 /* out of memory: refused as too much */
+            s_refuse_busy(ep, m, p, used);
+            return;
+        }
+        p->inflight++;
     }
-    if (!ep->ev.on_work || !ep->ev.on_work(ep->ev.ctx, ep, m))
-        endpoint_release(ep, m->peer, m->peer_len, m->serial, m->charged);
+    endpoint_deliver_work(ep, m);
 }
 
 /* Does `m` come from routing id `peer` carrying identity `user`? */
@@ -726,7 +740,10 @@ static void s_on_readable(loop_t *loop, void *socket, void *arg) {
 
 /* --- life cycle --- */
 
-static void s_on_peer_free(void *ctx, peer_t *p) { endpoint_out_forget(ctx, p); }
+static void s_on_peer_free(void *ctx, peer_t *p) {
+    endpoint_park_forget(ctx, p);
+    endpoint_out_forget(ctx, p);
+}
 
 static void s_on_identity(void *ctx, const char *user, size_t len, int present) {
     endpoint_t *ep = ctx;
@@ -734,7 +751,9 @@ static void s_on_identity(void *ctx, const char *user, size_t len, int present) 
 }
 
 /* An entry LRU eviction must pass over: something is held for it. */
-static int s_peer_busy(const peer_t *p) { return p->inflight || p->out_head || endpoint_out_used(p); }
+static int s_peer_busy(const peer_t *p) {
+    return p->inflight || p->park_head || p->out_head || endpoint_out_used(p);
+}
 
 endpoint_t *endpoint_new(void *zmq_context, loop_t *loop, const endpoint_options_t *o,
                          const endpoint_events_t *ev) {
@@ -806,8 +825,11 @@ void endpoint_destroy(endpoint_t **p) {
     endpoint_t *ep = *p;
     *p = NULL;
     if (ep->closing) return;
+    endpoint_refuse_parked(ep, "PeerLostError", "the endpoint was closed before the call ran");
     endpoint_out_flush(ep);                     /* last chance for queued replies */
     ep->closing = 1;
+    loop_cancel_timer(ep->loop, ep->park_timer);
+    ep->park_timer = NULL;
     loop_cancel_timer(ep->loop, ep->expiry);
     ep->expiry = NULL;
     loop_cancel_timer(ep->loop, ep->refuse);

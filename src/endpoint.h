@@ -96,6 +96,8 @@ typedef struct endpoint_options {
     int queue_unroutable;            /* WORK to a peer not connected (yet) waits for
                                         it (a client's server), or fails at once */
     size_t max_peer_queue;           /* a peer's budget, bytes (DESIGN.md 4.2) */
+    unsigned max_peer_calls;         /* a peer's calls running at once (0: no bound);
+                                        more wait, admitted, in arrival order */
     size_t max_peers;                /* directory entries, at most (0: no bound) */
 } endpoint_options_t;
 
@@ -184,6 +186,12 @@ void endpoint_release(endpoint_t *ep, const char *peer, size_t peer_len,
 /* Is this the only call in progress of the peer `serial` names? (a call
  * it admitted and has not yet released; 0 when unknown, as in a worker) */
 int endpoint_peer_alone(endpoint_t *ep, const char *peer, size_t peer_len, uint64_t serial);
+
+/* Admitted calls that wait their turn (max_peer_calls, or their peer's
+ * replies not leaving): how many; answer each with ERROR `name` (a stop),
+ * returning how many were. */
+size_t endpoint_parked_calls(const endpoint_t *ep);
+size_t endpoint_refuse_parked(endpoint_t *ep, const char *name, const char *message);
 
 /* Send ERROR [name, message, traceback] (msgpack, each valid UTF-8) to
  * `peer`, bound to `user` as endpoint_reply. */

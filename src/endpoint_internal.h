@@ -70,6 +70,10 @@ struct endpoint {
     int strict;                      /* identities are authenticated: check before replying */
     double log_window;               /* start of the current second of refusal lines */
     int log_lines, log_suppressed;
+    peer_t *parked_head, *parked_tail; /* peers with calls waiting their turn, next served first */
+    size_t nparked, nparked_peers;   /* those calls; those peers */
+    loop_timer_t *park_timer;        /* hands them on (endpoint_park.c), or NULL */
+    double park_timer_at, park_recheck;
     unsigned wake_batch;             /* messages read since the poll last woke for it */
     unsigned last_wake_batch;        /* the same, for the wake before (s_on_readable) */
     int busy;                        /* inside a callback: destroy must not free yet */
@@ -88,6 +92,8 @@ void endpoint_log_limited(endpoint_t *ep, int level, const char *msg, const log_
     endpoint_log((ep), (level), (msg), LOG_FIELDS(__VA_ARGS__))
 #define ENDPOINT_REFUSAL(ep, msg, ...) \
     endpoint_log_refusal((ep), (msg), LOG_FIELDS(__VA_ARGS__))
+/* Hand an admitted WORK to on_work; released at once unless kept. */
+void endpoint_deliver_work(endpoint_t *ep, const frame_message_t *m);
 const char *endpoint_peer_text(const char *peer, size_t len, char *buf, size_t size);
 void endpoint_enter(endpoint_t *ep);
 int endpoint_leave(endpoint_t *ep);            /* 1: the endpoint is gone, stop */
@@ -122,6 +128,18 @@ void endpoint_out_cancel(endpoint_call_t *c);
 void endpoint_out_adopt(endpoint_t *ep, peer_t *p);
 /* Drop every queue (destroy). */
 void endpoint_out_clear(endpoint_t *ep);
+
+/* endpoint_park.c: admitted calls of a peer that wait until it may start
+ * them (max_peer_calls, and room in its budget for their replies). */
+/* May a call of `p` start now? */
+int endpoint_may_start(const endpoint_t *ep, const peer_t *p);
+/* Keep WORK `m` (admitted and charged) behind `p`'s others: a copy, or a
+ * large body's part taken from `m`. 0, or -1 when out of memory. */
+int endpoint_park(endpoint_t *ep, peer_t *p, frame_message_t *m);
+/* Look at the waiting calls after `delay` seconds (0: next turn). */
+void endpoint_park_wake(endpoint_t *ep, double delay);
+/* `p` leaves the directory: its waiting calls are dropped. */
+void endpoint_park_forget(endpoint_t *ep, peer_t *p);
 
 /* endpoint_peers.c */
 #define ENDPOINT_MAX_CONNECTS 64

@@ -554,6 +554,14 @@ void host_serve(host_t *h, lua_State *L, double stop_timeout) {
     }
     host_run(h, L, 0, -1);
     h->serving = 0;
+    size_t unstarted = 0;                         /* calls waiting their turn: not started, not run now */
+    for (int i = 0; i < h->nendpoints; i++)
+        if (h->endpoints[i]->ep)
+            unstarted += endpoint_refuse_parked(h->endpoints[i]->ep, "PeerLostError",
+                                                "server stopping before the call started");
+    if (unstarted)
+        HOST_LOG(h, LOG_INFO, "stopping: calls that had not started answered PeerLostError",
+                 LOG_INT("calls", unstarted));
     if (h->trim_timer) loop_cancel_timer(h->loop, h->trim_timer);
     h->trim_timer = NULL;
     if (!h->slot) loop_watch_reload(0);           /* a SIGHUP now has nothing to reload */

@@ -16,14 +16,16 @@ static void s_sample(host_t *h, metrics_sample_t *s) {
     memset(s, 0, sizeof *s);
     metrics_process_sample(h->metrics, s);
     s->busy = h->busy_closed;
-    size_t peers = 0, held = 0;
+    size_t peers = 0, held = 0, waiting = 0;
     for (int i = 0; i < h->nendpoints; i++) {
         endpoint_t *ep = h->endpoints[i]->ep;
         if (!ep) continue;
         s->busy += endpoint_stats(ep)->busy_refused;
         peers += peers_count(endpoint_peers(ep));
         held += endpoint_held_bytes(ep);
+        waiting += endpoint_parked_calls(ep);
     }
+    s->waiting = (double)waiting;
     s->peers = (double)peers;
     s->queued_bytes = (double)held;
     uint64_t w[4] = { 0, 0, 0, 0 };               /* the workers' own, as they last said */

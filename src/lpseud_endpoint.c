@@ -60,10 +60,14 @@ static int l_endpoint_new(lua_State *L) {
     o.max_message_size = (int64_t)lpseud_opt_number(L, 3, "max_message_size", (double)o.max_message_size);
     double budget = lpseud_opt_number(L, 3, "max_peer_queue", (double)o.max_peer_queue);
     double max_peers = lpseud_opt_number(L, 3, "max_peers", (double)o.max_peers);
+    double max_calls = lpseud_opt_number(L, 3, "max_peer_calls", (double)o.max_peer_calls);
     luaL_argcheck(L, budget >= 1 && budget <= (double)SIZE_MAX / 2, 3,
                   "max_peer_queue must be a positive number of bytes");
     luaL_argcheck(L, max_peers >= 0 && max_peers <= 1e12, 3, "max_peers must be >= 0 (0: no bound)");
+    luaL_argcheck(L, max_calls >= 0 && max_calls <= 1e9 && max_calls == (double)(unsigned)max_calls, 3,
+                  "max_peer_calls must be a whole number >= 0 (0: no bound)");
     o.max_peer_queue = (size_t)budget;
+    o.max_peer_calls = (unsigned)max_calls;
     o.max_peers = (size_t)max_peers;
     o.probe_router = client;
     o.queue_unroutable = client;          /* a server's peers come to it, or are gone */

@@ -66,6 +66,7 @@ typedef struct metrics_sample {
     uint64_t preemptions;         /* tasks that used up their slice and yielded */
     uint64_t limit_hits[METRICS_LIMITS];
     double in_flight;             /* calls whose handler has not answered yet */
+    double waiting;               /* calls admitted that wait their peer's turn (max_peer_calls) */
     double peers;                 /* peers in the directories of open endpoints */
     double queued_bytes;          /* bytes held for or towards those peers */
     double lua_memory_bytes;      /* the Lua state's heap (0: unknown, not shown) */

@@ -34,6 +34,7 @@
 #include <msgpack.h>
 
 static int g_checks, g_failed;
+static unsigned g_peer_calls;      /* max_peer_calls of the next endpoints, 0: the default */
 
 #include "check.h"
 
@@ -58,6 +59,8 @@ typedef struct side {
     char peer[FRAME_MAX_ID]; size_t peer_len;
     uint8_t uuid[FRAME_UUID_SIZE];
     char body[256]; size_t body_len;
+    uint8_t uuids[8][FRAME_UUID_SIZE];   /* of the first 8 WORKs, in order */
+    uint64_t serial; size_t charged;     /* the last WORK's, for endpoint_release */
     /* replies to this side's calls (the last one) */
     int replies;
     int reply_ref, reply_type;
@@ -90,6 +93,9 @@ static int s_on_work(void *ctx, endpoint_t *ep, const frame_message_t *m)
           "on_work: a WORK with a 16-byte uuid");
     s_copy(s->peer, sizeof s->peer, &s->peer_len, m->peer, m->peer_len);
     memcpy(s->uuid, m->uuid, FRAME_UUID_SIZE);
+    if (s->works <= 8) memcpy(s->uuids[s->works - 1], m->uuid, FRAME_UUID_SIZE);
+    s->serial = m->serial;
+    s->charged = m->charged;
     s_copy(s->body, sizeof s->body, &s->body_len, m->body, m->body_len);
     switch (s->mode) {
     case MODE_HOLD:
@@ -181,6 +187,7 @@ static endpoint_t *s_endpoint_queueing(fixture_t *f, side_t *s, const char *rout
     o.routing_id = routing_id;
     o.probe_router = probe;
     o.linger_ms = 0;
+    if (g_peer_calls) o.max_peer_calls = g_peer_calls;
     endpoint_events_t ev = { .ctx = s, .on_work = s_on_work, .on_reply = s_on_reply,
                              .on_call_failed = s_on_call_failed, .log = s_log };
     s->ep = endpoint_new(f->ctx, f->loop, &o, &ev);
@@ -989,6 +996,53 @@ static void test_forwarded_by_node(void *ctx)
     s_teardown(&f);
 }
 
+/* max_peer_calls: that many calls of a peer run at once, one more waits
+ * (admitted, counted) and runs in order once one ends; a stop answers the
+ * waiting ones PeerLostError. */
+static void test_peer_calls(void *ctx)
+{
+    fixture_t f;
+    g_peer_calls = 2;
+    s_setup(&f, ctx, "peer-calls", 1);
+    g_peer_calls = 0;
+    f.server.mode = MODE_HOLD;
+    static char big[8192];         /* the waiting one's body is kept in its ZeroMQ part */
+    for (size_t i = 0; i < sizeof big; i++) big[i] = (char)('a' + i % 26);
+    for (int i = 0; i < 3; i++)
+        CHECK(endpoint_send_work(f.client.ep, "service", 7, NULL, 0, i < 2 ? "hold" : big,
+                                 i < 2 ? 4 : sizeof big, 5.0, 10 + i) != NULL, "send_work");
+    RUN_UNTIL(f.loop, endpoint_parked_calls(f.server.ep) == 1);
+    CHECK(f.server.works == 2 && endpoint_parked_calls(f.server.ep) == 1,
+          "at the limit: 2 calls handed on and 1 waiting, got %d and %zu", f.server.works,
+          endpoint_parked_calls(f.server.ep));
+    size_t used = endpoint_peer_used(f.server.ep, f.server.peer, f.server.peer_len);
+    CHECK(used == 2 * (4 + 1024) + sizeof big + 1024, "the waiting call counts against the budget: "
+          "%zu bytes", used);
+    /* the first call ends: the third runs */
+    endpoint_release(f.server.ep, f.server.peer, f.server.peer_len, f.server.serial, f.server.charged);
+    CHECK(endpoint_reply(f.server.ep, f.server.peer, f.server.peer_len, NULL, 0, f.server.uuids[0],
+                         FRAME_OK, "1", 1) == 0, "reply to the first");
+    RUN_UNTIL(f.loop, f.server.works == 3 && f.client.replies == 1);
+    CHECK(f.server.works == 3 && endpoint_parked_calls(f.server.ep) == 0 && f.client.replies == 1,
+          "one ended: the waiting one runs (%d handed on, %zu waiting)", f.server.works,
+          endpoint_parked_calls(f.server.ep));
+    CHECK(f.client.reply_ref == 10, "the first call answered");
+    CHECK(f.server.body_len == sizeof big && memcmp(f.server.body, big, sizeof f.server.body) == 0,
+          "the waiting call's body arrives whole (%zu bytes)", f.server.body_len);
+    /* two more wait behind the two running; a stop answers them */
+    for (int i = 0; i < 2; i++)
+        endpoint_send_work(f.client.ep, "service", 7, NULL, 0, "hold", 4, 5.0, 20 + i);
+    RUN_UNTIL(f.loop, endpoint_parked_calls(f.server.ep) == 2);
+    CHECK(endpoint_refuse_parked(f.server.ep, "PeerLostError", "stopping") == 2 &&
+          endpoint_parked_calls(f.server.ep) == 0, "both waiting calls refused");
+    RUN_UNTIL(f.loop, f.client.replies == 3);
+    CHECK(f.client.replies == 3 && f.client.reply_type == FRAME_ERROR && f.server.works == 3,
+          "they end with ERROR, never run (%d replies, type %d)", f.client.replies, f.client.reply_type);
+    used = endpoint_peer_used(f.server.ep, f.server.peer, f.server.peer_len);
+    CHECK(used == 4 + 1024 + sizeof big + 1024, "their charges are released: %zu bytes held", used);
+    s_teardown(&f);
+}
+
 int main(void)
 {
     void *ctx = zmq_ctx_new();
@@ -1004,6 +1058,7 @@ int main(void)
     test_destroy_fails_pending(ctx);
     test_tracked_and_relayed(ctx);
     test_forwarded_by_node(ctx);
+    test_peer_calls(ctx);
     zmq_ctx_term(ctx);
     test_destroy_in_callback_KNOWN_BUG();
 

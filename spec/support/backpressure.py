@@ -18,11 +18,20 @@ every wait is bounded by a deadline.
   crowd    ENDPOINT COUNT            COUNT peers connected at once, each calls
            hello twice; the directory's size in between.
   tiny     ENDPOINT PID COUNT        COUNT hold('') calls (a few bytes each)
-           from one peer, then release(); the outcomes and the server's RSS.
+           from one peer, then release() until each has an outcome; the
+           outcomes and the server's RSS.
   nowork   ENDPOINT PID COUNT KIND   COUNT messages that are not WORK (KIND
            hello: HELLO; bad: a WORK with a bad version, answered
            ProtocolError) from a peer that never reads; then a hello
            from another peer, and the server's RSS.
+  fat      ENDPOINT PID URL COUNT SIZE   COUNT fat(SIZE, 0.2) calls (a few
+           bytes each, for a SIZE-byte reply 0.2 s later: all are in before
+           any reply exists) from a peer that never reads, until
+           the server's metrics at URL count each answered, refused or
+           waiting its turn; the server's peak RSS, then a hello from
+           another peer.
+  turns    ENDPOINT URL CALLS       CALLS hold() calls from one peer: how many
+           run and wait (the metrics at URL), then after each release().
   settle   PID KIB SECONDS          the server's RSS, looked at every 0.1 s
            until it is at most KIB or SECONDS passed: the last figure and
            when it was read.
@@ -31,6 +40,7 @@ every wait is bounded by a deadline.
 import json
 import sys
 import time
+import urllib.request
 import uuid
 
 import msgpack
@@ -275,10 +285,14 @@ def cmd_tiny(endpoint, pid, count):
         counts[o] = counts.get(o, 0) + 1
     held = rss_kib(pid, 'VmRSS')
     released = call(endpoint, 'release', [], timeout=30)[0]
+    # max_peer_calls of them run at once: once their answers stop coming,
+    # release the next ones
     while len(seen) < len(sent) and time.monotonic() < deadline:
-        r = recv(s, 5.0)
+        r = recv(s, 0.05)
         if r is None:
-            break
+            if call(endpoint, 'holding', [])[1]:
+                call(endpoint, 'release', [])
+            continue
         seen.add(r[0])
         o = outcome(r[1], r[2])
         counts[o] = counts.get(o, 0) + 1
@@ -314,6 +328,80 @@ def cmd_nowork(endpoint, pid, count, kind):
     return emit({'sent': sent, 'hello': served[1], 'rss_start_kib': rss0, 'rss_peak_kib': peak})
 
 
+def metric(url, name, *labels):
+    """The sum of `name`'s samples carrying every label given."""
+    total = 0.0
+    with urllib.request.urlopen(url, timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            key, _, value = line.rpartition(' ')
+            if key == name or (key.startswith(name + '{') and all(l in key for l in labels)):
+                total += float(value)
+    return total
+
+
+def await_true(what, seconds=30):
+    """Poll `what()` (a state only a scrape or a call shows) until true."""
+    end = time.monotonic() + seconds
+    while not what():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def cmd_fat(endpoint, pid, url, count, size):
+    rss0 = rss_kib(pid, 'VmRSS')
+    s = peer(endpoint, rcvhwm=1)
+    deadline = time.monotonic() + 60
+    b = body('fat', [size, 0.2])
+    for _ in range(count):
+        send(s, b, deadline)
+    state = {}
+
+    def settled():
+        state['ok'] = metric(url, 'pseud_calls_total', 'name="fat"', 'outcome="ok"')
+        state['busy'] = metric(url, 'pseud_calls_total', 'outcome="busy"')
+        state['waiting'] = metric(url, 'pseud_calls_waiting')
+        return state['ok'] + state['busy'] + state['waiting'] >= count
+    state['settled'] = await_true(settled, 60)
+    peak = rss_kib(pid, 'VmHWM')
+    served = call(endpoint, 'hello', ['after'])
+    s.close()
+    state.update({'hello': served[1], 'rss_start_kib': rss0, 'rss_peak_kib': peak,
+                  'asked_mib': count * size // (1 << 20)})
+    return emit(state)
+
+
+def cmd_turns(endpoint, url, calls):
+    s = peer(endpoint)
+    deadline = time.monotonic() + 20
+    sent = [send(s, body('hold', ['']), deadline) for _ in range(calls)]
+    steps = []
+
+    def look():
+        return {'holding': call(endpoint, 'holding', [])[1],
+                'waiting': int(metric(url, 'pseud_calls_waiting'))}
+    answered = set()
+    while len(answered) < calls and time.monotonic() < deadline:
+        # settled: every call either runs (holds) or waits
+        await_true(lambda: sum(look().values()) == calls - len(answered), 10)
+        steps.append(look())
+        if call(endpoint, 'release', [])[0] != 'OK':
+            break
+        before = len(answered)
+        # a release lets every running hold answer
+        while len(answered) < before + steps[-1]['holding']:
+            r = recv(s, 10)
+            if r is None:
+                break
+            if r[1] == OK and r[0] in sent:
+                answered.add(r[0])
+        if len(answered) == before:
+            break
+    s.close()
+    return emit({'steps': steps, 'answered': len(answered)})
+
+
 def cmd_settle(pid, kib, seconds):
     start = time.monotonic()
     rss = rss_kib(pid, 'VmRSS')
@@ -325,6 +413,10 @@ def cmd_settle(pid, kib, seconds):
 
 def main(argv):
     cmd, rest = argv[1], argv[2:]
+    if cmd == 'fat':
+        return cmd_fat(rest[0], int(rest[1]), rest[2], int(rest[3]), int(rest[4]))
+    if cmd == 'turns':
+        return cmd_turns(rest[0], rest[1], int(rest[2]))
     if cmd == 'budget':
         return cmd_budget(rest[0], int(rest[1]), int(rest[2]))
     if cmd == 'slow':
