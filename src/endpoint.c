@@ -385,7 +385,7 @@ static int s_reply(endpoint_t *ep, const char *peer, size_t peer_len, const char
         if (owned) free((void *)body);
         return -1;
     }
-    if (p && body_len > p->reply_max) p->reply_max = body_len;   /* endpoint_may_start */
+    if (p && body_len > p->reply_max) p->reply_max = body_len;   /* endpoint_park_may_start */
     if ((owned ? endpoint_out_send_owned(ep, p, peer, peer_len, user, user_len, uuid, type,
                                          (char *)body, body_len)
                : endpoint_out_send(ep, p, NULL, peer, peer_len, user, user_len, uuid,
@@ -421,7 +421,7 @@ void endpoint_release(endpoint_t *ep, const char *peer, size_t peer_len,
 int endpoint_peer_alone(endpoint_t *ep, const char *peer, size_t peer_len, uint64_t serial) {
     if (ep->proxy.reply || !serial) return 0;    /* a worker's: the control knows, not us */
     peer_t *p = peers_find(ep->peers, peer, peer_len);
-    return p && p->serial == serial && p->inflight <= 1;
+    return p && p->serial == serial && p->inflight <= 1 && !p->park_head;
 }
 
 int endpoint_reply_error(endpoint_t *ep, const char *peer, size_t peer_len,
@@ -483,6 +483,15 @@ static void s_refuse_busy(endpoint_t *ep, const frame_message_t *m, peer_t *p, s
     endpoint_reply_error(ep, m->peer, m->peer_len, NULL, 0, m->uuid, "BusyError", text, (size_t)n, "");
 }
 
+/* A WORK that would wait its turn but cannot: a stop began, or no memory. */
+__attribute__((cold, noinline))
+static void s_refuse_unparked(endpoint_t *ep, const frame_message_t *m) {
+    const char *name = ep->park_refusal ? ep->park_refusal : "MemoryError";
+    const char *text = ep->park_refusal ? ep->park_refusal_text
+                                        : "out of memory: no room to keep this call until its turn";
+    ep->stats.calls_unstarted++;
+    endpoint_reply_error(ep, m->peer, m->peer_len, NULL, 0, m->uuid, name, text, strlen(text), "");
+}
 
 void endpoint_deliver_work(endpoint_t *ep, const frame_message_t *m) {
     if (!ep->ev.on_work || !ep->ev.on_work(ep->ev.ctx, ep, m))
@@ -496,7 +505,7 @@ void endpoint_deliver_work(endpoint_t *ep, const frame_message_t *m) {
 static void s_on_work(endpoint_t *ep, frame_message_t *m, peer_t *p) {
     m->serial = 0;
     m->charged = 0;
-    m->idle_sender = p && p->inflight == 0;
+    m->idle_sender = p && p->inflight == 0 && !p->park_head;
     if (p) {
         size_t used = endpoint_out_used(p), cost = m->body_len + WORK_COST;
         if (used > 0 && used + cost > ep->opt.max_peer_queue) {
@@ -506,10 +515,10 @@ static void s_on_work(endpoint_t *ep, frame_message_t *m, peer_t *p) {
         p->work_bytes += cost;
         m->serial = p->serial;
         m->charged = cost;
-        if (__builtin_expect(p->park_head || !endpoint_may_start(ep, p), 0)) {
-            if (endpoint_park(ep, p, m) == 0) return;
-            p->work_bytes -= cost;                 /* out of memory: refused as too much */
-            s_refuse_busy(ep, m, p, used);
+        if (__builtin_expect(p->park_head || !endpoint_park_may_start(ep, p), 0)) {
+            if (!ep->park_refusal && endpoint_park(ep, p, m) == 0) return;
+            p->work_bytes -= cost;
+            s_refuse_unparked(ep, m);
             return;
         }
         p->inflight++;

@@ -109,6 +109,8 @@ typedef struct endpoint_stats {
     uint64_t busy_refused;           /* WORK answered BusyError: its peer was over budget */
     uint64_t busy_unanswered;        /* ... and not even that could be queued */
     uint64_t replies_dropped;        /* replies to peers that were gone */
+    uint64_t calls_unstarted;        /* admitted calls that waited their turn and never
+                                        started: dropped with their peer, refused at a stop */
     uint64_t peers_evicted;          /* entries dropped past max_peers */
     uint64_t bytes_in;               /* messages read: their bodies, plus STATS_MSG_BYTES each */
     uint64_t bytes_out;              /* calls and replies sent: the same */
@@ -188,8 +190,9 @@ void endpoint_release(endpoint_t *ep, const char *peer, size_t peer_len,
 int endpoint_peer_alone(endpoint_t *ep, const char *peer, size_t peer_len, uint64_t serial);
 
 /* Admitted calls that wait their turn (max_peer_calls, or their peer's
- * replies not leaving): how many; answer each with ERROR `name` (a stop),
- * returning how many were. */
+ * replies not leaving): how many; answer each with ERROR [name, message]
+ * (a stop), returning how many were; from then on a call that would wait
+ * is answered so at once. `name` and `message` must outlive the endpoint. */
 size_t endpoint_parked_calls(const endpoint_t *ep);
 size_t endpoint_refuse_parked(endpoint_t *ep, const char *name, const char *message);
 

@@ -73,7 +73,10 @@ struct endpoint {
     peer_t *parked_head, *parked_tail; /* peers with calls waiting their turn, next served first */
     size_t nparked, nparked_peers;   /* those calls; those peers */
     loop_timer_t *park_timer;        /* hands them on (endpoint_park.c), or NULL */
-    double park_timer_at, park_recheck;
+    double park_timer_at;            /* when it fires */
+    double park_recheck;             /* its delay while peers wait on their replies (backs off) */
+    const char *park_refusal;        /* set by a stop: what calls that would wait get */
+    const char *park_refusal_text;
     unsigned wake_batch;             /* messages read since the poll last woke for it */
     unsigned last_wake_batch;        /* the same, for the wake before (s_on_readable) */
     int busy;                        /* inside a callback: destroy must not free yet */
@@ -132,7 +135,7 @@ void endpoint_out_clear(endpoint_t *ep);
 /* endpoint_park.c: admitted calls of a peer that wait until it may start
  * them (max_peer_calls, and room in its budget for their replies). */
 /* May a call of `p` start now? */
-int endpoint_may_start(const endpoint_t *ep, const peer_t *p);
+int endpoint_park_may_start(const endpoint_t *ep, const peer_t *p);
 /* Keep WORK `m` (admitted and charged) behind `p`'s others: a copy, or a
  * large body's part taken from `m`. 0, or -1 when out of memory. */
 int endpoint_park(endpoint_t *ep, peer_t *p, frame_message_t *m);

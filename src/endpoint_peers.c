@@ -168,6 +168,7 @@ void endpoint_drain_monitor(endpoint_t *ep) {
             peers_close_fd(ep->peers, (int)value);
             peer_t *p;
             while ((p = peers_find_fd(ep->peers, (int)value)) && endpoint_forget_closed(ep, p)) {}
+            endpoint_park_wake(ep, 0);       /* a closed peer's waiting calls are dropped */
         } else if (event == ZMQ_EVENT_ACCEPTED || event == ZMQ_EVENT_CONNECTED) {
             s_mark_fd(ep, (int)value, 0);
         } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH || event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {

@@ -21,6 +21,7 @@ static void s_sample(host_t *h, metrics_sample_t *s) {
         endpoint_t *ep = h->endpoints[i]->ep;
         if (!ep) continue;
         s->busy += endpoint_stats(ep)->busy_refused;
+        s->unstarted += endpoint_stats(ep)->calls_unstarted;
         peers += peers_count(endpoint_peers(ep));
         held += endpoint_held_bytes(ep);
         waiting += endpoint_parked_calls(ep);

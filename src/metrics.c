@@ -303,7 +303,7 @@ int metrics_render(const metrics_t *m, const metrics_sample_t *s, metrics_buf_t 
         s_calls(out, n, METRICS_ERROR, 0);
     }
     for (int o = METRICS_NOT_FOUND; o < METRICS_OUTCOMES; o++)
-        s_calls(out, m->unknown, o, o == METRICS_BUSY ? s->busy : 0);
+        s_calls(out, m->unknown, o, o == METRICS_BUSY ? s->busy : o == METRICS_REFUSED ? s->unstarted : 0);
     s_help(out, "pseud_handler_duration_seconds", "histogram",
            "Seconds from a call's WORK taken (queue wait included) to its answer, by registered name.");
     for (const metrics_name_t *n = m->first; n; n = n->next) s_histogram(out, n);

@@ -63,10 +63,12 @@ typedef struct metrics metrics_t;
 /* What others keep, read when a scrape comes (the host fills it). */
 typedef struct metrics_sample {
     uint64_t busy;                /* WORK answered (or left unanswered) BusyError, ever */
+    uint64_t unstarted;           /* WORK that waited its turn and never started, ever */
     uint64_t preemptions;         /* tasks that used up their slice and yielded */
     uint64_t limit_hits[METRICS_LIMITS];
     double in_flight;             /* calls whose handler has not answered yet */
-    double waiting;               /* calls admitted that wait their peer's turn (max_peer_calls) */
+    double waiting;               /* calls admitted that wait their peer's turn (max_peer_calls,
+                                     or its replies not leaving) */
     double peers;                 /* peers in the directories of open endpoints */
     double queued_bytes;          /* bytes held for or towards those peers */
     double lua_memory_bytes;      /* the Lua state's heap (0: unknown, not shown) */

@@ -30,7 +30,7 @@ typedef struct peer {
     /* the endpoint's, for its budget (DESIGN.md 4.2); peers.c only keeps them */
     size_t work_bytes;                         /* bodies of its WORK still being answered */
     unsigned inflight;                         /* how many of them were handed on (running) */
-    struct endpoint_park *park_head, *park_tail; /* admitted calls waiting their turn */
+    struct endpoint_parked *park_head, *park_tail; /* admitted calls waiting their turn */
     struct peer *parked_prev, *parked_next;    /* in the endpoint's list of peers with such */
     size_t reply_max;                          /* its largest reply so far, bytes */
     struct endpoint_out *out_head, *out_tail;  /* messages waiting to leave towards it */

@@ -34,7 +34,8 @@
 #include <msgpack.h>
 
 static int g_checks, g_failed;
-static unsigned g_peer_calls;      /* max_peer_calls of the next endpoints, 0: the default */
+static const endpoint_options_t *g_limits;   /* max_peer_calls and max_peer_queue of the
+                                                next endpoints, NULL: the defaults */
 
 #include "check.h"
 
@@ -187,7 +188,10 @@ static endpoint_t *s_endpoint_queueing(fixture_t *f, side_t *s, const char *rout
     o.routing_id = routing_id;
     o.probe_router = probe;
     o.linger_ms = 0;
-    if (g_peer_calls) o.max_peer_calls = g_peer_calls;
+    if (g_limits) {
+        o.max_peer_calls = g_limits->max_peer_calls;
+        o.max_peer_queue = g_limits->max_peer_queue;
+    }
     endpoint_events_t ev = { .ctx = s, .on_work = s_on_work, .on_reply = s_on_reply,
                              .on_call_failed = s_on_call_failed, .log = s_log };
     s->ep = endpoint_new(f->ctx, f->loop, &o, &ev);
@@ -1002,9 +1006,12 @@ static void test_forwarded_by_node(void *ctx)
 static void test_peer_calls(void *ctx)
 {
     fixture_t f;
-    g_peer_calls = 2;
+    endpoint_options_t limits;
+    endpoint_options_init(&limits);
+    limits.max_peer_calls = 2;
+    g_limits = &limits;
     s_setup(&f, ctx, "peer-calls", 1);
-    g_peer_calls = 0;
+    g_limits = NULL;
     f.server.mode = MODE_HOLD;
     static char big[8192];         /* the waiting one's body is kept in its ZeroMQ part */
     for (size_t i = 0; i < sizeof big; i++) big[i] = (char)('a' + i % 26);
@@ -1040,6 +1047,50 @@ static void test_peer_calls(void *ctx)
           "they end with ERROR, never run (%d replies, type %d)", f.client.replies, f.client.reply_type);
     used = endpoint_peer_used(f.server.ep, f.server.peer, f.server.peer_len);
     CHECK(used == 4 + 1024 + sizeof big + 1024, "their charges are released: %zu bytes held", used);
+    /* after a stop began, a call that would wait is answered at once */
+    endpoint_send_work(f.client.ep, "service", 7, NULL, 0, "hold", 4, 5.0, 30);
+    RUN_UNTIL(f.loop, f.client.replies == 4);
+    CHECK(f.client.replies == 4 && f.client.reply_ref == 30 && f.client.reply_type == FRAME_ERROR &&
+          f.server.works == 3 && endpoint_parked_calls(f.server.ep) == 0,
+          "refused at once after the stop (%d replies, %d handed on)", f.client.replies, f.server.works);
+    CHECK(endpoint_stats(f.server.ep)->calls_unstarted == 3, "3 calls never started, counted: %llu",
+          (unsigned long long)endpoint_stats(f.server.ep)->calls_unstarted);
+    s_teardown(&f);
+}
+
+/* The reply rule: with no count limit, a call starts only while one reply
+ * of the largest size its peer was sent, for each call running and the
+ * one starting, fits its budget. */
+static void test_park_reply_rule(void *ctx)
+{
+    fixture_t f;
+    endpoint_options_t limits;
+    endpoint_options_init(&limits);
+    limits.max_peer_calls = 0;
+    limits.max_peer_queue = 10000;
+    g_limits = &limits;
+    s_setup(&f, ctx, "reply-rule", 1);
+    g_limits = NULL;
+    f.server.mode = MODE_HOLD;
+    static char fat[6000];
+    memset(fat, 'x', sizeof fat);
+    endpoint_send_work(f.client.ep, "service", 7, NULL, 0, "a", 1, 5.0, 1);
+    RUN_UNTIL(f.loop, f.server.works == 1);
+    endpoint_release(f.server.ep, f.server.peer, f.server.peer_len, f.server.serial, f.server.charged);
+    endpoint_reply(f.server.ep, f.server.peer, f.server.peer_len, NULL, 0, f.server.uuids[0], FRAME_OK,
+                   fat, sizeof fat);
+    RUN_UNTIL(f.loop, f.client.replies == 1);
+    /* 6,000 bytes a reply: one call running fits 10,000, two do not */
+    endpoint_send_work(f.client.ep, "service", 7, NULL, 0, "b", 1, 5.0, 2);
+    endpoint_send_work(f.client.ep, "service", 7, NULL, 0, "c", 1, 5.0, 3);
+    RUN_UNTIL(f.loop, f.server.works == 2 && endpoint_parked_calls(f.server.ep) == 1);
+    CHECK(f.server.works == 2 && endpoint_parked_calls(f.server.ep) == 1,
+          "b runs, c waits (%d handed on, %zu waiting)", f.server.works, endpoint_parked_calls(f.server.ep));
+    endpoint_release(f.server.ep, f.server.peer, f.server.peer_len, f.server.serial, f.server.charged);
+    endpoint_reply(f.server.ep, f.server.peer, f.server.peer_len, NULL, 0, f.server.uuids[1], FRAME_OK, "b", 1);
+    RUN_UNTIL(f.loop, f.server.works == 3);
+    CHECK(f.server.works == 3 && f.server.body_len == 1 && f.server.body[0] == 'c' &&
+          endpoint_parked_calls(f.server.ep) == 0, "b ended: c runs");
     s_teardown(&f);
 }
 
@@ -1059,6 +1110,7 @@ int main(void)
     test_tracked_and_relayed(ctx);
     test_forwarded_by_node(ctx);
     test_peer_calls(ctx);
+    test_park_reply_rule(ctx);
     zmq_ctx_term(ctx);
     test_destroy_in_callback_KNOWN_BUG();
 

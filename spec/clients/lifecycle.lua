@@ -55,6 +55,15 @@ function cases.leak()
     until pseud.now() > deadline
     return client.counts():get()
   end
+  local function await_naps(done)
+    local deadline = pseud.now() + 10
+    local n = client.napping():get()
+    while not done(n) and pseud.now() < deadline do
+      pseud.sleep(0.01)
+      n = client.napping():get()
+    end
+    assert(done(n), 'naps in progress: ' .. n)
+  end
   local server0 = client.counts():get()
   local client0 = core.counts()
   local tally = {}
@@ -63,11 +72,13 @@ function cases.leak()
     for i = 1, 250 do fs[#fs + 1] = client.hello(i) end          -- OK
     for _ = 1, 250 do fs[#fs + 1] = client.fail() end            -- ERROR
     for _ = 1, 250 do fs[#fs + 1] = fast.sleep(0.1) end          -- timeout
-    local gone = pseud.Client('service', { timeout = 5 })        -- the caller goes away
+    -- the caller goes away with 100 calls running (max_peer_calls) and
+    -- 150 waiting their turn on the server
+    await_naps(function(n) return n == 0 end)
+    local gone = pseud.Client('service', { timeout = 5 })
     assert(gone:connect(endpoint))
-    gone.hello('x'):get()
-    -- past max_peer_calls (100), the server keeps them waiting their turn
-    for _ = 1, 250 do fs[#fs + 1] = gone.sleep(0.05) end
+    for _ = 1, 250 do fs[#fs + 1] = gone.nap(0.3) end
+    await_naps(function(n) return n == 100 end)
     gone:close()
     for _, f in ipairs(fs) do
       local name = outcome(f)

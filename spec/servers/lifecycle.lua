@@ -19,6 +19,13 @@ server:register_rpc('spin', function() while true do end end)
 server:register_rpc('note', function(x) notes[#notes + 1] = x end)
 server:register_rpc('notes', function() return notes end)
 server:register_rpc('counts', function() return core.counts() end)
+local napping = 0                    -- nap: a sleep that counts the ones in progress
+server:register_rpc('nap', function(s)
+  napping = napping + 1
+  pseud.sleep(s)
+  napping = napping - 1
+end)
+server:register_rpc('napping', function() return napping end)
 
 io.stdout:write('ready ', endpoint, '\n')
 io.stdout:flush()
