@@ -114,6 +114,21 @@ for _, workers in ipairs({ 1, 2 }) do
   end)
 end
 
+describe('a peer that once read a reply larger than its budget', function()
+  local endpoint
+  lazy_setup(function()
+    local _
+    _, endpoint = process.server('spec/servers/backpressure.lua', 'tcp://127.0.0.1:*', tostring(1 << 20))
+  end)
+  lazy_teardown(function() process.stop_all() end)
+
+  it('still runs a call nested in its own call (the server calls it back, it calls the server)', function()
+    local r = peer({ 'nested', endpoint, '1100000' })
+    r.seconds = nil
+    assert.same({ fat = 'OK', roundtrip = 'OK', value = 7 }, r)
+  end)
+end)
+
 describe('max_peer_calls', function()
   local server, endpoint, url
   lazy_setup(function()

@@ -6,10 +6,10 @@
  * large replies, and never reads, would have them all admitted and answered
  * (2,000 replies of 1 MB made a 2-worker host hold 2 GB). So a peer's
  * admitted calls start only while it has fewer than max_peer_calls running
- * and while its replies still waiting to leave, plus one reply of the
- * largest size it has been sent for each call running and the one starting,
- * fit its budget (a call always starts when none runs and its replies
- * fit). The rest wait here, in arrival order, their bodies counted against
+ * and, while some of its replies still wait to leave, only if those plus
+ * one reply of the largest size it has been sent for each call running and
+ * the one starting fit its budget (a call always starts when none runs and
+ * its replies fit). The rest wait here, in arrival order, their bodies counted against
  * the budget as before.
  *
  * They are handed on from a loop timer, never from inside the release that
@@ -58,9 +58,13 @@ int endpoint_park_may_start(const endpoint_t *ep, const peer_t *p) {
     if (s_at_limit(ep, p)) return 0;
     size_t held = s_replies_held(p), budget = ep->opt.max_peer_queue;
     if (held >= budget) return 0;
-    /* room for one reply of the largest size so far, for each call
-     * running and the one starting (divided: no overflow) */
-    return p->inflight == 0 || p->reply_max <= (budget - held) / ((size_t)p->inflight + 1);
+    /* A peer keeping up with its replies runs up to its limit (one large
+     * reply long ago must not throttle it for good: a call back nested in
+     * a call would wait on itself). One that is not gets room for one
+     * reply of the largest size so far, for each call running and the
+     * one starting (divided: no overflow). */
+    return held == 0 || p->inflight == 0 ||
+           p->reply_max <= (budget - held) / ((size_t)p->inflight + 1);
 }
 
 static void s_link(endpoint_t *ep, peer_t *p) {

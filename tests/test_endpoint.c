@@ -1058,11 +1058,14 @@ static void test_peer_calls(void *ctx)
     s_teardown(&f);
 }
 
-/* The reply rule: with no count limit, a call starts only while one reply
- * of the largest size its peer was sent, for each call running and the
- * one starting, fits its budget. */
+/* The reply rule: with no count limit, while replies wait to leave
+ * towards a peer (a raw peer that does not read), a call starts only if
+ * one reply of the largest size it was sent, for each call running and
+ * the one starting, fits its budget; once the peer has read them, the
+ * rule is off. */
 static void test_park_reply_rule(void *ctx)
 {
+    static const uint8_t UA[16] = { 0xa }, UB[16] = { 0xb }, UC[16] = { 0xc };
     fixture_t f;
     endpoint_options_t limits;
     endpoint_options_init(&limits);
@@ -1072,25 +1075,46 @@ static void test_park_reply_rule(void *ctx)
     s_setup(&f, ctx, "reply-rule", 1);
     g_limits = NULL;
     f.server.mode = MODE_HOLD;
+    void *raw = zmq_socket(ctx, ZMQ_ROUTER);          /* read only when this test says */
+    int one = 1, zero = 0;
+    zmq_setsockopt(raw, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    zmq_setsockopt(raw, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(raw, ZMQ_ROUTING_ID, "raw", 3);
+    CHECK(zmq_connect(raw, f.address) == 0, "raw connect");
+    part_t a[] = { S(""), S("v1"), { UA, 16 }, S("\x03"), S("a") };
+    CHECK(s_raw_send(f.loop, raw, a, 5) == 0, "raw send a");
+    RUN_UNTIL(f.loop, f.server.works == 1);
     static char fat[6000];
     memset(fat, 'x', sizeof fat);
-    endpoint_send_work(f.client.ep, "service", 7, NULL, 0, "a", 1, 5.0, 1);
-    RUN_UNTIL(f.loop, f.server.works == 1);
-    endpoint_release(f.server.ep, f.server.peer, f.server.peer_len, f.server.serial, f.server.charged);
-    endpoint_reply(f.server.ep, f.server.peer, f.server.peer_len, NULL, 0, f.server.uuids[0], FRAME_OK,
-                   fat, sizeof fat);
-    RUN_UNTIL(f.loop, f.client.replies == 1);
-    /* 6,000 bytes a reply: one call running fits 10,000, two do not */
-    endpoint_send_work(f.client.ep, "service", 7, NULL, 0, "b", 1, 5.0, 2);
-    endpoint_send_work(f.client.ep, "service", 7, NULL, 0, "c", 1, 5.0, 3);
+    endpoint_release(f.server.ep, "raw", 3, f.server.serial, f.server.charged);
+    endpoint_reply(f.server.ep, "raw", 3, NULL, 0, UA, FRAME_OK, fat, sizeof fat);
+    CHECK(endpoint_peer_used(f.server.ep, "raw", 3) == sizeof fat, "a's reply waits to leave: %zu bytes",
+          endpoint_peer_used(f.server.ep, "raw", 3));
+    /* 6,000 bytes held, 6,000 a reply: b runs (none does), c does not fit */
+    part_t b[] = { S(""), S("v1"), { UB, 16 }, S("\x03"), S("b") };
+    part_t c[] = { S(""), S("v1"), { UC, 16 }, S("\x03"), S("c") };
+    s_raw_send(f.loop, raw, b, 5);
+    s_raw_send(f.loop, raw, c, 5);
     RUN_UNTIL(f.loop, f.server.works == 2 && endpoint_parked_calls(f.server.ep) == 1);
     CHECK(f.server.works == 2 && endpoint_parked_calls(f.server.ep) == 1,
           "b runs, c waits (%d handed on, %zu waiting)", f.server.works, endpoint_parked_calls(f.server.ep));
-    endpoint_release(f.server.ep, f.server.peer, f.server.peer_len, f.server.serial, f.server.charged);
-    endpoint_reply(f.server.ep, f.server.peer, f.server.peer_len, NULL, 0, f.server.uuids[1], FRAME_OK, "b", 1);
+    /* the peer reads a's reply: c starts while b still runs */
+    frame_message_t m;
+    double deadline = loop_now() + WAIT_LIMIT;
+    int got = 0;
+    while (!got && loop_now() < deadline) {
+        if (frame_recv(raw, &m) == 0) {
+            frame_decode(&m);
+            got = m.body_len == sizeof fat;
+            frame_close(&m);
+        }
+        loop_run_once(f.loop, 0.005);
+    }
+    CHECK(got, "the raw peer reads a's reply");
     RUN_UNTIL(f.loop, f.server.works == 3);
     CHECK(f.server.works == 3 && f.server.body_len == 1 && f.server.body[0] == 'c' &&
-          endpoint_parked_calls(f.server.ep) == 0, "b ended: c runs");
+          endpoint_parked_calls(f.server.ep) == 0, "the reply read, c runs beside b");
+    zmq_close(raw);
     s_teardown(&f);
 }
 

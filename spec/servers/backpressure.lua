@@ -8,6 +8,7 @@ MAX_PEER_CALLS, workers = WORKERS (default 1) and metrics served at METRICS
   holding()      how many hold calls are waiting for a release
   release()      lets every hold waiting return
   fat(n, s)      a string of n bytes, after sleeping s seconds
+  roundtrip(x)   calls cb(x) back on the caller and returns its answer
   echo(x)        returns x
   hello(name)    'Hello ' .. name
   peer_count()   entries in the directory
@@ -39,6 +40,7 @@ server:register_rpc('hold', function(pad)
   return #pad
 end)
 server:register_rpc('holding', function() return holding end)
+server:register_rpc('roundtrip', function(x) return server:send_to(pseud.caller()).cb(x):get() end)
 server:register_rpc('fat', function(n, s)
   pseud.sleep(s)
   return string.rep('x', n)

@@ -30,6 +30,9 @@ every wait is bounded by a deadline.
            the server's metrics at URL count each answered, refused or
            waiting its turn; the server's peak RSS, then a hello from
            another peer.
+  nested   ENDPOINT SIZE            fat(SIZE) read whole, then roundtrip(7):
+           the server calls cb(7) back on this peer, whose cb calls the
+           server's echo(7) before it answers.
   turns    ENDPOINT URL CALLS       CALLS hold() calls from one peer: how many
            run and wait (the metrics at URL), then after each release().
   settle   PID KIB SECONDS          the server's RSS, looked at every 0.1 s
@@ -372,6 +375,32 @@ def cmd_fat(endpoint, pid, url, count, size):
     return emit(state)
 
 
+def cmd_nested(endpoint, size):
+    s = peer(endpoint, identity=b'nest')
+    deadline = time.monotonic() + 20
+    u = send(s, body('fat', [size, 0]), deadline)
+    r = recv(s, 10)
+    fat = outcome(r[1], r[2]) if r and r[0] == u and len(r[2]) == size else 'no reply'
+    start = time.monotonic()
+    u = send(s, body('roundtrip', [7]), deadline)
+    cb, echo, result = None, None, ('timeout', None)
+    while time.monotonic() < deadline:
+        r = recv(s, deadline - time.monotonic())
+        if r is None:
+            break
+        if r[1] == WORK and r[2][0] == 'cb':             # the server calls back
+            cb = r[0]
+            echo = send(s, body('echo', r[2][1]), deadline)
+        elif r[0] == echo and cb:                        # our own call, inside cb
+            s.send_multipart([SERVICE, b'', b'v1', cb, bytes([OK]), msgpack.packb(r[2])])
+        elif r[0] == u:
+            result = (outcome(r[1], r[2]), r[2])
+            break
+    s.close()
+    return emit({'fat': fat, 'roundtrip': result[0], 'value': result[1],
+                 'seconds': round(time.monotonic() - start, 2)})
+
+
 def cmd_turns(endpoint, url, calls):
     s = peer(endpoint)
     deadline = time.monotonic() + 20
@@ -415,6 +444,8 @@ def main(argv):
     cmd, rest = argv[1], argv[2:]
     if cmd == 'fat':
         return cmd_fat(rest[0], int(rest[1]), rest[2], int(rest[3]), int(rest[4]))
+    if cmd == 'nested':
+        return cmd_nested(rest[0], int(rest[1]))
     if cmd == 'turns':
         return cmd_turns(rest[0], rest[1], int(rest[2]))
     if cmd == 'budget':
