@@ -109,8 +109,9 @@ typedef struct endpoint_stats {
     uint64_t busy_refused;           /* WORK answered BusyError: its peer was over budget */
     uint64_t busy_unanswered;        /* ... and not even that could be queued */
     uint64_t replies_dropped;        /* replies to peers that were gone */
-    uint64_t calls_unstarted;        /* admitted calls that waited their turn and never
-                                        started: dropped with their peer, refused at a stop */
+    uint64_t calls_unstarted;        /* admitted calls that never started: dropped
+                                        while waiting their turn (peer gone, or another
+                                        user now), refused at a stop or for want of memory */
     uint64_t peers_evicted;          /* entries dropped past max_peers */
     uint64_t bytes_in;               /* messages read: their bodies, plus STATS_MSG_BYTES each */
     uint64_t bytes_out;              /* calls and replies sent: the same */
@@ -195,6 +196,8 @@ int endpoint_peer_alone(endpoint_t *ep, const char *peer, size_t peer_len, uint6
  * is answered so at once. `name` and `message` must outlive the endpoint. */
 size_t endpoint_parked_calls(const endpoint_t *ep);
 size_t endpoint_refuse_parked(endpoint_t *ep, const char *name, const char *message);
+/* Calls may wait their turn again (the stop that refused them is over). */
+void endpoint_park_reopen(endpoint_t *ep);
 
 /* Send ERROR [name, message, traceback] (msgpack, each valid UTF-8) to
  * `peer`, bound to `user` as endpoint_reply. */

@@ -135,8 +135,9 @@ int endpoint_park(endpoint_t *ep, peer_t *p, frame_message_t *m) {
     }
     p->park_tail = w;
     ep->nparked++;
-    /* its peer may have room already (FIFO order parked it behind others) */
-    endpoint_park_wake(ep, 0);
+    /* held back by its replies (the timer looks again), or by FIFO order
+     * behind calls that may start now; at its limit, a release wakes it */
+    if (!s_at_limit(ep, p)) endpoint_park_wake(ep, 0);
     return 0;
 }
 
@@ -176,6 +177,7 @@ static void s_log_unstarted(endpoint_t *ep, const peer_t *p, size_t calls, const
  * closed under it. */
 static int s_hand_on_peer(endpoint_t *ep, peer_t *p) {
     int went = 0;
+    size_t stale = 0;              /* dropped: their sender is someone else now */
     if (p->closed) {               /* kept for its heartbeat sweep: nothing more runs for it */
         size_t dropped = 0;
         for (; p->park_head; dropped++) {
@@ -190,8 +192,9 @@ static int s_hand_on_peer(endpoint_t *ep, peer_t *p) {
         endpoint_parked_t *w = s_pop(ep, p);
         if (!s_same_sender(p, w)) {
             s_discharge(p, w);
-            s_log_unstarted(ep, p, 1, "its sender logged in as another user");
             s_free_parked(w);
+            stale++;
+            went++;
             continue;
         }
         frame_message_t m;
@@ -220,6 +223,11 @@ static int s_hand_on_peer(endpoint_t *ep, peer_t *p) {
         p = peers_find(ep->peers, m.peer, m.peer_len);
         if (p && p->serial != serial) p = NULL;
         s_free_parked(w);
+    }
+    if (stale) {
+        ep->stats.calls_unstarted += stale;
+        ENDPOINT_LOG_LIMITED(ep, LOG_INFO, "calls dropped before they started", LOG_INT("calls", stale),
+                             LOG_STR("reason", "their sender logged in as another user"));
     }
     return went;
 }
@@ -297,6 +305,11 @@ size_t endpoint_refuse_parked(endpoint_t *ep, const char *name, const char *mess
     ep->stats.calls_unstarted += refused;
     endpoint_leave(ep);
     return refused;
+}
+
+void endpoint_park_reopen(endpoint_t *ep) {
+    ep->park_refusal = NULL;
+    ep->park_refusal_text = NULL;
 }
 
 size_t endpoint_parked_calls(const endpoint_t *ep) { return ep->nparked; }

@@ -300,6 +300,7 @@ static uint64_t s_moved(const endpoint_t *ep) {
 void host_remove_endpoint(host_t *h, lendpoint_t *le) {
     if (le->ep) {                                 /* counters never go down */
         h->busy_closed += endpoint_stats(le->ep)->busy_refused;
+        h->unstarted_closed += endpoint_stats(le->ep)->calls_unstarted;
         h->moved_closed += s_moved(le->ep);
     }
     for (int i = 0; i < h->nendpoints; i++)
@@ -600,6 +601,8 @@ void host_serve(host_t *h, lua_State *L, double stop_timeout) {
     h->Lrun = NULL;
     h->stopping = 0;
     if (!h->slot) loop_clear_signal();
+    for (int i = 0; i < h->nendpoints; i++)       /* those still open serve as before */
+        if (h->endpoints[i]->ep) endpoint_park_reopen(h->endpoints[i]->ep);
 }
 
 /* Is the table at registry ref `ref` non-empty? */

@@ -16,6 +16,7 @@ static void s_sample(host_t *h, metrics_sample_t *s) {
     memset(s, 0, sizeof *s);
     metrics_process_sample(h->metrics, s);
     s->busy = h->busy_closed;
+    s->unstarted = h->unstarted_closed;
     size_t peers = 0, held = 0, waiting = 0;
     for (int i = 0; i < h->nendpoints; i++) {
         endpoint_t *ep = h->endpoints[i]->ep;

@@ -56,6 +56,7 @@ struct host {
     metrics_t *metrics;           /* counters, once metrics are served; NULL: nothing counted */
     metrics_http_t *metrics_http; /* GET /metrics, or NULL */
     uint64_t busy_closed;         /* BusyError refusals of endpoints closed since */
+    uint64_t unstarted_closed;    /* and their calls that never started */
     lendpoint_t *clustered;       /* the server in a cluster, or NULL */
     char *cluster_default;        /* pseud-lua --cluster URL (malloc'd), or NULL */
     int zmq_owned;                /* zmq is this host's (a worker's is its control's) */

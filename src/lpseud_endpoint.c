@@ -305,6 +305,8 @@ static int l_endpoint_call(lua_State *L) {
  * callback running Lua returns). */
 static void s_endpoint_finish_close(lua_State *L, lendpoint_t *le) {
     if (le->ep) {
+        /* its calls waiting their turn are answered now, so they count */
+        endpoint_refuse_parked(le->ep, "PeerLostError", "the endpoint was closed before the call started");
         host_remove_endpoint(le->host, le);
         endpoint_destroy(&le->ep);                /* relayed calls answer through the cluster */
     }

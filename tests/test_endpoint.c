@@ -1013,7 +1013,7 @@ static void test_peer_calls(void *ctx)
     s_setup(&f, ctx, "peer-calls", 1);
     g_limits = NULL;
     f.server.mode = MODE_HOLD;
-    static char big[8192];         /* the waiting one's body is kept in its ZeroMQ part */
+    static char big[20000];        /* the waiting one's body is kept in its ZeroMQ part (MOVE_MIN) */
     for (size_t i = 0; i < sizeof big; i++) big[i] = (char)('a' + i % 26);
     for (int i = 0; i < 3; i++)
         CHECK(endpoint_send_work(f.client.ep, "service", 7, NULL, 0, i < 2 ? "hold" : big,
@@ -1055,6 +1055,11 @@ static void test_peer_calls(void *ctx)
           "refused at once after the stop (%d replies, %d handed on)", f.client.replies, f.server.works);
     CHECK(endpoint_stats(f.server.ep)->calls_unstarted == 3, "3 calls never started, counted: %llu",
           (unsigned long long)endpoint_stats(f.server.ep)->calls_unstarted);
+    /* the stop over, calls wait their turn again */
+    endpoint_park_reopen(f.server.ep);
+    endpoint_send_work(f.client.ep, "service", 7, NULL, 0, "hold", 4, 5.0, 31);
+    RUN_UNTIL(f.loop, endpoint_parked_calls(f.server.ep) == 1);
+    CHECK(endpoint_parked_calls(f.server.ep) == 1 && f.client.replies == 4, "reopened: the call waits");
     s_teardown(&f);
 }
 

@@ -370,8 +370,14 @@ def cmd_fat(endpoint, pid, url, count, size):
     peak = rss_kib(pid, 'VmHWM')
     served = call(endpoint, 'hello', ['after'])
     s.close()
+    # whole replies the kernel's socket buffers can take off the host's
+    # hands (the host's send buffer grows to tcp_wmem's maximum; this
+    # peer's receive buffer is 64 KiB, which the kernel doubles)
+    with open('/proc/sys/net/ipv4/tcp_wmem') as f:
+        wmem_max = int(f.read().split()[2])
     state.update({'hello': served[1], 'rss_start_kib': rss0, 'rss_peak_kib': peak,
-                  'asked_mib': count * size // (1 << 20)})
+                  'asked_mib': count * size // (1 << 20),
+                  'kernel_replies': -(-(wmem_max + 2 * 65536) // size)})
     return emit(state)
 
 
