@@ -172,6 +172,17 @@ static void s_log_unstarted(endpoint_t *ep, const peer_t *p, size_t calls, const
                              LOG_STR("reason", why));
 }
 
+/* Drop every waiting call of `p`, unrun (its charges leave its budget). */
+static void s_drop_all(endpoint_t *ep, peer_t *p, const char *why) {
+    size_t dropped = 0;
+    for (; p->park_head; dropped++) {
+        endpoint_parked_t *w = s_pop(ep, p);
+        s_discharge(p, w);
+        s_free_parked(w);
+    }
+    if (dropped) s_log_unstarted(ep, p, dropped, why);
+}
+
 /* Hand `p`'s waiting calls on while it may start them, at most
  * HAND_ON_BATCH. Returns how many went, or -1 when the endpoint was
  * closed under it. */
@@ -179,13 +190,7 @@ static int s_hand_on_peer(endpoint_t *ep, peer_t *p) {
     int went = 0;
     size_t stale = 0;              /* dropped: their sender is someone else now */
     if (p->closed) {               /* kept for its heartbeat sweep: nothing more runs for it */
-        size_t dropped = 0;
-        for (; p->park_head; dropped++) {
-            endpoint_parked_t *w = s_pop(ep, p);
-            s_discharge(p, w);
-            s_free_parked(w);
-        }
-        s_log_unstarted(ep, p, dropped, "the connection closed");
+        s_drop_all(ep, p, "the connection closed");
         return 0;
     }
     while (p && p->park_head && went < HAND_ON_BATCH && endpoint_park_may_start(ep, p)) {
@@ -278,15 +283,7 @@ void endpoint_park_wake(endpoint_t *ep, double delay) {
     ep->park_timer_at = at;
 }
 
-void endpoint_park_forget(endpoint_t *ep, peer_t *p) {
-    if (!p->park_head) return;
-    size_t dropped = 0;
-    while (p->park_head) {
-        s_free_parked(s_pop(ep, p));
-        dropped++;
-    }
-    s_log_unstarted(ep, p, dropped, "the peer is gone");
-}
+void endpoint_park_forget(endpoint_t *ep, peer_t *p) { s_drop_all(ep, p, "the peer is gone"); }
 
 size_t endpoint_refuse_parked(endpoint_t *ep, const char *name, const char *message) {
     size_t refused = 0;
