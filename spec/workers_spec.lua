@@ -151,3 +151,21 @@ describe("pseud-lua --workers 2 with worker_by = 'user'", function()
     assert.same({ ['1'] = true, ['2'] = true }, used)
   end)
 end)
+
+describe("a worker's run queue", function()
+  lazy_teardown(function()
+    process.stop_all()
+  end)
+
+  it("runs a woken handler of a peer with no other call there ahead of another peer's calls", function()
+    -- limits_spec's case with --workers 2: a worker counts each peer's calls
+    -- it runs, so a handler woken from its sleep goes ahead of the flood's
+    -- 50 tasks in its worker (it went behind them: answered at 0.5 s)
+    local proc = process.start({ process.host(), '--workers', '2', 'spec/servers/limits.lua' },
+                               { name = 'limits-workers' })
+    local endpoint = proc:wait_for('^ready (%S+)', 100, 10)
+    local lines = process.run_lines({ process.host(), 'spec/clients/limits.lua', endpoint, 'woken' },
+                                    { name = 'woken', timeout = 30 })
+    assert.same({ 'ok\ttrue' }, lines)
+  end)
+end)

@@ -360,13 +360,23 @@ static int s_proxy_reply(endpoint_t *ep, const char *peer, size_t peer_len, cons
                          size_t body_len, int owned) {
     int rc = ep->proxy.reply(ep->proxy.ctx, peer, peer_len, user, user_len, uuid, type, body,
                              body_len, ep->proxy_serial, ep->proxy_charged);
+    idset_decr(ep->proxy_calls, peer, peer_len);
     ep->proxy_serial = 0;
     ep->proxy_charged = 0;
     if (owned) free((void *)body);
     return rc;
 }
 
-void endpoint_set_proxy(endpoint_t *ep, const endpoint_proxy_t *px) { ep->proxy = *px; }
+int endpoint_set_proxy(endpoint_t *ep, const endpoint_proxy_t *px) {
+    if (!ep->proxy_calls && !(ep->proxy_calls = idset_new())) return -1;
+    ep->proxy = *px;
+    return 0;
+}
+
+void endpoint_proxy_took(endpoint_t *ep, const char *peer, size_t peer_len) {
+    if (ep->proxy_calls) idset_incr(ep->proxy_calls, peer, peer_len);   /* no memory: as alone */
+}
+
 int endpoint_is_proxy(const endpoint_t *ep) { return ep->proxy.reply != NULL; }
 void endpoint_proxy_arm(endpoint_t *ep, uint64_t serial, size_t charged) {
     ep->proxy_serial = serial;
@@ -419,7 +429,10 @@ void endpoint_release(endpoint_t *ep, const char *peer, size_t peer_len,
 }
 
 int endpoint_peer_alone(endpoint_t *ep, const char *peer, size_t peer_len, uint64_t serial) {
-    if (ep->proxy.reply || !serial) return 0;    /* a worker's: the control knows, not us */
+    /* a worker's: its own calls of that peer (the control's waiting ones
+     * and the other workers' are not seen here) */
+    if (ep->proxy.reply) return idset_get(ep->proxy_calls, peer, peer_len) <= 1;
+    if (!serial) return 0;
     peer_t *p = peers_find(ep->peers, peer, peer_len);
     return p && p->serial == serial && p->inflight <= 1 && !p->park_head;
 }
@@ -823,6 +836,7 @@ static void s_free(endpoint_t *ep) {
     free(ep->closed_fds);
     endpoint_out_clear(ep);
     peers_destroy(&ep->peers);                  /* before the socket: meters outlive it */
+    idset_destroy(&ep->proxy_calls);
     endpoint_monitor_stop(ep);
     zmq_close(ep->socket);
     free(ep->buckets);

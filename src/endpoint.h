@@ -257,8 +257,13 @@ typedef struct endpoint_proxy {
                  const uint8_t *uuid, int type, const void *body, size_t body_len,
                  uint64_t serial, size_t charged);
 } endpoint_proxy_t;
-void endpoint_set_proxy(endpoint_t *ep, const endpoint_proxy_t *px);
+/* 0, or -1 out of memory (the proxy's count of calls per peer). */
+int endpoint_set_proxy(endpoint_t *ep, const endpoint_proxy_t *px);
 int endpoint_is_proxy(const endpoint_t *ep);
+/* A WORK a proxy takes: counted for its peer until its reply leaves, so a
+ * handler woken in a worker knows whether its call is the peer's only one
+ * there (the scheduler's `alone`). */
+void endpoint_proxy_took(endpoint_t *ep, const char *peer, size_t peer_len);
 void endpoint_proxy_arm(endpoint_t *ep, uint64_t serial, size_t charged);
 
 /* The raw socket, for options the binding sets (auth, later issues). */

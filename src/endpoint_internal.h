@@ -8,6 +8,7 @@
 #define PSEUD_ENDPOINT_INTERNAL_H
 
 #include "endpoint.h"
+#include "idset.h"
 
 /* A message that could not leave yet. */
 typedef struct endpoint_out {
@@ -31,6 +32,7 @@ struct endpoint {
     endpoint_proxy_t proxy;          /* a worker's proxy: replies go there (reply != NULL) */
     uint64_t proxy_serial;           /* armed by endpoint_release for the next proxied reply */
     size_t proxy_charged;
+    idset_t *proxy_calls;            /* a proxy's calls in progress per peer routing id */
     loop_t *loop;
     endpoint_events_t ev;
     endpoint_options_t opt;

@@ -13,6 +13,7 @@
 
 typedef struct idset_entry {
     struct idset_entry *next;
+    long count;                   /* 1 for a plain set's ids */
     unsigned char len;
     char id[];
 } idset_entry_t;
@@ -82,18 +83,49 @@ static void s_grow(idset_t *s) {
     free(old);
 }
 
-int idset_add(idset_t *s, const char *id, size_t len) {
-    if (len == 0 || len > IDSET_MAX_ID) return -1;
-    idset_entry_t **slot = s_find(s, id, len);
-    if (*slot) return 0;
+/* Put a new entry in the empty `slot`: 0, or -1 out of memory. */
+static int s_insert(idset_t *s, idset_entry_t **slot, const char *id, size_t len) {
     idset_entry_t *e = malloc(sizeof *e + len);
     if (!e) return -1;
     e->next = NULL;
+    e->count = 1;
     e->len = (unsigned char)len;
     memcpy(e->id, id, len);
     *slot = e;
     if (++s->count > s->nbuckets) s_grow(s);
-    return 1;
+    return 0;
+}
+
+int idset_add(idset_t *s, const char *id, size_t len) {
+    if (len == 0 || len > IDSET_MAX_ID) return -1;
+    idset_entry_t **slot = s_find(s, id, len);
+    if (*slot) return 0;
+    return s_insert(s, slot, id, len) < 0 ? -1 : 1;
+}
+
+long idset_incr(idset_t *s, const char *id, size_t len) {
+    if (len == 0 || len > IDSET_MAX_ID) return -1;
+    idset_entry_t **slot = s_find(s, id, len);
+    if (*slot) return ++(*slot)->count;
+    return s_insert(s, slot, id, len) < 0 ? -1 : 1;
+}
+
+long idset_decr(idset_t *s, const char *id, size_t len) {
+    if (len == 0 || len > IDSET_MAX_ID) return 0;
+    idset_entry_t **slot = s_find(s, id, len);
+    idset_entry_t *e = *slot;
+    if (!e) return 0;
+    if (--e->count > 0) return e->count;
+    *slot = e->next;
+    free(e);
+    s->count--;
+    return 0;
+}
+
+long idset_get(const idset_t *s, const char *id, size_t len) {
+    if (len == 0 || len > IDSET_MAX_ID) return 0;
+    const idset_entry_t *e = *s_find(s, id, len);
+    return e ? e->count : 0;
 }
 
 int idset_remove(idset_t *s, const char *id, size_t len) {

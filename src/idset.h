@@ -29,6 +29,15 @@ int idset_remove(idset_t *s, const char *id, size_t len);
 int idset_has(const idset_t *s, const char *id, size_t len);
 size_t idset_count(const idset_t *s);
 
+/* Counted use (a worker's calls per peer): idset_incr adds the id with
+ * count 1 or counts it once more, and returns the new count (-1 out of
+ * memory or a bad length); idset_decr counts it once less, removes it at
+ * 0 and returns what is left (0 when it was not there); idset_get is the
+ * count, 0 when absent. idset_add puts an id in with count 1. */
+long idset_incr(idset_t *s, const char *id, size_t len);
+long idset_decr(idset_t *s, const char *id, size_t len);
+long idset_get(const idset_t *s, const char *id, size_t len);
+
 /* Call fn(arg, id, len) for every id, in no order; stops early when fn
  * returns non-zero (and returns that). The set must not change meanwhile. */
 typedef int (*idset_each_fn)(void *arg, const char *id, size_t len);

@@ -153,7 +153,11 @@ static int l_endpoint_new(lua_State *L) {
         endpoint_destroy(&le->ep);
         return luaL_error(L, "not enough memory");
     }
-    if (worker) workers_proxy_endpoint(le);       /* no socket of its own in use: the control's */
+    if (worker && workers_proxy_endpoint(le) < 0) {   /* no socket of its own in use: the control's */
+        host_remove_endpoint(h, le);
+        endpoint_destroy(&le->ep);
+        return luaL_error(L, "not enough memory");
+    }
     if (cluster) {
         char why[256];
         le->cluster = cluster_calls_join(le, cluster, &copt, why, sizeof why);

@@ -99,8 +99,9 @@ void workers_slot_abandoned(workers_slot_t *slot, size_t calls);
 int workers_attach(host_t *h, workers_slot_t *slot);
 /* The worker's host closes. */
 void workers_detach(workers_slot_t *slot);
-/* Make `le` (in a worker) a proxy: its replies go to the control. */
-void workers_proxy_endpoint(lendpoint_t *le);
+/* Make `le` (in a worker) a proxy: its replies go to the control. 0, or
+ * -1 out of memory. */
+int workers_proxy_endpoint(lendpoint_t *le);
 /* A call from proxy `le`, made by the control's endpoint of the same kind
  * and name: tracked here with `ref` (its future), sent as CALL. NULL with
  * *e (errno) when it could not be. */

@@ -48,9 +48,9 @@ static int s_proxy_reply(void *ctx, const char *peer, size_t peer_len, const cha
     return rc;
 }
 
-void workers_proxy_endpoint(lendpoint_t *le) {
+int workers_proxy_endpoint(lendpoint_t *le) {
     endpoint_proxy_t px = { le, s_proxy_reply };
-    endpoint_set_proxy(le->ep, &px);
+    return endpoint_set_proxy(le->ep, &px);
 }
 
 /* A WORK for a server this worker has not made (its script made another
@@ -97,6 +97,7 @@ static void s_on_work(workers_slot_t *s, zmq_msg_t *parts, int count) {
     endpoint_events_t ev;
     dispatch_events(le, &ev);
     endpoint_proxy_arm(le->ep, m.serial, m.charged);   /* for a refusal given now */
+    endpoint_proxy_took(le->ep, m.peer, m.peer_len);   /* until its reply leaves */
     ev.on_work(ev.ctx, le->ep, &m);
     if (le->ep) endpoint_proxy_arm(le->ep, 0, 0);
 }

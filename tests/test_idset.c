@@ -5,7 +5,9 @@
  * told apart; lengths 1 and 255 are taken, 0 and 256 refused; adding twice
  * and removing what is not there say so; 20,000 random adds and removes over
  * 3,000 ids (the bucket array doubles many times) agree with a plain array
- * at every step, and idset_each lists each id once.
+ * at every step, and idset_each lists each id once. Counted use (a
+ * worker's calls per peer): counts go up and down per id, an id leaves at
+ * 0, a decrement of an absent id changes nothing.
  */
 #include "idset.h"
 
@@ -95,8 +97,24 @@ static void test_random(void) {
     idset_destroy(&s);
 }
 
+static void test_counts(void) {
+    idset_t *s = idset_new();
+    CHECK(idset_get(s, "p", 1) == 0, "absent: 0");
+    CHECK(idset_incr(s, "p", 1) == 1 && idset_incr(s, "p", 1) == 2 && idset_incr(s, "q", 1) == 1,
+          "counts up per id");
+    CHECK(idset_count(s) == 2 && idset_get(s, "p", 1) == 2, "two ids, p twice");
+    CHECK(idset_decr(s, "p", 1) == 1 && idset_has(s, "p", 1), "once less: still there");
+    CHECK(idset_decr(s, "p", 1) == 0 && !idset_has(s, "p", 1) && idset_count(s) == 1, "at 0: gone");
+    CHECK(idset_decr(s, "p", 1) == 0 && idset_count(s) == 1 && idset_get(s, "q", 1) == 1,
+          "absent: 0, nothing else changes");
+    CHECK(idset_incr(s, "", 0) == -1 && idset_decr(s, "", 0) == 0, "0 bytes: refused");
+    CHECK(idset_add(s, "r", 1) == 1 && idset_get(s, "r", 1) == 1, "a plain add counts 1");
+    idset_destroy(&s);
+}
+
 int main(void) {
     test_basics();
+    test_counts();
     test_random();
     printf("test_idset: %d checks, %d failed\n", g_checks, g_failed);
     return g_failed != 0;

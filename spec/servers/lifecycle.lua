@@ -7,7 +7,11 @@ prints `stopped`.
 local pseud = require 'pseud'
 local core = require 'pseud.core'
 
-local server = pseud.Server('service', { stop_timeout = 1 })
+-- workers = 1 (a server's option wins over --workers, PSEUD_SPEC_WORKERS):
+-- `napping` is module-level, so per worker, and the leaving caller's naps
+-- come from a second connection, which worker_by = 'user' would send to
+-- another worker than the one the counter is asked of
+local server = pseud.Server('service', { stop_timeout = 1, workers = 1 })
 local endpoint = assert(server:bind(arg[1] or 'tcp://127.0.0.1:*'))
 
 local notes = {}
