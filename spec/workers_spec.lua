@@ -169,3 +169,26 @@ describe("a worker's run queue", function()
     assert.same({ 'ok\ttrue' }, lines)
   end)
 end)
+
+describe('pseud-lua --workers 2 whose script closes its server in a worker', function()
+  lazy_teardown(function()
+    process.stop_all()
+  end)
+
+  it('answers the calls that worker still ran, and frees their place in the budget', function()
+    -- the control's socket is open: a call whose worker closed its proxy is
+    -- answered PeerLostError, and the control releases it. It was never
+    -- answered: its caller timed out, and with max_peer_calls = 1 every
+    -- later call of that connection waited behind it for good.
+    local proc = process.start({ process.host(), '--workers', '2', 'spec/servers/workers_close.lua' },
+                               { name = 'workers-close' })
+    local endpoint = proc:wait_for('^ready (%S+)', 100, 10)
+    local lines = run(endpoint, 'closed')
+    assert.equal('close_self PeerLostError', lines[1])
+    assert.equal('close_then_fail PeerLostError', lines[2])
+    -- the next call goes to a worker that serves, or to one whose script
+    -- closed the server (ServiceNotFoundError): an answer either way
+    assert.matches('^hello ok$', lines[3])
+    assert(proc:alive(), proc:report())
+  end)
+end)

@@ -397,7 +397,13 @@ static void s_count_end(const task_t *t, int outcome) {
 static void s_answer_ok(void *ctx, task_t *t, lua_State *co, int first, int nres) {
     host_t *h = ctx;
     lendpoint_t *le = t->work.owner;
-    if (!le->ep) { s_count_end(t, METRICS_OK); return; }   /* closed: nobody to answer */
+    if (!le->ep) {                                 /* closed: nobody to answer, but a worker's control */
+        const task_work_t *w = &t->work;
+        s_count_end(t, METRICS_OK);
+        workers_answer_closed(le, w->ids, w->peer_len, w->ids + w->peer_len, w->user_len, w->uuid,
+                              w->serial, w->charged);
+        return;
+    }
     codec_error_t err = { "msgpack: out of memory" };
     msgpack_packer *pk = host_packer(h, le->max_message_size);
     int rc = 0;
@@ -467,6 +473,8 @@ static void s_answer_error(void *ctx, task_t *t, const char *name, const char *m
         endpoint_release(le->ep, peer, w->peer_len, w->serial, w->charged);
         endpoint_reply_error(le->ep, peer, w->peer_len, user, w->user_len, w->uuid, name, message,
                              strlen(message), traceback);
+    } else {
+        workers_answer_closed(le, peer, w->peer_len, user, w->user_len, w->uuid, w->serial, w->charged);
     }
 }
 

@@ -311,6 +311,7 @@ static void s_endpoint_finish_close(lua_State *L, lendpoint_t *le) {
     if (le->ep) {
         /* its calls waiting their turn are answered now, so they count */
         endpoint_refuse_parked(le->ep, "PeerLostError", "the endpoint was closed before the call started");
+        if (endpoint_is_proxy(le->ep)) workers_proxy_closed(le);
         host_remove_endpoint(le->host, le);
         endpoint_destroy(&le->ep);                /* relayed calls answer through the cluster */
     }

@@ -337,6 +337,10 @@ static void s_control_on_message(loop_t *loop, void *socket, void *arg) {
             s_on_metric(s, parts, count);
         } else if (kind == 'A' && count == 2 && PL(1) == 8) {
             s->w->abandoned += (size_t)workers_u64(&parts[1]);
+        } else if ((kind == 'Z' || kind == 'O') && count == 2 && PL(1) > 0 && PL(1) <= FRAME_MAX_ID) {
+            /* a server the worker's script closed, or made (again) */
+            if (kind == 'O') { if (s->closed) idset_remove(s->closed, P(1), PL(1)); }
+            else if (s->closed || (s->closed = idset_new())) idset_add(s->closed, P(1), PL(1));
         } else if (kind == 'D') {
             s->done = 1;
             HOST_LOG(h, LOG_DEBUG, "worker done", LOG_INT("worker", s->id));
@@ -479,6 +483,7 @@ void workers_destroy(workers_t **p) {
             zmq_close(s->control_pair);
             s->control_pair = NULL;
         }
+        idset_destroy(&s->closed);
     }
     w->destroyed = 1;
     if (w->relays == 0) free(w);
@@ -491,16 +496,23 @@ static uint32_t s_hash(const char *p, size_t n) {
     return x;
 }
 
+/* Slot `s` takes WORK of server `le`: running, and its script has not
+ * closed that server. */
+static int s_serves(const workers_slot_t *s, const lendpoint_t *le) {
+    return s->started && !s->done && s->control_pair &&
+           !(s->closed && idset_has(s->closed, le->name, le->name_len));
+}
+
 int workers_send_work(workers_t *w, lendpoint_t *le, const frame_message_t *m) {
     workers_slot_t *best = NULL;
     if (le->worker_by_user) {
         workers_slot_t *s = &w->slots[s_hash(m->user, m->user_len) % (uint32_t)w->n];
-        if (s->started && !s->done && s->control_pair) best = s;
+        if (s_serves(s, le)) best = s;
     }
     for (int i = 0; !best || (!le->worker_by_user && i < w->n); i++) {
         if (i >= w->n) break;
         workers_slot_t *s = &w->slots[i];
-        if (!s->started || s->done || !s->control_pair) continue;
+        if (!s_serves(s, le)) continue;
         if (!best || s->inflight < best->inflight) best = s;
     }
     if (!best) return -1;

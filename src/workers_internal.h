@@ -13,6 +13,7 @@
 
 #include "host.h"
 #include "host_state.h"
+#include "idset.h"
 #include "workers.h"
 
 #define MAX_PARTS      9          /* the longest message of the link */
@@ -36,6 +37,7 @@ struct workers_slot {
     size_t inflight;              /* WORK sent, not answered yet */
     uint64_t sched[4];            /* its preemptions, time, memory and hook-time hits, as it last said */
     int done;                     /* DONE came: its thread is ending */
+    idset_t *closed;              /* servers its script closed ('Z'): no WORK of theirs goes there */
     /* worker side */
     host_t *host;                 /* the worker's host, while its state is open */
     stashed_t *stash, *stash_tail;/* kept while waiting for PEERS */

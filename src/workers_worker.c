@@ -48,9 +48,37 @@ static int s_proxy_reply(void *ctx, const char *peer, size_t peer_len, const cha
     return rc;
 }
 
+/* 'O' or 'Z' [kind, name]: this worker's script made or closed server `le`. */
+static void s_say_server(lendpoint_t *le, const char *kind) {
+    workers_slot_t *s = le->host->slot;
+    if (!s || !s->worker_pair || !le->name_len) return;
+    const void *d[] = { kind, le->name };
+    size_t l[] = { 1, le->name_len };
+    workers_sendv(s->worker_pair, 2, d, l);
+    loop_touch(host_loop(le->host), s->worker_pair);
+}
+
 int workers_proxy_endpoint(lendpoint_t *le) {
     endpoint_proxy_t px = { le, s_proxy_reply };
-    return endpoint_set_proxy(le->ep, &px);
+    if (endpoint_set_proxy(le->ep, &px) < 0) return -1;
+    s_say_server(le, "O");                        /* made again after a close: WORK comes back */
+    return 0;
+}
+
+void workers_proxy_closed(lendpoint_t *le) { s_say_server(le, "Z"); }
+
+void workers_answer_closed(lendpoint_t *le, const char *peer, size_t peer_len, const char *user,
+                           size_t user_len, const uint8_t *uuid, uint64_t serial, size_t charged) {
+    if (!le->host->slot || !le->name_len) return;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    static const char text[] = "the server was closed in its worker before the call ended";
+    if (message_pack_error(&pk, "PeerLostError", 13, text, sizeof text - 1, "", 0) == 0)
+        s_proxy_reply(le, peer, peer_len, user, user_len, uuid, FRAME_ERROR, sb.data, sb.size,
+                      serial, charged);
+    msgpack_sbuffer_destroy(&sb);
 }
 
 /* A WORK for a server this worker has not made (its script made another

@@ -14,6 +14,9 @@ Cases:
                 `wrong X`, `failed F`, `workers W...`
   byuser K N    K clients with their own user ids, N calls each in flight:
                 one line `user U workers W...` per client
+  closed        (spec/servers/workers_close.lua) close_self, then
+                close_then_fail, then hello on one connection (timeout
+                2 s): `NAME OUTCOME` each, OUTCOME ok or the error's name
 ]==]
 local pseud = require 'pseud'
 
@@ -92,6 +95,13 @@ elseif case == 'byuser' then
     local seen = {}
     for _, f in ipairs(per[i]) do seen[f:get().worker] = true end
     print(('user user-%d workers %s'):format(i, sorted_keys(seen)))
+  end
+elseif case == 'closed' then
+  local c = pseud.Client('service', { timeout = 2 })
+  assert(c:connect(endpoint))
+  for _, name in ipairs { 'close_self', 'close_then_fail', 'hello' } do
+    local ok, v = pcall(function() return c[name]('x'):get() end)
+    print(name .. ' ' .. (ok and 'ok' or v.name))
   end
 else
   error('unknown case ' .. tostring(case))
