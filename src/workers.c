@@ -221,22 +221,22 @@ static void s_on_call(workers_slot_t *s, zmq_msg_t *parts, int count) {
 /* REPLY [kind, name, peer, user, uuid, type, body, serial, charged] */
 static void s_on_reply(workers_slot_t *s, zmq_msg_t *parts, int count) {
     host_t *h = s->w->h;
-    if (count != 9 || PL(1) == 0 || PL(1) > FRAME_MAX_ID || PL(2) == 0 || PL(2) > FRAME_MAX_ID ||
-        PL(3) > FRAME_MAX_ID || PL(4) != FRAME_UUID_SIZE || PL(5) != 1 || PL(7) != 8 || PL(8) != 8) {
+    workers_hop_t r;
+    if (count != 1 || workers_hop_parse(&parts[0], 'R', &r) < 0 || r.name_len == 0 || r.peer_len == 0) {
         workers_bad(h, s, "REPLY", count);
         return;
     }
     if (s->inflight) s->inflight--;
-    lendpoint_t *le = workers_find(h, 's', P(1), PL(1));
+    lendpoint_t *le = workers_find(h, 's', r.name, r.name_len);
     if (!le) return;                              /* closed: nobody to answer */
-    int type = (uint8_t)P(5)[0];
+    int type = r.byte;
     if (type != FRAME_OK && type != FRAME_ERROR && type != FRAME_UNAUTHORIZED) {
         workers_bad(h, s, "REPLY type", count);
         return;
     }
-    endpoint_release(le->ep, P(2), PL(2), workers_u64(&parts[7]), (size_t)workers_u64(&parts[8]));
-    endpoint_reply(le->ep, P(2), PL(2), PL(3) ? P(3) : NULL, PL(3), (const uint8_t *)P(4), type,
-                   P(6), PL(6));
+    endpoint_release(le->ep, r.peer, r.peer_len, r.serial, (size_t)r.charged);
+    endpoint_reply(le->ep, r.peer, r.peer_len, r.user_len ? r.user : NULL, r.user_len, r.uuid, type,
+                   r.body, r.body_len);
 }
 
 static void s_on_peers(workers_slot_t *s, zmq_msg_t *parts, int count) {
@@ -315,7 +315,8 @@ static void s_control_on_message(loop_t *loop, void *socket, void *arg) {
     int kept, count;
     (void)loop;
     while (s->control_pair && workers_recv(socket, parts, &kept, &count, ZMQ_DONTWAIT) == 0) {
-        char kind = PL(0) == 1 ? P(0)[0] : 0;
+        char kind = PL(0) >= 1 ? P(0)[0] : 0;       /* a REPLY is one part, the others' kind alone */
+        if (kind != 'R' && PL(0) != 1) kind = 0;
         if (kind == 'R') s_on_reply(s, parts, count);
         else if (kind == 'C') s_on_call(s, parts, count);
         else if (kind == 'P') s_on_peers(s, parts, count);
@@ -516,12 +517,14 @@ int workers_send_work(workers_t *w, lendpoint_t *le, const frame_message_t *m) {
         if (!best || s->inflight < best->inflight) best = s;
     }
     if (!best) return -1;
-    uint64_t serial = m->serial, charged = m->charged;
-    uint8_t flags = (uint8_t)((m->logged_in ? 1 : 0) | (m->idle_sender ? 2 : 0) |
-                              (w->h->metrics ? 4 : 0));   /* 4: ship outcomes ('M') */
-    const void *d[] = { "W", le->name, m->peer, m->user, m->uuid, m->body, &serial, &charged, &flags };
-    size_t l[] = { 1, le->name_len, m->peer_len, m->user_len, FRAME_UUID_SIZE, m->body_len, 8, 8, 1 };
-    int rc = workers_sendv(best->control_pair, 9, d, l);
+    workers_hop_t hop = {
+        .kind = 'W', .serial = m->serial, .charged = m->charged, .uuid = m->uuid,
+        .byte = (uint8_t)((m->logged_in ? 1 : 0) | (m->idle_sender ? 2 : 0) |
+                          (w->h->metrics ? 4 : 0)),   /* 4: ship outcomes ('M') */
+        .name = le->name, .name_len = le->name_len, .peer = m->peer, .peer_len = m->peer_len,
+        .user = m->user, .user_len = m->user_len, .body = m->body, .body_len = m->body_len,
+    };
+    int rc = workers_hop_send(best->control_pair, &hop);
     loop_touch(host_loop(w->h), best->control_pair);
     if (rc < 0) return -1;
     best->inflight++;

@@ -15,8 +15,9 @@
 #include "host_state.h"
 #include "idset.h"
 #include "workers.h"
+#include "workers_hop.h"
 
-#define MAX_PARTS      9          /* the longest message of the link */
+#define MAX_PARTS      8          /* the longest message of the link (CALL) */
 #define PEERS_WAIT_MS  5000       /* a worker waits this long for the control's peers */
 #define STASH_MAX      100000     /* messages a worker keeps while it waits */
 

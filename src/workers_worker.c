@@ -39,11 +39,12 @@ static int s_proxy_reply(void *ctx, const char *peer, size_t peer_len, const cha
     lendpoint_t *le = ctx;
     workers_slot_t *s = le->host->slot;
     if (!s || !s->worker_pair) return -1;
-    uint8_t t = (uint8_t)type;
-    uint64_t c = charged;
-    const void *d[] = { "R", le->name, peer, user ? user : "", uuid, &t, body, &serial, &c };
-    size_t l[] = { 1, le->name_len, peer_len, user ? user_len : 0, FRAME_UUID_SIZE, 1, body_len, 8, 8 };
-    int rc = workers_sendv(s->worker_pair, 9, d, l);
+    workers_hop_t hop = {
+        .kind = 'R', .byte = (uint8_t)type, .serial = serial, .charged = charged, .uuid = uuid,
+        .name = le->name, .name_len = le->name_len, .peer = peer, .peer_len = peer_len,
+        .user = user, .user_len = user ? user_len : 0, .body = body, .body_len = body_len,
+    };
+    int rc = workers_hop_send(s->worker_pair, &hop);
     loop_touch(host_loop(le->host), s->worker_pair);
     return rc;
 }
@@ -83,45 +84,48 @@ void workers_answer_closed(lendpoint_t *le, const char *peer, size_t peer_len, c
 
 /* A WORK for a server this worker has not made (its script made another
  * set): ServiceNotFoundError, through the control. */
-static void s_no_server(workers_slot_t *s, zmq_msg_t *parts) {
+static void s_no_server(workers_slot_t *s, const workers_hop_t *work) {
     msgpack_sbuffer sb;
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     static const char text[] = "this worker serves no such server";
     if (message_pack_error(&pk, "ServiceNotFoundError", 20, text, sizeof text - 1, "", 0) == 0) {
-        uint8_t t = FRAME_ERROR;
-        const void *d[] = { "R", P(1), P(2), P(3), P(4), &t, sb.data, P(6), P(7) };
-        size_t l[] = { 1, PL(1), PL(2), PL(3), FRAME_UUID_SIZE, 1, sb.size, 8, 8 };
-        workers_sendv(s->worker_pair, 9, d, l);
+        workers_hop_t r = *work;
+        r.kind = 'R';
+        r.byte = FRAME_ERROR;
+        r.body = sb.data;
+        r.body_len = sb.size;
+        workers_hop_send(s->worker_pair, &r);
     }
     msgpack_sbuffer_destroy(&sb);
 }
 
-/* WORK [kind, name, peer, user, uuid, body, serial, charged, flags]: the
- * same on_work a socket's WORK takes (dispatch.c). */
+/* WORK (one part, workers_hop_t): the same on_work a socket's WORK takes
+ * (dispatch.c). */
 static void s_on_work(workers_slot_t *s, zmq_msg_t *parts, int count) {
     host_t *h = s->host;
-    if (count != 9 || PL(1) == 0 || PL(1) > FRAME_MAX_ID || PL(2) == 0 || PL(2) > FRAME_MAX_ID ||
-        PL(3) > FRAME_MAX_ID || PL(4) != FRAME_UUID_SIZE || PL(6) != 8 || PL(7) != 8 || PL(8) != 1) {
+    workers_hop_t work;
+    if (count != 1 || workers_hop_parse(&parts[0], 'W', &work) < 0 || work.name_len == 0 ||
+        work.peer_len == 0) {
         workers_bad(h, s, "WORK", count);
         return;
     }
-    lendpoint_t *le = workers_find(h, 's', P(1), PL(1));
-    if (!le) { s_no_server(s, parts); return; }
+    lendpoint_t *le = workers_find(h, 's', work.name, work.name_len);
+    if (!le) { s_no_server(s, &work); return; }
     frame_message_t m;
     memset(&m, 0, sizeof m);
     m.type = FRAME_WORK;
     m.fd = -1;
-    m.peer = P(2); m.peer_len = PL(2);
-    m.user = P(3); m.user_len = PL(3);
-    m.uuid = (const uint8_t *)P(4); m.uuid_len = FRAME_UUID_SIZE;
-    m.body = P(5); m.body_len = PL(5);
-    m.serial = workers_u64(&parts[6]);
-    m.charged = (size_t)workers_u64(&parts[7]);
-    m.logged_in = (P(8)[0] & 1) != 0;
-    m.idle_sender = (P(8)[0] & 2) != 0;
-    if (P(8)[0] & 4) h->ship_metrics = 1;         /* metrics, once served, stay on */
+    m.peer = work.peer; m.peer_len = work.peer_len;
+    m.user = work.user; m.user_len = work.user_len;
+    m.uuid = work.uuid; m.uuid_len = FRAME_UUID_SIZE;
+    m.body = work.body; m.body_len = work.body_len;
+    m.serial = work.serial;
+    m.charged = (size_t)work.charged;
+    m.logged_in = (work.byte & 1) != 0;
+    m.idle_sender = (work.byte & 2) != 0;
+    if (work.byte & 4) h->ship_metrics = 1;       /* metrics, once served, stay on */
     endpoint_events_t ev;
     dispatch_events(le, &ev);
     endpoint_proxy_arm(le->ep, m.serial, m.charged);   /* for a refusal given now */
@@ -153,7 +157,8 @@ static void s_on_answer(workers_slot_t *s, zmq_msg_t *parts, int count, int fail
 }
 
 static void s_worker_message(workers_slot_t *s, zmq_msg_t *parts, int count) {
-    char kind = PL(0) == 1 ? P(0)[0] : 0;
+    char kind = PL(0) >= 1 ? P(0)[0] : 0;           /* a WORK is one part, the others' kind alone */
+    if (kind != 'W' && PL(0) != 1) kind = 0;
     if (kind == 'W') s_on_work(s, parts, count);
     else if (kind == 'S') s_on_answer(s, parts, count, 0);
     else if (kind == 'F') s_on_answer(s, parts, count, 1);
