@@ -70,10 +70,17 @@ peers_t *peers_new(peers_free_fn on_free, void *ctx) {
 
 void peers_set_identity_listener(peers_t *d, peers_identity_fn fn) { d->on_identity = fn; }
 
-/* `e`'s identity has just left its index: say so if no other entry has it. */
+/* An identity is present while an open connection carries it: under a
+ * heartbeat backend an entry outlives its connection (closed, until the
+ * heartbeat timeout), and a cluster that registers its users again after
+ * a Redis outage must not claim one who has moved to another node. */
+
+/* Open entry `e` has just left the user index, or closed: say so if no
+ * other open entry carries its identity. */
 static void s_identity_left(peers_t *d, const peer_t *e) {
-    if (d->on_identity && !peers_find_user(d, e->user_id, e->user_id_len))
-        d->on_identity(d->ctx, e->user_id, e->user_id_len, 0);
+    if (!d->on_identity) return;
+    const peer_t *f = peers_find_user(d, e->user_id, e->user_id_len);
+    if (!f || f->closed) d->on_identity(d->ctx, e->user_id, e->user_id_len, 0);
 }
 
 void peers_set_max(peers_t *d, size_t max, int (*busy)(const peer_t *p)) {
@@ -128,7 +135,10 @@ peer_t *peers_find_fd(peers_t *d, int fd) {
 
 void peers_close_fd(peers_t *d, int fd) {
     for (peer_t *e = d->by_fd[s_fd_hash(fd) & (d->nbuckets - 1)]; e; e = e->fd_next)
-        if (e->fd == fd) e->closed = 1;
+        if (e->fd == fd && !e->closed) {
+            e->closed = 1;
+            s_identity_left(d, e);
+        }
 }
 
 static void s_unlink_chain(peer_t **slot, peer_t *e, size_t next_offset) {
@@ -162,7 +172,7 @@ void peers_detach(peers_t *d, peer_t *e) {
     s_unlink_chain(FD_SLOT(d, e), e, offsetof(peer_t, fd_next));
     s_unlink_order(d, e);
     d->count--;
-    s_identity_left(d, e);
+    if (!e->closed) s_identity_left(d, e);      /* a closed one's was said at its close */
 }
 
 void peers_remove(peers_t *d, peer_t *e) {
@@ -190,7 +200,7 @@ int peers_log_in(peers_t *d, peer_t *e, const char *login, size_t len) {
     memcpy(copy, login, len);
     copy[len] = '\0';
     s_unlink_chain(USER_SLOT(d, e), e, offsetof(peer_t, user_next));
-    s_identity_left(d, e);
+    if (!e->closed) s_identity_left(d, e);
     free(e->login);
     e->login = copy;
     e->user_id = copy;
@@ -199,7 +209,7 @@ int peers_log_in(peers_t *d, peer_t *e, const char *login, size_t len) {
     peer_t **s = USER_SLOT(d, e);
     e->user_next = *s;
     *s = e;
-    if (d->on_identity) d->on_identity(d->ctx, e->user_id, e->user_id_len, 1);
+    if (d->on_identity && !e->closed) d->on_identity(d->ctx, e->user_id, e->user_id_len, 1);
     return 0;
 }
 
@@ -232,7 +242,7 @@ peer_t *peers_seen(peers_t *d, const char *rid, size_t rid_len,
         s_append_order(d, e);
         d->count++;
         *is_new = 1;
-        if (d->on_identity) d->on_identity(d->ctx, e->user_id, e->user_id_len, 1);
+        if (d->on_identity && !e->closed) d->on_identity(d->ctx, e->user_id, e->user_id_len, 1);
         if (d->count > d->nbuckets) s_grow(d);
         if (d->max && d->count > d->max) s_evict(d, e);
     } else if (d->newest != e) {

@@ -49,11 +49,13 @@ typedef struct peer {
  * it hung on it. */
 typedef void (*peers_free_fn)(void *ctx, peer_t *p);
 
-/* Told when an identity enters the directory (`present` 1: an entry now
- * carries it, by a new entry or a login) and when it leaves it (0: the last
- * entry carrying it was removed, replaced, evicted or logged in as another),
- * so a cluster can publish where its users are. Not told by peers_destroy.
- * The listener must not change the directory. */
+/* Told when an identity becomes present (`present` 1: an open connection's
+ * entry now carries it, by a new entry or a login) and when it stops being
+ * (0: the last open entry carrying it closed, or was removed, replaced,
+ * evicted or logged in as another), so a cluster can publish where its
+ * users are. A closed entry (a heartbeat backend keeps it until its
+ * timeout) is no presence. Not told by peers_destroy. The listener must not change
+ * the directory. */
 typedef void (*peers_identity_fn)(void *ctx, const char *user_id, size_t len, int present);
 
 /* New, empty directory; NULL when out of memory. */
@@ -81,7 +83,8 @@ peer_t *peers_seen(peers_t *d, const char *routing_id, size_t routing_id_len,
                    const char *user_id, size_t user_id_len, int fd, int fd_closed,
                    double now, int *is_new);
 
-/* Connection `fd` closed: its entries are marked closed. */
+/* Connection `fd` closed: its entries are marked closed (the listener
+ * hears the identities no open entry carries any more). */
 void peers_close_fd(peers_t *d, int fd);
 
 /* The entry for a routing id, or NULL. */

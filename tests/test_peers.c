@@ -196,10 +196,39 @@ static void test_identity_listener(void) {
     CHECK(g_heard[0] == '\0', "destroy says nothing: '%s'", g_heard);
 }
 
+/* Under a heartbeat backend an entry outlives its connection (closed,
+ * until the heartbeat timeout), but the identity is present only while an
+ * open connection carries it: a cluster that re-registers its users after
+ * a Redis outage must not claim one who has left for another node. */
+static void test_identity_closed(void) {
+    peers_t *d = peers_new(NULL, NULL);
+    peers_set_identity_listener(d, s_heard);
+    int is_new;
+    g_heard[0] = '\0';
+    peer_t *a = seen_on(d, "r1", "carol", 10, 1.0, &is_new);
+    peer_t *a2 = seen_on(d, "r2", "carol", 11, 1.0, &is_new);
+    g_heard[0] = '\0';
+    peers_close_fd(d, 10);
+    CHECK(a->closed && g_heard[0] == '\0', "one of two connections closed: nothing said, got '%s'", g_heard);
+    peers_close_fd(d, 11);
+    CHECK(a2->closed && strcmp(g_heard, "-carol") == 0, "the last open one closed: '%s'", g_heard);
+    g_heard[0] = '\0';
+    peers_remove(d, a);
+    peers_remove(d, a2);
+    CHECK(g_heard[0] == '\0', "the closed entries' end says nothing more: '%s'", g_heard);
+    g_heard[0] = '\0';
+    peer_t *late = peers_seen(d, "r4", 2, "dave", 4, 12, 1, 2.0, &is_new);   /* read after its close */
+    CHECK(late && late->closed && g_heard[0] == '\0', "a closed connection's entry is no presence: '%s'", g_heard);
+    peers_seen(d, "r4", 2, "dave", 4, 13, 0, 3.0, &is_new);                 /* back, open */
+    CHECK(strcmp(g_heard, "+dave") == 0, "an open connection on it is: '%s'", g_heard);
+    peers_destroy(&d);
+}
+
 int main(void) {
     test_basics();
     test_identity();
     test_identity_listener();
+    test_identity_closed();
     test_many();
     test_bound();
     test_bound_past_busy();
