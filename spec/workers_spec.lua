@@ -192,3 +192,36 @@ describe('pseud-lua --workers 2 whose script closes its server in a worker', fun
     assert(proc:alive(), proc:report())
   end)
 end)
+
+describe('pseud-lua --workers 2 whose worker leaves slowly', function()
+  after_each(function()
+    process.stop_all()
+  end)
+
+  local function start_leave(mode)
+    local proc = process.start({ process.host(), '--workers', '2', 'spec/servers/workers_leave.lua',
+                                 'tcp://127.0.0.1:*', mode }, { name = 'workers-leave-' .. mode })
+    return proc, proc:wait_for('^ready (%S+)', 100, 10)
+  end
+
+  it('answers the calls handed to a worker whose script returns without serving after a slow setup', function()
+    -- worker 2 takes WORK until it leaves; it gives back what it never
+    -- served, and the control runs it elsewhere. Before, that call was never
+    -- answered, and with max_peer_calls = 1 the connection's later calls
+    -- waited behind it for good.
+    local proc, endpoint = start_leave('guard')
+    assert.same({ 'first ok', 'later ok ok ok' }, run(endpoint, 'guard'))
+    assert(proc:alive(), proc:report())
+  end)
+
+  it('runs the calls that arrive during a stop in the control, not in a worker that may have left', function()
+    -- a worker whose loop has ended reads no more WORK: calls handed to it
+    -- in the moment before the control heard it close its server were never
+    -- answered (found by an attack round: 1 to 194 calls in 1 of 8 stops)
+    local proc, endpoint = start_leave('exit')
+    local lines = run(endpoint, 'stopping', tostring(proc.pid))
+    assert.same({ 'long ok', 'during ok 10', 'ran in 0' }, lines)
+    local ok, how, code = proc:wait(10)
+    assert.is_true(ok, ('%s %s\n%s'):format(how, code, proc:log_text()))
+  end)
+end)

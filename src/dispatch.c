@@ -336,6 +336,15 @@ static int s_to_worker(lendpoint_t *le, const frame_message_t *m) {
 
 static int s_on_work(void *ctx, endpoint_t *ep, const frame_message_t *m) {
     lendpoint_t *le = ctx;
+    (void)ep;
+    if (le->host->workers && le->name_len) {      /* docs/workers.md */
+        int kept = s_to_worker(le, m);
+        if (kept >= 0) return kept;
+    }
+    return dispatch_work_here(le, m);
+}
+
+int dispatch_work_here(lendpoint_t *le, const frame_message_t *m) {
     host_t *h = le->host;
     work_job_t job;                               /* not zeroed: job.user is 256 bytes */
     job.le = le;
@@ -343,11 +352,6 @@ static int s_on_work(void *ctx, endpoint_t *ep, const frame_message_t *m) {
     job.kept = 0;
     job.pushing_args = 0;
     codec_error_t why = { "msgpack: out of memory" };
-    (void)ep;
-    if (h->workers && le->name_len) {              /* docs/workers.md */
-        int kept = s_to_worker(le, m);
-        if (kept >= 0) return kept;
-    }
     if (message_decode_work(m->body, m->body_len, &h->limits, &h->zone, &job.work, &why) < 0) {
         s_work_refuse(le, m, NULL, 0, "ProtocolError", why.message, strlen(why.message));
         s_count_unknown(h, METRICS_REFUSED);
@@ -399,9 +403,9 @@ static void s_answer_ok(void *ctx, task_t *t, lua_State *co, int first, int nres
     lendpoint_t *le = t->work.owner;
     if (!le->ep) {                                 /* closed: nobody to answer, but a worker's control */
         const task_work_t *w = &t->work;
-        s_count_end(t, METRICS_OK);
-        workers_answer_closed(le, w->ids, w->peer_len, w->ids + w->peer_len, w->user_len, w->uuid,
-                              w->serial, w->charged);
+        int answered = workers_answer_closed(le, w->ids, w->peer_len, w->ids + w->peer_len, w->user_len,
+                                             w->uuid, w->serial, w->charged);
+        s_count_end(t, answered ? METRICS_ERROR : METRICS_OK);   /* its caller got PeerLostError */
         return;
     }
     codec_error_t err = { "msgpack: out of memory" };

@@ -27,6 +27,7 @@
 #include "host.h"
 #include "host_state.h"
 #include "cluster_calls.h"
+#include "dispatch.h"
 #include "message.h"
 
 /* --- frames --- */
@@ -239,6 +240,36 @@ static void s_on_reply(workers_slot_t *s, zmq_msg_t *parts, int count) {
                    r.body, r.body_len);
 }
 
+/* BOUNCE: a WORK the worker gave back (it does not serve that server, or
+ * it is leaving): that server's WORK goes elsewhere from now on, and this
+ * call to another worker, or runs here. The auth gate passed already. */
+static void s_on_bounce(workers_slot_t *s, zmq_msg_t *parts, int count) {
+    host_t *h = s->w->h;
+    workers_hop_t b;
+    if (count != 1 || workers_hop_parse(&parts[0], 'B', &b) < 0 || b.name_len == 0 || b.peer_len == 0) {
+        workers_bad(h, s, "BOUNCE", count);
+        return;
+    }
+    if (s->inflight) s->inflight--;
+    if (s->closed || (s->closed = idset_new())) idset_add(s->closed, b.name, b.name_len);
+    lendpoint_t *le = workers_find(h, 's', b.name, b.name_len);
+    if (!le || !le->ep) return;                   /* closed: nobody to answer */
+    frame_message_t m;
+    memset(&m, 0, sizeof m);
+    m.type = FRAME_WORK;
+    m.fd = -1;
+    m.peer = b.peer; m.peer_len = b.peer_len;
+    m.user = b.user; m.user_len = b.user_len;
+    m.uuid = b.uuid; m.uuid_len = FRAME_UUID_SIZE;
+    m.body = b.body; m.body_len = b.body_len;
+    m.serial = b.serial;
+    m.charged = (size_t)b.charged;
+    m.logged_in = (b.byte & 1) != 0;
+    m.idle_sender = (b.byte & 2) != 0;
+    if (workers_send_work(s->w, le, &m) == 0) return;
+    if (!dispatch_work_here(le, &m)) endpoint_release(le->ep, m.peer, m.peer_len, m.serial, m.charged);
+}
+
 static void s_on_peers(workers_slot_t *s, zmq_msg_t *parts, int count) {
     host_t *h = s->w->h;
     if (count != 3 || PL(1) != 1 || PL(2) == 0 || PL(2) > FRAME_MAX_ID) {
@@ -315,8 +346,8 @@ static void s_control_on_message(loop_t *loop, void *socket, void *arg) {
     int kept, count;
     (void)loop;
     while (s->control_pair && workers_recv(socket, parts, &kept, &count, ZMQ_DONTWAIT) == 0) {
-        char kind = PL(0) >= 1 ? P(0)[0] : 0;       /* a REPLY is one part, the others' kind alone */
-        if (kind != 'R' && PL(0) != 1) kind = 0;
+        char kind = PL(0) >= 1 ? P(0)[0] : 0;       /* REPLY, BOUNCE: one part; the others' kind alone */
+        if (kind != 'R' && kind != 'B' && PL(0) != 1) kind = 0;
         if (kind == 'R') s_on_reply(s, parts, count);
         else if (kind == 'C') s_on_call(s, parts, count);
         else if (kind == 'P') s_on_peers(s, parts, count);
@@ -338,6 +369,12 @@ static void s_control_on_message(loop_t *loop, void *socket, void *arg) {
             s_on_metric(s, parts, count);
         } else if (kind == 'A' && count == 2 && PL(1) == 8) {
             s->w->abandoned += (size_t)workers_u64(&parts[1]);
+        } else if (kind == 'B') {
+            s_on_bounce(s, parts, count);
+        } else if (kind == 'L' && count == 1) {     /* leaving: nothing more goes there */
+            s->leaving = 1;
+            frame_send_part(s->control_pair, "l", 1, ZMQ_DONTWAIT);
+            loop_touch(host_loop(h), s->control_pair);
         } else if ((kind == 'Z' || kind == 'O') && count == 2 && PL(1) > 0 && PL(1) <= FRAME_MAX_ID) {
             /* a server the worker's script closed, or made (again) */
             if (kind == 'O') { if (s->closed) idset_remove(s->closed, P(1), PL(1)); }
@@ -368,6 +405,7 @@ static void *s_thread(void *arg) {
     if (pair) s->w->main(s);
     else fprintf(stderr, "pseud-lua: worker %d: cannot connect to the control\n", s->id);
     if (pair) {
+        workers_slot_leave(s);
         zmq_send(pair, "D", 1, 0);
         zmq_close(pair);
     }
@@ -427,6 +465,7 @@ workers_t *workers_start(host_t *h, int n, workers_main_fn main, const char *scr
 }
 
 void workers_stop(workers_t *w) {
+    if (w) w->stopping = 1;                       /* new WORK runs here: a stopping worker may not read it */
     for (int i = 0; w && i < w->n; i++) {
         workers_slot_t *s = &w->slots[i];
         if (!s->control_pair || s->done) continue;
@@ -472,7 +511,10 @@ void workers_destroy(workers_t **p) {
     for (int i = 0; i < w->n; i++) {
         workers_slot_t *s = &w->slots[i];
         if (s->started) {
-            if (!s->done && s->control_pair) frame_send_part(s->control_pair, "X", 1, ZMQ_DONTWAIT);
+            if (!s->done && s->control_pair) {
+                frame_send_part(s->control_pair, "X", 1, ZMQ_DONTWAIT);
+                frame_send_part(s->control_pair, "l", 1, ZMQ_DONTWAIT);   /* its leave need not wait */
+            }
             pthread_join(s->thread, NULL);
             s->started = 0;
         }
@@ -497,10 +539,10 @@ static uint32_t s_hash(const char *p, size_t n) {
     return x;
 }
 
-/* Slot `s` takes WORK of server `le`: running, and its script has not
- * closed that server. */
+/* Slot `s` takes WORK of server `le`: running, not leaving, no stop under
+ * way, and its script has not closed (nor bounced) that server. */
 static int s_serves(const workers_slot_t *s, const lendpoint_t *le) {
-    return s->started && !s->done && s->control_pair &&
+    return s->started && !s->done && !s->leaving && !s->w->stopping && s->control_pair &&
            !(s->closed && idset_has(s->closed, le->name, le->name_len));
 }
 

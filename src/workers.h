@@ -108,8 +108,8 @@ void workers_proxy_closed(lendpoint_t *le);
 /* A call of server `le`, whose proxy this worker's script closed while
  * the call ran: the control's socket is still open, so it is answered
  * PeerLostError through the link, and the control releases its budget.
- * Nothing outside a worker. */
-void workers_answer_closed(lendpoint_t *le, const char *peer, size_t peer_len, const char *user,
+ * 1 answered, 0 not a worker's. */
+int workers_answer_closed(lendpoint_t *le, const char *peer, size_t peer_len, const char *user,
                            size_t user_len, const uint8_t *uuid, uint64_t serial, size_t charged);
 /* A call from proxy `le`, made by the control's endpoint of the same kind
  * and name: tracked here with `ref` (its future), sent as CALL. NULL with

@@ -39,6 +39,7 @@ struct workers_slot {
     uint64_t sched[4];            /* its preemptions, time, memory and hook-time hits, as it last said */
     int done;                     /* DONE came: its thread is ending */
     idset_t *closed;              /* servers its script closed ('Z'): no WORK of theirs goes there */
+    int leaving;                  /* it said it leaves ('L'): no WORK goes there */
     /* worker side */
     host_t *host;                 /* the worker's host, while its state is open */
     stashed_t *stash, *stash_tail;/* kept while waiting for PEERS */
@@ -57,6 +58,7 @@ struct workers {
     int relays;                   /* calls relayed for a worker, not yet answered */
     size_t abandoned;             /* calls the workers answered PeerLostError at their stop */
     int destroyed;                /* freed when relays reach 0 */
+    int stopping;                 /* STOP sent: new WORK runs in the control */
     workers_slot_t slots[];
 };
 
@@ -78,6 +80,11 @@ lendpoint_t *workers_find(host_t *h, char kind, const char *name, size_t len);
 /* 's' or 'c', and the name the link gives `le` (a server's, a client's server's). */
 char workers_kind(const lendpoint_t *le);
 const char *workers_name(const lendpoint_t *le, size_t *len);
+/* A worker thread whose state has closed: says it leaves ('L') and gives
+ * back ('B') every WORK that reaches it until the control's 'l' says no
+ * more will come, so none is lost (docs/workers.md, "Stop, signals,
+ * failures"). */
+void workers_slot_leave(workers_slot_t *s);
 /* A malformed message dropped: one line (rate-limited) naming the worker. */
 void workers_bad(host_t *h, const workers_slot_t *s, const char *what, int count);
 

@@ -68,9 +68,9 @@ int workers_proxy_endpoint(lendpoint_t *le) {
 
 void workers_proxy_closed(lendpoint_t *le) { s_say_server(le, "Z"); }
 
-void workers_answer_closed(lendpoint_t *le, const char *peer, size_t peer_len, const char *user,
-                           size_t user_len, const uint8_t *uuid, uint64_t serial, size_t charged) {
-    if (!le->host->slot || !le->name_len) return;
+int workers_answer_closed(lendpoint_t *le, const char *peer, size_t peer_len, const char *user,
+                          size_t user_len, const uint8_t *uuid, uint64_t serial, size_t charged) {
+    if (!le->host->slot || !le->name_len) return 0;
     msgpack_sbuffer sb;
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
@@ -80,25 +80,17 @@ void workers_answer_closed(lendpoint_t *le, const char *peer, size_t peer_len, c
         s_proxy_reply(le, peer, peer_len, user, user_len, uuid, FRAME_ERROR, sb.data, sb.size,
                       serial, charged);
     msgpack_sbuffer_destroy(&sb);
+    return 1;
 }
 
-/* A WORK for a server this worker has not made (its script made another
- * set): ServiceNotFoundError, through the control. */
-static void s_no_server(workers_slot_t *s, const workers_hop_t *work) {
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    static const char text[] = "this worker serves no such server";
-    if (message_pack_error(&pk, "ServiceNotFoundError", 20, text, sizeof text - 1, "", 0) == 0) {
-        workers_hop_t r = *work;
-        r.kind = 'R';
-        r.byte = FRAME_ERROR;
-        r.body = sb.data;
-        r.body_len = sb.size;
-        workers_hop_send(s->worker_pair, &r);
-    }
-    msgpack_sbuffer_destroy(&sb);
+/* A WORK for a server this worker does not serve (its script made another
+ * set, or closed it): given back, and the control sends that server's
+ * WORK elsewhere, or runs it itself. */
+static void s_bounce(workers_slot_t *s, const workers_hop_t *work) {
+    workers_hop_t b = *work;
+    b.kind = 'B';
+    workers_hop_send(s->worker_pair, &b);
+    if (s->host) loop_touch(host_loop(s->host), s->worker_pair);
 }
 
 /* WORK (one part, workers_hop_t): the same on_work a socket's WORK takes
@@ -112,7 +104,7 @@ static void s_on_work(workers_slot_t *s, zmq_msg_t *parts, int count) {
         return;
     }
     lendpoint_t *le = workers_find(h, 's', work.name, work.name_len);
-    if (!le) { s_no_server(s, &work); return; }
+    if (!le) { s_bounce(s, &work); return; }
     frame_message_t m;
     memset(&m, 0, sizeof m);
     m.type = FRAME_WORK;
@@ -132,6 +124,31 @@ static void s_on_work(workers_slot_t *s, zmq_msg_t *parts, int count) {
     endpoint_proxy_took(le->ep, m.peer, m.peer_len);   /* until its reply leaves */
     ev.on_work(ev.ctx, le->ep, &m);
     if (le->ep) endpoint_proxy_arm(le->ep, 0, 0);
+}
+
+void workers_slot_leave(workers_slot_t *s) {
+    void *pair = s->worker_pair;
+    if (zmq_send(pair, "L", 1, ZMQ_DONTWAIT) < 0) return;
+    double end = loop_now() + PEERS_WAIT_MS / 1000.0;
+    for (;;) {
+        double left = end - loop_now();
+        if (left <= 0) {
+            fprintf(stderr, "pseud-lua: worker %d: the control did not answer its leave\n", s->id);
+            return;
+        }
+        zmq_pollitem_t item = { pair, 0, ZMQ_POLLIN, 0 };
+        if (zmq_poll(&item, 1, (long)(left * 1000) + 1) < 0 && errno != EINTR) return;
+        if (!(item.revents & ZMQ_POLLIN)) continue;
+        zmq_msg_t parts[MAX_PARTS];
+        int kept, count;
+        if (workers_recv(pair, parts, &kept, &count, ZMQ_DONTWAIT) < 0) continue;
+        workers_hop_t work;
+        char kind = PL(0) >= 1 ? P(0)[0] : 0;
+        int done = count == 1 && PL(0) == 1 && kind == 'l';
+        if (kind == 'W' && count == 1 && workers_hop_parse(&parts[0], 'W', &work) == 0) s_bounce(s, &work);
+        workers_close_parts(parts, kept);         /* the rest: answers nobody waits for any more */
+        if (done) return;
+    }
 }
 
 /* RESULT / FAILED [kind, epkind, name, call id, ...] of a call this worker made */
@@ -163,7 +180,7 @@ static void s_worker_message(workers_slot_t *s, zmq_msg_t *parts, int count) {
     else if (kind == 'S') s_on_answer(s, parts, count, 0);
     else if (kind == 'F') s_on_answer(s, parts, count, 1);
     else if (kind == 'X') host_stop(s->host);
-    else if (kind == 'p' || kind == 'k' || kind == 'y') {}       /* an answer nobody waits for any more */
+    else if (kind == 'p' || kind == 'k' || kind == 'y' || kind == 'l') {}   /* nobody waits for these now */
     else workers_bad(s->host, s, "unknown kind", count);
 }
 
@@ -213,9 +230,11 @@ void workers_detach(workers_slot_t *slot) {
     if (slot->drain) loop_cancel_timer(host_loop(slot->host), slot->drain);
     slot->drain = NULL;
     loop_remove_socket(host_loop(slot->host), slot->worker_pair);
-    while (slot->stash) {
+    while (slot->stash) {                        /* kept while it asked, never run: WORK goes back */
         stashed_t *m = slot->stash;
         slot->stash = m->next;
+        workers_hop_t work;
+        if (m->count == 1 && workers_hop_parse(&m->parts[0], 'W', &work) == 0) s_bounce(slot, &work);
         workers_close_parts(m->parts, m->count < MAX_PARTS ? m->count : MAX_PARTS);
         free(m);
     }

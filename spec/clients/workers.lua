@@ -17,6 +17,15 @@ Cases:
   closed        (spec/servers/workers_close.lua) close_self, then
                 close_then_fail, then hello on one connection (timeout
                 2 s): `NAME OUTCOME` each, OUTCOME ok or the error's name
+  guard         (spec/servers/workers_leave.lua guard) bob's sleep(0.3)
+                keeps worker 1 busy, alice's wid goes to worker 2 while
+                its script sets up; then 3 more of alice's: `first O`,
+                `later O O O` (O: ok or the error's name; timeout 3 s)
+  stopping PID  (spec/servers/workers_leave.lua exit) a sleep(1.5) runs in
+                worker 1, the server is sent SIGTERM, then 10 more clients
+                make a call each while the stop drains: `long O`, then
+                `during O N` per outcome, sorted, then `ran in IDS` (the
+                worker ids, 0 the control, that answered them)
 ]==]
 local pseud = require 'pseud'
 
@@ -103,6 +112,51 @@ elseif case == 'closed' then
     local ok, v = pcall(function() return c[name]('x'):get() end)
     print(name .. ' ' .. (ok and 'ok' or v.name))
   end
+elseif case == 'guard' then
+  local function outcome(f)
+    local ok, v = pcall(f.get, f)
+    return ok and 'ok' or v.name
+  end
+  local bob, alice = pseud.Client('service', { timeout = 3 }), pseud.Client('service', { timeout = 3 })
+  assert(bob:connect(endpoint) and alice:connect(endpoint))
+  local busy = bob.sleep(0.3)
+  pseud.sleep(0.05)
+  print('first ' .. outcome(alice.wid()))
+  outcome(busy)
+  pseud.sleep(1.2)                                    -- worker 2's script has ended by now
+  local later = {}
+  for i = 1, 3 do later[i] = outcome(alice.wid()) end
+  print('later ' .. table.concat(later, ' '))
+elseif case == 'stopping' then
+  local function outcome(f)
+    local ok, v = pcall(f.get, f)
+    return ok and 'ok' or v.name
+  end
+  local a = pseud.Client('service', { timeout = 5 })
+  assert(a:connect(endpoint))
+  local long = a.sleep(1.5)
+  pseud.sleep(0.2)
+  os.execute('kill -TERM ' .. arg[3])
+  pseud.sleep(0.2)                                    -- the stop drains; worker 2 leaves slowly
+  local fs = {}
+  for i = 1, 10 do                                    -- a connection each: all admitted
+    local b = pseud.Client('service', { timeout = 3 })
+    assert(b:connect(endpoint))
+    fs[i] = b.wid()
+  end
+  local counts, ran = {}, {}
+  for i = 1, 10 do
+    local ok, v = pcall(fs[i].get, fs[i])
+    local o = ok and 'ok' or v.name
+    counts[o] = (counts[o] or 0) + 1
+    if ok then ran[v] = true end
+  end
+  print('long ' .. outcome(long))
+  local names = {}
+  for name in pairs(counts) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do print(('during %s %d'):format(name, counts[name])) end
+  print('ran in ' .. sorted_keys(ran))
 else
   error('unknown case ' .. tostring(case))
 end
