@@ -225,3 +225,20 @@ describe('pseud-lua --workers 2 whose worker leaves slowly', function()
     assert.is_true(ok, ('%s %s\n%s'):format(how, code, proc:log_text()))
   end)
 end)
+
+describe('pseud-lua --workers 2 with two servers of one name', function()
+  lazy_teardown(function()
+    process.stop_all()
+  end)
+
+  it('serves each with its own handlers, without workers, and logs why', function()
+    -- the link names a server by its name: with workers, the second's WORK
+    -- ran on the first's registry and its replies left by the first's socket
+    local proc = process.start({ process.host(), '--workers', '2', 'spec/servers/workers_twins.lua' },
+                               { name = 'workers-twins' })
+    local e1, e2 = proc:wait_for('^ready (%S+) (%S+)', 100, 10)
+    assert.same({ 'which one 0', 'which two 0' }, run(e1, 'twins', e2))
+    assert.matches('msg="workers asked, but two servers share a name: serving without workers" name=service',
+                   proc:log_text())
+  end)
+end)

@@ -195,6 +195,7 @@ int host_init_shared(host_t *h, lua_State *L, void *zmq) {
 }
 
 void host_set_workers(host_t *h, int n) { h->workers_asked = n; }
+int host_workers_running(const host_t *h) { return h->workers != NULL; }
 int host_workers_asked(const host_t *h) { return h->workers_asked; }
 void host_set_worker_main(host_t *h, void (*fn)(struct workers_slot *slot)) { h->worker_main = fn; }
 void host_set_script(host_t *h, const char *path, int nargs, char **args) {
@@ -488,6 +489,18 @@ static void s_start_workers(host_t *h) {
         HOST_LOG(h, LOG_WARN, "workers asked, but the script was not run from a file by pseud-lua: "
                  "serving without workers", LOG_INT("workers", h->workers_asked));
         return;
+    }
+    for (int i = 0; i < h->nendpoints; i++) {
+        lendpoint_t *le = h->endpoints[i];
+        if (le->ep && workers_name_taken(h, le)) {
+            size_t len;
+            const char *name = workers_name(le, &len);
+            HOST_LOG(h, LOG_ERROR, le->name_len
+                     ? "workers asked, but two servers share a name: serving without workers"
+                     : "workers asked, but two clients call servers of one name: serving without workers",
+                     LOG_ID("name", name, len), LOG_INT("workers", h->workers_asked));
+            return;
+        }
     }
     char err[200];
     int n = h->workers_asked > WORKERS_MAX ? WORKERS_MAX : h->workers_asked;

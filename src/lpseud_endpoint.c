@@ -115,6 +115,12 @@ static int l_endpoint_new(lua_State *L) {
         memcpy(le->name, name, name_len);
         le->name_len = name_len;
     }
+    if ((worker || host_workers_running(h)) && workers_name_taken(h, le)) {
+        lua_pushnil(L);                           /* the link tells endpoints apart by name */
+        lua_pushfstring(L, "%s '%s': with workers, another %s in this process has that name",
+                        client ? "client of" : "server", name, client ? "client calls a server" : "server");
+        return 2;
+    }
     const char *cluster = NULL;                   /* the options table keeps the string */
     cluster_options_t copt;
     cluster_options_default(&copt);

@@ -95,6 +95,18 @@ const char *workers_name(const lendpoint_t *le, size_t *len) {
     return le->name_len ? le->name : le->default_peer;
 }
 
+lendpoint_t *workers_name_taken(host_t *h, const lendpoint_t *le) {
+    size_t len, other_len;
+    const char *name = workers_name(le, &len);
+    for (int i = 0; i < h->nendpoints; i++) {
+        lendpoint_t *e = h->endpoints[i];
+        if (e == le || !e->ep || workers_kind(e) != workers_kind(le)) continue;
+        const char *other = workers_name(e, &other_len);
+        if (other_len == len && memcmp(other, name, len) == 0) return e;
+    }
+    return NULL;
+}
+
 void workers_bad(host_t *h, const workers_slot_t *s, const char *what, int count) {
     HOST_LOG_LIMITED(h, LOG_WARN, "workers: malformed message dropped", LOG_INT("worker", s->id),
                      LOG_STR("what", what), LOG_INT("frames", count));

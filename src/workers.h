@@ -99,6 +99,14 @@ void workers_slot_abandoned(workers_slot_t *slot, size_t calls);
 int workers_attach(host_t *h, workers_slot_t *slot);
 /* The worker's host closes. */
 void workers_detach(workers_slot_t *slot);
+/* 's' or 'c', and the name the link gives `le` (a server's, a client's server's). */
+char workers_kind(const lendpoint_t *le);
+const char *workers_name(const lendpoint_t *le, size_t *len);
+/* Another open endpoint of `h` that the link would take for `le`: the
+ * link names a server by its name and a client by its server's, so two
+ * of them in one process would get each other's calls and replies. The
+ * other, or NULL. */
+lendpoint_t *workers_name_taken(host_t *h, const lendpoint_t *le);
 /* Make `le` (in a worker) a proxy: its replies go to the control. 0, or
  * -1 out of memory. */
 int workers_proxy_endpoint(lendpoint_t *le);

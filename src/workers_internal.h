@@ -77,9 +77,6 @@ void workers_close_parts(zmq_msg_t *parts, int kept);
 uint64_t workers_u64(const zmq_msg_t *m);
 /* The open endpoint of host `h` of that kind ('s' server, 'c' client) and name, or NULL. */
 lendpoint_t *workers_find(host_t *h, char kind, const char *name, size_t len);
-/* 's' or 'c', and the name the link gives `le` (a server's, a client's server's). */
-char workers_kind(const lendpoint_t *le);
-const char *workers_name(const lendpoint_t *le, size_t *len);
 /* A worker thread whose state has closed: says it leaves ('L') and gives
  * back ('B') every WORK that reaches it until the control's 'l' says no
  * more will come, so none is lost (docs/workers.md, "Stop, signals,

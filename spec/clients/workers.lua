@@ -21,6 +21,8 @@ Cases:
                 keeps worker 1 busy, alice's wid goes to worker 2 while
                 its script sets up; then 3 more of alice's: `first O`,
                 `later O O O` (O: ok or the error's name; timeout 3 s)
+  twins E2      (spec/servers/workers_twins.lua) `which` on ENDPOINT, then
+                on E2: `which ANSWER` each
   stopping PID  (spec/servers/workers_leave.lua exit) a sleep(1.5) runs in
                 worker 1, the server is sent SIGTERM, then 10 more clients
                 make a call each while the stop drains: `long O`, then
@@ -127,6 +129,12 @@ elseif case == 'guard' then
   local later = {}
   for i = 1, 3 do later[i] = outcome(alice.wid()) end
   print('later ' .. table.concat(later, ' '))
+elseif case == 'twins' then
+  for _, e in ipairs { endpoint, arg[3] } do
+    local c = pseud.Client('service', { timeout = 3 })
+    assert(c:connect(e))
+    print('which ' .. c.which():get())
+  end
 elseif case == 'stopping' then
   local function outcome(f)
     local ok, v = pcall(f.get, f)
