@@ -253,6 +253,11 @@ describe('a cluster of nodes on Redis', function()
     rds = start_redis(port)
     -- each node comes back on its own backoff (up to 5 s between tries)
     eventually('both nodes linked again', function() return call(a, 'up') and call(b, 'up') end, 15)
+    -- a user found nowhere just after: says the directory may still be
+    -- filling (other nodes re-register on their own backoff), not only "gone"
+    local r = fails_fast(call(a, 'call', 'nobody', 'whoami'))
+    assert.matches("no connected peer 'nobody' on any node of the cluster yet: this node's Redis link came back",
+                   r.message, 1, true)
     a.node, b.node = call(a, 'node'), call(b, 'node')
     eventually('carol registered again', function() return directory(port, 'carol') == b.node end, 15)
     assert.same({ ok = true, value = 'I am carol' }, call(a, 'call', 'carol', 'whoami'))

@@ -89,6 +89,7 @@ struct cluster {
     loop_timer_t *reconnect_timer, *refresh_timer, *watchdog, *doom_timer;
     int refresh_inflight;
     double backoff;                   /* the next reconnect delay */
+    double up_at;                     /* loop_now() when the link last came up */
     double progress;                  /* when Redis last answered anything */
     char error[160];                  /* cluster_error */
     cluster_stats_t stats;
@@ -244,6 +245,7 @@ static void s_script(cluster_t *c, int script, req_kind_t kind, int ends_sync, c
 
 static void s_link_up(cluster_t *c) {
     c->state = LINK_UP;
+    c->up_at = loop_now();
     c->backoff = c->opt.backoff_min;
     c->stats.links_up++;
     s_log(c, LOG_INFO, "cluster link up", LOG_FIELDS(LOG_STR("redis", c->address.shown),
@@ -599,6 +601,12 @@ void cluster_destroy(cluster_t **p) {
 const char *cluster_node_id(const cluster_t *c) { return c->id; }
 int cluster_is_up(const cluster_t *c) { return c->state == LINK_UP; }
 const char *cluster_error(const cluster_t *c) { return c->error; }
+
+double cluster_rebuilding(const cluster_t *c) {
+    if (c->state != LINK_UP || c->stats.links_up < 2) return -1;
+    double since = loop_now() - c->up_at;
+    return since < c->opt.backoff_max + c->opt.ttl ? since : -1;
+}
 
 void cluster_stats(const cluster_t *c, cluster_stats_t *out) {
     *out = c->stats;

@@ -139,4 +139,10 @@ typedef struct cluster_stats {
 
 void cluster_stats(const cluster_t *c, cluster_stats_t *out);
 
+/* Seconds since this node's link came back up after a loss, while other
+ * nodes may still be registering their users again (Redis restarted
+ * empty, or they reconnect on their own backoff: backoff_max plus a TTL);
+ * -1 outside that window. A lookup that finds nobody says so. */
+double cluster_rebuilding(const cluster_t *c);
+
 #endif

@@ -223,6 +223,11 @@ static void s_on_lookup(void *arg, int status, const char *node, size_t node_len
     } else if (status == CLUSTER_DOWN) {
         s_fail(l, c, "no connected peer '%s' here, and the cluster is unreachable "
                "(Redis link down)", user);
+    } else if (cluster_rebuilding(l->cluster) >= 0) {
+        char since[32];
+        snprintf(since, sizeof since, "%.1f", cluster_rebuilding(l->cluster));
+        s_fail(l, c, "no connected peer '%s' on any node of the cluster yet: this node's Redis "
+               "link came back %s s ago, and other nodes may still be registering their users", user, since);
     } else {
         s_fail(l, c, "no connected peer '%s' on any node of the cluster", user);
     }
