@@ -39,9 +39,10 @@ local function eventually(what, fn, seconds)
   error('never happened: ' .. what, 2)
 end
 
-local function start_node(url, timeout, service, ttl)
+local function start_node(url, timeout, service, ttl, heartbeat)
   local p = process.start({ 'env', 'PSEUD_SPEC_REDIS=' .. url, 'PSEUD_SPEC_TIMEOUT=' .. (timeout or 3),
                             'PSEUD_SPEC_SERVICE=' .. (service or 'service'), 'PSEUD_SPEC_TTL=' .. (ttl or 1),
+                            'PSEUD_SPEC_HEARTBEAT=' .. (heartbeat or ''),
                             process.host(), 'spec/servers/cluster.lua' }, { name = 'node' })
   local endpoint, node = p:wait_for('^ready (%S+) (%S+)', 100, 15)
   return { proc = p, endpoint = endpoint, node = node }
@@ -288,6 +289,31 @@ describe('a cluster of nodes on Redis', function()
     assert.same({ ok = true, value = 'I am dave' }, call(a, 'call', 'dave', 'whoami'))
     call(b, 'call', 'dave', 'stop')
     dave:wait(10)
+  end)
+
+  it('under a heartbeat backend, a node that comes back does not claim a user who left it for another', function()
+    -- the backend keeps a closed connection's entry until its heartbeat
+    -- timeout (30 s here); the user was taken for present until then, and a
+    -- node that re-linked registered it again, newest: calls went to the
+    -- node it had left (found by a chaos run: 11 s of PeerLostError)
+    local hb, hc = start_node(url, 3, 'service', 1, 30), start_node(url, 3, 'service', 1, 30)
+    local dan = start_peer(hb, 'dan')
+    eventually('dan on B', function() return directory(port, 'dan') == hb.node end)
+    dan:kill('KILL')
+    dan:wait(10)
+    local dan2 = start_peer(hc, 'dan')
+    eventually('dan on C', function() return directory(port, 'dan') == hc.node end)
+    local old = hb.node
+    hb.proc:kill('STOP')                                  -- taken for dead (ttl 1 s), then back
+    eventually('B lapsed', function() return redis(port, 'EXISTS', 'pseud:node:' .. old) == '0' end, 15)
+    hb.proc:kill('CONT')
+    eventually('B linked again', function() local n = call(hb, 'node'); return n ~= old and call(hb, 'up') end, 15)
+    assert.equal(hc.node, directory(port, 'dan'))
+    assert.same({ ok = true, value = 'I am dan' }, call(a, 'call', 'dan', 'whoami'))
+    call(hc, 'call', 'dan', 'stop')
+    dan2:wait(10)
+    hb.proc:stop()
+    hc.proc:stop()
   end)
 
   it('a node killed (SIGKILL) with calls to its users in flight: each ends once, soon; new ones fail fast', function()

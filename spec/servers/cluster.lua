@@ -19,7 +19,12 @@ local pseud = require 'pseud'
 
 -- a short liveness TTL ($PSEUD_SPEC_TTL if set), so the spec sees a dead or
 -- paused node collected soon
+-- $PSEUD_SPEC_HEARTBEAT (seconds) switches the heartbeat backend on, with
+-- that timeout: a peer's entry then outlives its connection until it lapses
+local heartbeat = tonumber(os.getenv('PSEUD_SPEC_HEARTBEAT') or '')
 local server = pseud.Server(os.getenv('PSEUD_SPEC_SERVICE') or 'service', {
+  heartbeat_plugin = heartbeat and 'heartbeat' or nil, heartbeat_interval = heartbeat and 1 or nil,
+  heartbeat_timeout = heartbeat,
   timeout = tonumber(os.getenv('PSEUD_SPEC_TIMEOUT')) or 3,
   cluster = { redis = assert(os.getenv('PSEUD_SPEC_REDIS')), ttl = tonumber(os.getenv('PSEUD_SPEC_TTL')) or 1,
               refresh_interval = 0.25, timeout = 0.75 },
