@@ -273,7 +273,8 @@ local function new_rpc(kind, name, opts)
     backends.start_auth(self._auth, ep, kind)
   end
   if opts.proxy_to then ep:set_proxy(opts.proxy_to._core) end
-  if ep:cluster() and (opts.security_plugin or 'noop_auth_backend') == 'noop_auth_backend' then
+  -- the cluster is the control's: said once a process, not once a worker
+  if not worker and ep:cluster() and (opts.security_plugin or 'noop_auth_backend') == 'noop_auth_backend' then
     -- without authentication a peer's user id is the routing id it picks:
     -- across nodes nothing stops two peers picking the same (docs/cluster.md)
     core.log('warn', 'cluster without authentication: any peer on any node can claim any user id',
