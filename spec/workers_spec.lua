@@ -221,7 +221,11 @@ describe('pseud-lua --workers 2 whose worker leaves slowly', function()
     local proc, endpoint = start_leave('exit')
     local lines = run(endpoint, 'stopping', tostring(proc.pid))
     assert.same({ 'long ok', 'during ok 10', 'ran in 0' }, lines)
+    -- and the stop ends with its last call, not at stop_timeout (5 s): a
+    -- worker's drain slept out the whole wait after its last task ended
+    local t0 = os.time()
     local ok, how, code = proc:wait(10)
+    assert.is_true(os.time() - t0 <= 2, 'the stop lasted past its last call: ' .. (os.time() - t0) .. ' s')
     assert.is_true(ok, ('%s %s\n%s'):format(how, code, proc:log_text()))
   end)
 end)

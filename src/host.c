@@ -433,11 +433,18 @@ static void s_reload(host_t *h, lua_State *L) {
 /* --- running --- */
 
 /* One turn: woken tasks, then I/O and timers (waiting at most `wait`). */
+/* A stop's drain goes on: calls still owe an answer, here or in workers. */
+static int s_draining(host_t *h) {
+    return h->sched.nanswering > 0 || workers_busy(h->workers);
+}
+
 static void s_turn(host_t *h, lua_State *L, double wait) {
     if (h->sched.pass_over) h->sched.pass_over = 0;  /* the last pass ended on its time: I/O first */
     else sched_run(&h->sched, L);
     s_close_asked(h, L);
     if (sched_ready(&h->sched)) wait = 0;         /* preempted tasks wait for I/O only */
+    /* a stop whose last call just ended does not sleep out its stop_timeout */
+    if (h->draining && !s_draining(h)) wait = 0;
     loop_run_once(h->loop, wait);
     s_close_asked(h, L);
 }
@@ -590,13 +597,14 @@ void host_serve(host_t *h, lua_State *L, double stop_timeout) {
     double end = loop_now() + stop_timeout;
     h->running = 1;
     h->Lrun = L;
-    while ((h->sched.nanswering > 0 || workers_busy(h->workers)) &&
-           (h->slot || !loop_signal_received())) {
+    h->draining = 1;
+    while (s_draining(h) && (h->slot || !loop_signal_received())) {
         /* workers get a second more than their own stop_timeout to say they are done */
         double wait = end + (h->sched.nanswering > 0 ? 0 : 1) - loop_now();
         if (wait <= 0) break;
         s_turn(h, L, wait);
     }
+    h->draining = 0;
     int left = sched_abandon(&h->sched, L, "PeerLostError", "server stopping");
     if (h->slot) {                                /* the control logs the process's sum */
         if (left) workers_slot_abandoned(h->slot, (size_t)left);

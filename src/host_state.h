@@ -36,6 +36,7 @@ struct host {
     int running;                  /* the loop is running (no re-entry) */
     int ran;                      /* the loop has run (start, :get(), sleep): for the exit warning */
     int stopping;                 /* a server's stop() or a signal asked to stop */
+    int draining;                 /* host_serve's stop: waiting for the calls in flight */
     int serving;                  /* host_serve runs the loop: reloads run between its turns */
     int reloading;                /* the reloader re-runs the script now */
     int reload_asked;             /* pseud.reload() asked for one */
