@@ -214,6 +214,16 @@ describe('pseud-lua --workers 2 whose worker leaves slowly', function()
     assert(proc:alive(), proc:report())
   end)
 
+  it("answers the calls a worker's script was running when it returned without serving", function()
+    -- a script that runs the loop (a sleep) before its role guard returns
+    -- takes WORK meanwhile; those calls went with its Lua state, unanswered
+    -- (found by the diff review): now PeerLostError, and the peer's place
+    -- under max_peer_calls = 1 comes back
+    local proc, endpoint = start_leave('nap')
+    assert.same({ 'long PeerLostError', 'after ok' }, run(endpoint, 'nap'))
+    assert(proc:alive(), proc:report())
+  end)
+
   it('runs the calls that arrive during a stop in the control, not in a worker that may have left', function()
     -- a worker whose loop has ended reads no more WORK: calls handed to it
     -- in the moment before the control heard it close its server were never

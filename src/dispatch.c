@@ -89,6 +89,7 @@ typedef struct work_job {
     const frame_message_t *m;
     message_work_t work;          /* the decoded body (views into m and the zone) */
     int kept;                     /* a task took it: it answers later */
+    int gate_passed;              /* the auth gate ran already (a WORK a worker gave back) */
     int pushing_args;             /* a raise now is the body's: no Lua value (ProtocolError) */
     char user[FRAME_MAX_ID];      /* the sender's user id while no Lua string holds it
                                    * (every user id is at most 255 bytes: DESIGN.md 4.1) */
@@ -226,7 +227,8 @@ static int s_work_protected(lua_State *L) {
      * gate, a predicate, a finalizer any allocation may run) may change the
      * directory entry m->user points into. A Lua string only once a hook
      * needs it (the gate now, a predicate in s_lookup); till then nil. */
-    int gated = le->auth_gate != LUA_NOREF, copied = !gated && m->user_len <= sizeof job->user;
+    int gated = le->auth_gate != LUA_NOREF && !job->gate_passed;
+    int copied = !gated && m->user_len <= sizeof job->user;
     if (copied) {
         memcpy(job->user, m->user, m->user_len);
         lua_pushnil(L);
@@ -337,19 +339,22 @@ static int s_to_worker(lendpoint_t *le, const frame_message_t *m) {
 static int s_on_work(void *ctx, endpoint_t *ep, const frame_message_t *m) {
     lendpoint_t *le = ctx;
     (void)ep;
+    int gate_passed = 0;
     if (le->host->workers && le->name_len) {      /* docs/workers.md */
         int kept = s_to_worker(le, m);
         if (kept >= 0) return kept;
+        gate_passed = 1;                          /* s_to_worker ran it: a stateful gate sees a call once */
     }
-    return dispatch_work_here(le, m);
+    return dispatch_work_here(le, m, gate_passed);
 }
 
-int dispatch_work_here(lendpoint_t *le, const frame_message_t *m) {
+int dispatch_work_here(lendpoint_t *le, const frame_message_t *m, int gate_passed) {
     host_t *h = le->host;
     work_job_t job;                               /* not zeroed: job.user is 256 bytes */
     job.le = le;
     job.m = m;
     job.kept = 0;
+    job.gate_passed = gate_passed;
     job.pushing_args = 0;
     codec_error_t why = { "msgpack: out of memory" };
     if (message_decode_work(m->body, m->body_len, &h->limits, &h->zone, &job.work, &why) < 0) {

@@ -64,10 +64,10 @@ void dispatch_task_ops(host_t *h, sched_ops_t *ops);
  * (logged by the caller as it sees fit). Never raises. */
 int dispatch_call(host_t *h, lua_CFunction fn, void *job, sched_error_t *err);
 /* A server's WORK run in this state (decoded, looked up, a task), past the
- * auth gate and the workers: 1 kept (its task answers and releases), 0
- * answered now (the caller releases its budget). The control runs a WORK
- * a worker gave back with it (workers.c). */
-int dispatch_work_here(lendpoint_t *le, const frame_message_t *m);
+ * workers; the auth gate runs unless `gate_passed`: 1 kept (its task
+ * answers and releases), 0 answered now (the caller releases its budget).
+ * The control runs a WORK a worker gave back with it (workers.c). */
+int dispatch_work_here(lendpoint_t *le, const frame_message_t *m, int gate_passed);
 
 /* Is the value at idx a table with metatable `mt`? */
 int dispatch_is_marked(lua_State *L, int idx, const char *mt);

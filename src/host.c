@@ -672,6 +672,14 @@ void host_flush(host_t *h, lua_State *L, double seconds, int warn) {
         if ((waiting == 0 && !sched_ready(&h->sched)) || wait <= 0 || loop_signal_received()) break;
         s_turn(h, L, wait < 0.01 ? wait : 0.01);
     }
+    if (h->slot) {
+        /* a worker's script ran the loop without serving (a sleep or a
+         * :get() before a role guard) and took WORK meanwhile: the control's
+         * socket is still open, so those calls are answered, not dropped
+         * with the state */
+        int left = sched_abandon(&h->sched, L, "PeerLostError", "the worker's script ended before the call did");
+        if (left) workers_slot_abandoned(h->slot, (size_t)left);
+    }
     h->running = 0;
     h->Lrun = NULL;
 }

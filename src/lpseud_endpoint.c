@@ -117,8 +117,10 @@ static int l_endpoint_new(lua_State *L) {
     }
     if ((worker || host_workers_running(h)) && workers_name_taken(h, le)) {
         lua_pushnil(L);                           /* the link tells endpoints apart by name */
-        lua_pushfstring(L, "%s '%s': with workers, another %s in this process has that name",
-                        client ? "client of" : "server", name, client ? "client calls a server" : "server");
+        lua_pushfstring(L, client ? "client of '%s': with workers, another client of a server of that "
+                                    "name is open in this process"
+                                  : "server '%s': with workers, another server of that name is open in "
+                                    "this process", name);
         return 2;
     }
     const char *cluster = NULL;                   /* the options table keeps the string */

@@ -231,7 +231,7 @@ static void s_on_call(workers_slot_t *s, zmq_msg_t *parts, int count) {
     free(r);
 }
 
-/* REPLY [kind, name, peer, user, uuid, type, body, serial, charged] */
+/* REPLY (one part, workers_hop_t): release the budget, answer the peer */
 static void s_on_reply(workers_slot_t *s, zmq_msg_t *parts, int count) {
     host_t *h = s->w->h;
     workers_hop_t r;
@@ -252,18 +252,22 @@ static void s_on_reply(workers_slot_t *s, zmq_msg_t *parts, int count) {
                    r.body, r.body_len);
 }
 
-/* BOUNCE: a WORK the worker gave back (it does not serve that server, or
- * it is leaving): that server's WORK goes elsewhere from now on, and this
- * call to another worker, or runs here. The auth gate passed already. */
+/* A WORK the worker gave back: 'B' (it does not serve that server, or it
+ * is leaving): that server's WORK goes elsewhere from now on, and this call
+ * to another worker, or runs here; 'b' (no room to keep it while it
+ * waited for an answer): runs here. The auth gate passed already. */
 static void s_on_bounce(workers_slot_t *s, zmq_msg_t *parts, int count) {
     host_t *h = s->w->h;
     workers_hop_t b;
-    if (count != 1 || workers_hop_parse(&parts[0], 'B', &b) < 0 || b.name_len == 0 || b.peer_len == 0) {
+    char kind = PL(0) ? P(0)[0] : 0;              /* 'b': it had no room to keep it (runs here) */
+    if (count != 1 || workers_hop_parse(&parts[0], kind, &b) < 0 || b.name_len == 0 || b.peer_len == 0) {
         workers_bad(h, s, "BOUNCE", count);
         return;
     }
     if (s->inflight) s->inflight--;
-    if (s->closed || (s->closed = idset_new())) idset_add(s->closed, b.name, b.name_len);
+    /* marked, or (out of memory) run here: never back to the same worker */
+    int marked = kind == 'B' && (s->closed || (s->closed = idset_new())) &&
+                 idset_add(s->closed, b.name, b.name_len) >= 0;
     lendpoint_t *le = workers_find(h, 's', b.name, b.name_len);
     if (!le || !le->ep) return;                   /* closed: nobody to answer */
     frame_message_t m;
@@ -278,8 +282,8 @@ static void s_on_bounce(workers_slot_t *s, zmq_msg_t *parts, int count) {
     m.charged = (size_t)b.charged;
     m.logged_in = (b.byte & 1) != 0;
     m.idle_sender = (b.byte & 2) != 0;
-    if (workers_send_work(s->w, le, &m) == 0) return;
-    if (!dispatch_work_here(le, &m)) endpoint_release(le->ep, m.peer, m.peer_len, m.serial, m.charged);
+    if (marked && workers_send_work(s->w, le, &m) == 0) return;
+    if (!dispatch_work_here(le, &m, 1)) endpoint_release(le->ep, m.peer, m.peer_len, m.serial, m.charged);
 }
 
 static void s_on_peers(workers_slot_t *s, zmq_msg_t *parts, int count) {
@@ -358,8 +362,8 @@ static void s_control_on_message(loop_t *loop, void *socket, void *arg) {
     int kept, count;
     (void)loop;
     while (s->control_pair && workers_recv(socket, parts, &kept, &count, ZMQ_DONTWAIT) == 0) {
-        char kind = PL(0) >= 1 ? P(0)[0] : 0;       /* REPLY, BOUNCE: one part; the others' kind alone */
-        if (kind != 'R' && kind != 'B' && PL(0) != 1) kind = 0;
+        char kind = PL(0) >= 1 ? P(0)[0] : 0;       /* REPLY, given back: one part; the others' kind alone */
+        if (kind != 'R' && kind != 'B' && kind != 'b' && PL(0) != 1) kind = 0;
         if (kind == 'R') s_on_reply(s, parts, count);
         else if (kind == 'C') s_on_call(s, parts, count);
         else if (kind == 'P') s_on_peers(s, parts, count);
@@ -381,7 +385,7 @@ static void s_control_on_message(loop_t *loop, void *socket, void *arg) {
             s_on_metric(s, parts, count);
         } else if (kind == 'A' && count == 2 && PL(1) == 8) {
             s->w->abandoned += (size_t)workers_u64(&parts[1]);
-        } else if (kind == 'B') {
+        } else if (kind == 'B' || kind == 'b') {
             s_on_bounce(s, parts, count);
         } else if (kind == 'L' && count == 1) {     /* leaving: nothing more goes there */
             s->leaving = 1;

@@ -1,9 +1,10 @@
 /*
- * workers_hop: the two messages of every call on the workers' link, WORK
- * (control -> worker) and REPLY (worker -> control), one ZeroMQ part each:
- * a fixed header, then the server name, the peer's routing id, the user id
- * and the body. A part costs each side about 400 instructions, and these
- * were nine parts (docs/workers.md, "The link"). No Lua, no host.
+ * workers_hop: the messages that carry a call on the workers' link, WORK
+ * (control -> worker), REPLY (worker -> control) and a WORK given back
+ * (worker -> control), one ZeroMQ part each: a fixed header, then the
+ * server name, the peer's routing id, the user id and the body. A part
+ * costs each side about 400 instructions, and WORK and REPLY were nine
+ * parts (docs/workers.md, "The link"). No Lua, no host.
  */
 #ifndef PSEUD_WORKERS_HOP_H
 #define PSEUD_WORKERS_HOP_H
@@ -16,7 +17,7 @@
 #include "frame.h"
 
 typedef struct workers_hop {
-    char kind;                    /* 'W' or 'R' */
+    char kind;                    /* 'W' WORK, 'R' REPLY, 'B'/'b' a WORK given back */
     uint8_t byte;                 /* WORK: flags; REPLY: the frame type */
     uint64_t serial;
     uint64_t charged;

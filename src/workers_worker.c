@@ -129,6 +129,7 @@ static void s_on_work(workers_slot_t *s, zmq_msg_t *parts, int count) {
 void workers_slot_leave(workers_slot_t *s) {
     void *pair = s->worker_pair;
     if (zmq_send(pair, "L", 1, ZMQ_DONTWAIT) < 0) return;
+    if (s->released) return;                      /* the control is joining: it sends nothing more */
     double end = loop_now() + PEERS_WAIT_MS / 1000.0;
     for (;;) {
         double left = end - loop_now();
@@ -180,7 +181,8 @@ static void s_worker_message(workers_slot_t *s, zmq_msg_t *parts, int count) {
     else if (kind == 'S') s_on_answer(s, parts, count, 0);
     else if (kind == 'F') s_on_answer(s, parts, count, 1);
     else if (kind == 'X') host_stop(s->host);
-    else if (kind == 'p' || kind == 'k' || kind == 'y' || kind == 'l') {}   /* nobody waits for these now */
+    else if (kind == 'l') s->released = 1;        /* the control's destroy: its leave need not wait */
+    else if (kind == 'p' || kind == 'k' || kind == 'y') {}   /* nobody waits for these now */
     else workers_bad(s->host, s, "unknown kind", count);
 }
 
@@ -235,6 +237,8 @@ void workers_detach(workers_slot_t *slot) {
         slot->stash = m->next;
         workers_hop_t work;
         if (m->count == 1 && workers_hop_parse(&m->parts[0], 'W', &work) == 0) s_bounce(slot, &work);
+        else if (m->count == 1 && zmq_msg_size(&m->parts[0]) == 1 &&
+                 *(const char *)zmq_msg_data(&m->parts[0]) == 'l') slot->released = 1;
         workers_close_parts(m->parts, m->count < MAX_PARTS ? m->count : MAX_PARTS);
         free(m);
     }
@@ -269,6 +273,13 @@ endpoint_call_t *workers_send_call(lendpoint_t *le, const char *user, size_t use
 /* Keep a message that came while waiting for PEERS' answer. */
 static int s_stash(workers_slot_t *s, zmq_msg_t *parts, int kept, int count) {
     stashed_t *m = s->nstash < STASH_MAX ? malloc(sizeof *m) : NULL;
+    workers_hop_t work;
+    if (!m && count == 1 && workers_hop_parse(&parts[0], 'W', &work) == 0) {
+        work.kind = 'b';                          /* no room: the control runs it */
+        int rc = workers_hop_send(s->worker_pair, &work);
+        workers_close_parts(parts, kept);
+        return rc;
+    }
     if (!m) { workers_close_parts(parts, kept); return -1; }
     m->next = NULL;
     m->count = count;

@@ -21,6 +21,10 @@ Cases:
                 keeps worker 1 busy, alice's wid goes to worker 2 while
                 its script sets up; then 3 more of alice's: `first O`,
                 `later O O O` (O: ok or the error's name; timeout 3 s)
+  nap           (spec/servers/workers_leave.lua nap) bob's sleep(0.3)
+                keeps worker 1 busy, alice's sleep(3) goes to worker 2,
+                whose script returns at 1 s; then alice's wid: `long O`,
+                `after O`
   twins E2      (spec/servers/workers_twins.lua) `which` on ENDPOINT, then
                 on E2: `which ANSWER` each
   stopping PID  (spec/servers/workers_leave.lua exit) a sleep(1.5) runs in
@@ -129,6 +133,18 @@ elseif case == 'guard' then
   local later = {}
   for i = 1, 3 do later[i] = outcome(alice.wid()) end
   print('later ' .. table.concat(later, ' '))
+elseif case == 'nap' then
+  local function outcome(f)
+    local ok, v = pcall(f.get, f)
+    return ok and 'ok' or v.name
+  end
+  local bob, alice = pseud.Client('service', { timeout = 5 }), pseud.Client('service', { timeout = 5 })
+  assert(bob:connect(endpoint) and alice:connect(endpoint))
+  local busy = bob.sleep(0.3)
+  pseud.sleep(0.05)
+  print('long ' .. outcome(alice.sleep(3)))
+  outcome(busy)
+  print('after ' .. outcome(alice.wid()))
 elseif case == 'twins' then
   for _, e in ipairs { endpoint, arg[3] } do
     local c = pseud.Client('service', { timeout = 3 })

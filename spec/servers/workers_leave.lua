@@ -6,7 +6,8 @@ the end of holds its peer's only slot.
   pseud-lua --workers 2 spec/servers/workers_leave.lua ENDPOINT MODE
 
 MODE 'guard': worker 2's script computes for 1 s, then returns without
-serving (a role guard after a slow setup). MODE 'exit': worker 2 serves,
+serving (a role guard after a slow setup). MODE 'nap': worker 2's script
+sleeps 1 s (the loop runs, and takes WORK), then returns. MODE 'exit': worker 2 serves,
 and after its start() returns (the stop) computes for 1 s before its
 thread ends. Calls the control handed it meanwhile must not be lost.
 Prints `ready <endpoint>` (from the control), serves 'service'.
@@ -27,6 +28,10 @@ end
 
 if mode == 'guard' and pseud.worker_id() == 2 then
   compute(1)
+  return
+end
+if mode == 'nap' and pseud.worker_id() == 2 then  -- runs the loop, serves WORK meanwhile, then returns
+  pseud.sleep(1)
   return
 end
 if pseud.role() == 'control' then
