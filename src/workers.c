@@ -271,17 +271,7 @@ static void s_on_bounce(workers_slot_t *s, zmq_msg_t *parts, int count) {
     lendpoint_t *le = workers_find(h, 's', b.name, b.name_len);
     if (!le || !le->ep) return;                   /* closed: nobody to answer */
     frame_message_t m;
-    memset(&m, 0, sizeof m);
-    m.type = FRAME_WORK;
-    m.fd = -1;
-    m.peer = b.peer; m.peer_len = b.peer_len;
-    m.user = b.user; m.user_len = b.user_len;
-    m.uuid = b.uuid; m.uuid_len = FRAME_UUID_SIZE;
-    m.body = b.body; m.body_len = b.body_len;
-    m.serial = b.serial;
-    m.charged = (size_t)b.charged;
-    m.logged_in = (b.byte & 1) != 0;
-    m.idle_sender = (b.byte & 2) != 0;
+    workers_hop_to_work(&b, &m);
     if (marked && workers_send_work(s->w, le, &m) == 0) return;
     if (!dispatch_work_here(le, &m, 1)) endpoint_release(le->ep, m.peer, m.peer_len, m.serial, m.charged);
 }

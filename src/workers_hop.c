@@ -64,3 +64,17 @@ int workers_hop_parse(const zmq_msg_t *part, char kind, workers_hop_t *hop) {
     hop->body_len = n - WORKERS_HOP_HEADER - ids;
     return 0;
 }
+
+void workers_hop_to_work(const workers_hop_t *hop, frame_message_t *m) {
+    memset(m, 0, sizeof *m);
+    m->type = FRAME_WORK;
+    m->fd = -1;
+    m->peer = hop->peer; m->peer_len = hop->peer_len;
+    m->user = hop->user; m->user_len = hop->user_len;
+    m->uuid = hop->uuid; m->uuid_len = FRAME_UUID_SIZE;
+    m->body = hop->body; m->body_len = hop->body_len;
+    m->serial = hop->serial;
+    m->charged = (size_t)hop->charged;
+    m->logged_in = (hop->byte & 1) != 0;
+    m->idle_sender = (hop->byte & 2) != 0;
+}

@@ -37,4 +37,9 @@ int workers_hop_send(void *sock, const workers_hop_t *hop);
  * Views into `part`, valid while it is. */
 int workers_hop_parse(const zmq_msg_t *part, char kind, workers_hop_t *hop);
 
+/* The frame message a WORK hop stands for (views into the hop): what a
+ * socket's WORK would give on_work, with its budget's serial and charge
+ * and the flags the control saw (logged in 1, idle sender 2). */
+void workers_hop_to_work(const workers_hop_t *hop, frame_message_t *m);
+
 #endif

@@ -106,17 +106,7 @@ static void s_on_work(workers_slot_t *s, zmq_msg_t *parts, int count) {
     lendpoint_t *le = workers_find(h, 's', work.name, work.name_len);
     if (!le) { s_bounce(s, &work); return; }
     frame_message_t m;
-    memset(&m, 0, sizeof m);
-    m.type = FRAME_WORK;
-    m.fd = -1;
-    m.peer = work.peer; m.peer_len = work.peer_len;
-    m.user = work.user; m.user_len = work.user_len;
-    m.uuid = work.uuid; m.uuid_len = FRAME_UUID_SIZE;
-    m.body = work.body; m.body_len = work.body_len;
-    m.serial = work.serial;
-    m.charged = (size_t)work.charged;
-    m.logged_in = (work.byte & 1) != 0;
-    m.idle_sender = (work.byte & 2) != 0;
+    workers_hop_to_work(&work, &m);
     if (work.byte & 4) h->ship_metrics = 1;       /* metrics, once served, stay on */
     endpoint_events_t ev;
     dispatch_events(le, &ev);

@@ -43,6 +43,12 @@ local function client(identity)
   return c
 end
 
+-- 'ok', or the error's name
+local function outcome(f)
+  local ok, v = pcall(f.get, f)
+  return ok and 'ok' or v.name
+end
+
 local function sorted_keys(t)
   local keys = {}
   for k in pairs(t) do keys[#keys + 1] = k end
@@ -119,10 +125,6 @@ elseif case == 'closed' then
     print(name .. ' ' .. (ok and 'ok' or v.name))
   end
 elseif case == 'guard' then
-  local function outcome(f)
-    local ok, v = pcall(f.get, f)
-    return ok and 'ok' or v.name
-  end
   local bob, alice = pseud.Client('service', { timeout = 3 }), pseud.Client('service', { timeout = 3 })
   assert(bob:connect(endpoint) and alice:connect(endpoint))
   local busy = bob.sleep(0.3)
@@ -134,10 +136,6 @@ elseif case == 'guard' then
   for i = 1, 3 do later[i] = outcome(alice.wid()) end
   print('later ' .. table.concat(later, ' '))
 elseif case == 'nap' then
-  local function outcome(f)
-    local ok, v = pcall(f.get, f)
-    return ok and 'ok' or v.name
-  end
   local bob, alice = pseud.Client('service', { timeout = 5 }), pseud.Client('service', { timeout = 5 })
   assert(bob:connect(endpoint) and alice:connect(endpoint))
   local busy = bob.sleep(0.3)
@@ -152,10 +150,6 @@ elseif case == 'twins' then
     print('which ' .. c.which():get())
   end
 elseif case == 'stopping' then
-  local function outcome(f)
-    local ok, v = pcall(f.get, f)
-    return ok and 'ok' or v.name
-  end
   local a = pseud.Client('service', { timeout = 5 })
   assert(a:connect(endpoint))
   local long = a.sleep(1.5)
