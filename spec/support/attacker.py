@@ -455,7 +455,9 @@ def scenario_autoid(ctx, ep):
         if len(f) == 5 and f[2] == u and f[3] == bytes([OK]):
             v = unpack(f[4])
             out['reply'] = 'OK'
-            out['anon_id'] = v.hex() if isinstance(v, bytes) else v.encode('latin-1').hex()
+            # the host sends a string as msgpack str when its bytes are UTF-8
+            # (then decoded here: encode them back as UTF-8), else as bin
+            out['anon_id'] = v.hex() if isinstance(v, bytes) else v.encode('utf-8').hex()
             break
     mallory.close(0)
     anon.close(0)
