@@ -224,6 +224,15 @@ describe('pseud-lua --workers 2 whose worker leaves slowly', function()
     assert(proc:alive(), proc:report())
   end)
 
+  it('answers the calls still running in workers PeerLostError when a second SIGTERM cuts the stop short', function()
+    -- as without workers: the control joined the threads without reading the
+    -- link, and the worker's answer came to nobody (the caller timed out)
+    local proc, endpoint = start_leave('none')
+    assert.same({ 'long PeerLostError' }, run(endpoint, 'twice', tostring(proc.pid)))
+    local ok, how, code = proc:wait(10)
+    assert.is_true(ok, ('%s %s\n%s'):format(how, code, proc:log_text()))
+  end)
+
   it('runs the calls that arrive during a stop in the control, not in a worker that may have left', function()
     -- a worker whose loop has ended reads no more WORK: calls handed to it
     -- in the moment before the control heard it close its server were never

@@ -52,6 +52,7 @@ int host_running(host_t *h) { return h->running; }
 void host_set_lua_sethook(host_t *h, lua_CFunction fn) { h->lua_sethook = fn; }
 lua_CFunction host_lua_sethook(host_t *h) { return h->lua_sethook; }
 void host_stop(host_t *h) { h->stopping = 1; }
+void host_hurry(host_t *h) { h->stopping = 1; h->hurry = 1; }
 lua_State *host_thread(host_t *h) { return h->Lrun ? h->Lrun : h->L; }
 
 /* --- log --- */
@@ -433,6 +434,21 @@ static void s_reload(host_t *h, lua_State *L) {
 /* --- running --- */
 
 /* One turn: woken tasks, then I/O and timers (waiting at most `wait`). */
+/* A stop cut short (a second signal, or stop_timeout over) with calls
+ * still running in workers: they answer theirs now (PeerLostError, 'H')
+ * and leave, and the control relays those answers for up to a second, as
+ * it answers its own: the link is not read once it joins the threads. */
+static void s_hurry_workers(host_t *h) {
+    workers_hurry(h->workers);
+    loop_clear_signal();                          /* the one that cut it short; a third ends this */
+    double end = loop_now() + 1;
+    while (workers_busy(h->workers) && !loop_signal_received()) {
+        double wait = end - loop_now();
+        if (wait <= 0) break;
+        loop_run_once(h->loop, wait);
+    }
+}
+
 /* A stop's drain goes on: calls still owe an answer, here or in workers. */
 static int s_draining(host_t *h) {
     return h->sched.nanswering > 0 || workers_busy(h->workers);
@@ -598,14 +614,16 @@ void host_serve(host_t *h, lua_State *L, double stop_timeout) {
     h->running = 1;
     h->Lrun = L;
     h->draining = 1;
-    while (s_draining(h) && (h->slot || !loop_signal_received())) {
+    while (s_draining(h) && !h->hurry && (h->slot || !loop_signal_received())) {
         /* workers get a second more than their own stop_timeout to say they are done */
         double wait = end + (h->sched.nanswering > 0 ? 0 : 1) - loop_now();
         if (wait <= 0) break;
         s_turn(h, L, wait);
     }
     h->draining = 0;
+    h->hurry = 0;
     int left = sched_abandon(&h->sched, L, "PeerLostError", "server stopping");
+    if (h->workers && workers_busy(h->workers)) s_hurry_workers(h);
     if (h->slot) {                                /* the control logs the process's sum */
         if (left) workers_slot_abandoned(h->slot, (size_t)left);
     } else if (left || workers_abandoned(h->workers)) {

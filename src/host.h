@@ -131,6 +131,9 @@ int host_serve_metrics(host_t *h, const char *address, char *err, size_t err_siz
  * body of their threads and the script they run (main's argv, kept). */
 void host_set_workers(host_t *h, int n);
 int host_workers_asked(const host_t *h);
+/* A worker's: the control cut the stop short; its drain ends now, and
+ * what it still runs is answered PeerLostError. */
+void host_hurry(host_t *h);
 /* Workers run now (the control, while it serves with them). */
 int host_workers_running(const host_t *h);
 void host_set_worker_main(host_t *h, void (*fn)(struct workers_slot *slot));

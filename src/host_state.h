@@ -37,6 +37,7 @@ struct host {
     int ran;                      /* the loop has run (start, :get(), sleep): for the exit warning */
     int stopping;                 /* a server's stop() or a signal asked to stop */
     int draining;                 /* host_serve's stop: waiting for the calls in flight */
+    int hurry;                    /* a worker's: the control cut its stop short ('H') */
     int serving;                  /* host_serve runs the loop: reloads run between its turns */
     int reloading;                /* the reloader re-runs the script now */
     int reload_asked;             /* pseud.reload() asked for one */

@@ -480,6 +480,15 @@ void workers_stop(workers_t *w) {
     }
 }
 
+void workers_hurry(workers_t *w) {
+    for (int i = 0; w && i < w->n; i++) {
+        workers_slot_t *s = &w->slots[i];
+        if (!s->control_pair || s->done) continue;
+        frame_send_part(s->control_pair, "H", 1, ZMQ_DONTWAIT);
+        loop_touch(host_loop(w->h), s->control_pair);
+    }
+}
+
 int workers_alive(const workers_t *w) {
     int n = 0;
     for (int i = 0; w && i < w->n; i++) n += w->slots[i].started && !w->slots[i].done;

@@ -63,6 +63,8 @@ workers_t *workers_start(host_t *h, int n, workers_main_fn main, const char *scr
 void workers_stop(workers_t *w);
 /* Are calls still with the workers, or workers not done? */
 int workers_busy(const workers_t *w);
+/* A stop cut short: every worker answers what it still runs now ('H'). */
+void workers_hurry(workers_t *w);
 /* Calls handed to workers and not answered yet (0 for NULL). */
 size_t workers_inflight(const workers_t *w);
 /* Calls the workers said they answered PeerLostError at their stop. */

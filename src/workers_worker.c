@@ -171,6 +171,7 @@ static void s_worker_message(workers_slot_t *s, zmq_msg_t *parts, int count) {
     else if (kind == 'S') s_on_answer(s, parts, count, 0);
     else if (kind == 'F') s_on_answer(s, parts, count, 1);
     else if (kind == 'X') host_stop(s->host);
+    else if (kind == 'H') host_hurry(s->host);
     else if (kind == 'l') s->released = 1;        /* the control's destroy: its leave need not wait */
     else if (kind == 'p' || kind == 'k' || kind == 'y') {}   /* nobody waits for these now */
     else workers_bad(s->host, s, "unknown kind", count);

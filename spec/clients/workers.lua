@@ -25,6 +25,8 @@ Cases:
                 keeps worker 1 busy, alice's sleep(3) goes to worker 2,
                 whose script returns at 1 s; then alice's wid: `long O`,
                 `after O`
+  twice PID     (spec/servers/workers_leave.lua none) a sleep(3) runs in a
+                worker, the server is sent SIGTERM twice: `long O`
   twins E2      (spec/servers/workers_twins.lua) `which` on ENDPOINT, then
                 on E2: `which ANSWER` each
   stopping PID  (spec/servers/workers_leave.lua exit) a sleep(1.5) runs in
@@ -143,6 +145,15 @@ elseif case == 'nap' then
   print('long ' .. outcome(alice.sleep(3)))
   outcome(busy)
   print('after ' .. outcome(alice.wid()))
+elseif case == 'twice' then
+  local a = pseud.Client('service', { timeout = 5 })
+  assert(a:connect(endpoint))
+  local long = a.sleep(3)
+  pseud.sleep(0.2)
+  os.execute('kill -TERM ' .. arg[3])
+  pseud.sleep(0.1)
+  os.execute('kill -TERM ' .. arg[3])                 -- a stop cut short
+  print('long ' .. outcome(long))
 elseif case == 'twins' then
   for _, e in ipairs { endpoint, arg[3] } do
     local c = pseud.Client('service', { timeout = 3 })

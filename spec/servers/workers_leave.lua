@@ -7,7 +7,8 @@ the end of holds its peer's only slot.
 
 MODE 'guard': worker 2's script computes for 1 s, then returns without
 serving (a role guard after a slow setup). MODE 'nap': worker 2's script
-sleeps 1 s (the loop runs, and takes WORK), then returns. MODE 'exit': worker 2 serves,
+sleeps 1 s (the loop runs, and takes WORK), then returns. MODE 'none':
+no worker leaves early. MODE 'exit': worker 2 serves,
 and after its start() returns (the stop) computes for 1 s before its
 thread ends. Calls the control handed it meanwhile must not be lost.
 Prints `ready <endpoint>` (from the control), serves 'service'.
