@@ -39,10 +39,16 @@ local pseud = require 'pseud'
 
 local endpoint, case = arg[1], arg[2]
 
-local function client(identity)
-  local c = pseud.Client('service', { identity = identity, timeout = 10 })
-  assert(c:connect(endpoint))
+-- a client of 'service' at `at` (default: ENDPOINT), timeout 10 s unless given
+local function client(identity, timeout, at)
+  local c = pseud.Client('service', { identity = identity, timeout = timeout or 10 })
+  assert(c:connect(at or endpoint))
   return c
+end
+
+-- SIGTERM to the server (its PID is the case's third argument)
+local function sigterm()
+  os.execute('kill -TERM ' .. arg[3])
 end
 
 -- 'ok', or the error's name
@@ -120,15 +126,13 @@ elseif case == 'byuser' then
     print(('user user-%d workers %s'):format(i, sorted_keys(seen)))
   end
 elseif case == 'closed' then
-  local c = pseud.Client('service', { timeout = 2 })
-  assert(c:connect(endpoint))
+  local c = client(nil, 2)
   for _, name in ipairs { 'close_self', 'close_then_fail', 'hello' } do
     local ok, v = pcall(function() return c[name]('x'):get() end)
     print(name .. ' ' .. (ok and 'ok' or v.name))
   end
 elseif case == 'guard' then
-  local bob, alice = pseud.Client('service', { timeout = 3 }), pseud.Client('service', { timeout = 3 })
-  assert(bob:connect(endpoint) and alice:connect(endpoint))
+  local bob, alice = client(nil, 3), client(nil, 3)
   local busy = bob.sleep(0.3)
   pseud.sleep(0.05)
   print('first ' .. outcome(alice.wid()))
@@ -138,40 +142,31 @@ elseif case == 'guard' then
   for i = 1, 3 do later[i] = outcome(alice.wid()) end
   print('later ' .. table.concat(later, ' '))
 elseif case == 'nap' then
-  local bob, alice = pseud.Client('service', { timeout = 5 }), pseud.Client('service', { timeout = 5 })
-  assert(bob:connect(endpoint) and alice:connect(endpoint))
+  local bob, alice = client(nil, 5), client(nil, 5)
   local busy = bob.sleep(0.3)
   pseud.sleep(0.05)
   print('long ' .. outcome(alice.sleep(3)))
   outcome(busy)
   print('after ' .. outcome(alice.wid()))
 elseif case == 'twice' then
-  local a = pseud.Client('service', { timeout = 5 })
-  assert(a:connect(endpoint))
-  local long = a.sleep(3)
+  local long = client(nil, 5).sleep(3)
   pseud.sleep(0.2)
-  os.execute('kill -TERM ' .. arg[3])
+  sigterm()
   pseud.sleep(0.1)
-  os.execute('kill -TERM ' .. arg[3])                 -- a stop cut short
+  sigterm()                                           -- a stop cut short
   print('long ' .. outcome(long))
 elseif case == 'twins' then
   for _, e in ipairs { endpoint, arg[3] } do
-    local c = pseud.Client('service', { timeout = 3 })
-    assert(c:connect(e))
-    print('which ' .. c.which():get())
+    print('which ' .. client(nil, 3, e).which():get())
   end
 elseif case == 'stopping' then
-  local a = pseud.Client('service', { timeout = 5 })
-  assert(a:connect(endpoint))
-  local long = a.sleep(1.5)
+  local long = client(nil, 5).sleep(1.5)
   pseud.sleep(0.2)
-  os.execute('kill -TERM ' .. arg[3])
+  sigterm()
   pseud.sleep(0.2)                                    -- the stop drains; worker 2 leaves slowly
   local fs = {}
   for i = 1, 10 do                                    -- a connection each: all admitted
-    local b = pseud.Client('service', { timeout = 3 })
-    assert(b:connect(endpoint))
-    fs[i] = b.wid()
+    fs[i] = client(nil, 3).wid()
   end
   local counts, ran = {}, {}
   for i = 1, 10 do
