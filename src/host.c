@@ -433,7 +433,6 @@ static void s_reload(host_t *h, lua_State *L) {
 
 /* --- running --- */
 
-/* One turn: woken tasks, then I/O and timers (waiting at most `wait`). */
 /* A stop cut short (a second signal, or stop_timeout over) with calls
  * still running in workers: they answer theirs now (PeerLostError, 'H')
  * and leave, and the control relays those answers for up to a second, as
@@ -454,6 +453,7 @@ static int s_draining(host_t *h) {
     return h->sched.nanswering > 0 || workers_busy(h->workers);
 }
 
+/* One turn: woken tasks, then I/O and timers (waiting at most `wait`). */
 static void s_turn(host_t *h, lua_State *L, double wait) {
     if (h->sched.pass_over) h->sched.pass_over = 0;  /* the last pass ended on its time: I/O first */
     else sched_run(&h->sched, L);

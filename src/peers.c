@@ -70,13 +70,12 @@ peers_t *peers_new(peers_free_fn on_free, void *ctx) {
 
 void peers_set_identity_listener(peers_t *d, peers_identity_fn fn) { d->on_identity = fn; }
 
-/* An identity is present while an open connection carries it: under a
- * heartbeat backend an entry outlives its connection (closed, until the
- * heartbeat timeout), and a cluster that registers its users again after
- * a Redis outage must not claim one who has moved to another node. */
-
 /* Open entry `e` has just left the user index, or closed: say so if no
- * other open entry carries its identity. */
+ * other open entry carries its identity. An identity is present only
+ * while an open connection carries it: under a heartbeat backend an entry
+ * outlives its connection (closed, until the heartbeat timeout), and a
+ * cluster that registers its users again after a Redis outage must not
+ * claim one who has moved to another node. */
 static void s_identity_left(peers_t *d, const peer_t *e) {
     if (!d->on_identity) return;
     const peer_t *f = peers_find_user(d, e->user_id, e->user_id_len);

@@ -252,6 +252,12 @@ static void s_on_reply(workers_slot_t *s, zmq_msg_t *parts, int count) {
                    r.body, r.body_len);
 }
 
+/* Slot `s` takes no more WORK of server `name`: 0, or -1 out of memory. */
+static int s_mark_closed(workers_slot_t *s, const char *name, size_t len) {
+    if (!s->closed && !(s->closed = idset_new())) return -1;
+    return idset_add(s->closed, name, len) < 0 ? -1 : 0;
+}
+
 /* A WORK the worker gave back: 'B' (it does not serve that server, or it
  * is leaving): that server's WORK goes elsewhere from now on, and this call
  * to another worker, or runs here; 'b' (no room to keep it while it
@@ -266,8 +272,7 @@ static void s_on_bounce(workers_slot_t *s, zmq_msg_t *parts, int count) {
     }
     if (s->inflight) s->inflight--;
     /* marked, or (out of memory) run here: never back to the same worker */
-    int marked = kind == 'B' && (s->closed || (s->closed = idset_new())) &&
-                 idset_add(s->closed, b.name, b.name_len) >= 0;
+    int marked = kind == 'B' && s_mark_closed(s, b.name, b.name_len) == 0;
     lendpoint_t *le = workers_find(h, 's', b.name, b.name_len);
     if (!le || !le->ep) return;                   /* closed: nobody to answer */
     frame_message_t m;
@@ -384,7 +389,7 @@ static void s_control_on_message(loop_t *loop, void *socket, void *arg) {
         } else if ((kind == 'Z' || kind == 'O') && count == 2 && PL(1) > 0 && PL(1) <= FRAME_MAX_ID) {
             /* a server the worker's script closed, or made (again) */
             if (kind == 'O') { if (s->closed) idset_remove(s->closed, P(1), PL(1)); }
-            else if (s->closed || (s->closed = idset_new())) idset_add(s->closed, P(1), PL(1));
+            else s_mark_closed(s, P(1), PL(1));
         } else if (kind == 'D') {
             s->done = 1;
             HOST_LOG(h, LOG_DEBUG, "worker done", LOG_INT("worker", s->id));
@@ -470,24 +475,22 @@ workers_t *workers_start(host_t *h, int n, workers_main_fn main, const char *scr
     return w;
 }
 
-void workers_stop(workers_t *w) {
-    if (w) w->stopping = 1;                       /* new WORK runs here: a stopping worker may not read it */
+/* Message `kind` alone to every worker still there. */
+static void s_tell_all(workers_t *w, const char *kind) {
     for (int i = 0; w && i < w->n; i++) {
         workers_slot_t *s = &w->slots[i];
         if (!s->control_pair || s->done) continue;
-        frame_send_part(s->control_pair, "X", 1, ZMQ_DONTWAIT);
+        frame_send_part(s->control_pair, kind, 1, ZMQ_DONTWAIT);
         loop_touch(host_loop(w->h), s->control_pair);
     }
 }
 
-void workers_hurry(workers_t *w) {
-    for (int i = 0; w && i < w->n; i++) {
-        workers_slot_t *s = &w->slots[i];
-        if (!s->control_pair || s->done) continue;
-        frame_send_part(s->control_pair, "H", 1, ZMQ_DONTWAIT);
-        loop_touch(host_loop(w->h), s->control_pair);
-    }
+void workers_stop(workers_t *w) {
+    if (w) w->stopping = 1;                       /* new WORK runs here: a stopping worker may not read it */
+    s_tell_all(w, "X");
 }
+
+void workers_hurry(workers_t *w) { s_tell_all(w, "H"); }
 
 int workers_alive(const workers_t *w) {
     int n = 0;
