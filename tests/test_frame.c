@@ -203,6 +203,7 @@ static void test_well_formed(void *client, void *service)
     CHECK(m.reason == NULL, "WORK: no reason expected, got '%s'", s_str(m.reason));
     CHECK(m.user_id == NULL, "WORK over inproc (no ZAP): user_id NULL expected, got '%s'",
           s_str(m.user_id));
+    CHECK(m.fd == -1, "WORK over inproc: no fd (-1) expected, got %d", m.fd);
     frame_close(&m);
 
     /* an empty body, each known type; frame_send from the client this time */
@@ -643,6 +644,9 @@ static void s_zap_client(void *ctx, void *zap, void *server, const char *endpoin
     if (m.kept) {
         CHECK(frame_decode(&m) == FRAME_KIND_MESSAGE && m.type == FRAME_WORK,
               "%s: WORK decodes expected ('%s')", id, s_str(m.reason));
+        /* frame.c reads the "__fd" property itself: the same fd as libzmq's ZMQ_SRCFD */
+        int fd = zmq_msg_get(&m.parts[1], ZMQ_SRCFD);
+        CHECK(fd >= 0 && m.fd == fd, "%s: WORK over tcp: fd %d (ZMQ_SRCFD) expected, got %d", id, fd, m.fd);
         /* BUG frame.c:68 (see s_user_id_note): both fail on libzmq 4.3.4 */
         if (*user)
             CHECK(m.user_id && strcmp(m.user_id, user) == 0,
