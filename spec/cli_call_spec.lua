@@ -181,6 +181,25 @@ describe('pseud-lua call', function()
     assert.equal(1, code)
     assert.matches('no introspection', err)
   end)
+
+  -- A reply whose body is well-formed msgpack but has no Lua value ended
+  -- no call: the future was let go before the value was pushed, so neither
+  -- the reply nor the timeout settled it, and `call` hung past --timeout.
+  it('ends a call at once with ProtocolError when the reply has no Lua value', function()
+    local _, ep = process.pyserver('pyservice')
+    for _, body in ipairs {
+      'cfffffffffffffffff',                   -- uint64 past 2^63-1
+      '81cb7ff800000000000000' .. '01',        -- {NaN: 1}
+    } do
+      local t0 = clock.now()
+      local out, code, err = run { 'call', '--timeout', '5', ep, 'pyservice', 'raw', '"' .. body .. '"' }
+      local took = clock.now() - t0
+      assert.equal(1, code, err)
+      assert.equal('', out)
+      assert.matches("ProtocolError: msgpack: .*%(call 'raw' to 'pyservice'", err)
+      assert.is_true(took < 3, ('%s took %.2f s'):format(body, took))
+    end
+  end)
 end)
 
 describe('pseud-lua call with authentication', function()

@@ -526,6 +526,7 @@ typedef struct reply_job {
     int type;                     /* FRAME_OK or FRAME_ERROR */
     message_reply_t reply;        /* decoded, or a failure (error_name, message) */
     const char *error_name, *message;
+    int pushing;                  /* a raise now is the reply's body: no Lua value (ProtocolError) */
 } reply_job_t;
 
 /* Push "call 'NAME' to 'PEER' at ADDRESS": which call of future 2 ended. */
@@ -556,8 +557,6 @@ static int s_reply_protected(lua_State *L) {
     reply_job_t *job = lua_touserdata(L, 1);
     sched_t *s = sched_of(L);
     lua_rawgeti(L, LUA_REGISTRYINDEX, job->call->ref);      /* the future: 2 */
-    luaL_unref(L, LUA_REGISTRYINDEX, job->call->ref);
-    job->call->ref = LUA_NOREF;                   /* settled below, or by the fallback */
     const message_reply_t *r = &job->reply;
     if (job->error_name) {                        /* ended here: say which call, to whom, where */
         const char *what = job->message;
@@ -566,7 +565,9 @@ static int s_reply_protected(lua_State *L) {
         const char *context = s_push_call_context(L, job);
         task_push_error(L, job->error_name, lua_pushfstring(L, "%s (%s)", what, context), "");
     } else if (job->type == FRAME_OK) {
+        job->pushing = 1;         /* a uint64 past 2^63-1, a NaN map key (codec.h) */
         codec_push_object(L, &r->value);
+        job->pushing = 0;
     } else {                                      /* the peer's ERROR, as it sent it, and which call */
         s_push_call_context(L, job);
         lua_createtable(L, 0, 4);
@@ -578,6 +579,10 @@ static int s_reply_protected(lua_State *L) {
         luaL_setmetatable(L, ERROR_MT);
     }
     future_settle(s, L, 2, job->error_name || job->type != FRAME_OK ? FUTURE_FAILED : FUTURE_OK);
+    /* only now: a raise above leaves the future to s_settle's fallback,
+     * which must still find it (else the call would never end) */
+    luaL_unref(L, LUA_REGISTRYINDEX, job->call->ref);
+    job->call->ref = LUA_NOREF;
     return 0;
 }
 
@@ -596,6 +601,18 @@ static void s_settle(lendpoint_t *le, reply_job_t *job) {
     host_t *h = le->host;
     sched_error_t err;
     if (dispatch_call(h, s_reply_protected, job, &err) == 0) return;
+    if (job->pushing && strncmp(err.message, "msgpack: ", 9) == 0) {
+        /* the codec's own refusal: the reply is well-formed msgpack with no
+         * Lua value, a ProtocolError as a WORK's would be (DESIGN.md 4) */
+        HOST_LOG_LIMITED(h, LOG_WARN, "a reply has no Lua value: its call ends with ProtocolError",
+                         LOG_STR("message", err.message));
+        char why[sizeof err.message];
+        memcpy(why, err.message, sizeof why);
+        job->pushing = 0;
+        job->error_name = "ProtocolError";
+        job->message = why;
+        if (dispatch_call(h, s_reply_protected, job, &err) == 0) return;
+    }
     HOST_LOG(h, LOG_WARN, "a reply could not be delivered", LOG_STR("error", err.name),
              LOG_STR("message", err.message));
     if (job->call->ref == LUA_NOREF) return;      /* it was settled after all */
