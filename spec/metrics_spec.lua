@@ -3,6 +3,7 @@
 -- calls, the scrape linted by promtool, the label set bounded against
 -- names a peer makes up, bad addresses refused naming them, --metrics.
 local process = require 'spec.support.process'
+local json = require 'dkjson'
 
 local host = process.host()
 
@@ -158,6 +159,22 @@ describe('metrics', function()
     _, ok, _, err = sh({ host, '--metrics', taken, '-e', 'print(1)' })
     assert.is_false(ok)
     assert.matches(taken, err, 1, true)
+  end)
+
+  -- At its connection limit libmicrohttpd takes the listening socket out of
+  -- its epoll set and puts it back at the start of a later run; once the
+  -- last connection closed nothing ran it, and the endpoint answered no
+  -- scrape again until the host restarted (an attack round: 17 connections).
+  it('answers again once connections that filled it to its limit close', function()
+    local _, _, url = start {}
+    local port = url:match(':(%d+)/metrics$')
+    local lines = process.run_lines({ '/usr/bin/python3', 'spec/support/scrapers.py', 'fill', '127.0.0.1', port,
+      '16', '4' }, { name = 'scrapers', timeout = 30 })
+    local r = json.decode(lines[#lines])
+    assert.is_nil(r.full, 'a scrape past the limit is not answered: ' .. tostring(lines[#lines]))
+    assert.is_not_nil(r.after, 'no scrape answered in 10 s after the connections closed')
+    assert.is_true(r.after < 2, ('answered only after %.2f s'):format(r.after))
+    assert.matches('# TYPE pseud_calls_total counter', scrape(url), 1, true)
   end)
 
   it('serves --metrics ADDRESS from the command line', function()

@@ -204,9 +204,21 @@ static enum MHD_Result s_request(void *cls, struct MHD_Connection *c, const char
 
 static void s_on_timer(loop_t *loop, loop_timer_t *timer, void *arg);
 
-/* Let MHD do what is ready, then arm the timer for when it must run again. */
+/* Connections MHD holds now. */
+static unsigned s_connections(const metrics_http_t *s) {
+    const union MHD_DaemonInfo *info = s->mhd.get_daemon_info(s->daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+    return info ? info->num_connections : 0;
+}
+
+/* Let MHD do what is ready, then arm the timer for when it must run again.
+ * At its connection limit MHD takes the listening socket out of its epoll
+ * set and puts it back only at the start of a later run: a run that closed
+ * connections is followed by one more, or, the last connection gone, no
+ * event would ever run it and no scrape would be answered again. */
 static void s_run(metrics_http_t *s) {
+    unsigned before = s_connections(s);
     s->mhd.run(s->daemon);
+    if (s_connections(s) < before) s->mhd.run(s->daemon);
     if (s->timer) { loop_cancel_timer(s->loop, s->timer); s->timer = NULL; }
     MHD_UNSIGNED_LONG_LONG ms;
     if (s->mhd.get_timeout(s->daemon, &ms) == MHD_YES)

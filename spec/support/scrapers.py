@@ -1,0 +1,70 @@
+#!/usr/bin/python3
+"""scrapers: hostile clients of the metrics endpoint, for metrics_spec.lua.
+
+Each subcommand prints one JSON object and exits 0; every wait is bounded.
+
+  fill  HOST PORT LIMIT PER_ADDRESS   LIMIT connections that never send a
+        byte, PER_ADDRESS from each of 127.0.0.2, .3, ... (the endpoint's
+        own bounds), then one scrape more (answered or not: "full"); all of
+        them shut down and closed at once, then a scrape every 0.2 s until one is answered or 10 s
+        passed ("after": the seconds it took, or null).
+"""
+
+import json
+import socket
+import sys
+import time
+
+
+def scrape(host, port, wait):
+    """The status line of GET /metrics, or None without an answer within `wait` s."""
+    s = socket.socket()
+    s.settimeout(wait)
+    try:
+        s.connect((host, port))
+        s.sendall(b'GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+        data = b''
+        while b'\r\n' not in data:
+            part = s.recv(4096)
+            if not part:
+                break
+            data += part
+        return data.split(b'\r\n', 1)[0].decode('latin-1') if data else None
+    except OSError:
+        return None
+    finally:
+        s.close()
+
+
+def cmd_fill(host, port, limit, per_address):
+    held = []
+    for i in range(limit):
+        s = socket.socket()
+        s.bind(('127.0.0.%d' % (2 + i // per_address), 0))
+        s.connect((host, port))
+        held.append(s)
+    full = scrape(host, port, 2.0)
+    for s in held:
+        s.shutdown(socket.SHUT_RDWR)
+    for s in held:
+        s.close()
+    t0 = time.monotonic()
+    after = None
+    while time.monotonic() - t0 < 10:
+        if scrape(host, port, 0.2):
+            after = round(time.monotonic() - t0, 3)
+            break
+    print(json.dumps({'full': full, 'after': after}, sort_keys=True), flush=True)
+    print('done', flush=True)
+
+
+def main(argv):
+    if len(argv) == 5 and argv[0] == 'fill':
+        cmd_fill(argv[1], int(argv[2]), int(argv[3]), int(argv[4]))
+        return 0
+    sys.stderr.write(__doc__)
+    return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv[1:]))
