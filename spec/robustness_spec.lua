@@ -29,6 +29,11 @@ describe('host robustness', function()
     assert.same({ 'I am client-42' }, run('get_routing_id'))
   end)
 
+  -- an attack round: 20,000 nested closes overflowed the C stack (SIGSEGV)
+  it('refuses coroutine.close nested past the C stack, and goes on', function()
+    assert.same({ 'true nil', 'false C stack overflow', 'Hello after' }, run('close_chain'))
+  end)
+
   it('ends pending calls with PeerLostError when the endpoint is closed by <close>', function()
     assert.same({ 'false PeerLostError' }, run('close_pending'))
   end)

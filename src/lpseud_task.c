@@ -75,6 +75,22 @@ static int s_co_prepare(lua_State *L, lua_State *co, int nargs) {
     return 0;
 }
 
+/* Lua 5.4.4's lua_resetthread runs a coroutine's __close handlers with no
+ * C-stack check of its own (5.4.6's lua_closethread has one): a __close
+ * that closes another coroutine, 20,000 deep, overflowed the C stack
+ * (SIGSEGV). Bounded here as Lua bounds nested C calls (LUAI_MAXCCALLS). */
+#define CLOSE_DEPTH_MAX 200
+
+/* lua_resetthread(co), or -1 (nothing run) past CLOSE_DEPTH_MAX nested. */
+static int s_reset_thread(lua_State *L, lua_State *co) {
+    sched_t *s = sched_of(L);
+    if (s && s->closing >= CLOSE_DEPTH_MAX) return -1;
+    if (s) s->closing++;
+    int status = lua_resetthread(co);
+    if (s) s->closing--;
+    return status;
+}
+
 static int s_co_resume_k(lua_State *L, int status, lua_KContext ctx);
 static int s_co_wrapped_k(lua_State *L, int status, lua_KContext ctx);
 
@@ -102,8 +118,12 @@ static int s_co_continue(lua_State *L, lua_State *co, int nargs, int wrap) {
         lua_xmove(co, L, 1);                      /* the error */
         return 2;
     }
-    if (task_may_close(L, lua_upvalueindex(1)))
-        status = lua_resetthread(co);             /* close its to-be-closed variables */
+    if (task_may_close(L, lua_upvalueindex(1))) { /* close its to-be-closed variables */
+        int closed = s_reset_thread(L, co);
+        if (closed < 0) return luaL_error(L, "C stack overflow (coroutines closed inside __close, %d deep)",
+                                          CLOSE_DEPTH_MAX);
+        status = closed;
+    }
     lua_xmove(co, L, 1);
     if (status != LUA_ERRMEM && lua_type(L, -1) == LUA_TSTRING) {
         luaL_where(L, 1);
@@ -164,7 +184,10 @@ static int l_co_close(lua_State *L) {
         return 2;
     }
     task_cover(L, co);
-    if (lua_resetthread(co) == LUA_OK) {
+    int status_closed = s_reset_thread(L, co);
+    if (status_closed < 0)
+        return luaL_error(L, "C stack overflow (coroutines closed inside __close, %d deep)", CLOSE_DEPTH_MAX);
+    if (status_closed == LUA_OK) {
         lua_pushboolean(L, 1);
         return 1;
     }

@@ -130,6 +130,7 @@ struct sched {
     int ntasks;                   /* tasks alive */
     int nanswering;               /* of those, tasks that owe a WORK an answer */
     int in_callback;              /* an endpoint callback is running Lua (sched_pcall) */
+    int closing;                  /* lua_resetthread calls nested now (lpseud_task.c) */
     double pass_end;              /* monotonic: sched_run's pass ends after the task past it
                                      (set by the hook's first look in the pass); 0: not yet,
                                      -1: not in sched_run */

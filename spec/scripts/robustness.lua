@@ -19,7 +19,25 @@ server:register_rpc('wait_in_gsub', function()
   return { ok, tostring(err):match('cannot wait here') ~= nil, f:get() }
 end)
 
-local client = pseud.Client('service', { timeout = 2 })
+-- each coroutine's __close closes the one before: coroutine.close nested n
+-- deep (Lua 5.4.4's lua_resetthread has no C-stack check of its own)
+server:register_rpc('close_chain', function(n)
+  local coro = false
+  for _ = 1, n do
+    local previous = coro
+    coro = coroutine.create(function()
+      local _ <close> = setmetatable({}, { __close = function()
+        if previous then assert(coroutine.close(previous)) end
+      end })
+      coroutine.yield()
+    end)
+    assert(coroutine.resume(coro))
+  end
+  local ok, err = coroutine.close(coro)
+  return { ok, tostring(err):match('C stack overflow') }
+end)
+
+local client = pseud.Client('service', { timeout = 20 })
 client:connect('inproc://robust')
 
 local function out(...)
@@ -73,6 +91,14 @@ function cases.get_routing_id()
   c:connect('inproc://nick')
   c:register_rpc('whoami', function() return 'I am client-42' end)
   out(c.ping():get())
+end
+
+function cases.close_chain()
+  local r = client.close_chain(100):get()
+  out(r[1], r[2])
+  r = client.close_chain(30000):get()
+  out(r[1], r[2])
+  out(client.hello('after'):get())
 end
 
 cases[arg[1]]()
