@@ -65,6 +65,10 @@ describe('handler limits', function()
       'Hello after' }, run('review'))
   end)
 
+  it('runs finalizers, and stops one that spins at max_hook_time', function()
+    assert.same({ 'gc_runs\ttrue', 'gc_spin\tok\ttrue\ttrue', 'Hello after' }, run('finalizers'))
+  end)
+
   it('serves other callers within a slice while 200 spawned tasks spin', function()
     assert.same({ 'spawned', 'probes\ttrue' }, run('fairness'))
   end)

@@ -5,10 +5,11 @@
  * specs), core.flush (the end of a script), core.hook_pcall (backend
  * hooks, bounded) and bounded_pcall, and the reload's part (the script
  * run, the reloader, core.reload, the global registry swap). The
- * coroutine library's resume, wrap and close, xpcall
- * and debug.sethook are replaced (sealed) when the module loads (pseud-lua
- * loads it before the script), so the limits of a task follow it into
- * every coroutine it runs and a script cannot lift them (task.c).
+ * coroutine library's resume, wrap and close, xpcall, setmetatable and
+ * debug.sethook and debug.setmetatable are replaced (sealed) when the
+ * module loads (pseud-lua loads it before the script), so the limits of a
+ * task follow it into every coroutine it runs, a finalizer runs bounded,
+ * and a script cannot lift them (task.c).
  */
 #include <lauxlib.h>
 #include <lua.h>
@@ -255,8 +256,143 @@ static int l_debug_sethook(lua_State *L) {
     return lua_gettop(L);
 }
 
-/* Put the functions above in the coroutine and debug libraries, if loaded. */
+/* --- finalizers under a bound --- */
+
+/* Lua runs a __gc with debug hooks off on the thread that collects (lgc.c,
+ * GCTM): no limit could stop a finalizer that never returns, and one such
+ * __gc hung the host for good (an attack round). So setmetatable hides a
+ * __gc from the collector and ties a sentinel to the object instead: a
+ * userdata with a C __gc, kept in an ephemeron table under the object, its
+ * uservalue the object. When the object dies the sentinel is finalized in
+ * the same collection, the object resurrected with it, and calls the
+ * object's __gc then on a thread of its own (hooks on) under max_hook_time,
+ * as a hook runs. */
+static const char s_sentinels_key = 0;   /* registry: object -> sentinel (weak keys) */
+static const char s_finalizer_key = 0;   /* registry: the thread finalizers run on */
+#define SENTINEL_MT "pseud.finalizer"
+
+/* A sentinel's __gc: the object's __gc (read now, raw, as Lua reads it),
+ * bounded. Upvalue 1: the host. */
+static int s_sentinel_gc(lua_State *L) {
+    sched_t *s = sched_of(L);
+    if (!s || lua_getiuservalue(L, 1, 1) == LUA_TNIL || !lua_getmetatable(L, -1)) return 0;
+    int obj = lua_gettop(L) - 1;                  /* after a host's close nothing bounds it: not run */
+    lua_pushliteral(L, "__gc");
+    if (lua_rawget(L, -2) == LUA_TNIL) return 0;
+    int gc = lua_gettop(L);
+    /* once: a __gc that keeps its object and sets a metatable again gets
+     * a new sentinel, as Lua marks such an object again */
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &s_sentinels_key) == LUA_TTABLE) {
+        lua_pushvalue(L, obj);
+        lua_pushnil(L);
+        lua_rawset(L, -3);
+    }
+    lua_pop(L, 1);
+    lua_State *ft = NULL;
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &s_finalizer_key) == LUA_TTHREAD) ft = lua_tothread(L, -1);
+    if (!ft || lua_status(ft) != LUA_OK || lua_gettop(ft) != 0) {
+        ft = lua_newthread(L);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &s_finalizer_key);
+    }
+    lua_pushcfunction(ft, sched_msgh);
+    lua_pushvalue(L, gc);
+    lua_pushvalue(L, obj);
+    lua_xmove(L, ft, 2);
+    sched_error_t err;
+    if (sched_pcall(s, ft, 1, 0, s->max_hook_time, &err) != LUA_OK) {
+        /* a thread an error from the hook ended runs no Lua again (task.c) */
+        lua_pushnil(L);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &s_finalizer_key);
+        HOST_LOG_LIMITED(HOST(L), LOG_WARN, "a finalizer (__gc) failed", LOG_STR("error", err.name),
+                         LOG_STR("message", err.message));
+    }
+    lua_settop(ft, 0);
+    return 0;
+}
+
+/* Set metatable `mt` (nil or a table) on the value at `obj`; a table's or
+ * userdata's __gc goes to a sentinel (above). May raise (memory). */
+static void s_set_metatable(lua_State *L, int obj, int mt) {
+    int kind = lua_type(L, obj);
+    if (lua_isnil(L, mt) || (kind != LUA_TTABLE && kind != LUA_TUSERDATA)) {
+        lua_pushvalue(L, mt);
+        lua_setmetatable(L, obj);
+        return;
+    }
+    lua_pushliteral(L, "__gc");
+    if (lua_rawget(L, mt) == LUA_TNIL) {
+        lua_pop(L, 1);
+        lua_pushvalue(L, mt);
+        lua_setmetatable(L, obj);
+        return;
+    }
+    /* hidden while the metatable is set: the collector marks an object
+     * for finalization only then. Setting the field back reuses its slot. */
+    lua_pushliteral(L, "__gc");
+    lua_pushnil(L);
+    lua_rawset(L, mt);
+    lua_pushvalue(L, mt);
+    lua_setmetatable(L, obj);
+    lua_pushliteral(L, "__gc");
+    lua_insert(L, -2);
+    lua_rawset(L, mt);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &s_sentinels_key);
+    lua_pushvalue(L, obj);
+    if (lua_rawget(L, -2) == LUA_TNIL) {          /* one sentinel an object */
+        lua_pop(L, 1);
+        lua_pushvalue(L, obj);
+        lua_newuserdatauv(L, 0, 1);
+        lua_pushvalue(L, obj);
+        lua_setiuservalue(L, -2, 1);
+        luaL_setmetatable(L, SENTINEL_MT);
+        lua_rawset(L, -3);
+    } else {
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
+/* setmetatable(t, mt) as Lua's (lbaselib.c), with a __gc bounded. */
+static int l_setmetatable(lua_State *L) {
+    int t = lua_type(L, 2);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_argexpected(L, t == LUA_TNIL || t == LUA_TTABLE, 2, "nil or table");
+    if (luaL_getmetafield(L, 1, "__metatable") != LUA_TNIL)
+        return luaL_error(L, "cannot change a protected metatable");
+    lua_settop(L, 2);
+    s_set_metatable(L, 1, 2);
+    lua_settop(L, 1);
+    return 1;
+}
+
+/* debug.setmetatable(value, mt) as Lua's (ldblib.c), with a __gc bounded. */
+static int l_debug_setmetatable(lua_State *L) {
+    int t = lua_type(L, 2);
+    luaL_argexpected(L, t == LUA_TNIL || t == LUA_TTABLE, 2, "nil or table");
+    lua_settop(L, 2);
+    s_set_metatable(L, 1, 2);
+    lua_settop(L, 1);
+    return 1;
+}
+
+/* Put the functions above in the base, coroutine and debug libraries (the
+ * last two if loaded). */
 void lpseud_task_seal(lua_State *L, int host) {
+    lua_newtable(L);                              /* the sentinels, under their objects */
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &s_sentinels_key);
+    luaL_newmetatable(L, SENTINEL_MT);
+    lua_pushvalue(L, host);
+    lua_pushcclosure(L, s_sentinel_gc, 1);
+    lua_setfield(L, -2, "__gc");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 1);
+    lua_pushcfunction(L, l_setmetatable);
+    lua_setglobal(L, "setmetatable");
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
     if (lua_getfield(L, -1, LUA_COLIBNAME) == LUA_TTABLE) {
         lua_pushcfunction(L, l_co_resume);
@@ -269,15 +405,18 @@ void lpseud_task_seal(lua_State *L, int host) {
     lua_pop(L, 1);
     lua_pushcfunction(L, l_xpcall);
     lua_setglobal(L, "xpcall");
-    if (lua_getfield(L, -1, LUA_DBLIBNAME) == LUA_TTABLE &&
-        lua_getfield(L, -1, "sethook") == LUA_TFUNCTION && lua_tocfunction(L, -1)) {
-        host_set_lua_sethook(lua_touserdata(L, host), lua_tocfunction(L, -1));
-        lua_pop(L, 1);
-        lua_pushvalue(L, host);
-        lua_pushcclosure(L, l_debug_sethook, 1);
-        lua_setfield(L, -2, "sethook");
-    } else {
-        lua_pop(L, 1);
+    if (lua_getfield(L, -1, LUA_DBLIBNAME) == LUA_TTABLE) {
+        if (lua_getfield(L, -1, "sethook") == LUA_TFUNCTION && lua_tocfunction(L, -1)) {
+            host_set_lua_sethook(lua_touserdata(L, host), lua_tocfunction(L, -1));
+            lua_pop(L, 1);
+            lua_pushvalue(L, host);
+            lua_pushcclosure(L, l_debug_sethook, 1);
+            lua_setfield(L, -2, "sethook");
+        } else {
+            lua_pop(L, 1);
+        }
+        lua_pushcfunction(L, l_debug_setmetatable);
+        lua_setfield(L, -2, "setmetatable");
     }
     lua_pop(L, 2);
 }

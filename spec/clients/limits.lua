@@ -121,6 +121,14 @@ function cases.review()
   print(client.hello('after'):get())
 end
 
+-- a finalizer that spins is stopped at max_hook_time (0.5 s here), inside
+-- the collection that ran it: other callers wait that long at most
+function cases.finalizers()
+  print('gc_runs', client.gc_runs():get())
+  probed('gc_spin', 0.5, 1)
+  print(client.hello('after'):get())
+end
+
 -- 200 spinning tasks from one call: other callers still wait about a slice
 function cases.fairness()
   print(client.spawn_many(200):get())

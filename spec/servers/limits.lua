@@ -88,6 +88,23 @@ server:register_rpc('spawn_many', function(k)
   for _ = 1, k do pseud.spawn(spin) end
   return 'spawned'
 end)
+-- finalizers: Lua runs a __gc with hooks off (an attack round: one that
+-- spins hung the host for good); a well-behaved one still runs, and the
+-- metatable still shows it
+local finalized = 0
+local counted = { __gc = function() finalized = finalized + 1 end }
+local function garbage(mt) setmetatable({}, mt) end
+server:register_rpc('gc_runs', function()
+  local before = finalized
+  garbage(counted)
+  collectgarbage()
+  return finalized == before + 1 and getmetatable(setmetatable({}, counted)).__gc == counted.__gc
+end)
+server:register_rpc('gc_spin', function()
+  garbage({ __gc = spin })
+  collectgarbage()
+  return 'after'
+end)
 pseud.register_predicate('xpcalling', function() xpcall(spin, spin) end)
 server:register_rpc('guarded_xpcall', function() return 'reached' end, { domain = 'xpcalling' })
 
