@@ -54,6 +54,17 @@ describe('pseud-lua command line', function()
     assert.matches('ValueError: bad', err)
   end)
 
+  -- an attack round: a __tostring that never returns hung the exit for good
+  it("exits 1 when an uncaught error value's __tostring never returns, within max_hook_time", function()
+    local t0 = os.time()
+    local _, ok, code, err = run { host, '-e',
+      "error(setmetatable({}, { __tostring = function() while true do end end }))" }
+    assert.is_false(ok)
+    assert.equal(1, code)
+    assert.matches('error object is a table value', err)
+    assert.is_true(os.time() - t0 < 5)
+  end)
+
   it('refuses an unknown option', function()
     local _, ok, code, err = run { host, '--frobnicate' }
     assert.is_false(ok)

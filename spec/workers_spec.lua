@@ -117,6 +117,15 @@ describe('pseud-lua --workers 2 whose script raises in a worker', function()
     assert.matches('level=error msg="worker\'s script failed: stopping" worker=2 error="[^"]*boom in worker two', text)
     assert.matches("RuntimeError: worker 2's script failed", text)
   end)
+
+  it("does the same when the error value's __tostring never returns", function()
+    local out, ok, _, log = process.run({ process.host(), '--workers', '2', 'spec/servers/workers_fail.lua',
+      'tostring' }, { timeout = 20 })
+    assert.is_false(ok, out)
+    local text = process.read(log)
+    assert.matches('level=error msg="worker\'s script failed: stopping" worker=2 error="[^"]*error object is a table value',
+      text)
+  end)
 end)
 
 describe("a server's workers = 2 option", function()
@@ -214,14 +223,29 @@ describe('pseud-lua --workers 2 whose worker leaves slowly', function()
     assert(proc:alive(), proc:report())
   end)
 
-  it("answers the calls a worker's script was running when it returned without serving", function()
-    -- a script that runs the loop (a sleep) before its role guard returns
-    -- takes WORK meanwhile; those calls went with its Lua state, unanswered
-    -- (found by the diff review): now PeerLostError, and the peer's place
-    -- under max_peer_calls = 1 comes back
+  it("sends no call to a worker whose script runs the loop at its top level, then returns without serving", function()
+    -- such a script took WORK meanwhile, and those calls went with its Lua
+    -- state, unanswered (found by the diff review; then PeerLostError). A
+    -- worker now gets WORK once its script serves (start()): the call runs
+    -- in the other worker, and the peer's place under max_peer_calls = 1
+    -- comes back
     local proc, endpoint = start_leave('nap')
-    assert.same({ 'long PeerLostError', 'after ok' }, run(endpoint, 'nap'))
+    assert.same({ 'long ok', 'after ok' }, run(endpoint, 'nap'))
     assert(proc:alive(), proc:report())
+  end)
+
+  it('serves without a worker whose script never ends its top level, and a stop exits without it', function()
+    -- an attack round: the control handed that worker its share of the
+    -- calls, never answered, and a stop waited for its thread for good
+    local proc, endpoint = start_leave('spin')
+    assert.same({ 'answered 20' }, run(endpoint, 'stuck'))
+    local t0 = os.time()
+    proc:kill('TERM')
+    local ok, how, code = proc:wait(20)
+    assert.is_falsy(ok)
+    assert.same({ 'exit', 1 }, { how, code })
+    assert.is_true(os.time() - t0 <= 8, 'the stop took ' .. (os.time() - t0) .. ' s')
+    assert.matches('level=error msg="a worker does not end: exiting without it" worker=2', proc:log_text())
   end)
 
   it('answers the calls still running in workers PeerLostError when a second SIGTERM cuts the stop short', function()

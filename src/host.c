@@ -588,6 +588,8 @@ void host_serve(host_t *h, lua_State *L, double stop_timeout) {
             HOST_LOG(h, LOG_WARN, "no self-pipe for signals", LOG_STR("reason", strerror(errno)));
         loop_watch_reload(1);
         s_start_workers(h);
+    } else {
+        workers_slot_serving(h->slot);            /* the control may send WORK now */
     }
     host_run(h, L, 0, -1);
     h->serving = 0;

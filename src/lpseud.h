@@ -10,6 +10,11 @@ int luaopen_pseud_core(lua_State *L);
  * for a reload to run it again (core.script). May raise (memory). */
 void lpseud_set_script(lua_State *L, const char *path, int nargs, char **args);
 
+/* Push the text of the error value at `idx` and return it: a string as it
+ * is, another value by its __tostring, which runs bounded by
+ * max_hook_time (1 s if unlimited) once pseud.core has loaded. */
+const char *lpseud_error_text(lua_State *L, int idx);
+
 /* Workers (docs/workers.md). pseud-lua's body of a worker thread, for
  * start() to run N of them; and, in that thread, before pseud.core loads:
  * this state is worker `slot`'s. */

@@ -463,6 +463,40 @@ static int s_bounded_pcall(lua_State *L, double seconds) {
     return 2;
 }
 
+/* __tostring of the value at 1 (under sched_pcall) */
+static int s_tostring_meta(lua_State *L) {
+    if (!luaL_callmeta(L, 1, "__tostring") || lua_type(L, -1) != LUA_TSTRING) lua_pushnil(L);
+    return 1;
+}
+
+const char *lpseud_error_text(lua_State *L, int idx) {
+    idx = lua_absindex(L, idx);
+    if (lua_type(L, idx) == LUA_TSTRING || lua_type(L, idx) == LUA_TNUMBER) {
+        lua_pushvalue(L, idx);
+        return lua_tostring(L, -1);
+    }
+    if (luaL_getmetafield(L, idx, "__tostring") != LUA_TNIL) {
+        lua_pop(L, 1);
+        sched_t *s = sched_of(L);
+        if (!s) {                                 /* before pseud.core: as Lua's lua.c */
+            if (luaL_callmeta(L, idx, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return lua_tostring(L, -1);
+        } else {
+            sched_error_t err;
+            lua_pushcfunction(L, sched_msgh);
+            lua_pushcfunction(L, s_tostring_meta);
+            lua_pushvalue(L, idx);
+            if (sched_pcall(s, L, 1, 1, s->max_hook_time > 0 ? s->max_hook_time : 1, &err) == LUA_OK) {
+                if (lua_type(L, -1) == LUA_TSTRING) return lua_tostring(L, -1);
+                lua_pop(L, 1);
+            } else {
+                return lua_pushfstring(L, "(error object is a %s value; its __tostring failed: %s: %s)",
+                                       luaL_typename(L, idx), err.name, err.message);
+            }
+        }
+    }
+    return lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, idx));
+}
+
 /* core.hook_pcall(fn, ...) -> true, results... | false, pseud.Error: fn
  * bounded by max_hook_time (predicates, backend hooks called from Lua) */
 static int l_hook_pcall(lua_State *L) {

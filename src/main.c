@@ -65,10 +65,7 @@ static void s_usage(FILE *out) {
  * remote peer's traceback): the user's line is in the traceback. */
 static int s_msghandler(lua_State *L) {
     const char *msg = lua_tostring(L, 1);
-    if (msg == NULL) {
-        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) msg = lua_tostring(L, -1);
-        else msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-    }
+    if (msg == NULL) msg = lpseud_error_text(L, 1);   /* a __tostring that never returns is stopped */
     luaL_traceback(L, L, msg, 1);
     return 1;
 }

@@ -10,7 +10,7 @@
  * password pool), bounded, and
  * keeps the messages that arrive meanwhile for its loop.
  */
-#define _GNU_SOURCE                    /* pthread_setname_np */
+#define _GNU_SOURCE                    /* pthread_setname_np, pthread_timedjoin_np */
 #include "workers_internal.h"
 
 #include <errno.h>
@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <msgpack.h>
 #include <zmq.h>
@@ -29,6 +30,10 @@
 #include "cluster_calls.h"
 #include "dispatch.h"
 #include "message.h"
+
+/* At the end, how long the workers have to end their threads (after the
+ * stop's own drain): past it the process exits without them. */
+#define WORKERS_JOIN_SECONDS 5
 
 /* --- frames --- */
 
@@ -390,6 +395,8 @@ static void s_control_on_message(loop_t *loop, void *socket, void *arg) {
             /* a server the worker's script closed, or made (again) */
             if (kind == 'O') { if (s->closed) idset_remove(s->closed, P(1), PL(1)); }
             else s_mark_closed(s, P(1), PL(1));
+        } else if (kind == 'G' && count == 1) {   /* its script serves: WORK may go there */
+            s->serving = 1;
         } else if (kind == 'D') {
             s->done = 1;
             HOST_LOG(h, LOG_DEBUG, "worker done", LOG_INT("worker", s->id));
@@ -517,7 +524,8 @@ size_t workers_inflight(const workers_t *w) {
 int workers_busy(const workers_t *w) {
     for (int i = 0; w && i < w->n; i++) {
         const workers_slot_t *s = &w->slots[i];
-        if (s->started && (!s->done || s->inflight)) return 1;
+        /* one whose script never served has nothing of ours to finish */
+        if (s->started && ((!s->done && s->serving) || s->inflight)) return 1;
     }
     return 0;
 }
@@ -526,6 +534,9 @@ void workers_destroy(workers_t **p) {
     workers_t *w = *p;
     if (!w) return;
     *p = NULL;
+    struct timespec until;                        /* one bound for all of them */
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += WORKERS_JOIN_SECONDS;
     for (int i = 0; i < w->n; i++) {
         workers_slot_t *s = &w->slots[i];
         if (s->started) {
@@ -533,7 +544,16 @@ void workers_destroy(workers_t **p) {
                 frame_send_part(s->control_pair, "X", 1, ZMQ_DONTWAIT);
                 frame_send_part(s->control_pair, "l", 1, ZMQ_DONTWAIT);   /* its leave need not wait */
             }
-            pthread_join(s->thread, NULL);
+            if (pthread_timedjoin_np(s->thread, NULL, &until) != 0) {
+                /* its script never came back to its loop (a top level that
+                 * never ends, a blocking C call): nothing can end that thread,
+                 * and the ZeroMQ context cannot end while its socket is open */
+                HOST_LOG(w->h, LOG_ERROR, "a worker does not end: exiting without it",
+                         LOG_INT("worker", s->id), LOG_INT("seconds", WORKERS_JOIN_SECONDS));
+                fflush(stdout);
+                fflush(stderr);
+                _exit(1);
+            }
             s->started = 0;
         }
     }
@@ -557,10 +577,12 @@ static uint32_t s_hash(const char *p, size_t n) {
     return x;
 }
 
-/* Slot `s` takes WORK of server `le`: running, not leaving, no stop under
+/* Slot `s` takes WORK of server `le`: running, its script serving (a
+ * worker whose top level never ends, or not yet, would keep the calls
+ * sent to it: the control runs them meanwhile), not leaving, no stop under
  * way, and its script has not closed (nor bounced) that server. */
 static int s_serves(const workers_slot_t *s, const lendpoint_t *le) {
-    return s->started && !s->done && !s->leaving && !s->w->stopping && s->control_pair &&
+    return s->started && s->serving && !s->done && !s->leaving && !s->w->stopping && s->control_pair &&
            !(s->closed && idset_has(s->closed, le->name, le->name_len));
 }
 

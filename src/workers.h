@@ -61,7 +61,7 @@ workers_t *workers_start(host_t *h, int n, workers_main_fn main, const char *scr
                          int nargs, char **args, char *err, size_t err_size);
 /* Send STOP to every worker still running. */
 void workers_stop(workers_t *w);
-/* Are calls still with the workers, or workers not done? */
+/* Are calls still with the workers, or workers that served not done? */
 int workers_busy(const workers_t *w);
 /* A stop cut short: every worker answers what it still runs now ('H'). */
 void workers_hurry(workers_t *w);
@@ -94,6 +94,8 @@ void workers_slot_failed(workers_slot_t *slot, const char *text);
  * (metrics.h) after `seconds`; `name` a registered name, or NULL (unknown).
  * Sent as 'M' with the worker's scheduler counters. */
 void workers_ship_metric(host_t *h, const char *name, size_t len, int outcome, double seconds);
+/* The worker's script serves now (its start()): WORK may come. */
+void workers_slot_serving(workers_slot_t *slot);
 /* The worker's stop answered `calls` PeerLostError (the control logs the sum). */
 void workers_slot_abandoned(workers_slot_t *slot, size_t calls);
 /* The worker's host `h` (pseud.core loaded in the slot's state): watch its

@@ -40,6 +40,7 @@ struct workers_slot {
     int done;                     /* DONE came: its thread is ending */
     idset_t *closed;              /* servers its script closed ('Z'): no WORK of theirs goes there */
     int leaving;                  /* it said it leaves ('L'): no WORK goes there */
+    int serving;                  /* it said its script serves ('G'): WORK may go there */
     int released;                 /* worker side: the control's 'l' came (its destroy sends one) */
     /* worker side */
     host_t *host;                 /* the worker's host, while its state is open */

@@ -116,6 +116,10 @@ static void s_on_work(workers_slot_t *s, zmq_msg_t *parts, int count) {
     if (le->ep) endpoint_proxy_arm(le->ep, 0, 0);
 }
 
+void workers_slot_serving(workers_slot_t *s) {
+    if (s->worker_pair) zmq_send(s->worker_pair, "G", 1, ZMQ_DONTWAIT);
+}
+
 void workers_slot_leave(workers_slot_t *s) {
     void *pair = s->worker_pair;
     if (zmq_send(pair, "L", 1, ZMQ_DONTWAIT) < 0) return;

@@ -18,13 +18,16 @@ Cases:
                 close_then_fail, then hello on one connection (timeout
                 2 s): `NAME OUTCOME` each, OUTCOME ok or the error's name
   guard         (spec/servers/workers_leave.lua guard) bob's sleep(0.3)
-                keeps worker 1 busy, alice's wid goes to worker 2 while
-                its script sets up; then 3 more of alice's: `first O`,
+                keeps worker 1 busy, alice's wid goes elsewhere while
+                worker 2's script sets up; then 3 more of alice's: `first O`,
                 `later O O O` (O: ok or the error's name; timeout 3 s)
   nap           (spec/servers/workers_leave.lua nap) bob's sleep(0.3)
-                keeps worker 1 busy, alice's sleep(3) goes to worker 2,
-                whose script returns at 1 s; then alice's wid: `long O`,
+                keeps worker 1 busy, alice's sleep(3) goes there too
+                (worker 2's script never serves: it returns at 1 s); then
+                alice's wid: `long O`,
                 `after O`
+  stuck         (spec/servers/workers_leave.lua spin) 20 calls in flight
+                on one connection: `answered N`
   twice PID     (spec/servers/workers_leave.lua none) a sleep(3) runs in a
                 worker, the server is sent SIGTERM twice: `long O`
   twins E2      (spec/servers/workers_twins.lua) `which` on ENDPOINT, then
@@ -141,6 +144,13 @@ elseif case == 'guard' then
   local later = {}
   for i = 1, 3 do later[i] = outcome(alice.wid()) end
   print('later ' .. table.concat(later, ' '))
+elseif case == 'stuck' then
+  local c = client(nil, 3)
+  local got = {}
+  for i = 1, 20 do got[i] = c.wid() end
+  local ok = 0
+  for i = 1, 20 do if outcome(got[i]) == 'ok' then ok = ok + 1 end end
+  print('answered ' .. ok)
 elseif case == 'nap' then
   local bob, alice = client(nil, 5), client(nil, 5)
   local busy = bob.sleep(0.3)

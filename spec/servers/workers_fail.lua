@@ -3,5 +3,9 @@
 local pseud = require 'pseud'
 local server = pseud.Server('service')
 assert(server:bind('tcp://127.0.0.1:*'))
-if pseud.role() == 'worker' and pseud.worker_id() == 2 then error('boom in worker two') end
+-- arg[1] 'tostring': the error value's __tostring never returns (an attack
+-- round: worker 2 hung, its calls were lost, SIGTERM did not stop it)
+local value = arg[1] == 'tostring' and setmetatable({}, { __tostring = function() while true do end end })
+  or 'boom in worker two'
+if pseud.role() == 'worker' and pseud.worker_id() == 2 then error(value) end
 server:start()
