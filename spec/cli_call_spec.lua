@@ -200,6 +200,21 @@ describe('pseud-lua call', function()
       assert.is_true(took < 3, ('%s took %.2f s'):format(body, took))
     end
   end)
+
+  -- A map key that is a map, nested: each level escaped the text of the
+  -- one inside it again, so a 66-byte reply 32 levels deep made gigabytes
+  -- of JSON (an attack round)
+  it('prints map keys that are maps a few levels deep, and refuses deeper ones at once', function()
+    local _, ep = process.pyserver('pyservice')
+    local out, code, err = run { 'call', ep, 'pyservice', 'raw', '"' .. ('81'):rep(2) .. '01' .. ('02'):rep(2) .. '"' }
+    assert.equal(0, code, err)
+    assert.equal('{"{\\"1\\":2}":2}\n', out)
+    local t0 = clock.now()
+    out, code, err = run { 'call', ep, 'pyservice', 'raw', '"' .. ('81'):rep(32) .. '01' .. ('02'):rep(32) .. '"' }
+    assert.equal('', out)
+    assert.matches('map keys nested too deep for JSON', err)
+    assert.is_true(code ~= 0 and clock.now() - t0 < 3, ('exit %s after %.2f s'):format(code, clock.now() - t0))
+  end)
 end)
 
 describe('pseud-lua call with authentication', function()

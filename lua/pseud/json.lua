@@ -258,14 +258,22 @@ local function is_array(t)
   return count == n
 end
 
+-- How many map keys that are maps or arrays may nest in one another: each
+-- level escapes the text of the one inside it again, doubling its
+-- backslashes (a 66-byte reply of 32 such levels made gigabytes).
+local MAX_KEY_NESTING = 4
+
 -- JSON keys are strings: other msgpack keys print as their JSON text.
-local function key_text(k)
+local function key_text(k, depth, keys)
   if type(k) == 'string' then return encode_string(k) end
-  return encode_string(encode(k))
+  if type(k) == 'table' and keys >= MAX_KEY_NESTING then
+    error(core.error('ValueError', 'map keys nested too deep for JSON'), 0)
+  end
+  return encode_string(encode(k, depth, keys + 1))
 end
 
-encode = function(v, depth)
-  depth = depth or 0
+encode = function(v, depth, keys)
+  depth, keys = depth or 0, keys or 0
   if depth > 64 then error(core.error('ValueError', 'value nested too deep for JSON'), 0) end
   local kind = type(v)
   if v == nil or v == core.null then return 'null'
@@ -278,12 +286,12 @@ encode = function(v, depth)
   elseif kind == 'table' then
     local out = {}
     if is_array(v) then
-      for i = 1, #v do out[i] = encode(v[i], depth + 1) end
+      for i = 1, #v do out[i] = encode(v[i], depth + 1, keys) end
       return '[' .. table.concat(out, ',') .. ']'
     end
-    for k, x in pairs(v) do out[#out + 1] = { key_text(k), x } end
+    for k, x in pairs(v) do out[#out + 1] = { key_text(k, depth + 1, keys), x } end
     table.sort(out, function(a, b) return a[1] < b[1] end)
-    for i, kv in ipairs(out) do out[i] = kv[1] .. ':' .. encode(kv[2], depth + 1) end
+    for i, kv in ipairs(out) do out[i] = kv[1] .. ':' .. encode(kv[2], depth + 1, keys) end
     return '{' .. table.concat(out, ',') .. '}'
   end
   return encode_string(tostring(v))         -- nothing else arrives from msgpack
