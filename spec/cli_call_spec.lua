@@ -260,6 +260,29 @@ describe('pseud-lua call with authentication', function()
     assert.is_true(clock.now() - t0 < 3)
   end)
 
+  -- a server that takes every login and refuses the call each time kept
+  -- the client sending HELLO and the call again until its timeout (an
+  -- attack round: about 2,900 HELLOs in 2 s)
+  it('gives up on a call refused again after each login, after max_retries logins', function()
+    local server, ep = process.pyserver('pyservice', nil, '--authloop')
+    -- the login of untrusted_curve (a HELLO), without its CURVE
+    local script = ([[
+      local pseud = require 'pseud'
+      local c = pseud.Client('pyservice', { timeout = 5 })
+      c._core:set_login('alice', 'wonderland')
+      c:connect('%s')
+      local t0 = pseud.now()
+      local ok, e = pcall(function() return c.whoami():get() end)
+      print(ok, e.name, e.message, pseud.now() - t0 < 3)
+    ]]):format(ep)
+    local out = run { '-e', script }
+    assert.matches('^false\tUnauthorizedError\tthe peer refused the call again after our login.*\ttrue\n$', out)
+    server:stop()
+    local hellos = 0
+    for _ in server:log_text():gmatch('hello %d+') do hellos = hellos + 1 end
+    assert.is_true(hellos >= 1 and hellos <= 4, hellos .. ' HELLOs')
+  end)
+
   it('prompts for the password without echo on a terminal', function()
     local _, endpoint = process.server('spec/servers/auth.lua', 'plain', dir .. '/creds')
     local out = process.python('spec/support/ptyrun.py',

@@ -123,8 +123,8 @@ describe('pseud-lua --workers 2 whose script raises in a worker', function()
       'tostring' }, { timeout = 20 })
     assert.is_false(ok, out)
     local text = process.read(log)
-    assert.matches('level=error msg="worker\'s script failed: stopping" worker=2 error="[^"]*error object is a table value',
-      text)
+    assert.matches('level=error msg="worker\'s script failed: stopping" worker=2 error="[^"]*'
+      .. 'error object is a table value', text)
   end)
 end)
 

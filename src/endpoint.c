@@ -620,8 +620,11 @@ static void s_on_reply(endpoint_t *ep, const frame_message_t *m) {
                          LOG_STR("type", what), LOG_ID("peer", m->peer, m->peer_len));
         return;
     }
-    if (m->type == FRAME_UNAUTHORIZED && ep->hello_body && c->body) {
-        /* log in, then replay it */
+    /* log in, then replay it; a peer that takes every login and refuses
+     * the call each time would keep both going until the call's timeout
+     * (an attack round: thousands of HELLOs a second): max_retries logins */
+    if (m->type == FRAME_UNAUTHORIZED && ep->hello_body && c->body && c->logins < ep->hello_max_retries) {
+        c->logins++;
         c->awaiting_auth = 1;
         if (!ep->hello_pending) s_send_hello(ep, c->peer, c->peer_len);
         return;
@@ -629,7 +632,8 @@ static void s_on_reply(endpoint_t *ep, const frame_message_t *m) {
     s_unlink(ep, c);
     endpoint_enter(ep);
     if (m->type == FRAME_UNAUTHORIZED) {
-        const char *why = m->body_len ? "peer requires authentication" : "unauthorized";
+        const char *why = c->logins ? "the peer refused the call again after our login"
+                        : m->body_len ? "peer requires authentication" : "unauthorized";
         if (c->relay) c->relay->failed(c->relay, "UnauthorizedError", why);
         else if (ep->ev.on_call_failed) ep->ev.on_call_failed(ep->ev.ctx, ep, c, "UnauthorizedError", why);
     } else {

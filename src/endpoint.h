@@ -37,6 +37,7 @@ struct endpoint_call {
     endpoint_call_t *prev, *next;    /* deadline order */
     struct endpoint_out *queued;     /* its WORK still in the outbox, or NULL */
     int awaiting_auth;               /* answered UNAUTHORIZED: replayed after HELLO */
+    int logins;                      /* HELLOs it was sent back to wait for */
     const char *body;                /* its WORK body, kept for replay, or NULL */
     size_t body_len;
     size_t peer_len;                 /* the routing id it went to, so a peer

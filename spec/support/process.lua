@@ -309,9 +309,10 @@ function process.server(script, ...)
   return proc, endpoint
 end
 
---- Start the Python peer's server; returns proc, endpoint.
-function process.pyserver(service, endpoint)
-  local argv = { PYTHON, '-u', PYPEER, 'server', endpoint or 'tcp://127.0.0.1:*', service }
+--- Start the Python peer's server; returns proc, endpoint. Options after
+-- the endpoint go to pypeer's server command (--authloop).
+function process.pyserver(service, endpoint, ...)
+  local argv = { PYTHON, '-u', PYPEER, 'server', endpoint or 'tcp://127.0.0.1:*', service, ... }
   local proc = process.start(argv, { name = 'pypeer-server' })
   local ep = proc:wait_for('^ready (%S+)', 10, 10)
   return proc, ep

@@ -453,6 +453,7 @@ def cmd_server(args):
     endpoint = sock.getsockopt(zmq.LAST_ENDPOINT).decode()
     sys.stdout.write('ready %s\n' % endpoint)
     sys.stdout.flush()
+    hellos = 0
     while not stopping:
         try:
             if not sock.poll(100, zmq.POLLIN):
@@ -466,6 +467,13 @@ def cmd_server(args):
         if len(frames) != 6 or frames[1] != b'' or frames[2] != VERSION or len(frames[4]) != 1:
             continue  # probes, heartbeats without body, garbage
         peer, _, _, muuid, mtype, body = frames
+        if args.authloop and mtype[0] in (HELLO, WORK):
+            hellos += mtype[0] == HELLO
+            if mtype[0] == HELLO:
+                log('hello', hellos)
+            answer = AUTHENTICATED if mtype[0] == HELLO else UNAUTHORIZED
+            sock.send_multipart([peer, b'', VERSION, muuid, bytes([answer]), b'welcome'], flags=zmq.NOBLOCK)
+            continue
         if mtype[0] != WORK:
             continue
         raw = raw_reply(body)
@@ -652,6 +660,9 @@ def main(argv):
     p = sub.add_parser('server')
     p.add_argument('endpoint')
     p.add_argument('service')
+    p.add_argument('--authloop', action='store_true',
+                   help='a hostile server: every HELLO AUTHENTICATED, every WORK UNAUTHORIZED '
+                        '(each HELLO logged "hello N")')
     p.set_defaults(func=cmd_server)
 
     args = parser.parse_args(argv)
