@@ -54,6 +54,11 @@ describe('handler limits', function()
     assert.same({ 'guarded\tServiceNotFoundError\ttrue', 'Hello after' }, run('predicate'))
   end)
 
+  it("bounds a lookup's predicates together, and a describe's", function()
+    assert.same({ 'multi\tServiceNotFoundError\ttrue', '_pseud.describe\tTimeoutError\ttrue', 'Hello after' },
+      run('predicates'))
+  end)
+
   it('holds where a review broke it: xpcall, __close, main-chunk coroutines, MemoryError loops', function()
     assert.same({
       'xpcall_spin\tTimeoutError\ttrue\ttrue',

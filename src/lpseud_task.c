@@ -598,8 +598,15 @@ static int l_now(lua_State *L) {
     return 1;
 }
 
+/* core.hook_time(): max_hook_time, seconds (0: unlimited) */
+static int l_hook_time(lua_State *L) {
+    lua_pushnumber(L, host_sched(HOST(L))->max_hook_time);
+    return 1;
+}
+
 const luaL_Reg lpseud_task_functions[] = {
     { "sleep", l_sleep },
+    { "hook_time", l_hook_time },
     { "spawn", l_spawn },
     { "now", l_now },
     { "caller", l_caller },

@@ -269,6 +269,13 @@ int sched_pcall(sched_t *s, lua_State *L, int nargs, int nres, double seconds,
      * bound: the time it took is not the outer one's */
     if (outer == h && h->deadline > 0) h->deadline += loop_now() - start;
     if (oh != sched_hook || killed) lua_sethook(L, oh, omask, ocount);   /* theirs, or re-armed by a kill */
+    /* a hook the task's own deadline stopped (deadline_cap): the task is
+     * past it too, and ends now, not with what it did after (an attack
+     * round: a describe answered OK with the names before the deadline) */
+    if (killed && outer && outer != h && outer->deadline > 0 && loop_now() > outer->deadline) {
+        outer->expired = 1;
+        if (outer->co) lua_sethook(outer->co, sched_hook, LUA_MASKCOUNT, 1);
+    }
     if (status == LUA_OK) {
         lua_remove(L, fn - 1);                    /* the message handler */
         return LUA_OK;

@@ -116,6 +116,13 @@ local function accepts(domain, ctx)
   return yes and true or false
 end
 
+-- The predicates of one lookup share one max_hook_time: each is bounded by
+-- it, and none starts once that much has gone by since the lookup's first,
+-- so a name under N domains holds the loop about twice max_hook_time at
+-- most, not N times (an attack round). A describe shares one such budget
+-- across all its names (budget_end, set while it runs).
+local budget_end
+
 --- The resolver the host calls for route lists of an RPC whose auth backend
 -- instance is `auth()` (a function, as the backend may be set up later).
 -- ctx = auth:get_predicate_arguments(user_id) plus user_id, routing_id,
@@ -135,7 +142,13 @@ function registry.resolver(auth)
     end
     ctx.user_id, ctx.routing_id, ctx.name = user_id, routing_id, name
     ctx.args, ctx.kwargs = table.pack(...), kwargs
+    local bound = core.hook_time()
+    local until_ = budget_end or (bound > 0 and core.now() + bound)
     for _, e in ipairs(routes) do
+      if until_ and e.domain ~= 'default' and core.now() > until_ then
+        core.log('warn', 'predicates ran past max_hook_time: the other domains refuse', { name = name }, true)
+        return nil, nil, true
+      end
       if accepts(e.domain, ctx) then return e.fn, e end
     end
     return nil
@@ -150,6 +163,16 @@ end
 -- would reach; `extra` lists more {name=, doc=} (the host's own).
 -- Returns { {name=, doc=|pseud.null}, ... } sorted by name, each a map.
 function registry.describe(tables, resolve, user_id, routing_id, extra)
+  local bound = core.hook_time()
+  budget_end = bound > 0 and core.now() + bound or nil
+  local ok, list = pcall(registry.list, tables, resolve, user_id, routing_id, extra)
+  budget_end = nil
+  if not ok then error(list, 0) end
+  return list
+end
+
+-- registry.describe's walk, under its budget_end.
+function registry.list(tables, resolve, user_id, routing_id, extra)
   local seen, list = {}, {}
   local function add(name, doc)
     seen[name] = true
@@ -165,7 +188,11 @@ function registry.describe(tables, resolve, user_id, routing_id, extra)
     for _, name in ipairs(names) do
       local v = callables[name]
       if getmetatable(v) == core.routes_mt then
-        local fn, entry = resolve(v, name, user_id, routing_id, nil)
+        local fn, entry, out_of_time = resolve(v, name, user_id, routing_id, nil)
+        if out_of_time then
+          error(core.error('TimeoutError', 'the predicates of the names guarded by domains ran past '
+            .. 'max_hook_time: no list'), 0)
+        end
         if fn ~= nil then add(name, entry and entry.doc) end
       elseif v ~= nil then
         local owner = owners[callables]

@@ -106,6 +106,18 @@ function cases.predicate()
   print(client.hello('after'):get())
 end
 
+-- one name under 8 spinning predicates (0.5 s each): the call is refused
+-- within two max_hook_time, and so is a describe (TimeoutError), while
+-- other callers wait no longer than that
+function cases.predicates()
+  for _, name in ipairs { 'multi', '_pseud.describe' } do
+    local t0 = pseud.now()
+    local name_of = outcome(client[name]())
+    print(name, name_of, pseud.now() - t0 < 1.3)
+  end
+  print(client.hello('after'):get())
+end
+
 -- what an adversarial review found (each froze the loop before its fix)
 function cases.review()
   probed('xpcall_spin', 1, 0.25)      -- a message handler after a kill

@@ -105,6 +105,14 @@ server:register_rpc('gc_spin', function()
   collectgarbage()
   return 'after'
 end)
+-- one name under 8 domains, each predicate spinning: the lookup's
+-- predicates share one max_hook_time (an attack round: 20 such domains
+-- froze the loop 20 times max_hook_time, and _pseud.describe as long)
+for i = 1, 8 do
+  local domain = 'slow' .. i
+  pseud.register_predicate(domain, spin)
+  server:register_rpc('multi', function() return 'reached' end, { domain = domain })
+end
 pseud.register_predicate('xpcalling', function() xpcall(spin, spin) end)
 server:register_rpc('guarded_xpcall', function() return 'reached' end, { domain = 'xpcalling' })
 
