@@ -34,6 +34,10 @@ describe('host robustness', function()
     assert.same({ 'true nil', 'false C stack overflow', 'Hello after' }, run('close_chain'))
   end)
 
+  it('refuses pseud.spawn past max_tasks spawned tasks alive', function()
+    assert.same({ 'lit', 'true true 0', 'Hello after' }, run('spawn_bomb'))
+  end)
+
   it('ends pending calls with PeerLostError when the endpoint is closed by <close>', function()
     assert.same({ 'false PeerLostError' }, run('close_pending'))
   end)

@@ -48,6 +48,7 @@ int host_set_global_registry(host_t *h, int ref) {
     return old;
 }
 void host_set_max_hook_time(host_t *h, double seconds) { h->sched.max_hook_time = seconds; }
+void host_set_max_tasks(host_t *h, int n) { h->sched.max_spawned = n; }
 int host_running(host_t *h) { return h->running; }
 void host_set_lua_sethook(host_t *h, lua_CFunction fn) { h->lua_sethook = fn; }
 lua_CFunction host_lua_sethook(host_t *h) { return h->lua_sethook; }

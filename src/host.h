@@ -49,6 +49,8 @@ void host_set_limits(host_t *h, const codec_limits_t *lim);
 int host_set_global_registry(host_t *h, int ref);
 int host_global_registry(const host_t *h);
 void host_set_max_hook_time(host_t *h, double seconds);
+/* pseud.spawn tasks alive at once past which spawn raises; 0: no bound. */
+void host_set_max_tasks(host_t *h, int n);
 /* Lua's own debug.sethook, kept for the replacement (lpseud_task.c). */
 void host_set_lua_sethook(host_t *h, lua_CFunction fn);
 lua_CFunction host_lua_sethook(host_t *h);

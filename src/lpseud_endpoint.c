@@ -5,6 +5,7 @@
  * call, security and auth hooks, start/stop, close; __gc = __close.
  */
 #include <errno.h>
+#include <limits.h>
 #include <string.h>
 #include <time.h>
 
@@ -90,6 +91,12 @@ static int l_endpoint_new(lua_State *L) {
     le->limits.memory = max_memory;
     le->max_message_size = o.max_message_size > 0 ? (size_t)o.max_message_size : 0;
     if (!client) host_set_max_hook_time(h, max_hook);   /* hooks are a server's: ZAP's too */
+    if (lua_getfield(L, 3, "max_tasks") != LUA_TNIL) {   /* the host's, as max_hook_time */
+        lua_Integer n = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : -1;
+        luaL_argcheck(L, n >= 0 && n <= INT_MAX, 3, "max_tasks must be a whole number >= 0 (0: no bound)");
+        if (!client) host_set_max_tasks(h, (int)n);
+    }
+    lua_pop(L, 1);
     int worker = host_worker_id(h) != 0;
     if (lua_getfield(L, 3, "workers") != LUA_TNIL) {   /* docs/workers.md */
         luaL_argcheck(L, !client, 3, "workers is a server's option");

@@ -47,6 +47,8 @@ typedef struct task task_t;
 typedef struct sched sched_t;
 
 
+#define TASK_SPAWNED_MAX 100000   /* max_tasks by default: pseud.spawn tasks alive at once */
+
 typedef struct task_limits {
     double time;                  /* wall-clock seconds from its start; 0: unlimited */
     double memory;                /* bytes it may allocate, net; 0: unlimited */
@@ -84,6 +86,7 @@ struct task {
     double deadline_cap;          /* the hook: the deadline of the task it serves, or 0 */
     task_limits_t limits;         /* its own; tasks it spawns get them too */
     int result;                   /* ref: the future a spawn settles, or LUA_NOREF */
+    int spawned;                  /* pseud.spawn made it (counted in sched.nspawned) */
     task_t *run_next;             /* run queue */
     task_t *live_prev, *live_next;/* every task alive */
     task_work_t work;
@@ -137,6 +140,8 @@ struct sched {
     int pass_over;                /* the hook saw pass_end go by */
     int q1_skipped;               /* the last pass left the preempted queue waiting */
     double max_hook_time;         /* seconds a synchronous call may run; 0: unlimited */
+    int max_spawned;              /* pseud.spawn tasks alive at once; 0: no bound */
+    int nspawned;                 /* of the tasks alive, those pseud.spawn made */
     int main_chunk;               /* the synchronous call is the script's top level (a reload):
                                      what it spawns gets no limits, as in the first run */
     sched_ops_t ops;

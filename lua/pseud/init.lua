@@ -154,7 +154,8 @@ end
 -- `option_names`).
 local CORE_OPTIONS = {
   'cluster', 'heartbeat_plugin', 'identity', 'introspection', 'linger', 'max_handler_memory', 'max_handler_time',
-  'max_hook_time', 'max_message_size', 'max_peer_calls', 'max_peer_queue', 'max_peers', 'metrics', 'proxy_to',
+  'max_hook_time', 'max_message_size', 'max_peer_calls', 'max_peer_queue', 'max_peers', 'max_tasks', 'metrics',
+  'proxy_to',
   'registry', 'security_plugin', 'stop_timeout', 'timeout', 'worker_by', 'workers',
 }
 
