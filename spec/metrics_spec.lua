@@ -177,6 +177,22 @@ describe('metrics', function()
     assert.matches('# TYPE pseud_calls_total counter', scrape(url), 1, true)
   end)
 
+  -- A page is rendered in the loop and was rendered for every scrape: 16
+  -- connections that never read held 16 copies (an attack round: 315 MB
+  -- for a page of 10,000 names), and scrapers in a loop held the loop
+  it('shares one page between the scrapes that come at once', function()
+    local proc = process.start({ host, 'spec/servers/metrics_many.lua', '3000' }, { name = 'metrics-many' })
+    proc:wait_for('^ready', 10, 20)
+    local url = metrics_url(proc)
+    local page = #scrape(url)
+    assert.is_true(page > 2e6, page .. ' bytes')
+    local lines = process.run_lines({ '/usr/bin/python3', 'spec/support/scrapers.py', 'hold', '127.0.0.1',
+      url:match(':(%d+)/metrics$'), '16', '4', tostring(proc.pid) }, { name = 'scrapers', timeout = 30 })
+    local r = json.decode(lines[#lines])
+    local grown = (r.after - r.before) * 1024
+    assert.is_true(grown < 4 * page, ('RSS grew %d bytes for 16 scrapes of a %d-byte page'):format(grown, page))
+  end)
+
   it('serves --metrics ADDRESS from the command line', function()
     local _, at, url = start { pre = { '--metrics', 'tcp://127.0.0.1:0' }, metrics = '-' }
     assert.same({ 'hello you', 'ValueError', 'ServiceNotFoundError', 'odd' },

@@ -8,12 +8,49 @@ Each subcommand prints one JSON object and exits 0; every wait is bounded.
         own bounds), then one scrape more (answered or not: "full"); all of
         them shut down and closed at once, then a scrape every 0.2 s until one is answered or 10 s
         passed ("after": the seconds it took, or null).
+  hold  HOST PORT COUNT PER_ADDRESS PID   COUNT connections that send GET
+        /metrics and never read; the server's RSS (KiB) before them, and
+        once it stopped growing.
 """
 
 import json
 import socket
 import sys
 import time
+
+
+def rss_kib(pid):
+    with open('/proc/%d/status' % pid) as f:
+        for line in f:
+            if line.startswith('VmRSS:'):
+                return int(line.split()[1])
+    return 0
+
+
+def cmd_hold(host, port, count, per_address, pid):
+    """COUNT connections (PER_ADDRESS from each of 127.0.0.2, .3, ...) send
+    GET /metrics and never read; the server's RSS before, and once it has
+    not grown for 0.5 s (or after 10 s), after."""
+    before = rss_kib(pid)
+    held = []
+    for i in range(count):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.bind(('127.0.0.%d' % (2 + i // per_address), 0))
+        s.connect((host, port))
+        s.sendall(b'GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n')
+        held.append(s)
+    t0 = time.monotonic()
+    last, since = rss_kib(pid), time.monotonic()
+    while time.monotonic() - t0 < 10 and time.monotonic() - since < 0.5:
+        time.sleep(0.05)
+        now = rss_kib(pid)
+        if now > last:
+            last, since = now, time.monotonic()
+    for s in held:
+        s.close()
+    print(json.dumps({'before': before, 'after': last}, sort_keys=True), flush=True)
+    print('done', flush=True)
 
 
 def scrape(host, port, wait):
@@ -59,6 +96,9 @@ def cmd_fill(host, port, limit, per_address):
 
 
 def main(argv):
+    if len(argv) == 6 and argv[0] == 'hold':
+        cmd_hold(argv[1], int(argv[2]), int(argv[3]), int(argv[4]), int(argv[5]))
+        return 0
     if len(argv) == 5 and argv[0] == 'fill':
         cmd_fill(argv[1], int(argv[2]), int(argv[3]), int(argv[4]))
         return 0
