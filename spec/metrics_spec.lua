@@ -91,6 +91,15 @@ describe('metrics', function()
     assert.is_true(value(text, 'process_start_time_seconds') > 1.6e9)
   end)
 
+  it('counts names that read the same as labels in one series', function()
+    local _, at, url = start {}
+    assert.same({ 'alike', 'alike', 'alike' }, client(at.svc, 'svc', 'alike'))
+    local text = scrape(url)
+    assert.equal(1, count(text, 'pseud_calls_total{name="a\u{FFFD}",outcome="ok"}'))
+    assert.equal(3, value(text, 'pseud_calls_total{name="a\u{FFFD}",outcome="ok"}'))
+    assert.equal(1, count(text, 'pseud_handler_duration_seconds_count{name="a\u{FFFD}"}'))
+  end)
+
   it('counts preemptions and limit hits', function()
     local _, at, url = start {}
     assert.same({ 'TimeoutError', 'MemoryError', 'ServiceNotFoundError' }, client(at.limited, 'limited', 'limits'))

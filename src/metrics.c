@@ -92,7 +92,46 @@ static void s_grow(metrics_t *m) {
     m->ntable = n;
 }
 
+static size_t s_utf8(const unsigned char *s, size_t n);
+static metrics_name_t *s_name_find(metrics_t *m, const char *name, size_t len);
+
+/* `name` as its label reads (bytes that are not UTF-8 as U+FFFD) in a new
+ * buffer of *len bytes, or NULL when it is UTF-8 already (or no memory). */
+static char *s_label_form(const char *name, size_t *len) {
+    const unsigned char *s = (const unsigned char *)name;
+    size_t i = 0, n = *len;
+    while (i < n) {
+        size_t k = s_utf8(s + i, n - i);
+        if (k == 0) break;
+        i += k;
+    }
+    if (i == n) return NULL;
+    char *out = malloc(n * 3);                    /* each byte at most U+FFFD's three */
+    if (!out) return NULL;
+    size_t o = 0;
+    for (i = 0; i < n;) {
+        size_t k = s_utf8(s + i, n - i);
+        if (k == 0) { memcpy(out + o, "\xef\xbf\xbd", 3); o += 3; i++; continue; }
+        memcpy(out + o, name + i, k);
+        o += k;
+        i += k;
+    }
+    *len = o;
+    return out;
+}
+
+/* The series of a registered name, keyed by its label: names that read the
+ * same once bytes that are not UTF-8 are U+FFFD share one, as two series
+ * with one label set would be invalid exposition (an attack round). */
 metrics_name_t *metrics_name(metrics_t *m, const char *name, size_t len) {
+    char *label = s_label_form(name, &len);
+    if (label) name = label;
+    metrics_name_t *found = s_name_find(m, name, len);
+    free(label);
+    return found;
+}
+
+static metrics_name_t *s_name_find(metrics_t *m, const char *name, size_t len) {
     size_t i = s_hash(name, len) & (m->ntable - 1);
     for (metrics_name_t *n = m->table[i]; n; n = n->hash_next)
         if (n->len == len && memcmp(n->name, name, len) == 0) return n;

@@ -29,6 +29,8 @@ if case == 'calls' then
   show(client.fail())
   show(client.nope())
   show(client:call('say "hi"\\\n'))
+elseif case == 'alike' then
+  for _, name in ipairs { 'a\xff', 'a\xfe', 'a\u{FFFD}' } do show(client:call(name)) end
 elseif case == 'busy' then
   local first, second = client.slow(), client.slow()
   show(first)

@@ -21,6 +21,9 @@ local svc_at = assert(svc:bind('tcp://127.0.0.1:*'))
 svc:register_rpc('hello', function(name) return 'hello ' .. name end)
 svc:register_rpc('fail', function() error(pseud.error('ValueError', 'bad input')) end)
 svc:register_rpc('say "hi"\\\n', function() return 'odd' end)
+-- three names that read the same once bytes that are not UTF-8 become
+-- U+FFFD: one series (an attack round found three alike)
+for _, name in ipairs { 'a\xff', 'a\xfe', 'a\u{FFFD}' } do svc:register_rpc(name, function() return 'alike' end) end
 
 local tight = pseud.Server('tight', { metrics = metrics, max_peer_queue = 1 })
 local tight_at = assert(tight:bind('tcp://127.0.0.1:*'))
