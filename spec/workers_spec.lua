@@ -118,6 +118,14 @@ describe('pseud-lua --workers 2 whose script raises in a worker', function()
     assert.matches("RuntimeError: worker 2's script failed", text)
   end)
 
+  it('does the same when the script of a worker calls os.exit', function()
+    local out, ok, code, log = process.run({ process.host(), '--workers', '2', 'spec/servers/workers_fail.lua',
+      'exit' }, { timeout = 20 })
+    assert.is_false(ok, out)
+    assert.equal(1, code)
+    assert.matches('worker=2 error="[^"]*os.exit in worker 2', process.read(log))
+  end)
+
   it("does the same when the error value's __tostring never returns", function()
     local out, ok, _, log = process.run({ process.host(), '--workers', '2', 'spec/servers/workers_fail.lua',
       'tostring' }, { timeout = 20 })

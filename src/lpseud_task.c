@@ -375,8 +375,17 @@ static int l_debug_setmetatable(lua_State *L) {
     return 1;
 }
 
-/* Put the functions above in the base, coroutine and debug libraries (the
- * last two if loaded). */
+/* os.exit in a worker: exit() there ended the whole process at once, with
+ * the status the script gave (0 too) and no line in the log (an attack
+ * round). It raises instead: at the script's top level that is the
+ * worker's script failing (logged; the server stops, exit 1). */
+static int l_worker_exit(lua_State *L) {
+    return luaL_error(L, "os.exit in worker %d: a worker cannot end the process "
+                      "(the server stops when its script fails)", host_worker_id(HOST(L)));
+}
+
+/* Put the functions above in the base, coroutine, debug and (in a worker)
+ * os libraries (but the base one, if loaded). */
 void lpseud_task_seal(lua_State *L, int host) {
     lua_newtable(L);                              /* the sentinels, under their objects */
     lua_createtable(L, 0, 1);
@@ -418,7 +427,16 @@ void lpseud_task_seal(lua_State *L, int host) {
         lua_pushcfunction(L, l_debug_setmetatable);
         lua_setfield(L, -2, "setmetatable");
     }
-    lua_pop(L, 2);
+    lua_pop(L, 1);
+    if (host_worker_id(lua_touserdata(L, host)) != 0) {
+        if (lua_getfield(L, -1, LUA_OSLIBNAME) == LUA_TTABLE) {
+            lua_pushvalue(L, host);
+            lua_pushcclosure(L, l_worker_exit, 1);
+            lua_setfield(L, -2, "exit");
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
 }
 
 /* core.counts() -> {tasks=, answering=, pooled=, pending_calls=, timers=,
