@@ -201,6 +201,16 @@ describe('pseud-lua call', function()
     end
   end)
 
+  -- core.error keeps a C string: the message stopped at its first NUL
+  it('prints a remote error message with a NUL whole, the NUL escaped', function()
+    local _, ep = process.pyserver('pyservice')
+    -- ERROR ['ValueError', 'a\0b', '']
+    local out, code, err = run { 'call', ep, 'pyservice', 'raw_error', '"93aa56616c75654572726f72a3610062a0"' }
+    assert.equal(1, code)
+    assert.equal('', out)
+    assert.matches('ValueError: a\\x00b\n', err, 1, true)
+  end)
+
   -- A map key that is a map, nested: each level escaped the text of the
   -- one inside it again, so a 66-byte reply 32 levels deep made gigabytes
   -- of JSON (an attack round)

@@ -50,7 +50,8 @@ end
 -- Raised by the parsing and calling code: a pseud.error value named
 -- 'Exit' with the status in `code`; main turns it into that exit status.
 local function quit(code, message)
-  local e = core.error('Exit', message or '')
+  local e = core.error('Exit', '')
+  e.message = message or ''                       -- as it is: core.error's is a C string, cut at a NUL
   e.code = code
   error(e, 0)
 end

@@ -429,12 +429,13 @@ def serve_work(body):
 
 
 def raw_reply(body):
-    """raw(HEX) is answered OK with the bytes HEX spells, as they are: a
-    hostile server's reply body (None for every other call)."""
+    """raw(HEX) is answered OK, raw_error(HEX) ERROR, with the bytes HEX
+    spells as the body, as they are: a hostile server's reply (type, body),
+    or None for every other call."""
     try:
         name, cargs, _ = unpack(body)
-        if name == 'raw' and len(cargs) == 1 and isinstance(cargs[0], str):
-            return bytes.fromhex(cargs[0])
+        if name in ('raw', 'raw_error') and len(cargs) == 1 and isinstance(cargs[0], str):
+            return (OK if name == 'raw' else ERROR), bytes.fromhex(cargs[0])
     except Exception:
         pass
     return None
@@ -478,7 +479,7 @@ def cmd_server(args):
             continue
         raw = raw_reply(body)
         if raw is not None:
-            reply = [peer, b'', VERSION, muuid, bytes([OK]), raw]
+            reply = [peer, b'', VERSION, muuid, bytes([raw[0]]), raw[1]]
         else:
             outcome = serve_work(body)
             if outcome is None:
