@@ -137,7 +137,7 @@ function registry.resolver(auth)
       if not ok then
         core.log('warn', 'auth backend hook failed', { hook = 'get_predicate_arguments', error = extra }, true)
       elseif type(extra) == 'table' then
-        for k, v in pairs(extra) do ctx[k] = v end
+        for k, v in next, extra do ctx[k] = v end   -- raw: a __pairs of its result is no hook of its own
       end
     end
     ctx.user_id, ctx.routing_id, ctx.name = user_id, routing_id, name
