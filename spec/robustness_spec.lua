@@ -38,6 +38,10 @@ describe('host robustness', function()
     assert.same({ 'lit', 'true true 0', 'Hello after' }, run('spawn_bomb'))
   end)
 
+  it('routes guarded names as before after a describe stopped by its time limit', function()
+    assert.same({ 'fine', 'false TimeoutError', 'fine' }, run('describe_killed'))
+  end)
+
   it('ends pending calls with PeerLostError when the endpoint is closed by <close>', function()
     assert.same({ 'false PeerLostError' }, run('close_pending'))
   end)

@@ -120,16 +120,18 @@ end
 -- it, and none starts once that much has gone by since the lookup's first,
 -- so a name under N domains holds the loop about twice max_hook_time at
 -- most, not N times (an attack round). A describe shares one such budget
--- across all its names (budget_end, set while it runs).
-local budget_end
+-- across all its names: it calls the resolver's budgeted form (below) with
+-- its own end, never through state a killed describe could leave behind.
+local budgeted = setmetatable({}, { __mode = 'k' })   -- resolver -> its form with an end
 
 --- The resolver the host calls for route lists of an RPC whose auth backend
 -- instance is `auth()` (a function, as the backend may be set up later).
 -- ctx = auth:get_predicate_arguments(user_id) plus user_id, routing_id,
 -- name, args (packed), kwargs. Returns the callable and its entry
--- ({domain=, fn=, doc=}; the host reads the first only), or nil.
+-- ({domain=, fn=, doc=}; the host reads the first only), or nil (and true
+-- when the budget ran out).
 function registry.resolver(auth)
-  return function(routes, name, user_id, routing_id, kwargs, ...)
+  local function resolve(until_, routes, name, user_id, routing_id, kwargs, ...)
     local ctx = {}
     local backend = auth()
     if backend and backend.get_predicate_arguments then
@@ -142,8 +144,10 @@ function registry.resolver(auth)
     end
     ctx.user_id, ctx.routing_id, ctx.name = user_id, routing_id, name
     ctx.args, ctx.kwargs = table.pack(...), kwargs
-    local bound = core.hook_time()
-    local until_ = budget_end or (bound > 0 and core.now() + bound)
+    if not until_ then
+      local bound = core.hook_time()
+      until_ = bound > 0 and core.now() + bound
+    end
     for _, e in ipairs(routes) do
       if until_ and e.domain ~= 'default' and core.now() > until_ then
         core.log('warn', 'predicates ran past max_hook_time: the other domains refuse', { name = name }, true)
@@ -153,6 +157,9 @@ function registry.resolver(auth)
     end
     return nil
   end
+  local function resolver(...) return resolve(nil, ...) end
+  budgeted[resolver] = resolve
+  return resolver
 end
 
 --- What `user_id` (on `routing_id`) may call through the registries
@@ -164,15 +171,8 @@ end
 -- Returns { {name=, doc=|pseud.null}, ... } sorted by name, each a map.
 function registry.describe(tables, resolve, user_id, routing_id, extra)
   local bound = core.hook_time()
-  budget_end = bound > 0 and core.now() + bound or nil
-  local ok, list = pcall(registry.list, tables, resolve, user_id, routing_id, extra)
-  budget_end = nil
-  if not ok then error(list, 0) end
-  return list
-end
-
--- registry.describe's walk, under its budget_end.
-function registry.list(tables, resolve, user_id, routing_id, extra)
+  local until_ = bound > 0 and core.now() + bound or false
+  local with_end = budgeted[resolve]
   local seen, list = {}, {}
   local function add(name, doc)
     seen[name] = true
@@ -188,7 +188,9 @@ function registry.list(tables, resolve, user_id, routing_id, extra)
     for _, name in ipairs(names) do
       local v = callables[name]
       if getmetatable(v) == core.routes_mt then
-        local fn, entry, out_of_time = resolve(v, name, user_id, routing_id, nil)
+        local fn, entry, out_of_time
+        if with_end then fn, entry, out_of_time = with_end(until_, v, name, user_id, routing_id, nil)
+        else fn, entry = resolve(v, name, user_id, routing_id, nil) end
         if out_of_time then
           error(core.error('TimeoutError', 'the predicates of the names guarded by domains ran past '
             .. 'max_hook_time: no list'), 0)

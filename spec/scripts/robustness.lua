@@ -125,5 +125,23 @@ function cases.spawn_bomb()
   out(client.hello('after'):get())
 end
 
+-- a describe its own max_handler_time stops in a predicate left its budget
+-- behind, and every name under a domain refused from then on (a review)
+function cases.describe_killed()
+  local s = pseud.Server('guarded', { max_handler_time = 0.3 })
+  s:bind('inproc://guarded')
+  pseud.register_predicate('spins', function() while true do end end)
+  pseud.register_predicate('welcome', function() return true end)
+  s:register_rpc('a_spinning', function() return 'never' end, { domain = 'spins' })
+  s:register_rpc('b_fine', function() return 'fine' end, { domain = 'welcome' })
+  local c = pseud.Client('guarded', { timeout = 3 })
+  c:connect('inproc://guarded')
+  out(c.b_fine():get())
+  local ok, e = pcall(function() return c['_pseud.describe']():get() end)
+  out(ok, e.name)
+  pseud.sleep(1.2)                         -- past the describe's budget (max_hook_time, 1 s)
+  out(c.b_fine():get())
+end
+
 cases[arg[1]]()
 out('done')
