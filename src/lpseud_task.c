@@ -77,19 +77,17 @@ static int s_co_prepare(lua_State *L, lua_State *co, int nargs) {
 }
 
 /* Lua 5.4.4's lua_resetthread runs a coroutine's __close handlers with no
- * C-stack check of its own (5.4.6's lua_closethread has one): a __close
- * that closes another coroutine, 20,000 deep, overflowed the C stack
- * (SIGSEGV). Bounded here as Lua bounds nested C calls (LUAI_MAXCCALLS). */
-#define CLOSE_DEPTH_MAX 200
+ * C-stack check of its own, and with the coroutine's C-call count started
+ * over (5.4.6's lua_closethread inherits the caller's): a __close that
+ * closes another coroutine, 20,000 deep, or 100 deep with 190 resumes
+ * between each (a review), overflowed the C stack (SIGSEGV). So a close
+ * needs room on the C stack (sched_stack_room). */
 
-/* lua_resetthread(co), or -1 (nothing run) past CLOSE_DEPTH_MAX nested. */
+/* lua_resetthread(co), or -1 (nothing run) without room on the C stack. */
 static int s_reset_thread(lua_State *L, lua_State *co) {
     sched_t *s = sched_of(L);
-    if (s && s->closing >= CLOSE_DEPTH_MAX) return -1;
-    if (s) s->closing++;
-    int status = lua_resetthread(co);
-    if (s) s->closing--;
-    return status;
+    if (s && !sched_stack_room(s)) return -1;
+    return lua_resetthread(co);
 }
 
 static int s_co_resume_k(lua_State *L, int status, lua_KContext ctx);
@@ -121,8 +119,7 @@ static int s_co_continue(lua_State *L, lua_State *co, int nargs, int wrap) {
     }
     if (task_may_close(L, lua_upvalueindex(1))) { /* close its to-be-closed variables */
         int closed = s_reset_thread(L, co);
-        if (closed < 0) return luaL_error(L, "C stack overflow (coroutines closed inside __close, %d deep)",
-                                          CLOSE_DEPTH_MAX);
+        if (closed < 0) return luaL_error(L, "C stack overflow (coroutines closed inside __close)");
         status = closed;
     }
     lua_xmove(co, L, 1);
@@ -187,7 +184,7 @@ static int l_co_close(lua_State *L) {
     task_cover(L, co);
     int status_closed = s_reset_thread(L, co);
     if (status_closed < 0)
-        return luaL_error(L, "C stack overflow (coroutines closed inside __close, %d deep)", CLOSE_DEPTH_MAX);
+        return luaL_error(L, "C stack overflow (coroutines closed inside __close)");
     if (status_closed == LUA_OK) {
         lua_pushboolean(L, 1);
         return 1;

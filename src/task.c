@@ -23,6 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/resource.h>
+
 #include <lauxlib.h>
 
 #define POOL_MAX   256            /* idle tasks kept */
@@ -32,8 +34,20 @@ task_t *task_current(lua_State *L) {
     return t && t->co == L ? t : NULL;
 }
 
+int sched_stack_room(const sched_t *s) {
+    uintptr_t here = (uintptr_t)__builtin_frame_address(0);
+    return here >= s->stack_base || s->stack_base - here < s->stack_budget;
+}
+
 int sched_init(sched_t *s, lua_State *L, loop_t *loop, const sched_ops_t *ops) {
     memset(s, 0, sizeof *s);
+    /* half the thread's stack (its rlimit's size, at most 8 MiB) below here */
+    struct rlimit rl;
+    size_t stack = 8u << 20;
+    if (getrlimit(RLIMIT_STACK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < stack)
+        stack = (size_t)rl.rlim_cur;
+    s->stack_base = (uintptr_t)__builtin_frame_address(0);
+    s->stack_budget = stack / 2;
     s->L = L;
     s->loop = loop;
     s->ops = *ops;

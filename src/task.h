@@ -133,7 +133,8 @@ struct sched {
     int ntasks;                   /* tasks alive */
     int nanswering;               /* of those, tasks that owe a WORK an answer */
     int in_callback;              /* an endpoint callback is running Lua (sched_pcall) */
-    int closing;                  /* lua_resetthread calls nested now (lpseud_task.c) */
+    uintptr_t stack_base;         /* the C stack where sched_init ran (sched_stack_room) */
+    size_t stack_budget;          /* how far below it the script's nesting may reach */
     double pass_end;              /* monotonic: sched_run's pass ends after the task past it
                                      (set by the hook's first look in the pass); 0: not yet,
                                      -1: not in sched_run */
@@ -151,6 +152,13 @@ struct sched {
     uint64_t memory_hits;         /* allocations refused past a task's memory limit */
     uint64_t hook_time_hits;      /* synchronous calls stopped past max_hook_time */
 };
+
+/* Is there room on the C stack for more nesting that Lua does not count?
+ * (Lua 5.4.4's lua_resetthread restarts its C-call count: a __close that
+ * closes another coroutine, each level with its own resumes, overflowed
+ * the stack.) Compares this frame's address with where sched_init ran, in
+ * the thread that runs the state. */
+int sched_stack_room(const sched_t *s);
 
 /* Set up `s` for main thread L; installs the counting allocator. 0 or -1. */
 int sched_init(sched_t *s, lua_State *L, loop_t *loop, const sched_ops_t *ops);

@@ -37,6 +37,32 @@ server:register_rpc('close_chain', function(n)
   return { ok, tostring(err):match('C stack overflow') }
 end)
 
+-- the same with `k` resumes nested between two closes: Lua counts those,
+-- but lua_resetthread started its count over at each close (a review:
+-- 100 closes with 190 resumes between each overflowed the stack)
+local function nest(depth, f)
+  if depth == 0 then return f() end
+  local co = coroutine.create(function() return nest(depth - 1, f) end)
+  local ok, r = coroutine.resume(co)
+  if not ok then error(r, 0) end
+  return r
+end
+server:register_rpc('close_nest', function(n, k)
+  local coro = false
+  for _ = 1, n do
+    local previous = coro
+    coro = coroutine.create(function()
+      local _ <close> = setmetatable({}, { __close = function()
+        if previous then nest(k, function() assert(coroutine.close(previous)) end) end
+      end })
+      coroutine.yield()
+    end)
+    assert(coroutine.resume(coro))
+  end
+  local ok, err = coroutine.close(coro)
+  return { ok, tostring(err):match('C stack overflow') }
+end)
+
 local client = pseud.Client('service', { timeout = 20 })
 client:connect('inproc://robust')
 
@@ -97,6 +123,8 @@ function cases.close_chain()
   local r = client.close_chain(100):get()
   out(r[1], r[2])
   r = client.close_chain(30000):get()
+  out(r[1], r[2])
+  r = client.close_nest(180, 180):get()
   out(r[1], r[2])
   out(client.hello('after'):get())
 end
