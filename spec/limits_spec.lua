@@ -5,10 +5,9 @@
 local process = require 'spec.support.process'
 
 describe('handler limits', function()
-  local endpoint
+  local server, endpoint
   lazy_setup(function()
-    local _
-    _, endpoint = process.server('spec/servers/limits.lua')
+    server, endpoint = process.server('spec/servers/limits.lua')
   end)
   lazy_teardown(function() process.stop_all() end)
 
@@ -71,7 +70,8 @@ describe('handler limits', function()
   end)
 
   it('runs finalizers, and stops one that spins at max_hook_time', function()
-    assert.same({ 'gc_runs\ttrue', 'gc_spin\tok\ttrue\ttrue', 'Hello after' }, run('finalizers'))
+    assert.same({ 'gc_runs\ttrue', 'gc_spin\tafter\ttrue', 'probes\ttrue', 'Hello after' }, run('finalizers'))
+    assert.matches('msg="a finalizer %(__gc%) failed" error=TimeoutError', server:log_text())
   end)
 
   it('serves other callers within a slice while 200 spawned tasks spin', function()

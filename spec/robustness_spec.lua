@@ -43,6 +43,10 @@ describe('host robustness', function()
     assert.same({ 'fine', 'false TimeoutError', 'fine' }, run('describe_killed'))
   end)
 
+  it('bounds a finalizer that allocates, and a __gc no bound could hold', function()
+    assert.same({ 'true true', 'false true', 'nil' }, run('finalizer_memory'))
+  end)
+
   it('ends pending calls with PeerLostError when the endpoint is closed by <close>', function()
     assert.same({ 'false PeerLostError' }, run('close_pending'))
   end)

@@ -15,6 +15,10 @@ void lpseud_set_script(lua_State *L, const char *path, int nargs, char **args);
  * max_hook_time (1 s if unlimited) once pseud.core has loaded. */
 const char *lpseud_error_text(lua_State *L, int idx);
 
+/* The state is about to close (lua_close): finalizers run at once from
+ * now on, bounded, not queued for a loop that will not run again. */
+void lpseud_closing(lua_State *L);
+
 /* Workers (docs/workers.md). pseud-lua's body of a worker thread, for
  * start() to run N of them; and, in that thread, before pseud.core loads:
  * this state is worker `slot`'s. */

@@ -255,36 +255,67 @@ static int l_debug_sethook(lua_State *L) {
 
 /* --- finalizers under a bound --- */
 
-/* Lua runs a __gc with debug hooks off on the thread that collects (lgc.c,
- * GCTM): no limit could stop a finalizer that never returns, and one such
- * __gc hung the host for good (an attack round). So setmetatable hides a
- * __gc from the collector and ties a sentinel to the object instead: a
- * userdata with a C __gc, kept in an ephemeron table under the object, its
- * uservalue the object. When the object dies the sentinel is finalized in
- * the same collection, the object resurrected with it, and calls the
- * object's __gc then on a thread of its own (hooks on) under max_hook_time,
- * as a hook runs. */
+/* Lua runs a __gc with debug hooks off and the collector stopped, on the
+ * thread that collects (lgc.c, GCTM): no limit could stop a finalizer that
+ * never returns (one hung the host for good: an attack round), and what it
+ * allocates stays until it returns. So setmetatable hides a __gc from the
+ * collector and ties a sentinel to the object instead: a userdata with a
+ * C __gc, kept in an ephemeron table under the object, its uservalue the
+ * object. When the object dies the sentinel is finalized in the same
+ * collection, the object resurrected with it, and queues a task that calls
+ * the object's __gc later, from the loop, under max_hook_time, the
+ * collector running: its time is no handler's (a review found finalizers
+ * charged to the handler whose allocation ran the collection). In the
+ * script's top level (no task or hook running), when the state closes, or
+ * past max_tasks, it runs at once instead, bounded on a thread of its own
+ * (hooks on). */
 static const char s_sentinels_key = 0;   /* registry: object -> sentinel (weak keys) */
-static const char s_finalizer_key = 0;   /* registry: the thread finalizers run on */
-#define SENTINEL_MT "pseud.finalizer"
+static const char s_sentinel_mt_key = 0; /* registry: the sentinels' metatable */
+static const char s_finalizer_key = 0;   /* registry: the thread finalizers run on at once */
+/* What a finalizer may allocate, net: run at once the collector is stopped,
+ * and a loop that allocates had 2.9 GB before the clock was read (a review) */
+#define FINALIZER_MEMORY (64.0 * 1024 * 1024)
 
-/* A sentinel's __gc: the object's __gc (read now, raw, as Lua reads it),
- * bounded. Upvalue 1: the host. */
-static int s_sentinel_gc(lua_State *L) {
-    sched_t *s = sched_of(L);
-    if (!s || lua_getiuservalue(L, 1, 1) == LUA_TNIL || !lua_getmetatable(L, -1)) return 0;
-    int obj = lua_gettop(L) - 1;                  /* after a host's close nothing bounds it: not run */
-    lua_pushliteral(L, "__gc");
-    if (lua_rawget(L, -2) == LUA_TNIL) return 0;
-    int gc = lua_gettop(L);
-    /* once: a __gc that keeps its object and sets a metatable again gets
-     * a new sentinel, as Lua marks such an object again */
-    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &s_sentinels_key) == LUA_TTABLE) {
-        lua_pushvalue(L, obj);
-        lua_pushnil(L);
-        lua_rawset(L, -3);
+/* Log a finalizer's error (at `idx`): a pseud.Error's name and message, a
+ * string, or the value's type. */
+static void s_finalizer_failed(lua_State *L, int idx) {
+    idx = lua_absindex(L, idx);
+    const char *name = "LuaError", *message = NULL;
+    if (lua_type(L, idx) == LUA_TTABLE) {
+        lua_pushliteral(L, "name");
+        if (lua_rawget(L, idx) == LUA_TSTRING) name = lua_tostring(L, -1);
+        lua_pushliteral(L, "message");
+        if (lua_rawget(L, idx) == LUA_TSTRING) message = lua_tostring(L, -1);
+    } else if (lua_type(L, idx) == LUA_TSTRING) {
+        message = lua_tostring(L, idx);
     }
-    lua_pop(L, 1);
+    HOST_LOG_LIMITED(HOST(L), LOG_WARN, "a finalizer (__gc) failed", LOG_STR("error", name),
+                     LOG_STR("message", message ? message : luaL_typename(L, idx)));
+}
+
+static int s_finalizer_k(lua_State *L, int status, lua_KContext ctx) {
+    (void)ctx;
+    if (status != LUA_OK && status != LUA_YIELD) s_finalizer_failed(L, -1);
+    return 0;
+}
+
+/* A finalizer's task: __gc(object). Upvalue 1: the host. */
+static int s_run_finalizer(lua_State *L) {
+    return s_finalizer_k(L, lua_pcallk(L, 1, 0, 0, 0, s_finalizer_k), 0);
+}
+
+/* (__gc, object) -> queued? Upvalue 1: the host. */
+static int s_defer_finalizer(lua_State *L) {
+    sched_t *s = host_sched(HOST(L));
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_pushcclosure(L, s_run_finalizer, 1);
+    lua_insert(L, 1);
+    lua_pushboolean(L, task_defer(s, L, 2, s->max_hook_time, FINALIZER_MEMORY) == 0);
+    return 1;
+}
+
+/* The object's __gc at once, bounded, on the finalizer thread. */
+static void s_finalize_now(lua_State *L, sched_t *s, int gc, int obj) {
     lua_State *ft = NULL;
     if (lua_rawgetp(L, LUA_REGISTRYINDEX, &s_finalizer_key) == LUA_TTHREAD) ft = lua_tothread(L, -1);
     if (!ft || lua_status(ft) != LUA_OK || lua_gettop(ft) != 0) {
@@ -296,7 +327,13 @@ static int s_sentinel_gc(lua_State *L) {
     lua_pushvalue(L, obj);
     lua_xmove(L, ft, 2);
     sched_error_t err;
-    if (sched_pcall(s, ft, 1, 0, s->max_hook_time, &err) != LUA_OK) {
+    double cap = s->hook.limits.memory, net = s->hook.mem_net;
+    s->hook.limits.memory = FINALIZER_MEMORY;
+    s->hook.mem_net = 0;
+    int status = sched_pcall(s, ft, 1, 0, s->max_hook_time, &err);
+    s->hook.limits.memory = cap;
+    s->hook.mem_net = net;
+    if (status != LUA_OK) {
         /* a thread an error from the hook ended runs no Lua again (task.c) */
         lua_pushnil(L);
         lua_rawsetp(L, LUA_REGISTRYINDEX, &s_finalizer_key);
@@ -304,7 +341,51 @@ static int s_sentinel_gc(lua_State *L) {
                          LOG_STR("message", err.message));
     }
     lua_settop(ft, 0);
+}
+
+/* Is the value at `idx` a sentinel? */
+static int s_is_sentinel(lua_State *L, int idx) {
+    if (lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx)) return 0;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &s_sentinel_mt_key);
+    int yes = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    return yes;
+}
+
+/* A sentinel's __gc: the object's __gc (read now, raw, as Lua reads it),
+ * queued, or run at once. Upvalue 1: the host. */
+static int s_sentinel_gc(lua_State *L) {
+    sched_t *s = sched_of(L);
+    if (!s || !s_is_sentinel(L, 1)) return 0;    /* after the host's close nothing bounds it: not run */
+    if (lua_getiuservalue(L, 1, 1) == LUA_TNIL || !lua_getmetatable(L, -1)) return 0;
+    int obj = lua_gettop(L) - 1;
+    lua_pushliteral(L, "__gc");
+    if (lua_rawget(L, -2) == LUA_TNIL) return 0;
+    int gc = lua_gettop(L);
+    /* once: a __gc that keeps its object and sets a metatable again gets
+     * a new sentinel, as Lua marks such an object again */
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &s_sentinels_key) == LUA_TTABLE) {
+        lua_pushvalue(L, obj);
+        lua_pushnil(L);
+        lua_rawset(L, -3);
+    }
+    lua_pop(L, 1);
+    if (!s->closing && s->current) {              /* the main chunk's own: at once, as Lua would */
+        lua_pushvalue(L, lua_upvalueindex(1));
+        lua_pushcclosure(L, s_defer_finalizer, 1);
+        lua_pushvalue(L, gc);
+        lua_pushvalue(L, obj);
+        int queued = lua_pcall(L, 2, 1, 0) == LUA_OK && lua_toboolean(L, -1);
+        lua_pop(L, 1);
+        if (queued) return 0;
+    }
+    s_finalize_now(L, s, gc, obj);
     return 0;
+}
+
+void lpseud_closing(lua_State *L) {
+    sched_t *s = sched_of(L);
+    if (s) s->closing = 1;
 }
 
 /* Set metatable `mt` (nil or a table) on the value at `obj`; a table's or
@@ -341,7 +422,8 @@ static void s_set_metatable(lua_State *L, int obj, int mt) {
         lua_newuserdatauv(L, 0, 1);
         lua_pushvalue(L, obj);
         lua_setiuservalue(L, -2, 1);
-        luaL_setmetatable(L, SENTINEL_MT);
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &s_sentinel_mt_key);
+        lua_setmetatable(L, -2);
         lua_rawset(L, -3);
     } else {
         lua_pop(L, 1);
@@ -362,11 +444,35 @@ static int l_setmetatable(lua_State *L) {
     return 1;
 }
 
-/* debug.setmetatable(value, mt) as Lua's (ldblib.c), with a __gc bounded. */
+/* Has the value at `idx` a metatable with a __gc and no sentinel (so Lua
+ * itself finalizes it: a userdata made by C, such as a file)? */
+static int s_natively_finalized(lua_State *L, int idx) {
+    if (!lua_getmetatable(L, idx)) return 0;
+    lua_pushliteral(L, "__gc");
+    int native = lua_rawget(L, -2) != LUA_TNIL;
+    lua_pop(L, 2);
+    if (!native) return 0;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &s_sentinels_key);
+    lua_pushvalue(L, idx);
+    native = lua_rawget(L, -2) == LUA_TNIL;
+    lua_pop(L, 2);
+    return native;
+}
+
+/* debug.setmetatable(value, mt) as Lua's (ldblib.c), with a __gc bounded;
+ * a userdata Lua finalizes already keeps that: Lua would call the new __gc
+ * itself, unbounded (a review: a file given a spinning __gc). */
 static int l_debug_setmetatable(lua_State *L) {
     int t = lua_type(L, 2);
     luaL_argexpected(L, t == LUA_TNIL || t == LUA_TTABLE, 2, "nil or table");
     lua_settop(L, 2);
+    if (t == LUA_TTABLE && lua_type(L, 1) == LUA_TUSERDATA && s_natively_finalized(L, 1)) {
+        lua_pushliteral(L, "__gc");
+        int gc = lua_rawget(L, 2) != LUA_TNIL;
+        lua_pop(L, 1);
+        if (gc) return luaL_error(L, "debug.setmetatable: Lua finalizes this userdata already "
+                                  "(its metatable has __gc): another __gc could not be bounded");
+    }
     s_set_metatable(L, 1, 2);
     lua_settop(L, 1);
     return 1;
@@ -390,13 +496,13 @@ void lpseud_task_seal(lua_State *L, int host) {
     lua_setfield(L, -2, "__mode");
     lua_setmetatable(L, -2);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &s_sentinels_key);
-    luaL_newmetatable(L, SENTINEL_MT);
+    lua_createtable(L, 0, 2);                     /* the sentinels' metatable, by key, not by name */
     lua_pushvalue(L, host);
     lua_pushcclosure(L, s_sentinel_gc, 1);
     lua_setfield(L, -2, "__gc");
     lua_pushboolean(L, 0);
     lua_setfield(L, -2, "__metatable");
-    lua_pop(L, 1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &s_sentinel_mt_key);
     lua_pushcfunction(L, l_setmetatable);
     lua_setglobal(L, "setmetatable");
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);

@@ -253,6 +253,7 @@ static void s_worker_main(struct workers_slot *slot) {
         lua_pop(L, 1);
     }
     s_flush(L, status != LUA_OK);
+    lpseud_closing(L);
     lua_close(L);
 }
 
@@ -416,6 +417,7 @@ int main(int argc, char **argv) {
     s_report(L, status);
     s_flush(L, status != LUA_OK || a.status != LUA_OK);
     fflush(stdout);
+    lpseud_closing(L);
     lua_close(L);                  /* closes endpoints: queued replies get their linger */
     if (status != LUA_OK || a.status != LUA_OK) return EXIT_FAILURE;
     return a.exit_code;

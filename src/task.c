@@ -576,6 +576,23 @@ void task_check_deadline(lua_State *L) {
     }
 }
 
+int task_defer(sched_t *s, lua_State *L, int nargs, double seconds, double memory) {
+    if (s->max_spawned > 0 && s->nspawned >= s->max_spawned) return -1;
+    task_t *t = task_new(s, L);
+    t->spawned = 1;
+    s->nspawned++;
+    if (!lua_checkstack(t->co, nargs + 1)) {
+        task_free(s, L, t);
+        return -1;
+    }
+    lua_xmove(L, t->co, nargs + 1);
+    task_limits_t limits = { seconds, memory };
+    task_start(s, t, nargs, &limits, 0);
+    s_unqueue(s, t);
+    s_enqueue_on(s, t, 1);                        /* behind callers, as spawned tasks */
+    return 0;
+}
+
 void task_spawn(sched_t *s, lua_State *L, int nargs) {
     /* stack: fn, args..., future (on top) */
     /* a handler that spawns two that each spawn two... (an attack round:

@@ -142,6 +142,7 @@ struct sched {
     int q1_skipped;               /* the last pass left the preempted queue waiting */
     double max_hook_time;         /* seconds a synchronous call may run; 0: unlimited */
     int max_spawned;              /* pseud.spawn tasks alive at once; 0: no bound */
+    int closing;                  /* the state is closing: finalizers run at once (lpseud_task.c) */
     int nspawned;                 /* of the tasks alive, those pseud.spawn made */
     int main_chunk;               /* the synchronous call is the script's top level (a reload):
                                      what it spawns gets no limits, as in the first run */
@@ -177,6 +178,12 @@ task_t *task_new(sched_t *s, lua_State *L);
  * `first`: ahead of the new tasks queued so far (WORK from a peer with no
  * other call in progress), else behind them. */
 void task_start(sched_t *s, task_t *t, int nargs, const task_limits_t *limits, int first);
+/* A task for the function and `nargs` arguments on top of L (moved to it),
+ * queued behind callers as a spawned task, never run here (a finalizer,
+ * lpseud_task.c), under limits of `seconds` and `memory` bytes (0: none).
+ * It counts against max_tasks. 0, or -1 (at max_tasks; the values stay on
+ * L). May raise (memory). */
+int task_defer(sched_t *s, lua_State *L, int nargs, double seconds, double memory);
 /* Give back a task that never started, or end one that waits (the stop):
  * answered first by the caller if it owes an answer. */
 void task_free(sched_t *s, lua_State *L, task_t *t);

@@ -19,6 +19,19 @@ static const char s_killed_key = 0;   /* registry: weak set of threads a limit e
 
 /* --- memory --- */
 
+/* The first look at the clock in a run of `t`: its slice ends a slice from
+ * now, and a hook's deadline starts (no clock read per synchronous call).
+ * Whichever looks first, the hook or a refused allocation: a refusal that
+ * set only the slice left a hook's deadline unset for good (a finalizer
+ * that allocated in a loop ran on past its bound: a review). */
+static void s_first_look(sched_t *s, task_t *t, double now) {
+    t->slice_end = now + TASK_SLICE;
+    if (t == &s->hook && t->deadline == 0 && t->limits.time > 0) {
+        t->deadline = now + t->limits.time;
+        if (t->deadline_cap > 0 && t->deadline_cap < t->deadline) t->deadline = t->deadline_cap;
+    }
+}
+
 /* The state's allocator: counts what the running task allocates, net, and
  * refuses growth past its cap (Lua then raises LUA_ERRMEM in it). */
 static void *s_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
@@ -34,7 +47,7 @@ static void *s_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
              * between two looks of the hook, so look now */
             double now = loop_now();
             if (t->slice_end == 0)                /* the hook may not have looked yet */
-                t->slice_end = now + TASK_SLICE;
+                s_first_look(s, t, now);
             if ((t->deadline > 0 && now > t->deadline) || now > t->slice_end) {
                 /* the hook, at the next instruction: kill or yield */
                 if (t->co) lua_sethook(t->co, sched_hook, LUA_MASKCOUNT, 1);
@@ -158,13 +171,7 @@ void sched_hook(lua_State *L, lua_Debug *ar) {
     task_t *t = s ? s->current : NULL;
     if (!t) return;
     double now = loop_now();
-    if (t->slice_end == 0) {                      /* first look of this run */
-        t->slice_end = now + TASK_SLICE;
-        if (t == &s->hook && t->deadline == 0 && t->limits.time > 0) {
-            t->deadline = now + t->limits.time;
-            if (t->deadline_cap > 0 && t->deadline_cap < t->deadline) t->deadline = t->deadline_cap;
-        }
-    }
+    if (t->slice_end == 0) s_first_look(s, t, now);
     if (t->expired || (t->deadline > 0 && now > t->deadline)) {
         t->expired = 1;
         lua_sethook(L, sched_hook, LUA_MASKCOUNT, 1);
@@ -253,11 +260,17 @@ int sched_pcall(sched_t *s, lua_State *L, int nargs, int nres, double seconds,
         }
         lua_sethook(L, sched_hook, LUA_MASKCOUNT, TASK_HOOK_COUNT);
     }
+    /* the thread it runs on: a refused allocation arms the hook there (a
+     * finalizer's loop that allocates read the clock only every
+     * TASK_HOOK_COUNT instructions: seconds past its bound, a review) */
+    lua_State *saved_co = h->co;
+    h->co = L;
     s->current = h;
     s->hook_depth++;
     int status = lua_pcall(L, nargs, nres, fn - 1);
     s->hook_depth--;
     s->current = outer;
+    h->co = saved_co;
     h->deadline = saved_deadline;
     h->slice_end = saved_slice;
     h->limits.time = saved_time;

@@ -171,5 +171,24 @@ function cases.describe_killed()
   out(c.b_fine():get())
 end
 
+-- finalizers in the top level run at once, bounded; Lua runs them with
+-- the collector stopped, so one that allocates in a loop held gigabytes
+-- before its clock was read (a review)
+function cases.finalizer_memory()
+  local core = require 'pseud.core'
+  local mib = string.rep('x', 1 << 20)
+  local function garbage()
+    setmetatable({}, { __gc = function() while true do local _ = mib .. 'y' end end })
+  end
+  garbage()
+  local t0 = core.now()
+  collectgarbage()
+  out(core.now() - t0 < 3, collectgarbage('count') < 200 * 1024)
+  -- a userdata Lua finalizes itself (a file) cannot be given another __gc
+  local ok, e = pcall(debug.setmetatable, io.tmpfile(), { __gc = function() end })
+  out(ok, tostring(e):match('Lua finalizes this userdata already') ~= nil)
+  out(debug.getregistry()['pseud.finalizer'])
+end
+
 cases[arg[1]]()
 out('done')
