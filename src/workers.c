@@ -10,7 +10,7 @@
  * password pool), bounded, and
  * keeps the messages that arrive meanwhile for its loop.
  */
-#define _GNU_SOURCE                    /* pthread_setname_np, pthread_timedjoin_np */
+#define _GNU_SOURCE                    /* pthread_setname_np, pthread_tryjoin_np */
 #include "workers_internal.h"
 
 #include <errno.h>
@@ -32,7 +32,8 @@
 #include "message.h"
 
 /* At the end, how long the workers have to end their threads (after the
- * stop's own drain): past it the process exits without them. */
+ * stop's own drain, which waits for them too): past it the process exits
+ * without them. */
 #define WORKERS_JOIN_SECONDS 5
 
 /* --- frames --- */
@@ -524,19 +525,28 @@ size_t workers_inflight(const workers_t *w) {
 int workers_busy(const workers_t *w) {
     for (int i = 0; w && i < w->n; i++) {
         const workers_slot_t *s = &w->slots[i];
-        /* one whose script never served has nothing of ours to finish */
-        if (s->started && ((!s->done && s->serving) || s->inflight)) return 1;
+        if (s->started && (!s->done || s->inflight)) return 1;
     }
     return 0;
+}
+
+/* Join `thread` by monotonic time `until`: 0, or -1 (still running). Not
+ * pthread_timedjoin_np: its bound is the wall clock, which a clock step moves. */
+static int s_join_by(pthread_t thread, double until) {
+    for (;;) {
+        if (pthread_tryjoin_np(thread, NULL) == 0) return 0;
+        double left = until - loop_now();
+        if (left <= 0) return -1;
+        struct timespec nap = { 0, 10 * 1000 * 1000 };   /* a thread's end has no fd to poll */
+        nanosleep(&nap, NULL);
+    }
 }
 
 void workers_destroy(workers_t **p) {
     workers_t *w = *p;
     if (!w) return;
     *p = NULL;
-    struct timespec until;                        /* one bound for all of them */
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += WORKERS_JOIN_SECONDS;
+    double until = loop_now() + WORKERS_JOIN_SECONDS;   /* one bound for all of them */
     for (int i = 0; i < w->n; i++) {
         workers_slot_t *s = &w->slots[i];
         if (s->started) {
@@ -544,7 +554,7 @@ void workers_destroy(workers_t **p) {
                 frame_send_part(s->control_pair, "X", 1, ZMQ_DONTWAIT);
                 frame_send_part(s->control_pair, "l", 1, ZMQ_DONTWAIT);   /* its leave need not wait */
             }
-            if (pthread_timedjoin_np(s->thread, NULL, &until) != 0) {
+            if (s_join_by(s->thread, until) != 0) {
                 /* its script never came back to its loop (a top level that
                  * never ends, a blocking C call): nothing can end that thread,
                  * and the ZeroMQ context cannot end while its socket is open */

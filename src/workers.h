@@ -61,7 +61,7 @@ workers_t *workers_start(host_t *h, int n, workers_main_fn main, const char *scr
                          int nargs, char **args, char *err, size_t err_size);
 /* Send STOP to every worker still running. */
 void workers_stop(workers_t *w);
-/* Are calls still with the workers, or workers that served not done? */
+/* Are calls still with the workers, or workers not done? */
 int workers_busy(const workers_t *w);
 /* A stop cut short: every worker answers what it still runs now ('H'). */
 void workers_hurry(workers_t *w);

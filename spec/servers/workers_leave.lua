@@ -9,7 +9,8 @@ MODE 'guard': worker 2's script computes for 1 s, then returns without
 serving (a role guard after a slow setup). MODE 'nap': worker 2's script
 sleeps 1 s (the loop runs; no WORK comes before its start()), then returns. MODE 'none':
 no worker leaves early. MODE 'spin': worker 2's script computes at its
-top level for good (it never serves, never ends). MODE 'exit': worker 2 serves,
+top level for good (it never serves, never ends). MODE 'slow': it computes
+7 s at its top level (past the 5 s the threads get after the drain), then serves. MODE 'exit': worker 2 serves,
 and after its start() returns (the stop) computes for 1 s before its
 thread ends. Calls the control handed it meanwhile must not be lost.
 Prints `ready <endpoint>` (from the control), serves 'service'.
@@ -33,6 +34,7 @@ if mode == 'guard' and pseud.worker_id() == 2 then
   return
 end
 if mode == 'spin' and pseud.worker_id() == 2 then compute(math.huge) end
+if mode == 'slow' and pseud.worker_id() == 2 then compute(7) end
 if mode == 'nap' and pseud.worker_id() == 2 then  -- runs the loop, then returns
   pseud.sleep(1)
   return
