@@ -200,6 +200,13 @@ describe('metrics', function()
     local r = json.decode(lines[#lines])
     local grown = (r.after - r.before) * 1024
     assert.is_true(grown < 4 * page, ('RSS grew %d bytes for 16 scrapes of a %d-byte page'):format(grown, page))
+    -- the same 16 spread out past the reuse window (a review): each pinned
+    -- a page of its own; now at most four pages are alive
+    lines = process.run_lines({ '/usr/bin/python3', 'spec/support/scrapers.py', 'hold', '127.0.0.1',
+      url:match(':(%d+)/metrics$'), '16', '4', tostring(proc.pid), '0.5' }, { name = 'scrapers-paced', timeout = 40 })
+    r = json.decode(lines[#lines])
+    grown = (r.after - r.before) * 1024
+    assert.is_true(grown < 8 * page, ('RSS grew %d bytes for 16 paced scrapes of a %d-byte page'):format(grown, page))
   end)
 
   it('serves --metrics ADDRESS from the command line', function()

@@ -30,6 +30,8 @@
 
 #define MAX_ADDRESS 256
 #define PAGE_REUSE 10             /* a page serves scrapes for this many times its rendering time */
+#define PAGE_PINNED 4             /* past this many pages alive, the last one serves every scrape */
+
 
 #ifndef PSEUD_MHD_SONAME
 #define PSEUD_MHD_SONAME "libmicrohttpd.so.12"       /* Debian 12's; CMake passes the built one's */
@@ -44,6 +46,7 @@ typedef struct mhd_api {
     __typeof__(&MHD_run) run;
     __typeof__(&MHD_get_timeout) get_timeout;
     __typeof__(&MHD_create_response_from_buffer) create_response_from_buffer;
+    __typeof__(&MHD_create_response_from_buffer_with_free_callback_cls) create_response_owned;
     __typeof__(&MHD_add_response_header) add_response_header;
     __typeof__(&MHD_queue_response) queue_response;
     __typeof__(&MHD_destroy_response) destroy_response;
@@ -59,10 +62,26 @@ struct metrics_http {
     void *ctx;
     struct MHD_Response *page;    /* the last page rendered, shared by the scrapes that come soon after */
     double page_at, page_cost;    /* when it was rendered, and how long that took (seconds) */
+    size_t page_len;
+    size_t pinned;                /* bytes of the pages alive: this one, and those still being sent */
     int port;
     char address[MAX_ADDRESS];    /* as given */
     char url[MAX_ADDRESS];        /* http://HOST:PORT/metrics, the port resolved */
 };
+
+/* A page's buffer, freed by MHD once no connection sends it. */
+typedef struct page_buf {
+    struct metrics_http *s;
+    char *data;
+    size_t len;
+} page_buf_t;
+
+static void s_page_free(void *cls) {
+    page_buf_t *b = cls;
+    b->s->pinned -= b->len;
+    free(b->data);
+    free(b);
+}
 
 /* --- the address --- */
 
@@ -158,6 +177,7 @@ static int s_load(mhd_api_t *m, char *err, size_t err_size) {
     LOAD(run, "MHD_run")
     LOAD(get_timeout, "MHD_get_timeout")
     LOAD(create_response_from_buffer, "MHD_create_response_from_buffer")
+    LOAD(create_response_owned, "MHD_create_response_from_buffer_with_free_callback_cls")
     LOAD(add_response_header, "MHD_add_response_header")
     LOAD(queue_response, "MHD_queue_response")
     LOAD(destroy_response, "MHD_destroy_response")
@@ -193,19 +213,26 @@ static enum MHD_Result s_request(void *cls, struct MHD_Connection *c, const char
     /* The page is rendered in the loop: a scrape within PAGE_REUSE times
      * its rendering time of the last one gets that page (one buffer, MHD
      * counts who holds it), so scrapers in a loop cost the loop at most a
-     * tenth of its time, and slow readers one page between them (an attack
+     * tenth of its time; and while PAGE_PINNED pages are alive (slow
+     * readers hold theirs), the last one serves every scrape (an attack
      * round: a page of 10,000 names, 18.8 MB, took four scrapers' loops to
-     * half a second of RPC latency, and 16 that never read to 315 MB). A
-     * page of a few KiB renders in microseconds: it is all but always new. */
+     * half a second of RPC latency, and 16 that never read to 315 MB; a
+     * review: 16 arriving 0.6 s apart to 147 MB). A page of a few KiB
+     * renders in microseconds: it is all but always new. */
     double now = loop_now();
-    if (!s->page || now - s->page_at > PAGE_REUSE * s->page_cost) {
+    if (!s->page || (now - s->page_at > PAGE_REUSE * s->page_cost && s->pinned < PAGE_PINNED * s->page_len)) {
         metrics_buf_t out = { 0 };
-        if (s->render(s->ctx, &out) < 0 || !out.data) {
+        page_buf_t *b = malloc(sizeof *b);
+        if (!b || s->render(s->ctx, &out) < 0 || !out.data) {
+            free(b);
             metrics_buf_free(&out);
             return s_answer(&s->mhd, c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
         }
-        struct MHD_Response *r = s->mhd.create_response_from_buffer(out.len, out.data, MHD_RESPMEM_MUST_FREE);
-        if (!r) { metrics_buf_free(&out); return MHD_NO; }
+        *b = (page_buf_t){ s, out.data, out.len };
+        struct MHD_Response *r = s->mhd.create_response_owned(out.len, out.data, s_page_free, b);
+        if (!r) { free(b); metrics_buf_free(&out); return MHD_NO; }
+        s->pinned += out.len;
+        s->page_len = out.len;
         s->mhd.add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, METRICS_CONTENT_TYPE);
         if (s->page) s->mhd.destroy_response(s->page);   /* the scrapes still sending it keep it */
         s->page = r;

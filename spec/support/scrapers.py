@@ -8,9 +8,9 @@ Each subcommand prints one JSON object and exits 0; every wait is bounded.
         own bounds), then one scrape more (answered or not: "full"); all of
         them shut down and closed at once, then a scrape every 0.2 s until one is answered or 10 s
         passed ("after": the seconds it took, or null).
-  hold  HOST PORT COUNT PER_ADDRESS PID   COUNT connections that send GET
-        /metrics and never read; the server's RSS (KiB) before them, and
-        once it stopped growing.
+  hold  HOST PORT COUNT PER_ADDRESS PID [PACE]   COUNT connections, PACE
+        seconds apart, that send GET /metrics and never read; the server's
+        RSS (KiB) before them, and once it stopped growing.
 """
 
 import json
@@ -27,13 +27,15 @@ def rss_kib(pid):
     return 0
 
 
-def cmd_hold(host, port, count, per_address, pid):
-    """COUNT connections (PER_ADDRESS from each of 127.0.0.2, .3, ...) send
-    GET /metrics and never read; the server's RSS before, and once it has
-    not grown for 0.5 s (or after 10 s), after."""
+def cmd_hold(host, port, count, per_address, pid, pace):
+    """COUNT connections (PER_ADDRESS from each of 127.0.0.2, .3, ...), PACE
+    seconds apart, send GET /metrics and never read; the server's RSS
+    before, and once it has not grown for 0.5 s (or after 10 s), after."""
     before = rss_kib(pid)
     held = []
     for i in range(count):
+        if i and pace:
+            time.sleep(pace)                        # the attack's shape: scrapes spread out
         s = socket.socket()
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         s.bind(('127.0.0.%d' % (2 + i // per_address), 0))
@@ -96,8 +98,9 @@ def cmd_fill(host, port, limit, per_address):
 
 
 def main(argv):
-    if len(argv) == 6 and argv[0] == 'hold':
-        cmd_hold(argv[1], int(argv[2]), int(argv[3]), int(argv[4]), int(argv[5]))
+    if len(argv) in (6, 7) and argv[0] == 'hold':
+        cmd_hold(argv[1], int(argv[2]), int(argv[3]), int(argv[4]), int(argv[5]),
+                 float(argv[6]) if len(argv) == 7 else 0)
         return 0
     if len(argv) == 5 and argv[0] == 'fill':
         cmd_fill(argv[1], int(argv[2]), int(argv[3]), int(argv[4]))
