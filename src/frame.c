@@ -65,7 +65,8 @@ void frame_close(frame_message_t *m) {
  * digits (another libzmq) falls back to the public call. */
 static int s_source_fd(zmq_msg_t *meta) {
     const char *s = zmq_msg_gets(meta, "__fd");
-    if (!s || *s == '\0') return zmq_msg_get(meta, ZMQ_SRCFD);
+    if (!s) return -1;                            /* no fd (inproc), as libzmq says */
+    if (*s == '\0') return zmq_msg_get(meta, ZMQ_SRCFD);
     int fd = 0;
     for (; *s >= '0' && *s <= '9'; s++) {
         if (fd > (INT_MAX - 9) / 10) return zmq_msg_get(meta, ZMQ_SRCFD);

@@ -260,7 +260,9 @@ static unsigned s_connections(const metrics_http_t *s) {
 static void s_run(metrics_http_t *s) {
     unsigned before = s_connections(s);
     s->mhd.run(s->daemon);
-    if (s_connections(s) < before) s->mhd.run(s->daemon);
+    /* at the limit a run may close one and accept another: the count
+     * alone would not tell */
+    if (s_connections(s) < before || before >= METRICS_HTTP_MAX_CONNECTIONS) s->mhd.run(s->daemon);
     if (s->timer) { loop_cancel_timer(s->loop, s->timer); s->timer = NULL; }
     MHD_UNSIGNED_LONG_LONG ms;
     if (s->mhd.get_timeout(s->daemon, &ms) == MHD_YES)
