@@ -49,6 +49,25 @@ describe('lifecycle', function()
       msg = 'stopped with calls still running: answered PeerLostError', calls = 2 })
   end)
 
+  -- SIGHUP went back to its default (end the process) as serving ended,
+  -- before the drain: a reload racing a stop lost every call still
+  -- finishing and exited 129 (an attack round)
+  it('finishes the calls in flight when a SIGHUP comes during the stop', function()
+    local server, endpoint = start_server()
+    local client = process.start({ process.host(), CLIENT, endpoint, 'naps' }, { name = 'naps-client' })
+    client:wait_for('^started$', 5, 10)
+    server:kill('TERM')
+    local deadline = clock.now() + 5
+    while not server:log_text():find('signal: finishing the calls in flight', 1, true) and clock.now() < deadline do
+      os.execute('sleep 0.02')                     -- polls the log until the stop began
+    end
+    server:kill('HUP')
+    local ok, how, code = server:wait(10)
+    client:wait(10)
+    assert.same({ 'answered\t5', 'done' }, { client.lines[2], client.lines[3] })
+    assert.is_true(ok, ('%s %s\n%s'):format(how, code, server:report()))
+  end)
+
   it('sends a call the script never waited for before pseud-lua exits', function()
     local _, endpoint = start_server()
     local token = 'note-' .. math.random(1e9)

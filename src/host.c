@@ -604,7 +604,6 @@ void host_serve(host_t *h, lua_State *L, double stop_timeout) {
                  LOG_INT("calls", unstarted));
     if (h->trim_timer) loop_cancel_timer(h->loop, h->trim_timer);
     h->trim_timer = NULL;
-    if (!h->slot) loop_watch_reload(0);           /* a SIGHUP now has nothing to reload */
     h->reload_asked = 0;
     s_reload_answer(h, 0, "the server is stopping");
     int sig = h->slot ? 0 : loop_signal_received();
@@ -643,6 +642,10 @@ void host_serve(host_t *h, lua_State *L, double stop_timeout) {
     h->Lrun = NULL;
     h->stopping = 0;
     if (!h->slot) loop_clear_signal();
+    /* a SIGHUP has nothing to reload now: its default again. Not before the
+     * drain: a reload racing a stop ended the process and every call still
+     * finishing (an attack round) */
+    if (!h->slot) loop_watch_reload(0);
     for (int i = 0; i < h->nendpoints; i++)       /* those still open serve as before */
         if (h->endpoints[i]->ep) endpoint_park_reopen(h->endpoints[i]->ep);
 }

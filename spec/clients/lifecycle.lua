@@ -27,6 +27,18 @@ function cases.stop()
   print('spin', outcome(spin))
 end
 
+-- five calls still sleeping (0.6 s) when the server is told to stop
+function cases.naps()
+  local naps = {}
+  for i = 1, 5 do naps[i] = client.sleep(0.6) end
+  client.hello('x'):get()            -- answered after they started
+  print('started')
+  io.stdout:flush()
+  local ok = 0
+  for i = 1, 5 do if outcome(naps[i]) == 'ok' then ok = ok + 1 end end
+  print('answered', ok)
+end
+
 -- a call nobody waits for, made just before the script ends
 function cases.fire()
   client.note(arg[3])
