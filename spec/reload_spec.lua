@@ -193,6 +193,17 @@ describe('hot reload', function()
     assert.same(before, calls(endpoint, 'refs'))
   end)
 
+  -- the value was described after the bound had ended: the process hung
+  -- for good, and SIGTERM could not stop it (an attack round)
+  it("keeps serving when a failed reload's error value never describes itself", function()
+    local server, endpoint, dir = start_server()
+    write(dir .. '/version.txt', 'v1\n')
+    write(dir .. '/tostring.txt', 'v1\n')
+    local line = hup_failed(server)
+    assert.matches('a table error value whose __tostring failed', line, 1, true)
+    assert.same({ 'version\tok\tv0' }, calls(endpoint, 'version'))
+  end)
+
   it('stops a reload that runs past max_reload_time and keeps serving', function()
     local server, endpoint, dir, script = start_server()
     write(dir .. '/version.txt', 'v1\n')

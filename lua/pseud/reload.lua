@@ -130,16 +130,28 @@ local function where(co, path)
   end
 end
 
--- One line for an error value the script raised in co.
-local function describe(e, co, path)
+-- tostring(v) under max_hook_time: an error value's __tostring that never
+-- returned hung the process for good, past any stop (an attack round)
+local function text_of(v)
+  if type(v) == 'string' then return v end
+  local ok, text = core.hook_pcall(tostring, v)
+  if ok and type(text) == 'string' then return text end
+  return ('(a %s error value whose __tostring failed)'):format(type(v))
+end
+
+-- One line for an error value the script raised in co, `took` seconds
+-- into its run.
+local function describe(e, co, path, took)
   local text
   if type(e) == 'table' and getmetatable(e) == core.error_mt then
-    text = tostring(e.name) .. ': ' .. tostring(e.message)
-    if e.name == 'TimeoutError' then
-      text = ('TimeoutError: the script ran past max_reload_time (%g s)'):format(reload.max_time)
+    text = text_of(rawget(e, 'name')) .. ': ' .. text_of(rawget(e, 'message'))
+    if rawget(e, 'name') == 'TimeoutError' and rawget(e, 'message') == 'the hook ran past max_hook_time' then
+      text = took < reload.max_time
+        and 'Interrupted: a stop cut the reload short'
+        or ('TimeoutError: the script ran past max_reload_time (%g s)'):format(reload.max_time)
     end
   else
-    text = tostring(e)
+    text = text_of(e)
   end
   local at = where(co, path)
   if at and text:sub(1, #at + 1) ~= at .. ':' then text = text .. ' (at ' .. at .. ')' end
@@ -157,10 +169,12 @@ end
 
 -- Run the chunk in run.co, bounded. Returns nil on success, else why not.
 local function execute(script)
+  local t0 = core.now()
   local ok, resumed, value = core.bounded_pcall(reload.max_time, coroutine.resume, run.co,
     table.unpack(script, 1, script.n))
-  if not ok then return describe(resumed, run.co, script.path) end    -- the bound, outside co
-  if not resumed then return describe(value, run.co, script.path) end
+  local took = core.now() - t0
+  if not ok then return describe(resumed, run.co, script.path, took) end    -- the bound, outside co
+  if not resumed then return describe(value, run.co, script.path, took) end
   if coroutine.status(run.co) == 'suspended' and value ~= MARK then
     local at = where(run.co, script.path)
     return 'the script yielded outside pseud' .. (at and ' (at ' .. at .. ')' or '')

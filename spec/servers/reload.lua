@@ -4,7 +4,8 @@ spec runs a copy of it (DIR/server.lua), so that it can break the copy.
 Reads DIR/version.txt at its top level: every handler answers that
 version, so a call tells which run of the script registered it. Files in
 DIR steer a run: fail.txt / spin.txt holding this version make that run
-raise halfway through its registrations / loop forever there; bind.txt /
+raise halfway through its registrations / loop forever there (tostring.txt:
+raise a value whose __tostring loops forever); bind.txt /
 client.txt make it bind a new address / make a new client; shared.txt
 makes it register into the first run's global registry; timeout.txt is
 the server's timeout option.
@@ -74,6 +75,9 @@ server:register_rpc('refs', function()
 end)
 
 if read('fail.txt') == version then error('failing on purpose in ' .. version) end
+if read('tostring.txt') == version then      -- an error value that never describes itself
+  error(setmetatable({}, { __tostring = function() while true do end end }))
+end
 if read('spin.txt') == version then
   while true do end
 end
