@@ -47,6 +47,11 @@ describe('host robustness', function()
     assert.same({ 'true true', 'false true', 'nil' }, run('finalizer_memory'))
   end)
 
+  it('answers the calls still running PeerLostError when the server is closed', function()
+    local closed = 'false PeerLostError the server was closed before the call ended'
+    assert.same({ 'closing', closed, closed, closed, 'true' }, run('close_running'))
+  end)
+
   it('ends pending calls with PeerLostError when the endpoint is closed by <close>', function()
     assert.same({ 'false PeerLostError' }, run('close_pending'))
   end)

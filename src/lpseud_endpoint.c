@@ -326,6 +326,12 @@ static void s_endpoint_finish_close(lua_State *L, lendpoint_t *le) {
     if (le->ep) {
         /* its calls waiting their turn are answered now, so they count */
         endpoint_refuse_parked(le->ep, "PeerLostError", "the endpoint was closed before the call started");
+        /* and those running, while its socket can still carry the answer:
+         * a handler's answer after the close had nowhere to go, and its
+         * caller waited for its timeout (an attack round) */
+        if (!le->in_gc)
+            sched_detach_owned(host_sched(le->host), L, le, "PeerLostError",
+                               "the server was closed before the call ended");
         if (endpoint_is_proxy(le->ep)) workers_proxy_closed(le);
         host_remove_endpoint(le->host, le);
         endpoint_destroy(&le->ep);                /* relayed calls answer through the cluster */

@@ -520,6 +520,19 @@ int sched_abandon(sched_t *s, lua_State *L, const char *name, const char *messag
     return n;
 }
 
+int sched_detach_owned(sched_t *s, lua_State *L, const void *owner, const char *name, const char *message) {
+    int n = 0;
+    for (task_t *t = s->live; t; t = t->live_next) {
+        if (t->work.owner != owner) continue;
+        s->ops.answer_error(s->ops.ctx, t, name, message, "");
+        s->ops.release(s->ops.ctx, L, t);
+        t->work.owner = NULL;
+        s->nanswering--;
+        n++;
+    }
+    return n;
+}
+
 /* --- waiting --- */
 
 /* Only the running task parks: a task's coroutine resumed from elsewhere

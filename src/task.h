@@ -184,6 +184,10 @@ void task_start(sched_t *s, task_t *t, int nargs, const task_limits_t *limits, i
  * It counts against max_tasks. 0, or -1 (at max_tasks; the values stay on
  * L). May raise (memory). */
 int task_defer(sched_t *s, lua_State *L, int nargs, double seconds, double memory);
+/* Answer every task that owes `owner` (task_work_t.owner) an answer with
+ * error `name`: `message` now, and let it run on, owing nothing (its
+ * endpoint closes). Returns how many. */
+int sched_detach_owned(sched_t *s, lua_State *L, const void *owner, const char *name, const char *message);
 /* Give back a task that never started, or end one that waits (the stop):
  * answered first by the caller if it owes an answer. */
 void task_free(sched_t *s, lua_State *L, task_t *t);

@@ -190,5 +190,24 @@ function cases.finalizer_memory()
   out(debug.getregistry()['pseud.finalizer'])
 end
 
+-- server:close() while calls run: their answers had nowhere to go after
+-- the close, and each caller waited for its timeout (an attack round)
+function cases.close_running()
+  local s = pseud.Server('closing')
+  s:bind('inproc://closing')
+  s:register_rpc('slow', function() pseud.sleep(1) return 'late' end)
+  s:register_rpc('shut', function() pseud.spawn(function() s:close() end) return 'closing' end)
+  local c = pseud.Client('closing', { timeout = 5 })
+  c:connect('inproc://closing')
+  local slow = { c.slow(), c.slow(), c.slow() }
+  local t0 = pseud.now()
+  out(c.shut():get())
+  for _, f in ipairs(slow) do
+    local ok, e = pcall(f.get, f)
+    out(ok, e.name, e.message)
+  end
+  out(pseud.now() - t0 < 0.5)
+end
+
 cases[arg[1]]()
 out('done')
