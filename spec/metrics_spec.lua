@@ -189,7 +189,10 @@ describe('metrics', function()
   -- A page is rendered in the loop and was rendered for every scrape: 16
   -- connections that never read held 16 copies (an attack round: 315 MB
   -- for a page of 10,000 names), and scrapers in a loop held the loop
+  -- (AddressSanitizer keeps freed memory in quarantine: RSS says nothing
+  -- about the host there, so these bounds hold in the normal build only)
   it('shares one page between the scrapes that come at once', function()
+    if os.getenv('ASAN_OPTIONS') then pending('sanitizer run: RSS includes ASan\'s quarantine') return end
     local proc = process.start({ host, 'spec/servers/metrics_many.lua', '3000' }, { name = 'metrics-many' })
     proc:wait_for('^ready', 10, 20)
     local url = metrics_url(proc)
