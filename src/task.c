@@ -41,11 +41,12 @@ int sched_stack_room(const sched_t *s) {
 
 int sched_init(sched_t *s, lua_State *L, loop_t *loop, const sched_ops_t *ops) {
     memset(s, 0, sizeof *s);
-    /* half the thread's stack (its rlimit's size, at most 8 MiB) below here */
+    /* half the thread's stack below here: the rlimit's size (what glibc
+     * gives a thread too), at most 8 MiB; without one, glibc's 2 MiB */
     struct rlimit rl;
     size_t stack = 8u << 20;
-    if (getrlimit(RLIMIT_STACK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < stack)
-        stack = (size_t)rl.rlim_cur;
+    if (getrlimit(RLIMIT_STACK, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) stack = 2u << 20;
+    else if (rl.rlim_cur < stack) stack = (size_t)rl.rlim_cur;
     s->stack_base = (uintptr_t)__builtin_frame_address(0);
     s->stack_budget = stack / 2;
     s->L = L;
