@@ -83,10 +83,10 @@ static int s_co_prepare(lua_State *L, lua_State *co, int nargs) {
  * between each (a review), overflowed the C stack (SIGSEGV). So a close
  * needs room on the C stack (sched_stack_room). */
 
-/* lua_resetthread(co), or -1 (nothing run) without room on the C stack. */
+/* lua_resetthread(co); raises without room on the C stack (nothing run). */
 static int s_reset_thread(lua_State *L, lua_State *co) {
     sched_t *s = sched_of(L);
-    if (s && !sched_stack_room(s)) return -1;
+    if (s && !sched_stack_room(s)) return luaL_error(L, "C stack overflow (coroutines closed inside __close)");
     return lua_resetthread(co);
 }
 
@@ -117,11 +117,8 @@ static int s_co_continue(lua_State *L, lua_State *co, int nargs, int wrap) {
         lua_xmove(co, L, 1);                      /* the error */
         return 2;
     }
-    if (task_may_close(L, lua_upvalueindex(1))) { /* close its to-be-closed variables */
-        int closed = s_reset_thread(L, co);
-        if (closed < 0) return luaL_error(L, "C stack overflow (coroutines closed inside __close)");
-        status = closed;
-    }
+    if (task_may_close(L, lua_upvalueindex(1)))
+        status = s_reset_thread(L, co);           /* close its to-be-closed variables */
     lua_xmove(co, L, 1);
     if (status != LUA_ERRMEM && lua_type(L, -1) == LUA_TSTRING) {
         luaL_where(L, 1);
@@ -182,10 +179,7 @@ static int l_co_close(lua_State *L) {
         return 2;
     }
     task_cover(L, co);
-    int status_closed = s_reset_thread(L, co);
-    if (status_closed < 0)
-        return luaL_error(L, "C stack overflow (coroutines closed inside __close)");
-    if (status_closed == LUA_OK) {
+    if (s_reset_thread(L, co) == LUA_OK) {
         lua_pushboolean(L, 1);
         return 1;
     }

@@ -590,16 +590,29 @@ void task_check_deadline(lua_State *L) {
     }
 }
 
-int task_defer(sched_t *s, lua_State *L, int nargs, double seconds, double memory) {
-    if (s->max_spawned > 0 && s->nspawned >= s->max_spawned) return -1;
+/* A spawned task (counted against max_tasks) given the function and
+ * `nargs` arguments on top of L, its future `result` (or LUA_NOREF); NULL
+ * when its stack cannot take them (the task and `result` let go). */
+static task_t *s_new_spawned(sched_t *s, lua_State *L, int nargs, int result) {
     task_t *t = task_new(s, L);
+    t->result = result;
     t->spawned = 1;
     s->nspawned++;
     if (!lua_checkstack(t->co, nargs + 1)) {
-        task_free(s, L, t);
-        return -1;
+        task_free(s, L, t);                       /* unrefs the future */
+        return NULL;
     }
     lua_xmove(L, t->co, nargs + 1);
+    return t;
+}
+
+static int s_at_max_spawned(const sched_t *s) {
+    return s->max_spawned > 0 && s->nspawned >= s->max_spawned;
+}
+
+int task_defer(sched_t *s, lua_State *L, int nargs, double seconds, double memory) {
+    task_t *t = s_at_max_spawned(s) ? NULL : s_new_spawned(s, L, nargs, LUA_NOREF);
+    if (!t) return -1;
     task_limits_t limits = { seconds, memory };
     task_start(s, t, nargs, &limits, 0);
     s_unqueue(s, t);
@@ -611,20 +624,13 @@ void task_spawn(sched_t *s, lua_State *L, int nargs) {
     /* stack: fn, args..., future (on top) */
     /* a handler that spawns two that each spawn two... (an attack round:
      * 132,000 tasks and 263 MB in 3 s, on to the end of memory) */
-    if (s->max_spawned > 0 && s->nspawned >= s->max_spawned)
+    if (s_at_max_spawned(s))
         luaL_error(L, "pseud.spawn: %d tasks spawned and still alive (max_tasks): no more", s->nspawned);
     lua_pushvalue(L, -1);
     int result = luaL_ref(L, LUA_REGISTRYINDEX);  /* the future, pinned until settled */
     lua_insert(L, -(nargs + 2));                  /* future below fn: returned */
-    task_t *t = task_new(s, L);
-    t->result = result;
-    t->spawned = 1;
-    s->nspawned++;
-    if (!lua_checkstack(t->co, nargs + 1)) {
-        task_free(s, L, t);                       /* unrefs the future */
-        luaL_error(L, "too many arguments (%d)", nargs);
-    }
-    lua_xmove(L, t->co, nargs + 1);
+    task_t *t = s_new_spawned(s, L, nargs, result);
+    if (!t) luaL_error(L, "too many arguments (%d)", nargs);
     task_limits_t none = { 0, 0 }, hook = { s->max_hook_time, 0 };
     task_t *parent = s->current;
     if (parent == &s->hook && s->main_chunk) parent = NULL;   /* a reload: the top level */
