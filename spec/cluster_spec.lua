@@ -39,10 +39,11 @@ local function eventually(what, fn, seconds)
   error('never happened: ' .. what, 2)
 end
 
-local function start_node(url, timeout, service, ttl, heartbeat)
+local function start_node(url, timeout, service, ttl, heartbeat, max_forwarded)
   local p = process.start({ 'env', 'PSEUD_SPEC_REDIS=' .. url, 'PSEUD_SPEC_TIMEOUT=' .. (timeout or 3),
                             'PSEUD_SPEC_SERVICE=' .. (service or 'service'), 'PSEUD_SPEC_TTL=' .. (ttl or 1),
                             'PSEUD_SPEC_HEARTBEAT=' .. (heartbeat or ''),
+                            'PSEUD_SPEC_MAX_FORWARDED=' .. (max_forwarded or ''),
                             process.host(), 'spec/servers/cluster.lua' }, { name = 'node' })
   local endpoint, node = p:wait_for('^ready (%S+) (%S+)', 100, 15)
   return { proc = p, endpoint = endpoint, node = node }
@@ -242,6 +243,49 @@ describe('a cluster of nodes on Redis', function()
     call(b, 'call', 'frank', 'stop')
     frank:wait(10)
     assert.is_nil(frank:log_text():find('ProtocolError', 1, true), frank:log_text())  -- no junk reached it
+  end)
+
+  it('a publisher holds no node past its own timeout, nor more than max_forwarded calls at once', function()
+    -- Redis access is membership, but a member's bytes are a peer's: calls
+    -- published with a timeout of 1e6 s to a peer that never answers were
+    -- held that long, as many as were published (an attack round)
+    local c = start_node(url, 2, 'service', 1, nil, 2)
+    local ivy = start_peer(c, 'ivy')
+    eventually('ivy on C', function() return directory(port, 'ivy') == c.node end)
+    local spy = process.start({ 'redis-cli', '-p', port, 'SUBSCRIBE', 'pseud:chan:spy-node' }, { name = 'spy' })
+    spy:wait_for('^pseud:chan:spy%-node$', 200, 10)
+    local function publish(uuid)
+      local file = process.tmpdir() .. '/held-' .. uuid
+      local out, ok = process.run({ PYTHON, '-c', 'import sys; from msgpack import packb; '
+        .. 'open(sys.argv[1], "wb").write(packb([1, "service", "spy-node", sys.argv[2].encode(), b"ivy", '
+        .. '1e6, packb(["stall", [], {}])]))', file, uuid })
+      assert(ok, out)
+      out, ok = process.run({ 'sh', '-c', ('redis-cli -p %d -x PUBLISH %s < %s'):format(
+        port, process.quote('pseud:chan:' .. c.node), process.quote(file)) })
+      assert(ok, out)
+      assert.equal('1', (out:gsub('%s+$', '')))
+    end
+    local t0 = os.time()
+    publish('held-call-000001')
+    publish('held-call-000002')
+    ivy:wait_for('^stalling$', 200, 10)
+    ivy:wait_for('^stalling$', 200, 10)
+    publish('held-call-000003')                   -- one past max_forwarded = 2
+    local busy = spy:wait_for('held%-call%-000003.*', 200, 10)
+    assert.matches('BusyError', busy, 1, true)
+    assert.matches('max_forwarded', busy, 1, true)
+    -- the two held ones end by C's own timeout (2 s), not the 1e6 s asked
+    local first = spy:wait_for('held%-call%-00000[12].*', 200, 10)
+    local second = spy:wait_for('held%-call%-00000[12].*', 200, 10)
+    assert.matches('TimeoutError', first, 1, true)
+    assert.matches('TimeoutError', second, 1, true)
+    assert.is_true(os.time() - t0 < 10)
+    -- and the slots are free again: a fourth is taken, not refused
+    publish('held-call-000004')
+    assert.matches('TimeoutError', spy:wait_for('held%-call%-000004.*', 200, 10), 1, true)
+    spy:stop()
+    ivy:stop()
+    c.proc:stop()
   end)
 
   it('Redis killed and started again empty: local calls go on, cross-node ones fail fast, then work again', function()

@@ -42,6 +42,25 @@ describe('an option name nothing reads', function()
     assert.matches("ValueError: unknown option 'zzz'\n", err, 1, true)
   end)
 
+  it("checks the cluster table's names and its max_forwarded bound (1 to 10,000,000)", function()
+    local url = "redis = 'redis://127.0.0.1:1'"   -- never reached: the checks come first
+    local _, ok, err = run("pseud.Server('x', { cluster = { " .. url .. ", max_forwaded = 5 } })")
+    assert.is_false(ok)
+    assert.matches("ValueError: unknown cluster option 'max_forwaded' (did you mean 'max_forwarded'?)", err, 1, true)
+    for _, bad in ipairs({ '0', '1.5', '10000001', '0/0' }) do
+      _, ok, err = run("pseud.Server('x', { cluster = { " .. url .. ", max_forwarded = " .. bad .. " } })")
+      assert.is_false(ok, bad)
+      assert.matches('cluster.max_forwarded must be a whole number from 1 to 10000000', err, 1, true)
+    end
+    for _, good in ipairs({ '1', '10000000' }) do
+      local out
+      out, ok, err = run("local s = pseud.Server('x', { cluster = { " .. url .. ", max_forwarded = " .. good
+        .. " } }); s:close(); print('made')")
+      assert.is_true(ok, err)
+      assert.equal('made\n', out)
+    end
+  end)
+
   it('refuses a name that is not a string, and options that are not a table', function()
     local _, ok, err = run("pseud.Server('x', { 5 })")
     assert.is_false(ok)

@@ -513,6 +513,7 @@ void cluster_options_default(cluster_options_t *o) {
         .refresh_interval = 1.0, .ttl = 3.0, .timeout = 2.0,
         .backoff_min = 0.1, .backoff_max = 5.0,
         .max_pending = 10000, .max_message = 16 * 1024 * 1024 + 65536,
+        .max_forwarded = 10000,
     };
 }
 
@@ -526,6 +527,7 @@ static const char *s_check_options(const cluster_options_t *o) {
     if (!(o->backoff_min > 0 && o->backoff_max >= o->backoff_min && o->backoff_max <= 3600))
         return "backoff_min must be above 0 and at most backoff_max (at most 3600 s)";
     if (o->max_pending < 1) return "max_pending must be at least 1";
+    if (o->max_forwarded < 1) return "max_forwarded must be at least 1";
     if (o->max_message < 1024 || o->max_message > 512u * 1024 * 1024)
         return "max_message must be from 1 KiB to 512 MiB (Redis's own limit)";
     return NULL;

@@ -78,6 +78,8 @@ typedef struct cluster_options {
     double backoff_min, backoff_max;  /* reconnect delays, doubling from min to max (0.1, 5) */
     size_t max_pending;               /* lookups + publishes awaiting a callback (10,000) */
     size_t max_message;               /* largest message published or taken (16 MiB + 64 KiB) */
+    size_t max_forwarded;             /* calls taken from other nodes and not answered yet
+                                         (10,000): read by cluster_calls.c, not here */
     const char *service;              /* whose users these are (a server's name, 1..255 bytes):
                                          their keys are apart from other services' on the
                                          same Redis (NULL: none; copied) */

@@ -44,6 +44,7 @@ struct cluster_link {
     msgpack_sbuffer sb, body;     /* an envelope; an ERROR body inside one */
     msgpack_packer pk, body_pk;
     msgpack_zone zone;            /* decoding envelopes */
+    size_t relays, max_relays;    /* calls taken from other nodes, not answered yet; the most */
 };
 
 /* A send_to waiting for Redis to say where its user is, then for the
@@ -295,12 +296,14 @@ static void s_publish_error(cluster_link_t *l, const char *self, const char *ori
 
 static void s_relay_answered(endpoint_relay_t *base, int type, const char *body, size_t len) {
     relay_t *r = (relay_t *)base;
+    r->link->relays--;
     if (!r->link->closing) s_publish_result(r->link, r->self, r->origin, r->origin_len, r->uuid, type, body, len);
     free(r);
 }
 
 static void s_relay_failed(endpoint_relay_t *base, const char *name, const char *message) {
     relay_t *r = (relay_t *)base;
+    r->link->relays--;
     if (!r->link->closing) s_publish_error(r->link, r->self, r->origin, r->origin_len, r->uuid, name, message);
     free(r);
 }
@@ -325,6 +328,18 @@ static void s_on_call(cluster_link_t *l, const forward_msg_t *m) {
         s_publish_error(l, self, m->node, m->node_len, m->uuid, "PeerLostError", msg);
         return;
     }
+    /* Whoever can publish here is not trusted with this node's memory or
+     * time either: it may ask for calls that the peer never answers, as
+     * many as it likes, each to wait up to FORWARD_MAX_WAIT. So at most
+     * max_forwarded are held at once, and none longer than this server's
+     * own `timeout` for the calls it makes. */
+    if (l->relays >= l->max_relays) {
+        snprintf(msg, sizeof msg, "node %s holds %zu calls from other nodes, the most its "
+                 "cluster.max_forwarded allows: try again", self, l->relays);
+        s_publish_error(l, self, m->node, m->node_len, m->uuid, "BusyError", msg);
+        return;
+    }
+    double wait = m->timeout < l->le->timeout ? m->timeout : l->le->timeout;
     relay_t *r = malloc(sizeof *r + m->node_len);
     if (!r) {
         s_publish_error(l, self, m->node, m->node_len, m->uuid, "MemoryError", "not enough memory to relay the call");
@@ -338,8 +353,8 @@ static void s_on_call(cluster_link_t *l, const forward_msg_t *m) {
     r->origin_len = m->node_len;
     memcpy(r->origin, m->node, m->node_len);
     endpoint_call_t *c = endpoint_send_work(ep, p->routing_id, p->routing_id_len, p->user_id,
-                                            p->user_id_len, m->body, m->body_len, m->timeout, -1);   /* no future: the relay */
-    if (c) { c->relay = &r->base; return; }
+                                            p->user_id_len, m->body, m->body_len, wait, -1);   /* no future: the relay */
+    if (c) { c->relay = &r->base; l->relays++; return; }
     int busy = errno == ENOBUFS;
     snprintf(msg, sizeof msg, busy ? "too much is queued for peer '%s' (max_peer_queue): wait for "
              "its replies, then try again" : "no connected peer '%s'", user);
@@ -419,6 +434,7 @@ cluster_link_t *cluster_calls_join(lendpoint_t *le, const char *url, const clust
     cluster_events_t ev = { .ctx = l, .on_message = s_on_message, .on_link = s_on_link, .log = s_log };
     cluster_options_t o;
     if (opt) o = *opt; else cluster_options_default(&o);
+    l->max_relays = o.max_forwarded;
     if (memchr(le->name, '\0', le->name_len)) {
         snprintf(err, err_len, "a server whose name holds a NUL byte cannot join a cluster");
         cluster_calls_leave(&l);

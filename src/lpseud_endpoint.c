@@ -138,16 +138,20 @@ static int l_endpoint_new(lua_State *L) {
         luaL_argcheck(L, !lua_toboolean(L, -1), 3, "cluster = true: give a Redis URL");
     } else if (ctype != LUA_TNIL) {                 /* false: this server stays out */
         luaL_argcheck(L, !client, 3, "cluster is a server's option");
-        if (ctype == LUA_TTABLE) {                /* { redis = URL, ttl =, refresh_interval =, timeout = } */
+        if (ctype == LUA_TTABLE) {                /* { redis = URL, ttl =, refresh_interval =, timeout =, max_forwarded = } */
             int t = lua_gettop(L);
             copt.ttl = lpseud_opt_number(L, t, "ttl", copt.ttl);
             copt.refresh_interval = lpseud_opt_number(L, t, "refresh_interval", copt.refresh_interval);
             copt.timeout = lpseud_opt_number(L, t, "timeout", copt.timeout);
+            double fwd = lpseud_opt_number(L, t, "max_forwarded", (double)copt.max_forwarded);
+            luaL_argcheck(L, fwd >= 1 && fwd <= 1e7 && fwd == (double)(size_t)fwd, 3,
+                          "cluster.max_forwarded must be a whole number from 1 to 10000000");
+            copt.max_forwarded = (size_t)fwd;
             lua_getfield(L, t, "redis");
             lua_replace(L, t);                    /* the URL; the table stays in the options */
         }
         luaL_argcheck(L, lua_type(L, -1) == LUA_TSTRING, 3, "cluster must be a Redis URL or "
-                      "{ redis = URL, ttl = s, refresh_interval = s, timeout = s }");
+                      "{ redis = URL, ttl = s, refresh_interval = s, timeout = s, max_forwarded = n }");
         cluster = lua_tostring(L, -1);
     } else if (!client && !host_clustered(h)) {
         cluster = host_cluster_default(h);        /* pseud-lua --cluster URL: the first server */

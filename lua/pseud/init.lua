@@ -159,6 +159,11 @@ local CORE_OPTIONS = {
   'registry', 'security_plugin', 'stop_timeout', 'timeout', 'worker_by', 'workers',
 }
 
+-- What a `cluster` table may hold (docs/cluster.md).
+local CLUSTER_OPTION_NAMES = { 'max_forwarded', 'redis', 'refresh_interval', 'timeout', 'ttl' }
+local CLUSTER_OPTIONS = {}
+for _, n in ipairs(CLUSTER_OPTION_NAMES) do CLUSTER_OPTIONS[n] = true end
+
 -- " (... reads it)" when another registered backend reads `key` or a name
 -- close to it, else "".
 local function other_reader(key)
@@ -253,7 +258,17 @@ local function new_rpc(kind, name, opts)
   if cluster ~= nil and cluster ~= false and type(cluster) ~= 'string' and
      not (type(cluster) == 'table' and type(cluster.redis) == 'string') then
     error(core.error('TypeError', "option 'cluster' must be a Redis URL, e.g. 'redis://127.0.0.1:6379', "
-      .. "{ redis = URL, ttl = seconds, refresh_interval = seconds, timeout = seconds }, or false"), 3)
+      .. "{ redis = URL, ttl = seconds, refresh_interval = seconds, timeout = seconds, max_forwarded = n }, "
+      .. "or false"), 3)
+  end
+  if type(cluster) == 'table' then             -- a misspelt bound would be the default, silently
+    for key in pairs(cluster) do
+      if not CLUSTER_OPTIONS[key] then
+        local best = type(key) == 'string' and backends.closest(key, CLUSTER_OPTION_NAMES)
+        error(core.error('ValueError', ("unknown cluster option '%s'%s"):format(tostring(key),
+          best and (" (did you mean '%s'?)"):format(best) or '')), 3)
+      end
+    end
   end
   local reg = opts.registry or registry.new(name)
   local self = { _kind = kind, name = name, options = opts, registry = reg,

@@ -27,7 +27,8 @@ local server = pseud.Server(os.getenv('PSEUD_SPEC_SERVICE') or 'service', {
   heartbeat_timeout = heartbeat,
   timeout = tonumber(os.getenv('PSEUD_SPEC_TIMEOUT')) or 3,
   cluster = { redis = assert(os.getenv('PSEUD_SPEC_REDIS')), ttl = tonumber(os.getenv('PSEUD_SPEC_TTL')) or 1,
-              refresh_interval = 0.25, timeout = 0.75 },
+              refresh_interval = 0.25, timeout = 0.75,
+              max_forwarded = tonumber(os.getenv('PSEUD_SPEC_MAX_FORWARDED') or '') },
 })
 local endpoint = assert(server:bind(arg[1] or 'tcp://127.0.0.1:*'))
 
