@@ -288,6 +288,25 @@ describe('a cluster of nodes on Redis', function()
     c.proc:stop()
   end)
 
+  it("a user key another member made of the wrong type: the error says Redis refused, and its log lines are limited", function()
+    -- it was "the cluster is unreachable (Redis link down)" while the link
+    -- was up, and every lookup wrote a log line of its own
+    redis(port, 'SET', 'pseud:user:7:service:mallory', 'not a sorted set')
+    local r = fails_fast(call(a, 'call', 'mallory', 'whoami'))
+    assert.matches("no connected peer 'mallory' here, and the cluster's Redis refused to say where it is: WRONGTYPE",
+                   r.message, 1, true)
+    local before = select(2, a.proc:log_text():gsub('Redis refused a cluster command', ''))
+    local users = {}
+    for i = 1, 200 do users[i] = 'mallory' end
+    local out = call(a, 'call_each', users, 'whoami', 1)
+    assert.equal('PeerLostError', out.first.error)
+    assert.same({ ok = 0, failed = 199 }, out.rest)
+    local after = select(2, a.proc:log_text():gsub('Redis refused a cluster command', ''))
+    assert.is_true(after - before <= 40, after - before)    -- 20 a second at most, not 200
+    assert.same({ ok = true, value = true }, { ok = true, value = call(a, 'up') })   -- the link stayed up
+    redis(port, 'DEL', 'pseud:user:7:service:mallory')
+  end)
+
   it('Redis killed and started again empty: local calls go on, cross-node ones fail fast, then work again', function()
     local carol = start_peer(b, 'carol')
     eventually('carol in the directory', function() return directory(port, 'carol') == b.node end)

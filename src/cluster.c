@@ -459,7 +459,10 @@ static void s_on_reply(redisAsyncContext *ac, void *reply, void *privdata) {
             s_finish(c, q, CLUSTER_FOUND, r->str, r->len, 0);
         else if (r->type == REDIS_REPLY_NIL)
             s_finish(c, q, CLUSTER_ABSENT, NULL, 0, 0);
-        else { s_error_reply(c, r, "lookup"); s_fail(c, q); }
+        else if (s_error_reply(c, r, "lookup"))    /* the link is fine: say what Redis said */
+            s_finish(c, q, CLUSTER_REFUSED, r->str, r->len < 100 ? r->len : 100, 0);
+        else
+            s_finish(c, q, CLUSTER_REFUSED, "an answer that is not a node id", 31, 0);
         return;
     case REQ_PUBLISH:
         if (r->type == REDIS_REPLY_INTEGER) s_finish(c, q, 0, NULL, 0, r->integer);

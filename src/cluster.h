@@ -46,11 +46,13 @@
 typedef struct cluster cluster_t;
 
 /* A lookup's answer. */
-enum { CLUSTER_DOWN = -1, CLUSTER_ABSENT = 0, CLUSTER_FOUND = 1 };
+enum { CLUSTER_REFUSED = -2, CLUSTER_DOWN = -1, CLUSTER_ABSENT = 0, CLUSTER_FOUND = 1 };
 
 /* FOUND: `node` (node_len bytes, valid during the call) is the live
  * incarnation holding the user; it may be this one. ABSENT: no live node
- * has it. DOWN: no answer (link down, lost, or the cluster destroyed). */
+ * has it. DOWN: no answer (link down, lost, or the cluster destroyed).
+ * REFUSED: Redis answered with an error (a key of the wrong type, an ACL):
+ * `node` is that error's text, cut to 100 bytes. */
 typedef void (*cluster_lookup_fn)(void *arg, int status, const char *node, size_t node_len);
 /* How many nodes took the bytes: 1 normally, 0 when nobody listens on that
  * channel (the node is dead or re-linked under a new id: fail fast), -1

@@ -221,6 +221,11 @@ static void s_on_lookup(void *arg, int status, const char *node, size_t node_len
             s_fail(l, c, "peer '%s': the cluster would not take the call: %s", user,
                    cluster_error(l->cluster));
         }
+    } else if (status == CLUSTER_REFUSED) {
+        char why[104];
+        s_printable(why, sizeof why, node, node_len);
+        s_fail(l, c, "no connected peer '%s' here, and the cluster's Redis refused to say where it is: %s",
+               user, why);
     } else if (status == CLUSTER_DOWN) {
         s_fail(l, c, "no connected peer '%s' here, and the cluster is unreachable "
                "(Redis link down)", user);
@@ -416,9 +421,11 @@ static void s_on_link(void *ctx, int up) {
 
 /* --- the link --- */
 
+/* Limited as a peer's lines are: what Redis refuses can be a member's
+ * doing (a user key made a string answers every lookup WRONGTYPE). */
 static void s_log(void *ctx, int level, const char *msg, const log_field_t *fields) {
     cluster_link_t *l = ctx;
-    host_log(l->le->host, level, msg, fields);
+    host_log_limited(l->le->host, level, msg, fields);
 }
 
 cluster_link_t *cluster_calls_join(lendpoint_t *le, const char *url, const cluster_options_t *opt,
