@@ -140,5 +140,20 @@ describe('identity under hostile peers', function()
       end
       assert.are_not.equal(ids[1], ids[2], 'two starts, the same first automatic id')
     end)
+
+    it("a new connection on a gone connection's routing id gets none of its late replies", function()
+      -- the routing id is the user id here, so the user id check cannot
+      -- tell them apart; the connection does (an attack round: 5 of 5
+      -- replies went to the taker)
+      local server, endpoint = process.server('spec/servers/identity.lua', 'noop_auth_backend')
+      local r = attack { 'takeover-anon', endpoint }
+      assert.equal('alice', r.silent.alice_still)
+      assert.equal('alice', r.noisy.alice_still)
+      assert.same({}, r.silent.mallory_got)
+      assert.same({}, r.noisy.mallory_got)
+      assert.equal('alice', r.noisy.mallory_is)    -- it may take the id: nothing of the old one's
+      server:stop()
+      logfmt.expect(server:log_text(), { msg = 'reply dropped', peer = 'alice' })
+    end)
   end)
 end)

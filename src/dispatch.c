@@ -439,12 +439,12 @@ static void s_answer_ok(void *ctx, task_t *t, lua_State *co, int first, int nres
         if (len >= ZERO_COPY_MIN) {               /* the packed bytes themselves leave */
             char *owned = host_packed_take(h, &len);
             if (owned) {
-                endpoint_reply_owned(le->ep, peer, w->peer_len, user, w->user_len, w->uuid,
-                                     FRAME_OK, owned, len);
+                endpoint_answer_owned(le->ep, peer, w->peer_len, w->serial, user, w->user_len, w->uuid,
+                                      FRAME_OK, owned, len);
                 return;
             }
         }
-        endpoint_reply(le->ep, peer, w->peer_len, user, w->user_len, w->uuid, FRAME_OK, body, len);
+        endpoint_answer(le->ep, peer, w->peer_len, w->serial, user, w->user_len, w->uuid, FRAME_OK, body, len);
         return;
     }
     char text[200];
@@ -480,8 +480,8 @@ static void s_answer_error(void *ctx, task_t *t, const char *name, const char *m
         s_access(h, peer, w->peer_len, user, w->user_len, called, w->name_len, name, w->started);
     if (le->ep) {
         endpoint_release(le->ep, peer, w->peer_len, w->serial, w->charged);
-        endpoint_reply_error(le->ep, peer, w->peer_len, user, w->user_len, w->uuid, name, message,
-                             strlen(message), traceback);
+        endpoint_answer_error(le->ep, peer, w->peer_len, w->serial, user, w->user_len, w->uuid, name, message,
+                              strlen(message), traceback);
     } else {
         workers_answer_closed(le, peer, w->peer_len, user, w->user_len, w->uuid, w->serial, w->charged);
     }

@@ -337,7 +337,7 @@ static int s_still_carries(endpoint_t *ep, const peer_t *p, const char *peer, si
     return 0;
 }
 
-/* endpoint_reply and endpoint_reply_owned: `owned` bodies are freed on
+/* endpoint_reply and endpoint_answer(_owned): `owned` bodies are freed on
  * every path. */
 /* A reply ZeroMQ would not take (errno): counted and logged, out of the
  * way of the path every reply takes. */
@@ -383,7 +383,22 @@ void endpoint_proxy_arm(endpoint_t *ep, uint64_t serial, size_t charged) {
     ep->proxy_charged = charged;
 }
 
-static int s_reply(endpoint_t *ep, const char *peer, size_t peer_len, const char *user,
+/* Unauthenticated, a routing id is the user id, so s_still_carries cannot
+ * tell a new connection that took it from the caller's: the connection
+ * can. A kept WORK's answer goes only to the entry of the connection it
+ * came on (its serial); under noop_auth_backend an entry goes when its
+ * connection closes, so a taker that has not spoken yet finds none. */
+static int s_same_connection(endpoint_t *ep, const peer_t *p, const char *peer, size_t peer_len,
+                             uint64_t serial) {
+    if (p && !p->closed && p->serial == serial) return 1;
+    ep->stats.replies_dropped++;
+    ENDPOINT_REFUSAL(ep, "reply dropped", LOG_ID("peer", peer, peer_len),
+                     LOG_STR("reason", !p || p->closed ? "the routing id is gone (its connection closed)"
+                                                       : "the routing id is on another connection now"));
+    return 0;
+}
+
+static int s_reply(endpoint_t *ep, const char *peer, size_t peer_len, uint64_t serial, const char *user,
                    size_t user_len, const uint8_t *uuid, int type, const void *body,
                    size_t body_len, int owned) {
     if (ep->proxy.reply)
@@ -391,7 +406,8 @@ static int s_reply(endpoint_t *ep, const char *peer, size_t peer_len, const char
     int check = user && ep->strict;
     if (check) endpoint_drain_monitor(ep);      /* a disconnect read late must not pass */
     peer_t *p = peers_find(ep->peers, peer, peer_len);
-    if (check && !s_still_carries(ep, p, peer, peer_len, user, user_len)) {
+    if (check ? !s_still_carries(ep, p, peer, peer_len, user, user_len)
+              : serial && !s_same_connection(ep, p, peer, peer_len, serial)) {
         if (owned) free((void *)body);
         return -1;
     }
@@ -408,13 +424,19 @@ static int s_reply(endpoint_t *ep, const char *peer, size_t peer_len, const char
 int endpoint_reply(endpoint_t *ep, const char *peer, size_t peer_len,
                    const char *user, size_t user_len,
                    const uint8_t *uuid, int type, const void *body, size_t body_len) {
-    return s_reply(ep, peer, peer_len, user, user_len, uuid, type, body, body_len, 0);
+    return s_reply(ep, peer, peer_len, 0, user, user_len, uuid, type, body, body_len, 0);
 }
 
-int endpoint_reply_owned(endpoint_t *ep, const char *peer, size_t peer_len,
-                         const char *user, size_t user_len,
-                         const uint8_t *uuid, int type, char *body, size_t body_len) {
-    return s_reply(ep, peer, peer_len, user, user_len, uuid, type, body, body_len, 1);
+int endpoint_answer(endpoint_t *ep, const char *peer, size_t peer_len, uint64_t serial,
+                    const char *user, size_t user_len,
+                    const uint8_t *uuid, int type, const void *body, size_t body_len) {
+    return s_reply(ep, peer, peer_len, serial, user, user_len, uuid, type, body, body_len, 0);
+}
+
+int endpoint_answer_owned(endpoint_t *ep, const char *peer, size_t peer_len, uint64_t serial,
+                          const char *user, size_t user_len,
+                          const uint8_t *uuid, int type, char *body, size_t body_len) {
+    return s_reply(ep, peer, peer_len, serial, user, user_len, uuid, type, body, body_len, 1);
 }
 
 void endpoint_release(endpoint_t *ep, const char *peer, size_t peer_len,
@@ -441,6 +463,14 @@ int endpoint_reply_error(endpoint_t *ep, const char *peer, size_t peer_len,
                          const char *user, size_t user_len,
                          const uint8_t *uuid, const char *name, const char *message,
                          size_t message_len, const char *traceback) {
+    return endpoint_answer_error(ep, peer, peer_len, 0, user, user_len, uuid, name, message,
+                                 message_len, traceback);
+}
+
+int endpoint_answer_error(endpoint_t *ep, const char *peer, size_t peer_len, uint64_t serial,
+                          const char *user, size_t user_len,
+                          const uint8_t *uuid, const char *name, const char *message,
+                          size_t message_len, const char *traceback) {
     msgpack_sbuffer sb;
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
@@ -448,8 +478,8 @@ int endpoint_reply_error(endpoint_t *ep, const char *peer, size_t peer_len,
     if (!traceback) traceback = "";
     int rc = message_pack_error(&pk, name, strlen(name), message, message_len,
                                 traceback, strlen(traceback));
-    if (rc == 0) rc = endpoint_reply(ep, peer, peer_len, user, user_len, uuid, FRAME_ERROR,
-                                     sb.data, sb.size);
+    if (rc == 0) rc = s_reply(ep, peer, peer_len, serial, user, user_len, uuid, FRAME_ERROR,
+                              sb.data, sb.size, 0);
     msgpack_sbuffer_destroy(&sb);
     return rc;
 }

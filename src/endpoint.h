@@ -175,12 +175,21 @@ int endpoint_reply(endpoint_t *ep, const char *peer, size_t peer_len,
                    const char *user, size_t user_len,
                    const uint8_t *uuid, int type, const void *body, size_t body_len);
 
-/* endpoint_reply with a body the caller malloc'd and hands over: a large
+/* The answer to a WORK kept by on_work (after endpoint_release), as
+ * endpoint_reply; on an endpoint whose identities are not authenticated
+ * (the routing id is the user id, so that check cannot tell a new
+ * connection on it from the caller's), only while the directory's entry
+ * for `peer` is still the one `serial` names: the connection the WORK
+ * came on (DESIGN.md 4.1). serial 0: no such check (a worker's proxy). */
+int endpoint_answer(endpoint_t *ep, const char *peer, size_t peer_len, uint64_t serial,
+                    const char *user, size_t user_len,
+                    const uint8_t *uuid, int type, const void *body, size_t body_len);
+/* endpoint_answer with a body the caller malloc'd and hands over: a large
  * one leaves without a copy (libzmq frees it once written); it is freed on
  * every path. */
-int endpoint_reply_owned(endpoint_t *ep, const char *peer, size_t peer_len,
-                         const char *user, size_t user_len,
-                         const uint8_t *uuid, int type, char *body, size_t body_len);
+int endpoint_answer_owned(endpoint_t *ep, const char *peer, size_t peer_len, uint64_t serial,
+                          const char *user, size_t user_len,
+                          const uint8_t *uuid, int type, char *body, size_t body_len);
 
 /* The answer to a WORK kept by on_work is leaving: its bytes no longer
  * count against the budget of the entry with that serial (if it still is
@@ -206,6 +215,11 @@ int endpoint_reply_error(endpoint_t *ep, const char *peer, size_t peer_len,
                          const char *user, size_t user_len,
                          const uint8_t *uuid, const char *name, const char *message,
                          size_t message_len, const char *traceback);
+/* endpoint_reply_error for a kept WORK, checked as endpoint_answer. */
+int endpoint_answer_error(endpoint_t *ep, const char *peer, size_t peer_len, uint64_t serial,
+                          const char *user, size_t user_len,
+                          const uint8_t *uuid, const char *name, const char *message,
+                          size_t message_len, const char *traceback);
 
 /* Identities are authenticated (a ZAP domain or HELLO hooks): every
  * reply bound to a user is checked against the directory after reading

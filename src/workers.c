@@ -254,8 +254,8 @@ static void s_on_reply(workers_slot_t *s, zmq_msg_t *parts, int count) {
         return;
     }
     endpoint_release(le->ep, r.peer, r.peer_len, r.serial, (size_t)r.charged);
-    endpoint_reply(le->ep, r.peer, r.peer_len, r.user_len ? r.user : NULL, r.user_len, r.uuid, type,
-                   r.body, r.body_len);
+    endpoint_answer(le->ep, r.peer, r.peer_len, r.serial, r.user_len ? r.user : NULL, r.user_len, r.uuid, type,
+                    r.body, r.body_len);
 }
 
 /* Slot `s` takes no more WORK of server `name`: 0, or -1 out of memory. */

@@ -10,6 +10,8 @@ thread, prints one JSON object and exits 0; every wait has a deadline.
   takeover  ENDPOINT       alice calls slow(0.5) and leaves; mallory logs in
                            on routing id 'alice' (silent, then noisy): she
                            must get nothing of alice's
+  takeover-anon ENDPOINT   the same without credentials (noop_auth_backend,
+                           where the routing id is the user id)
   forged    ENDPOINT       the server calls alice; mallory, who learnt the
                            uuid, answers first: only alice's answer counts
   unknown   ENDPOINT       a PLAIN login that does not exist is verified
@@ -190,14 +192,20 @@ def scenario_spoof(ctx, ep):
     return out
 
 
-def scenario_takeover(ctx, ep, noisy):
+def scenario_takeover(ctx, ep, noisy, anon=False):
     out = {}
-    alice = peer(ctx, ep, 'alice', 'wonderland', identity='alice')
+    if anon:                             # noop_auth_backend: no credentials, the routing id is all
+        alice = peer(ctx, ep, identity='alice')
+    else:
+        alice = peer(ctx, ep, 'alice', 'wonderland', identity='alice')
     out['alice_is'] = registered(alice)
     send(alice, WORK, pack(['slow', [0.6], {}]))
     out['alice_still'] = registered(alice)    # the server has read the WORK before she goes
     alice.close()
-    mallory = peer(ctx, ep, 'mallory', 'evil', identity='alice', probe=noisy)
+    if anon:
+        mallory = peer(ctx, ep, identity='alice', probe=noisy)
+    else:
+        mallory = peer(ctx, ep, 'mallory', 'evil', identity='alice', probe=noisy)
     got = drain([mallory], 1.5)
     out['mallory_got'] = [[f[4].hex(), f[5].decode('utf-8', 'replace')] for f in got[0]
                           if len(f) == 6]
@@ -485,6 +493,9 @@ def main(argv):
         out = scenario_spoof(ctx, ep)
     elif what == 'takeover':
         out = {'silent': scenario_takeover(ctx, ep, False), 'noisy': scenario_takeover(ctx, ep, True)}
+    elif what == 'takeover-anon':
+        out = {'silent': scenario_takeover(ctx, ep, False, True),
+               'noisy': scenario_takeover(ctx, ep, True, True)}
     elif what == 'forged':
         out = scenario_forged(ctx, ep)
     elif what == 'unknown':
