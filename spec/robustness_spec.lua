@@ -47,6 +47,10 @@ describe('host robustness', function()
     assert.same({ 'true true', 'false true', 'nil' }, run('finalizer_memory'))
   end)
 
+  it('runs no finalizer inside a call being made, but in the loop after', function()
+    assert.same({ 'survived true' }, run('finalizer_in_call'))
+  end)
+
   it('answers the calls still running PeerLostError when the server is closed', function()
     local closed = 'false PeerLostError the server was closed before the call ended'
     assert.same({ 'closing', closed, closed, closed, 'true' }, run('close_running'))

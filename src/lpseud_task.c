@@ -259,16 +259,33 @@ static int l_debug_sethook(lua_State *L) {
  * collection, the object resurrected with it, and queues a task that calls
  * the object's __gc later, from the loop, under max_hook_time, the
  * collector running: its time is no handler's (a review found finalizers
- * charged to the handler whose allocation ran the collection). In the
- * script's top level (no task or hook running), when the state closes, or
- * past max_tasks, it runs at once instead, bounded on a thread of its own
- * (hooks on). */
+ * charged to the handler whose allocation ran the collection). It waits
+ * in a queue for the top of the loop's next pass (the top level's until
+ * the loop runs, those past max_tasks until tasks end); only when the
+ * state closes does it run at once, bounded on a thread of its own (hooks
+ * on). */
 static const char s_sentinels_key = 0;   /* registry: object -> sentinel (weak keys) */
 static const char s_sentinel_mt_key = 0; /* registry: the sentinels' metatable */
 static const char s_finalizer_key = 0;   /* registry: the thread finalizers run on at once */
+static const char s_host_key = 0;        /* registry: the host, for what runs without it */
+static const char s_waiting_key = 0;     /* registry: finalizers waiting for the loop,
+                                            gc, object, gc, object... from s->fin_head + 1 */
+/* Seconds all finalizers still waiting at the close may take together;
+ * the rest are skipped (logged): each one's max_hook_time alone made
+ * 1,000 spinning ones a 1,000 s exit. */
+#define FINALIZERS_AT_CLOSE 5.0
 /* What a finalizer may allocate, net: run at once the collector is stopped,
  * and a loop that allocates had 2.9 GB before the clock was read (a review) */
 #define FINALIZER_MEMORY (64.0 * 1024 * 1024)
+
+/* The host, from the registry: finalizers also run where no closure of
+ * the binding's carries it (lpseud_closing). */
+static host_t *s_host(lua_State *L) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &s_host_key);
+    host_t *h = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return h;
+}
 
 /* Log a finalizer's error (at `idx`): a pseud.Error's name and message, a
  * string, or the value's type. */
@@ -298,14 +315,51 @@ static int s_run_finalizer(lua_State *L) {
     return s_finalizer_k(L, lua_pcallk(L, 1, 0, 0, 0, s_finalizer_k), 0);
 }
 
-/* (__gc, object) -> queued? Upvalue 1: the host. */
-static int s_defer_finalizer(lua_State *L) {
-    sched_t *s = host_sched(HOST(L));
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_pushcclosure(L, s_run_finalizer, 1);
-    lua_insert(L, 1);
-    lua_pushboolean(L, task_defer(s, L, 2, s->max_hook_time, FINALIZER_MEMORY) == 0);
-    return 1;
+/* (__gc, object): queued for the loop. May raise (memory). */
+static int s_wait_finalizer(lua_State *L) {
+    sched_t *s = sched_of(L);
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &s_waiting_key) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &s_waiting_key);
+    }
+    lua_pushvalue(L, 1);
+    lua_rawseti(L, -2, s->fin_tail + 1);
+    lua_pushvalue(L, 2);
+    lua_rawseti(L, -2, s->fin_tail + 2);
+    s->fin_tail += 2;
+    return 0;
+}
+
+/* Under lua_pcall from s_start_waiting: the waiting finalizers become
+ * tasks while max_tasks allows; the rest wait for a later pass. */
+static int s_start_waiting_protected(lua_State *L) {
+    sched_t *s = sched_of(L);
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &s_waiting_key) != LUA_TTABLE) return 0;
+    int q = lua_gettop(L);
+    while (s->fin_tail > s->fin_head) {
+        lua_Integer at = s->fin_head;
+        lua_pushvalue(L, lua_upvalueindex(1));
+        lua_pushcclosure(L, s_run_finalizer, 1);
+        lua_rawgeti(L, q, at + 1);
+        lua_rawgeti(L, q, at + 2);
+        if (task_defer(s, L, 2, s->max_hook_time, FINALIZER_MEMORY) < 0) break;   /* max_tasks */
+        lua_pushnil(L); lua_rawseti(L, q, at + 1);
+        lua_pushnil(L); lua_rawseti(L, q, at + 2);
+        s->fin_head = at + 2;
+    }
+    if (s->fin_head == s->fin_tail) s->fin_head = s->fin_tail = 0;   /* the table starts over */
+    return 0;
+}
+
+static void s_start_waiting(sched_t *s, lua_State *L) {
+    if (s->closing || !lua_checkstack(L, 8)) return;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &s_host_key);
+    lua_pushcclosure(L, s_start_waiting_protected, 1);
+    if (lua_pcall(L, 0, 0, 0) != LUA_OK) {        /* memory: they wait for the next pass */
+        lua_pop(L, 1);
+    }
 }
 
 /* The object's __gc at once, bounded, on the finalizer thread. */
@@ -331,7 +385,7 @@ static void s_finalize_now(lua_State *L, sched_t *s, int gc, int obj) {
         /* a thread an error from the hook ended runs no Lua again (task.c) */
         lua_pushnil(L);
         lua_rawsetp(L, LUA_REGISTRYINDEX, &s_finalizer_key);
-        HOST_LOG_LIMITED(HOST(L), LOG_WARN, "a finalizer (__gc) failed", LOG_STR("error", err.name),
+        HOST_LOG_LIMITED(s_host(L), LOG_WARN, "a finalizer (__gc) failed", LOG_STR("error", err.name),
                          LOG_STR("message", err.message));
     }
     lua_settop(ft, 0);
@@ -364,22 +418,63 @@ static int s_sentinel_gc(lua_State *L) {
         lua_rawset(L, -3);
     }
     lua_pop(L, 1);
-    if (!s->closing && s->current) {              /* the main chunk's own: at once, as Lua would */
-        lua_pushvalue(L, lua_upvalueindex(1));
-        lua_pushcclosure(L, s_defer_finalizer, 1);
-        lua_pushvalue(L, gc);
-        lua_pushvalue(L, obj);
-        int queued = lua_pcall(L, 2, 1, 0) == LUA_OK && lua_toboolean(L, -1);
-        lua_pop(L, 1);
-        if (queued) return 0;
+    if (s->closing) {                             /* from lua_close: nothing is halfway */
+        s_finalize_now(L, s, gc, obj);
+        return 0;
     }
-    s_finalize_now(L, s, gc, obj);
+    /* Never at once here: this runs inside whatever allocation ran the
+     * collector, which may be halfway through a binding function (one ran
+     * in l_endpoint_call between packing a body into the host's buffer
+     * and sending it, and replaced or freed the body; another closed the
+     * server under l_endpoint_peers' walk: an attack round). It waits for
+     * the top of the loop's next pass (s_start_waiting). */
+    lua_pushcfunction(L, s_wait_finalizer);
+    lua_pushvalue(L, gc);
+    lua_pushvalue(L, obj);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK)
+        HOST_LOG_LIMITED(HOST(L), LOG_WARN, "a finalizer (__gc) was dropped: not enough memory to queue it");
     return 0;
+}
+
+/* Run the finalizers still waiting, at once, bounded, together at most
+ * FINALIZERS_AT_CLOSE. */
+static void s_run_waiting_now(lua_State *L, sched_t *s) {
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &s_waiting_key) != LUA_TTABLE) { lua_pop(L, 1); return; }
+    int q = lua_gettop(L);
+    lua_Integer skipped = 0;
+    while (s->fin_tail > s->fin_head && lua_checkstack(L, 8)) {
+        lua_Integer at = s->fin_head;
+        lua_rawgeti(L, q, at + 1);
+        lua_rawgeti(L, q, at + 2);
+        lua_pushnil(L); lua_rawseti(L, q, at + 1);
+        lua_pushnil(L); lua_rawseti(L, q, at + 2);
+        s->fin_head = at + 2;
+        if (loop_now() < s->closing_end) {
+            double bound = s->max_hook_time, left = s->closing_end - loop_now();
+            if (bound <= 0 || bound > left) s->max_hook_time = left;
+            s_finalize_now(L, s, q + 1, q + 2);
+            s->max_hook_time = bound;
+        } else {
+            skipped++;
+        }
+        lua_settop(L, q);                         /* what s_finalize_now left too */
+    }
+    s->fin_head = s->fin_tail = 0;
+    lua_pop(L, 1);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &s_host_key);
+    host_t *h = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    if (skipped && h)
+        HOST_LOG(h, LOG_WARN, "finalizers (__gc) not run at the close: out of time",
+                 LOG_INT("skipped", skipped), LOG_NUM("seconds", FINALIZERS_AT_CLOSE));
 }
 
 void lpseud_closing(lua_State *L) {
     sched_t *s = sched_of(L);
-    if (s) s->closing = 1;
+    if (!s || s->closing) return;
+    s->closing = 1;
+    s->closing_end = loop_now() + FINALIZERS_AT_CLOSE;
+    s_run_waiting_now(L, s);
 }
 
 /* Set metatable `mt` (nil or a table) on the value at `obj`; a table's or
@@ -497,6 +592,9 @@ void lpseud_task_seal(lua_State *L, int host) {
     lua_pushboolean(L, 0);
     lua_setfield(L, -2, "__metatable");
     lua_rawsetp(L, LUA_REGISTRYINDEX, &s_sentinel_mt_key);
+    lua_pushvalue(L, host);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &s_host_key);
+    host_sched(lua_touserdata(L, host))->start_finalizers = s_start_waiting;
     lua_pushcfunction(L, l_setmetatable);
     lua_setglobal(L, "setmetatable");
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);

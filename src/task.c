@@ -404,7 +404,8 @@ static void s_task_failed(sched_t *s, lua_State *L, task_t *t, int status) {
             lua_xmove(t->co, L, 1);
             lua_pushthread(t->co);
             lua_xmove(t->co, L, 1);
-            if (sched_pcall(s, L, 2, 1, 0, &err) == LUA_OK) {
+            /* bounded all the same: what it runs is the script's to change */
+            if (sched_pcall(s, L, 2, 1, s->max_hook_time, &err) == LUA_OK) {
                 int e = lua_gettop(L);
                 sched_error_field(L, e, "name", err.name, sizeof err.name);
                 sched_error_field(L, e, "message", err.message, sizeof err.message);
@@ -460,6 +461,7 @@ static int s_resume(sched_t *s, lua_State *L, task_t *t) {
 }
 
 int sched_run(sched_t *s, lua_State *L) {
+    if (s->fin_tail > s->fin_head && s->start_finalizers) s->start_finalizers(s, L);
     int n = 0, sliced = 0;
     task_t *last = s->tail[0];     /* tasks queued while these run wait for the next pass */
     /* A pass ends after one slice of all its tasks' time, as after one

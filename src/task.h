@@ -143,6 +143,11 @@ struct sched {
     double max_hook_time;         /* seconds a synchronous call may run; 0: unlimited */
     int max_spawned;              /* pseud.spawn tasks alive at once; 0: no bound */
     int closing;                  /* the state is closing: finalizers run at once (lpseud_task.c) */
+    double closing_end;           /* monotonic: past it, finalizers at the close are skipped */
+    lua_Integer fin_head, fin_tail;   /* finalizers waiting for the loop (lpseud_task.c) */
+    /* Starts waiting finalizers as tasks, at the top of sched_run: the
+     * one place no binding code is halfway through its work. NULL: none. */
+    void (*start_finalizers)(struct sched *s, lua_State *L);
     int nspawned;                 /* of the tasks alive, those pseud.spawn made */
     int main_chunk;               /* the synchronous call is the script's top level (a reload):
                                      what it spawns gets no limits, as in the first run */

@@ -134,9 +134,12 @@ void sched_error_field(lua_State *L, int idx, const char *k, char *dst, size_t c
 int sched_describe(lua_State *L) {
     lua_State *co = lua_tothread(L, 2);
     const char *name = "LuaError", *message;
-    if (sched_is_error(L, 1)) {
-        lua_getfield(L, 1, "name");
-        lua_getfield(L, 1, "message");
+    if (sched_is_error(L, 1)) {                   /* raw: an __index the script put in
+                                                   * pseud.RemoteError spun here, unbounded */
+        lua_pushliteral(L, "name");
+        lua_rawget(L, 1);
+        lua_pushliteral(L, "message");
+        lua_rawget(L, 1);
         if (lua_type(L, -2) == LUA_TSTRING) name = lua_tostring(L, -2);
         message = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
     } else {

@@ -155,9 +155,9 @@ function cases.describe_killed()
   out(c.b_fine():get())
 end
 
--- finalizers in the top level run at once, bounded; Lua runs them with
--- the collector stopped, so one that allocates in a loop held gigabytes
--- before its clock was read (a review)
+-- a finalizer in the top level waits for the loop (or the close) and runs
+-- bounded; Lua runs them with the collector stopped, so one that allocates
+-- in a loop held gigabytes before its clock was read (a review)
 function cases.finalizer_memory()
   local core = require 'pseud.core'
   local mib = string.rep('x', 1 << 20)
@@ -172,6 +172,41 @@ function cases.finalizer_memory()
   local ok, e = pcall(debug.setmetatable, io.tmpfile(), { __gc = function() end })
   out(ok, tostring(e):match('Lua finalizes this userdata already') ~= nil)
   out(debug.getregistry()['pseud.finalizer'])
+end
+
+-- a finalizer ran at once inside whatever allocation collected: in the
+-- top level, one that closed the client whose call l_endpoint_call was
+-- making crashed the host (SIGSEGV); one that made a call of its own could
+-- replace or free the body being sent (an attack round). They wait for
+-- the loop now, and run there.
+function cases.finalizer_in_call()
+  server:register_rpc('len', function(x) return #x end)
+  collectgarbage('incremental', 10, 400)          -- a step at nearly every allocation
+  local in_call, current, made, ran = false, nil, 0, 0
+  for _ = 1, 100 do
+    local c = pseud.Client('service', { timeout = 1 })
+    c:connect('inproc://robust')
+    current = c
+    for _ = 1, 20 do
+      made = made + 1
+      setmetatable({}, { __gc = function()
+        ran = ran + 1
+        if in_call then current._core:close() end
+      end })
+    end
+    in_call = true
+    local ok, e = pcall(c._core.call, c._core, nil, nil, 'len', 'x')
+    in_call = false
+    if not ok then out('refused', e) break end
+    c._core:close()
+  end
+  collectgarbage('generational')
+  collectgarbage()
+  for _ = 1, 200 do                               -- the loop runs the waiting ones, soon
+    if ran == made then break end
+    pseud.sleep(0.01)
+  end
+  out('survived', ran == made)
 end
 
 -- server:close() while calls run: their answers had nowhere to go after
