@@ -47,6 +47,10 @@ describe('host robustness', function()
     assert.same({ 'true true', 'false true', 'nil' }, run('finalizer_memory'))
   end)
 
+  it("describes a handler's error raw and bounded, whatever pseud.RemoteError's __index does", function()
+    assert.same({ 'false ValueError true', 'Hello after' }, run('error_index'))
+  end)
+
   it('runs no finalizer inside a call being made, but in the loop after', function()
     assert.same({ 'survived true' }, run('finalizer_in_call'))
   end)

@@ -209,6 +209,25 @@ function cases.finalizer_in_call()
   out('survived', ran == made)
 end
 
+-- a handler's error value is described raw and bounded: an __index put
+-- in pseud.RemoteError (the live metatable of every error value) spun,
+-- unbounded, when the host read a field the value lacked (an attack round)
+function cases.error_index()
+  server:register_rpc('boom', function()
+    pseud.RemoteError.__index = function() while true do end end
+    local e = pseud.error('ValueError', 'bad')
+    e.message = nil
+    error(e)
+  end)
+  local c = pseud.Client('service', { timeout = 5 })
+  c:connect('inproc://robust')
+  local t0 = pseud.now()
+  local ok, e = pcall(function() return c.boom():get() end)
+  pseud.RemoteError.__index = nil
+  out(ok, rawget(e, 'name'), pseud.now() - t0 < 2)
+  out(c.hello('after'):get())
+end
+
 -- server:close() while calls run: their answers had nowhere to go after
 -- the close, and each caller waited for its timeout (an attack round)
 function cases.close_running()
