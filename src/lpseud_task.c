@@ -11,6 +11,8 @@
  * task follow it into every coroutine it runs, a finalizer runs bounded,
  * and a script cannot lift them (task.c).
  */
+#include <string.h>
+
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
@@ -548,6 +550,33 @@ static int s_natively_finalized(lua_State *L, int idx) {
     return native;
 }
 
+/* package.loadlib(path, name) as Lua's (upvalue 1), but never a function of
+ * Lua's own library: luaopen_debug gave a script the unsealed sethook
+ * back, and a spinning handler took its hook off (an attack round), as
+ * luaopen_base and luaopen_coroutine would give back what the seal
+ * replaced; a lua_ or luaL_ function is no lua_CFunction at all. Other
+ * libraries' functions are the script's own native code. */
+static int l_package_loadlib(lua_State *L) {
+    const char *name = luaL_checkstring(L, 2);
+    static const char *const sealed[] = { "luaopen_base", "luaopen_coroutine", "luaopen_debug",
+                                          "luaopen_package", "lua_", "luaL_" };
+    for (size_t i = 0; i < sizeof sealed / sizeof sealed[0]; i++) {
+        size_t n = strlen(sealed[i]);
+        if (strncmp(name, sealed[i], n) == 0 && (sealed[i][n - 1] == '_' || name[n] == '\0')) {
+            lua_pushnil(L);
+            lua_pushfstring(L, "package.loadlib: '%s' is Lua's own: pseud-lua keeps its bounds on "
+                            "the libraries it sealed (use require)", name);
+            lua_pushliteral(L, "init");
+            return 3;
+        }
+    }
+    lua_settop(L, 2);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, 2, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
 /* debug.setmetatable(value, mt) as Lua's (ldblib.c), with a __gc bounded;
  * a userdata Lua finalizes already keeps that: Lua would call the new __gc
  * itself, unbounded (a review: a file given a spinning __gc). */
@@ -621,6 +650,15 @@ void lpseud_task_seal(lua_State *L, int host) {
         }
         lua_pushcfunction(L, l_debug_setmetatable);
         lua_setfield(L, -2, "setmetatable");
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, -1, LUA_LOADLIBNAME) == LUA_TTABLE) {
+        if (lua_getfield(L, -1, "loadlib") == LUA_TFUNCTION) {
+            lua_pushcclosure(L, l_package_loadlib, 1);
+            lua_setfield(L, -2, "loadlib");
+        } else {
+            lua_pop(L, 1);
+        }
     }
     lua_pop(L, 1);
     if (host_worker_id(lua_touserdata(L, host)) != 0) {

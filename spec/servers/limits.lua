@@ -38,6 +38,13 @@ server:register_rpc('sethook_spin', function()
   pcall(debug.sethook)                 -- refused in a handler; caught, then spins
   while true do end
 end)
+server:register_rpc('loadlib_spin', function()
+  -- Lua's own debug library opened again: its sethook was not sealed (an
+  -- attack round: the spin was never stopped); refused now
+  local open = package.loadlib('liblua5.4.so.0', 'luaopen_debug')
+  if open then open().sethook() end
+  while true do end
+end)
 server:register_rpc('bad_tostring', function()
   error(setmetatable({}, { __tostring = function() while true do end end }))
 end)
