@@ -51,6 +51,10 @@ describe('host robustness', function()
     assert.same({ 'false ValueError true', 'Hello after' }, run('error_index'))
   end)
 
+  it("runs no __gc a script put in the metatables of the host's own values", function()
+    assert.same({ 'Hello after true true', 'table true true', 'Hello last' }, run('class_gc'))
+  end)
+
   it('runs no finalizer inside a call being made, but in the loop after', function()
     assert.same({ 'survived true' }, run('finalizer_in_call'))
   end)

@@ -266,7 +266,7 @@ static void s_push(lua_State *L, const msgpack_object *o, int nested)
         const msgpack_object_map *m = &o->via.map;
         luaL_checkstack(L, 3, "msgpack nesting");
         lua_createtable(L, 0, m->size < INT32_MAX ? (int)m->size : INT32_MAX);
-        luaL_setmetatable(L, CODEC_MAP_MT);        /* packs back as a map */
+        codec_set_class(L, CODEC_MAP_MT);          /* packs back as a map */
         for (uint32_t i = 0; i < m->size; i++) {
             const msgpack_object *k = &m->ptr[i].key;
             if ((k->type == MSGPACK_OBJECT_FLOAT64 || k->type == MSGPACK_OBJECT_FLOAT32)
@@ -281,6 +281,18 @@ static void s_push(lua_State *L, const msgpack_object *o, int nested)
     default:
         luaL_error(L, "msgpack: unknown object type %d", (int)o->type);
     }
+}
+
+void codec_set_class(lua_State *L, const char *tname) {
+    luaL_getmetatable(L, tname);
+    lua_pushliteral(L, "__gc");
+    if (lua_rawget(L, -2) != LUA_TNIL) {
+        lua_pushliteral(L, "__gc");
+        lua_pushnil(L);
+        lua_rawset(L, -4);
+    }
+    lua_pop(L, 1);
+    lua_setmetatable(L, -2);
 }
 
 void codec_push_object(lua_State *L, const msgpack_object *obj)

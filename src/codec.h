@@ -85,6 +85,11 @@ int codec_pack_value(lua_State *L, int idx, msgpack_packer *pk,
  * Checks the Lua stack for the slots each level needs. Recursive: depth is
  * bounded only by codec_check, so never hand it an unchecked body. */
 void codec_push_object(lua_State *L, const msgpack_object *obj);
+/* luaL_setmetatable for the host's table classes (maps, kwargs, errors):
+ * scripts reach those metatables (pseud.RemoteError, getmetatable), and a
+ * __gc put in one Lua would run itself, hooks off, unbounded, for every
+ * value the host makes (an attack round): it is taken out first. */
+void codec_set_class(lua_State *L, const char *tname);
 
 /* Push a new pseud.Ext userdata holding a copy of `data` (metatable from the
  * registry's CODEC_EXT_MT). May raise (memory). */

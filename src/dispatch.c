@@ -251,7 +251,7 @@ static int s_work_protected(lua_State *L) {
     for (int i = 0; i < npos; i++) codec_push_object(L, &w->args->ptr[i]);
     if (has_kwargs) codec_push_object(L, w->kwargs);
     job->pushing_args = 0;
-    if (has_kwargs) luaL_setmetatable(L, CODEC_KWARGS_MT);
+    if (has_kwargs) codec_set_class(L, CODEC_KWARGS_MT);
     lua_pushlstring(L, w->name, w->name_len);
     s_lookup(L, job, user, base + 1, npos, has_kwargs, w->name, w->name_len);
     if (lua_isnil(L, -1)) {
@@ -576,7 +576,7 @@ static int s_reply_protected(lua_State *L) {
         lua_pushlstring(L, r->traceback, r->traceback_len); lua_setfield(L, -2, "traceback");
         lua_rotate(L, -2, 1);
         lua_setfield(L, -2, "call");
-        luaL_setmetatable(L, ERROR_MT);
+        codec_set_class(L, ERROR_MT);
     }
     future_settle(s, L, 2, job->error_name || job->type != FRAME_OK ? FUTURE_FAILED : FUTURE_OK);
     /* only now: a raise above leaves the future to s_settle's fallback,

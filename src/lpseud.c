@@ -432,9 +432,19 @@ static const luaL_Reg *const module_parts[] = {
 };
 
 /* Create metatable `name` with metamethods `meta` and methods as __index. */
+/* getmetatable() of the host's userdata gives a token, not the metatable:
+ * a __gc a script put there Lua would run itself, hooks off, unbounded,
+ * in place of the class's own (an attack round, on the table classes;
+ * codec_set_class guards those). The C side reads the real one. */
+static void s_hide_metatable(lua_State *L) {
+    lua_newtable(L);
+    lua_setfield(L, -2, "__metatable");
+}
+
 static void s_new_class(lua_State *L, int host, const char *name, const luaL_Reg *meta,
                         const luaL_Reg *methods) {
     luaL_newmetatable(L, name);                   /* mt */
+    s_hide_metatable(L);
     lua_pushvalue(L, host);
     luaL_setfuncs(L, meta, 1);
     if (methods) {
@@ -478,6 +488,7 @@ int luaopen_pseud_core(lua_State *L) {
     lua_setfield(L, -2, "__tostring");
     lua_pop(L, 1);
     luaL_newmetatable(L, CODEC_EXT_MT);
+    s_hide_metatable(L);
     lua_pushcfunction(L, l_ext_index); lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, l_ext_eq); lua_setfield(L, -2, "__eq");
     lua_pushcfunction(L, l_ext_tostring); lua_setfield(L, -2, "__tostring");
@@ -489,6 +500,7 @@ int luaopen_pseud_core(lua_State *L) {
     luaL_newmetatable(L, ROUTES_MT);
     lua_pop(L, 1);
     luaL_newmetatable(L, PASSWORD_CHECK_MT);
+    s_hide_metatable(L);
     lua_pushliteral(L, "pseud.PasswordCheck");   /* tostring never shows the password */
     lua_setfield(L, -2, "__name");
     lua_pushcfunction(L, l_password_check_tostring);
@@ -519,7 +531,9 @@ int luaopen_pseud_core(lua_State *L) {
     lua_setfield(L, -2, "error_mt");
     luaL_getmetatable(L, ROUTES_MT);
     lua_setfield(L, -2, "routes_mt");
-    luaL_getmetatable(L, PASSWORD_CHECK_MT);
-    lua_setfield(L, -2, "password_check_mt");
+    luaL_getmetatable(L, PASSWORD_CHECK_MT);      /* what getmetatable() gives for one */
+    lua_getfield(L, -1, "__metatable");
+    lua_setfield(L, -3, "password_check_mt");
+    lua_pop(L, 1);
     return 1;
 }

@@ -8,6 +8,7 @@
  *     any error becomes a pseud.Error described in C.
  * Both files share task_internal.h and nothing else.
  */
+#include "codec.h"
 #include "task.h"
 #include "task_internal.h"
 
@@ -95,7 +96,7 @@ void task_push_error(lua_State *L, const char *name, const char *message, const 
     lua_setfield(L, -2, "message");
     lua_pushstring(L, traceback ? traceback : "");
     lua_setfield(L, -2, "traceback");
-    luaL_setmetatable(L, ERROR_MT);
+    codec_set_class(L, ERROR_MT);
 }
 
 int sched_is_error(lua_State *L, int idx) {

@@ -228,6 +228,36 @@ function cases.error_index()
   out(c.hello('after'):get())
 end
 
+-- a __gc put in the metatables of the host's own values: Lua ran it
+-- itself, hooks off, for every error value or map the host made (an
+-- attack round: the host hung at the next collection). The table
+-- classes' one is taken out; a userdata's metatable is out of reach.
+function cases.class_gc()
+  local spin = function() while true do end end
+  pseud.RemoteError.__gc = spin
+  getmetatable(pseud.map {}).__gc = spin
+  getmetatable(pseud.kwargs {}).__gc = spin
+  server:register_rpc('fail', function() error(pseud.error('ValueError', 'x')) end)
+  server:register_rpc('takes', function(...) return select('#', ...) end)
+  local c = pseud.Client('service', { timeout = 5 })
+  c:connect('inproc://robust')
+  local t0 = pseud.now()
+  for _ = 1, 20 do
+    pcall(function() return c.fail():get() end)
+    c.takes(pseud.map { a = 1 }, pseud.kwargs { k = pseud.map { b = 2 } }):get()
+  end
+  collectgarbage()
+  collectgarbage()
+  out(c.hello('after'):get(), pseud.now() - t0 < 3, rawget(pseud.RemoteError, '__gc') == nil)
+  local f = c.hello('again')
+  out(type(getmetatable(f)), getmetatable(f) == getmetatable(c.hello('x')), pcall(function()
+    getmetatable(f).__gc = spin                -- a token, not the metatable
+  end))
+  f:get()
+  collectgarbage()
+  out(c.hello('last'):get())
+end
+
 -- server:close() while calls run: their answers had nowhere to go after
 -- the close, and each caller waited for its timeout (an attack round)
 function cases.close_running()
