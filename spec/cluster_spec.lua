@@ -288,7 +288,7 @@ describe('a cluster of nodes on Redis', function()
     c.proc:stop()
   end)
 
-  it("a user key another member made of the wrong type: the error says Redis refused, and its log lines are limited", function()
+  it("a user key made of the wrong type: the error says Redis refused, and its log lines are limited", function()
     -- it was "the cluster is unreachable (Redis link down)" while the link
     -- was up, and every lookup wrote a log line of its own
     redis(port, 'SET', 'pseud:user:7:service:mallory', 'not a sorted set')

@@ -577,6 +577,68 @@ static int l_package_loadlib(lua_State *L) {
     return lua_gettop(L);
 }
 
+/* Is the value at `idx` one of the host's own userdata (its C side trusts
+ * their metatables and user values)? */
+static int s_host_userdata(lua_State *L, int idx) {
+    static const char *const classes[] = { HOST_MT, ENDPOINT_MT, FUTURE_MT, CODEC_EXT_MT,
+                                           PASSWORD_CHECK_MT };
+    if (lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx)) return 0;
+    int yes = 0;
+    for (size_t i = 0; i < sizeof classes / sizeof classes[0] && !yes; i++) {
+        luaL_getmetatable(L, classes[i]);
+        yes = lua_rawequal(L, -1, -2);
+        lua_pop(L, 1);
+    }
+    if (!yes) {
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &s_sentinel_mt_key);
+        yes = lua_rawequal(L, -1, -2);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return yes;
+}
+
+/* The debug library's ways into the host's own state, refused: a C
+ * function's upvalue is the host (debug.setupvalue of one made the C side
+ * read a string as the host: a heap overflow; the host reached through
+ * debug.getupvalue was closed by its own __gc while it ran), the registry
+ * holds every reference the C side follows, and a future's user value is
+ * its result (debug.setuservalue of one: SIGSEGV). An attack round. */
+static int s_debug_refused(lua_State *L, const char *what) {
+    return luaL_error(L, "debug.%s: pseud-lua keeps this to itself (the host's own state)", what);
+}
+
+static int l_debug_upvalue(lua_State *L) {
+    int f = lua_upvalueindex(2);                  /* Lua's own; upvalue 1: its name */
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    if (lua_iscfunction(L, 1)) return s_debug_refused(L, lua_tostring(L, lua_upvalueindex(1)));
+    const char *name = lua_tostring(L, lua_upvalueindex(1));
+    if (strcmp(name, "upvaluejoin") == 0 && lua_type(L, 3) == LUA_TFUNCTION && lua_iscfunction(L, 3))
+        return s_debug_refused(L, name);
+    lua_pushvalue(L, f);
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+static int l_debug_setuservalue(lua_State *L) {
+    if (s_host_userdata(L, 1)) return s_debug_refused(L, "setuservalue");
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+static int l_debug_getregistry(lua_State *L) { return s_debug_refused(L, "getregistry"); }
+
+/* debug.getmetatable: the host's userdata give the token getmetatable does */
+static int l_debug_getmetatable(lua_State *L) {
+    luaL_checkany(L, 1);
+    if (!lua_getmetatable(L, 1)) { lua_pushnil(L); return 1; }
+    if (s_host_userdata(L, 1)) lua_getfield(L, -1, "__metatable");
+    return 1;
+}
+
 /* debug.setmetatable(value, mt) as Lua's (ldblib.c), with a __gc bounded;
  * a userdata Lua finalizes already keeps that: Lua would call the new __gc
  * itself, unbounded (a review: a file given a spinning __gc). */
@@ -584,6 +646,7 @@ static int l_debug_setmetatable(lua_State *L) {
     int t = lua_type(L, 2);
     luaL_argexpected(L, t == LUA_TNIL || t == LUA_TTABLE, 2, "nil or table");
     lua_settop(L, 2);
+    if (s_host_userdata(L, 1)) return s_debug_refused(L, "setmetatable");
     if (t == LUA_TTABLE && lua_type(L, 1) == LUA_TUSERDATA && s_natively_finalized(L, 1)) {
         lua_pushliteral(L, "__gc");
         int gc = lua_rawget(L, 2) != LUA_TNIL;
@@ -650,6 +713,26 @@ void lpseud_task_seal(lua_State *L, int host) {
         }
         lua_pushcfunction(L, l_debug_setmetatable);
         lua_setfield(L, -2, "setmetatable");
+        lua_pushcfunction(L, l_debug_getmetatable);
+        lua_setfield(L, -2, "getmetatable");
+        lua_pushcfunction(L, l_debug_getregistry);
+        lua_setfield(L, -2, "getregistry");
+        if (lua_getfield(L, -1, "setuservalue") == LUA_TFUNCTION) {
+            lua_pushcclosure(L, l_debug_setuservalue, 1);
+            lua_setfield(L, -2, "setuservalue");
+        } else {
+            lua_pop(L, 1);
+        }
+        static const char *const upvalue_fns[] = { "getupvalue", "setupvalue", "upvalueid", "upvaluejoin" };
+        for (size_t i = 0; i < sizeof upvalue_fns / sizeof upvalue_fns[0]; i++) {
+            lua_pushstring(L, upvalue_fns[i]);
+            if (lua_getfield(L, -2, upvalue_fns[i]) == LUA_TFUNCTION) {
+                lua_pushcclosure(L, l_debug_upvalue, 2);
+                lua_setfield(L, -2, upvalue_fns[i]);
+            } else {
+                lua_pop(L, 2);
+            }
+        }
     }
     lua_pop(L, 1);
     if (lua_getfield(L, -1, LUA_LOADLIBNAME) == LUA_TTABLE) {

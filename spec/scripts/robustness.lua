@@ -171,7 +171,6 @@ function cases.finalizer_memory()
   -- a userdata Lua finalizes itself (a file) cannot be given another __gc
   local ok, e = pcall(debug.setmetatable, io.tmpfile(), { __gc = function() end })
   out(ok, tostring(e):match('Lua finalizes this userdata already') ~= nil)
-  out(debug.getregistry()['pseud.finalizer'])
 end
 
 -- a finalizer ran at once inside whatever allocation collected: in the
@@ -182,7 +181,7 @@ end
 function cases.finalizer_in_call()
   server:register_rpc('len', function(x) return #x end)
   collectgarbage('incremental', 10, 400)          -- a step at nearly every allocation
-  local in_call, current, made, ran = false, nil, 0, 0
+  local in_call, current, made, ran = false, nil, 0, 0   -- luacheck: ignore current
   for _ = 1, 100 do
     local c = pseud.Client('service', { timeout = 1 })
     c:connect('inproc://robust')
@@ -256,6 +255,28 @@ function cases.class_gc()
   f:get()
   collectgarbage()
   out(c.hello('last'):get())
+end
+
+-- the debug library's ways into the host's own state (an attack round:
+-- debug.setupvalue of a C function overflowed the heap, the host reached
+-- by debug.getupvalue was closed under itself, debug.setuservalue of a
+-- future crashed): refused; Lua functions are the script's own
+function cases.debug_host()
+  local function refused(f, ...)
+    local ok, e = pcall(f, ...)
+    return not ok and tostring(e):match('pseud%-lua keeps this to itself') ~= nil
+  end
+  local c = pseud.Client('service', { timeout = 5 })
+  c:connect('inproc://robust')
+  local f = c.hello('f')
+  out(refused(debug.getupvalue, pseud.now, 1), refused(debug.setupvalue, pseud.sleep, 1, 42),
+      refused(debug.upvalueid, pseud.now, 1), refused(debug.getregistry),
+      refused(debug.setuservalue, f, 42, 2), refused(debug.setmetatable, f, nil))
+  out(type(debug.getmetatable(f)), debug.getmetatable(f) == getmetatable(f))
+  local up = 1
+  local function mine() return up end
+  debug.setupvalue(mine, 1, 2)
+  out(debug.getupvalue(mine, 1), mine(), f:get(), c.hello('after'):get())
 end
 
 -- server:close() while calls run: their answers had nowhere to go after
