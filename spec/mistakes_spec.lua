@@ -61,6 +61,22 @@ describe('an option name nothing reads', function()
     end
   end)
 
+  it('refuses linger and max_message_size that no integer holds, before casting them', function()
+    for _, bad in ipairs({ '1e300', '0/0', '86401' }) do
+      local _, ok, err = run("pseud.Server('x', { linger = " .. bad .. " })")
+      assert.is_false(ok, bad)
+      assert.matches('linger must be seconds, at most 86400', err, 1, true)
+    end
+    for _, bad in ipairs({ '1e300', '0/0', '2^53 + 2' }) do
+      local _, ok, err = run("pseud.Server('x', { max_message_size = " .. bad .. " })")
+      assert.is_false(ok, bad)
+      assert.matches('max_message_size must be bytes, at most 2^53', err, 1, true)
+    end
+    local out, ok, err = run("pseud.Server('x', { linger = 86400, max_message_size = 2^53 }):close(); print('made')")
+    assert.is_true(ok, err)
+    assert.equal('made\n', out)
+  end)
+
   it('refuses a name that is not a string, and options that are not a table', function()
     local _, ok, err = run("pseud.Server('x', { 5 })")
     assert.is_false(ok)

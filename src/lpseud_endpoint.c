@@ -56,9 +56,16 @@ static int l_endpoint_new(lua_State *L) {
     double max_hook = lpseud_opt_number(L, 3, "max_hook_time", 1);
     luaL_argcheck(L, max_time >= 0 && max_memory >= 0 && max_hook >= 0, 3,
                   "max_handler_time, max_handler_memory and max_hook_time must be >= 0");
+    /* checked before the casts: a double past the type's range (1e300,
+     * NaN) makes them undefined */
     double linger = lpseud_opt_number(L, 3, "linger", 1);
+    luaL_argcheck(L, linger == linger && linger <= 86400, 3,
+                  "linger must be seconds, at most 86400 (negative: wait for good)");
     o.linger_ms = linger < 0 ? -1 : (int)(linger * 1000);
-    o.max_message_size = (int64_t)lpseud_opt_number(L, 3, "max_message_size", (double)o.max_message_size);
+    double max_size = lpseud_opt_number(L, 3, "max_message_size", (double)o.max_message_size);
+    luaL_argcheck(L, max_size == max_size && max_size <= 0x1p53, 3,
+                  "max_message_size must be bytes, at most 2^53 (0 or negative: no bound)");
+    o.max_message_size = max_size < 0 ? -1 : (int64_t)max_size;
     double budget = lpseud_opt_number(L, 3, "max_peer_queue", (double)o.max_peer_queue);
     double max_peers = lpseud_opt_number(L, 3, "max_peers", (double)o.max_peers);
     double max_calls = lpseud_opt_number(L, 3, "max_peer_calls", (double)o.max_peer_calls);
