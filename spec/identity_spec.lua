@@ -151,7 +151,8 @@ describe('identity under hostile peers', function()
       assert.equal('alice', r.noisy.alice_still)
       assert.same({}, r.silent.mallory_got)
       assert.same({}, r.noisy.mallory_got)
-      assert.equal('alice', r.noisy.mallory_is)    -- it may take the id: nothing of the old one's
+      -- (whether the taker itself is heard depends on libzmq having freed the
+      -- id first: README, Hostile input, "a routing id in use is not handed over")
       server:stop()
       logfmt.expect(server:log_text(), { msg = 'reply dropped', peer = 'alice' })
     end)

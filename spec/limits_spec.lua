@@ -36,6 +36,7 @@ describe('handler limits', function()
       'spin_resumed\tTimeoutError\ttrue\ttrue',
       'sethook_spin\tTimeoutError\ttrue\ttrue',
       'loadlib_spin\tTimeoutError\ttrue\ttrue',
+      'require_spin\tTimeoutError\ttrue\ttrue',
       'bad_tostring\tLuaError\ttrue\ttrue',
       'slow\tTimeoutError\ttrue\ttrue',
       'Hello after' }, lines)

@@ -56,8 +56,19 @@ describe('host robustness', function()
   end)
 
   it("refuses the debug library's ways into the host's own state", function()
-    assert.same({ 'true true true true true true', 'table true', 'up 2 Hello f Hello after' },
+    assert.same({ 'true true true true true true', 'table true', 'up 2 Hello f Hello after',
+      'true true changed', 'true true', "nil attempt to load a binary chunk (mode is 't')" },
       run('debug_host'))
+  end)
+
+  it('runs the finalizers left at the end within 5 s together, and none of them can wait', function()
+    local t0 = os.time()
+    local out, ok = process.run({ process.host(), 'spec/scripts/robustness.lua', 'finalizer_at_end' },
+      { name = 'at-end', timeout = 40 })
+    assert.is_true(ok, out)
+    assert.is_true(os.time() - t0 < 7, os.time() - t0)    -- 3 spinning ones, 1 s each, no 5 s sleep
+    assert.matches('queued\ndone\n', out, 1, true)
+    assert.matches('done\n.*at the end false true', out)
   end)
 
   it('runs no finalizer inside a call being made, but in the loop after', function()

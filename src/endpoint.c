@@ -393,7 +393,8 @@ static int s_same_connection(endpoint_t *ep, const peer_t *p, const char *peer, 
     if (p && !p->closed && p->serial == serial) return 1;
     ep->stats.replies_dropped++;
     ENDPOINT_REFUSAL(ep, "reply dropped", LOG_ID("peer", peer, peer_len),
-                     LOG_STR("reason", !p || p->closed ? "the routing id is gone (its connection closed)"
+                     LOG_STR("reason", !p || p->closed ? "the routing id is gone (its connection closed, "
+                                                         "or a heartbeat backend declared it gone)"
                                                        : "the routing id is on another connection now"));
     return 0;
 }

@@ -467,6 +467,9 @@ static void s_turn(host_t *h, lua_State *L, double wait) {
 }
 
 int host_run(host_t *h, lua_State *L, int f, double deadline) {
+    if (h->sched.ending)                          /* a finalizer at the end: its time is bounded */
+        return luaL_error(L, "pseud: cannot wait here: the script is over (a finalizer runs at "
+                          "the end of the process)");
     if (h->reloading)
         return luaL_error(L, "pseud: cannot wait during a reload: the script's top level re-runs "
                           "while the loop stands still (guard it with pseud.reloading())");

@@ -105,7 +105,7 @@ static int l_password_check(lua_State *L) {
     lua_createtable(L, 0, 2);
     lua_pushvalue(L, 1); lua_setfield(L, -2, "hash");
     lua_pushvalue(L, 2); lua_setfield(L, -2, "password");
-    luaL_setmetatable(L, PASSWORD_CHECK_MT);
+    codec_set_class(L, PASSWORD_CHECK_MT);
     return 1;
 }
 

@@ -356,7 +356,7 @@ static int s_start_waiting_protected(lua_State *L) {
 }
 
 static void s_start_waiting(sched_t *s, lua_State *L) {
-    if (s->closing || !lua_checkstack(L, 8)) return;
+    if (s->ending || !lua_checkstack(L, 8)) return;
     lua_rawgetp(L, LUA_REGISTRYINDEX, &s_host_key);
     lua_pushcclosure(L, s_start_waiting_protected, 1);
     if (lua_pcall(L, 0, 0, 0) != LUA_OK) {        /* memory: they wait for the next pass */
@@ -393,6 +393,18 @@ static void s_finalize_now(lua_State *L, sched_t *s, int gc, int obj) {
     lua_settop(ft, 0);
 }
 
+/* A finalizer at the end, at once, bounded by what is left of
+ * FINALIZERS_AT_CLOSE; 0: none was left, it did not run. */
+static int s_finalize_at_end(lua_State *L, sched_t *s, int gc, int obj) {
+    double left = s->closing_end - loop_now();
+    if (left <= 0) return 0;
+    double bound = s->max_hook_time;
+    if (bound <= 0 || bound > left) s->max_hook_time = left;
+    s_finalize_now(L, s, gc, obj);
+    s->max_hook_time = bound;
+    return 1;
+}
+
 /* Is the value at `idx` a sentinel? */
 static int s_is_sentinel(lua_State *L, int idx) {
     if (lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx)) return 0;
@@ -421,7 +433,7 @@ static int s_sentinel_gc(lua_State *L) {
     }
     lua_pop(L, 1);
     if (s->closing) {                             /* from lua_close: nothing is halfway */
-        s_finalize_now(L, s, gc, obj);
+        s_finalize_at_end(L, s, gc, obj);
         return 0;
     }
     /* Never at once here: this runs inside whatever allocation ran the
@@ -439,7 +451,8 @@ static int s_sentinel_gc(lua_State *L) {
 }
 
 /* Run the finalizers still waiting, at once, bounded, together at most
- * FINALIZERS_AT_CLOSE. */
+ * FINALIZERS_AT_CLOSE. Garbage they make queues behind them, as in the
+ * loop (s->closing is not set yet): nothing runs inside an allocation. */
 static void s_run_waiting_now(lua_State *L, sched_t *s) {
     if (lua_rawgetp(L, LUA_REGISTRYINDEX, &s_waiting_key) != LUA_TTABLE) { lua_pop(L, 1); return; }
     int q = lua_gettop(L);
@@ -451,14 +464,7 @@ static void s_run_waiting_now(lua_State *L, sched_t *s) {
         lua_pushnil(L); lua_rawseti(L, q, at + 1);
         lua_pushnil(L); lua_rawseti(L, q, at + 2);
         s->fin_head = at + 2;
-        if (loop_now() < s->closing_end) {
-            double bound = s->max_hook_time, left = s->closing_end - loop_now();
-            if (bound <= 0 || bound > left) s->max_hook_time = left;
-            s_finalize_now(L, s, q + 1, q + 2);
-            s->max_hook_time = bound;
-        } else {
-            skipped++;
-        }
+        if (!s_finalize_at_end(L, s, q + 1, q + 2)) skipped++;
         lua_settop(L, q);                         /* what s_finalize_now left too */
     }
     s->fin_head = s->fin_tail = 0;
@@ -473,10 +479,11 @@ static void s_run_waiting_now(lua_State *L, sched_t *s) {
 
 void lpseud_closing(lua_State *L) {
     sched_t *s = sched_of(L);
-    if (!s || s->closing) return;
-    s->closing = 1;
+    if (!s || s->ending) return;
+    s->ending = 1;                                /* host_run refuses: no loop for them */
     s->closing_end = loop_now() + FINALIZERS_AT_CLOSE;
     s_run_waiting_now(L, s);
+    s->closing = 1;                               /* lua_close's own run at once */
 }
 
 /* Set metatable `mt` (nil or a table) on the value at `obj`; a table's or
@@ -556,19 +563,26 @@ static int s_natively_finalized(lua_State *L, int idx) {
  * luaopen_base and luaopen_coroutine would give back what the seal
  * replaced; a lua_ or luaL_ function is no lua_CFunction at all. Other
  * libraries' functions are the script's own native code. */
-static int l_package_loadlib(lua_State *L) {
-    const char *name = luaL_checkstring(L, 2);
+static int s_sealed_symbol(const char *name, size_t len) {
     static const char *const sealed[] = { "luaopen_base", "luaopen_coroutine", "luaopen_debug",
                                           "luaopen_package", "lua_", "luaL_" };
     for (size_t i = 0; i < sizeof sealed / sizeof sealed[0]; i++) {
         size_t n = strlen(sealed[i]);
-        if (strncmp(name, sealed[i], n) == 0 && (sealed[i][n - 1] == '_' || name[n] == '\0')) {
-            lua_pushnil(L);
-            lua_pushfstring(L, "package.loadlib: '%s' is Lua's own: pseud-lua keeps its bounds on "
-                            "the libraries it sealed (use require)", name);
-            lua_pushliteral(L, "init");
-            return 3;
-        }
+        if (len >= n && strncmp(name, sealed[i], n) == 0 && (sealed[i][n - 1] == '_' || len == n))
+            return 1;
+    }
+    return 0;
+}
+
+static int l_package_loadlib(lua_State *L) {
+    size_t len;
+    const char *name = luaL_checklstring(L, 2, &len);
+    if (s_sealed_symbol(name, len)) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "package.loadlib: '%s' is Lua's own: pseud-lua keeps its bounds on "
+                        "the libraries it sealed (use require)", name);
+        lua_pushliteral(L, "init");
+        return 3;
     }
     lua_settop(L, 2);
     lua_pushvalue(L, lua_upvalueindex(1));
@@ -577,12 +591,13 @@ static int l_package_loadlib(lua_State *L) {
     return lua_gettop(L);
 }
 
-/* Is the value at `idx` one of the host's own userdata (its C side trusts
- * their metatables and user values)? */
+/* Is the value at `idx` one of the host's own userdata, or a password
+ * check (its C side trusts their metatables and user values)? */
 static int s_host_userdata(lua_State *L, int idx) {
     static const char *const classes[] = { HOST_MT, ENDPOINT_MT, FUTURE_MT, CODEC_EXT_MT,
                                            PASSWORD_CHECK_MT };
-    if (lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx)) return 0;
+    int t = lua_type(L, idx);
+    if ((t != LUA_TUSERDATA && t != LUA_TTABLE) || !lua_getmetatable(L, idx)) return 0;
     int yes = 0;
     for (size_t i = 0; i < sizeof classes / sizeof classes[0] && !yes; i++) {
         luaL_getmetatable(L, classes[i]);
@@ -631,12 +646,127 @@ static int l_debug_setuservalue(lua_State *L) {
 
 static int l_debug_getregistry(lua_State *L) { return s_debug_refused(L, "getregistry"); }
 
+/* debug.getlocal / debug.setlocal as Lua's (ldblib.c), but never in a C
+ * function's frame: its "(C temporary)" slots are what the C side works
+ * on (a handler that reached the main thread, as predicates run on it,
+ * replaced the future l_future_get waited for: SIGSEGV in host_run; a
+ * review). Written out, not wrapped: a wrapper would be a level itself. */
+static lua_State *s_debug_thread(lua_State *L, int *arg) {
+    if (lua_isthread(L, 1)) { *arg = 1; return lua_tothread(L, 1); }
+    *arg = 0;
+    return L;
+}
+
+static void s_debug_frame(lua_State *L, lua_State *L1, int level, lua_Debug *ar, int arg, const char *what) {
+    if (!lua_getstack(L1, level, ar)) luaL_argerror(L, arg, "level out of range");
+    if (!lua_getinfo(L1, "S", ar) || ar->what[0] == 'C') s_debug_refused(L, what);
+    if (L != L1 && !lua_checkstack(L1, 1)) luaL_error(L, "stack overflow");
+}
+
+static int l_debug_getlocal(lua_State *L) {
+    int arg;
+    lua_State *L1 = s_debug_thread(L, &arg);
+    int nvar = (int)luaL_checkinteger(L, arg + 2);
+    if (lua_isfunction(L, arg + 1)) {             /* a function: its parameters' names */
+        lua_pushvalue(L, arg + 1);
+        lua_pushstring(L, lua_getlocal(L, NULL, nvar));
+        return 1;
+    }
+    lua_Debug ar;
+    s_debug_frame(L, L1, (int)luaL_checkinteger(L, arg + 1), &ar, arg + 1, "getlocal");
+    const char *name = lua_getlocal(L1, &ar, nvar);
+    if (!name) { luaL_pushfail(L); return 1; }
+    lua_xmove(L1, L, 1);
+    lua_pushstring(L, name);
+    lua_rotate(L, -2, 1);
+    return 2;
+}
+
+static int l_debug_setlocal(lua_State *L) {
+    int arg;
+    lua_State *L1 = s_debug_thread(L, &arg);
+    int level = (int)luaL_checkinteger(L, arg + 1), nvar = (int)luaL_checkinteger(L, arg + 2);
+    luaL_checkany(L, arg + 3);
+    lua_settop(L, arg + 3);
+    lua_Debug ar;
+    s_debug_frame(L, L1, level, &ar, arg + 1, "setlocal");
+    lua_xmove(L, L1, 1);
+    const char *name = lua_setlocal(L1, &ar, nvar);
+    if (!name) lua_pop(L1, 1);
+    lua_pushstring(L, name);
+    return 1;
+}
+
 /* debug.getmetatable: the host's userdata give the token getmetatable does */
 static int l_debug_getmetatable(lua_State *L) {
     luaL_checkany(L, 1);
     if (!lua_getmetatable(L, 1)) { lua_pushnil(L); return 1; }
     if (s_host_userdata(L, 1)) lua_getfield(L, -1, "__metatable");
     return 1;
+}
+
+/* load / loadfile as Lua's (upvalue 1), text only: a binary chunk is not
+ * checked by Lua's loader, and crafted bytecode corrupts memory; a handler
+ * that loads what a peer sent (a calculator's load('return ' .. expr))
+ * would hand that peer the process. `mode_arg`: where the mode goes (an
+ * env after it stays absent when it was: Lua tells absent from nil). */
+static int s_load_text(lua_State *L, int mode_arg) {
+    int n = lua_gettop(L);
+    if (n < mode_arg) { lua_settop(L, mode_arg); n = mode_arg; }
+    lua_pushliteral(L, "t");
+    lua_replace(L, mode_arg);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, n, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+static int l_load(lua_State *L) { return s_load_text(L, 3); }
+static int l_loadfile(lua_State *L) { return s_load_text(L, 2); }
+
+static int l_dofile(lua_State *L) {
+    const char *fname = luaL_optstring(L, 1, NULL);
+    lua_settop(L, 1);
+    if (luaL_loadfilex(L, fname, "t") != LUA_OK) return lua_error(L);
+    lua_call(L, 0, LUA_MULTRET);
+    return lua_gettop(L) - 1;
+}
+
+/* Is `sym` (the name before a hyphen, after it, or whole: loadlib.c's
+ * loadfunc tries each) one of the sealed luaopen_ names? */
+static int s_sealed_module(lua_State *L, const char *modname) {
+    const char *dots = luaL_gsub(L, modname, ".", "_");
+    const char *mark = strchr(dots, '-');
+    const char *parts[3] = { dots, mark ? mark + 1 : NULL, NULL };
+    size_t lens[3] = { mark ? (size_t)(mark - dots) : strlen(dots), mark ? strlen(mark + 1) : 0, 0 };
+    int sealed = 0;
+    for (int i = 0; i < 2 && parts[i] && !sealed; i++) {
+        lua_pushfstring(L, "luaopen_%s", lua_pushlstring(L, parts[i], lens[i]));
+        size_t n;
+        const char *sym = lua_tolstring(L, -1, &n);
+        sealed = s_sealed_symbol(sym, n);
+        lua_pop(L, 2);
+    }
+    lua_pop(L, 1);
+    return sealed;
+}
+
+/* package.searchers' C searchers (upvalue 1: Lua's), refusing a module
+ * whose luaopen_ function is one of Lua's own sealed libraries: require
+ * 'debug-raw' with package.cpath at liblua opened luaopen_debug, the
+ * unsealed sethook, past package.loadlib's check (a review). */
+static int l_c_searcher(lua_State *L) {
+    const char *name = luaL_checkstring(L, 1);
+    if (s_sealed_module(L, name)) {
+        lua_pushfstring(L, "no C module '%s': its luaopen_ function would be Lua's own, which "
+                        "pseud-lua keeps sealed", name);
+        return 1;
+    }
+    lua_settop(L, 1);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, 1, LUA_MULTRET);
+    return lua_gettop(L);
 }
 
 /* debug.setmetatable(value, mt) as Lua's (ldblib.c), with a __gc bounded;
@@ -701,6 +831,14 @@ void lpseud_task_seal(lua_State *L, int host) {
     lua_pop(L, 1);
     lua_pushcfunction(L, l_xpcall);
     lua_setglobal(L, "xpcall");
+    lua_getglobal(L, "load");
+    lua_pushcclosure(L, l_load, 1);
+    lua_setglobal(L, "load");
+    lua_getglobal(L, "loadfile");
+    lua_pushcclosure(L, l_loadfile, 1);
+    lua_setglobal(L, "loadfile");
+    lua_pushcfunction(L, l_dofile);
+    lua_setglobal(L, "dofile");
     if (lua_getfield(L, -1, LUA_DBLIBNAME) == LUA_TTABLE) {
         if (lua_getfield(L, -1, "sethook") == LUA_TFUNCTION && lua_tocfunction(L, -1)) {
             host_set_lua_sethook(lua_touserdata(L, host), lua_tocfunction(L, -1));
@@ -717,6 +855,10 @@ void lpseud_task_seal(lua_State *L, int host) {
         lua_setfield(L, -2, "getmetatable");
         lua_pushcfunction(L, l_debug_getregistry);
         lua_setfield(L, -2, "getregistry");
+        lua_pushcfunction(L, l_debug_getlocal);
+        lua_setfield(L, -2, "getlocal");
+        lua_pushcfunction(L, l_debug_setlocal);
+        lua_setfield(L, -2, "setlocal");
         if (lua_getfield(L, -1, "setuservalue") == LUA_TFUNCTION) {
             lua_pushcclosure(L, l_debug_setuservalue, 1);
             lua_setfield(L, -2, "setuservalue");
@@ -742,6 +884,17 @@ void lpseud_task_seal(lua_State *L, int host) {
         } else {
             lua_pop(L, 1);
         }
+        if (lua_getfield(L, -1, "searchers") == LUA_TTABLE) {   /* the C and the all-in-one */
+            for (int i = 3; i <= 4; i++) {
+                if (lua_rawgeti(L, -1, i) == LUA_TFUNCTION && lua_iscfunction(L, -1)) {
+                    lua_pushcclosure(L, l_c_searcher, 1);
+                    lua_rawseti(L, -2, i);
+                } else {
+                    lua_pop(L, 1);
+                }
+            }
+        }
+        lua_pop(L, 1);
     }
     lua_pop(L, 1);
     if (host_worker_id(lua_touserdata(L, host)) != 0) {

@@ -142,8 +142,10 @@ struct sched {
     int q1_skipped;               /* the last pass left the preempted queue waiting */
     double max_hook_time;         /* seconds a synchronous call may run; 0: unlimited */
     int max_spawned;              /* pseud.spawn tasks alive at once; 0: no bound */
-    int closing;                  /* the state is closing: finalizers run at once (lpseud_task.c) */
-    double closing_end;           /* monotonic: past it, finalizers at the close are skipped */
+    int ending;                   /* the script is over: the finalizers left run at once, and
+                                     nothing waits in the loop any more (lpseud_task.c) */
+    int closing;                  /* lua_close runs: finalizers run at once (lpseud_task.c) */
+    double closing_end;           /* monotonic: past it, finalizers at the end are skipped */
     lua_Integer fin_head, fin_tail;   /* finalizers waiting for the loop (lpseud_task.c) */
     /* Starts waiting finalizers as tasks, at the top of sched_run: the
      * one place no binding code is halfway through its work. NULL: none. */

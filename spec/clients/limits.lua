@@ -65,6 +65,7 @@ function cases.sealed()
   probed('spin_resumed', 1, 0.25)
   probed('sethook_spin', 1, 0.25)
   probed('loadlib_spin', 1, 0.25)
+  probed('require_spin', 1, 0.25)
   probed('bad_tostring', 0.5, 0.25)         -- max_hook_time bounds a __tostring
   probed('slow', 1, 0.25, 3)
   print(client.hello('after'):get())

@@ -277,6 +277,48 @@ function cases.debug_host()
   local function mine() return up end
   debug.setupvalue(mine, 1, 2)
   out(debug.getupvalue(mine, 1), mine(), f:get(), c.hello('after'):get())
+  -- a C function's frame: the slots its C side works on (a review: a
+  -- handler that reached the main thread replaced the future l_future_get
+  -- waited for: SIGSEGV); a Lua frame's locals are the script's own
+  local main
+  pseud.register_predicate('grab', function()
+    local co, is_main = coroutine.running()
+    main = main or (is_main and co)
+    return true
+  end)
+  server:register_rpc('grabbed', function() return 1 end, { domain = 'grab' })
+  server:register_rpc('poke', function()
+    c.grabbed():get()
+    return tostring(refused(debug.setlocal, main, 0, 1, 'not a future')) .. ' '
+      .. tostring(refused(debug.getlocal, main, 0, 1))
+  end)
+  local other = pseud.Client('service', { timeout = 5 })
+  other:connect('inproc://robust')
+  local mine_local = 'mine'
+  for i = 1, 200 do                               -- this function's own local: allowed
+    if debug.getlocal(1, i) == 'mine_local' then debug.setlocal(1, i, 'changed') break end
+  end
+  out(other.poke():get(), mine_local)
+  -- a password check's metatable: the token, as getmetatable gives
+  local check = require('pseud.core').password_check(nil, 'x')
+  out(debug.getmetatable(check) == getmetatable(check), refused(debug.setmetatable, check, nil))
+  -- binary chunks are not loaded: crafted bytecode would corrupt memory
+  local chunk, why = load(string.dump(function() return 1 end))
+  out(chunk, why)
+end
+
+-- the finalizers left when the script ends run at once, each bounded, all
+-- within 5 s together, and none can wait (a review: one that called
+-- pseud.sleep ran the loop, serving, for as long as it liked)
+function cases.finalizer_at_end()
+  setmetatable({}, { __gc = function()
+    local ok, e = pcall(pseud.sleep, 5)
+    out('at the end', ok, tostring(e):match('cannot wait here') ~= nil)
+  end })
+  for _ = 1, 3 do setmetatable({}, { __gc = function() while true do end end }) end
+  collectgarbage()
+  collectgarbage()
+  out('queued')
 end
 
 -- server:close() while calls run: their answers had nowhere to go after
