@@ -71,6 +71,10 @@ describe('host robustness', function()
     assert.matches('done\n.*at the end false true', out)
   end)
 
+  it('gives finalizers room of their own, apart from max_tasks', function()
+    assert.same({ 'true 200' }, run('finalizer_burst'))
+  end)
+
   it('runs no finalizer inside a call being made, but in the loop after', function()
     assert.same({ 'survived true' }, run('finalizer_in_call'))
   end)

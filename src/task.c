@@ -207,7 +207,7 @@ task_t *task_new(sched_t *s, lua_State *L) {
     t->mem_net = 0;
     t->limits.time = t->limits.memory = 0;
     t->result = LUA_NOREF;
-    t->spawned = 0;
+    t->spawned = t->deferred = 0;
     t->live_prev = NULL;
     t->live_next = s->live;
     if (s->live) s->live->live_prev = t;
@@ -228,6 +228,7 @@ void task_free(sched_t *s, lua_State *L, task_t *t) {
     }
     if (t->result != LUA_NOREF) { luaL_unref(L, LUA_REGISTRYINDEX, t->result); t->result = LUA_NOREF; }
     if (t->spawned) { t->spawned = 0; s->nspawned--; }
+    if (t->deferred) { t->deferred = 0; s->ndeferred--; }
     if (t->timer) { loop_cancel_timer(s->loop, t->timer); t->timer = NULL; }
     if (t->deadline_timer) { loop_cancel_timer(s->loop, t->deadline_timer); t->deadline_timer = NULL; }
     t->future = NULL;
@@ -613,8 +614,13 @@ static int s_at_max_spawned(const sched_t *s) {
 }
 
 int task_defer(sched_t *s, lua_State *L, int nargs, double seconds, double memory) {
-    task_t *t = s_at_max_spawned(s) ? NULL : s_new_spawned(s, L, nargs, LUA_NOREF);
+    if (s->ndeferred >= TASK_DEFERRED_MAX) return -1;
+    task_t *t = s_new_spawned(s, L, nargs, LUA_NOREF);
     if (!t) return -1;
+    t->spawned = 0;                               /* not pseud.spawn's: max_tasks is its */
+    s->nspawned--;
+    t->deferred = 1;
+    s->ndeferred++;
     task_limits_t limits = { seconds, memory };
     task_start(s, t, nargs, &limits, 0);
     s_unqueue(s, t);

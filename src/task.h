@@ -48,6 +48,7 @@ typedef struct sched sched_t;
 
 
 #define TASK_SPAWNED_MAX 100000   /* max_tasks by default: pseud.spawn tasks alive at once */
+#define TASK_DEFERRED_MAX 64      /* task_defer's tasks (finalizers) alive at once */
 
 typedef struct task_limits {
     double time;                  /* wall-clock seconds from its start; 0: unlimited */
@@ -87,6 +88,7 @@ struct task {
     task_limits_t limits;         /* its own; tasks it spawns get them too */
     int result;                   /* ref: the future a spawn settles, or LUA_NOREF */
     int spawned;                  /* pseud.spawn made it (counted in sched.nspawned) */
+    int deferred;                 /* task_defer made it (counted in sched.ndeferred) */
     task_t *run_next;             /* run queue */
     task_t *live_prev, *live_next;/* every task alive */
     task_work_t work;
@@ -151,6 +153,7 @@ struct sched {
      * one place no binding code is halfway through its work. NULL: none. */
     void (*start_finalizers)(struct sched *s, lua_State *L);
     int nspawned;                 /* of the tasks alive, those pseud.spawn made */
+    int ndeferred;                /* of the tasks alive, those task_defer made */
     int main_chunk;               /* the synchronous call is the script's top level (a reload):
                                      what it spawns gets no limits, as in the first run */
     sched_ops_t ops;
@@ -188,8 +191,9 @@ void task_start(sched_t *s, task_t *t, int nargs, const task_limits_t *limits, i
 /* A task for the function and `nargs` arguments on top of L (moved to it),
  * queued behind callers as a spawned task, never run here (a finalizer,
  * lpseud_task.c), under limits of `seconds` and `memory` bytes (0: none).
- * It counts against max_tasks. 0, or -1 (at max_tasks; the values stay on
- * L). May raise (memory). */
+ * At most TASK_DEFERRED_MAX are alive at once, apart from max_tasks (a
+ * burst of finalizers took pseud.spawn's room: a review). 0, or -1 (at
+ * that bound; the values stay on L). May raise (memory). */
 int task_defer(sched_t *s, lua_State *L, int nargs, double seconds, double memory);
 /* Answer every task that owes `owner` (task_work_t.owner) an answer with
  * error `name`: `message` now, and let it run on, owing nothing (its

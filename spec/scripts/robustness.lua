@@ -321,6 +321,25 @@ function cases.finalizer_at_end()
   out('queued')
 end
 
+-- finalizers have room of their own (64 tasks at once), apart from
+-- max_tasks: a burst of them made pseud.spawn fail (a review)
+function cases.finalizer_burst()
+  pseud.Server('burst', { max_tasks = 5 }):close()   -- the host's max_tasks: 5
+  local sleepers = {}
+  for i = 1, 4 do sleepers[i] = pseud.spawn(pseud.sleep, 0.3) end
+  local ran = 0
+  for _ = 1, 200 do setmetatable({}, { __gc = function() pseud.sleep(0.05); ran = ran + 1 end }) end
+  collectgarbage()
+  collectgarbage()
+  pseud.sleep(0.01)                               -- the loop has started the first of them
+  local ok = pcall(pseud.spawn, pseud.sleep, 0)
+  for _ = 1, 300 do
+    if ran == 200 then break end
+    pseud.sleep(0.01)
+  end
+  out(ok, ran)
+end
+
 -- server:close() while calls run: their answers had nowhere to go after
 -- the close, and each caller waited for its timeout (an attack round)
 function cases.close_running()
