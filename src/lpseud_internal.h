@@ -13,6 +13,10 @@
  *                      (script, set_reloader, reload, set_global_callables)
  *                      and the sealed coroutine.resume/wrap/
  *                      close, xpcall and debug.sethook
+ *   lpseud_finalizers.c  __gc under a bound: setmetatable, debug.setmetatable
+ *   lpseud_seal.c      the rest of Lua's library a script could lift its
+ *                      bounds with: package.loadlib, C searchers, load,
+ *                      debug's ways into the host's state
  *   lpseud_keys.c      ZAP handler, CURVE keys, password hashes and checks,
  *                      key and credential files, the password prompt
  * A part exports luaL_Reg arrays, not functions: its lua_CFunctions stay
@@ -52,6 +56,20 @@ extern const luaL_Reg lpseud_task_functions[];
 /* Put pseud's coroutine.resume, wrap and close, xpcall and debug.sethook in
  * the loaded libraries; `host` is the stack index of the host userdata. */
 void lpseud_task_seal(lua_State *L, int host);
+
+/* lpseud_finalizers.c: pseud's setmetatable and debug.setmetatable (a
+ * __gc bounded, run later from the loop), in the loaded libraries. */
+void lpseud_finalizers_open(lua_State *L, int host);
+/* Is the value at `idx` a finalizer's sentinel? */
+int lpseud_is_sentinel(lua_State *L, int idx);
+
+/* lpseud_seal.c: package.loadlib, require's C searchers, load, loadfile,
+ * dofile and debug's ways into the host's state, replaced. */
+void lpseud_seal_open(lua_State *L);
+/* Is the value at `idx` one of the host's own (a host, endpoint, future,
+ * ext value or password check, or a sentinel)? Its C side trusts their
+ * metatables and user values. */
+int lpseud_is_host_value(lua_State *L, int idx);
 
 /* lpseud_keys.c: core.set_zap_handler, curve_keypair, curve_public,
  * pwhash, pwhash_verify, passwd_start, passwd_stats, password_check,

@@ -325,8 +325,7 @@ end
 -- max_tasks: a burst of them made pseud.spawn fail (a review)
 function cases.finalizer_burst()
   pseud.Server('burst', { max_tasks = 5 }):close()   -- the host's max_tasks: 5
-  local sleepers = {}
-  for i = 1, 4 do sleepers[i] = pseud.spawn(pseud.sleep, 0.3) end
+  for _ = 1, 4 do pseud.spawn(pseud.sleep, 0.3) end
   local ran = 0
   for _ = 1, 200 do setmetatable({}, { __gc = function() pseud.sleep(0.05); ran = ran + 1 end }) end
   collectgarbage()

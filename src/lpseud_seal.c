@@ -1,0 +1,285 @@
+/*
+ * lpseud_seal: the doors of Lua's standard library past the host's bounds,
+ * closed, one part of the Lua binding pseud.core (see lpseud_internal.h):
+ * package.loadlib and require's C searchers refuse Lua's own libraries
+ * (their unsealed debug.sethook, setmetatable, coroutine functions);
+ * debug's getregistry, the upvalues of C functions, the user values and
+ * metatables of the host's values and the locals of C frames are the
+ * host's own; load, loadfile and dofile load text only. Each was found
+ * open by an attack round or a review (README, "Limits").
+ */
+#include <string.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+
+#include "codec.h"
+#include "dispatch.h"
+#include "host.h"
+#include "lpseud_internal.h"
+
+/* package.loadlib(path, name) as Lua's (upvalue 1), but never a function of
+ * Lua's own library: luaopen_debug gave a script the unsealed sethook
+ * back, and a spinning handler took its hook off (an attack round), as
+ * luaopen_base and luaopen_coroutine would give back what the seal
+ * replaced; a lua_ or luaL_ function is no lua_CFunction at all. Other
+ * libraries' functions are the script's own native code. */
+static int s_sealed_symbol(const char *name, size_t len) {
+    static const char *const sealed[] = { "luaopen_base", "luaopen_coroutine", "luaopen_debug",
+                                          "luaopen_package", "lua_", "luaL_" };
+    for (size_t i = 0; i < sizeof sealed / sizeof sealed[0]; i++) {
+        size_t n = strlen(sealed[i]);
+        if (len >= n && strncmp(name, sealed[i], n) == 0 && (sealed[i][n - 1] == '_' || len == n))
+            return 1;
+    }
+    return 0;
+}
+
+static int l_package_loadlib(lua_State *L) {
+    size_t len;
+    const char *name = luaL_checklstring(L, 2, &len);
+    if (s_sealed_symbol(name, len)) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "package.loadlib: '%s' is Lua's own: pseud-lua keeps its bounds on "
+                        "the libraries it sealed (use require)", name);
+        lua_pushliteral(L, "init");
+        return 3;
+    }
+    lua_settop(L, 2);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, 2, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+int lpseud_is_host_value(lua_State *L, int idx) {
+    static const char *const classes[] = { HOST_MT, ENDPOINT_MT, FUTURE_MT, CODEC_EXT_MT,
+                                           PASSWORD_CHECK_MT };
+    idx = lua_absindex(L, idx);
+    int t = lua_type(L, idx);
+    if ((t != LUA_TUSERDATA && t != LUA_TTABLE) || !lua_getmetatable(L, idx)) return 0;
+    int yes = 0;
+    for (size_t i = 0; i < sizeof classes / sizeof classes[0] && !yes; i++) {
+        luaL_getmetatable(L, classes[i]);
+        yes = lua_rawequal(L, -1, -2);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return yes || lpseud_is_sentinel(L, idx);
+}
+
+/* The debug library's ways into the host's own state, refused: a C
+ * function's upvalue is the host (debug.setupvalue of one made the C side
+ * read a string as the host: a heap overflow; the host reached through
+ * debug.getupvalue was closed by its own __gc while it ran), the registry
+ * holds every reference the C side follows, and a future's user value is
+ * its result (debug.setuservalue of one: SIGSEGV). An attack round. */
+static int s_debug_refused(lua_State *L, const char *what) {
+    return luaL_error(L, "debug.%s: pseud-lua keeps this to itself (the host's own state)", what);
+}
+
+static int l_debug_upvalue(lua_State *L) {
+    int f = lua_upvalueindex(2);                  /* Lua's own; upvalue 1: its name */
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    if (lua_iscfunction(L, 1)) return s_debug_refused(L, lua_tostring(L, lua_upvalueindex(1)));
+    const char *name = lua_tostring(L, lua_upvalueindex(1));
+    if (strcmp(name, "upvaluejoin") == 0 && lua_type(L, 3) == LUA_TFUNCTION && lua_iscfunction(L, 3))
+        return s_debug_refused(L, name);
+    lua_pushvalue(L, f);
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+static int l_debug_setuservalue(lua_State *L) {
+    if (lpseud_is_host_value(L, 1)) return s_debug_refused(L, "setuservalue");
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+static int l_debug_getregistry(lua_State *L) { return s_debug_refused(L, "getregistry"); }
+
+/* debug.getlocal / debug.setlocal as Lua's (ldblib.c), but never in a C
+ * function's frame: its "(C temporary)" slots are what the C side works
+ * on (a handler that reached the main thread, as predicates run on it,
+ * replaced the future l_future_get waited for: SIGSEGV in host_run; a
+ * review). Written out, not wrapped: a wrapper would be a level itself. */
+static lua_State *s_debug_thread(lua_State *L, int *arg) {
+    if (lua_isthread(L, 1)) { *arg = 1; return lua_tothread(L, 1); }
+    *arg = 0;
+    return L;
+}
+
+static void s_debug_frame(lua_State *L, lua_State *L1, int level, lua_Debug *ar, int arg, const char *what) {
+    if (!lua_getstack(L1, level, ar)) luaL_argerror(L, arg, "level out of range");
+    if (!lua_getinfo(L1, "S", ar) || ar->what[0] == 'C') s_debug_refused(L, what);
+    if (L != L1 && !lua_checkstack(L1, 1)) luaL_error(L, "stack overflow");
+}
+
+static int l_debug_getlocal(lua_State *L) {
+    int arg;
+    lua_State *L1 = s_debug_thread(L, &arg);
+    int nvar = (int)luaL_checkinteger(L, arg + 2);
+    if (lua_isfunction(L, arg + 1)) {             /* a function: its parameters' names */
+        lua_pushvalue(L, arg + 1);
+        lua_pushstring(L, lua_getlocal(L, NULL, nvar));
+        return 1;
+    }
+    lua_Debug ar;
+    s_debug_frame(L, L1, (int)luaL_checkinteger(L, arg + 1), &ar, arg + 1, "getlocal");
+    const char *name = lua_getlocal(L1, &ar, nvar);
+    if (!name) { luaL_pushfail(L); return 1; }
+    lua_xmove(L1, L, 1);
+    lua_pushstring(L, name);
+    lua_rotate(L, -2, 1);
+    return 2;
+}
+
+static int l_debug_setlocal(lua_State *L) {
+    int arg;
+    lua_State *L1 = s_debug_thread(L, &arg);
+    int level = (int)luaL_checkinteger(L, arg + 1), nvar = (int)luaL_checkinteger(L, arg + 2);
+    luaL_checkany(L, arg + 3);
+    lua_settop(L, arg + 3);
+    lua_Debug ar;
+    s_debug_frame(L, L1, level, &ar, arg + 1, "setlocal");
+    lua_xmove(L, L1, 1);
+    const char *name = lua_setlocal(L1, &ar, nvar);
+    if (!name) lua_pop(L1, 1);
+    lua_pushstring(L, name);
+    return 1;
+}
+
+/* debug.getmetatable: the host's userdata give the token getmetatable does */
+static int l_debug_getmetatable(lua_State *L) {
+    luaL_checkany(L, 1);
+    if (!lua_getmetatable(L, 1)) { lua_pushnil(L); return 1; }
+    if (lpseud_is_host_value(L, 1)) lua_getfield(L, -1, "__metatable");
+    return 1;
+}
+
+/* load / loadfile as Lua's (upvalue 1), text only: a binary chunk is not
+ * checked by Lua's loader, and crafted bytecode corrupts memory; a handler
+ * that loads what a peer sent (a calculator's load('return ' .. expr))
+ * would hand that peer the process. `mode_arg`: where the mode goes (an
+ * env after it stays absent when it was: Lua tells absent from nil). */
+static int s_load_text(lua_State *L, int mode_arg) {
+    int n = lua_gettop(L);
+    if (n < mode_arg) { lua_settop(L, mode_arg); n = mode_arg; }
+    lua_pushliteral(L, "t");
+    lua_replace(L, mode_arg);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, n, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+static int l_load(lua_State *L) { return s_load_text(L, 3); }
+static int l_loadfile(lua_State *L) { return s_load_text(L, 2); }
+
+static int l_dofile(lua_State *L) {
+    const char *fname = luaL_optstring(L, 1, NULL);
+    lua_settop(L, 1);
+    if (luaL_loadfilex(L, fname, "t") != LUA_OK) return lua_error(L);
+    lua_call(L, 0, LUA_MULTRET);
+    return lua_gettop(L) - 1;
+}
+
+/* Is `sym` (the name before a hyphen, after it, or whole: loadlib.c's
+ * loadfunc tries each) one of the sealed luaopen_ names? */
+static int s_sealed_module(lua_State *L, const char *modname) {
+    const char *dots = luaL_gsub(L, modname, ".", "_");
+    const char *mark = strchr(dots, '-');
+    const char *parts[3] = { dots, mark ? mark + 1 : NULL, NULL };
+    size_t lens[3] = { mark ? (size_t)(mark - dots) : strlen(dots), mark ? strlen(mark + 1) : 0, 0 };
+    int sealed = 0;
+    for (int i = 0; i < 2 && parts[i] && !sealed; i++) {
+        lua_pushfstring(L, "luaopen_%s", lua_pushlstring(L, parts[i], lens[i]));
+        size_t n;
+        const char *sym = lua_tolstring(L, -1, &n);
+        sealed = s_sealed_symbol(sym, n);
+        lua_pop(L, 2);
+    }
+    lua_pop(L, 1);
+    return sealed;
+}
+
+/* package.searchers' C searchers (upvalue 1: Lua's), refusing a module
+ * whose luaopen_ function is one of Lua's own sealed libraries: require
+ * 'debug-raw' with package.cpath at liblua opened luaopen_debug, the
+ * unsealed sethook, past package.loadlib's check (a review). */
+static int l_c_searcher(lua_State *L) {
+    const char *name = luaL_checkstring(L, 1);
+    if (s_sealed_module(L, name)) {
+        lua_pushfstring(L, "no C module '%s': its luaopen_ function would be Lua's own, which "
+                        "pseud-lua keeps sealed", name);
+        return 1;
+    }
+    lua_settop(L, 1);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, 1, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+void lpseud_seal_open(lua_State *L) {
+    lua_getglobal(L, "load");
+    lua_pushcclosure(L, l_load, 1);
+    lua_setglobal(L, "load");
+    lua_getglobal(L, "loadfile");
+    lua_pushcclosure(L, l_loadfile, 1);
+    lua_setglobal(L, "loadfile");
+    lua_pushcfunction(L, l_dofile);
+    lua_setglobal(L, "dofile");
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    if (lua_getfield(L, -1, LUA_DBLIBNAME) == LUA_TTABLE) {
+        lua_pushcfunction(L, l_debug_getmetatable);
+        lua_setfield(L, -2, "getmetatable");
+        lua_pushcfunction(L, l_debug_getregistry);
+        lua_setfield(L, -2, "getregistry");
+        lua_pushcfunction(L, l_debug_getlocal);
+        lua_setfield(L, -2, "getlocal");
+        lua_pushcfunction(L, l_debug_setlocal);
+        lua_setfield(L, -2, "setlocal");
+        if (lua_getfield(L, -1, "setuservalue") == LUA_TFUNCTION) {
+            lua_pushcclosure(L, l_debug_setuservalue, 1);
+            lua_setfield(L, -2, "setuservalue");
+        } else {
+            lua_pop(L, 1);
+        }
+        static const char *const upvalue_fns[] = { "getupvalue", "setupvalue", "upvalueid", "upvaluejoin" };
+        for (size_t i = 0; i < sizeof upvalue_fns / sizeof upvalue_fns[0]; i++) {
+            lua_pushstring(L, upvalue_fns[i]);
+            if (lua_getfield(L, -2, upvalue_fns[i]) == LUA_TFUNCTION) {
+                lua_pushcclosure(L, l_debug_upvalue, 2);
+                lua_setfield(L, -2, upvalue_fns[i]);
+            } else {
+                lua_pop(L, 2);
+            }
+        }
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, -1, LUA_LOADLIBNAME) == LUA_TTABLE) {
+        if (lua_getfield(L, -1, "loadlib") == LUA_TFUNCTION) {
+            lua_pushcclosure(L, l_package_loadlib, 1);
+            lua_setfield(L, -2, "loadlib");
+        } else {
+            lua_pop(L, 1);
+        }
+        if (lua_getfield(L, -1, "searchers") == LUA_TTABLE) {   /* the C and the all-in-one */
+            for (int i = 3; i <= 4; i++) {
+                if (lua_rawgeti(L, -1, i) == LUA_TFUNCTION && lua_iscfunction(L, -1)) {
+                    lua_pushcclosure(L, l_c_searcher, 1);
+                    lua_rawseti(L, -2, i);
+                } else {
+                    lua_pop(L, 1);
+                }
+            }
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
