@@ -75,6 +75,10 @@ describe('host robustness', function()
     assert.same({ 'true 200' }, run('finalizer_burst'))
   end)
 
+  it("reads a hint and security options raw: their __index cannot close the endpoint under the C side", function()
+    assert.same({ 'Hello hint', 'true' }, run('raw_reads'))
+  end)
+
   it('runs no finalizer inside a call being made, but in the loop after', function()
     assert.same({ 'survived true' }, run('finalizer_in_call'))
   end)

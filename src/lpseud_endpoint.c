@@ -137,7 +137,7 @@ static int l_endpoint_new(lua_State *L) {
                                     "this process", name);
         return 2;
     }
-    const char *cluster = NULL;                   /* the options table keeps the string */
+    const char *cluster = NULL;
     cluster_options_t copt;
     cluster_options_default(&copt);
     int ctype = lua_getfield(L, 3, "cluster");
@@ -163,7 +163,9 @@ static int l_endpoint_new(lua_State *L) {
     } else if (!client && !host_clustered(h)) {
         cluster = host_cluster_default(h);        /* pseud-lua --cluster URL: the first server */
     }
-    lua_pop(L, 1);                                /* the endpoint on top again */
+    lua_insert(L, -2);                            /* the endpoint on top again; the URL below it
+                                                   * while `cluster` points into it (an __index
+                                                   * may have made it: nothing else holds it) */
     if (worker) cluster = NULL;                   /* the control's, not a worker's */
     if (cluster && host_clustered(h)) {
         lua_pushnil(L);
@@ -261,7 +263,8 @@ static int l_endpoint_call(lua_State *L) {
         return luaL_argerror(L, 2, "no peer to call: use send_to(peer)");
     }
     if (lua_type(L, 3) == LUA_TTABLE) {            /* {routing_id = ...} from get_routing_id */
-        lua_getfield(L, 3, "routing_id");
+        lua_pushliteral(L, "routing_id");          /* raw: an __index could close le (a round) */
+        lua_rawget(L, 3);
         lua_replace(L, 3);                          /* kept at 3 while rid is used */
         if (lua_type(L, 3) == LUA_TSTRING) rid = lua_tolstring(L, 3, &rid_len);
     }
@@ -425,8 +428,10 @@ static int l_endpoint_set_security(lua_State *L) {
         { "curve_secretkey", ZMQ_CURVE_SECRETKEY, 0 },
         { "curve_serverkey", ZMQ_CURVE_SERVERKEY, 0 },
     };
+    /* raw: an __index could close le under the loop (an attack round) */
     for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
-        int t = lua_getfield(L, 2, opts[i].field);
+        lua_pushstring(L, opts[i].field);
+        int t = lua_rawget(L, 2);
         int rc = 0;
         if (t != LUA_TNIL) {
             if (opts[i].is_flag) {
@@ -443,7 +448,8 @@ static int l_endpoint_set_security(lua_State *L) {
         if (rc < 0) return luaL_error(L, "cannot set %s: %s", opts[i].field, zmq_strerror(errno));
     }
     /* peers prove who they are: replies are bound to that identity */
-    if (lua_getfield(L, 2, "zap_domain") != LUA_TNIL) endpoint_set_strict(le->ep, 1);
+    lua_pushliteral(L, "zap_domain");
+    if (lua_rawget(L, 2) != LUA_TNIL) endpoint_set_strict(le->ep, 1);
     lua_pop(L, 1);
     return 0;
 }

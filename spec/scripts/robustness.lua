@@ -339,6 +339,20 @@ function cases.finalizer_burst()
   out(ok, ran)
 end
 
+-- tables the binding reads are read raw: an __index that closed the
+-- endpoint under ep:call's hint or ep:set_security's options left the C
+-- side on a NULL endpoint (an attack round: SIGSEGV)
+function cases.raw_reads()
+  local c = pseud.Client('service', { timeout = 1 })
+  c:connect('inproc://robust')
+  local hint = setmetatable({}, { __index = function() c._core:close() end })
+  local f = c._core:call(nil, hint, 'hello', 'hint')
+  out(f:get())
+  local s = pseud.Server('secure')
+  local opts = setmetatable({}, { __index = function() s._core:close() return 'global' end })
+  out(pcall(s._core.set_security, s._core, opts))
+end
+
 -- server:close() while calls run: their answers had nowhere to go after
 -- the close, and each caller waited for its timeout (an attack round)
 function cases.close_running()
