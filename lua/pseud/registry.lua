@@ -211,11 +211,4 @@ end
 -- (and tells the host: core.set_global_callables).
 registry.global = registry.new('global', core.global_callables)
 
---- How many names `reg` holds (a route list counts once).
-function registry.count(reg)
-  local n = 0
-  for _ in pairs(reg.entries) do n = n + 1 end
-  return n
-end
-
 return registry

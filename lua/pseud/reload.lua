@@ -182,11 +182,36 @@ local function execute(script)
   return nil                                  -- start() reached, or the chunk returned
 end
 
+-- A registry's `entries` or `callables`, read raw ({} or nil when it has
+-- none): a registry option is the script's own table.
+local function field_of(reg, k)
+  local v = type(reg) == 'table' and rawget(reg, k)
+  return type(v) == 'table' and v or nil
+end
+
+-- What commit() swaps in, read raw and checked while nothing is swapped
+-- yet, or nil, why not. The run's bound ends with execute(): an __index
+-- or __pairs on a script's registry that ran here spun unbounded with the
+-- loop standing still, and one that raised in the swap left some servers
+-- swapped and the reload reported failed (an attack round).
+local function plan()
+  local swaps = {}
+  for rpc in next, run.old do
+    local callables, entries = field_of(rpc.registry, 'callables'), field_of(rpc.registry, 'entries')
+    if not (callables and entries) then
+      return nil, ("%s '%s': its registry option is not a registry (make one with "
+        .. 'pseud.create_local_registry)'):format(rpc._kind, rpc.name)
+    end
+    swaps[#swaps + 1] = { rpc = rpc, callables = callables, entries = entries }
+  end
+  return swaps
+end
+
 -- Make the fresh tables the ones the host looks names up in. Synchronous:
--- no handler runs between two lines of it.
-local function commit()
-  for rpc in pairs(run.old) do rpc._core:set_registry(rpc.registry.callables) end
-  core.set_global_callables(registry.global.callables)
+-- no handler runs between two lines of it, and no script code either.
+local function commit(swaps)
+  for _, swap in ipairs(swaps) do swap.rpc._core:set_registry(swap.callables) end
+  core.set_global_callables(field_of(registry.global, 'callables'))
   -- the predicates are already in place (registry.swap_predicates)
 end
 
@@ -196,13 +221,20 @@ local function rollback()
   for rpc, old in pairs(run.old) do rpc.registry = old end
 end
 
--- Names the host now looks up: each registry counted once.
-local function count_names()
-  local seen, n = { [registry.global] = true }, registry.count(registry.global)
-  for rpc in pairs(run.old) do
-    if not seen[rpc.registry] then
-      seen[rpc.registry] = true
-      n = n + registry.count(rpc.registry)
+local function count(entries)
+  local n = 0
+  for _ in next, entries do n = n + 1 end
+  return n
+end
+
+-- Names the host looks up after the swap: each registry counted once.
+local function count_names(swaps)
+  local global = field_of(registry.global, 'entries') or {}
+  local seen, n = { [global] = true }, count(global)
+  for _, swap in ipairs(swaps) do
+    if not seen[swap.entries] then
+      seen[swap.entries] = true
+      n = n + count(swap.entries)
     end
   end
   return n
@@ -211,23 +243,24 @@ end
 -- The names an old registry had and its replacement has not, over every
 -- registry swapped, for the log: a name that vanished by mistake (one a
 -- cached module registered, say) shows there.
-local function gone_names()
+local function gone_names(swaps)
   local gone, seen = {}, {}
   local function compare(old, new)
     if old == new then return end
-    for name in pairs(old.entries) do
-      if new.entries[name] == nil and not seen[name] then
+    for name in next, old do
+      if rawget(new, name) == nil and not seen[name] then
         seen[name] = true
         gone[#gone + 1] = name
       end
     end
   end
-  compare(run.global, registry.global)
-  for rpc, old in pairs(run.old) do compare(old, rpc.registry) end
-  table.sort(gone)
+  compare(field_of(run.global, 'entries') or {}, field_of(registry.global, 'entries') or {})
+  for _, swap in ipairs(swaps) do compare(field_of(run.old[swap.rpc], 'entries') or {}, swap.entries) end
+  table.sort(gone, function(a, b) return tostring(a) < tostring(b) end)
   if #gone == 0 then return nil end
-  local shown = table.concat(gone, ', ', 1, math.min(#gone, 10))
-  return shown .. (#gone > 10 and (', and %d more'):format(#gone - 10) or '')
+  local shown = {}
+  for i = 1, math.min(#gone, 10) do shown[i] = tostring(gone[i]) end
+  return table.concat(shown, ', ') .. (#gone > 10 and (', and %d more'):format(#gone - 10) or '')
 end
 
 --- The reloader the host runs: -> true, line to log | false, line to log.
@@ -266,12 +299,16 @@ function reload.run()
           :format(e.rpc._kind, e.rpc.name)
       end
     end
-    commit()
-    local n, gone, notes = count_names(), gone_names(), run.notes
-    run = nil
-    for _, note in ipairs(notes) do core.log('warn', note) end
-    core.log('info', 'reloaded', { script = path, names = n, gone = gone })
-    return true, ('reloaded %s: %d names%s'):format(path, n, gone and ' (gone: ' .. gone .. ')' or '')
+    local swaps, bad = plan()
+    if swaps then
+      local n, gone, notes = count_names(swaps), gone_names(swaps), run.notes
+      commit(swaps)
+      run = nil
+      for _, note in ipairs(notes) do core.log('warn', note) end
+      core.log('info', 'reloaded', { script = path, names = n, gone = gone })
+      return true, ('reloaded %s: %d names%s'):format(path, n, gone and ' (gone: ' .. gone .. ')' or '')
+    end
+    why = bad
   end
   rollback()
   run = nil

@@ -5,7 +5,8 @@ Reads DIR/version.txt at its top level: every handler answers that
 version, so a call tells which run of the script registered it. Files in
 DIR steer a run: fail.txt / spin.txt holding this version make that run
 raise halfway through its registrations / loop forever there (tostring.txt:
-raise a value whose __tostring loops forever); bind.txt /
+raise a value whose __tostring loops forever; badreg.txt: give the server
+a registry option that is not a registry, its __index spinning); bind.txt /
 client.txt make it bind a new address / make a new client; shared.txt
 makes it register into the first run's global registry; timeout.txt is
 the server's timeout option.
@@ -25,7 +26,14 @@ end
 local version = assert(read('version.txt'))
 pseud.configure { max_reload_time = 0.5 }
 
-local server = pseud.Server('service', { stop_timeout = 1, timeout = tonumber(read('timeout.txt') or 10) })
+-- badreg.txt: a registry option that is not a registry, whose __index spins
+local registry_option
+if read('badreg.txt') == version then
+  registry_option = setmetatable({ name = 'bad', entries = {}, register = function() end },
+    { __index = function() while true do end end })
+end
+local server = pseud.Server('service', { stop_timeout = 1, timeout = tonumber(read('timeout.txt') or 10),
+                                         registry = registry_option })
 local endpoint = assert(server:bind(arg[2] or 'tcp://127.0.0.1:*'))
 if read('bind.txt') == version then server:bind('inproc://reload-spec-new') end   -- not done on a reload
 if read('client.txt') == version then pseud.Client('other') end                    -- fails a reload
