@@ -52,6 +52,14 @@ describe('pseud-lua --workers 2', function()
     assert(server:alive(), 'the server died:\n' .. server:report())
   end)
 
+  it('refuses pseud.reload() from a handler in a worker, as it refuses SIGHUP', function()
+    for _ = 1, 2 do                             -- the least busy worker: both, most likely
+      local out, ok = process.run({ process.host(), 'call', endpoint, 'service', 'reload' })
+      assert(ok, out)
+      assert.matches('^{"2":"reload asked: not supported with %-%-workers yet', out)   -- nil, why
+    end
+  end)
+
   it('runs the script in the control (role control, id 0) and in each worker (role worker, ids 1 and 2)', function()
     -- start() checked the lines each state printed; handlers run in workers
     for _, line in ipairs(run(endpoint, 'whoami', '3')) do

@@ -395,7 +395,9 @@ static int s_same_connection(endpoint_t *ep, const peer_t *p, const char *peer, 
     ENDPOINT_REFUSAL(ep, "reply dropped", LOG_ID("peer", peer, peer_len),
                      LOG_STR("reason", !p || p->closed ? "the routing id is gone (its connection closed, "
                                                          "or a heartbeat backend declared it gone)"
-                                                       : "the routing id is on another connection now"));
+                                                       : "the routing id's entry is a new one (another "
+                                                         "connection, or a heartbeat backend declared "
+                                                         "the old one gone)"));
     return 0;
 }
 

@@ -400,7 +400,9 @@ static void s_reload(host_t *h, lua_State *L) {
     char text[1200];             /* pseud.reload()'s answer: the reloader's line, or why none ran */
     int ok = 0;
     h->reload_asked = 0;
-    if (h->workers) {                             /* docs/workers.md: not yet */
+    if (h->workers || h->slot) {                  /* docs/workers.md: not yet; in a worker too
+                                                   * (pseud.reload() from a handler reloaded that
+                                                   * worker alone: an attack round) */
         snprintf(text, sizeof text, "reload asked: not supported with --workers yet (the handlers "
                  "run in the workers, which would keep the old script); restart instead");
         HOST_LOG(h, LOG_WARN, text);

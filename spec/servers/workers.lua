@@ -44,6 +44,10 @@ server:register_rpc('via_client', function(name)
   return { worker = pseud.worker_id(), answer = loopback.hello(name):get() }
 end)
 
+-- pseud.reload() from a handler: refused as SIGHUP is (it reloaded the
+-- worker it ran in alone: an attack round)
+server:register_rpc('reload', function() return { pseud.reload() } end)
+
 server:register_rpc('peers', function()
   local ids = {}
   for _, p in ipairs(server:peers()) do ids[#ids + 1] = p.user_id end
