@@ -19,6 +19,15 @@
 #include "host.h"
 #include "lpseud_internal.h"
 
+/* Call Lua's own function (upvalue `up`) with the arguments on the stack,
+ * its results ours: what a replacement does once it let a call through. */
+static int s_call_own(lua_State *L, int up) {
+    lua_pushvalue(L, lua_upvalueindex(up));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
 /* package.loadlib(path, name) as Lua's (upvalue 1), but never a function of
  * Lua's own library: luaopen_debug gave a script the unsealed sethook
  * back, and a spinning handler took its hook off (an attack round), as
@@ -47,10 +56,7 @@ static int l_package_loadlib(lua_State *L) {
         return 3;
     }
     lua_settop(L, 2);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, 2, LUA_MULTRET);
-    return lua_gettop(L);
+    return s_call_own(L, 1);
 }
 
 int lpseud_is_host_value(lua_State *L, int idx) {
@@ -80,24 +86,17 @@ static int s_debug_refused(lua_State *L, const char *what) {
 }
 
 static int l_debug_upvalue(lua_State *L) {
-    int f = lua_upvalueindex(2);                  /* Lua's own; upvalue 1: its name */
-    luaL_checktype(L, 1, LUA_TFUNCTION);
+    luaL_checktype(L, 1, LUA_TFUNCTION);          /* upvalue 1: its name; 2: Lua's own */
     if (lua_iscfunction(L, 1)) return s_debug_refused(L, lua_tostring(L, lua_upvalueindex(1)));
     const char *name = lua_tostring(L, lua_upvalueindex(1));
     if (strcmp(name, "upvaluejoin") == 0 && lua_type(L, 3) == LUA_TFUNCTION && lua_iscfunction(L, 3))
         return s_debug_refused(L, name);
-    lua_pushvalue(L, f);
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
-    return lua_gettop(L);
+    return s_call_own(L, 2);
 }
 
 static int l_debug_setuservalue(lua_State *L) {
     if (lpseud_is_host_value(L, 1)) return s_debug_refused(L, "setuservalue");
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
-    return lua_gettop(L);
+    return s_call_own(L, 1);
 }
 
 static int l_debug_getregistry(lua_State *L) { return s_debug_refused(L, "getregistry"); }
@@ -167,14 +166,10 @@ static int l_debug_getmetatable(lua_State *L) {
  * would hand that peer the process. `mode_arg`: where the mode goes (an
  * env after it stays absent when it was: Lua tells absent from nil). */
 static int s_load_text(lua_State *L, int mode_arg) {
-    int n = lua_gettop(L);
-    if (n < mode_arg) { lua_settop(L, mode_arg); n = mode_arg; }
+    if (lua_gettop(L) < mode_arg) lua_settop(L, mode_arg);
     lua_pushliteral(L, "t");
     lua_replace(L, mode_arg);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, n, LUA_MULTRET);
-    return lua_gettop(L);
+    return s_call_own(L, 1);
 }
 
 static int l_load(lua_State *L) { return s_load_text(L, 3); }
@@ -219,10 +214,7 @@ static int l_c_searcher(lua_State *L) {
         return 1;
     }
     lua_settop(L, 1);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, 1, LUA_MULTRET);
-    return lua_gettop(L);
+    return s_call_own(L, 1);
 }
 
 void lpseud_seal_open(lua_State *L) {
