@@ -195,7 +195,10 @@ end
 -- loop standing still, and one that raised in the swap left some servers
 -- swapped and the reload reported failed (an attack round).
 local function plan()
-  local swaps = {}
+  local swaps = { global = field_of(registry.global, 'callables') }
+  if not swaps.global then
+    return nil, 'the global registry (pseud.registry.global) is not a registry: the script replaced it'
+  end
   for rpc in next, run.old do
     local callables, entries = field_of(rpc.registry, 'callables'), field_of(rpc.registry, 'entries')
     if not (callables and entries) then
@@ -211,7 +214,7 @@ end
 -- no handler runs between two lines of it, and no script code either.
 local function commit(swaps)
   for _, swap in ipairs(swaps) do swap.rpc._core:set_registry(swap.callables) end
-  core.set_global_callables(field_of(registry.global, 'callables'))
+  core.set_global_callables(swaps.global)
   -- the predicates are already in place (registry.swap_predicates)
 end
 

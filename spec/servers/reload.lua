@@ -6,7 +6,8 @@ version, so a call tells which run of the script registered it. Files in
 DIR steer a run: fail.txt / spin.txt holding this version make that run
 raise halfway through its registrations / loop forever there (tostring.txt:
 raise a value whose __tostring loops forever; badreg.txt: give the server
-a registry option that is not a registry, its __index spinning); bind.txt /
+a registry option that is not a registry, its __index spinning;
+junkglobal.txt: replace pseud.registry.global with a table that is none); bind.txt /
 client.txt make it bind a new address / make a new client; shared.txt
 makes it register into the first run's global registry; timeout.txt is
 the server's timeout option.
@@ -95,5 +96,8 @@ if not pseud.reloading() then
   io.stdout:write('ready ', endpoint, '\n')
   io.stdout:flush()
 end
+-- junkglobal.txt: pseud's own global registry replaced, after the
+-- registrations, by a table that is none
+if read('junkglobal.txt') == version then require('pseud.registry').global = { name = 'junk' } end
 server:start()
 print('stopped')
