@@ -337,8 +337,6 @@ static int s_still_carries(endpoint_t *ep, const peer_t *p, const char *peer, si
     return 0;
 }
 
-/* endpoint_reply and endpoint_answer(_owned): `owned` bodies are freed on
- * every path. */
 /* A reply ZeroMQ would not take (errno): counted and logged, out of the
  * way of the path every reply takes. */
 __attribute__((cold, noinline))
@@ -401,6 +399,8 @@ static int s_same_connection(endpoint_t *ep, const peer_t *p, const char *peer, 
     return 0;
 }
 
+/* endpoint_reply and endpoint_answer(_owned): `owned` bodies are freed on
+ * every path. */
 static int s_reply(endpoint_t *ep, const char *peer, size_t peer_len, uint64_t serial, const char *user,
                    size_t user_len, const uint8_t *uuid, int type, const void *body,
                    size_t body_len, int owned) {

@@ -431,7 +431,6 @@ static const luaL_Reg *const module_parts[] = {
     lpseud_endpoint_functions, lpseud_task_functions, lpseud_keys_functions, core_functions
 };
 
-/* Create metatable `name` with metamethods `meta` and methods as __index. */
 /* getmetatable() of the host's userdata gives a token, not the metatable:
  * a __gc a script put there Lua would run itself, hooks off, unbounded,
  * in place of the class's own (an attack round, on the table classes;
@@ -441,6 +440,7 @@ static void s_hide_metatable(lua_State *L) {
     lua_setfield(L, -2, "__metatable");
 }
 
+/* Create metatable `name` with metamethods `meta` and methods as __index. */
 static void s_new_class(lua_State *L, int host, const char *name, const luaL_Reg *meta,
                         const luaL_Reg *methods) {
     luaL_newmetatable(L, name);                   /* mt */

@@ -593,14 +593,12 @@ void task_check_deadline(lua_State *L) {
     }
 }
 
-/* A spawned task (counted against max_tasks) given the function and
- * `nargs` arguments on top of L, its future `result` (or LUA_NOREF); NULL
- * when its stack cannot take them (the task and `result` let go). */
-static task_t *s_new_spawned(sched_t *s, lua_State *L, int nargs, int result) {
+/* A task given the function and `nargs` arguments on top of L, its future
+ * `result` (or LUA_NOREF); NULL when its stack cannot take them (the task
+ * and `result` let go). The caller counts it (spawned or deferred). */
+static task_t *s_new_loaded(sched_t *s, lua_State *L, int nargs, int result) {
     task_t *t = task_new(s, L);
     t->result = result;
-    t->spawned = 1;
-    s->nspawned++;
     if (!lua_checkstack(t->co, nargs + 1)) {
         task_free(s, L, t);                       /* unrefs the future */
         return NULL;
@@ -615,11 +613,9 @@ static int s_at_max_spawned(const sched_t *s) {
 
 int task_defer(sched_t *s, lua_State *L, int nargs, double seconds, double memory) {
     if (s->ndeferred >= TASK_DEFERRED_MAX) return -1;
-    task_t *t = s_new_spawned(s, L, nargs, LUA_NOREF);
+    task_t *t = s_new_loaded(s, L, nargs, LUA_NOREF);
     if (!t) return -1;
-    t->spawned = 0;                               /* not pseud.spawn's: max_tasks is its */
-    s->nspawned--;
-    t->deferred = 1;
+    t->deferred = 1;                              /* not pseud.spawn's: max_tasks is its */
     s->ndeferred++;
     task_limits_t limits = { seconds, memory };
     task_start(s, t, nargs, &limits, 0);
@@ -637,8 +633,10 @@ void task_spawn(sched_t *s, lua_State *L, int nargs) {
     lua_pushvalue(L, -1);
     int result = luaL_ref(L, LUA_REGISTRYINDEX);  /* the future, pinned until settled */
     lua_insert(L, -(nargs + 2));                  /* future below fn: returned */
-    task_t *t = s_new_spawned(s, L, nargs, result);
+    task_t *t = s_new_loaded(s, L, nargs, result);
     if (!t) luaL_error(L, "too many arguments (%d)", nargs);
+    t->spawned = 1;                               /* counted against max_tasks */
+    s->nspawned++;
     task_limits_t none = { 0, 0 }, hook = { s->max_hook_time, 0 };
     task_t *parent = s->current;
     if (parent == &s->hook && s->main_chunk) parent = NULL;   /* a reload: the top level */
