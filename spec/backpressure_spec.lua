@@ -115,6 +115,70 @@ for _, workers in ipairs({ 1, 2 }) do
   end)
 end
 
+-- A connection's budget goes with its directory entry when it closes: its
+-- calls still running must stop then (PeerLostError: no answer can reach
+-- it), or a peer that sends a budget's worth of slow calls, closes and
+-- does it again holds one budget more per round.
+for _, workers in ipairs({ 1, 2 }) do
+  describe(('the running calls of a connection that closes (%d worker%s)'):format(
+    workers, workers > 1 and 's' or ''), function()
+    local server, endpoint
+    lazy_setup(function()
+      server, endpoint = process.server('spec/servers/backpressure.lua', 'tcp://127.0.0.1:*',
+        tostring(1 << 20), '-', '-', tostring(workers), 'tcp://127.0.0.1:0')
+    end)
+    lazy_teardown(function() process.stop_all() end)
+
+    it('are stopped at once, so reconnecting cannot make the host hold more than a budget', function()
+      -- 20 rounds of 15 hold(64 KiB) calls (15 x 65 KiB of a 1 MiB budget),
+      -- each round from a new connection that closes while they run
+      local r = peer({ 'vanish', endpoint, tostring(server.pid), metrics_url(server), '20', '15', '65536' })
+      assert.equal(20, r.stopped, json.encode(r))
+      assert.equal(300, r.errors, json.encode(r))
+      assert.equal(300, r.counted_stopped, json.encode(r))
+      assert.equal('Hello after', r.hello)
+      assert_rss_bound(r, 12 * 1024)
+    end)
+  end)
+end
+
+describe('the running calls of a connection that closes', function()
+  lazy_teardown(function() process.stop_all() end)
+
+  it('are stopped at its close under a heartbeat backend too, which keeps its entry until the timeout', function()
+    local server, endpoint = process.server('spec/servers/backpressure.lua', 'tcp://127.0.0.1:*',
+      tostring(1 << 20), '-', '-', '1', 'tcp://127.0.0.1:0', 'heartbeat')
+    local r = peer({ 'vanish', endpoint, tostring(server.pid), metrics_url(server), '5', '15', '65536' })
+    assert.equal(5, r.stopped, json.encode(r))
+    assert.equal(75, r.errors, json.encode(r))
+  end)
+
+  it('see PeerLostError raised by the wait they are in, so their cleanup runs', function()
+    local server, endpoint = process.server('spec/servers/backpressure.lua', 'tcp://127.0.0.1:*',
+      tostring(1 << 20), '-', '-', '1', 'tcp://127.0.0.1:0')
+    local r = peer({ 'gone', endpoint, metrics_url(server), 'hold_closing', 'closed_by' })
+    assert.is_true(r.running and r.stopped, json.encode(r))
+    assert.same({ { 'OK', 'PeerLostError' } }, r.after)
+  end)
+
+  it('are killed past max_hook_time when they swallow it and go on', function()
+    local server, endpoint = process.server('spec/servers/backpressure.lua', 'tcp://127.0.0.1:*',
+      tostring(1 << 20), '-', '-', '1', 'tcp://127.0.0.1:0')
+    local r = peer({ 'gone', endpoint, metrics_url(server), 'stubborn' })
+    assert.is_true(r.running and r.stopped, json.encode(r))
+    -- the default max_hook_time, 1 s, from the close
+    assert.is_true(r.seconds >= 0.9, json.encode(r))
+    logfmt.expect(server:log_text(), { level = 'warn', error = 'PeerLostError' })
+  end)
+
+  it('leave the tasks their handlers spawned running', function()
+    local server, endpoint = process.server('spec/servers/backpressure.lua', 'tcp://127.0.0.1:*',
+      tostring(1 << 20), '-', '-', '1', 'tcp://127.0.0.1:0')
+    local r = peer({ 'spawned', endpoint, metrics_url(server) })
+    assert.same({ running = true, stopped = true, release = 'OK', spawned_done = true }, r)
+  end)
+end)
+
 describe('a peer that once read a reply larger than its budget', function()
   local endpoint
   lazy_setup(function()

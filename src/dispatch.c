@@ -403,6 +403,20 @@ static void s_count_end(const task_t *t, int outcome) {
     metrics_observe(n, loop_now() - t->work.started);
 }
 
+/* A stopped call ends (its caller's connection closed): counted, its
+ * budget released, not answered: an answer goes only to the connection
+ * its WORK came on, and that one is closed. */
+static void s_end_stopped(host_t *h, task_t *t, int outcome, const char *name) {
+    const task_work_t *w = &t->work;
+    lendpoint_t *le = w->owner;
+    const char *peer = w->ids, *user = peer + w->peer_len;
+    s_count_end(t, outcome);
+    if (HOST_LOG_ON(h, LOG_DEBUG))
+        s_access(h, peer, w->peer_len, user, w->user_len, user + w->user_len, w->name_len, name, w->started);
+    endpoint_release(le->ep, peer, w->peer_len, w->serial, w->charged);
+    endpoint_unanswered(le->ep, peer, w->peer_len, user, w->user_len, w->uuid);
+}
+
 static void s_answer_ok(void *ctx, task_t *t, lua_State *co, int first, int nres) {
     host_t *h = ctx;
     lendpoint_t *le = t->work.owner;
@@ -411,6 +425,10 @@ static void s_answer_ok(void *ctx, task_t *t, lua_State *co, int first, int nres
         int answered = workers_answer_closed(le, w->ids, w->peer_len, w->ids + w->peer_len, w->user_len,
                                              w->uuid, w->serial, w->charged);
         s_count_end(t, answered ? METRICS_ERROR : METRICS_OK);   /* its caller got PeerLostError */
+        return;
+    }
+    if (t->stopped) {                             /* it caught PeerLostError and returned */
+        s_end_stopped(h, t, METRICS_OK, "OK");
         return;
     }
     codec_error_t err = { "msgpack: out of memory" };
@@ -465,17 +483,24 @@ static void s_answer_error(void *ctx, task_t *t, const char *name, const char *m
     lendpoint_t *le = t->work.owner;
     const task_work_t *w = &t->work;
     const char *peer = w->ids, *user = peer + w->peer_len, *called = user + w->user_len;
-    s_count_end(t, METRICS_ERROR);
     /* the operator sees handler failures (PSEUD_LOG=error hides them): name,
-     * class, message, where it was raised */
-    const char *line = strstr(traceback, "\n\t");
-    size_t where = 0;
-    while (line && strncmp(line + 2, "[C]:", 4) == 0) line = strstr(line + 2, "\n\t");
-    if (line) { line += 2; where = strcspn(line, "\n"); }
-    HOST_LOG_LIMITED(h, LOG_WARN, "handler failed", LOG_CAP("name", called, w->name_len, LOG_NAME_MAX),
-                     LOG_STR("error", name), LOG_STR("message", message),
-                     LOG_CAP("at", line ? line : "", where, 200),
-                     LOG_ID("peer", peer, w->peer_len));
+     * class, message, where it was raised; not a stopped call's PeerLostError
+     * (its caller left), only its kill past the grace */
+    if (!t->stopped || t->expired) {
+        const char *line = strstr(traceback, "\n\t");
+        size_t where = 0;
+        while (line && strncmp(line + 2, "[C]:", 4) == 0) line = strstr(line + 2, "\n\t");
+        if (line) { line += 2; where = strcspn(line, "\n"); }
+        HOST_LOG_LIMITED(h, LOG_WARN, "handler failed", LOG_CAP("name", called, w->name_len, LOG_NAME_MAX),
+                         LOG_STR("error", name), LOG_STR("message", message),
+                         LOG_CAP("at", line ? line : "", where, 200),
+                         LOG_ID("peer", peer, w->peer_len));
+    }
+    if (t->stopped && le->ep) {
+        s_end_stopped(h, t, METRICS_ERROR, name);
+        return;
+    }
+    s_count_end(t, METRICS_ERROR);
     if (HOST_LOG_ON(h, LOG_DEBUG))
         s_access(h, peer, w->peer_len, user, w->user_len, called, w->name_len, name, w->started);
     if (le->ep) {
@@ -732,6 +757,22 @@ static void s_on_peer_gone(void *ctx, endpoint_t *ep, const peer_t *p) {
     s_peer_event(ctx, "timeout", p);
 }
 
+void dispatch_stop_calls(lendpoint_t *le, uint64_t serial, const char *peer, size_t peer_len) {
+    int n = sched_stop_calls(&le->host->sched, le, serial);
+    if (n > 0)
+        HOST_LOG_LIMITED(le->host, LOG_INFO, "calls stopped: their caller's connection closed",
+                         LOG_ID("peer", peer, peer_len), LOG_INT("calls", (size_t)n));
+}
+
+/* No answer can reach the calls of a closed connection: they stop, here
+ * and in the workers (README, Backpressure). */
+static void s_on_caller_gone(void *ctx, endpoint_t *ep, uint64_t serial, const char *peer, size_t peer_len) {
+    lendpoint_t *le = ctx;
+    (void)ep;
+    dispatch_stop_calls(le, serial, peer, peer_len);
+    if (le->host->workers && le->name_len) workers_stop_calls(le->host->workers, le, serial, peer, peer_len);
+}
+
 /* The directory gained or lost an identity: its cluster publishes it. */
 static void s_on_identity(void *ctx, endpoint_t *ep, const char *user, size_t len, int present) {
     lendpoint_t *le = ctx;
@@ -748,5 +789,6 @@ void dispatch_events(lendpoint_t *le, endpoint_events_t *ev) {
     ev->on_peer_seen = s_on_peer_seen;
     ev->on_peer_gone = s_on_peer_gone;
     ev->on_identity = s_on_identity;
+    ev->on_caller_gone = s_on_caller_gone;
     ev->log = s_endpoint_log;
 }

@@ -69,6 +69,10 @@ int dispatch_call(host_t *h, lua_CFunction fn, void *job, sched_error_t *err);
  * The control runs a WORK a worker gave back with it (workers.c). */
 int dispatch_work_here(lendpoint_t *le, const frame_message_t *m, int gate_passed);
 
+/* Stop the calls running in this state for server `le`'s directory entry
+ * `serial` (their caller's connection, routing id `peer`, closed), logged. */
+void dispatch_stop_calls(lendpoint_t *le, uint64_t serial, const char *peer, size_t peer_len);
+
 /* Is the value at idx a table with metatable `mt`? */
 int dispatch_is_marked(lua_State *L, int idx, const char *mt);
 

@@ -436,6 +436,12 @@ int endpoint_answer(endpoint_t *ep, const char *peer, size_t peer_len, uint64_t 
     return s_reply(ep, peer, peer_len, serial, user, user_len, uuid, type, body, body_len, 0);
 }
 
+void endpoint_unanswered(endpoint_t *ep, const char *peer, size_t peer_len,
+                         const char *user, size_t user_len, const uint8_t *uuid) {
+    if (ep->proxy.reply)
+        s_proxy_reply(ep, peer, peer_len, user, user_len, uuid, ENDPOINT_NO_ANSWER, NULL, 0, 0);
+}
+
 int endpoint_answer_owned(endpoint_t *ep, const char *peer, size_t peer_len, uint64_t serial,
                           const char *user, size_t user_len,
                           const uint8_t *uuid, int type, char *body, size_t body_len) {
@@ -569,7 +575,16 @@ static void s_on_work(endpoint_t *ep, frame_message_t *m, peer_t *p) {
         }
         p->inflight++;
     }
+    if (__builtin_expect(!p || !p->closed, 1)) {
+        endpoint_deliver_work(ep, m);
+        return;
+    }
+    /* read after its connection closed (it was on its way): it runs, for a
+     * caller that sent it and left without waiting, but stopped from its
+     * start, as the calls of that connection were at its close */
+    uint64_t serial = m->serial;
     endpoint_deliver_work(ep, m);
+    if (!ep->closing && ep->ev.on_caller_gone) ep->ev.on_caller_gone(ep->ev.ctx, ep, serial, m->peer, m->peer_len);
 }
 
 /* Does `m` come from routing id `peer` carrying identity `user`? */
@@ -800,6 +815,7 @@ static void s_on_readable(loop_t *loop, void *socket, void *arg) {
 /* --- life cycle --- */
 
 static void s_on_peer_free(void *ctx, peer_t *p) {
+    if (!p->closed) endpoint_caller_gone(ctx, p);   /* a closed one's were stopped at its close */
     endpoint_park_forget(ctx, p);
     endpoint_out_forget(ctx, p);
 }

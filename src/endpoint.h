@@ -85,6 +85,15 @@ typedef struct endpoint_events {
      * connection closed; a server's calls to it have failed with
      * PeerLostError. `p` is valid during the call. */
     void (*on_peer_gone)(void *ctx, endpoint_t *ep, const peer_t *p);
+    /* The connection of the directory entry `serial` (routing id `peer`)
+     * closed (or the entry goes while open: a new connection took its
+     * routing id, a heartbeat backend declared it gone) while WORK it sent
+     * was kept by on_work and not yet answered (m->serial), or a WORK read
+     * after that close was just kept: no answer can reach it, so the
+     * receiver stops those calls. Their releases still come (and find no
+     * entry, or a closed one). Nothing in the endpoint may change here.
+     * NULL: not told. */
+    void (*on_caller_gone)(void *ctx, endpoint_t *ep, uint64_t serial, const char *peer, size_t peer_len);
 } endpoint_events_t;
 
 typedef struct endpoint_options {
@@ -184,6 +193,13 @@ int endpoint_reply(endpoint_t *ep, const char *peer, size_t peer_len,
 int endpoint_answer(endpoint_t *ep, const char *peer, size_t peer_len, uint64_t serial,
                     const char *user, size_t user_len,
                     const uint8_t *uuid, int type, const void *body, size_t body_len);
+/* A WORK kept by on_work that gets no answer (after endpoint_release):
+ * its caller's connection closed and its call was stopped (on_caller_gone).
+ * Nothing leaves but, from a worker's proxy, a reply of type
+ * ENDPOINT_NO_ANSWER that lets the control release the call. */
+#define ENDPOINT_NO_ANSWER 0
+void endpoint_unanswered(endpoint_t *ep, const char *peer, size_t peer_len,
+                         const char *user, size_t user_len, const uint8_t *uuid);
 /* endpoint_answer with a body the caller malloc'd and hands over: a large
  * one leaves without a copy (libzmq frees it once written); it is freed on
  * every path. */

@@ -170,6 +170,9 @@ int endpoint_fd_closed(const endpoint_t *ep, int fd);
 /* Forget `p` now if nothing keeps it: its connection closed and no
  * heartbeat sweep will report it. Returns 1 when it was removed. */
 int endpoint_forget_closed(endpoint_t *ep, peer_t *p);
+/* `p`'s connection closed or its entry goes: its calls running are
+ * stopped (on_caller_gone), if it has any. */
+void endpoint_caller_gone(endpoint_t *ep, const peer_t *p);
 void endpoint_heartbeat_stop(endpoint_t *ep);
 
 #endif

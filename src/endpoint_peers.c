@@ -166,6 +166,8 @@ void endpoint_drain_monitor(endpoint_t *ep) {
         if (event == ZMQ_EVENT_DISCONNECTED) {
             s_mark_fd(ep, (int)value, 1);
             peers_close_fd(ep->peers, (int)value);
+            for (peer_t *q = peers_find_fd(ep->peers, (int)value); q; q = q->fd_next)
+                if (q->fd == (int)value) endpoint_caller_gone(ep, q);   /* fd_next: its hash chain */
             peer_t *p;
             while ((p = peers_find_fd(ep->peers, (int)value)) && endpoint_forget_closed(ep, p)) {}
             endpoint_park_wake(ep, 0);       /* a closed peer's waiting calls are dropped */
@@ -195,6 +197,11 @@ static void s_on_monitor(loop_t *loop, void *socket, void *arg) {
 }
 
 void endpoint_sync_peers(endpoint_t *ep) { endpoint_drain_monitor(ep); }
+
+void endpoint_caller_gone(endpoint_t *ep, const peer_t *p) {
+    if (p->inflight && !ep->closing && ep->ev.on_caller_gone)
+        ep->ev.on_caller_gone(ep->ev.ctx, ep, p->serial, p->routing_id, p->routing_id_len);
+}
 
 int endpoint_forget_closed(endpoint_t *ep, peer_t *p) {
     if (!p->closed || ep->hb_timeout > 0) return 0;

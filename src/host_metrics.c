@@ -30,13 +30,14 @@ static void s_sample(host_t *h, metrics_sample_t *s) {
     s->waiting = (double)waiting;
     s->peers = (double)peers;
     s->queued_bytes = (double)held;
-    uint64_t w[4] = { 0, 0, 0, 0 };               /* the workers' own, as they last said */
+    uint64_t w[WORKERS_SCHED_COUNTS] = { 0 };     /* the workers' own, as they last said */
     workers_sched_totals(h->workers, w);
     s->in_flight = (double)h->sched.nanswering + (double)workers_inflight(h->workers);
     s->preemptions = h->sched.preemptions + w[0];
     s->limit_hits[METRICS_LIMIT_TIME] = h->sched.time_hits + w[1];
     s->limit_hits[METRICS_LIMIT_MEMORY] = h->sched.memory_hits + w[2];
     s->limit_hits[METRICS_LIMIT_HOOK_TIME] = h->sched.hook_time_hits + w[3];
+    s->calls_stopped = h->sched.calls_stopped + w[4];
     /* reads two fields: no allocation, no Lua runs */
     s->lua_memory_bytes = (double)lua_gc(h->L, LUA_GCCOUNT, 0) * 1024.0 + lua_gc(h->L, LUA_GCCOUNTB, 0);
 }

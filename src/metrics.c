@@ -349,6 +349,8 @@ int metrics_render(const metrics_t *m, const metrics_sample_t *s, metrics_buf_t 
     s_gauge(out, "pseud_calls_in_flight", "gauge", "Calls whose handler has not answered yet.", s->in_flight);
     s_gauge(out, "pseud_calls_waiting", "gauge", "Calls admitted that wait until their peer may start "
             "another (max_peer_calls, or its replies not leaving).", s->waiting);
+    s_gauge(out, "pseud_calls_stopped_total", "counter", "Calls stopped while running because their "
+            "caller's connection closed (no answer could reach it).", (double)s->calls_stopped);
     s_gauge(out, "pseud_peers", "gauge", "Peers in the directories of the open servers and clients.", s->peers);
     s_gauge(out, "pseud_peer_queue_bytes", "gauge",
             "Bytes held for or queued towards peers (what max_peer_queue bounds).", s->queued_bytes);

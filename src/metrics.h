@@ -65,6 +65,7 @@ typedef struct metrics_sample {
     uint64_t busy;                /* WORK answered (or left unanswered) BusyError, ever */
     uint64_t unstarted;           /* WORK that waited its turn and never started, ever */
     uint64_t preemptions;         /* tasks that used up their slice and yielded */
+    uint64_t calls_stopped;       /* calls stopped: their caller's connection closed */
     uint64_t limit_hits[METRICS_LIMITS];
     double in_flight;             /* calls whose handler has not answered yet */
     double waiting;               /* calls admitted that wait their peer's turn (max_peer_calls,

@@ -94,7 +94,8 @@ peer_t *peers_find(peers_t *d, const char *routing_id, size_t len);
  * first, or NULL. */
 peer_t *peers_find_user(peers_t *d, const char *user_id, size_t len);
 
-/* The entries heard on connection `fd`: the first, then p->fd_next... */
+/* The first entry heard on connection `fd`, or NULL; the others follow it
+ * on p->fd_next, which is a hash chain: skip those whose p->fd differs. */
 peer_t *peers_find_fd(peers_t *d, int fd);
 
 /* `p` passed a HELLO as `login`: that is its identity from now on, for this

@@ -84,6 +84,7 @@ void sched_close(sched_t *s) {
     }
     s->live = NULL;
     s->ntasks = 0;
+    task_calls_close(s);
 }
 
 /* --- the run queue --- */
@@ -199,7 +200,7 @@ task_t *task_new(sched_t *s, lua_State *L) {
     t->wait = TASK_RUNNING;
     t->nargs = 0;
     t->queued = 0;
-    t->expired = 0;
+    t->expired = t->stopped = t->stop_deadline = 0;
     t->describing = 0;
     t->timer = t->deadline_timer = NULL;
     t->future = NULL;
@@ -217,8 +218,9 @@ task_t *task_new(sched_t *s, lua_State *L) {
 }
 
 void task_free(sched_t *s, lua_State *L, task_t *t) {
-    if (t->expired) s->time_hits++;               /* only its time limit sets it */
+    if (t->expired && !t->stop_deadline) s->time_hits++;   /* its time limit killed it */
     s_unqueue(s, t);
+    task_calls_remove(s, t);
     if (t->live_prev) t->live_prev->live_next = t->live_next; else s->live = t->live_next;
     if (t->live_next) t->live_next->live_prev = t->live_prev;
     if (t->work.owner) {
@@ -268,25 +270,52 @@ static void s_on_deadline(loop_t *loop, loop_timer_t *timer, void *arg) {
     (void)loop; (void)timer;
     task_t *t = arg;
     t->deadline_timer = NULL;
+    task_expire(t->sched, t);
+}
+
+void task_expire(sched_t *s, task_t *t) {
     t->expired = 1;
     int waits = t->wait == TASK_WAIT_SLEEP || t->wait == TASK_WAIT_FUTURE;
     if (waits) {
-        /* it waits: wake it so its wait raises TimeoutError (wall-clock limit) */
-        if (t->timer) { loop_cancel_timer(t->sched->loop, t->timer); t->timer = NULL; }
+        /* it waits: wake it so its wait raises its error */
+        if (t->timer) { loop_cancel_timer(s->loop, t->timer); t->timer = NULL; }
         t->future = NULL;
         t->wait = TASK_RUNNING;
     }
-    if (t->queued) s_unqueue(t->sched, t);   /* woken or preempted: behind others' work */
+    if (t->queued) s_unqueue(s, t);          /* woken or preempted: behind others' work */
     else if (!waits) return;                 /* running: the hook sees `expired` */
-    /* ahead of the rest: it dies at its first instruction, so its TimeoutError
-     * leaves at its deadline, not when a long queue would reach it */
-    s_enqueue_head(t->sched, t);
+    /* ahead of the rest: it dies at its first instruction, so its error
+     * leaves now, not when a long queue would reach it */
+    s_enqueue_head(s, t);
+}
+
+void task_stop(sched_t *s, task_t *t) {
+    t->stopped = 1;
+    double grace = s->max_hook_time > 0 ? s->max_hook_time : 1, end = loop_now() + grace;
+    if (t->deadline == 0 || end < t->deadline) {
+        t->deadline = end;
+        t->stop_deadline = 1;
+        if (t->deadline_timer) loop_cancel_timer(s->loop, t->deadline_timer);
+        /* NULL (no memory): the hook still stops it while it runs */
+        t->deadline_timer = loop_add_timer(s->loop, grace, s_on_deadline, t);
+    }
+    if (t->wait == TASK_WAIT_SLEEP || t->wait == TASK_WAIT_FUTURE) {
+        /* it waits: woken, its wait raises PeerLostError; in its turn, not
+         * ahead of other peers' work */
+        if (t->timer) { loop_cancel_timer(s->loop, t->timer); t->timer = NULL; }
+        t->future = NULL;
+        t->wait = TASK_RUNNING;
+        s_enqueue(s, t);
+    }
 }
 
 void task_start(sched_t *s, task_t *t, int nargs, const task_limits_t *limits, int first) {
     t->nargs = nargs;
     t->limits = *limits;
-    if (t->work.owner) s->nanswering++;
+    if (t->work.owner) {
+        s->nanswering++;
+        task_calls_add(s, t);
+    }
     if (first) s_enqueue_front(s, t); else s_enqueue(s, t);
 }
 
@@ -530,6 +559,7 @@ int sched_detach_owned(sched_t *s, lua_State *L, const void *owner, const char *
         if (t->work.owner != owner) continue;
         s->ops.answer_error(s->ops.ctx, t, name, message, "");
         s->ops.release(s->ops.ctx, L, t);
+        task_calls_remove(s, t);                  /* keyed by its owner */
         t->work.owner = NULL;
         s->nanswering--;
         n++;
@@ -550,6 +580,7 @@ int task_wait_future(lua_State *L, int f, lua_KFunction k) {
     task_t *t = task_current(L);
     lfuture_t *fu = lua_touserdata(L, f);
     s_check_parkable(L, t);
+    task_check_deadline(L);                       /* stopped: no wait, its caller is gone */
     if (!lua_isyieldable(L))
         return luaL_error(L, "cannot wait here: inside a C call that cannot yield "
                           "(a metamethod, string.gsub or table.sort callback, ...)");
@@ -577,6 +608,7 @@ static void s_on_sleep_done(loop_t *loop, loop_timer_t *timer, void *arg) {
 int task_sleep(lua_State *L, double seconds, lua_KFunction k) {
     task_t *t = task_current(L);
     s_check_parkable(L, t);
+    task_check_deadline(L);                       /* stopped: no wait, its caller is gone */
     if (!lua_isyieldable(L))
         return luaL_error(L, "cannot sleep here: inside a C call that cannot yield");
     t->timer = loop_add_timer(t->sched->loop, seconds, s_on_sleep_done, t);
@@ -587,8 +619,8 @@ int task_sleep(lua_State *L, double seconds, lua_KFunction k) {
 
 void task_check_deadline(lua_State *L) {
     task_t *t = task_current(L);
-    if (t && t->expired) {
-        task_push_error(L, "TimeoutError", "the handler ran past max_handler_time", "");
+    if (t && (t->expired || t->stopped)) {
+        task_push_stop(L, t->sched, t);
         lua_error(L);
     }
 }

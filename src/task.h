@@ -77,6 +77,10 @@ struct task {
     int nargs;                    /* values its next resume passes */
     int queued;                   /* on a run queue: 0 no, 1 woken or new, 2 preempted */
     int expired;                  /* past its deadline: killed at its next instruction */
+    int stopped;                  /* its caller's connection closed: its waits raise PeerLostError */
+    int stop_deadline;            /* its deadline is the stop's grace, not its time limit */
+    task_t *call_next, *call_prev;/* its bucket in sched.calls, while indexed */
+    int indexed;                  /* in sched.calls */
     int describing;               /* runs the __tostring of another task's error */
     loop_timer_t *timer;          /* its sleep */
     loop_timer_t *deadline_timer; /* wakes it at its deadline while it waits */
@@ -152,6 +156,10 @@ struct sched {
     /* Starts waiting finalizers as tasks, at the top of sched_run: the
      * one place no binding code is halfway through its work. NULL: none. */
     void (*start_finalizers)(struct sched *s, lua_State *L);
+    task_t **calls;               /* tasks answering a WORK, by (owner, serial) (task_calls.c) */
+    size_t calls_mask;            /* buckets - 1; 0 with no table */
+    size_t ncalls;                /* tasks in it */
+    uint64_t calls_stopped;       /* tasks stopped by sched_stop_calls, ever */
     int nspawned;                 /* of the tasks alive, those pseud.spawn made */
     int ndeferred;                /* of the tasks alive, those task_defer made */
     int main_chunk;               /* the synchronous call is the script's top level (a reload):
@@ -199,6 +207,14 @@ int task_defer(sched_t *s, lua_State *L, int nargs, double seconds, double memor
  * error `name`: `message` now, and let it run on, owing nothing (its
  * endpoint closes). Returns how many. */
 int sched_detach_owned(sched_t *s, lua_State *L, const void *owner, const char *name, const char *message);
+/* Stop every task answering a WORK that came from `owner`'s directory
+ * entry `serial` (task_work_t): its caller's connection closed, so no
+ * answer can reach it. A wait it is in, and any it starts later, raises
+ * PeerLostError (an ordinary error: pcall and __close see it); one still
+ * running past a grace of max_hook_time (1 s when unlimited) is killed as
+ * its time limit would kill it. Tasks it spawned go on. Safe from inside
+ * an endpoint callback: no Lua runs here. Returns how many. */
+int sched_stop_calls(sched_t *s, const void *owner, uint64_t serial);
 /* Give back a task that never started, or end one that waits (the stop):
  * answered first by the caller if it owes an answer. */
 void task_free(sched_t *s, lua_State *L, task_t *t);

@@ -29,6 +29,22 @@ void sched_limits_init(sched_t *s, lua_State *L);
  * past the slice, kills past the deadline. */
 void sched_hook(lua_State *L, lua_Debug *ar);
 
+/* Kill t at its next instruction (a wait it is in ends now): its deadline
+ * passed. */
+void task_expire(sched_t *s, task_t *t);
+/* sched_stop_calls for one task (see there). */
+void task_stop(sched_t *s, task_t *t);
+/* The error a stopped or expired task raises: TimeoutError, or
+ * PeerLostError when its caller's connection closed. */
+void task_push_stop(lua_State *L, const sched_t *s, const task_t *t);
+
+/* The index of tasks by the connection their WORK came on (task_calls.c):
+ * task_start adds a task that answers one, task_free takes it out. */
+void task_calls_add(sched_t *s, task_t *t);
+void task_calls_remove(sched_t *s, task_t *t);
+/* sched_close's: the table goes. */
+void task_calls_close(sched_t *s);
+
 /* Is the value at idx a pseud.Error (its metatable, compared raw)? */
 int sched_is_error(lua_State *L, int idx);
 /* Copy src[len] into a field of cap bytes, cut to fit, NUL-terminated. */

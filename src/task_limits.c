@@ -163,6 +163,17 @@ int sched_msgh(lua_State *L) {
 
 /* --- the hook --- */
 
+void task_push_stop(lua_State *L, const sched_t *s, const task_t *t) {
+    if (t->expired && t->stop_deadline)
+        task_push_error(L, "PeerLostError", "its caller's connection closed, and it ran on past "
+                        "max_hook_time after", "");
+    else if (!t->expired && t->stopped)
+        task_push_error(L, "PeerLostError", "its caller's connection closed: no answer can reach it", "");
+    else
+        task_push_error(L, "TimeoutError", t == &s->hook ? "the hook ran past max_hook_time"
+                        : "the handler ran past max_handler_time", "");
+}
+
 /* The count hook of every thread the running task (or hook) runs. It reads
  * the clock every TASK_HOOK_COUNT instructions: past the deadline it kills
  * (and re-arms on every instruction, on the task's own thread too, so
@@ -190,8 +201,7 @@ void sched_hook(lua_State *L, lua_Debug *ar) {
             lua_rawset(L, -3);
         }
         lua_pop(L, 1);
-        task_push_error(L, "TimeoutError", t == &s->hook ? "the hook ran past max_hook_time"
-                        : "the handler ran past max_handler_time", "");
+        task_push_stop(L, s, t);
         t->limits.memory = cap;
         lua_error(L);
     }

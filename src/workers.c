@@ -249,11 +249,12 @@ static void s_on_reply(workers_slot_t *s, zmq_msg_t *parts, int count) {
     lendpoint_t *le = workers_find(h, 's', r.name, r.name_len);
     if (!le) return;                              /* closed: nobody to answer */
     int type = r.byte;
-    if (type != FRAME_OK && type != FRAME_ERROR && type != FRAME_UNAUTHORIZED) {
+    if (type != FRAME_OK && type != FRAME_ERROR && type != FRAME_UNAUTHORIZED && type != ENDPOINT_NO_ANSWER) {
         workers_bad(h, s, "REPLY type", count);
         return;
     }
     endpoint_release(le->ep, r.peer, r.peer_len, r.serial, (size_t)r.charged);
+    if (type == ENDPOINT_NO_ANSWER) return;       /* a call stopped: its caller's connection closed */
     endpoint_answer(le->ep, r.peer, r.peer_len, r.serial, r.user_len ? r.user : NULL, r.user_len, r.uuid, type,
                     r.body, r.body_len);
 }
@@ -331,9 +332,9 @@ static void s_on_metric(workers_slot_t *s, zmq_msg_t *parts, int count) {
     }
 }
 
-void workers_sched_totals(const workers_t *w, uint64_t totals[4]) {
+void workers_sched_totals(const workers_t *w, uint64_t totals[WORKERS_SCHED_COUNTS]) {
     for (int i = 0; w && i < w->n; i++)
-        for (int j = 0; j < 4; j++) totals[j] += w->slots[i].sched[j];
+        for (int j = 0; j < WORKERS_SCHED_COUNTS; j++) totals[j] += w->slots[i].sched[j];
 }
 
 
@@ -578,6 +579,17 @@ void workers_destroy(workers_t **p) {
     }
     w->destroyed = 1;
     if (w->relays == 0) free(w);
+}
+
+void workers_stop_calls(workers_t *w, lendpoint_t *le, uint64_t serial, const char *peer, size_t peer_len) {
+    const void *d[] = { "V", le->name, &serial, peer };
+    size_t l[] = { 1, le->name_len, sizeof serial, peer_len };
+    for (int i = 0; i < w->n; i++) {
+        workers_slot_t *s = &w->slots[i];
+        if (!s->started || !s->control_pair || !s->inflight) continue;
+        workers_sendv(s->control_pair, 4, d, l);
+        loop_touch(host_loop(w->h), s->control_pair);
+    }
 }
 
 /* An FNV-1a hash of the user id: a user's calls go to one worker. */

@@ -69,9 +69,11 @@ void workers_hurry(workers_t *w);
 size_t workers_inflight(const workers_t *w);
 /* Calls the workers said they answered PeerLostError at their stop. */
 size_t workers_abandoned(const workers_t *w);
-/* The workers' preemptions, time, memory and hook-time limit hits, as
- * they last said, added to `totals` (for a scrape). */
-void workers_sched_totals(const workers_t *w, uint64_t totals[4]);
+/* The workers' preemptions, time, memory and hook-time limit hits and
+ * calls stopped (their caller's connection closed), as they last said,
+ * added to `totals` (for a scrape). */
+#define WORKERS_SCHED_COUNTS 5
+void workers_sched_totals(const workers_t *w, uint64_t totals[WORKERS_SCHED_COUNTS]);
 /* How many workers run (not done). */
 int workers_alive(const workers_t *w);
 /* Join every thread, close the PAIRs; free once no relayed call points at
@@ -81,6 +83,11 @@ void workers_destroy(workers_t **p);
  * flight, or the hash of its user id with worker_by = 'user'). 0: sent (the
  * worker answers, the REPLY releases it); -1: no worker took it. */
 int workers_send_work(workers_t *w, lendpoint_t *le, const frame_message_t *m);
+/* The connection (routing id `peer`) of server `le`'s directory entry
+ * `serial` closed: every
+ * worker with calls in flight stops those it runs for that entry
+ * (sched_stop_calls). Best effort: a full link leaves them to end alone. */
+void workers_stop_calls(workers_t *w, lendpoint_t *le, uint64_t serial, const char *peer, size_t peer_len);
 
 /* --- a worker --- */
 

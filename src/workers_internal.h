@@ -36,7 +36,7 @@ struct workers_slot {
     pthread_t thread;
     int started;                  /* the thread runs (join it) */
     size_t inflight;              /* WORK sent, not answered yet */
-    uint64_t sched[4];            /* its preemptions, time, memory and hook-time hits, as it last said */
+    uint64_t sched[WORKERS_SCHED_COUNTS]; /* its workers_sched_totals counters, as it last said */
     int done;                     /* DONE came: its thread is ending */
     idset_t *closed;              /* servers its script closed ('Z'): no WORK of theirs goes there */
     int leaving;                  /* it said it leaves ('L'): no WORK goes there */

@@ -168,12 +168,25 @@ static void s_on_answer(workers_slot_t *s, zmq_msg_t *parts, int count, int fail
     endpoint_fail_call(le->ep, c, name, message);
 }
 
+/* 'V' [kind, name, serial, routing id]: the connection of that server's
+ * directory entry closed; its calls running here stop. */
+static void s_on_vanished(workers_slot_t *s, zmq_msg_t *parts, int count) {
+    host_t *h = s->host;
+    if (count != 4 || PL(1) == 0 || PL(1) > FRAME_MAX_ID || PL(2) != 8 || PL(3) > FRAME_MAX_ID) {
+        workers_bad(h, s, "VANISHED", count);
+        return;
+    }
+    lendpoint_t *le = workers_find(h, 's', P(1), PL(1));
+    if (le) dispatch_stop_calls(le, workers_u64(&parts[2]), P(3), PL(3));
+}
+
 static void s_worker_message(workers_slot_t *s, zmq_msg_t *parts, int count) {
     char kind = PL(0) >= 1 ? P(0)[0] : 0;           /* a WORK is one part, the others' kind alone */
     if (kind != 'W' && PL(0) != 1) kind = 0;
     if (kind == 'W') s_on_work(s, parts, count);
     else if (kind == 'S') s_on_answer(s, parts, count, 0);
     else if (kind == 'F') s_on_answer(s, parts, count, 1);
+    else if (kind == 'V') s_on_vanished(s, parts, count);
     else if (kind == 'X') host_stop(s->host);
     else if (kind == 'H') host_hurry(s->host);
     else if (kind == 'l') s->released = 1;        /* the control's destroy: its leave need not wait */
@@ -423,8 +436,8 @@ void workers_ship_metric(host_t *h, const char *name, size_t len, int outcome, d
     workers_slot_t *s = h->slot;
     if (!s || !s->worker_pair) return;
     uint8_t o = (uint8_t)outcome;
-    uint64_t sched[4] = { h->sched.preemptions, h->sched.time_hits, h->sched.memory_hits,
-                          h->sched.hook_time_hits };
+    uint64_t sched[WORKERS_SCHED_COUNTS] = { h->sched.preemptions, h->sched.time_hits, h->sched.memory_hits,
+                                             h->sched.hook_time_hits, h->sched.calls_stopped };
     const void *d[] = { "M", name ? name : "", &o, &seconds, sched };
     size_t l[] = { 1, name ? len : 0, 1, sizeof seconds, sizeof sched };
     workers_sendv(s->worker_pair, 5, d, l);

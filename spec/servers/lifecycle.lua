@@ -24,10 +24,12 @@ server:register_rpc('note', function(x) notes[#notes + 1] = x end)
 server:register_rpc('notes', function() return notes end)
 server:register_rpc('counts', function() return core.counts() end)
 local napping = 0                    -- nap: a sleep that counts the ones in progress
+local awake = { __close = function() napping = napping - 1 end }
 server:register_rpc('nap', function(s)
   napping = napping + 1
+  -- a caller's close stops its naps with PeerLostError: counted out then too
+  local _ <close> = setmetatable({}, awake)
   pseud.sleep(s)
-  napping = napping - 1
 end)
 server:register_rpc('napping', function() return napping end)
 

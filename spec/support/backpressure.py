@@ -35,6 +35,20 @@ every wait is bounded by a deadline.
            server's echo(7) before it answers.
   turns    ENDPOINT URL CALLS       CALLS hold() calls from one peer: how many
            run and wait (the metrics at URL), then after each release().
+  vanish   ENDPOINT PID URL ROUNDS CALLS SIZE   ROUNDS times, a new peer
+           sends CALLS hold(bin SIZE) calls, waits until the metrics at URL
+           count them all in flight, and closes its socket; the rounds
+           after which the server counted none in flight (within 10 s;
+           the first that did not ends them), the longest it took, the
+           metrics' count of errors and of calls stopped, the server's
+           peak RSS, and a hello from another peer.
+  spawned  ENDPOINT URL      hold_spawned() from a peer that closes once
+           the metrics at URL count it in flight; once they count none,
+           release(), then spawned_done() until it is 1 (10 s at most).
+  gone     ENDPOINT URL NAME [AFTER...]   NAME() from a peer that closes
+           once the metrics at URL count it in flight; whether they then
+           count none (10 s at most), how long that took, and the outcome
+           and value of each AFTER() called then.
   settle   PID KIB SECONDS          the server's RSS, looked at every 0.1 s
            until it is at most KIB or SECONDS passed: the last figure and
            when it was read.
@@ -437,6 +451,57 @@ def cmd_turns(endpoint, url, calls):
     return emit({'steps': steps, 'answered': len(answered)})
 
 
+def cmd_vanish(endpoint, pid, url, rounds, calls, size):
+    rss0 = rss_kib(pid, 'VmRSS')
+    b = body('hold', [b'z' * size])
+    stopped, slowest = 0, 0.0
+    for _ in range(rounds):
+        s = peer(endpoint)
+        deadline = time.monotonic() + 20
+        for _ in range(calls):
+            send(s, b, deadline)
+        running = await_true(lambda: metric(url, 'pseud_calls_in_flight') >= calls, 20)
+        s.close()
+        if not running:
+            break
+        start = time.monotonic()
+        gone = await_true(lambda: metric(url, 'pseud_calls_in_flight') == 0, 10)
+        slowest = max(slowest, time.monotonic() - start)
+        if not gone:
+            break
+        stopped += 1
+    peak = rss_kib(pid, 'VmHWM')
+    served = call(endpoint, 'hello', ['after'])
+    lost = metric(url, 'pseud_calls_total', 'name="hold"', 'outcome="error"')
+    counted = metric(url, 'pseud_calls_stopped_total')
+    return emit({'stopped': stopped, 'slowest': round(slowest, 2), 'errors': int(lost),
+                 'counted_stopped': int(counted),
+                 'hello': served[1], 'rss_start_kib': rss0, 'rss_peak_kib': peak})
+
+
+def cmd_spawned(endpoint, url):
+    s = peer(endpoint)
+    send(s, body('hold_spawned', []), time.monotonic() + 10)
+    running = await_true(lambda: metric(url, 'pseud_calls_in_flight') == 1, 10)
+    s.close()
+    stopped = running and await_true(lambda: metric(url, 'pseud_calls_in_flight') == 0, 10)
+    released = call(endpoint, 'release', [])[0]
+    done = await_true(lambda: call(endpoint, 'spawned_done', [])[1] == 1, 10)
+    return emit({'running': running, 'stopped': stopped, 'release': released, 'spawned_done': done})
+
+
+def cmd_gone(endpoint, url, name, after):
+    s = peer(endpoint)
+    send(s, body(name, []), time.monotonic() + 10)
+    running = await_true(lambda: metric(url, 'pseud_calls_in_flight') == 1, 10)
+    s.close()
+    start = time.monotonic()
+    stopped = running and await_true(lambda: metric(url, 'pseud_calls_in_flight') == 0, 10)
+    seconds = time.monotonic() - start
+    return emit({'running': running, 'stopped': stopped, 'seconds': round(seconds, 2),
+                 'after': [list(call(endpoint, a, [])) for a in after]})
+
+
 def cmd_settle(pid, kib, seconds):
     start = time.monotonic()
     rss = rss_kib(pid, 'VmRSS')
@@ -466,6 +531,12 @@ def main(argv):
         return cmd_tiny(rest[0], int(rest[1]), int(rest[2]))
     if cmd == 'nowork':
         return cmd_nowork(rest[0], int(rest[1]), int(rest[2]), rest[3])
+    if cmd == 'gone':
+        return cmd_gone(rest[0], rest[1], rest[2], rest[3:])
+    if cmd == 'spawned':
+        return cmd_spawned(rest[0], rest[1])
+    if cmd == 'vanish':
+        return cmd_vanish(rest[0], int(rest[1]), rest[2], int(rest[3]), int(rest[4]), int(rest[5]))
     if cmd == 'settle':
         return cmd_settle(int(rest[0]), int(rest[1]), float(rest[2]))
     if cmd == 'crowd':
