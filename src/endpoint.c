@@ -575,16 +575,15 @@ static void s_on_work(endpoint_t *ep, frame_message_t *m, peer_t *p) {
         }
         p->inflight++;
     }
-    if (__builtin_expect(!p || !p->closed, 1)) {
-        endpoint_deliver_work(ep, m);
-        return;
-    }
-    /* read after its connection closed (it was on its way): it runs, for a
-     * caller that sent it and left without waiting, but stopped from its
-     * start, as the calls of that connection were at its close */
-    uint64_t serial = m->serial;
+    /* Read after its connection closed (it was on its way), or that close
+     * heard while on_work ran Lua: it runs (a caller may send and leave
+     * without waiting) but stopped from its start, as the calls of that
+     * connection were at its close. */
+    int closed = p && p->closed;
+    uint64_t serial = m->serial, gone = ep->callers_gone;
     endpoint_deliver_work(ep, m);
-    if (!ep->closing && ep->ev.on_caller_gone) ep->ev.on_caller_gone(ep->ev.ctx, ep, serial, m->peer, m->peer_len);
+    if (__builtin_expect(closed || ep->callers_gone != gone, 0))
+        endpoint_recheck_caller(ep, serial, m->peer, m->peer_len);
 }
 
 /* Does `m` come from routing id `peer` carrying identity `user`? */

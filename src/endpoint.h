@@ -193,6 +193,13 @@ int endpoint_reply(endpoint_t *ep, const char *peer, size_t peer_len,
 int endpoint_answer(endpoint_t *ep, const char *peer, size_t peer_len, uint64_t serial,
                     const char *user, size_t user_len,
                     const uint8_t *uuid, int type, const void *body, size_t body_len);
+/* A WORK with `serial` (m->serial) was just handed on: if the connection
+ * it came on has closed meanwhile (or was closed already: it was read
+ * after the close, or the disconnect was heard while on_work ran Lua),
+ * its call is stopped now (on_caller_gone), as the calls running at that
+ * close were. workers.c calls it for a WORK a worker gave back. */
+void endpoint_recheck_caller(endpoint_t *ep, uint64_t serial, const char *peer, size_t peer_len);
+
 /* A WORK kept by on_work that gets no answer (after endpoint_release):
  * its caller's connection closed and its call was stopped (on_caller_gone).
  * Nothing leaves but, from a worker's proxy, a reply of type

@@ -33,6 +33,7 @@ struct endpoint {
     uint64_t proxy_serial;           /* armed by endpoint_release for the next proxied reply */
     size_t proxy_charged;
     idset_t *proxy_calls;            /* a proxy's calls in progress per peer routing id */
+    uint64_t callers_gone;           /* entries closed or freed while open, ever (endpoint_caller_gone) */
     loop_t *loop;
     endpoint_events_t ev;
     endpoint_options_t opt;
@@ -171,7 +172,7 @@ int endpoint_fd_closed(const endpoint_t *ep, int fd);
  * heartbeat sweep will report it. Returns 1 when it was removed. */
 int endpoint_forget_closed(endpoint_t *ep, peer_t *p);
 /* `p`'s connection closed or its entry goes: its calls running are
- * stopped (on_caller_gone), if it has any. */
+ * stopped (on_caller_gone), if it has any; counted in ep->callers_gone. */
 void endpoint_caller_gone(endpoint_t *ep, const peer_t *p);
 void endpoint_heartbeat_stop(endpoint_t *ep);
 

@@ -193,7 +193,7 @@ static int s_hand_on_peer(endpoint_t *ep, peer_t *p) {
         s_drop_all(ep, p, "the connection closed");
         return 0;
     }
-    while (p && p->park_head && went < HAND_ON_BATCH && endpoint_park_may_start(ep, p)) {
+    while (p && !p->closed && p->park_head && went < HAND_ON_BATCH && endpoint_park_may_start(ep, p)) {
         endpoint_parked_t *w = s_pop(ep, p);
         if (!s_same_sender(p, w)) {
             s_discharge(p, w);
@@ -227,6 +227,7 @@ static int s_hand_on_peer(endpoint_t *ep, peer_t *p) {
          * gone freed its entry (m's views are into w) */
         p = peers_find(ep->peers, m.peer, m.peer_len);
         if (p && p->serial != serial) p = NULL;
+        if (!p || p->closed) endpoint_recheck_caller(ep, serial, m.peer, m.peer_len);   /* closed meanwhile */
         s_free_parked(w);
     }
     if (stale) {

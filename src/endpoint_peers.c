@@ -199,8 +199,15 @@ static void s_on_monitor(loop_t *loop, void *socket, void *arg) {
 void endpoint_sync_peers(endpoint_t *ep) { endpoint_drain_monitor(ep); }
 
 void endpoint_caller_gone(endpoint_t *ep, const peer_t *p) {
+    ep->callers_gone++;
     if (p->inflight && !ep->closing && ep->ev.on_caller_gone)
         ep->ev.on_caller_gone(ep->ev.ctx, ep, p->serial, p->routing_id, p->routing_id_len);
+}
+
+void endpoint_recheck_caller(endpoint_t *ep, uint64_t serial, const char *peer, size_t peer_len) {
+    if (!serial || ep->closing || !ep->ev.on_caller_gone) return;
+    const peer_t *p = peers_find(ep->peers, peer, peer_len);
+    if (!p || p->closed || p->serial != serial) ep->ev.on_caller_gone(ep->ev.ctx, ep, serial, peer, peer_len);
 }
 
 int endpoint_forget_closed(endpoint_t *ep, peer_t *p) {

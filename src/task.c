@@ -291,13 +291,20 @@ void task_expire(sched_t *s, task_t *t) {
 
 void task_stop(sched_t *s, task_t *t) {
     t->stopped = 1;
-    double grace = s->max_hook_time > 0 ? s->max_hook_time : 1, end = loop_now() + grace;
-    if (t->deadline == 0 || end < t->deadline) {
-        t->deadline = end;
-        t->stop_deadline = 1;
+    double now = loop_now(), grace = s->max_hook_time > 0 ? s->max_hook_time : 1;
+    /* seconds left of its time limit (from now if it has not run yet:
+     * s_resume arms that only for a task without a deadline), or -1 */
+    double left = t->deadline > 0 ? t->deadline - now : t->limits.time > 0 ? t->limits.time : -1;
+    if (t->deadline > 0 && left <= grace) {
+        /* its own deadline comes first */
+    } else {
+        int by_limit = left >= 0 && left <= grace;
+        double in = by_limit ? left : grace;
+        t->stop_deadline = !by_limit;
+        t->deadline = now + in;
         if (t->deadline_timer) loop_cancel_timer(s->loop, t->deadline_timer);
         /* NULL (no memory): the hook still stops it while it runs */
-        t->deadline_timer = loop_add_timer(s->loop, grace, s_on_deadline, t);
+        t->deadline_timer = loop_add_timer(s->loop, in, s_on_deadline, t);
     }
     if (t->wait == TASK_WAIT_SLEEP || t->wait == TASK_WAIT_FUTURE) {
         /* it waits: woken, its wait raises PeerLostError; in its turn, not
@@ -387,12 +394,14 @@ static int s_describe_later(lua_State *L) {
         return luaL_error(L, "not enough memory");
     }
     lua_xmove(L, d->co, 3);                       /* traceback, __tostring, value */
+    task_calls_remove(s, t);                      /* keyed by the work it hands over */
     task_work_t w = d->work;                      /* swap: d answers, t keeps a buffer */
     d->work = t->work;
     t->work = w;
     d->result = t->result;
     t->result = LUA_NOREF;
     d->describing = 1;
+    d->stopped = t->stopped;                      /* a stopped call's end is not answered */
     if (d->work.owner) s->nanswering--;           /* counted again by task_start */
     task_limits_t limits = { s->max_hook_time, t->limits.memory };
     task_start(s, d, 1, &limits, 0);

@@ -284,8 +284,13 @@ static void s_on_bounce(workers_slot_t *s, zmq_msg_t *parts, int count) {
     if (!le || !le->ep) return;                   /* closed: nobody to answer */
     frame_message_t m;
     workers_hop_to_work(&b, &m);
-    if (marked && workers_send_work(s->w, le, &m) == 0) return;
-    if (!dispatch_work_here(le, &m, 1)) endpoint_release(le->ep, m.peer, m.peer_len, m.serial, m.charged);
+    if (!(marked && workers_send_work(s->w, le, &m) == 0) && !dispatch_work_here(le, &m, 1)) {
+        endpoint_release(le->ep, m.peer, m.peer_len, m.serial, m.charged);
+        return;
+    }
+    /* its caller's close may have come while it went back and forth: the
+     * stop sent then did not find it */
+    if (le->ep) endpoint_recheck_caller(le->ep, m.serial, m.peer, m.peer_len);
 }
 
 static void s_on_peers(workers_slot_t *s, zmq_msg_t *parts, int count) {
