@@ -171,6 +171,17 @@ describe('the running calls of a connection that closes', function()
     logfmt.expect(server:log_text(), { level = 'warn', error = 'PeerLostError' })
   end)
 
+  it('keep their time limit when it is shorter than the grace, even stopped before they ran', function()
+    -- max_handler_time 0.2 s: a WORK read after its connection closed is
+    -- stopped before its first run, and still dies by its time limit
+    local server, endpoint = process.server('spec/servers/backpressure.lua', 'tcp://127.0.0.1:*',
+      tostring(1 << 20), '-', '-', '1', 'tcp://127.0.0.1:0', '-', '0.2')
+    local r = peer({ 'late', endpoint, metrics_url(server) })
+    assert.same({ running = true, blocked = true, settled = true, time_hits = 1, stopped = 1 },
+      { running = r.running, blocked = r.blocked, settled = r.settled, time_hits = r.time_hits,
+        stopped = r.stopped })
+  end)
+
   it('leave the tasks their handlers spawned running', function()
     local server, endpoint = process.server('spec/servers/backpressure.lua', 'tcp://127.0.0.1:*',
       tostring(1 << 20), '-', '-', '1', 'tcp://127.0.0.1:0')

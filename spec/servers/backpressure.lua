@@ -1,10 +1,12 @@
 --[=[
 spec/servers/backpressure.lua ENDPOINT BUDGET [MAX_PEERS [MAX_PEER_CALLS
-[WORKERS [METRICS [HEARTBEAT]]]]]: a server for backpressure_spec.lua, with
+[WORKERS [METRICS [HEARTBEAT [MAX_HANDLER_TIME]]]]]]: a server for
+backpressure_spec.lua, with
 max_peer_queue = BUDGET bytes, max_peers = MAX_PEERS, max_peer_calls =
 MAX_PEER_CALLS, workers = WORKERS (default 1) and metrics served at METRICS
 (`-` or absent: the host's default), the noop heartbeat backend, or with
-HEARTBEAT `heartbeat` one that declares a silent peer gone after 60 s.
+HEARTBEAT `heartbeat` one that declares a silent peer gone after 60 s,
+and max_handler_time = MAX_HANDLER_TIME seconds (`-`: none).
   hold(pad)      waits until the next release(), then returns #pad
   holding()      how many hold calls are waiting for a release
   hold_spawned() spawns a task that counts itself in spawned_done() after
@@ -14,6 +16,9 @@ HEARTBEAT `heartbeat` one that declares a silent peer gone after 60 s.
                  __close notes the error it closed on (its name, or `none`)
   closed_by()    those notes, comma-separated
   stubborn()     sleeps 10 ms in a pcall, for good, whatever the sleep raises
+  block(s, path) creates the file at path, then blocks the whole loop s
+                 seconds (os.execute sleep)
+  spin_forever() computes, for good
   release()      lets every hold waiting return
   fat(n, s)      a string of n bytes, after sleeping s seconds
   roundtrip(x)   calls cb(x) back on the caller and returns its answer
@@ -42,7 +47,8 @@ local server = pseud.Server('service', {
   max_peer_calls = tonumber(opt(4)),
   workers = tonumber(opt(5)) or 1,
   metrics = opt(6),
-  heartbeat_plugin = opt(7) and 'spec_slow_heartbeat' or nil,
+  heartbeat_plugin = opt(7) == 'heartbeat' and 'spec_slow_heartbeat' or nil,
+  max_handler_time = tonumber(opt(8)),
 })
 local endpoint = assert(server:bind(arg[1] or 'tcp://127.0.0.1:*'))
 
@@ -80,6 +86,11 @@ server:register_rpc('closed_by', function() return table.concat(closed_by, ',') 
 server:register_rpc('stubborn', function()
   while true do pcall(pseud.sleep, 0.01) end
 end)
+server:register_rpc('block', function(s, path)
+  os.execute(('touch %q && sleep %s'):format(path, tonumber(s)))
+  return true
+end)
+server:register_rpc('spin_forever', function() while true do end end)
 server:register_rpc('roundtrip', function(x) return server:send_to(pseud.caller()).cb(x):get() end)
 server:register_rpc('fat', function(n, s)
   pseud.sleep(s)

@@ -49,13 +49,20 @@ every wait is bounded by a deadline.
            once the metrics at URL count it in flight; whether they then
            count none (10 s at most), how long that took, and the outcome
            and value of each AFTER() called then.
+  late     ENDPOINT URL        block(0.5) from one peer, which blocks the
+           server's loop; once it does, another peer sends spin_forever()
+           and closes: its WORK is read after its close. Whether the metrics
+           at URL then count nothing in flight (10 s at most), how long
+           that took, and the time-limit hits and calls stopped counted.
   settle   PID KIB SECONDS          the server's RSS, looked at every 0.1 s
            until it is at most KIB or SECONDS passed: the last figure and
            when it was read.
 """
 
 import json
+import os
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -502,6 +509,27 @@ def cmd_gone(endpoint, url, name, after):
                  'after': [list(call(endpoint, a, [])) for a in after]})
 
 
+def cmd_late(endpoint, url):
+    mark = tempfile.mktemp(prefix='pseud-block-')
+    blocker = peer(endpoint)
+    send(blocker, body('block', [0.5, mark]), time.monotonic() + 10)
+    running = await_true(lambda: os.path.exists(mark), 10)  # the loop is blocked from now
+    s = peer(endpoint)
+    s.setsockopt(zmq.LINGER, 2000)                 # sent before the close takes it down
+    send(s, body('spin_forever', []), time.monotonic() + 10)
+    s.close()
+    start = time.monotonic()
+    blocked = recv(blocker, 10)
+    settled = await_true(lambda: metric(url, 'pseud_calls_in_flight') == 0, 10)
+    blocker.close()
+    if running:
+        os.unlink(mark)
+    return emit({'running': running, 'blocked': blocked is not None and blocked[1] == OK,
+                 'settled': settled, 'seconds': round(time.monotonic() - start, 2),
+                 'time_hits': int(metric(url, 'pseud_limit_hits_total', 'limit="time"')),
+                 'stopped': int(metric(url, 'pseud_calls_stopped_total'))})
+
+
 def cmd_settle(pid, kib, seconds):
     start = time.monotonic()
     rss = rss_kib(pid, 'VmRSS')
@@ -531,6 +559,8 @@ def main(argv):
         return cmd_tiny(rest[0], int(rest[1]), int(rest[2]))
     if cmd == 'nowork':
         return cmd_nowork(rest[0], int(rest[1]), int(rest[2]), rest[3])
+    if cmd == 'late':
+        return cmd_late(rest[0], rest[1])
     if cmd == 'gone':
         return cmd_gone(rest[0], rest[1], rest[2], rest[3:])
     if cmd == 'spawned':
