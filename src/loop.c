@@ -21,6 +21,7 @@
 #include "loop.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <math.h>
 #include <poll.h>
@@ -61,6 +62,7 @@ struct loop {
     int wakes_on_signals;      /* the self-pipe's read end is watched */
     int deaf;                  /* a worker's loop: the signal flags are the control's */
     int woken;                 /* a poll's results are being dispatched (loop_woken) */
+    _Atomic uint64_t *beat;    /* loop_set_beat's, or NULL */
 };
 
 /* The C globals: the flags the signal handler sets and the runner reads.
@@ -381,6 +383,8 @@ void loop_touch(loop_t *loop, void *socket) {
 
 int loop_woken(const loop_t *loop) { return loop->woken; }
 
+void loop_set_beat(loop_t *loop, _Atomic uint64_t *beat) { loop->beat = beat; }
+
 int loop_run_once(loop_t *loop, double max_wait) {
     loop->woken = 0;                   /* even if a handler left by a longjmp */
     if (loop->removed) s_compact(loop);
@@ -406,7 +410,10 @@ int loop_run_once(loop_t *loop, double max_wait) {
     /* a signal taken while handlers ran above: do not sleep on it */
     if (!loop->deaf && (s_signal || s_reload)) timeout_ms = 0;
     /* always, even at 0 s: a socket that is not stale is seen only here */
+    if (loop->beat) atomic_store_explicit(loop->beat, 0, memory_order_relaxed);
     int rc = poll(loop->fds, (nfds_t)loop->nwatches, (int)timeout_ms);
+    if (loop->beat)
+        atomic_store_explicit(loop->beat, (uint64_t)(loop_now() * 1e6) | 1, memory_order_relaxed);
     if (rc < 0 && errno == EINTR && s_signal && !loop->deaf) return -1;
     if (rc > 0) {
         loop->woken = 1;

@@ -9,7 +9,9 @@
 #ifndef PSEUD_LOOP_H
 #define PSEUD_LOOP_H
 
+#include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct loop loop_t;
 typedef struct loop_timer loop_timer_t;
@@ -32,6 +34,13 @@ void loop_remove_socket(loop_t *loop, void *socket);
  * (nothing is dispatched in between), or a message can wait unseen until
  * the next one arrives. */
 void loop_touch(loop_t *loop, void *socket);
+/* Publish where the loop is, for another thread (a worker's, read by the
+ * control): 0 while it waits in poll (anything sent to it is seen at
+ * once), else the monotonic microseconds at which it last came back from
+ * poll. A value that stays old means the thread is held in something
+ * else: a blocking C call, a long finalizer. NULL: not published. */
+void loop_set_beat(loop_t *loop, _Atomic uint64_t *beat);
+
 /* 1 while the loop runs the handlers of a poll that has just returned (a
  * socket's fd woke it), 0 in the look at stale sockets before a poll. */
 int loop_woken(const loop_t *loop);

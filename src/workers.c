@@ -604,6 +604,20 @@ static uint32_t s_hash(const char *p, size_t n) {
     return x;
 }
 
+/* A worker whose loop has not come back to poll for this long, with calls
+ * in flight, is held in something the loop cannot cut (a blocking C call,
+ * a long finalizer): it gets new WORK only when every worker is. A pass of
+ * its tasks ends after a slice (10 ms), so a live worker comes back well
+ * within it. */
+#define STUCK_US 100000
+
+static int s_stuck(workers_slot_t *s, uint64_t *now_us) {
+    uint64_t beat = atomic_load_explicit(&s->beat, memory_order_relaxed);
+    if (!s->inflight || !beat) return 0;
+    if (!*now_us) *now_us = (uint64_t)(loop_now() * 1e6);
+    return *now_us > beat && *now_us - beat > STUCK_US;
+}
+
 /* Slot `s` takes WORK of server `le`: running, its script serving (a
  * worker whose top level never ends, or not yet, would keep the calls
  * sent to it: the control runs them meanwhile), not leaving, no stop under
@@ -619,11 +633,18 @@ int workers_send_work(workers_t *w, lendpoint_t *le, const frame_message_t *m) {
         workers_slot_t *s = &w->slots[s_hash(m->user, m->user_len) % (uint32_t)w->n];
         if (s_serves(s, le)) best = s;
     }
+    /* the fewest in flight, among those not stuck if any is not */
+    uint64_t now_us = 0;
+    int best_stuck = 0;
     for (int i = 0; !best || (!le->worker_by_user && i < w->n); i++) {
         if (i >= w->n) break;
         workers_slot_t *s = &w->slots[i];
         if (!s_serves(s, le)) continue;
-        if (!best || s->inflight < best->inflight) best = s;
+        int stuck = s_stuck(s, &now_us);
+        if (!best || stuck < best_stuck || (stuck == best_stuck && s->inflight < best->inflight)) {
+            best = s;
+            best_stuck = stuck;
+        }
     }
     if (!best) return -1;
     workers_hop_t hop = {

@@ -7,6 +7,7 @@
 #define PSEUD_WORKERS_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include <zmq.h>
@@ -36,6 +37,7 @@ struct workers_slot {
     pthread_t thread;
     int started;                  /* the thread runs (join it) */
     size_t inflight;              /* WORK sent, not answered yet */
+    _Atomic uint64_t beat;        /* its loop's (loop_set_beat): 0 waiting, else since when it works */
     uint64_t sched[WORKERS_SCHED_COUNTS]; /* its workers_sched_totals counters, as it last said */
     int done;                     /* DONE came: its thread is ending */
     idset_t *closed;              /* servers its script closed ('Z'): no WORK of theirs goes there */

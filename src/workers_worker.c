@@ -232,6 +232,7 @@ int workers_attach(host_t *h, workers_slot_t *slot) {
     h->slot = slot;
     h->worker_id = slot->id;
     loop_ignore_signals(host_loop(h));
+    loop_set_beat(host_loop(h), &slot->beat);
     return loop_add_socket(host_loop(h), slot->worker_pair, s_worker_on_message, slot);
 }
 
@@ -239,6 +240,8 @@ void workers_detach(workers_slot_t *slot) {
     if (!slot->host) return;
     if (slot->drain) loop_cancel_timer(host_loop(slot->host), slot->drain);
     slot->drain = NULL;
+    loop_set_beat(host_loop(slot->host), NULL);
+    atomic_store_explicit(&slot->beat, 0, memory_order_relaxed);
     loop_remove_socket(host_loop(slot->host), slot->worker_pair);
     while (slot->stash) {                        /* kept while it asked, never run: WORK goes back */
         stashed_t *m = slot->stash;

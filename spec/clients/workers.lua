@@ -6,6 +6,9 @@ Cases:
   whoami N      N calls one after the other: `role R worker W` each
   spin          spin(3) in one worker while 20 calls go one after the
                 other: `spin_error NAME`, `others W...`, `max_ms MS`
+  blocked       block(2.5) holds one worker in a C call; nap(0.9) goes to
+                the other; 0.3 s into the block, whoami: `block W`,
+                `probe W MS` (the worker that answered it, and when)
   callback      send_to from a worker's handler back to this client, and
                 a worker's client calling through the control's, and
                 peers() from a worker: `callback W ANSWER`,
@@ -88,6 +91,24 @@ elseif case == 'spin' then
   print('spin_error ' .. (ok and 'none' or tostring(err.name)))
   print('others ' .. sorted_keys(others))
   print(('max_ms %d'):format(math.ceil(max * 1000)))
+elseif case == 'blocked' then
+  local mark = os.tmpname()
+  os.remove(mark)
+  local blocking = client('blocker').block(2.5, mark)
+  local deadline = pseud.now() + 5
+  while not io.open(mark) and pseud.now() < deadline do pseud.sleep(0.01) end   -- the block began
+  local started = pseud.now()
+  local napping = client('napper').nap(0.9)    -- the other worker: the fewer calls in flight
+  -- a worker counts as stuck once its loop has been away from poll 0.1 s
+  pseud.sleep(0.3 - (pseud.now() - started))
+  local t0 = pseud.now()
+  local r = client('prober').whoami():get()
+  local ms = math.ceil((pseud.now() - t0) * 1000)
+  local ok, w = pcall(blocking.get, blocking)
+  print('block ' .. (ok and tostring(w) or tostring(w.name)))
+  napping:get()
+  print(('probe %d %d'):format(r.worker, ms))
+  os.remove(mark)
 elseif case == 'callback' then
   local c = client('cb-client')
   c:register_rpc('double', function(x) return 2 * x end)

@@ -23,6 +23,18 @@ server:register_rpc('echo', function(x) return x end)
 server:register_rpc('whoami_echo', function(x) return { worker = pseud.worker_id(), echo = x } end)
 server:register_rpc('hello', function(name) return 'Hello ' .. name end)
 
+-- Creates the file at `path`, then holds its whole worker `seconds` in a
+-- blocking C call (what no hook can cut), then says which worker it was.
+server:register_rpc('block', function(seconds, path)
+  os.execute(('touch %q && sleep %s'):format(path, tonumber(seconds)))
+  return pseud.worker_id()
+end)
+-- Waits `seconds` (its worker's loop goes on meanwhile).
+server:register_rpc('nap', function(seconds)
+  pseud.sleep(seconds)
+  return pseud.worker_id()
+end)
+
 -- Busy for `seconds` without yielding (a preempted handler: the count hook
 -- slices it, max_handler_time stops it).
 server:register_rpc('spin', function(seconds)
