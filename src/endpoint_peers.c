@@ -165,9 +165,11 @@ void endpoint_drain_monitor(endpoint_t *ep) {
         }
         if (event == ZMQ_EVENT_DISCONNECTED) {
             s_mark_fd(ep, (int)value, 1);
-            peers_close_fd(ep->peers, (int)value);
+            /* the entries this close closes (fd_next is a hash chain); those
+             * closed before had their calls stopped then */
             for (peer_t *q = peers_find_fd(ep->peers, (int)value); q; q = q->fd_next)
-                if (q->fd == (int)value) endpoint_caller_gone(ep, q);   /* fd_next: its hash chain */
+                if (q->fd == (int)value && !q->closed) endpoint_caller_gone(ep, q);
+            peers_close_fd(ep->peers, (int)value);
             peer_t *p;
             while ((p = peers_find_fd(ep->peers, (int)value)) && endpoint_forget_closed(ep, p)) {}
             endpoint_park_wake(ep, 0);       /* a closed peer's waiting calls are dropped */
