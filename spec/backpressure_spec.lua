@@ -236,8 +236,9 @@ describe('after a flood', function()
     local r = peer({ 'slow', endpoint, tostring(server.pid), '2000', '65536' })
     assert.equal(0, r.missing)
     if SANITIZED then return end
-    -- the flood grew the process, or this case proves nothing
-    assert.is_true(r.rss_peak_kib - r.rss_start_kib > 32 * 1024,
+    -- the flood grew the process past the target below, or this case
+    -- proves nothing (peaks seen: 32-50 MiB over the start)
+    assert.is_true(r.rss_peak_kib - r.rss_start_kib > 24 * 1024,
       ('RSS only grew from %d to %d KiB'):format(r.rss_start_kib, r.rss_peak_kib))
     -- ten quiet seconds, then malloc_trim (src/host.c): awaited for 30 s at most
     local target = r.rss_start_kib + 16 * 1024
