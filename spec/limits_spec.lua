@@ -29,6 +29,11 @@ describe('handler limits', function()
     assert.same({ 'MemoryError', 'Hello after' }, run('memory_limit'))
   end)
 
+  it('stops a handler whose every instruction copies megabytes at its limit, preempting it meanwhile', function()
+    assert.same({ 'copy_forever\tTimeoutError\ttrue\ttrue', 'rep_forever\tTimeoutError\ttrue\ttrue',
+      'Hello after' }, run('copies'))
+  end)
+
   it('stops a spin inside a coroutine the handler made, resumed or wrapped', function()
     local lines = run('sealed')
     assert.same({

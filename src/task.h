@@ -129,6 +129,7 @@ struct sched {
     lua_State *preempting;        /* a coroutine the hook yielded for its task's sake */
     task_t hook;                  /* the limits of the synchronous call running now */
     int hook_depth;               /* sched_pcall nesting */
+    size_t alloc_since_look;      /* bytes the running task allocated since the hook last looked */
     lua_State *hooked;            /* a thread known to carry the hook, as sched_pcall wants it */
     task_t **pool;                /* idle tasks */
     int npool;

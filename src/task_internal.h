@@ -16,6 +16,7 @@
 
 #define TASK_SLICE      0.01      /* seconds a task runs before it yields to the loop */
 #define TASK_HOOK_COUNT 10000     /* VM instructions between looks at the clock */
+#define TASK_ALLOC_LOOK (1u << 20) /* bytes allocated after which the hook looks at once */
 
 /* Why a task is parked (task_t.wait). */
 enum task_wait { TASK_RUNNING, TASK_WAIT_FUTURE, TASK_WAIT_SLEEP, TASK_PREEMPTED };

@@ -33,15 +33,27 @@ static void s_first_look(sched_t *s, task_t *t, double now) {
     }
 }
 
+/* The hook, at the next instruction of the threads the running task runs:
+ * to kill or yield it, or just to look at the clock. */
+static void s_arm_hook(sched_t *s, task_t *t) {
+    if (t->co) lua_sethook(t->co, sched_hook, LUA_MASKCOUNT, 1);
+    if (s->nested) lua_sethook(s->nested, sched_hook, LUA_MASKCOUNT, 1);
+}
+
 /* The state's allocator: counts what the running task allocates, net, and
- * refuses growth past its cap (Lua then raises LUA_ERRMEM in it). */
+ * refuses growth past its cap (Lua then raises LUA_ERRMEM in it). A MiB
+ * allocated since the hook last looked has it look at once: an instruction
+ * may copy megabytes (`s .. x`, `string.rep`), and 10,000 of them between
+ * two looks held the loop for seconds past the slice and the deadline (an
+ * attack round: 30 s of `string.rep` of 4 MiB under a 1 s bound). */
 static void *s_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     sched_t *s = ud;
     task_t *t = s->current;
-    if (t && t->limits.memory > 0) {
-        double was = ptr ? (double)osize : 0;     /* osize is a type tag when ptr is NULL */
-        double delta = (double)nsize - was;
-        if (delta > 0 && t->mem_net + delta > t->limits.memory) {
+    if (!t) return s->alloc(s->alloc_ud, ptr, osize, nsize);
+    size_t was = ptr ? osize : 0;                 /* osize is a type tag when ptr is NULL */
+    if (nsize > was) {
+        size_t grow = nsize - was;
+        if (t->limits.memory > 0 && t->mem_net + (double)grow > t->limits.memory) {
             s->memory_hits++;
             /* each refusal costs Lua an emergency collection: a handler that
              * catches MemoryError in a loop could run far past its time
@@ -49,18 +61,18 @@ static void *s_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
             double now = loop_now();
             if (t->slice_end == 0)                /* the hook may not have looked yet */
                 s_first_look(s, t, now);
-            if ((t->deadline > 0 && now > t->deadline) || now > t->slice_end) {
-                /* the hook, at the next instruction: kill or yield */
-                if (t->co) lua_sethook(t->co, sched_hook, LUA_MASKCOUNT, 1);
-                if (s->nested) lua_sethook(s->nested, sched_hook, LUA_MASKCOUNT, 1);
-            }
+            if ((t->deadline > 0 && now > t->deadline) || now > t->slice_end)
+                s_arm_hook(s, t);                 /* kill or yield */
             return NULL;
         }
-        void *p = s->alloc(s->alloc_ud, ptr, osize, nsize);
-        if (p || nsize == 0) t->mem_net += delta;
-        return p;
+        if ((s->alloc_since_look += grow) > TASK_ALLOC_LOOK) {
+            s->alloc_since_look = 0;
+            s_arm_hook(s, t);
+        }
     }
-    return s->alloc(s->alloc_ud, ptr, osize, nsize);
+    void *p = s->alloc(s->alloc_ud, ptr, osize, nsize);
+    if (t->limits.memory > 0 && (p || nsize == 0)) t->mem_net += (double)nsize - (double)was;
+    return p;
 }
 
 sched_t *sched_of(lua_State *L) {
@@ -209,6 +221,9 @@ void sched_hook(lua_State *L, lua_Debug *ar) {
         if (s->pass_end == 0) s->pass_end = now + TASK_SLICE;
         else if (now > s->pass_end) s->pass_over = 1;
     }
+    s->alloc_since_look = 0;
+    /* armed early (an allocation, a kill elsewhere): back to the count */
+    if (lua_gethookcount(L) != TASK_HOOK_COUNT) lua_sethook(L, sched_hook, LUA_MASKCOUNT, TASK_HOOK_COUNT);
     if (now > t->slice_end && t != &s->hook && lua_isyieldable(L)) {
         if (L == t->co) {
             t->wait = TASK_PREEMPTED;

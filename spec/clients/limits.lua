@@ -60,6 +60,14 @@ local function probed(name, limit, maxwait, ...)
   print(name, name_of, took > 0.8 * limit and took < limit + 1.5, worst < maxwait)
 end
 
+-- a handler whose every instruction copies megabytes is stopped at its
+-- time limit and preempted within its slice meanwhile
+function cases.copies()
+  probed('copy_forever', 1, 0.25, 4 << 20)
+  probed('rep_forever', 1, 0.25, 1 << 20)
+  print(client.hello('after'):get())
+end
+
 function cases.sealed()
   probed('spin_in_coroutine', 1, 0.25)      -- max_handler_time; preempted meanwhile
   probed('spin_resumed', 1, 0.25)

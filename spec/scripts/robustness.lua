@@ -160,10 +160,11 @@ end
 -- in a loop held gigabytes before its clock was read (a review)
 function cases.finalizer_memory()
   local core = require 'pseud.core'
-  -- 64 KiB a concatenation: the count hook looks at the clock every 10,000
-  -- instructions, and 10,000 copies of 1 MiB took AddressSanitizer's
-  -- allocator 19 s (1.1 s in the normal build) before the bound could act
-  local chunk = string.rep('x', 1 << 16)
+  -- 1 MiB a concatenation: when the count hook looked only every 10,000
+  -- instructions, 10,000 such copies took 1.1 s (19 s under
+  -- AddressSanitizer) before the bound could act; a MiB allocated has it
+  -- look at once now
+  local chunk = string.rep('x', 1 << 20)
   local function garbage()
     setmetatable({}, { __gc = function() while true do local _ = chunk .. 'y' end end })
   end

@@ -21,6 +21,15 @@ server:register_rpc('spin_forever', function() while true do end end)
 server:register_rpc('spin_in_pcall', function()
   while true do pcall(function() while true do end end) end
 end)
+-- every instruction a large copy: the hook's clock look every 10,000
+-- instructions came seconds apart (an own bug the limits must hold against)
+server:register_rpc('copy_forever', function(n)
+  local big = string.rep('x', n)
+  while true do local _ = big .. 'y' end
+end)
+server:register_rpc('rep_forever', function(n)
+  while true do local _ = string.rep('x', n) end
+end)
 server:register_rpc('hog', function()
   local t = {}
   while true do t[#t + 1] = string.rep('x', 65536) .. #t end
