@@ -34,6 +34,17 @@ describe('handler limits', function()
       'Hello after' }, run('copies'))
   end)
 
+  it('stops loops of long work that allocates nothing at the limit, preempting them meanwhile', function()
+    assert.same({ 'sort_forever\tTimeoutError\ttrue\ttrue', 'collect_forever\tTimeoutError\ttrue\ttrue',
+      'find_forever\tTimeoutError\ttrue\ttrue', 'close_copying\tTimeoutError\ttrue\ttrue',
+      'Hello after' }, run('heavy'))
+  end)
+
+  it('answers TimeoutError when the kill was caught in tail position', function()
+    assert.same({ 'tail_close\tTimeoutError\ttrue', 'tail_load\tTimeoutError\ttrue', 'Hello after' },
+      run('tails'))
+  end)
+
   it('stops a spin inside a coroutine the handler made, resumed or wrapped', function()
     local lines = run('sealed')
     assert.same({

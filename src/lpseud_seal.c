@@ -1,6 +1,8 @@
 /*
  * lpseud_seal: the doors of Lua's standard library past the host's bounds,
  * closed, one part of the Lua binding pseud.core (see lpseud_internal.h):
+ * its functions that may work long without allocating look at the clock
+ * after a large piece of work;
  * package.loadlib and require's C searchers refuse Lua's own libraries
  * (their unsealed debug.sethook, setmetatable, coroutine functions);
  * debug's getregistry, the upvalues of C functions, the user values and
@@ -36,7 +38,8 @@ static int s_call_own(lua_State *L, int up) {
  * libraries' functions are the script's own native code. */
 static int s_sealed_symbol(const char *name, size_t len) {
     static const char *const sealed[] = { "luaopen_base", "luaopen_coroutine", "luaopen_debug",
-                                          "luaopen_package", "lua_", "luaL_" };
+                                          "luaopen_package", "luaopen_string", "luaopen_table",
+                                          "luaopen_utf8", "lua_", "luaL_" };
     for (size_t i = 0; i < sizeof sealed / sizeof sealed[0]; i++) {
         size_t n = strlen(sealed[i]);
         if (len >= n && strncmp(name, sealed[i], n) == 0 && (sealed[i][n - 1] == '_' || len == n))
@@ -217,7 +220,143 @@ static int l_c_searcher(lua_State *L) {
     return s_call_own(L, 1);
 }
 
+/* --- long work without allocating --- */
+
+/* One call of these may sort, move or scan megabytes without allocating,
+ * so neither the count hook (one instruction) nor the allocator
+ * (task_limits.c) saw its time: a loop of table.sort of 200,000 items ran
+ * 88 s past a 1 s max_handler_time while every caller waited (an attack
+ * round). Each calls Lua's own (upvalue 1) in the same frame (none of them
+ * has upvalues of its own), then counts the work it did, in bytes or 16
+ * per element moved (a TValue), as the allocator counts bytes: a MiB of
+ * either has the hook look at the clock at the next instruction. Scans
+ * count what they read up to their match, so a tokenizer's short finds
+ * through a long string count little. */
+#define ITEM_WORK 16                 /* per element moved or returned */
+#define SORT_WORK 64                 /* per element sorted: about log2(n) compares each */
+
+static int s_own(lua_State *L) { return lua_tocfunction(L, lua_upvalueindex(1))(L); }
+
+static size_t s_table_len(lua_State *L) { return lua_type(L, 1) == LUA_TTABLE ? lua_rawlen(L, 1) : 0; }
+
+/* Where a scan of the string at 1 starts (its init at `arg`, as lstrlib
+ * reads it), 0-based; the string's length in *len (0: not a string). */
+static size_t s_scan_start(lua_State *L, int arg, size_t *len) {
+    *len = lua_type(L, 1) == LUA_TSTRING ? lua_rawlen(L, 1) : 0;
+    lua_Integer init = lua_isinteger(L, arg) ? lua_tointeger(L, arg) : 1;
+    if (init < 0) init = (lua_Integer)*len + init + 1 > 0 ? (lua_Integer)*len + init + 1 : 1;
+    if (init == 0) init = 1;
+    return (lua_Unsigned)init - 1 < *len ? (size_t)init - 1 : *len;
+}
+
+static int l_string_find(lua_State *L) {
+    size_t len, from = s_scan_start(L, 3, &len);
+    int n = s_own(L);
+    size_t to = len;                              /* not found: read to the end */
+    if (n >= 2 && lua_isinteger(L, -n + 1)) {     /* found: start, end, captures */
+        lua_Integer e = lua_tointeger(L, -n + 1);
+        if (e >= 0 && (lua_Unsigned)e < len) to = (size_t)e;
+    }
+    task_count_work(L, to > from ? to - from : 0);
+    return n;
+}
+
+static int l_string_match(lua_State *L) {
+    size_t len, from = s_scan_start(L, 3, &len);
+    const char *p = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : NULL;
+    int anchored = p && p[0] == '^';
+    int n = s_own(L);
+    int found = !(n == 1 && lua_isnil(L, -1));
+    /* a match does not say where it ended: unanchored, count to the end */
+    task_count_work(L, found && anchored ? 0 : len - from);
+    return n;
+}
+
+static int l_returns_many(lua_State *L) {   /* string.byte, utf8.codepoint, table.unpack */
+    int n = s_own(L);
+    task_count_work(L, (size_t)n * ITEM_WORK);
+    return n;
+}
+
+static int l_utf8_len(lua_State *L) {
+    size_t len = lua_type(L, 1) == LUA_TSTRING ? lua_rawlen(L, 1) : 0;
+    int n = s_own(L);
+    task_count_work(L, len);
+    return n;
+}
+
+static int l_table_sort(lua_State *L) {
+    size_t items = s_table_len(L);
+    int n = s_own(L);
+    task_count_work(L, items * SORT_WORK);
+    return n;
+}
+
+static int l_table_insert(lua_State *L) {   /* insert(t, pos, v) shifts; insert(t, v) does not */
+    size_t items = lua_gettop(L) >= 3 ? s_table_len(L) : 0;
+    int n = s_own(L);
+    task_count_work(L, items * ITEM_WORK);
+    return n;
+}
+
+static int l_table_remove(lua_State *L) {   /* remove(t, pos) shifts; remove(t) does not */
+    size_t items = lua_gettop(L) >= 2 ? s_table_len(L) : 0;
+    int n = s_own(L);
+    task_count_work(L, items * ITEM_WORK);
+    return n;
+}
+
+static int l_table_move(lua_State *L) {
+    lua_Integer f = lua_tointeger(L, 2), e = lua_tointeger(L, 3);
+    size_t items = e >= f ? (size_t)((lua_Unsigned)e - (lua_Unsigned)f) + 1 : 0;
+    int n = s_own(L);
+    task_count_work(L, items * ITEM_WORK);
+    return n;
+}
+
+static int l_collectgarbage(lua_State *L) { /* a full collection: no count says how long */
+    int n = s_own(L);
+    task_count_work(L, (size_t)-1);
+    return n;
+}
+
+static void s_wrap(lua_State *L, const char *name, lua_CFunction fn) {
+    if (lua_getfield(L, -1, name) == LUA_TFUNCTION && lua_iscfunction(L, -1)) {
+        lua_pushcclosure(L, fn, 1);
+        lua_setfield(L, -2, name);
+    } else {
+        lua_pop(L, 1);
+    }
+}
+
+static void s_wrap_heavy(lua_State *L) {
+    lua_pushglobaltable(L);
+    s_wrap(L, "collectgarbage", l_collectgarbage);
+    lua_pop(L, 1);
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    if (lua_getfield(L, -1, LUA_TABLIBNAME) == LUA_TTABLE) {
+        s_wrap(L, "sort", l_table_sort);
+        s_wrap(L, "insert", l_table_insert);
+        s_wrap(L, "remove", l_table_remove);
+        s_wrap(L, "move", l_table_move);
+        s_wrap(L, "unpack", l_returns_many);
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, -1, LUA_STRLIBNAME) == LUA_TTABLE) {
+        s_wrap(L, "find", l_string_find);
+        s_wrap(L, "match", l_string_match);
+        s_wrap(L, "byte", l_returns_many);
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, -1, LUA_UTF8LIBNAME) == LUA_TTABLE) {
+        s_wrap(L, "len", l_utf8_len);
+        s_wrap(L, "codepoint", l_returns_many);
+    }
+    lua_pop(L, 2);
+}
+
 void lpseud_seal_open(lua_State *L) {
+    s_wrap_heavy(L);
     lua_getglobal(L, "load");
     lua_pushcclosure(L, l_load, 1);
     lua_setglobal(L, "load");

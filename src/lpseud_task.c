@@ -85,11 +85,20 @@ static int s_co_prepare(lua_State *L, lua_State *co, int nargs) {
  * between each (a review), overflowed the C stack (SIGSEGV). So a close
  * needs room on the C stack (sched_stack_room). */
 
-/* lua_resetthread(co); raises without room on the C stack (nothing run). */
+/* lua_resetthread(co); raises without room on the C stack (nothing run).
+ * The __close handlers run on co: it is the nested thread meanwhile, so an
+ * allocating one has the hook look there (an attack round: one repeating
+ * string.rep of 4 MiB ran 52 s past a 1 s max_handler_time). It cannot
+ * yield there: no preemption path opens. */
 static int s_reset_thread(lua_State *L, lua_State *co) {
     sched_t *s = sched_of(L);
-    if (s && !sched_stack_room(s)) return luaL_error(L, "C stack overflow (coroutines closed inside __close)");
-    return lua_resetthread(co);
+    if (!s) return lua_resetthread(co);
+    if (!sched_stack_room(s)) return luaL_error(L, "C stack overflow (coroutines closed inside __close)");
+    lua_State *outer = s->nested;
+    s->nested = co;
+    int status = lua_resetthread(co);
+    s->nested = outer;
+    return status;
 }
 
 static int s_co_resume_k(lua_State *L, int status, lua_KContext ctx);

@@ -241,8 +241,8 @@ void task_free(sched_t *s, lua_State *L, task_t *t) {
      * run. One that raised runs them under max_hook_time; one still
      * suspended (the stop) under a deadline already past: their Lua is
      * stopped at once. */
-    int reusable = status == LUA_OK;
-    if (!reusable && !t->expired) {
+    int reusable = status == LUA_OK && !t->expired;   /* s_resume: a kill it caught in tail position */
+    if (status != LUA_OK && !t->expired) {
         task_t *outer = s->current;
         if (status == LUA_YIELD) {
             t->expired = 1;
@@ -493,6 +493,17 @@ static int s_resume(sched_t *s, lua_State *L, task_t *t) {
         lua_pushliteral(t->co, "a handler yielded outside pseud "
                         "(use pseud.sleep or a future's :get(), not coroutine.yield)");
         status = LUA_ERRRUN;
+    }
+    if (status == LUA_OK && t->expired) {
+        /* killed, and the kill caught where no instruction came after to
+         * raise it again: `return coroutine.close(co)` whose __close spun,
+         * `return load(reader)` (an attack round: answered OK at the limit) */
+        sched_error_t err;
+        if (t->describing) sched_error_set(&err, "LuaError", "(the error value could not be turned into a message)");
+        else task_stop_error(s, t, &err);
+        s_task_error(s, L, t, &err);
+        task_free(s, L, t);
+        return 0;
     }
     if (status == LUA_OK) s_task_done(s, L, t, nres);
     else s_task_failed(s, L, t, status);

@@ -16,7 +16,7 @@
 
 #define TASK_SLICE      0.01      /* seconds a task runs before it yields to the loop */
 #define TASK_HOOK_COUNT 10000     /* VM instructions between looks at the clock */
-#define TASK_ALLOC_LOOK (1u << 20) /* bytes allocated after which the hook looks at once */
+#define TASK_WORK_LOOK  (1u << 20) /* bytes allocated or scanned after which the hook looks at once */
 
 /* Why a task is parked (task_t.wait). */
 enum task_wait { TASK_RUNNING, TASK_WAIT_FUTURE, TASK_WAIT_SLEEP, TASK_PREEMPTED };
@@ -36,7 +36,8 @@ void task_expire(sched_t *s, task_t *t);
 /* sched_stop_calls for one task (see there). */
 void task_stop(sched_t *s, task_t *t);
 /* The error a stopped or expired task raises: TimeoutError, or
- * PeerLostError when its caller's connection closed. */
+ * PeerLostError when its caller's connection closed; pushed, or into *err. */
+void task_stop_error(const sched_t *s, const task_t *t, sched_error_t *err);
 void task_push_stop(lua_State *L, const sched_t *s, const task_t *t);
 
 /* The index of tasks by the connection their WORK came on (task_calls.c):

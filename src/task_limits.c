@@ -65,8 +65,10 @@ static void *s_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
                 s_arm_hook(s, t);                 /* kill or yield */
             return NULL;
         }
-        if ((s->alloc_since_look += grow) > TASK_ALLOC_LOOK) {
-            s->alloc_since_look = 0;
+        if (grow < TASK_WORK_LOOK - s->work_since_look) {
+            s->work_since_look += grow;
+        } else {
+            s->work_since_look = 0;
             s_arm_hook(s, t);
         }
     }
@@ -175,15 +177,27 @@ int sched_msgh(lua_State *L) {
 
 /* --- the hook --- */
 
-void task_push_stop(lua_State *L, const sched_t *s, const task_t *t) {
+void task_stop_error(const sched_t *s, const task_t *t, sched_error_t *err) {
     if (t->expired && t->stop_deadline)
-        task_push_error(L, "PeerLostError", "its caller's connection closed, and it ran on past "
-                        "max_hook_time after", "");
+        sched_error_set(err, "PeerLostError", "its caller's connection closed, and it ran on past "
+                        "max_hook_time after");
     else if (!t->expired && t->stopped)
-        task_push_error(L, "PeerLostError", "its caller's connection closed: no answer can reach it", "");
+        sched_error_set(err, "PeerLostError", "its caller's connection closed: no answer can reach it");
+    else if (t == &s->hook)
+        sched_error_set(err, "TimeoutError", "the hook ran past max_hook_time");
+    else if (t->deferred)
+        sched_error_set(err, "TimeoutError", "the finalizer ran past max_hook_time");
+    else if (t->spawned)
+        sched_error_set(err, "TimeoutError", "the task ran past the time limit of the handler that "
+                        "spawned it");
     else
-        task_push_error(L, "TimeoutError", t == &s->hook ? "the hook ran past max_hook_time"
-                        : "the handler ran past max_handler_time", "");
+        sched_error_set(err, "TimeoutError", "the handler ran past max_handler_time");
+}
+
+void task_push_stop(lua_State *L, const sched_t *s, const task_t *t) {
+    sched_error_t err;
+    task_stop_error(s, t, &err);
+    task_push_error(L, err.name, err.message, "");
 }
 
 /* The count hook of every thread the running task (or hook) runs. It reads
@@ -221,7 +235,7 @@ void sched_hook(lua_State *L, lua_Debug *ar) {
         if (s->pass_end == 0) s->pass_end = now + TASK_SLICE;
         else if (now > s->pass_end) s->pass_over = 1;
     }
-    s->alloc_since_look = 0;
+    s->work_since_look = 0;
     /* armed early (an allocation, a kill elsewhere): back to the count */
     if (lua_gethookcount(L) != TASK_HOOK_COUNT) lua_sethook(L, sched_hook, LUA_MASKCOUNT, TASK_HOOK_COUNT);
     if (now > t->slice_end && t != &s->hook && lua_isyieldable(L)) {
@@ -233,6 +247,17 @@ void sched_hook(lua_State *L, lua_Debug *ar) {
             lua_yield(L, 0);
         }
     }
+}
+
+void task_count_work(lua_State *L, size_t bytes) {
+    sched_t *s = sched_of(L);
+    if (!s || !s->current) return;
+    if (bytes < TASK_WORK_LOOK - s->work_since_look) {
+        s->work_since_look += bytes;
+        return;
+    }
+    s->work_since_look = 0;
+    lua_sethook(L, sched_hook, LUA_MASKCOUNT, 1);
 }
 
 int task_killing(lua_State *L) {
@@ -317,6 +342,12 @@ int sched_pcall(sched_t *s, lua_State *L, int nargs, int nres, double seconds,
     if (killed && outer && outer != h && outer->deadline > 0 && loop_now() > outer->deadline) {
         outer->expired = 1;
         if (outer->co) lua_sethook(outer->co, sched_hook, LUA_MASKCOUNT, 1);
+    }
+    if (status == LUA_OK && killed) {
+        /* the kill caught in tail position (see s_resume): it stands */
+        lua_settop(L, fn - 2);
+        sched_error_set(err, "TimeoutError", "the hook ran past max_hook_time");
+        return LUA_ERRRUN;
     }
     if (status == LUA_OK) {
         lua_remove(L, fn - 1);                    /* the message handler */

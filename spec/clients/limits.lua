@@ -68,6 +68,24 @@ function cases.copies()
   print(client.hello('after'):get())
 end
 
+-- long work without allocating, and a __close copying megabytes
+function cases.heavy()
+  probed('sort_forever', 1, 0.25)
+  probed('collect_forever', 1, 0.25)
+  probed('find_forever', 1, 0.25)
+  probed('close_copying', 1, 1.5)         -- a __close cannot yield: stopped, not preempted
+  print(client.hello('after'):get())
+end
+
+-- killed in tail position: the kill stands (it was answered OK)
+function cases.tails()
+  for _, name in ipairs { 'tail_close', 'tail_load' } do
+    local name_of, took = outcome(client[name]())
+    print(name, name_of, took > 0.9 and took < 2.5)
+  end
+  print(client.hello('after'):get())
+end
+
 function cases.sealed()
   probed('spin_in_coroutine', 1, 0.25)      -- max_handler_time; preempted meanwhile
   probed('spin_resumed', 1, 0.25)

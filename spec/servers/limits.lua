@@ -30,6 +30,47 @@ end)
 server:register_rpc('rep_forever', function(n)
   while true do local _ = string.rep('x', n) end
 end)
+-- one call doing long work without allocating, in a loop: nothing but
+-- the count of what they did has the hook look in time (an attack round:
+-- table.sort ran 88 s past the limit with 200,000 items)
+server:register_rpc('sort_forever', function()
+  local t = {}
+  for i = 1, 50000 do t[i] = i end
+  while true do table.sort(t) end
+end)
+server:register_rpc('collect_forever', function()
+  local live = {}
+  for i = 1, 100000 do live[i] = {} end
+  while true do collectgarbage() end
+end)
+server:register_rpc('find_forever', function()
+  local s = string.rep('a', 8 << 20)
+  while true do s:find('b', 1, true) end
+end)
+-- a __close run by coroutine.close, copying megabytes: it runs on the
+-- closed coroutine, where the allocator's look did not reach (52 s); it
+-- cannot be preempted there (README), only stopped
+server:register_rpc('close_copying', function()
+  local co = coroutine.create(function()
+    local _ <close> = setmetatable({}, { __close = function()
+      while true do local _ = string.rep('x', 4 << 20) end
+    end })
+    coroutine.yield()
+  end)
+  coroutine.resume(co)
+  coroutine.close(co)
+end)
+-- a kill caught where no instruction follows to raise it again
+local function spin() while true do end end
+server:register_rpc('tail_close', function()
+  local co = coroutine.create(function()
+    local _ <close> = setmetatable({}, { __close = spin })
+    coroutine.yield()
+  end)
+  coroutine.resume(co)
+  return coroutine.close(co)
+end)
+server:register_rpc('tail_load', function() return load(spin) end)
 server:register_rpc('hog', function()
   local t = {}
   while true do t[#t + 1] = string.rep('x', 65536) .. #t end
