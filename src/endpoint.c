@@ -84,6 +84,8 @@ const char *endpoint_peer_text(const char *peer, size_t len, char *buf, size_t s
 void endpoint_options_init(endpoint_options_t *o) {
     o->routing_id = NULL;
     o->probe_router = 0;
+    o->server_id = NULL;
+    o->server_id_len = 0;
     o->max_message_size = 32 << 20;
     o->linger_ms = 1000;
     o->max_outbox = 100000;
@@ -837,6 +839,11 @@ endpoint_t *endpoint_new(void *zmq_context, loop_t *loop, const endpoint_options
     ep->ev = *ev;
     ep->opt = *o;
     ep->opt.routing_id = NULL;                  /* not kept: the caller owns it */
+    ep->opt.server_id = NULL;                   /* copied */
+    if (o->server_id && o->server_id_len <= FRAME_MAX_ID) {
+        memcpy(ep->server_id, o->server_id, o->server_id_len);
+        ep->server_id_len = o->server_id_len;
+    }
     ep->peers = peers_new(s_on_peer_free, ep);
     if (ep->peers) peers_set_max(ep->peers, o->max_peers, s_peer_busy);
     if (ep->peers && ev->on_identity) peers_set_identity_listener(ep->peers, s_on_identity);

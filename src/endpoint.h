@@ -99,6 +99,9 @@ typedef struct endpoint_events {
 typedef struct endpoint_options {
     const char *routing_id;          /* fixed routing id (a server's name), or NULL */
     int probe_router;                /* set ZMQ_PROBE_ROUTER (clients) */
+    const char *server_id;           /* a client's server: probed again on every handshake
+                                        (libzmq probes a socket's first connection only) */
+    size_t server_id_len;
     int64_t max_message_size;        /* ZMQ_MAXMSGSIZE, bytes; <= 0: unlimited */
     int linger_ms;                   /* ZMQ_LINGER on close */
     size_t max_outbox;               /* messages waiting to leave, at most */

@@ -58,6 +58,8 @@ struct endpoint {
     int hello_max_retries, hello_tries;
     int hello_pending;               /* a HELLO is out, waiting for its answer */
     uint8_t hello_uuid[FRAME_UUID_SIZE];
+    size_t server_id_len;            /* a client's server, probed on each handshake */
+    char server_id[FRAME_MAX_ID];
     size_t hb_peer_len;              /* a client's server, always sent heartbeats */
     char hb_peer[FRAME_MAX_ID];
     char *hello_peer;                /* the server our HELLO went to (routing id = user id) */

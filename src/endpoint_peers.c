@@ -115,8 +115,22 @@ void endpoint_arm_refusal(endpoint_t *ep) {
     if (!ep->refuse && !ep->closing) ep->refuse = loop_add_timer(ep->loop, 0, s_end_refused, ep);
 }
 
+/* A client's probe of its server, as ZMQ_PROBE_ROUTER's (an empty
+ * message): libzmq sends that on a socket's first connection only, and a
+ * connection made again (the server restarted) keeps the socket's pipe,
+ * so a client that sends nothing was never heard by the new server, and
+ * its send_to failed for good (a chaos run of the cluster). Best effort: a
+ * server not routable yet hears the first probe, libzmq's own. */
+static void s_probe_server(endpoint_t *ep) {
+    loop_touch(ep->loop, ep->socket);
+    if (frame_send_part(ep->socket, ep->server_id, ep->server_id_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0)
+        frame_send_part(ep->socket, "", 0, ZMQ_DONTWAIT);
+}
+
 static void s_on_handshake(endpoint_t *ep, uint16_t event, uint32_t status, const char *address) {
     endpoint_connect_t *c = s_connect_of(ep, address);
+    if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED && ep->server_id_len && (c || ep->connects_untracked))
+        s_probe_server(ep);
     if (!c) return;                              /* a peer's handshake with us: ZAP logs those */
     if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
         if (c->refused) ep->nrefused--;

@@ -78,6 +78,8 @@ static int l_endpoint_new(lua_State *L) {
     o.max_peer_calls = (unsigned)max_calls;
     o.max_peers = (size_t)max_peers;
     o.probe_router = client;
+    o.server_id = client ? name : NULL;
+    o.server_id_len = client ? name_len : 0;
     o.queue_unroutable = client;          /* a server's peers come to it, or are gone */
     const char *identity = NULL;
     if (lua_getfield(L, 3, "identity") != LUA_TNIL) {
