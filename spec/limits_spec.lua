@@ -36,7 +36,9 @@ describe('handler limits', function()
 
   it('stops loops of long work that allocates nothing at the limit, preempting them meanwhile', function()
     assert.same({ 'sort_forever\tTimeoutError\ttrue\ttrue', 'collect_forever\tTimeoutError\ttrue\ttrue',
-      'find_forever\tTimeoutError\ttrue\ttrue', 'close_copying\tTimeoutError\ttrue\ttrue',
+      'find_forever\tTimeoutError\ttrue\ttrue', 'gsub_forever\tTimeoutError\ttrue\ttrue',
+      'concat_forever\tTimeoutError\ttrue\ttrue', 'offset_forever\tTimeoutError\ttrue\ttrue',
+      'raising_find_forever\tTimeoutError\ttrue\ttrue', 'close_copying\tTimeoutError\ttrue\ttrue',
       'Hello after' }, run('heavy'))
   end)
 

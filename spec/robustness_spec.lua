@@ -43,6 +43,10 @@ describe('host robustness', function()
     assert.same({ 'fine', 'false TimeoutError', 'fine' }, run('describe_killed'))
   end)
 
+  it('survives pseud.core opened a second time', function()
+    assert.same({ 'true 1,2,3 2 ac 3' }, run('core_twice'))
+  end)
+
   it('bounds a finalizer that allocates, and a __gc no bound could hold', function()
     assert.same({ 'true true', 'false true' }, run('finalizer_memory'))
   end)

@@ -10,6 +10,7 @@
  * host's own; load, loadfile and dofile load text only. Each was found
  * open by an attack round or a review (README, "Limits").
  */
+#include <stdint.h>
 #include <string.h>
 
 #include <lauxlib.h>
@@ -39,7 +40,7 @@ static int s_call_own(lua_State *L, int up) {
 static int s_sealed_symbol(const char *name, size_t len) {
     static const char *const sealed[] = { "luaopen_base", "luaopen_coroutine", "luaopen_debug",
                                           "luaopen_package", "luaopen_string", "luaopen_table",
-                                          "luaopen_utf8", "lua_", "luaL_" };
+                                          "luaopen_utf8", "luaopen_os", "luaopen_io", "lua_", "luaL_" };
     for (size_t i = 0; i < sizeof sealed / sizeof sealed[0]; i++) {
         size_t n = strlen(sealed[i]);
         if (len >= n && strncmp(name, sealed[i], n) == 0 && (sealed[i][n - 1] == '_' || len == n))
@@ -227,15 +228,20 @@ static int l_c_searcher(lua_State *L) {
  * (task_limits.c) saw its time: a loop of table.sort of 200,000 items ran
  * 88 s past a 1 s max_handler_time while every caller waited (an attack
  * round). Each calls Lua's own (upvalue 1) in the same frame (none of them
- * has upvalues of its own), then counts the work it did, in bytes or 16
- * per element moved (a TValue), as the allocator counts bytes: a MiB of
- * either has the hook look at the clock at the next instruction. Scans
- * count what they read up to their match, so a tokenizer's short finds
- * through a long string count little. */
-#define ITEM_WORK 16                 /* per element moved or returned */
-#define SORT_WORK 64                 /* per element sorted: about log2(n) compares each */
+ * has upvalues of its own), and counts its work as the allocator counts
+ * bytes: a MiB of either has the hook look at the clock at the next
+ * instruction. Bytes scanned (times a pattern's length over 4: a matcher
+ * tries each element at each position), 16 per element moved (a TValue),
+ * 64 per element sorted. The bound is counted before the call, what it
+ * did after: one that raised (a "pattern too complex" in a pcall loop) is
+ * counted at the next. A scan counts what it read up to its match, so a
+ * tokenizer's short finds through a long string count little. */
+#define ITEM_WORK 16
+#define SORT_WORK 64
 
 static int s_own(lua_State *L) { return lua_tocfunction(L, lua_upvalueindex(1))(L); }
+
+static size_t s_times(size_t a, size_t b) { return b && a > SIZE_MAX / b ? SIZE_MAX : a * b; }
 
 static size_t s_table_len(lua_State *L) { return lua_type(L, 1) == LUA_TTABLE ? lua_rawlen(L, 1) : 0; }
 
@@ -249,79 +255,135 @@ static size_t s_scan_start(lua_State *L, int arg, size_t *len) {
     return (lua_Unsigned)init - 1 < *len ? (size_t)init - 1 : *len;
 }
 
+/* What a byte scanned costs with the pattern at 2: 1 for a plain search
+ * (`plain`, or no special character: lstrlib's memory search). */
+static size_t s_pattern_weight(lua_State *L, int plain, int *anchored) {
+    size_t n = 0;
+    const char *p = lua_type(L, 2) == LUA_TSTRING ? lua_tolstring(L, 2, &n) : NULL;
+    *anchored = !plain && p && n > 0 && p[0] == '^';
+    if (plain || !p) return 1;
+    for (size_t i = 0; i < n; i++)
+        if (strchr("^$*+?.([%-", p[i]) && p[i] != '\0') return 1 + n / 4;
+    return 1;
+}
+
 static int l_string_find(lua_State *L) {
     size_t len, from = s_scan_start(L, 3, &len);
+    int anchored;
+    size_t w = s_pattern_weight(L, lua_toboolean(L, 4), &anchored);
+    task_work_begin(L, s_times(len - from, w));
     int n = s_own(L);
     size_t to = len;                              /* not found: read to the end */
     if (n >= 2 && lua_isinteger(L, -n + 1)) {     /* found: start, end, captures */
         lua_Integer e = lua_tointeger(L, -n + 1);
         if (e >= 0 && (lua_Unsigned)e < len) to = (size_t)e;
     }
-    task_count_work(L, to > from ? to - from : 0);
+    task_work_end(L, s_times(to > from ? to - from : 0, w));
     return n;
 }
 
 static int l_string_match(lua_State *L) {
     size_t len, from = s_scan_start(L, 3, &len);
-    const char *p = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : NULL;
-    int anchored = p && p[0] == '^';
+    int anchored;
+    size_t w = s_pattern_weight(L, 0, &anchored);
+    task_work_begin(L, s_times(len - from, w));
     int n = s_own(L);
-    int found = !(n == 1 && lua_isnil(L, -1));
-    /* a match does not say where it ended: unanchored, count to the end */
-    task_count_work(L, found && anchored ? 0 : len - from);
+    size_t to = len;                              /* not found, or found anywhere: the bound */
+    if (anchored && !(n == 1 && lua_isnil(L, -1))) {
+        /* an anchored match read what it returns: its position captures
+         * say where it got to, its strings how much it took */
+        size_t took = 0;
+        for (int i = -n; i < 0; i++) {
+            if (lua_isinteger(L, i) && lua_tointeger(L, i) > 0 && (lua_Unsigned)lua_tointeger(L, i) - 1 <= len) {
+                size_t at = (size_t)lua_tointeger(L, i) - 1;
+                if (at > from && at - from > took) took = at - from;
+            } else if (lua_type(L, i) == LUA_TSTRING && lua_rawlen(L, i) > took) {
+                took = lua_rawlen(L, i);
+            }
+        }
+        to = from + (took < len - from ? took : len - from);
+    }
+    task_work_end(L, s_times(to - from, w));
+    return n;
+}
+
+static int l_string_gsub(lua_State *L) {    /* every match replaced by nothing allocates nothing */
+    size_t len = lua_type(L, 1) == LUA_TSTRING ? lua_rawlen(L, 1) : 0;
+    int anchored;
+    size_t work = s_times(len, s_pattern_weight(L, 0, &anchored));
+    task_work_begin(L, work);
+    int n = s_own(L);
+    task_work_end(L, work);
+    return n;
+}
+
+static int l_string_len_scan(lua_State *L) { /* utf8.len, utf8.offset: up to the whole string */
+    size_t len = lua_type(L, 1) == LUA_TSTRING ? lua_rawlen(L, 1) : 0;
+    task_work_begin(L, len);
+    int n = s_own(L);
+    task_work_end(L, len);
     return n;
 }
 
 static int l_returns_many(lua_State *L) {   /* string.byte, utf8.codepoint, table.unpack */
-    int n = s_own(L);
-    task_count_work(L, (size_t)n * ITEM_WORK);
+    int n = s_own(L);                             /* they check their count before any work */
+    task_work_end(L, s_times((size_t)n, ITEM_WORK));
     return n;
 }
 
-static int l_utf8_len(lua_State *L) {
-    size_t len = lua_type(L, 1) == LUA_TSTRING ? lua_rawlen(L, 1) : 0;
+static int s_table_work(lua_State *L, size_t work) {
+    task_work_begin(L, work);
     int n = s_own(L);
-    task_count_work(L, len);
+    task_work_end(L, work);
     return n;
 }
 
-static int l_table_sort(lua_State *L) {
-    size_t items = s_table_len(L);
-    int n = s_own(L);
-    task_count_work(L, items * SORT_WORK);
-    return n;
-}
+static int l_table_sort(lua_State *L) { return s_table_work(L, s_times(s_table_len(L), SORT_WORK)); }
 
 static int l_table_insert(lua_State *L) {   /* insert(t, pos, v) shifts; insert(t, v) does not */
-    size_t items = lua_gettop(L) >= 3 ? s_table_len(L) : 0;
-    int n = s_own(L);
-    task_count_work(L, items * ITEM_WORK);
-    return n;
+    return s_table_work(L, lua_gettop(L) >= 3 ? s_times(s_table_len(L), ITEM_WORK) : 0);
 }
 
 static int l_table_remove(lua_State *L) {   /* remove(t, pos) shifts; remove(t) does not */
-    size_t items = lua_gettop(L) >= 2 ? s_table_len(L) : 0;
-    int n = s_own(L);
-    task_count_work(L, items * ITEM_WORK);
-    return n;
+    return s_table_work(L, lua_gettop(L) >= 2 ? s_times(s_table_len(L), ITEM_WORK) : 0);
 }
 
 static int l_table_move(lua_State *L) {
     lua_Integer f = lua_tointeger(L, 2), e = lua_tointeger(L, 3);
     size_t items = e >= f ? (size_t)((lua_Unsigned)e - (lua_Unsigned)f) + 1 : 0;
+    return s_table_work(L, s_times(items, ITEM_WORK));
+}
+
+static int l_table_concat(lua_State *L) {   /* empty strings allocate nothing */
+    lua_Integer i = lua_isinteger(L, 3) ? lua_tointeger(L, 3) : 1;
+    lua_Integer j = lua_isinteger(L, 4) ? lua_tointeger(L, 4) : (lua_Integer)s_table_len(L);
+    size_t items = j >= i ? (size_t)((lua_Unsigned)j - (lua_Unsigned)i) + 1 : 0;
+    return s_table_work(L, s_times(items, ITEM_WORK));
+}
+
+/* A collection (collect, step, a change of mode: a full one) says nothing
+ * of its length beforehand: the hook looks after it. */
+static int l_collectgarbage(lua_State *L) {
+    static const char *const quick[] = { "count", "isrunning", "stop", "restart", "setpause",
+                                         "setstepmul" };
+    const char *opt = lua_type(L, 1) == LUA_TSTRING ? lua_tostring(L, 1) : NULL;
+    int look = 1;
+    for (size_t k = 0; opt && k < sizeof quick / sizeof quick[0]; k++)
+        if (strcmp(opt, quick[k]) == 0) look = 0;
     int n = s_own(L);
-    task_count_work(L, items * ITEM_WORK);
+    if (look) task_work_end(L, SIZE_MAX);
     return n;
 }
 
-static int l_collectgarbage(lua_State *L) { /* a full collection: no count says how long */
-    int n = s_own(L);
-    task_count_work(L, (size_t)-1);
-    return n;
-}
-
+/* Put fn around name's function in the table on top: only Lua's own, a C
+ * function with no upvalues (pseud.core loaded again would wrap a wrapper,
+ * whose s_own then called itself). */
 static void s_wrap(lua_State *L, const char *name, lua_CFunction fn) {
     if (lua_getfield(L, -1, name) == LUA_TFUNCTION && lua_iscfunction(L, -1)) {
+        if (lua_getupvalue(L, -1, 1)) {
+            lua_pop(L, 2);
+            return;
+        }
         lua_pushcclosure(L, fn, 1);
         lua_setfield(L, -2, name);
     } else {
@@ -339,17 +401,20 @@ static void s_wrap_heavy(lua_State *L) {
         s_wrap(L, "insert", l_table_insert);
         s_wrap(L, "remove", l_table_remove);
         s_wrap(L, "move", l_table_move);
+        s_wrap(L, "concat", l_table_concat);
         s_wrap(L, "unpack", l_returns_many);
     }
     lua_pop(L, 1);
     if (lua_getfield(L, -1, LUA_STRLIBNAME) == LUA_TTABLE) {
         s_wrap(L, "find", l_string_find);
         s_wrap(L, "match", l_string_match);
+        s_wrap(L, "gsub", l_string_gsub);
         s_wrap(L, "byte", l_returns_many);
     }
     lua_pop(L, 1);
     if (lua_getfield(L, -1, LUA_UTF8LIBNAME) == LUA_TTABLE) {
-        s_wrap(L, "len", l_utf8_len);
+        s_wrap(L, "len", l_string_len_scan);
+        s_wrap(L, "offset", l_string_len_scan);
         s_wrap(L, "codepoint", l_returns_many);
     }
     lua_pop(L, 2);

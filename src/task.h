@@ -129,8 +129,9 @@ struct sched {
     lua_State *preempting;        /* a coroutine the hook yielded for its task's sake */
     task_t hook;                  /* the limits of the synchronous call running now */
     int hook_depth;               /* sched_pcall nesting */
-    size_t work_since_look;       /* bytes the running task allocated (or scanned: task_count_work)
+    size_t work_since_look;       /* bytes the running task allocated (or scanned: task_work_end)
                                      since the hook last looked */
+    size_t work_pending;          /* task_work_begin's bound, until its task_work_end */
     lua_State *hooked;            /* a thread known to carry the hook, as sched_pcall wants it */
     task_t **pool;                /* idle tasks */
     int npool;
@@ -275,10 +276,13 @@ void task_push_error(lua_State *L, const char *name, const char *message, const 
 void task_cover(lua_State *L, lua_State *co);
 int task_resume_nested(lua_State *L, lua_State *co, int nargs, int *nres);
 
-/* A C function did `bytes` of work without allocating (a scan, a sort):
- * counted with what the running task allocates, a MiB of both has its
- * hook look at the clock at L's next instruction. */
-void task_count_work(lua_State *L, size_t bytes);
+/* A C function is about to do at most `bytes` of work without allocating
+ * (a scan, a sort), then did `bytes`: counted with what the running task
+ * allocates, a MiB of both has its hook look at the clock at L's next
+ * instruction. Work begun and never ended (the function raised) is
+ * counted at the next begin. */
+void task_work_begin(lua_State *L, size_t bytes);
+void task_work_end(lua_State *L, size_t bytes);
 
 /* 0 while a task or a synchronous hook runs: the host's hook must stay. */
 int task_may_sethook(lua_State *L);

@@ -210,7 +210,10 @@ void sched_hook(lua_State *L, lua_Debug *ar) {
     (void)ar;
     sched_t *s = sched_of(L);
     task_t *t = s ? s->current : NULL;
-    if (!t) return;
+    if (!t) {                                     /* armed, then run outside any task */
+        if (s && lua_gethookcount(L) != TASK_HOOK_COUNT) lua_sethook(L, sched_hook, LUA_MASKCOUNT, TASK_HOOK_COUNT);
+        return;
+    }
     double now = loop_now();
     if (t->slice_end == 0) s_first_look(s, t, now);
     if (t->expired || (t->deadline > 0 && now > t->deadline)) {
@@ -235,7 +238,7 @@ void sched_hook(lua_State *L, lua_Debug *ar) {
         if (s->pass_end == 0) s->pass_end = now + TASK_SLICE;
         else if (now > s->pass_end) s->pass_over = 1;
     }
-    s->work_since_look = 0;
+    s->work_since_look = s->work_pending = 0;     /* the clock covers what they did */
     /* armed early (an allocation, a kill elsewhere): back to the count */
     if (lua_gethookcount(L) != TASK_HOOK_COUNT) lua_sethook(L, sched_hook, LUA_MASKCOUNT, TASK_HOOK_COUNT);
     if (now > t->slice_end && t != &s->hook && lua_isyieldable(L)) {
@@ -249,15 +252,27 @@ void sched_hook(lua_State *L, lua_Debug *ar) {
     }
 }
 
-void task_count_work(lua_State *L, size_t bytes) {
-    sched_t *s = sched_of(L);
-    if (!s || !s->current) return;
+static void s_count_work(sched_t *s, lua_State *L, size_t bytes) {
     if (bytes < TASK_WORK_LOOK - s->work_since_look) {
         s->work_since_look += bytes;
         return;
     }
     s->work_since_look = 0;
     lua_sethook(L, sched_hook, LUA_MASKCOUNT, 1);
+}
+
+void task_work_begin(lua_State *L, size_t bytes) {
+    sched_t *s = sched_of(L);
+    if (!s || !s->current) return;
+    if (s->work_pending) s_count_work(s, L, s->work_pending);   /* the last one raised */
+    s->work_pending = bytes;
+}
+
+void task_work_end(lua_State *L, size_t bytes) {
+    sched_t *s = sched_of(L);
+    if (!s || !s->current) return;
+    s->work_pending = 0;
+    s_count_work(s, L, bytes);
 }
 
 int task_killing(lua_State *L) {

@@ -73,6 +73,10 @@ function cases.heavy()
   probed('sort_forever', 1, 0.25)
   probed('collect_forever', 1, 0.25)
   probed('find_forever', 1, 0.25)
+  probed('gsub_forever', 1, 0.25)
+  probed('concat_forever', 1, 0.25)
+  probed('offset_forever', 1, 0.25)
+  probed('raising_find_forever', 1, 0.25)
   probed('close_copying', 1, 1.5)         -- a __close cannot yield: stopped, not preempted
   print(client.hello('after'):get())
 end

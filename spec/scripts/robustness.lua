@@ -177,6 +177,15 @@ function cases.finalizer_memory()
   out(ok, tostring(e):match('Lua finalizes this userdata already') ~= nil)
 end
 
+-- pseud.core opened a second time wrapped its own wrappers of table.sort
+-- and the like, which then called themselves for good (SIGSEGV: a review)
+function cases.core_twice()
+  local ok = pcall(package.preload['pseud.core'], 'pseud.core')
+  local t = { 3, 1, 2 }
+  table.sort(t)
+  out(ok, table.concat(t, ','), ('abc'):find('b'), ('abc'):gsub('b', ''), utf8.len('abc'))
+end
+
 -- a finalizer ran at once inside whatever allocation collected: in the
 -- top level, one that closed the client whose call l_endpoint_call was
 -- making crashed the host (SIGSEGV); one that made a call of its own could

@@ -47,6 +47,26 @@ server:register_rpc('find_forever', function()
   local s = string.rep('a', 8 << 20)
   while true do s:find('b', 1, true) end
 end)
+-- found by a review of that: gsub whose every match is replaced by
+-- nothing, concat of empty strings and utf8.offset allocate nothing; a
+-- find that raises ("pattern too complex") is counted at the next
+server:register_rpc('gsub_forever', function()
+  local s = string.rep('a', 1 << 20)
+  while true do local _ = s:gsub('a', '') end
+end)
+server:register_rpc('concat_forever', function()
+  local t = {}
+  for i = 1, 200000 do t[i] = '' end
+  while true do local _ = table.concat(t) end
+end)
+server:register_rpc('offset_forever', function()
+  local s = string.rep('a', 4 << 20)
+  while true do local _ = utf8.offset(s, #s) end
+end)
+server:register_rpc('raising_find_forever', function()
+  local s, p = string.rep('a', 8192), ('a?'):rep(220) .. 'x'
+  while true do pcall(string.find, s, p) end
+end)
 -- a __close run by coroutine.close, copying megabytes: it runs on the
 -- closed coroutine, where the allocator's look did not reach (52 s); it
 -- cannot be preempted there (README), only stopped
