@@ -154,6 +154,8 @@ void endpoint_park_forget(endpoint_t *ep, peer_t *p);
 typedef struct endpoint_connect {
     char *address;                   /* as given to zmq_connect: libzmq's events name it so */
     unsigned refused;                /* ZAP status of its last refused handshake; 0: none */
+    int handshaken;                  /* a handshake there succeeded before: the next is a
+                                        connection made again, which libzmq does not probe */
 } endpoint_connect_t;
 /* Remember an address connected to; 0, or -1 (ENOMEM). */
 int endpoint_note_connect(endpoint_t *ep, const char *address);

@@ -50,6 +50,7 @@ int endpoint_note_connect(endpoint_t *ep, const char *address) {
     char *copy = strdup(address);
     if (!copy) return -1;
     ep->connects[ep->nconnects].address = copy;
+    ep->connects[ep->nconnects].handshaken = 0;
     ep->connects[ep->nconnects++].refused = 0;
     return 0;
 }
@@ -119,8 +120,9 @@ void endpoint_arm_refusal(endpoint_t *ep) {
  * message): libzmq sends that on a socket's first connection only, and a
  * connection made again (the server restarted) keeps the socket's pipe,
  * so a client that sends nothing was never heard by the new server, and
- * its send_to failed for good (a chaos run of the cluster). Best effort: a
- * server not routable yet hears the first probe, libzmq's own. */
+ * its send_to failed for good (a chaos run of the cluster). Only then:
+ * a second probe on the first connection is one more message for the
+ * server's hooks (a spinning heartbeat hook ran once more). Best effort. */
 static void s_probe_server(endpoint_t *ep) {
     loop_touch(ep->loop, ep->socket);
     if (frame_send_part(ep->socket, ep->server_id, ep->server_id_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0)
@@ -129,10 +131,10 @@ static void s_probe_server(endpoint_t *ep) {
 
 static void s_on_handshake(endpoint_t *ep, uint16_t event, uint32_t status, const char *address) {
     endpoint_connect_t *c = s_connect_of(ep, address);
-    if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED && ep->server_id_len && (c || ep->connects_untracked))
-        s_probe_server(ep);
     if (!c) return;                              /* a peer's handshake with us: ZAP logs those */
     if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+        if (c->handshaken && ep->server_id_len) s_probe_server(ep);
+        c->handshaken = 1;
         if (c->refused) ep->nrefused--;
         c->refused = 0;
         return;
