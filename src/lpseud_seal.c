@@ -391,33 +391,37 @@ static void s_wrap(lua_State *L, const char *name, lua_CFunction fn) {
     }
 }
 
+static const struct heavy {
+    const char *lib;                 /* its package.loaded name; NULL: a global */
+    const char *name;
+    lua_CFunction wrapper;
+} s_heavy[] = {
+    { NULL, "collectgarbage", l_collectgarbage },
+    { LUA_TABLIBNAME, "sort", l_table_sort },
+    { LUA_TABLIBNAME, "insert", l_table_insert },
+    { LUA_TABLIBNAME, "remove", l_table_remove },
+    { LUA_TABLIBNAME, "move", l_table_move },
+    { LUA_TABLIBNAME, "concat", l_table_concat },
+    { LUA_TABLIBNAME, "unpack", l_returns_many },
+    { LUA_STRLIBNAME, "find", l_string_find },
+    { LUA_STRLIBNAME, "match", l_string_match },
+    { LUA_STRLIBNAME, "gsub", l_string_gsub },
+    { LUA_STRLIBNAME, "byte", l_returns_many },
+    { LUA_UTF8LIBNAME, "len", l_string_len_scan },
+    { LUA_UTF8LIBNAME, "offset", l_string_len_scan },
+    { LUA_UTF8LIBNAME, "codepoint", l_returns_many },
+};
+
 static void s_wrap_heavy(lua_State *L) {
-    lua_pushglobaltable(L);
-    s_wrap(L, "collectgarbage", l_collectgarbage);
-    lua_pop(L, 1);
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-    if (lua_getfield(L, -1, LUA_TABLIBNAME) == LUA_TTABLE) {
-        s_wrap(L, "sort", l_table_sort);
-        s_wrap(L, "insert", l_table_insert);
-        s_wrap(L, "remove", l_table_remove);
-        s_wrap(L, "move", l_table_move);
-        s_wrap(L, "concat", l_table_concat);
-        s_wrap(L, "unpack", l_returns_many);
+    for (size_t i = 0; i < sizeof s_heavy / sizeof s_heavy[0]; i++) {
+        const struct heavy *h = &s_heavy[i];
+        if (!h->lib) lua_pushglobaltable(L);
+        else if (lua_getfield(L, -1, h->lib) != LUA_TTABLE) { lua_pop(L, 1); continue; }
+        s_wrap(L, h->name, h->wrapper);
+        lua_pop(L, 1);
     }
     lua_pop(L, 1);
-    if (lua_getfield(L, -1, LUA_STRLIBNAME) == LUA_TTABLE) {
-        s_wrap(L, "find", l_string_find);
-        s_wrap(L, "match", l_string_match);
-        s_wrap(L, "gsub", l_string_gsub);
-        s_wrap(L, "byte", l_returns_many);
-    }
-    lua_pop(L, 1);
-    if (lua_getfield(L, -1, LUA_UTF8LIBNAME) == LUA_TTABLE) {
-        s_wrap(L, "len", l_string_len_scan);
-        s_wrap(L, "offset", l_string_len_scan);
-        s_wrap(L, "codepoint", l_returns_many);
-    }
-    lua_pop(L, 2);
 }
 
 void lpseud_seal_open(lua_State *L) {

@@ -29,13 +29,16 @@ function cases.preempted()
   print((outcome(spin)))
 end
 
-function cases.time_limit()
-  for _, name in ipairs { 'spin_forever', 'spin_in_pcall' } do
+-- each call: how it ended, and whether at about the 1 s limit
+local function at_limit(names)
+  for _, name in ipairs(names) do
     local name_of, took = outcome(client[name]())
     print(name, name_of, took > 0.9 and took < 2.5)
   end
   print(client.hello('after'):get())
 end
+
+function cases.time_limit() at_limit { 'spin_forever', 'spin_in_pcall' } end
 
 function cases.memory_limit()
   print((outcome(client.hog())))
@@ -82,13 +85,7 @@ function cases.heavy()
 end
 
 -- killed in tail position: the kill stands (it was answered OK)
-function cases.tails()
-  for _, name in ipairs { 'tail_close', 'tail_load' } do
-    local name_of, took = outcome(client[name]())
-    print(name, name_of, took > 0.9 and took < 2.5)
-  end
-  print(client.hello('after'):get())
-end
+function cases.tails() at_limit { 'tail_close', 'tail_load' } end
 
 function cases.sealed()
   probed('spin_in_coroutine', 1, 0.25)      -- max_handler_time; preempted meanwhile
