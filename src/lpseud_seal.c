@@ -244,11 +244,12 @@ static int s_own(lua_State *L) { return lua_tocfunction(L, lua_upvalueindex(1))(
 static size_t s_times(size_t a, size_t b) { return b && a > SIZE_MAX / b ? SIZE_MAX : a * b; }
 
 static size_t s_table_len(lua_State *L) { return lua_type(L, 1) == LUA_TTABLE ? lua_rawlen(L, 1) : 0; }
+static size_t s_string_len(lua_State *L) { return lua_type(L, 1) == LUA_TSTRING ? lua_rawlen(L, 1) : 0; }
 
 /* Where a scan of the string at 1 starts (its init at `arg`, as lstrlib
  * reads it), 0-based; the string's length in *len (0: not a string). */
 static size_t s_scan_start(lua_State *L, int arg, size_t *len) {
-    *len = lua_type(L, 1) == LUA_TSTRING ? lua_rawlen(L, 1) : 0;
+    *len = s_string_len(L);
     lua_Integer init = lua_isinteger(L, arg) ? lua_tointeger(L, arg) : 1;
     if (init < 0) init = (lua_Integer)*len + init + 1 > 0 ? (lua_Integer)*len + init + 1 : 1;
     if (init == 0) init = 1;
@@ -257,20 +258,26 @@ static size_t s_scan_start(lua_State *L, int arg, size_t *len) {
 
 /* What a byte scanned costs with the pattern at 2: 1 for a plain search
  * (`plain`, or no special character: lstrlib's memory search). */
-static size_t s_pattern_weight(lua_State *L, int plain, int *anchored) {
+static size_t s_pattern_weight(lua_State *L, int plain) {
     size_t n = 0;
     const char *p = lua_type(L, 2) == LUA_TSTRING ? lua_tolstring(L, 2, &n) : NULL;
-    *anchored = !plain && p && n > 0 && p[0] == '^';
     if (plain || !p) return 1;
     for (size_t i = 0; i < n; i++)
-        if (strchr("^$*+?.([%-", p[i]) && p[i] != '\0') return 1 + n / 4;
+        if (p[i] != '\0' && strchr("^$*+?.([%-", p[i])) return 1 + n / 4;
     return 1;
+}
+
+/* Lua's own, its work bounded by `work` before and counted so after. */
+static int s_bounded(lua_State *L, size_t work) {
+    task_work_begin(L, work);
+    int n = s_own(L);
+    task_work_end(L, work);
+    return n;
 }
 
 static int l_string_find(lua_State *L) {
     size_t len, from = s_scan_start(L, 3, &len);
-    int anchored;
-    size_t w = s_pattern_weight(L, lua_toboolean(L, 4), &anchored);
+    size_t w = s_pattern_weight(L, lua_toboolean(L, 4));
     task_work_begin(L, s_times(len - from, w));
     int n = s_own(L);
     size_t to = len;                              /* not found: read to the end */
@@ -284,8 +291,8 @@ static int l_string_find(lua_State *L) {
 
 static int l_string_match(lua_State *L) {
     size_t len, from = s_scan_start(L, 3, &len);
-    int anchored;
-    size_t w = s_pattern_weight(L, 0, &anchored);
+    size_t w = s_pattern_weight(L, 0);
+    int anchored = lua_type(L, 2) == LUA_TSTRING && lua_tostring(L, 2)[0] == '^';
     task_work_begin(L, s_times(len - from, w));
     int n = s_own(L);
     size_t to = len;                              /* not found, or found anywhere: the bound */
@@ -307,23 +314,11 @@ static int l_string_match(lua_State *L) {
     return n;
 }
 
-static int l_string_gsub(lua_State *L) {    /* every match replaced by nothing allocates nothing */
-    size_t len = lua_type(L, 1) == LUA_TSTRING ? lua_rawlen(L, 1) : 0;
-    int anchored;
-    size_t work = s_times(len, s_pattern_weight(L, 0, &anchored));
-    task_work_begin(L, work);
-    int n = s_own(L);
-    task_work_end(L, work);
-    return n;
-}
+/* every match replaced by nothing allocates nothing */
+static int l_string_gsub(lua_State *L) { return s_bounded(L, s_times(s_string_len(L), s_pattern_weight(L, 0))); }
 
-static int l_string_len_scan(lua_State *L) { /* utf8.len, utf8.offset: up to the whole string */
-    size_t len = lua_type(L, 1) == LUA_TSTRING ? lua_rawlen(L, 1) : 0;
-    task_work_begin(L, len);
-    int n = s_own(L);
-    task_work_end(L, len);
-    return n;
-}
+/* utf8.len, utf8.offset: up to the whole string */
+static int l_string_len_scan(lua_State *L) { return s_bounded(L, s_string_len(L)); }
 
 static int l_returns_many(lua_State *L) {   /* string.byte, utf8.codepoint, table.unpack */
     int n = s_own(L);                             /* they check their count before any work */
@@ -331,34 +326,27 @@ static int l_returns_many(lua_State *L) {   /* string.byte, utf8.codepoint, tabl
     return n;
 }
 
-static int s_table_work(lua_State *L, size_t work) {
-    task_work_begin(L, work);
-    int n = s_own(L);
-    task_work_end(L, work);
-    return n;
-}
-
-static int l_table_sort(lua_State *L) { return s_table_work(L, s_times(s_table_len(L), SORT_WORK)); }
+static int l_table_sort(lua_State *L) { return s_bounded(L, s_times(s_table_len(L), SORT_WORK)); }
 
 static int l_table_insert(lua_State *L) {   /* insert(t, pos, v) shifts; insert(t, v) does not */
-    return s_table_work(L, lua_gettop(L) >= 3 ? s_times(s_table_len(L), ITEM_WORK) : 0);
+    return s_bounded(L, lua_gettop(L) >= 3 ? s_times(s_table_len(L), ITEM_WORK) : 0);
 }
 
 static int l_table_remove(lua_State *L) {   /* remove(t, pos) shifts; remove(t) does not */
-    return s_table_work(L, lua_gettop(L) >= 2 ? s_times(s_table_len(L), ITEM_WORK) : 0);
+    return s_bounded(L, lua_gettop(L) >= 2 ? s_times(s_table_len(L), ITEM_WORK) : 0);
 }
 
 static int l_table_move(lua_State *L) {
     lua_Integer f = lua_tointeger(L, 2), e = lua_tointeger(L, 3);
     size_t items = e >= f ? (size_t)((lua_Unsigned)e - (lua_Unsigned)f) + 1 : 0;
-    return s_table_work(L, s_times(items, ITEM_WORK));
+    return s_bounded(L, s_times(items, ITEM_WORK));
 }
 
 static int l_table_concat(lua_State *L) {   /* empty strings allocate nothing */
     lua_Integer i = lua_isinteger(L, 3) ? lua_tointeger(L, 3) : 1;
     lua_Integer j = lua_isinteger(L, 4) ? lua_tointeger(L, 4) : (lua_Integer)s_table_len(L);
     size_t items = j >= i ? (size_t)((lua_Unsigned)j - (lua_Unsigned)i) + 1 : 0;
-    return s_table_work(L, s_times(items, ITEM_WORK));
+    return s_bounded(L, s_times(items, ITEM_WORK));
 }
 
 /* A collection (collect, step, a change of mode: a full one) says nothing

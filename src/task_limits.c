@@ -40,6 +40,17 @@ static void s_arm_hook(sched_t *s, task_t *t) {
     if (s->nested) lua_sethook(s->nested, sched_hook, LUA_MASKCOUNT, 1);
 }
 
+/* Count `bytes` of the running task's work since the hook last looked:
+ * 1 when that reached TASK_WORK_LOOK (the count starts over). */
+static int s_look_due(sched_t *s, size_t bytes) {
+    if (bytes < TASK_WORK_LOOK - s->work_since_look) {
+        s->work_since_look += bytes;
+        return 0;
+    }
+    s->work_since_look = 0;
+    return 1;
+}
+
 /* The state's allocator: counts what the running task allocates, net, and
  * refuses growth past its cap (Lua then raises LUA_ERRMEM in it). A MiB
  * allocated since the hook last looked has it look at once: an instruction
@@ -65,12 +76,7 @@ static void *s_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
                 s_arm_hook(s, t);                 /* kill or yield */
             return NULL;
         }
-        if (grow < TASK_WORK_LOOK - s->work_since_look) {
-            s->work_since_look += grow;
-        } else {
-            s->work_since_look = 0;
-            s_arm_hook(s, t);
-        }
+        if (s_look_due(s, grow)) s_arm_hook(s, t);
     }
     void *p = s->alloc(s->alloc_ud, ptr, osize, nsize);
     if (t->limits.memory > 0 && (p || nsize == 0)) t->mem_net += (double)nsize - (double)was;
@@ -253,12 +259,7 @@ void sched_hook(lua_State *L, lua_Debug *ar) {
 }
 
 static void s_count_work(sched_t *s, lua_State *L, size_t bytes) {
-    if (bytes < TASK_WORK_LOOK - s->work_since_look) {
-        s->work_since_look += bytes;
-        return;
-    }
-    s->work_since_look = 0;
-    lua_sethook(L, sched_hook, LUA_MASKCOUNT, 1);
+    if (s_look_due(s, bytes)) lua_sethook(L, sched_hook, LUA_MASKCOUNT, 1);
 }
 
 void task_work_begin(lua_State *L, size_t bytes) {
