@@ -32,6 +32,13 @@ describe('backend hooks past max_hook_time', function()
       hook = 'is_authenticated', backend = 'spinning_auth', error = 'TimeoutError' })
   end)
 
+  it('a hook killed where its kill was caught in tail position still counts as timed out', function()
+    assert.same({ 'gatetail\tUnauthorizedError\ttrue' }, run('gatetail'))
+    server:stop()
+    logfmt.expect(server:log_text(), { msg = 'auth backend hook failed (refused)',
+      hook = 'is_authenticated', backend = 'spinning_auth', error = 'TimeoutError' })
+  end)
+
   it('a spinning zap hook refuses the handshake (ZAP 500)', function()
     assert.same({ 'zapspin\tUnauthorizedError\ttrue' }, run('zapspin'))
     server:stop()

@@ -19,6 +19,14 @@ pseud.register_auth_backend {
   end,
   is_authenticated = function(_, user_id)
     if user_id == 'gatespin' then spin() end
+    if user_id == 'gatetail' then               -- the kill caught in tail position
+      local co = coroutine.create(function()
+        local _ <close> = setmetatable({}, { __close = spin })
+        coroutine.yield()
+      end)
+      coroutine.resume(co)
+      return coroutine.close(co)
+    end
     return true
   end,
 }
