@@ -121,10 +121,35 @@ end
 --- Fail loudly when a child's stderr holds a sanitizer report (ASan, UBSan,
 -- LSan): under `scripts/test --sanitize` a server that misbehaves while being
 -- stopped would otherwise only leave a line in its log.
+-- One failure is the sanitizer runtime's own, not a report: LeakSanitizer's
+-- tracer (the forked process that stops the threads to scan them) now and
+-- then dies of a SIGSEGV at exit ("Tracer caught signal 11", then "has
+-- encountered a fatal error" and its HINT lines; google/sanitizers#1353,
+-- seen twice in this project's CI, each time at a server's exit). No leak check was made then: it
+-- is said on stderr, and only another sanitizer line left fails the run.
+local TRACER_DIED = { '^Tracer caught signal %d+:[^\n]*\n', '^==%d+==LeakSanitizer has encountered a fatal error%.\n',
+  '^==%d+==HINT: [^\n]*\n' }
+
+local function without_tracer_death(text)
+  local kept, died = {}, false
+  for line in text:gmatch('[^\n]*\n?') do
+    local tool = false
+    for _, pattern in ipairs(TRACER_DIED) do
+      if line:find(pattern) then tool = true end
+    end
+    if tool then died = true else kept[#kept + 1] = line end
+  end
+  return table.concat(kept), died
+end
+
 local function check_sanitizers(log, what)
-  local text = read_file(log)
+  local text, died = without_tracer_death(read_file(log))
   if text:find('Sanitizer', 1, true) or text:find('runtime error:', 1, true) then
-    error(('sanitizer report from %s (%s):\n%s'):format(what, log, text), 0)
+    error(('sanitizer report from %s (%s):\n%s'):format(what, log, read_file(log)), 0)
+  end
+  if died then
+    io.stderr:write(('note: LeakSanitizer\'s tracer died at the exit of %s (%s): no leak check made\n')
+      :format(what, log))
   end
 end
 process.check_sanitizers = check_sanitizers
