@@ -4,6 +4,7 @@
 #include "bench_server.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,6 +94,19 @@ void *bench_server_socket(void *context, const char *address, char *endpoint, si
   return socket;
 }
 
+/* One received message answered and its frames closed; -1 when the socket
+   failed (reported under `name`). */
+static int s_handle(void *socket, const char *name, bench_answer_fn answer, void *ctx,
+                    zmq_msg_t *frames, int count) {
+  int answered = answer(socket, frames, count, ctx);
+  if (answered < 0)
+    fprintf(stderr, "%s: send: %s\n", name, zmq_strerror(errno));
+  else if (answered == 0 && count != 2)   /* [peer, ""] is a probe: expected, silent */
+    fprintf(stderr, "%s: ignored a %d-frame message that is not WORK\n", name, count);
+  bench_close_frames(frames, count);
+  return answered < 0 ? -1 : 0;
+}
+
 int bench_serve(void *socket, const char *name, bench_answer_fn answer, void *ctx) {
   while (!bench_stop_requested()) {
     zmq_msg_t frames[BENCH_FRAMES_MAX];
@@ -103,14 +117,55 @@ int bench_serve(void *socket, const char *name, bench_answer_fn answer, void *ct
       fprintf(stderr, "%s: receive: %s\n", name, zmq_strerror(errno));
       return 1;
     }
-    int answered = answer(socket, frames, count, ctx);
-    if (answered < 0)
-      fprintf(stderr, "%s: send: %s\n", name, zmq_strerror(errno));
-    else if (answered == 0 && count != 2)   /* [peer, ""] is a probe: expected, silent */
-      fprintf(stderr, "%s: ignored a %d-frame message that is not WORK\n", name, count);
-    bench_close_frames(frames, count);
-    if (answered < 0)
+    if (s_handle(socket, name, answer, ctx, frames, count) < 0)
       return 1;
   }
   return 0;
+}
+
+/* ZMQ_EVENTS says a whole message waits (0 also when it cannot tell). */
+static int s_readable(void *socket) {
+  int events = 0;
+  size_t len = sizeof events;
+  return zmq_getsockopt(socket, ZMQ_EVENTS, &events, &len) == 0 && (events & ZMQ_POLLIN);
+}
+
+int bench_serve_polled(void *context, void *socket, const char *name, bench_answer_fn answer,
+                       void *ctx) {
+  void *monitor = NULL;
+  int fd_socket = -1, fd_monitor = -1;
+  size_t len = sizeof fd_socket;
+  if (zmq_socket_monitor(socket, "inproc://bench-monitor", ZMQ_EVENT_ALL) < 0
+      || !(monitor = zmq_socket(context, ZMQ_PAIR))
+      || zmq_connect(monitor, "inproc://bench-monitor") < 0
+      || zmq_getsockopt(socket, ZMQ_FD, &fd_socket, &len) < 0
+      || zmq_getsockopt(monitor, ZMQ_FD, &fd_monitor, &len) < 0) {
+    fprintf(stderr, "%s: monitor: %s\n", name, zmq_strerror(errno));
+    if (monitor) zmq_close(monitor);
+    return 1;
+  }
+  struct pollfd fds[2] = { { fd_socket, POLLIN, 0 }, { fd_monitor, POLLIN, POLLIN } };
+  int status = 0;
+  while (status == 0 && !bench_stop_requested()) {
+    /* The ROUTER's fd can stay quiet with messages waiting once a receive
+       or a send has run (zmq_getsockopt(3), ZMQ_FD): so ZMQ_EVENTS after
+       every message, and the last look, which finds none, is the one
+       before sleeping. */
+    while (status == 0 && s_readable(socket)) {
+      zmq_msg_t frames[BENCH_FRAMES_MAX];
+      int count = bench_receive_message(socket, frames);
+      if (count >= 0) status = s_handle(socket, name, answer, ctx, frames, count) < 0;
+    }
+    /* Nothing else touches the monitor: its fd tells. */
+    if (fds[1].revents)
+      while (s_readable(monitor)) {
+        zmq_msg_t frames[BENCH_FRAMES_MAX];
+        int count = bench_receive_message(monitor, frames);
+        if (count >= 0) bench_close_frames(frames, count);
+      }
+    if (status == 0 && poll(fds, 2, BENCH_POLL_MS) < 0 && errno != EINTR) status = 1;
+  }
+  zmq_socket_monitor(socket, NULL, 0);
+  zmq_close(monitor);
+  return status;
 }

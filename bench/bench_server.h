@@ -43,4 +43,13 @@ typedef int (*bench_answer_fn)(void *socket, zmq_msg_t *frames, int count, void 
    exit status: 0, or 1 when receiving or sending failed. */
 int bench_serve(void *socket, const char *name, bench_answer_fn answer, void *ctx);
 
+/* bench_serve as a host must serve that waits on more than one socket with
+   libzmq's public API: poll(2) on the ROUTER's ZMQ_FD and on the ZMQ_FD of a
+   monitor of it (a host learns disconnects there), ZMQ_EVENTS read after a
+   wake and after each message, the monitor drained when its fd wakes. Its
+   system calls beyond bench_serve's are the least such a host makes per
+   call (docs/bench.md). Returns the exit status. */
+int bench_serve_polled(void *context, void *socket, const char *name, bench_answer_fn answer,
+                       void *ctx);
+
 #endif

@@ -16,7 +16,10 @@
     SIGTERM or SIGINT, then exits 0. With BENCH_CURVE_SECRET set (a Z85
     secret key, 40 characters) it is a CURVE server with that key (no ZAP:
     any client key is let in), to measure encryption beside pseud-lua's
-    trusted_curve.
+    trusted_curve. With BENCH_POLL_MONITOR=1 it waits as a host watching
+    two sockets must (poll(2) on ZMQ_FDs, ZMQ_EVENTS; bench_serve_polled)
+    instead of in a blocking receive: the floor of such a host's system
+    calls per call.
 */
 
 #include <errno.h>
@@ -152,7 +155,10 @@ int main(int argc, char **argv) {
   echo_buffers_t buffers;
   msgpack_sbuffer_init(&buffers.reply);
   msgpack_unpacked_init(&buffers.work);
-  int status = bench_serve(socket, "bench_echo_c", s_on_message, &buffers);
+  const char *polled = getenv("BENCH_POLL_MONITOR");
+  int status = polled && strcmp(polled, "1") == 0
+                   ? bench_serve_polled(context, socket, "bench_echo_c", s_on_message, &buffers)
+                   : bench_serve(socket, "bench_echo_c", s_on_message, &buffers);
   msgpack_unpacked_destroy(&buffers.work);
   msgpack_sbuffer_destroy(&buffers.reply);
   zmq_close(socket);
