@@ -344,6 +344,10 @@ static void s_on_reconnect(loop_t *loop, loop_timer_t *t, void *arg) {
 static void s_link_lost(cluster_t *c, const char *why, int at_once) {
     if (c->state == LINK_DOWN || c->state == LINK_CLOSING) return;
     int was_up = c->state == LINK_UP;
+    /* at once only from a link that was up: one whose setup fails so (a
+     * Redis that answers every EVALSHA with NOSCRIPT) waits its backoff,
+     * or it would reconnect thousands of times a second */
+    if (!was_up) at_once = 0;
     c->state = LINK_DOWN;
     c->subscribed = 0;
     c->refresh_inflight = 0;
@@ -395,6 +399,7 @@ static void s_connect(cluster_t *c) {
     }
     const char *argv[2] = { "SUBSCRIBE", c->channel };
     size_t lens[2] = { 9, strlen(c->channel) };
+    s_unlink(&c->inflight, &c->sub_req);         /* never answered: still listed */
     c->sub_req = (cluster_req_t){ .c = c, .kind = REQ_SUBSCRIBE };
     if (s_send(c, c->sub, &c->sub_req, 2, argv, lens) < 0) s_link_lost(c, "cannot send SUBSCRIBE", 0);
 }
@@ -426,6 +431,11 @@ static void s_on_subscription(cluster_t *c, redisAsyncContext *ac, const redisRe
         s_unlink(&c->inflight, &c->sub_req);
         c->subscribed = 1;
         if (c->state == LINK_CONNECTING && c->loads_pending == 0) s_register(c);
+    } else if (strcmp(kind, "unsubscribe") == 0) {
+        /* hiredis forgets the channel's callback here: nothing more would
+         * come of this subscription, not even its confirmation */
+        s_unlink(&c->inflight, &c->sub_req);
+        s_link_lost(c, "Redis unsubscribed this node from its channel", 0);
     } else if (strcmp(kind, "message") == 0) {
         if (data->type != REDIS_REPLY_STRING || data->len > c->opt.max_message) {
             c->stats.oversize++;

@@ -18,6 +18,14 @@
  * and a count, not the subscription. This leans on hiredis 0.14's reader
  * (a bulk is parsed only once complete; the type byte consumed, pos at the
  * length): checked against its source, and by test_cluster.
+ *
+ * Arrays are bounded where hiredis builds them: it allocates a pointer per
+ * declared element as soon as an array's header is in (2^31 - 1 of them
+ * allowed), before any element comes, and a reply it has built is not in
+ * its buffer for the check above. No reply the cluster asks for holds more
+ * than REDIS_ARRAY_MAX elements or an array in an array (a push is three),
+ * so the reader's array builder refuses any other, which closes the
+ * connection, saying so (cluster_redis_spec).
  */
 #define _GNU_SOURCE
 #include "redis.h"
@@ -48,6 +56,7 @@
 #endif
 
 #define SKIP_CHUNK 16384
+#define REDIS_ARRAY_MAX 4             /* a pmessage push: the largest array Redis sends us */
 #define MAX_HEADER 24                 /* "$" is gone; digits and CRLF of any length that fits */
 
 struct redis_conn {
@@ -225,6 +234,22 @@ int redis_address_parse(const char *url, redis_address_t *a, char *err, size_t l
 
 /* ------------------------------------------------------------ the library */
 
+/* The reader's array builder (task->privdata is the connection, set on its
+ * reader): within the bound, hiredis's own; past it, NULL, which hiredis
+ * takes for out of memory and closes the connection on. */
+static void *s_create_array(const redisReadTask *task, int elements) {
+    redis_conn_t *c = task->privdata;
+    if (task->parent || elements > REDIS_ARRAY_MAX) {
+        if (!c->why[0] && task->parent)
+            snprintf(c->why, sizeof c->why, "Redis sent an array inside an array: no reply of ours has one");
+        else if (!c->why[0])
+            snprintf(c->why, sizeof c->why, "Redis sent an array of %d elements, over the bound of %d",
+                     elements, REDIS_ARRAY_MAX);
+        return NULL;
+    }
+    return c->lib->create_array(task, elements);
+}
+
 int redis_lib_load(redis_lib_t *lib, char *err, size_t err_len) {
     memset(lib, 0, sizeof *lib);
     lib->handle = dlopen(PSEUD_HIREDIS_SONAME, RTLD_NOW | RTLD_LOCAL);
@@ -245,7 +270,25 @@ int redis_lib_load(redis_lib_t *lib, char *err, size_t err_len) {
     LOAD(handle_write, "redisAsyncHandleWrite")
     LOAD(command_argv, "redisAsyncCommandArgv")
     LOAD(process_callbacks, "redisProcessCallbacks")
+    redisReader *(*reader_create)(void);
+    void (*reader_free)(redisReader *);
+    if (!(*(void **)&reader_create = dlsym(lib->handle, "redisReaderCreate")) ||
+        !(*(void **)&reader_free = dlsym(lib->handle, "redisReaderFree"))) {
+        snprintf(err, err_len, "cannot join a cluster: %s has no redisReaderCreate", PSEUD_HIREDIS_SONAME);
+        redis_lib_unload(lib);
+        return -1;
+    }
 #undef LOAD
+    redisReader *r = reader_create();            /* to learn hiredis's own reply builders */
+    if (!r) {
+        snprintf(err, err_len, "cannot join a cluster: out of memory");
+        redis_lib_unload(lib);
+        return -1;
+    }
+    lib->replies = *r->fn;
+    reader_free(r);
+    lib->create_array = lib->replies.createArray;
+    lib->replies.createArray = s_create_array;
     return 0;
 }
 
@@ -399,6 +442,9 @@ redis_conn_t *redis_conn_new(loop_t *loop, const redis_lib_t *lib, const redis_a
         free(c);
         return NULL;
     }
+    /* arrays bounded (s_create_array); hiredis only reads the table */
+    ac->c.reader->fn = (redisReplyObjectFunctions *)&lib->replies;
+    ac->c.reader->privdata = c;
     c->fd = ac->c.fd;
     if (loop_add_fd_events(loop, c->fd, LOOP_READABLE | LOOP_WRITABLE, s_on_io, c) < 0) {
         snprintf(err, err_len, "Redis at %s: out of memory", a->shown);

@@ -56,6 +56,11 @@ typedef struct redis_lib {
     __typeof__(&redisAsyncHandleWrite) handle_write;
     __typeof__(&redisAsyncCommandArgv) command_argv;
     void (*process_callbacks)(redisAsyncContext *ac);   /* exported, not in async.h */
+    /* hiredis's reply builders with arrays bounded (REDIS_ARRAY_MAX, none
+     * nested), which every connection's reader uses; hiredis's own array
+     * builder, which they call within the bound */
+    redisReplyObjectFunctions replies;
+    void *(*create_array)(const redisReadTask *task, int elements);
 } redis_lib_t;
 
 /* Load hiredis into `lib`: 0, or -1 with the reason in err. */
