@@ -4,6 +4,7 @@
 -- (spec/servers/cluster.lua), Lua and Python pseud peers.
 local process = require 'spec.support.process'
 local json = require 'dkjson'
+local logfmt = require 'spec.support.logfmt'
 
 local PYTHON = '/usr/bin/python3'
 
@@ -100,6 +101,37 @@ describe('a cluster of nodes on Redis', function()
     call(b, 'call', 'alice', 'stop')
     alice:wait(10)
     eventually('alice gone from the directory', function() return directory(port, 'alice') == '' end)
+  end)
+
+  it('forwarded calls write nothing to Redis: its writes follow connects, disconnects and refreshes', function()
+    local hal = start_peer(b, 'hal')
+    eventually('hal in the directory', function() return directory(port, 'hal') == b.node end)
+    local function counts()                      -- commands run, those of scripts included
+      local n = {}
+      for cmd, calls in redis(port, 'INFO', 'commandstats'):gmatch('cmdstat_(%w+):calls=(%d+)') do
+        n[cmd] = tonumber(calls)
+      end
+      return n
+    end
+    local before, t0 = counts(), os.time()
+    local users = {}
+    for i = 1, 200 do users[i] = 'hal' end
+    local r = call(a, 'call_each', users, 'whoami', 1)
+    assert.same({ ok = true, value = 'I am hal' }, r.first)
+    assert.same({ ok = 199, failed = 0 }, r.rest)
+    local after, seconds = counts(), os.time() - t0 + 1
+    local function delta(cmd) return (after[cmd] or 0) - (before[cmd] or 0) end
+    assert.is_true(delta('publish') >= 400, 'work and results went through Redis: ' .. delta('publish'))
+    -- the caller's own connection to A is the only connect and disconnect
+    local writes = 0
+    for _, cmd in ipairs({ 'zadd', 'zrem', 'sadd', 'srem', 'spop', 'del', 'expire', 'pexpire' }) do
+      writes = writes + delta(cmd)
+    end
+    assert.is_true(writes <= 8, 'directory writes during 200 forwarded calls: ' .. writes)
+    -- refreshes: one SET a node every 0.25 s
+    assert.is_true(delta('set') <= 2 * (seconds * 4 + 2), ('%d SETs in %d s'):format(delta('set'), seconds))
+    call(b, 'call', 'hal', 'stop')
+    hal:wait(10)
   end)
 
   it('a forwarded call reaches a Python pseud peer byte for byte as a local one does', function()
@@ -349,6 +381,9 @@ describe('a cluster of nodes on Redis', function()
     assert.equal(new, call(b, 'node'))
     b.node = new
     assert.equal('0', redis(port, 'EXISTS', 'pseud:users:' .. old))
+    -- the whole entry: the new incarnation alone, no stale one beneath it
+    assert.equal(new, redis(port, 'ZRANGE', 'pseud:user:7:service:dave', '0', '-1'))
+    assert.equal('0', redis(port, 'SISMEMBER', 'pseud:nodes', old))
     assert.same({ ok = true, value = 'I am dave' }, call(a, 'call', 'dave', 'whoami'))
     call(b, 'call', 'dave', 'stop')
     dave:wait(10)
@@ -381,25 +416,46 @@ describe('a cluster of nodes on Redis', function()
 
   it('a node killed (SIGKILL) with calls to its users in flight: each ends once, soon; new ones fail fast', function()
     local c = start_node(url, 3)
-    local erin = start_peer(c, 'erin')
-    eventually('erin in the directory', function() return directory(port, 'erin') == c.node end)
-    local caller = process.start({ process.host(), 'spec/clients/cluster_call.lua', a.endpoint, 'call',
-                                   '"erin"', '"stall"' }, { name = 'in-flight' })
-    assert.equal('stalling', erin:read_line(), erin:report())
+    local erin, fred = start_peer(c, 'erin'), start_peer(c, 'fred')
+    eventually('erin and fred in the directory', function()
+      return directory(port, 'erin') == c.node and directory(port, 'fred') == c.node
+    end)
+    -- six calls in flight from A and B (three callers each), to both users
+    local callers, held = {}, { erin = 0, fred = 0 }
+    for i = 1, 6 do
+      local user = i % 2 == 1 and 'erin' or 'fred'
+      local via = i <= 3 and a or b
+      callers[i] = process.start({ process.host(), 'spec/clients/cluster_call.lua', via.endpoint, 'call',
+                                   json.encode(user), '"stall"' }, { name = 'in-flight-' .. i })
+      held[user] = held[user] + 1
+    end
+    for user, n in pairs(held) do
+      local peer = user == 'erin' and erin or fred
+      for _ = 1, n do assert.equal('stalling', peer:read_line(), peer:report()) end
+    end
     c.proc:kill('KILL')
     c.proc:wait(10)
-    local lines = {}
-    for line in function() return caller:read_line() end do lines[#lines + 1] = line end
-    caller:wait(10)
-    assert.equal(1, #lines, table.concat(lines, '\n'))
-    local ended = json.decode(lines[1])
-    assert.is_false(ended.ok)
-    -- A's probe of C's channel finds nobody listening: not its 3 s timeout
-    assert.equal('PeerLostError', ended.error, ended.message)
-    assert.matches('which left it with the call in flight', ended.message, 1, true)
-    assert.is_true(ended.seconds < 3, ended.seconds)
+    for i, caller in ipairs(callers) do
+      local lines = {}
+      for line in function() return caller:read_line() end do lines[#lines + 1] = line end
+      caller:wait(10)
+      assert.equal(1, #lines, ('caller %d: %s'):format(i, table.concat(lines, '\n')))
+      local ended = json.decode(lines[1])
+      assert.is_false(ended.ok)
+      -- the origin's probe of C's channel finds nobody listening: not its 3 s timeout
+      assert.equal('PeerLostError', ended.error, ended.message)
+      assert.matches('which left it with the call in flight', ended.message, 1, true)
+      assert.is_true(ended.seconds < 3, ended.seconds)
+    end
     fails_fast(call(a, 'call', 'erin', 'whoami'))
+    fails_fast(call(b, 'call', 'fred', 'whoami'))
+    -- no origin heard of any of them from C again
+    for _, node in ipairs({ a, b }) do
+      assert.is_nil(logfmt.find(node.proc:log_text(), { node = c.node,
+        msg = 'cluster: dropped a result for no call forwarded there (late, or forged)' }))
+    end
     erin:stop()
+    fred:stop()
   end)
 
   it('a node stopped cleanly (SIGTERM) leaves at once: its key and entries go, calls to its users fail fast', function()
