@@ -97,6 +97,18 @@ describe('pseud-lua --workers 2', function()
     assert.is_true(tonumber(ms) < 1000, lines[2])
   end)
 
+  it('sends each call to the worker with the fewest calls in flight: past one held, to both once it ends', function()
+    -- one call holds a worker (in pseud.sleep: its loop runs, so a call sent
+    -- there would be answered too); each call made meanwhile, awaited one
+    -- after the other, finds 1 in flight there and 0 on the other worker
+    local lines = run(endpoint, 'held', '10')
+    local held = lines[1]:match('^held ([12])$')
+    assert.is_not_nil(held, table.concat(lines, '\n'))
+    assert.equal('during ' .. (held == '1' and '2' or '1'), lines[2])
+    -- released, both serve: two holds at once go one to each
+    assert.equal('after 1 2', lines[3])
+  end)
+
   it("lets a worker handler send_to a connected client, call through the control's client and list peers()", function()
     local lines = run(endpoint, 'callback')
     assert.matches('^callback [12] 42$', lines[1])

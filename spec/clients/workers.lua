@@ -9,6 +9,10 @@ Cases:
   blocked       block(2.5) holds one worker in a C call; nap(0.9) goes to
                 the other; 0.3 s into the block, whoami: `block W`,
                 `probe W MS` (the worker that answered it, and when)
+  held N        hold() in one worker while N whoami go one after the
+                other; once it ends, two hold() at once: `held W` (the
+                held call's worker), `during W...` (who answered the N),
+                `after W...` (the two holds' workers)
   callback      send_to from a worker's handler back to this client, and
                 a worker's client calling through the control's, and
                 peers() from a worker: `callback W ANSWER`,
@@ -109,6 +113,34 @@ elseif case == 'blocked' then
   napping:get()
   print(('probe %d %d'):format(r.worker, ms))
   os.remove(mark)
+elseif case == 'held' then
+  -- a fresh path for hold(), and its release: the file made
+  local function mark()
+    local path = os.tmpname()
+    os.remove(path)
+    return path
+  end
+  local function release(path) assert(io.open(path, 'w')):close() end
+  local c = client()
+  local first = mark()
+  local held = c.hold(first)                   -- in flight: 1 on its worker, 0 on the other
+  local during = {}
+  for _ = 1, tonumber(arg[3]) do during[c.whoami():get().worker] = true end
+  release(first)
+  local ok, w = pcall(held.get, held)
+  print('held ' .. (ok and tostring(w) or tostring(w.name)))
+  print('during ' .. sorted_keys(during))
+  local second = mark()
+  local both = { c.hold(second), c.hold(second) }   -- the second goes where the first is not
+  release(second)
+  local after = {}
+  for _, f in ipairs(both) do
+    ok, w = pcall(f.get, f)
+    after[ok and tostring(w) or tostring(w.name)] = true
+  end
+  print('after ' .. sorted_keys(after))
+  os.remove(first)
+  os.remove(second)
 elseif case == 'callback' then
   local c = client('cb-client')
   c:register_rpc('double', function(x) return 2 * x end)

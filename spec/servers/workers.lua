@@ -35,6 +35,19 @@ server:register_rpc('nap', function(seconds)
   return pseud.worker_id()
 end)
 
+-- Waits (its worker's loop goes on) until a file exists at `path`, then
+-- says which worker it was: the caller makes the file to release it, a
+-- flag every worker's state sees (max_handler_time bounds the wait).
+local function exists(path)
+  local f = io.open(path)
+  if f then f:close() end
+  return f ~= nil
+end
+server:register_rpc('hold', function(path)
+  while not exists(path) do pseud.sleep(0.01) end
+  return pseud.worker_id()
+end)
+
 -- Busy for `seconds` without yielding (a preempted handler: the count hook
 -- slices it, max_handler_time stops it).
 server:register_rpc('spin', function(seconds)
