@@ -509,3 +509,37 @@ describe('a cluster of nodes on Redis', function()
     eventually('Redis back to its memory', function() return memory() - memory0 < 128 * 1024 end, 10)
   end)
 end)
+
+describe('pseud-lua --cluster URL, PSEUD_CLUSTER=URL', function()
+  local port, url
+
+  lazy_setup(function()
+    port = free_port()
+    url = 'redis://127.0.0.1:' .. port
+    start_redis(port)
+  end)
+  lazy_teardown(function() process.stop_all() end)
+
+  it('join the first server made without a cluster option, and no other, to the cluster at URL', function()
+    -- every other spec names the cluster in its script; this one's names
+    -- none (spec/servers/cluster_flag.lua). Given both, the flag wins
+    -- (pseud-lua(1)): the variable then names a port where nothing listens.
+    local nowhere = 'redis://127.0.0.1:' .. free_port()
+    for _, how in ipairs({
+      { 'the flag', process.host(), '--cluster', url },
+      { 'the variable', 'env', 'PSEUD_CLUSTER=' .. url, process.host() },
+      { 'both', 'env', 'PSEUD_CLUSTER=' .. nowhere, process.host(), '--cluster', url },
+    }) do
+      local argv = { table.unpack(how, 2) }
+      argv[#argv + 1] = 'spec/servers/cluster_flag.lua'
+      local p = process.start(argv, { name = 'node-flag' })
+      local endpoint, id = p:wait_for('^ready (%S+) (%S+)', 100, 15)
+      assert.same({ outside = false, service = { node = id, up = true }, later = false },
+                  call({ endpoint = endpoint }, 'clusters'), how[1])
+      assert.equal('1', redis(port, 'EXISTS', 'pseud:node:' .. id), how[1])   -- its liveness key
+      local ok, stopped, code = p:stop()
+      assert(ok, ('%s: the node ended %s %s:\n%s'):format(how[1], stopped, code, p:report()))
+      eventually('its liveness key gone', function() return redis(port, 'EXISTS', 'pseud:node:' .. id) == '0' end)
+    end
+  end)
+end)
