@@ -200,11 +200,9 @@ void endpoint_drain_monitor(endpoint_t *ep) {
 /* Every drain ends on EAGAIN, and nothing else reads the monitor but the
  * loop's ZMQ_EVENTS look, which runs the drain when it finds an event: so
  * an event that came since the last drain has made its fd readable, and
- * one poll(2) of it now sees what a drain now would. Right after the loop's
- * own poll found that fd quiet, that poll is the look (microseconds older,
- * less than any batch lasts): one system call a wake fewer. */
+ * one poll(2) of it now sees what a drain now would. */
 void endpoint_catch_up_monitor(endpoint_t *ep) {
-    if (!ep->monitor || loop_quiet(ep->loop, ep->monitor)) return;
+    if (!ep->monitor) return;
     struct pollfd p = { .fd = ep->monitor_fd, .events = POLLIN };
     if (ep->monitor_fd >= 0 && poll(&p, 1, 0) == 0) return;
     endpoint_drain_monitor(ep);

@@ -62,7 +62,6 @@ struct loop {
     int wakes_on_signals;      /* the self-pipe's read end is watched */
     int deaf;                  /* a worker's loop: the signal flags are the control's */
     int woken;                 /* a poll's results are being dispatched (loop_woken) */
-    size_t npolled;            /* the watches that poll looked at (those added since: not) */
     _Atomic uint64_t *beat;    /* loop_set_beat's, or NULL */
 };
 
@@ -384,14 +383,6 @@ void loop_touch(loop_t *loop, void *socket) {
 
 int loop_woken(const loop_t *loop) { return loop->woken; }
 
-int loop_quiet(const loop_t *loop, void *socket) {
-    if (!loop->woken) return 0;
-    for (size_t i = 0; i < loop->npolled; i++)
-        if (loop->watches[i].socket == socket && !loop->watches[i].removed)
-            return loop->fds[i].revents == 0;
-    return 0;
-}
-
 void loop_set_beat(loop_t *loop, _Atomic uint64_t *beat) { loop->beat = beat; }
 
 int loop_run_once(loop_t *loop, double max_wait) {
@@ -420,7 +411,6 @@ int loop_run_once(loop_t *loop, double max_wait) {
     if (!loop->deaf && (s_signal || s_reload)) timeout_ms = 0;
     /* always, even at 0 s: a socket that is not stale is seen only here */
     if (loop->beat) atomic_store_explicit(loop->beat, 0, memory_order_relaxed);
-    loop->npolled = loop->nwatches;
     int rc = poll(loop->fds, (nfds_t)loop->nwatches, (int)timeout_ms);
     if (loop->beat)
         atomic_store_explicit(loop->beat, (uint64_t)(loop_now() * 1e6) | 1, memory_order_relaxed);

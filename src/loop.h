@@ -45,12 +45,6 @@ void loop_set_beat(loop_t *loop, _Atomic uint64_t *beat);
  * socket's fd woke it), 0 in the look at stale sockets before a poll. */
 int loop_woken(const loop_t *loop);
 
-/* 1 while the loop runs the handlers of a poll that has just returned and
- * that poll found `socket`'s fd quiet: for a socket read to EAGAIN each
- * time and by nothing else, nothing came between its last read and the
- * poll. 0 otherwise (not in such a round, fd woken, or not watched then). */
-int loop_quiet(const loop_t *loop, void *socket);
-
 /* Call fn(loop, fd, arg) when plain file descriptor `fd` is readable (or
  * in error). The loop does not own it. Returns 0 or -1. */
 int loop_add_fd(loop_t *loop, int fd, loop_fd_fn fn, void *arg);
