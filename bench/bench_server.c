@@ -141,6 +141,7 @@ int bench_serve_polled(void *context, void *socket, const char *name, bench_answ
       || zmq_getsockopt(socket, ZMQ_FD, &fd_socket, &len) < 0
       || zmq_getsockopt(monitor, ZMQ_FD, &fd_monitor, &len) < 0) {
     fprintf(stderr, "%s: monitor: %s\n", name, zmq_strerror(errno));
+    zmq_socket_monitor(socket, NULL, 0);
     if (monitor) zmq_close(monitor);
     return 1;
   }
@@ -154,7 +155,14 @@ int bench_serve_polled(void *context, void *socket, const char *name, bench_answ
     while (status == 0 && s_readable(socket)) {
       zmq_msg_t frames[BENCH_FRAMES_MAX];
       int count = bench_receive_message(socket, frames);
-      if (count >= 0) status = s_handle(socket, name, answer, ctx, frames, count) < 0;
+      if (count >= 0) {
+        status = s_handle(socket, name, answer, ctx, frames, count) < 0;
+      } else if (errno != EAGAIN && errno != EINTR) {
+        fprintf(stderr, "%s: receive: %s\n", name, zmq_strerror(errno));
+        status = 1;
+      } else {
+        break;                          /* a signal: look at the flag */
+      }
     }
     /* Nothing else touches the monitor: its fd tells. */
     if (fds[1].revents)
@@ -163,7 +171,10 @@ int bench_serve_polled(void *context, void *socket, const char *name, bench_answ
         int count = bench_receive_message(monitor, frames);
         if (count >= 0) bench_close_frames(frames, count);
       }
-    if (status == 0 && poll(fds, 2, BENCH_POLL_MS) < 0 && errno != EINTR) status = 1;
+    if (status == 0 && poll(fds, 2, BENCH_POLL_MS) < 0 && errno != EINTR) {
+      perror("poll");
+      status = 1;
+    }
   }
   zmq_socket_monitor(socket, NULL, 0);
   zmq_close(monitor);

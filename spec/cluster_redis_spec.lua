@@ -78,6 +78,18 @@ describe('a node whose Redis misbehaves', function()
     assert.is_true(node.proc:alive())
   end)
 
+  it('backs off as well from a Redis whose every lookup fails with NOSCRIPT once the link is up', function()
+    -- a link that fails as soon as it is up must not come back at once each
+    -- time: that is paced by nothing but the calls
+    local fake, port = start_fake('noscript-lookups', 3)
+    local node = start_node(port)
+    local r = call(node, 'call_for', 'bob', 'whoami', 2)
+    assert.is_true(r.ok + r.failed >= 20, 'it kept calling: ' .. (r.ok + r.failed))
+    local accepted = tonumber(fake:wait_for('^accepted (%d+)$', 100000, 10))
+    assert.is_true(accepted <= 20, 'connections in 3 s: ' .. accepted)
+    assert(link_losses(node, 'lost the scripts')[1], 'the log says why:\n' .. node.proc:log_text())
+  end)
+
   it('closes the link at once on an array header of 100,000,000 elements, its memory unspent', function()
     -- hiredis reserves a pointer per declared element before any comes:
     -- 800 MB for 14 bytes, freed in seconds that stopped the loop
@@ -87,7 +99,7 @@ describe('a node whose Redis misbehaves', function()
     local r = call(node, 'call', 'bob', 'whoami')        -- a lookup: answered with the header
     assert.is_false(r.ok)
     assert.is_true(r.seconds < 0.5, r.seconds)
-    local loss = await_loss(node, 'Redis sent an array of 100000000 elements, over the bound of 4')
+    local loss = await_loss(node, 'Redis sent an array of 100000000 elements where the bound is 4')
     assert.equal('cluster link lost', loss.msg)
     assert.is_true(rss_kib(node) < before + 16 * 1024, ('RSS %d KiB, %d before'):format(rss_kib(node), before))
     -- the next link is healthy again

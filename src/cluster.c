@@ -246,7 +246,6 @@ static void s_script(cluster_t *c, int script, req_kind_t kind, int ends_sync, c
 static void s_link_up(cluster_t *c) {
     c->state = LINK_UP;
     c->up_at = loop_now();
-    c->backoff = c->opt.backoff_min;
     c->stats.links_up++;
     s_log(c, LOG_INFO, "cluster link up", LOG_FIELDS(LOG_STR("redis", c->address.shown),
           LOG_STR("node", c->id), LOG_INT("users", idset_count(c->users))));
@@ -344,10 +343,13 @@ static void s_on_reconnect(loop_t *loop, loop_timer_t *t, void *arg) {
 static void s_link_lost(cluster_t *c, const char *why, int at_once) {
     if (c->state == LINK_DOWN || c->state == LINK_CLOSING) return;
     int was_up = c->state == LINK_UP;
-    /* at once only from a link that was up: one whose setup fails so (a
-     * Redis that answers every EVALSHA with NOSCRIPT) waits its backoff,
-     * or it would reconnect thousands of times a second */
-    if (!was_up) at_once = 0;
+    /* A link that held for backoff_max starts the backoff over, and may
+     * come back at once; one whose setup fails (a Redis that answers every
+     * EVALSHA with NOSCRIPT: 3,500 reconnections a second), or that fails
+     * as soon as it is up, waits its doubling backoff like any other. */
+    int held = was_up && loop_now() - c->up_at >= c->opt.backoff_max;
+    if (held) c->backoff = c->opt.backoff_min;
+    else at_once = 0;
     c->state = LINK_DOWN;
     c->subscribed = 0;
     c->refresh_inflight = 0;

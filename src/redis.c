@@ -57,6 +57,7 @@
 
 #define SKIP_CHUNK 16384
 #define REDIS_ARRAY_MAX 4             /* a pmessage push: the largest array Redis sends us */
+#define REDIS_ARRAY_MAX_TEXT "4"
 #define MAX_HEADER 24                 /* "$" is gone; digits and CRLF of any length that fits */
 
 struct redis_conn {
@@ -239,12 +240,16 @@ int redis_address_parse(const char *url, redis_address_t *a, char *err, size_t l
  * takes for out of memory and closes the connection on. */
 static void *s_create_array(const redisReadTask *task, int elements) {
     redis_conn_t *c = task->privdata;
-    if (task->parent || elements > REDIS_ARRAY_MAX) {
+    if (!c) return NULL;
+    /* a push of fewer than 3 would trip an assert in hiredis's subscription
+     * code (a message, a confirmation: 3; a pmessage: 4) */
+    int too_few = c->skip_payloads && elements < 3;
+    if (task->parent || elements > REDIS_ARRAY_MAX || too_few) {
         if (!c->why[0] && task->parent)
             snprintf(c->why, sizeof c->why, "Redis sent an array inside an array: no reply of ours has one");
         else if (!c->why[0])
-            snprintf(c->why, sizeof c->why, "Redis sent an array of %d elements, over the bound of %d",
-                     elements, REDIS_ARRAY_MAX);
+            snprintf(c->why, sizeof c->why, "Redis sent an array of %d elements where %s", elements,
+                     too_few ? "a push has 3 or 4" : "the bound is " REDIS_ARRAY_MAX_TEXT);
         return NULL;
     }
     return c->lib->create_array(task, elements);
@@ -274,7 +279,8 @@ int redis_lib_load(redis_lib_t *lib, char *err, size_t err_len) {
     void (*reader_free)(redisReader *);
     if (!(*(void **)&reader_create = dlsym(lib->handle, "redisReaderCreate")) ||
         !(*(void **)&reader_free = dlsym(lib->handle, "redisReaderFree"))) {
-        snprintf(err, err_len, "cannot join a cluster: %s has no redisReaderCreate", PSEUD_HIREDIS_SONAME);
+        snprintf(err, err_len, "cannot join a cluster: %s has no redisReaderCreate or redisReaderFree",
+                 PSEUD_HIREDIS_SONAME);
         redis_lib_unload(lib);
         return -1;
     }
@@ -515,6 +521,7 @@ void redis_conn_destroy(redis_conn_t **p) {
         c->ac->ev.data = NULL;
         c->ac->ev.cleanup = NULL;
         c->ac->ev.addRead = c->ac->ev.delRead = c->ac->ev.addWrite = c->ac->ev.delWrite = NULL;
+        c->ac->c.reader->privdata = NULL;             /* s_create_array: no connection to name */
         loop_remove_fd(c->loop, c->fd);
     }
     free(c);

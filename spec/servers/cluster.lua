@@ -6,6 +6,8 @@ spec/servers/cluster.lua [ENDPOINT]: one node of cluster_spec.lua, serving
                              {ok = true, value = v} or {ok = false, error = class,
                              message = text, seconds = time taken}
   peers()                    the sorted user ids of rpc:peers()
+  call_for(user, name, s)    send_to(user)[name]() again and again for s seconds:
+                             {ok = n, failed = n}
   call_each(users, name, k)  send_to(u)[name]() for every user in turn, all in
                              flight at once; the k-th awaited first: its outcome
                              as call() gives it, then the others', counted
@@ -55,6 +57,18 @@ server:register_rpc('call_each', function(users, name, k)
     end
   end
   return { first = first, rest = rest }
+end)
+
+-- call_for(user, name, seconds): send_to(user)[name]() again and again (5 ms
+-- apart) for `seconds`; how many ended {ok = n, failed = n}
+server:register_rpc('call_for', function(user, name, seconds)
+  local counts, deadline = { ok = 0, failed = 0 }, pseud.now() + seconds
+  while pseud.now() < deadline do
+    local ok = pcall(function() return server:send_to(user)[name]():get() end)
+    counts[ok and 'ok' or 'failed'] = counts[ok and 'ok' or 'failed'] + 1
+    pseud.sleep(0.005)
+  end
+  return counts
 end)
 
 server:register_rpc('peers', function()

@@ -8,6 +8,8 @@ healthy Redis would, except where MODE says:
 
   noscript      every EVALSHA is answered -NOSCRIPT (as through a proxy that
                 sends SCRIPT LOAD and EVALSHA to different servers)
+  noscript-lookups  a directory lookup is answered -NOSCRIPT, the rest as
+                a healthy Redis: the link comes up, then fails at each lookup
   huge-array    a directory lookup is answered with the 14 bytes
                 "*100000000\\r\\n", an array header and nothing after it
   push-array    once subscribed, a push whose payload is an array of
@@ -84,6 +86,8 @@ def answer(c, argv):
         if mode == 'noscript':
             return b'-NOSCRIPT No matching script. Please use EVAL.\r\n'
         if len(argv) == 4 and argv[3].startswith(b'pseud:user:'):    # a lookup
+            if mode == 'noscript-lookups':
+                return b'-NOSCRIPT No matching script. Please use EVAL.\r\n'
             return b'*100000000\r\n' if mode == 'huge-array' else b'$-1\r\n'
         return b':1\r\n'
     if cmd == b'PUBLISH':
