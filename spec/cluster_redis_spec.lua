@@ -5,7 +5,6 @@
 -- answer each case names; the node is spec/servers/cluster.lua.
 local process = require 'spec.support.process'
 local logfmt = require 'spec.support.logfmt'
-local json = require 'dkjson'
 
 local PYTHON = '/usr/bin/python3'
 
@@ -24,13 +23,7 @@ local function start_node(port, up_wait)
   return { proc = p, endpoint = endpoint }
 end
 
-local function call(node, name, ...)
-  local argv = { process.host(), 'spec/clients/cluster_call.lua', node.endpoint, name }
-  for _, a in ipairs({ ... }) do argv[#argv + 1] = json.encode(a) end
-  local out, ok, code, log = process.run(argv, { name = 'call-' .. name, timeout = 20 })
-  assert(ok, ('call %s exited %s:\n%s\n%s'):format(name, tostring(code), out, process.read(log)))
-  return json.decode(out)
-end
+local call = require('spec.support.cluster').call
 
 -- The node's log records of its link going down whose reason has `text`.
 local function link_losses(node, text)

@@ -58,13 +58,7 @@ local function start_peer(node, identity, service)
 end
 
 -- call(node's endpoint, name, args...) -> the decoded result
-local function call(node, name, ...)
-  local argv = { process.host(), 'spec/clients/cluster_call.lua', node.endpoint, name }
-  for _, a in ipairs({ ... }) do argv[#argv + 1] = json.encode(a) end
-  local out, ok, code, log = process.run(argv, { name = 'call-' .. name, timeout = 20 })
-  assert(ok, ('call %s exited %s:\n%s\n%s'):format(name, tostring(code), out, process.read(log)))
-  return json.decode(out)
-end
+local call = require('spec.support.cluster').call
 
 -- A call's result that is a PeerLostError given in under a second.
 local function fails_fast(r)
