@@ -113,6 +113,16 @@ describe('a node whose Redis misbehaves', function()
     fake:stop()
   end)
 
+  it('closes the link on a reply nobody asked for, where hiredis would abort the process', function()
+    local _, port = start_fake('stray')
+    local node = start_node(port, 0)
+    await_loss(node, 'Redis sent a reply nobody asked for')
+    assert.is_true(node.proc:alive())
+    local deadline = os.time() + 10                      -- the next link is healthy
+    while not call(node, 'up') and os.time() <= deadline do process.run({ 'sleep', '0.05' }) end
+    assert.is_true(call(node, 'up'))
+  end)
+
   it('says so at once when Redis unsubscribes it before confirming, and links again', function()
     local _, port = start_fake('unsub-once')
     local node = start_node(port)

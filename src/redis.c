@@ -25,7 +25,9 @@
  * its buffer for the check above. No reply the cluster asks for holds more
  * than REDIS_ARRAY_MAX elements or an array in an array (a push is three),
  * so the reader's array builder refuses any other, which closes the
- * connection, saying so (cluster_redis_spec).
+ * connection, saying so (cluster_redis_spec). The builders also count the
+ * command connection's replies against its commands: hiredis asserts on a
+ * reply nobody asked for there, so it is refused the same way.
  */
 #define _GNU_SOURCE
 #include "redis.h"
@@ -69,6 +71,7 @@ struct redis_conn {
     size_t max_reply;
     int skip_payloads;
     size_t skip;                      /* bytes of an oversize payload still to throw away */
+    size_t owed;                      /* replies owed: commands sent, not yet answered */
     redis_closed_fn closed;
     void *arg;
     char why[160];                    /* why we closed it, when we did */
@@ -235,24 +238,55 @@ int redis_address_parse(const char *url, redis_address_t *a, char *err, size_t l
 
 /* ------------------------------------------------------------ the library */
 
-/* The reader's array builder (task->privdata is the connection, set on its
- * reader): within the bound, hiredis's own; past it, NULL, which hiredis
- * takes for out of memory and closes the connection on. */
+/* The reader's reply builders (task->privdata is the connection, set on
+ * its reader): within the bounds, hiredis's own; past them, NULL, which
+ * hiredis takes for out of memory and closes the connection on, saying
+ * why (c->why). */
+static int s_refuse(redis_conn_t *c, const char *why, int elements) {
+    if (!c->why[0]) snprintf(c->why, sizeof c->why, why, elements);
+    return 0;
+}
+
+/* A reply at the top answers a command: on the command connection, one
+ * nobody asked for would trip an assert in hiredis (it expects a
+ * subscription then), so it is refused. Pushes come on the other. */
+static int s_owed(const redisReadTask *task) {
+    redis_conn_t *c = task->privdata;
+    if (!c) return 0;
+    if (task->parent || c->skip_payloads) return 1;
+    if (c->owed == 0) return s_refuse(c, "Redis sent a reply nobody asked for", 0);
+    c->owed--;
+    return 1;
+}
+
 static void *s_create_array(const redisReadTask *task, int elements) {
     redis_conn_t *c = task->privdata;
     if (!c) return NULL;
+    if (task->parent)
+        return s_refuse(c, "Redis sent an array inside an array (of %d): no reply of ours has one", elements), NULL;
+    if (elements > REDIS_ARRAY_MAX)
+        return s_refuse(c, "Redis sent an array of %d elements where the bound is " REDIS_ARRAY_MAX_TEXT,
+                        elements), NULL;
     /* a push of fewer than 3 would trip an assert in hiredis's subscription
      * code (a message, a confirmation: 3; a pmessage: 4) */
-    int too_few = c->skip_payloads && elements < 3;
-    if (task->parent || elements > REDIS_ARRAY_MAX || too_few) {
-        if (!c->why[0] && task->parent)
-            snprintf(c->why, sizeof c->why, "Redis sent an array inside an array: no reply of ours has one");
-        else if (!c->why[0])
-            snprintf(c->why, sizeof c->why, "Redis sent an array of %d elements where %s", elements,
-                     too_few ? "a push has 3 or 4" : "the bound is " REDIS_ARRAY_MAX_TEXT);
-        return NULL;
-    }
-    return c->lib->create_array(task, elements);
+    if (c->skip_payloads && elements < 3)
+        return s_refuse(c, "Redis sent an array of %d elements where a push has 3 or 4", elements), NULL;
+    return s_owed(task) ? c->lib->own.createArray(task, elements) : NULL;
+}
+
+static void *s_create_string(const redisReadTask *task, char *str, size_t len) {
+    redis_conn_t *c = task->privdata;
+    return s_owed(task) ? c->lib->own.createString(task, str, len) : NULL;
+}
+
+static void *s_create_integer(const redisReadTask *task, long long value) {
+    redis_conn_t *c = task->privdata;
+    return s_owed(task) ? c->lib->own.createInteger(task, value) : NULL;
+}
+
+static void *s_create_nil(const redisReadTask *task) {
+    redis_conn_t *c = task->privdata;
+    return s_owed(task) ? c->lib->own.createNil(task) : NULL;
 }
 
 int redis_lib_load(redis_lib_t *lib, char *err, size_t err_len) {
@@ -291,10 +325,12 @@ int redis_lib_load(redis_lib_t *lib, char *err, size_t err_len) {
         redis_lib_unload(lib);
         return -1;
     }
-    lib->replies = *r->fn;
+    lib->own = lib->replies = *r->fn;
     reader_free(r);
-    lib->create_array = lib->replies.createArray;
     lib->replies.createArray = s_create_array;
+    lib->replies.createString = s_create_string;
+    lib->replies.createInteger = s_create_integer;
+    lib->replies.createNil = s_create_nil;
     return 0;
 }
 
@@ -448,7 +484,7 @@ redis_conn_t *redis_conn_new(loop_t *loop, const redis_lib_t *lib, const redis_a
         free(c);
         return NULL;
     }
-    /* arrays bounded (s_create_array); hiredis only reads the table */
+    /* replies bounded (s_create_array, s_owed); hiredis only reads the table */
     ac->c.reader->fn = (redisReplyObjectFunctions *)&lib->replies;
     ac->c.reader->privdata = c;
     c->fd = ac->c.fd;
@@ -487,7 +523,9 @@ redis_conn_t *redis_conn_new(loop_t *loop, const redis_lib_t *lib, const redis_a
 int redis_conn_command(redis_conn_t *c, redisCallbackFn *fn, void *privdata,
                        int argc, const char **argv, const size_t *argv_len) {
     if (!c->ac || (c->ac->c.flags & (REDIS_DISCONNECTING | REDIS_FREEING))) return -1;
-    return c->lib->command_argv(c->ac, fn, privdata, argc, argv, argv_len) == REDIS_OK ? 0 : -1;
+    if (c->lib->command_argv(c->ac, fn, privdata, argc, argv, argv_len) != REDIS_OK) return -1;
+    c->owed++;
+    return 0;
 }
 
 const char *redis_conn_why(const redisAsyncContext *ac) {
@@ -521,7 +559,7 @@ void redis_conn_destroy(redis_conn_t **p) {
         c->ac->ev.data = NULL;
         c->ac->ev.cleanup = NULL;
         c->ac->ev.addRead = c->ac->ev.delRead = c->ac->ev.addWrite = c->ac->ev.delWrite = NULL;
-        c->ac->c.reader->privdata = NULL;             /* s_create_array: no connection to name */
+        c->ac->c.reader->privdata = NULL;             /* the reply builders: no connection */
         loop_remove_fd(c->loop, c->fd);
     }
     free(c);

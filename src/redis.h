@@ -56,11 +56,10 @@ typedef struct redis_lib {
     __typeof__(&redisAsyncHandleWrite) handle_write;
     __typeof__(&redisAsyncCommandArgv) command_argv;
     void (*process_callbacks)(redisAsyncContext *ac);   /* exported, not in async.h */
-    /* hiredis's reply builders with arrays bounded (REDIS_ARRAY_MAX, none
-     * nested), which every connection's reader uses; hiredis's own array
-     * builder, which they call within the bound */
-    redisReplyObjectFunctions replies;
-    void *(*create_array)(const redisReadTask *task, int elements);
+    /* hiredis's own reply builders, and ours, which every connection's
+     * reader uses: within the bounds (an array of at most REDIS_ARRAY_MAX,
+     * none nested; no reply nobody asked for) they call hiredis's */
+    redisReplyObjectFunctions own, replies;
 } redis_lib_t;
 
 /* Load hiredis into `lib`: 0, or -1 with the reason in err. */

@@ -15,6 +15,8 @@ healthy Redis would, except where MODE says:
   push-array    once subscribed, a push whose payload is an array of
                 2,000,000,000 elements, then as many ":1" as the node takes
   unsub-once    the first SUBSCRIBE is answered with an "unsubscribe" push
+  stray         the first EVALSHA's answer (the registration) is followed
+                by "+SURPRISE", a reply nobody asked for
 
 Listens on a free 127.0.0.1 port and prints "ready PORT"; prints
 "accept N" at each connection. With SECONDS it stops after that long and
@@ -66,10 +68,11 @@ class Conn:
 
 
 subscribes = 0
+evals = 0
 
 
 def answer(c, argv):
-    global subscribes
+    global subscribes, evals
     cmd = argv[0].upper()
     if cmd == b'SCRIPT':
         return bulk(hashlib.sha1(argv[2]).hexdigest().encode())
@@ -83,6 +86,9 @@ def answer(c, argv):
             reply += b'*3\r\n' + bulk(b'message') + bulk(argv[1]) + b'*2000000000\r\n'
         return reply
     if cmd == b'EVALSHA':
+        evals += 1
+        if mode == 'stray' and evals == 1:
+            return b':1\r\n+SURPRISE\r\n'
         if mode == 'noscript':
             return b'-NOSCRIPT No matching script. Please use EVAL.\r\n'
         if len(argv) == 4 and argv[3].startswith(b'pseud:user:'):    # a lookup
