@@ -2,7 +2,7 @@
 -- JSON type through an echo handler, byte for byte), keyword arguments,
 -- remote errors, timeouts and unreachable peers, bad JSON, PLAIN and CURVE
 -- logins, a Python peer as the server. Exit status: 0 ok, 1 ERROR, 2 usage,
--- 3 no answer.
+-- 3 no answer, 4 an answer with no JSON form.
 local process = require 'spec.support.process'
 local clock = require 'spec.support.clock'
 
@@ -214,16 +214,44 @@ describe('pseud-lua call', function()
   -- A map key that is a map, nested: each level escaped the text of the
   -- one inside it again, so a 66-byte reply 32 levels deep made gigabytes
   -- of JSON (an attack round)
-  it('prints map keys that are maps a few levels deep, and refuses deeper ones at once', function()
+  -- (a 4 MiB reply of 4 levels still made 128 MiB in 24 s: one level now)
+  it('prints a map key that is a map, and exits 4 at once on one inside a key', function()
     local _, ep = process.pyserver('pyservice')
     local out, code, err = run { 'call', ep, 'pyservice', 'raw', '"' .. ('81'):rep(2) .. '01' .. ('02'):rep(2) .. '"' }
     assert.equal(0, code, err)
     assert.equal('{"{\\"1\\":2}":2}\n', out)
-    local t0 = clock.now()
-    out, code, err = run { 'call', ep, 'pyservice', 'raw', '"' .. ('81'):rep(32) .. '01' .. ('02'):rep(32) .. '"' }
+    out, code, err = run { 'call', ep, 'pyservice', 'raw', '"' .. ('81'):rep(3) .. '01' .. ('02'):rep(3) .. '"' }
     assert.equal('', out)
-    assert.matches('map keys nested too deep for JSON', err)
-    assert.is_true(code ~= 0 and clock.now() - t0 < 3, ('exit %s after %.2f s'):format(code, clock.now() - t0))
+    assert.equal(4, code, err)
+    assert.matches('the answer has no JSON form: map keys that are maps or arrays nested in one another', err,
+                   1, true)
+    assert.is_nil(err:find('traceback', 1, true))
+    local t0 = clock.now()
+    out, code = run { 'call', ep, 'pyservice', 'raw', '"' .. ('81'):rep(32) .. '01' .. ('02'):rep(32) .. '"' }
+    assert.equal('', out)
+    assert.is_true(code == 4 and clock.now() - t0 < 3, ('exit %s after %.2f s'):format(code, clock.now() - t0))
+  end)
+
+  it('prints a map key that is not UTF-8 as the JSON text of its $base64 form: valid JSON', function()
+    local out, code, err = run { 'call', endpoint, 'service', 'bytes_key' }
+    assert.equal(0, code, err)
+    assert.equal('{"{\\"$base64\\":\\"/w==\\"}":1}\n', out)
+    assert.is_not_nil(require('pseud.json').decode(out))
+  end)
+
+  it('escapes the C1 controls of UTF-8 (CSI) in a remote error, as it does ESC', function()
+    local out, code, err = run { 'call', endpoint, 'service', 'c1' }
+    assert.equal('', out)
+    assert.equal(1, code)
+    assert.matches('ValueError: csi \\u009b31mred\n', err, 1, true)
+    assert.is_nil(err:find('\194\155', 1, true))
+  end)
+
+  it("exits 1 on the peer's own ERROR TimeoutError: it answered", function()
+    local out, code, err = run { 'call', endpoint, 'service', 'says_timeout' }
+    assert.equal('', out)
+    assert.equal(1, code, err)
+    assert.matches('TimeoutError: the peer says so', err, 1, true)
   end)
 end)
 

@@ -12,7 +12,7 @@ local json = require 'pseud.json'
 
 local cli = {}
 
-local OK, REMOTE, USAGE, NO_ANSWER = 0, 1, 2, 3
+local OK, REMOTE, USAGE, NO_ANSWER, UNPRINTABLE = 0, 1, 2, 3, 4
 
 local USAGE_TEXT = [[
 usage: pseud-lua call [options] ENDPOINT SERVICE NAME [ARG...]
@@ -33,14 +33,17 @@ options (before ENDPOINT):
 JSON: integers stay integers, 1.0 is a float; bytes that are not UTF-8 are
 {"$base64": "..."}; ext values {"$ext": TYPE, "data": "BASE64"}; inf and nan
 {"$float": "inf"}. Exit: 0 ok, 1 the peer answered ERROR (class and message on
-stderr), 2 usage, 3 no answer in time (unreachable, login refused, timeout).
+stderr), 2 usage, 3 no answer in time (unreachable, login refused, timeout),
+4 the answer has no JSON form (map keys that are maps inside map keys).
 ]]
 
 -- A server's text for the terminal: control bytes but tab and newline (an
--- escape sequence in a doc or an error message) as \xNN, so a peer cannot
+-- escape sequence in a doc or an error message) as \xNN, and the C1
+-- controls in UTF-8 (U+0080-U+009F: CSI, OSC) as \u00NN, so a peer cannot
 -- drive the terminal.
 local function printable(text)
-  return (text:gsub('[%z\1-\8\11-\31\127]', function(c) return ('\\x%02x'):format(c:byte()) end))
+  text = text:gsub('[%z\1-\8\11-\31\127]', function(c) return ('\\x%02x'):format(c:byte()) end)
+  return (text:gsub('\194([\128-\159])', function(c) return ('\\u%04x'):format(c:byte()) end))
 end
 
 local function say(command, message)
@@ -173,6 +176,13 @@ local function decode_args(words, first, kwargs_text)
   return args
 end
 
+--- The JSON text of an answer, or quits: some values have none.
+local function shown(v)
+  local ok, text = pcall(json.encode, v)
+  if ok then return text end
+  quit(UNPRINTABLE, 'the answer has no JSON form: ' .. (pseud.is_error(text) and text.message or tostring(text)))
+end
+
 --- Call `name` with `args` through a new client; the result, or quits.
 local function remote_call(command, opts, endpoint, service, name, args)
   local copts = client_options(opts)
@@ -190,10 +200,12 @@ local function remote_call(command, opts, endpoint, service, name, args)
   if got then return result end
   if not pseud.is_error(result) then quit(REMOTE, tostring(result)) end
   -- no answer: none came, or the server refused our handshake (our login
-  -- or key; ZAP's refusal reaches us as UnauthorizedError 'handshake refused')
+  -- or key; ZAP's refusal reaches us as UnauthorizedError 'handshake refused').
+  -- Only errors raised here: the peer's own ERROR carries the call it
+  -- answered (err.call), whatever its class says.
   local refused = result.name == 'UnauthorizedError' and result.message:find('^handshake refused')
-  if result.name == 'TimeoutError' or result.name == 'PeerLostError' or result.name == 'Interrupted'
-     or refused then
+  if result.call == nil and (result.name == 'TimeoutError' or result.name == 'PeerLostError'
+                             or result.name == 'Interrupted' or refused) then
     quit(NO_ANSWER, ('%s: %s'):format(result.name, result.message))
   end
   if command == 'ls' and result.name == 'ServiceNotFoundError' then
@@ -213,7 +225,7 @@ function cli.call(argv)
   local endpoint, service, name = words[1], words[2], words[3]
   local args = decode_args(words, 4, opts.kwargs)
   local result = remote_call('call', opts, endpoint, service, name, args)
-  io.write(json.encode(result), '\n')
+  io.write(shown(result), '\n')
   return OK
 end
 
@@ -222,10 +234,10 @@ function cli.ls(argv)
   if #words ~= 2 then quit(USAGE, 'usage: pseud-lua ls [options] ENDPOINT SERVICE (see --help)') end
   local list = remote_call('ls', opts, words[1], words[2], '_pseud.describe', { n = 0 })
   if opts.json then
-    io.write(json.encode(list), '\n')
+    io.write(shown(list), '\n')
     return OK
   end
-  if type(list) ~= 'table' then quit(REMOTE, 'the answer is not a list: ' .. json.encode(list)) end
+  if type(list) ~= 'table' then quit(REMOTE, 'the answer is not a list: ' .. shown(list)) end
   local width = 0                         -- the names' column, at most 40 wide
   for _, e in ipairs(list) do
     if type(e) == 'table' and type(e.name) == 'string' then width = math.max(width, math.min(#e.name, 40)) end
